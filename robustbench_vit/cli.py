@@ -1,0 +1,197 @@
+"""``rbvit``: thin click commands over the runner, the store and the leaderboard.
+
+Progress goes to stderr (rich), results to stdout (a rich table, or JSON with ``--json``).
+Errors a user can fix are one line on stderr with a distinct exit code.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from robustbench_vit import __version__
+from robustbench_vit.errors import RbvitError
+
+__all__ = ["main"]
+
+stdout = Console()
+err = Console(stderr=True)
+
+
+def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn library errors into one-line messages and exit codes."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RbvitError as e:
+            err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            sys.exit(e.exit_code)
+        except FileNotFoundError as e:
+            err.print(f"[red]error:[/red] file not found: {e.filename}", highlight=False)
+            sys.exit(4)
+        except RuntimeError as e:
+            if "out of memory" in str(e).lower():
+                err.print("[red]error:[/red] out of memory; lower --batch-size or use a smaller --limit")
+                sys.exit(7)
+            raise
+
+    return wrapper
+
+
+class RichReporter:
+    """Progress bar on stderr for the runner."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=err, transient=True)  # fmt: skip
+        self.progress.start()
+        self.current: Any = None
+
+    def task(self, description: str, total: int) -> None:
+        if self.current is not None:
+            self.progress.remove_task(self.current)
+        self.current = self.progress.add_task(description, total=total)
+
+    def advance(self, n: int) -> None:
+        if self.current is not None:
+            self.progress.advance(self.current, n)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rbvit")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """Robustness benchmark for Vision Transformers and CNNs."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
+    params = {}
+    for p in pairs:
+        if "=" not in p:
+            raise RbvitError(f"--param {p!r} must look like key=value")
+        k, v = p.split("=", 1)
+        params[k.strip()] = v.strip()
+    return params
+
+
+@main.command("eval")
+@click.option("--model", "-m", required=True, help="Zoo name, timm:<arch>, card .json, or module:factory.")
+@click.option("--suite", "-s", required=True, help="Suite name (rbvit ls suites).")
+@click.option("--data", type=str, default=None, help="Dataset folder (default: the ImageNet sample set).")
+@click.option("--dataset", type=str, default=None, help="Dataset name when auto-detection is not enough.")
+@click.option("--labels", type=str, default=None, help="Label file for a flat image folder.")
+@click.option("--limit", type=int, default=None, help="Class-stratified seeded subset of N images.")
+@click.option("--subset", type=str, default=None, help="File (or shipped list name) of item ids to evaluate.")
+@click.option("--batch-size", "-b", type=int, default=None)
+@click.option("--device", type=str, default=None, help="auto (cuda > mps > cpu), cpu, cuda, cuda:1 ...")
+@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--out", type=str, default=None, help="Results folder (default results/).")
+@click.option("--param", "-p", "params", multiple=True, help="Suite parameter key=value (repeatable).")
+@click.option("--checkpoint", type=str, default=None, help="Local weights (safetensors / weights-only .pth).")
+@click.option("--random-weights", is_flag=True, help="Do not load pretrained weights (tests, timing).")
+@click.option("--save-samples", is_flag=True, help="Also write per-sample rows (index, label, pred, loss).")
+@click.option("--workers", type=int, default=None, help="Decode threads for the image cache.")
+@click.option("--cache-dir", type=str, default=None, help="Decoded-image cache (default $RBVIT_CACHE).")
+@click.option("--json", "as_json", is_flag=True, help="Print rows as JSON lines on stdout.")
+@_friendly
+def eval_cmd(model: str, suite: str, params: tuple[str, ...], random_weights: bool, as_json: bool,
+             **opts: Any) -> None:  # fmt: skip
+    """Evaluate one model under one suite and write Parquet rows."""
+    from robustbench_vit.runner import RunOptions, evaluate
+
+    kwargs = {k: v for k, v in opts.items() if v is not None and v is not False}
+    if opts.get("save_samples"):
+        kwargs["save_samples"] = True
+    options = RunOptions(pretrained=not random_weights, suite_params=_parse_params(params), **kwargs)
+    rep = RichReporter()
+    try:
+        df = evaluate(model, suite, options, reporter=rep)
+    finally:
+        rep.close()
+    _print_rows(df, as_json)
+
+
+def _print_rows(df: Any, as_json: bool) -> None:
+    cols = ["model", "suite", "dataset", "condition", "metric", "value", "n"]
+    if as_json:
+        for rec in df[cols + ["preprocessing", "run_id"]].to_dict("records"):
+            click.echo(json.dumps(rec, default=str))
+        return
+    table = Table(*cols)
+    for rec in df[cols].itertuples(index=False):
+        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in rec])
+    stdout.print(table)
+
+
+@main.command("ls")
+@click.argument("kind", type=click.Choice(["models", "suites", "datasets"]))
+@click.option("--json", "as_json", is_flag=True)
+@_friendly
+def ls_cmd(kind: str, as_json: bool) -> None:
+    """List the model zoo, the suites, or the datasets."""
+    if kind == "models":
+        from robustbench_vit.models.zoo import MODELS
+
+        rows = [{"name": s.name, "family": s.family, "params_m": s.params_m, "source": s.source, "arch": s.arch,
+                 "paper": s.paper} for _, s in MODELS.items()]  # fmt: skip
+    elif kind == "suites":
+        from robustbench_vit.suites import SUITES
+
+        rows = [{"name": n, "paper": c.paper, "metrics": ",".join(c.metrics),
+                 "doc": (c.__doc__ or "").strip().splitlines()[0]} for n, c in SUITES.items()]  # fmt: skip
+    else:
+        from robustbench_vit.data.registry import DATASETS
+
+        rows = [{"name": s.name, "description": s.description, "layouts": s.layouts} for _, s in DATASETS.items()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    table = Table(*rows[0].keys(), title=f"rbvit {kind}")
+    for r in rows:
+        table.add_row(*["" if v is None else str(v) for v in r.values()])
+    stdout.print(table)
+
+
+@main.command("leaderboard")
+@click.argument("results", default="results")
+@click.option("--out", "-o", default=None, help="Parquet path (default RESULTS/leaderboard.parquet).")
+@click.option("--markdown", default=None, help="Markdown path (default RESULTS/LEADERBOARD.md).")
+@click.option("--json", "as_json", is_flag=True)
+@_friendly
+def leaderboard_cmd(results: str, out: str | None, markdown: str | None, as_json: bool) -> None:
+    """Aggregate a results folder into ranked tables (Parquet + Markdown)."""
+    from robustbench_vit.leaderboard import build_leaderboard, write_leaderboard
+
+    board = build_leaderboard(results)
+    pq_path, md_path = write_leaderboard(board, results, parquet=out, markdown=markdown)
+    if as_json:
+        click.echo(board.to_json(orient="records"))
+        return
+    cols = ["suite", "dataset", "condition", "metric", "rank", "model", "value", "ci_low", "ci_high", "n"]
+    table = Table(*cols, title="leaderboard")
+    for rec in board[cols].itertuples(index=False):
+        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in rec])
+    stdout.print(table)
+    err.print(f"wrote {pq_path} and {md_path}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,168 @@
+"""Image datasets as index lists: folder layouts, flat folders with a label file, CIFAR-10 batches.
+
+An :class:`ImageDataset` knows its items, their dataset-class targets and how to read one raw
+image; it never resizes or normalises (that is the cache's and the model's job). Dataset classes
+are names (wnids or words) that the runner maps onto the model's label space.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robustbench_vit.data.decode import read_rgb
+from robustbench_vit.errors import DataError
+from robustbench_vit.labels import CIFAR10_CLASSES
+
+__all__ = ["ImageDataset", "image_folder", "flat_folder", "cifar10_batches", "IMAGE_EXTENSIONS"]
+
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff", ".gif")
+
+
+@dataclass
+class ImageDataset:
+    """Items of one dataset.
+
+    Attributes:
+        kind: layout that produced it (``folder``, ``flat``, ``cifar10-batches``).
+        root: the folder given by the user.
+        classes: dataset class names, index = target value.
+        items: stable item ids (relative paths), in index order.
+        targets: int64 array, dataset class of every item.
+        read: index -> uint8 (3, H, W) RGB tensor, full resolution.
+    """
+
+    kind: str
+    root: Path
+    classes: tuple[str, ...]
+    items: list[str]
+    targets: np.ndarray
+    read: Callable[[int], torch.Tensor] = field(repr=False)
+    fingerprint: str = ""
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def _fingerprint(kind: str, root: Path, items: list[str], sizes: list[int]) -> str:
+    h = hashlib.sha256(f"{kind}\0{root.resolve()}\0".encode())
+    for it, sz in zip(items, sizes):
+        h.update(f"{it}\0{sz}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _require_dir(root: Path, what: str) -> Path:
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{what} folder not found: {root} (pass --data PATH to an existing folder)")
+    return root
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def image_folder(root: str | Path, *, classes: list[str] | None = None) -> ImageDataset:
+    """``root/<class>/<image>`` (ImageNet wnid folders, CIFAR class folders, any ImageFolder).
+
+    ``classes`` restricts and orders the class folders (default: all, sorted).
+    """
+    root = _require_dir(Path(root), "dataset")
+    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if classes is not None:
+        missing = sorted(set(classes) - set(found))
+        if missing:
+            raise DataError(f"{root} lacks class folders: {', '.join(missing[:8])}")
+        found = list(classes)
+    if not found:
+        raise DataError(f"{root} has no class sub-folders (expected <root>/<class>/<image>)")
+    items: list[str] = []
+    targets: list[int] = []
+    sizes: list[int] = []
+    for ci, cls in enumerate(found):
+        for p in sorted((root / cls).iterdir()):
+            if _is_image(p):
+                items.append(f"{cls}/{p.name}")
+                targets.append(ci)
+                sizes.append(p.stat().st_size)
+    if not items:
+        raise DataError(f"{root} has class folders but no images ({', '.join(IMAGE_EXTENSIONS)})")
+    fp = _fingerprint("folder", root, items, sizes)
+    return ImageDataset("folder", root, tuple(found), items, np.asarray(targets, dtype=np.int64),
+                        lambda i: read_rgb(root / items[i]), fp)  # fmt: skip
+
+
+def flat_folder(root: str | Path, labels: str | Path) -> ImageDataset:
+    """A flat folder of images plus a label file.
+
+    Each label-file line is ``<file name or stem> <label>`` (whitespace or comma separated, a
+    header line is skipped); the label is a wnid or class name, mapped onto the model's label
+    space later. Kaggle's ``LOC_val_solution.csv`` (label = first word of the second column)
+    works as is.
+    """
+    root = _require_dir(Path(root), "image")
+    labels = Path(labels)
+    if not labels.is_file():
+        raise DataError(f"label file not found: {labels}")
+    by_stem: dict[str, str] = {}
+    for line in labels.read_text().splitlines():
+        parts = line.replace(",", " ").split()
+        if len(parts) < 2 or parts[0].lower() in ("imageid", "file", "filename", "image"):
+            continue
+        by_stem[Path(parts[0]).stem] = parts[1]
+    files = sorted(p for p in root.iterdir() if _is_image(p))
+    if not files:
+        raise DataError(f"no images in {root}")
+    missing = [p.name for p in files if p.stem not in by_stem]
+    if missing:
+        raise DataError(f"label file {labels} has no label for {len(missing)} images, e.g. {missing[0]}")
+    classes = tuple(sorted({by_stem[p.stem] for p in files}))
+    cidx = {c: i for i, c in enumerate(classes)}
+    items = [p.name for p in files]
+    targets = np.asarray([cidx[by_stem[p.stem]] for p in files], dtype=np.int64)
+    fp = _fingerprint("flat", root, items, [p.stat().st_size for p in files])
+    return ImageDataset("flat", root, classes, items, targets, lambda i: read_rgb(root / items[i]), fp)
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR batches (dicts of numpy arrays, lists, bytes) and refuses anything else."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+    }  # fmt: skip
+
+    def find_class(self, module: str, name: str):  # type: ignore[no-untyped-def]
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
+
+
+def cifar10_batches(root: str | Path, *, split: str = "test") -> ImageDataset:
+    """The standard CIFAR-10 python batches (``test_batch`` or ``data_batch_1..5``), read safely."""
+    root = _require_dir(Path(root), "CIFAR-10 batches")
+    names = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
+    arrays, targets = [], []
+    for n in names:
+        p = root / n
+        if not p.is_file():
+            raise DataError(f"CIFAR-10 batch file missing: {p}")
+        try:
+            d = _ArrayOnlyUnpickler(io.BytesIO(p.read_bytes()), encoding="bytes").load()
+        except pickle.UnpicklingError as e:
+            raise DataError(f"{p} is not a CIFAR-10 python batch: {e}") from None
+        arrays.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        targets.extend(int(t) for t in d[b"labels"])
+    data = np.concatenate(arrays)
+    items = [f"{split}/{i:05d}" for i in range(len(data))]
+    fp = hashlib.sha256(b"cifar10-batches\0" + data.tobytes()).hexdigest()[:16]
+    return ImageDataset("cifar10-batches", root, CIFAR10_CLASSES, items, np.asarray(targets, dtype=np.int64),
+                        lambda i: torch.from_numpy(data[i].copy()), fp)  # fmt: skip

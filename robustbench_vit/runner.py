@@ -1,0 +1,201 @@
+"""``(model, suite, dataset, options) -> rows``: the one evaluation path used by the CLI and Python.
+
+The runner resolves the dataset and model, fills the decoded-image cache for the chosen subset,
+then walks the suite's conditions. Each finished condition is written to the store at once
+(atomically), and a rerun of the same configuration skips finished conditions, so a killed run
+loses at most the condition in flight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from robustbench_vit import __version__
+from robustbench_vit.data.cache import ImageCache, default_cache_dir
+from robustbench_vit.data.registry import open_dataset
+from robustbench_vit.data.subset import read_subset, stratified_limit
+from robustbench_vit.models.loading import LoadedModel, load_model, resolve_spec
+from robustbench_vit.store import RunStore, rows_to_frame
+from robustbench_vit.suites import Condition, EvalContext, Suite, make_suite
+
+__all__ = ["RunOptions", "evaluate", "Reporter"]
+
+log = logging.getLogger(__name__)
+
+
+class Reporter(Protocol):
+    """Progress sink (the CLI passes a rich progress bar; the library default is silent)."""
+
+    def task(self, description: str, total: int) -> None: ...
+    def advance(self, n: int) -> None: ...
+    def close(self) -> None: ...
+
+
+class _Silent:
+    def task(self, description: str, total: int) -> None:
+        log.info("%s (%d)", description, total)
+
+    def advance(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """Everything besides the model and suite that shapes a run (all recorded in ``config``)."""
+
+    data: str | None = None
+    dataset: str | None = None
+    labels: str | None = None
+    limit: int | None = None
+    subset: str | None = None
+    batch_size: int = 64
+    device: str | None = None
+    dtype: str = "fp32"
+    seed: int = 0
+    out: str | None = "results"
+    save_samples: bool = False
+    workers: int | None = None
+    pretrained: bool = True
+    checkpoint: str | None = None
+    cache_dir: str | None = None
+    suite_params: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _versions() -> dict[str, str]:
+    import timm
+    import torch
+
+    return {"rbvit_version": __version__, "torch_version": torch.__version__, "timm_version": timm.__version__}
+
+
+def _run_id(model: LoadedModel, suite: Suite, ds_fingerprint: str, indices: np.ndarray, opts: RunOptions) -> str:
+    ident = {
+        "model": model.spec.to_dict(), "weights": model.weights, "data_config": model.data_config.to_dict(),
+        "suite": suite.config(), "dataset": ds_fingerprint,
+        "indices": hashlib.sha256(indices.tobytes()).hexdigest(), "seed": opts.seed, "dtype": opts.dtype,
+        "save_samples": opts.save_samples,
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _select(ds_targets: np.ndarray, opts: RunOptions, ds: Any) -> np.ndarray:
+    if opts.subset:
+        idx = read_subset(opts.subset, ds)
+        return idx[stratified_limit(ds_targets[idx], opts.limit, opts.seed)] if opts.limit else idx
+    if opts.limit:
+        return stratified_limit(ds_targets, opts.limit, opts.seed)
+    return np.arange(len(ds_targets))
+
+
+def evaluate(model: str | LoadedModel, suite: str | Suite, options: RunOptions | None = None,
+             *, reporter: Reporter | None = None, **kwargs: Any) -> pd.DataFrame:  # fmt: skip
+    """Evaluate one model under one suite; returns every row (new and resumed) as a DataFrame.
+
+    Example:
+        >>> df = evaluate("efficientnet_lite0", "clean", data="../shared/data/imagenet-samples/val")  # doctest: +SKIP
+        >>> df.set_index("metric").value["top1"]  # doctest: +SKIP
+    """
+    opts = dataclasses.replace(options or RunOptions(), **kwargs)
+    rep = reporter or _Silent()
+    suite_obj = suite if isinstance(suite, Suite) else make_suite(suite, opts.suite_params)
+    dataset_name, ds = open_dataset(opts.data, dataset=opts.dataset, labels=opts.labels)
+    if isinstance(model, LoadedModel):
+        loaded = model
+    else:
+        loaded = load_model(resolve_spec(model), device=opts.device, dtype=opts.dtype,
+                            pretrained=opts.pretrained, checkpoint=opts.checkpoint)  # fmt: skip
+    class_map = suite_obj.label_map(ds, loaded)
+    labels = class_map[ds.targets]
+    indices = _select(ds.targets, opts, ds)
+    cache_root = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()
+    cache = ImageCache(ds, loaded.data_config, cache_root)
+    todo = cache.missing(indices)
+    if len(todo):
+        rep.task(f"decode {dataset_name} ({loaded.data_config.describe()})", len(todo))
+        cache.ensure(indices, workers=opts.workers, progress=rep.advance)
+    ctx = EvalContext(model=loaded, dataset=ds, dataset_name=dataset_name, cache=cache, indices=indices,
+                      labels=labels, batch_size=opts.batch_size, seed=opts.seed,
+                      workdir=cache.dir / "suites", on_batch=rep.advance)  # fmt: skip
+    run_id = _run_id(loaded, suite_obj, ds.fingerprint, indices, opts)
+    store = RunStore(opts.out or "results", suite=suite_obj.name, model=loaded.spec.name,
+                     dataset=dataset_name, run_id=run_id)  # fmt: skip
+    base = _base_row(loaded, suite_obj, dataset_name, ds, opts, run_id)
+    rows: list[dict[str, Any]] = []
+    suite_obj.prepare(ctx)
+    conds = suite_obj.conditions(ctx)
+    names = [c.name for c in conds]
+    if len(set(names)) != len(names):
+        raise RuntimeError(f"suite {suite_obj.name} yields duplicate condition names")
+    for cond in conds:
+        if opts.out and store.done(cond.name):
+            log.info("skip %s (already in %s)", cond.name, store.path(cond.name))
+            rows.extend(store.read(cond.name))
+            continue
+        rep.task(f"{loaded.spec.name} | {suite_obj.name} | {cond.name}", len(indices))
+        started = _now()
+        acc, bs = suite_obj.run_condition(ctx, cond)
+        new = [
+            {**base, "condition": cond.name, "severity": cond.severity,
+             "params": json.dumps(dict(cond.params), sort_keys=True, default=str), "metric": mv.metric,
+             "value": mv.value, "n": mv.n, "higher_is_better": mv.higher_is_better, "batch_size": bs,
+             "started_at": started, "finished_at": _now(), "source_model": cond.params.get("source_model")}
+            for mv in acc.results(suite_obj.metrics)
+        ]  # fmt: skip
+        samples = _samples(acc, ds, new[0]) if opts.save_samples else None
+        if opts.out:
+            store.write(cond.name, new, samples)
+        rows.extend(new)
+    summary = suite_obj.summarize(rows)
+    if summary:
+        done = _now()
+        summary = [{**base, "severity": None, "params": "{}", "batch_size": opts.batch_size,
+                    "started_at": done, "finished_at": done, "source_model": None, **r} for r in summary]  # fmt: skip
+        if opts.out:
+            store.write("summary", summary)
+        rows.extend(summary)
+    rep.close()
+    return rows_to_frame(rows)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _samples(acc: Any, ds: Any, row: dict[str, Any]) -> dict[str, Any]:
+    s = acc.samples()
+    n = len(s["index"])
+    return {"run_id": [row["run_id"]] * n, "model": [row["model"]] * n, "suite": [row["suite"]] * n,
+            "dataset": [row["dataset"]] * n, "condition": [row["condition"]] * n,
+            "source_model": [row.get("source_model")] * n,
+            "item": [ds.items[i] for i in s["index"]], **s}  # fmt: skip
+
+
+def _base_row(m: LoadedModel, suite: Suite, dataset: str, ds: Any, opts: RunOptions, run_id: str) -> dict[str, Any]:
+    dc = m.data_config
+    config = {"model": m.spec.to_dict(), "suite": suite.config(), "options": dataclasses.asdict(opts),
+              "data_config": dc.to_dict()}  # fmt: skip
+    return {
+        "run_id": run_id, "model": m.spec.name, "family": m.spec.family, "arch": m.spec.arch,
+        "source": m.spec.source, "weights": m.weights, "suite": suite.name, "suite_version": suite.version,
+        "dataset": dataset, "data_root": str(ds.root), "seed": opts.seed, "limit": opts.limit,
+        "preprocessing": dc.describe(), "input_size": dc.image_size[0], "resize_size": dc.resize_size[0],
+        "crop_pct": dc.crop_pct, "interpolation": dc.interpolation, "crop_mode": dc.crop_mode,
+        "mean": json.dumps(list(dc.mean)), "std": json.dumps(list(dc.std)), "preprocessing_source": dc.source,
+        "device": str(m.device), "dtype": m.dtype, **_versions(),
+        "config": json.dumps(config, sort_keys=True, default=str),
+    }  # fmt: skip
+

@@ -1,0 +1,206 @@
+"""The suite contract: a frozen dataclass of parameters whose base class owns the evaluation loop.
+
+A suite lists its :class:`Condition` s and implements :meth:`Suite.perturb` (a pure, seeded
+function of the batch); the base class moves batches to the model's device, converts the cached
+uint8 images to [0, 1], seeds a generator per (condition, batch), runs the model, streams the
+metrics, and halves the batch size on CUDA out-of-memory. The runner never branches on suite
+names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, final, get_type_hints
+
+import numpy as np
+import torch
+
+from robustbench_vit.data.cache import ImageCache
+from robustbench_vit.data.datasets import ImageDataset
+from robustbench_vit.errors import ConfigError, RbvitError
+from robustbench_vit.metrics import ClassificationAccumulator
+from robustbench_vit.models.loading import LoadedModel
+from robustbench_vit.registry import Registry
+
+__all__ = ["Condition", "EvalContext", "Suite", "SUITES", "register_suite", "derive_seed", "make_suite"]
+
+log = logging.getLogger(__name__)
+
+
+def derive_seed(*parts: Any) -> int:
+    """A stable 63-bit seed from any JSON-able parts (no global RNG, no clock)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One evaluated setting of a suite, e.g. ``fraction=0.5`` with ``seed=1``.
+
+    ``name`` is unique within the suite run; ``severity`` is the main numeric knob (fraction,
+    grid, epsilon, radius ...); ``params`` holds every knob and is stored as JSON in each row.
+    """
+
+    name: str
+    severity: float | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvalContext:
+    """Everything a suite may use while evaluating one model on one dataset."""
+
+    model: LoadedModel
+    dataset: ImageDataset
+    dataset_name: str
+    cache: ImageCache
+    indices: np.ndarray
+    labels: np.ndarray
+    batch_size: int
+    seed: int
+    workdir: Path
+    on_batch: Callable[[int], None] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Yield ``(x in [0,1] float on device, labels, dataset indices)``; reads one batch ahead."""
+        chunks = [self.indices[i : i + batch_size] for i in range(0, len(self.indices), batch_size)]
+        pin = self.device.type == "cuda"
+
+        def load(ix: np.ndarray) -> torch.Tensor:
+            t = self.cache.batch(ix)
+            return t.pin_memory() if pin else t
+
+        nxt: list[torch.Tensor] = []
+        for k, ix in enumerate(chunks):
+            cur = nxt.pop() if nxt else load(ix)
+            th = None
+            if k + 1 < len(chunks):
+                th = threading.Thread(target=lambda j=k + 1: nxt.append(load(chunks[j])))
+                th.start()
+            x = cur.to(self.device, non_blocking=True).float().div_(255.0)
+            y = torch.from_numpy(self.labels[ix]).to(self.device)
+            yield x, y, torch.from_numpy(ix)
+            if th is not None:
+                th.join()
+
+
+SUITES: Registry[type[Suite]] = Registry("suite")
+
+
+def register_suite(name: str) -> Callable[[type[Suite]], type[Suite]]:
+    def deco(cls: type[Suite]) -> type[Suite]:
+        cls.name = name
+        SUITES.add(name, cls)
+        return cls
+
+    return deco
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Base class of every suite. Subclasses are frozen dataclasses registered with ``@register_suite``."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    paper: ClassVar[str] = ""
+    metrics: ClassVar[tuple[str, ...]] = ("top1",)
+    needs_grad: ClassVar[bool] = False
+
+    # --- what subclasses implement ------------------------------------------------------------
+    def conditions(self, ctx: EvalContext) -> list[Condition]:
+        raise NotImplementedError
+
+    def prepare(self, ctx: EvalContext) -> None:
+        """Once per run, before any condition (e.g. compute saliency maps)."""
+
+    def perturb(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, cond: Condition,
+                ctx: EvalContext, generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+        """Return the perturbed batch (RGB in [0, 1]); the default is the identity."""
+        return x
+
+    def logits(self, ctx: EvalContext, x: torch.Tensor) -> torch.Tensor:
+        return ctx.model(x)
+
+    def label_map(self, ds: ImageDataset, model: LoadedModel) -> np.ndarray:
+        """Model-space label of every dataset class (default: by wnid or class name)."""
+        return np.asarray([model.label_space.index_of(c) for c in ds.classes], dtype=np.int64)
+
+    def summarize(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Aggregate rows over conditions (mean over seeds, AUC, mCE ...); default none."""
+        return []
+
+    # --- provided ------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        return {"suite": self.name, "version": self.version, **dataclasses.asdict(self)}
+
+    @final
+    def run_condition(self, ctx: EvalContext, cond: Condition) -> tuple[ClassificationAccumulator, int]:
+        """Evaluate one condition; on CUDA OOM retry with half the batch. Returns (metrics, batch size)."""
+        bs = ctx.batch_size
+        while True:
+            try:
+                return self._run(ctx, cond, bs), bs
+            except torch.OutOfMemoryError:
+                if bs == 1:
+                    raise RbvitError(f"GPU out of memory even at batch size 1 ({cond.name}); use a smaller model or --device cpu") from None
+                bs //= 2
+                torch.cuda.empty_cache()
+                log.warning("out of memory; retrying %s with batch size %d", cond.name, bs)
+
+    def _run(self, ctx: EvalContext, cond: Condition, bs: int) -> ClassificationAccumulator:
+        acc = ClassificationAccumulator()
+        for b, (x, y, idx) in enumerate(ctx.batches(bs)):
+            gen = torch.Generator().manual_seed(derive_seed(ctx.seed, self.name, cond.name, int(idx[0])))
+            with torch.set_grad_enabled(self.needs_grad):
+                xp = self.perturb(x, y, idx, cond, ctx, gen)
+            with torch.no_grad():
+                acc.update(self.logits(ctx, xp.detach()), y, idx)
+            if ctx.on_batch:
+                ctx.on_batch(len(idx))
+        return acc
+
+
+def _coerce(value: Any, typ: Any, name: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    origin = getattr(typ, "__origin__", None)
+    try:
+        if origin is tuple or typ is tuple:
+            inner = typ.__args__[0] if getattr(typ, "__args__", None) else str
+            return tuple(_coerce(v, inner, name) for v in value.split(",") if v != "")
+        if typ is bool:
+            return value.lower() in ("1", "true", "yes", "on")
+        if typ in (int, float):
+            return typ(value)
+        if str(typ).startswith("int | None") or str(typ).startswith("float | None"):
+            return None if value.lower() == "none" else (int if "int" in str(typ) else float)(value)
+    except ValueError:
+        raise ConfigError(f"suite parameter {name}={value!r} is not a valid {typ}") from None
+    return value
+
+
+def make_suite(name: str, params: Mapping[str, Any] | None = None) -> Suite:
+    """Instantiate a registered suite; string values (from ``--param k=v``) are coerced to field types."""
+    cls = SUITES.get(name)
+    params = dict(params or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - set(fields))
+    if unknown:
+        raise ConfigError(f"suite {name!r} has no parameter {', '.join(unknown)} (has: {', '.join(fields) or 'none'})")
+    hints = get_type_hints(cls)
+    kwargs = {k: _coerce(v, hints[k], k) for k, v in params.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"suite {name!r}: {e}") from None
