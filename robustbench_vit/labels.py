@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from robustbench_vit.errors import ConfigError, DataError, UnknownNameError
 
@@ -58,7 +58,7 @@ class LabelSpace:
         )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _imagenet1k() -> LabelSpace:
     from timm.data import ImageNetInfo
 

@@ -27,7 +27,7 @@ from robustbench_vit.data.registry import open_dataset
 from robustbench_vit.data.subset import read_subset, stratified_limit
 from robustbench_vit.models.loading import LoadedModel, load_model, resolve_spec
 from robustbench_vit.store import RunStore, rows_to_frame
-from robustbench_vit.suites import Condition, EvalContext, Suite, make_suite
+from robustbench_vit.suites import EvalContext, Suite, make_suite
 
 __all__ = ["RunOptions", "evaluate", "Reporter"]
 

@@ -67,6 +67,7 @@ class EvalContext:
     seed: int
     workdir: Path
     on_batch: Callable[[int], None] | None = None
+    state: dict[str, Any] = field(default_factory=dict)  # per-run artifacts a suite prepares
 
     @property
     def device(self) -> torch.device:
@@ -160,7 +161,7 @@ class Suite:
 
     def _run(self, ctx: EvalContext, cond: Condition, bs: int) -> ClassificationAccumulator:
         acc = ClassificationAccumulator()
-        for b, (x, y, idx) in enumerate(ctx.batches(bs)):
+        for x, y, idx in ctx.batches(bs):
             gen = torch.Generator().manual_seed(derive_seed(ctx.seed, self.name, cond.name, int(idx[0])))
             with torch.set_grad_enabled(self.needs_grad):
                 xp = self.perturb(x, y, idx, cond, ctx, gen)

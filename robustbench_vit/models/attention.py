@@ -1,0 +1,75 @@
+"""CLS-token attention of a timm Vision Transformer, used as a saliency map.
+
+Follows DINO's visualisation (Caron et al. 2021) as used by IPViT: the last block's attention
+from the class token to every patch token, for one head or averaged over heads.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from robustbench_vit.errors import ConfigError
+from robustbench_vit.models.loading import LoadedModel
+
+__all__ = ["cls_attention", "patch_grid"]
+
+
+def patch_grid(model: LoadedModel) -> tuple[int, int]:
+    """(rows, cols) of patch tokens for the model's input size."""
+    pe = getattr(model.net, "patch_embed", None)
+    if pe is None or not hasattr(pe, "grid_size"):
+        raise ConfigError(f"{model.spec.name} has no patch embedding; saliency needs a ViT with a CLS token")
+    return tuple(int(v) for v in pe.grid_size)  # type: ignore[return-value]
+
+
+def _check(model: LoadedModel) -> None:
+    net = model.net
+    if getattr(net, "cls_token", None) is None or not hasattr(net, "blocks"):
+        raise ConfigError(
+            f"{model.spec.name} has no class token; name a ViT/DeiT/DINO model (e.g. dino_s16) as saliency source"
+        )
+    attn = getattr(net.blocks[-1], "attn", None)
+    if attn is None or not hasattr(attn, "qkv"):
+        raise ConfigError(f"{model.spec.name}: last block has no standard qkv attention to read")
+
+
+@torch.no_grad()
+def cls_attention(model: LoadedModel, x: torch.Tensor, *, head: int | str = 1) -> torch.Tensor:
+    """(B, rows, cols) attention of the class token to each patch in the last block.
+
+    Args:
+        model: a loaded timm ViT (``vit_*``, ``deit_*``, DINO) with a class token.
+        x: (B, 3, H, W) RGB in [0, 1]; resized to the model's input size if it differs.
+        head: head index, or ``mean`` for the average over heads.
+    """
+    _check(model)
+    net = model.net
+    h, w = model.data_config.image_size
+    if x.shape[-2:] != (h, w):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    captured: list[torch.Tensor] = []
+    attn = net.blocks[-1].attn
+    hook = attn.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+    try:
+        net.forward_features(model.module.normalize(x))
+    finally:
+        hook.remove()
+    tokens = captured[0].float()
+    b, n, c = tokens.shape
+    nh = attn.num_heads
+    qkv = F.linear(tokens, attn.qkv.weight.float(), None if attn.qkv.bias is None else attn.qkv.bias.float())
+    q, k, _ = qkv.reshape(b, n, 3, nh, c // nh).permute(2, 0, 3, 1, 4)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    weights = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, heads, N, N)
+    prefix = int(getattr(net, "num_prefix_tokens", 1))
+    cls_to_patch = weights[:, :, 0, prefix:]
+    if head == "mean":
+        sal = cls_to_patch.mean(dim=1)
+    else:
+        hi = int(head)
+        if not 0 <= hi < nh:
+            raise ConfigError(f"attention head {hi} out of range (model has {nh} heads)")
+        sal = cls_to_patch[:, hi]
+    gh, gw = patch_grid(model)
+    return sal.reshape(b, gh, gw)

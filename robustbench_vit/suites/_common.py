@@ -1,0 +1,66 @@
+"""Helpers shared by suites: grid parsing, repeats summaries, curve areas."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from robustbench_vit.errors import ConfigError
+
+__all__ = ["parse_grid", "grid_label", "mean_std_rows", "curve_auc"]
+
+
+def parse_grid(spec: str | int, image_size: tuple[int, int]) -> tuple[int, int]:
+    """``"14"`` -> (14, 14), ``"2x4"`` -> (2, 4), ``"pixel"`` -> the input size (pixel-level grid)."""
+    s = str(spec).strip().lower()
+    if s == "pixel":
+        return image_size
+    try:
+        if "x" in s:
+            a, b = s.split("x")
+            return (int(a), int(b))
+        return (int(s), int(s))
+    except ValueError:
+        raise ConfigError(f"grid {spec!r} must be N, RxC or 'pixel'") from None
+
+
+def grid_label(g: tuple[int, int]) -> str:
+    return f"{g[0]}x{g[1]}"
+
+
+def mean_std_rows(rows: list[dict[str, Any]], *, group_key: str, metric: str = "top1",
+                  label: str = "") -> list[dict[str, Any]]:  # fmt: skip
+    """Mean and std over repeats of ``metric`` for every value of ``params[group_key]``."""
+    import json
+
+    groups: dict[Any, list[tuple[float, int, dict[str, Any]]]] = defaultdict(list)
+    for r in rows:
+        if r["metric"] != metric or r["condition"].startswith("summary"):
+            continue
+        p = json.loads(r["params"])
+        if group_key in p and (not label or p.get("mode") == label):
+            groups[p[group_key]].append((r["value"], r["n"], p))
+    out = []
+    for key, vals in groups.items():
+        v = np.asarray([x[0] for x in vals])
+        params = {k: val for k, val in vals[0][2].items() if k not in ("repeat",)}
+        params["repeats"] = len(vals)
+        prefix = f"{label}/" if label else ""
+        base = {"condition": f"summary/{prefix}{group_key}={key}", "severity": float(vals[0][2].get("severity", np.nan))
+                if "severity" in vals[0][2] else None, "params": json.dumps(params, sort_keys=True)}  # fmt: skip
+        out.append({**base, "metric": f"{metric}_mean", "value": float(v.mean()), "n": int(vals[0][1]),
+                    "higher_is_better": True})  # fmt: skip
+        out.append({**base, "metric": f"{metric}_std", "value": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+                    "n": int(vals[0][1]), "higher_is_better": False})  # fmt: skip
+    return out
+
+
+def curve_auc(xs: list[float], ys: list[float]) -> float:
+    """Normalised area under y(x) (trapezoid rule divided by the x range)."""
+    order = np.argsort(xs)
+    x, y = np.asarray(xs, dtype=float)[order], np.asarray(ys, dtype=float)[order]
+    if len(x) < 2 or x[-1] == x[0]:
+        return float(y.mean()) if len(y) else float("nan")
+    return float(np.trapezoid(y, x) / (x[-1] - x[0]))

@@ -1,0 +1,134 @@
+"""``occlusion``: random, salient and non-salient PatchDrop (Naseer et al. 2021, "Intriguing
+Properties of Vision Transformers", NeurIPS; reference code Muzammal-Naseer/IPViT)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from robustbench_vit.errors import ConfigError
+from robustbench_vit.perturbations.grid import cell_size
+from robustbench_vit.perturbations.occlusion import (
+    FILLS,
+    MASK_MODES,
+    drop_count,
+    random_patch_drop,
+    saliency_patch_drop,
+)
+from robustbench_vit.suites._common import curve_auc, grid_label, mean_std_rows, parse_grid
+from robustbench_vit.suites.base import Condition, EvalContext, Suite, register_suite
+from robustbench_vit.suites.saliency import SaliencyStore
+
+__all__ = ["Occlusion"]
+
+log = logging.getLogger(__name__)
+
+MODES = ("random", "salient", "non_salient")
+
+
+@register_suite("occlusion")
+@dataclass(frozen=True)
+class Occlusion(Suite):
+    """PatchDrop: accuracy as image cells are zeroed at random or by attention saliency.
+
+    Parameters:
+        modes: any of ``random``, ``salient`` (drop foreground), ``non_salient`` (keep only it).
+        fractions: drop fractions for ``random`` (k = floor(fraction * cells)).
+        grid: ``N`` (N x N cells), ``RxC``, or ``pixel``; must divide the input (default 14 = 16 px at 224).
+        fill: ``zero`` (paper), ``mean`` or ``noise``.
+        mask_mode: ``batch`` (one mask per batch, paper) or ``image``.
+        offset: shift the mask by half a cell (paper's offset grid).
+        repeats: independent mask draws per fraction; rows per repeat plus mean/std summaries.
+        lambdas: attention-mass fractions for the saliency modes.
+        saliency_model: ViT with a CLS token that provides the saliency (default DINO ViT-S/16).
+        head: attention head of the saliency model (IPViT uses 1), or ``mean``.
+    """
+
+    paper: ClassVar[str] = "Naseer et al. 2021, Intriguing Properties of Vision Transformers"
+    version: ClassVar[int] = 1
+
+    modes: tuple[str, ...] = ("random",)
+    fractions: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    grid: str = "14"
+    fill: str = "zero"
+    mask_mode: str = "batch"
+    offset: bool = False
+    repeats: int = 1
+    lambdas: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    saliency_model: str = "dino_s16"
+    head: str = "1"
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.modes if m not in MODES]
+        if bad:
+            raise ConfigError(f"occlusion modes {bad} not in {MODES}")
+        if self.fill not in FILLS:
+            raise ConfigError(f"fill {self.fill!r} not in {FILLS}")
+        if self.mask_mode not in MASK_MODES:
+            raise ConfigError(f"mask_mode {self.mask_mode!r} not in {MASK_MODES}")
+        if self.repeats < 1:
+            raise ConfigError("repeats must be >= 1")
+
+    def conditions(self, ctx: EvalContext) -> list[Condition]:
+        conds = []
+        if "random" in self.modes:
+            size = ctx.model.data_config.image_size
+            g = parse_grid(self.grid, size)
+            cell_size(*size, g)  # a non-dividing grid fails before any work
+            cells = g[0] * g[1]
+            for rep in range(self.repeats):
+                for f in self.fractions:
+                    params = {"mode": "random", "fraction": f, "k": drop_count(f, cells), "grid": grid_label(g),
+                              "fill": self.fill, "mask_mode": self.mask_mode, "offset": self.offset,
+                              "repeat": rep, "severity": f}  # fmt: skip
+                    conds.append(Condition(f"random/fraction={f:.2f}/repeat={rep}", f, params))
+        for mode in ("salient", "non_salient"):
+            if mode in self.modes:
+                for lam in self.lambdas:
+                    params = {"mode": mode, "lambda": lam, "saliency_model": self.saliency_model,
+                              "head": self.head, "fill": self.fill, "severity": lam}  # fmt: skip
+                    conds.append(Condition(f"{mode}/lambda={lam:.2f}", lam, params))
+        return conds
+
+    def prepare(self, ctx: EvalContext) -> None:
+        if any(m != "random" for m in self.modes):
+            store = SaliencyStore.open(ctx, self.saliency_model, self.head)
+            store.ensure(ctx)
+            ctx.state["saliency"] = store
+
+    def perturb(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, cond: Condition,
+                ctx: EvalContext, generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+        p = cond.params
+        if p["mode"] == "random":
+            g = parse_grid(self.grid, ctx.model.data_config.image_size)
+            return random_patch_drop(x, fraction=p["fraction"], grid=g, fill=self.fill, mask_mode=self.mask_mode,
+                                     offset=self.offset, generator=generator)  # fmt: skip
+        sal = ctx.state["saliency"].maps(idx)
+        return saliency_patch_drop(x, sal, mass=p["lambda"], salient=p["mode"] == "salient", fill=self.fill,
+                                   generator=generator)  # fmt: skip
+
+    def summarize(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        if "random" in self.modes:
+            out += mean_std_rows(rows, group_key="fraction", label="random")
+            means = [(json.loads(r["params"])["fraction"], r["value"]) for r in out if r["metric"] == "top1_mean"]
+            if means:
+                n = out[0]["n"]
+                out.append({"condition": "summary/random/auc", "metric": "auc", "n": n, "higher_is_better": True,
+                            "value": curve_auc([m[0] for m in means], [m[1] for m in means]),
+                            "params": json.dumps({"mode": "random", "fractions": [m[0] for m in means]})})  # fmt: skip
+        for mode in ("salient", "non_salient"):
+            pts = [(json.loads(r["params"])["lambda"], r["value"], r["n"]) for r in rows
+                   if r["metric"] == "top1" and json.loads(r["params"]).get("mode") == mode]  # fmt: skip
+            if pts:
+                out.append({"condition": f"summary/{mode}/auc", "metric": "auc", "n": pts[0][2],
+                            "higher_is_better": True, "value": curve_auc([p[0] for p in pts], [p[1] for p in pts]),
+                            "params": json.dumps({"mode": mode})})  # fmt: skip
+        return out
+
+
+

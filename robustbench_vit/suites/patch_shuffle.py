@@ -1,0 +1,65 @@
+"""``patch_shuffle``: accuracy when an image's grid of patches is permuted (Naseer et al. 2021, Sec. 3.3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from robustbench_vit.errors import ConfigError
+from robustbench_vit.perturbations.patch_shuffle import patch_shuffle
+from robustbench_vit.suites._common import grid_label, mean_std_rows, parse_grid
+from robustbench_vit.suites.base import Condition, EvalContext, Suite, register_suite
+
+__all__ = ["PatchShuffle"]
+
+
+@register_suite("patch_shuffle")
+@dataclass(frozen=True)
+class PatchShuffle(Suite):
+    """Shuffle the image's grid of patches; grid 1 is the unshuffled baseline.
+
+    Parameters:
+        grids: ``N`` or ``RxC`` grids (default 1, 2, 2x4, 4, 4x8, 8, 14, 16 at 224 px).
+        mask_mode: ``batch`` (one permutation per batch, paper) or ``image``.
+        crop: shuffle the largest divisible region instead of rejecting non-dividing grids.
+        repeats: independent permutations per grid; mean/std summaries over them.
+    """
+
+    paper: ClassVar[str] = "Naseer et al. 2021, Intriguing Properties of Vision Transformers"
+
+    grids: tuple[str, ...] = ("1", "2", "2x4", "4", "4x8", "8", "14", "16")
+    mask_mode: str = "batch"
+    crop: bool = False
+    repeats: int = 1
+
+    def __post_init__(self) -> None:
+        if self.mask_mode not in ("batch", "image"):
+            raise ConfigError(f"mask_mode {self.mask_mode!r} not in ('batch', 'image')")
+
+    def conditions(self, ctx: EvalContext) -> list[Condition]:
+        h, w = ctx.model.data_config.image_size
+        grids = [parse_grid(g, (h, w)) for g in self.grids]
+        bad = [grid_label(g) for g in grids if not self.crop and (h % g[0] or w % g[1])]
+        if bad:
+            raise ConfigError(
+                f"patch_shuffle grids {', '.join(bad)} do not divide the {h}x{w} input; "
+                f"pass -p grids=... with divisors of {h} and {w}, or -p crop=true"
+            )
+        conds = []
+        for rep in range(self.repeats):
+            for g in grids:
+                n = g[0] * g[1]
+                params = {"grid": grid_label(g), "patches": n, "mask_mode": self.mask_mode, "crop": self.crop,
+                          "repeat": rep, "severity": n}  # fmt: skip
+                conds.append(Condition(f"grid={grid_label(g)}/repeat={rep}", float(n), params))
+        return conds
+
+    def perturb(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, cond: Condition,
+                ctx: EvalContext, generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+        g = tuple(int(v) for v in cond.params["grid"].split("x"))
+        return patch_shuffle(x, grid=g, mask_mode=self.mask_mode, crop=self.crop, generator=generator)
+
+    def summarize(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return mean_std_rows(rows, group_key="grid")
