@@ -193,5 +193,25 @@ def leaderboard_cmd(results: str, out: str | None, markdown: str | None, as_json
     err.print(f"wrote {pq_path} and {md_path}")
 
 
+@main.command("plot")
+@click.argument("results", default="results")
+@click.option("--out", "-o", default=None, help="Folder for the PNG files (default RESULTS/figures).")
+@click.option("--kind", "-k", multiple=True, help="Figure kind(s): occlusion, patch_shuffle, ... (default all).")
+@_friendly
+def plot_cmd(results: str, out: str | None, kind: tuple[str, ...]) -> None:
+    """Render the standard figures (one curve per model) from a results folder to PNG."""
+    from robustbench_vit.plots import PLOTTERS, plot_all
+    from robustbench_vit.store import load_results
+
+    unknown = [k for k in kind if k not in PLOTTERS]
+    if unknown:
+        raise RbvitError(f"unknown figure kind {unknown[0]!r}; known: {', '.join(PLOTTERS)}")
+    files = plot_all(load_results(results), out or f"{results}/figures", list(kind) or None)
+    if not files:
+        raise RbvitError(f"no rows in {results} that the requested figures can draw")
+    for f in files:
+        click.echo(str(f))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

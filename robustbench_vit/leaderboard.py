@@ -56,7 +56,7 @@ def render_markdown(board: pd.DataFrame) -> str:
         return "\n".join([*lines, "_no results_", ""])
     for (suite, dataset), g in board.groupby(["suite", "dataset"], sort=True):
         lines += [f"## {suite} on {dataset}", ""]
-        g = g.assign(col=g["condition"] + " " + g["metric"])
+        g = g.assign(col=g["condition"] + " " + g["metric"], family=g["family"].fillna(""))
         cells = g.assign(cell=[f"{v:.4f}" + (f" [{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) else "")
                                for v, lo, hi in zip(g["value"], g["ci_low"], g["ci_high"])])  # fmt: skip
         wide = cells.pivot_table(index=["model", "family"], columns="col", values="cell", aggfunc="first")

@@ -112,11 +112,12 @@ def evaluate(model: str | LoadedModel, suite: str | Suite, options: RunOptions |
     opts = dataclasses.replace(options or RunOptions(), **kwargs)
     rep = reporter or _Silent()
     suite_obj = suite if isinstance(suite, Suite) else make_suite(suite, opts.suite_params)
+    spec = None if isinstance(model, LoadedModel) else resolve_spec(model)  # name errors before any I/O
     dataset_name, ds = open_dataset(opts.data, dataset=opts.dataset, labels=opts.labels)
     if isinstance(model, LoadedModel):
         loaded = model
     else:
-        loaded = load_model(resolve_spec(model), device=opts.device, dtype=opts.dtype,
+        loaded = load_model(spec, device=opts.device, dtype=opts.dtype,  # type: ignore[arg-type]
                             pretrained=opts.pretrained, checkpoint=opts.checkpoint)  # fmt: skip
     class_map = suite_obj.label_map(ds, loaded)
     labels = class_map[ds.targets]

@@ -21,7 +21,13 @@ import torch
 from torch import nn
 
 from robustbench_vit.device import autocast, autocast_dtype, select_device
-from robustbench_vit.errors import CheckpointError, ConfigError, RbvitError, WeightsUnavailableError
+from robustbench_vit.errors import (
+    CheckpointError,
+    ConfigError,
+    RbvitError,
+    UnknownNameError,
+    WeightsUnavailableError,
+)
 from robustbench_vit.labels import LabelSpace, get_label_space
 from robustbench_vit.models.cards import read_card
 from robustbench_vit.models.checkpoint import load_state_dict_strict, read_state_dict
@@ -94,7 +100,7 @@ def resolve_spec(ref: str) -> ModelSpec:
                          label_space="card")  # fmt: skip
     if ":" in ref and not Path(ref).exists():
         return ModelSpec(name=ref.split(":")[-1], source="entrypoint", arch=ref, family="cnn")
-    raise RbvitError(MODELS.unknown_message(ref) + "; or pass timm:<arch>, a card .json, or module:factory")
+    raise UnknownNameError(MODELS.unknown_message(ref) + "; or pass timm:<arch>, a card .json, or module:factory")
 
 
 def _guess_family(arch: str) -> str:

@@ -115,7 +115,7 @@ def mass_mask(saliency: torch.Tensor, mass: float) -> torch.Tensor:
     flat = saliency.reshape(b, -1).float()
     val, idx = flat.sort(dim=1)
     val = val / val.sum(dim=1, keepdim=True).clamp_min(1e-12)
-    keep_sorted = val.cumsum(dim=1) > (1.0 - mass - 1e-7)
+    keep_sorted = val.cumsum(dim=1) > (1.0 - mass + 1e-7)  # strict, as in IPViT; tolerance for float sums
     keep = torch.zeros_like(keep_sorted)
     keep.scatter_(1, idx, keep_sorted)
     return keep.view_as(saliency)

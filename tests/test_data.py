@@ -1,0 +1,148 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from robustbench_vit.data.cache import ImageCache
+from robustbench_vit.data.datasets import cifar10_batches, flat_folder, image_folder
+from robustbench_vit.data.decode import apply_geometry, load_image
+from robustbench_vit.data.registry import open_dataset
+from robustbench_vit.data.subset import read_subset, stratified_limit
+from robustbench_vit.errors import DataError
+from robustbench_vit.labels import get_label_space
+from robustbench_vit.preprocessing import DataConfig, from_timm
+from tests.conftest import CIFAR10_TEST, IMAGENET_SAMPLES, needs_cifar, needs_imagenet
+
+DC32 = DataConfig((3, 32, 32), 1.0, "bilinear", (0.5,) * 3, (0.5,) * 3)
+
+
+def _folder(tmp_path, classes=("cat", "dog"), per=3, size=(40, 50)):
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (tmp_path / c).mkdir(parents=True)
+        for i in range(per):
+            Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(tmp_path / c / f"{i}.png")
+    return tmp_path
+
+
+def test_image_folder_and_label_mapping(tmp_path):
+    ds = image_folder(_folder(tmp_path))
+    assert ds.classes == ("cat", "dog") and len(ds) == 6 and list(ds.targets) == [0, 0, 0, 1, 1, 1]
+    cifar = get_label_space("cifar10")
+    assert [cifar.index_of(c) for c in ds.classes] == [3, 5]
+    assert ds.read(0).dtype == torch.uint8 and ds.read(0).shape == (3, 40, 50)
+
+
+def test_unreadable_image_names_the_file(tmp_path):
+    root = _folder(tmp_path)
+    (root / "cat" / "broken.png").write_bytes(b"not an image")
+    ds = image_folder(root)
+    i = ds.items.index("cat/broken.png")
+    with pytest.raises(DataError, match="broken.png"):
+        ds.read(i)
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        open_dataset(tmp_path / "nope")
+
+
+def test_flat_folder_with_label_file(tmp_path):
+    (tmp_path / "img").mkdir()
+    for i, wnid in enumerate(["n01440764", "n01443537"]):
+        Image.new("RGB", (8, 8)).save(tmp_path / "img" / f"ILSVRC2012_val_{i:08d}.JPEG")
+    (tmp_path / "labels.csv").write_text("ImageId,PredictionString\nILSVRC2012_val_00000000,n01440764 1 2 3 4\n"
+                                         "ILSVRC2012_val_00000001,n01443537 1 2 3 4\n")  # fmt: skip
+    name, ds = open_dataset(tmp_path / "img", labels=tmp_path / "labels.csv")
+    assert name == "imagenet-val" and ds.classes == ("n01440764", "n01443537")
+    assert list(ds.targets) == [0, 1]
+    (tmp_path / "bad.txt").write_text("ILSVRC2012_val_00000000 n01440764\n")
+    with pytest.raises(DataError, match="no label"):
+        flat_folder(tmp_path / "img", tmp_path / "bad.txt")
+
+
+def test_cifar_python_batches_are_read_without_unpickling_code(tmp_path):
+    data = np.random.default_rng(0).integers(0, 255, (5, 3072), dtype=np.uint8)
+    with open(tmp_path / "test_batch", "wb") as f:
+        pickle.dump({b"data": data, b"labels": [0, 1, 2, 3, 9]}, f)
+    name, ds = open_dataset(tmp_path)
+    assert name == "cifar10" and len(ds) == 5 and ds.targets[-1] == 9
+    assert torch.equal(ds.read(1), torch.from_numpy(data[1].reshape(3, 32, 32)))
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    with open(tmp_path / "test_batch", "wb") as f:
+        pickle.dump({b"data": Evil(), b"labels": []}, f)
+    with pytest.raises(DataError, match="refusing"):
+        cifar10_batches(tmp_path)
+
+
+def test_stratified_limit_is_balanced_seeded_and_sorted():
+    targets = np.repeat(np.arange(10), 100)
+    a = stratified_limit(targets, 50, seed=0)
+    assert len(a) == 50 and len(set(a)) == 50 and np.all(np.diff(a) > 0)
+    assert np.bincount(targets[a], minlength=10).tolist() == [5] * 10
+    assert np.array_equal(a, stratified_limit(targets, 50, seed=0))
+    assert not np.array_equal(a, stratified_limit(targets, 50, seed=1))
+
+
+def test_subset_file(tmp_path):
+    ds = image_folder(_folder(tmp_path / "d"))
+    (tmp_path / "ids.txt").write_text("# two images\ndog/1.png\ncat/0.png\n")
+    assert read_subset(str(tmp_path / "ids.txt"), ds).tolist() == [0, 4]
+    (tmp_path / "bad.txt").write_text("cow/0.png\n")
+    with pytest.raises(DataError, match="not in"):
+        read_subset(str(tmp_path / "bad.txt"), ds)
+
+
+@needs_cifar
+def test_shipped_subset_resolves_on_cifar():
+    _, ds = open_dataset(CIFAR10_TEST)
+    idx = read_subset("cifar10-test-1000", ds)
+    assert len(idx) == 1000 and np.bincount(ds.targets[idx]).tolist() == [100] * 10
+
+
+def test_geometry_identity_and_resize_rule():
+    img = torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8)
+    assert apply_geometry(img, DC32) is img
+    dc = DataConfig((3, 224, 224), 0.875, "bilinear", (0.5,) * 3, (0.5,) * 3)
+    out = apply_geometry(torch.randint(0, 255, (3, 300, 400), dtype=torch.uint8), dc)
+    assert out.shape == (3, 224, 224)
+
+
+@needs_imagenet
+@pytest.mark.parametrize("arch", ["resnet50.tv_in1k", "vit_base_patch16_224.augreg_in1k"])
+def test_geometry_matches_timm_pil_transform(arch):
+    """Our tensor decode+resize+crop matches timm's PIL eval transform to within JPEG/rounding noise."""
+    import timm.data
+
+    dc = from_timm(arch)
+    tf = timm.data.create_transform(**timm.data.resolve_data_config(pretrained_cfg=timm.get_pretrained_cfg(arch).to_dict()))
+    files = sorted(IMAGENET_SAMPLES.glob("*/*.JPEG"))[:: 100]
+    for f in files:
+        ours = load_image(f, dc).float() / 255
+        ref = tf(Image.open(f).convert("RGB")) * torch.tensor(dc.std).view(3, 1, 1) + torch.tensor(dc.mean).view(3, 1, 1)
+        assert ours.shape == ref.shape
+        assert (ours - ref).abs().mean() < 0.01, f
+
+
+def test_cache_fills_only_requested_and_resumes(tmp_path):
+    ds = image_folder(_folder(tmp_path / "d", per=10))
+    cache = ImageCache(ds, DC32, tmp_path / "cache")
+    assert cache.ensure([0, 5]) == 2
+    again = ImageCache(ds, DC32, tmp_path / "cache")  # a new process sees what was filled
+    assert again.filled.sum() == 2 and again.ensure([0, 5, 7]) == 1
+    b = again.batch([0, 5, 7])
+    assert b.shape == (3, 3, 32, 32) and b.dtype == torch.uint8
+    assert torch.equal(b[2], apply_geometry(ds.read(7), DC32))
+
+
+def test_cache_key_changes_with_geometry(tmp_path):
+    ds = image_folder(_folder(tmp_path / "d"))
+    a = ImageCache(ds, DC32, tmp_path / "c")
+    b = ImageCache(ds, DC32.replace(interpolation="bicubic"), tmp_path / "c")
+    assert a.dir != b.dir

@@ -1,0 +1,65 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from robustbench_vit.leaderboard import build_leaderboard, render_markdown, wilson_interval
+from robustbench_vit.metrics import ClassificationAccumulator, expected_calibration_error
+from robustbench_vit.store import SCHEMA, RunStore, load_results
+
+
+def test_accumulator_top1_top5_nll():
+    acc = ClassificationAccumulator()
+    logits = torch.tensor([[5.0, 1, 0, 0, 0, 0], [0, 5.0, 1, 0, 0, 0], [0, 0, 0, 0, 1, 5.0]])
+    acc.update(logits, torch.tensor([0, 2, 4]), torch.tensor([10, 11, 12]))
+    r = {m.metric: m.value for m in acc.results(("top1", "top5", "nll", "error"))}
+    assert r["top1"] == pytest.approx(1 / 3) and r["top5"] == 1.0 and r["error"] == pytest.approx(2 / 3)
+    expected_nll = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 2, 4])).item()
+    assert r["nll"] == pytest.approx(expected_nll, rel=1e-5)
+    s = acc.samples()
+    assert s["index"].tolist() == [10, 11, 12] and s["correct"].tolist() == [True, False, False]
+
+
+def test_ece_known_values():
+    assert expected_calibration_error(np.array([1.0, 1.0]), np.array([True, True])) == 0.0
+    assert expected_calibration_error(np.array([0.9, 0.9]), np.array([False, False])) == pytest.approx(0.9)
+    assert expected_calibration_error(np.array([0.55, 0.95]), np.array([True, False])) == pytest.approx(0.5 * 0.45 + 0.5 * 0.95)
+
+
+def test_wilson_interval():
+    lo, hi = wilson_interval(0.5, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
+    assert wilson_interval(1.0, 10)[1] == pytest.approx(1.0)
+
+
+def _row(**kw):
+    base = {f.name: None for f in SCHEMA}
+    base.update(run_id="r", model="m", suite="s", dataset="d", condition="c", metric="top1", value=0.5, n=10,
+                higher_is_better=True, params=json.dumps({"fraction": 0.5}), finished_at=pd.Timestamp.now(tz="UTC"))
+    base.update(kw)
+    return base
+
+
+def test_store_roundtrip_expands_params_and_resume_flag(tmp_path):
+    store = RunStore(tmp_path, suite="occlusion", model="vit/b", dataset="imagenet", run_id="abc")
+    assert not store.done("random/fraction=0.50")
+    store.write("random/fraction=0.50", [_row()])
+    assert store.done("random/fraction=0.50")
+    assert not list(tmp_path.rglob(".*tmp*")), "temp files must be renamed away"
+    df = load_results(tmp_path)
+    assert len(df) == 1 and df.loc[0, "fraction"] == 0.5 and df["value"].dtype == np.float64
+    assert "suite=occlusion" in str(store.path("x")) and "model=vit_b" in str(store.path("x"))
+
+
+def test_leaderboard_ranks_by_direction():
+    rows = pd.DataFrame([_row(model="a", value=0.6), _row(model="b", value=0.7),
+                         _row(model="a", metric="nll", value=1.0, higher_is_better=False),
+                         _row(model="b", metric="nll", value=2.0, higher_is_better=False)])  # fmt: skip
+    board = build_leaderboard(rows)
+    top1 = board[board.metric == "top1"].set_index("model")["rank"]
+    nll = board[board.metric == "nll"].set_index("model")["rank"]
+    assert top1["b"] == 1 and nll["a"] == 1
+    assert board[board.metric == "top1"]["ci_low"].notna().all() and board[board.metric == "nll"]["ci_low"].isna().all()
+    assert "| a |" in render_markdown(board)
