@@ -22,7 +22,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "robust_accuracy": True, "clean_accuracy": True, "attack_success_rate": False,
     "fooling_rate": False, "target_accuracy": True, "top1_diff": True,
     "ce": False, "mce": False, "relative_mce": False, "mean_corruption_accuracy": True,
-    "logit_change": False,
+    "logit_change": False, "error_mean": False, "error_low_freq": False, "error_high_freq": False,
 }  # fmt: skip
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 __all__ = ["plot_occlusion", "plot_patch_shuffle", "plot_all", "PLOTTERS"]
@@ -96,3 +97,67 @@ def plot_all(df: pd.DataFrame, out_dir: str | Path, kinds: list[str] | None = No
         if p is not None:
             written.append(p)
     return written
+
+
+def _heatmap_matrix(g: pd.DataFrame) -> tuple[np.ndarray, list[int]]:
+    coords = sorted(set(g["u"]) | set(g["v"]))
+    pos = {c: i for i, c in enumerate(coords)}
+    m = np.full((len(coords), len(coords)), np.nan)
+    for u, v, val in zip(g["u"], g["v"], g["value"]):
+        m[pos[int(u)], pos[int(v)]] = val
+    return m, coords
+
+
+def plot_fourier_heatmaps(df: pd.DataFrame, path: str | Path) -> Path | None:
+    """Fourier heat maps side by side (one per model/dataset): error per frequency, low frequencies in
+    the centre, vertical frequency u downwards, horizontal frequency v to the right."""
+    if "u" not in df.columns:
+        return None
+    d = df[(df.suite == "fourier_heatmap") & (df.metric == "error")] if "suite" in df.columns else df
+    if d.empty:
+        return None
+    plt = _plt()
+    groups = list(d.groupby(["model", "dataset"]))
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 4), squeeze=False)
+    im = None
+    for ax, ((model, dataset), g) in zip(axes[0], groups):
+        m, coords = _heatmap_matrix(g)
+        half = (coords[-1] - coords[0]) / 2
+        im = ax.imshow(m, cmap="jet", vmin=0, vmax=1, extent=(-half, half, half, -half), interpolation="nearest")
+        ax.set_title(f"{model}\n({dataset})", fontsize=9)
+        ax.set_xlabel("frequency v")
+        ax.set_ylabel("frequency u")
+    if im is not None:
+        fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="error")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_fourier_filter(df: pd.DataFrame, path: str | Path) -> Path | None:
+    """Top-1 vs filter radius (fraction of Nyquist) for low- and high-pass filtering."""
+    d = _per_condition(df, "fourier_filter")
+    if d.empty:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (model, _dataset, kind), g in d.groupby(["model", "dataset", "kind"]):
+        s = g.groupby("radius_fraction")["value"].mean().sort_index()
+        ax.plot(s.index, s.values, marker="o", linestyle="-" if kind == "low" else "--", label=f"{model} {kind}-pass")
+    ax.set_xlabel("radius / Nyquist radius")
+    ax.set_ylabel("top-1 accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+PLOTTERS["fourier_heatmap"] = plot_fourier_heatmaps
+PLOTTERS["fourier_filter"] = plot_fourier_filter

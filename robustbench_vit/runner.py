@@ -148,17 +148,23 @@ def evaluate(model: str | LoadedModel, suite: str | Suite, options: RunOptions |
             continue
         rep.task(f"{loaded.spec.name} | {suite_obj.name} | {cond.name}", len(indices))
         started = _now()
-        acc, bs = suite_obj.run_condition(ctx, cond)
-        new = [
-            {**base, "condition": cond.name, "severity": cond.severity,
-             "params": json.dumps(dict(cond.params), sort_keys=True, default=str), "metric": mv.metric,
-             "value": mv.value, "n": mv.n, "higher_is_better": mv.higher_is_better, "batch_size": bs,
-             "started_at": started, "finished_at": _now(), "source_model": cond.params.get("source_model")}
-            for mv in acc.results(suite_obj.metrics)
-        ]  # fmt: skip
-        samples = _samples(acc, ds, new[0]) if opts.save_samples else None
+        results, bs = suite_obj.run_condition(ctx, cond)
+        finished = _now()
+        new, samples = [], []
+        for var, acc in results:
+            var_rows = [
+                {**base, "condition": var.name, "severity": var.severity,
+                 "params": json.dumps(dict(var.params), sort_keys=True, default=str), "metric": mv.metric,
+                 "value": mv.value, "n": mv.n, "higher_is_better": mv.higher_is_better, "batch_size": bs,
+                 "started_at": started, "finished_at": finished, "source_model": var.params.get("source_model")}
+                for mv in acc.results(suite_obj.metrics)
+            ]  # fmt: skip
+            new.extend(var_rows)
+            if opts.save_samples:
+                samples.append(_samples(acc, ds, var_rows[0]))
+        new.extend(suite_obj.expand_rows(new))
         if opts.out:
-            store.write(cond.name, new, samples)
+            store.write(cond.name, new, _concat(samples) if samples else None)
         rows.extend(new)
     summary = suite_obj.summarize(rows)
     if summary:
@@ -168,8 +174,16 @@ def evaluate(model: str | LoadedModel, suite: str | Suite, options: RunOptions |
         if opts.out:
             store.write("summary", summary)
         rows.extend(summary)
+    if opts.out:
+        for path in suite_obj.write_artifacts(rows, Path(opts.out) / "figures"):
+            log.info("wrote %s", path)
     rep.close()
     return rows_to_frame(rows)
+
+
+def _concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) if isinstance(parts[0][k], np.ndarray)
+            else [v for p in parts for v in p[k]] for k in parts[0]}  # fmt: skip
 
 
 def _now() -> dt.datetime:

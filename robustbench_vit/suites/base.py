@@ -130,12 +130,28 @@ class Suite:
         """Return the perturbed batch (RGB in [0, 1]); the default is the identity."""
         return x
 
+    def variants(self, cond: Condition) -> list[Condition]:
+        """Sub-conditions evaluated together in one pass (e.g. many Fourier bases per forward).
+
+        When this returns V > 1 entries, :meth:`perturb` returns (V * B, ...) images: the batch
+        perturbed by variant 0, then variant 1, ... Each variant gets its own result rows.
+        """
+        return [cond]
+
     def logits(self, ctx: EvalContext, x: torch.Tensor) -> torch.Tensor:
         return ctx.model(x)
 
     def label_map(self, ds: ImageDataset, model: LoadedModel) -> np.ndarray:
         """Model-space label of every dataset class (default: by wnid or class name)."""
         return np.asarray([model.label_space.index_of(c) for c in ds.classes], dtype=np.int64)
+
+    def expand_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Extra rows derived from one finished condition's rows (e.g. mirrored Fourier bases)."""
+        return []
+
+    def write_artifacts(self, rows: list[dict[str, Any]], out: Path) -> list[Path]:
+        """Files derived from a finished run (e.g. a heat-map PNG) under ``out``; default none."""
+        return []
 
     def summarize(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Aggregate rows over conditions (mean over seeds, AUC, mCE ...); default none."""
@@ -146,9 +162,13 @@ class Suite:
         return {"suite": self.name, "version": self.version, **dataclasses.asdict(self)}
 
     @final
-    def run_condition(self, ctx: EvalContext, cond: Condition) -> tuple[ClassificationAccumulator, int]:
-        """Evaluate one condition; on CUDA OOM retry with half the batch. Returns (metrics, batch size)."""
-        bs = ctx.batch_size
+    def run_condition(self, ctx: EvalContext, cond: Condition
+                      ) -> tuple[list[tuple[Condition, ClassificationAccumulator]], int]:  # fmt: skip
+        """Evaluate one condition (and its variants); on CUDA OOM retry with half the batch.
+
+        Returns ``([(variant, metrics), ...], images per batch used)``.
+        """
+        bs = max(1, ctx.batch_size // len(self.variants(cond)))
         while True:
             try:
                 return self._run(ctx, cond, bs), bs
@@ -159,17 +179,23 @@ class Suite:
                 torch.cuda.empty_cache()
                 log.warning("out of memory; retrying %s with batch size %d", cond.name, bs)
 
-    def _run(self, ctx: EvalContext, cond: Condition, bs: int) -> ClassificationAccumulator:
-        acc = ClassificationAccumulator()
+    def _run(self, ctx: EvalContext, cond: Condition, bs: int) -> list[tuple[Condition, ClassificationAccumulator]]:
+        variants = self.variants(cond)
+        accs = [ClassificationAccumulator() for _ in variants]
         for x, y, idx in ctx.batches(bs):
             gen = torch.Generator().manual_seed(derive_seed(ctx.seed, self.name, cond.name, int(idx[0])))
             with torch.set_grad_enabled(self.needs_grad):
                 xp = self.perturb(x, y, idx, cond, ctx, gen)
             with torch.no_grad():
-                acc.update(self.logits(ctx, xp.detach()), y, idx)
+                logits = self.logits(ctx, xp.detach())
+            b = len(idx)
+            if logits.shape[0] != b * len(variants):
+                raise RuntimeError(f"{self.name}.perturb returned {logits.shape[0]} images for {len(variants)} x {b}")
+            for v, acc in enumerate(accs):
+                acc.update(logits[v * b : (v + 1) * b], y, idx)
             if ctx.on_batch:
-                ctx.on_batch(len(idx))
-        return acc
+                ctx.on_batch(b)
+        return list(zip(variants, accs))
 
 
 def _coerce(value: Any, typ: Any, name: str) -> Any:

@@ -1,0 +1,175 @@
+"""Fourier suites: the Fourier heat map (Yin et al. 2019, "A Fourier Perspective on Model Robustness
+in Computer Vision", NeurIPS) and low/high-pass filtering (Paul & Chen 2022, "Vision Transformers
+are Robust Learners", AAAI; Wang et al. 2020, "High-Frequency Component Helps Explain the
+Generalization of CNNs")."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from robustbench_vit.errors import ConfigError
+from robustbench_vit.perturbations.fourier import (
+    FILTER_KINDS,
+    fourier_basis,
+    fourier_noise,
+    frequency_filter,
+    half_plane_frequencies,
+)
+from robustbench_vit.suites.base import Condition, EvalContext, Suite, register_suite
+
+__all__ = ["FourierHeatmap", "FourierFilter", "default_eps", "default_radius"]
+
+
+def default_eps(size: tuple[int, int]) -> float:
+    """Yin et al.'s published norms: 4.0 for 32x32 (CIFAR), 15.7 for 224x224 (ImageNet)."""
+    return 4.0 if max(size) <= 64 else 15.7
+
+
+def default_radius(size: tuple[int, int]) -> int:
+    """31x31 map at 32 px (all frequencies but Nyquist), the central 63x63 at ImageNet sizes."""
+    return min(min(size) // 2 - 1, 31)
+
+
+@register_suite("fourier_heatmap")
+@dataclass(frozen=True)
+class FourierHeatmap(Suite):
+    """Error under additive Fourier-basis noise x + eps * r * U_ij for every frequency (i, j).
+
+    Parameters:
+        eps: L2 norm of the noise per channel (default 4.0 at 32 px, 15.7 at 224 px, as published).
+        radius: map covers frequencies in [-radius, radius]^2 (default 15 at 32 px -> 31x31; 31 -> 63x63).
+        stride: evaluate every stride-th frequency (coarser, cheaper maps).
+        bases_per_pass: bases evaluated together in one forward pass (batch = images x bases).
+        clamp: clip perturbed images to [0, 1] (paper protocol).
+    """
+
+    paper: ClassVar[str] = "Yin et al. 2019, A Fourier Perspective on Model Robustness in Computer Vision"
+    metrics: ClassVar[tuple[str, ...]] = ("error",)
+
+    eps: float | None = None
+    radius: int | None = None
+    stride: int = 1
+    bases_per_pass: int = 16
+    clamp: bool = True
+
+    def _setup(self, ctx: EvalContext) -> tuple[float, int]:
+        size = ctx.model.data_config.image_size
+        eps = self.eps if self.eps is not None else default_eps(size)
+        r = self.radius if self.radius is not None else default_radius(size)
+        if r > min(size) // 2 - 1 and r != min(size) // 2:
+            raise ConfigError(f"fourier radius {r} exceeds the {size[0]}x{size[1]} spectrum (max {min(size) // 2 - 1})")
+        return eps, r
+
+    def conditions(self, ctx: EvalContext) -> list[Condition]:
+        eps, r = self._setup(ctx)
+        freqs = half_plane_frequencies(r, self.stride)
+        k = max(1, self.bases_per_pass)
+        conds = []
+        for s in range(0, len(freqs), k):
+            chunk = freqs[s : s + k]
+            params = {"freqs": chunk, "eps": eps, "radius": r, "stride": self.stride}
+            conds.append(Condition(f"bases/{chunk[0][0]},{chunk[0][1]}..{chunk[-1][0]},{chunk[-1][1]}", None, params))
+        return conds
+
+    def variants(self, cond: Condition) -> list[Condition]:
+        p = cond.params
+        return [Condition(f"freq=({u},{v})", float(math.hypot(u, v)),
+                          {"u": u, "v": v, "eps": p["eps"], "radius": p["radius"], "stride": p["stride"]})
+                for u, v in p["freqs"]]  # fmt: skip
+
+    def perturb(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, cond: Condition,
+                ctx: EvalContext, generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+        key = ("basis", cond.name)
+        if key not in ctx.state:
+            ctx.state.clear() if len(ctx.state) > 64 else None
+            ctx.state[key] = fourier_basis(cond.params["freqs"], x.shape[-2:], device=x.device)
+        return fourier_noise(x, ctx.state[key], eps=cond.params["eps"], generator=generator, clamp=self.clamp)
+
+    def expand_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """U_(-u,-v) = U_(u,v): write the mirrored frequency's row from the evaluated one."""
+        out = []
+        for r in rows:
+            p = json.loads(r["params"])
+            if (p["u"], p["v"]) != (0, 0):
+                q = {**p, "u": -p["u"], "v": -p["v"], "mirror_of": f"({p['u']},{p['v']})"}
+                out.append({**r, "condition": f"freq=({-p['u']},{-p['v']})", "params": json.dumps(q, sort_keys=True)})
+        return out
+
+    def summarize(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        pts = [(json.loads(r["params"]), r["value"], r["n"]) for r in rows if r["metric"] == "error"]
+        if not pts:
+            return []
+        radius = pts[0][0]["radius"]
+        d = np.asarray([math.hypot(p["u"], p["v"]) for p, _, _ in pts])
+        e = np.asarray([v for _, v, _ in pts])
+        n = pts[0][2]
+        params = json.dumps({"eps": pts[0][0]["eps"], "radius": radius, "split": radius / 2})
+        mk = lambda m, v: {"condition": "summary/fourier", "metric": m, "value": float(v), "n": n,  # noqa: E731
+                           "higher_is_better": False, "params": params}  # fmt: skip
+        return [mk("error_mean", e.mean()), mk("error_low_freq", e[d <= radius / 2].mean()),
+                mk("error_high_freq", e[d > radius / 2].mean() if (d > radius / 2).any() else float("nan"))]  # fmt: skip
+
+    def write_artifacts(self, rows: list[dict[str, Any]], out: Path) -> list[Path]:
+        import pandas as pd
+
+        from robustbench_vit.plots import plot_fourier_heatmaps
+
+        df = pd.DataFrame(rows)
+        df = df[df.metric == "error"]
+        if df.empty:
+            return []
+        params = pd.DataFrame([json.loads(p) for p in df["params"]], index=df.index)
+        df = pd.concat([df, params[["u", "v"]]], axis=1)
+        name = f"fourier_heatmap-{df['model'].iloc[0]}-{df['dataset'].iloc[0]}.png".replace("/", "_")
+        p = plot_fourier_heatmaps(df, out / name)
+        return [p] if p else []
+
+
+@register_suite("fourier_filter")
+@dataclass(frozen=True)
+class FourierFilter(Suite):
+    """Accuracy on low-pass / high-pass (band-pass / band-stop) filtered images.
+
+    Parameters:
+        kinds: any of ``low`` (keep distance < r from DC), ``high`` (keep >= r), ``band_pass``,
+            ``band_stop`` (r <= d < r + band_width).
+        radius_fractions: radii as fractions of the Nyquist radius min(H, W) / 2.
+        band_width: band width for band filters, as a fraction of the Nyquist radius.
+        soft: Gaussian masks instead of hard cut-offs.
+    """
+
+    paper: ClassVar[str] = "Paul & Chen 2022, Vision Transformers are Robust Learners (after Wang et al. 2020)"
+
+    kinds: tuple[str, ...] = ("low", "high")
+    radius_fractions: tuple[float, ...] = (0.0625, 0.125, 0.25, 0.5, 0.75, 1.0)
+    band_width: float = 0.125
+    soft: bool = False
+
+    def __post_init__(self) -> None:
+        bad = [k for k in self.kinds if k not in FILTER_KINDS]
+        if bad:
+            raise ConfigError(f"fourier_filter kinds {bad} not in {FILTER_KINDS}")
+
+    def conditions(self, ctx: EvalContext) -> list[Condition]:
+        nyq = min(ctx.model.data_config.image_size) / 2
+        conds = []
+        for kind in self.kinds:
+            for f in self.radius_fractions:
+                r = f * nyq
+                p = {"kind": kind, "radius": r, "radius_fraction": f, "soft": self.soft}
+                if kind.startswith("band"):
+                    p["radius2"] = r + self.band_width * nyq
+                conds.append(Condition(f"{kind}/r={f:g}", f, p))
+        return conds
+
+    def perturb(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, cond: Condition,
+                ctx: EvalContext, generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+        p = cond.params
+        return frequency_filter(x, kind=p["kind"], radius=p["radius"], radius2=p.get("radius2"), soft=p["soft"])
