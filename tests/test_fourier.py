@@ -1,0 +1,119 @@
+"""Fourier basis, noise and filtering invariants (Yin et al. 2019; Paul & Chen 2022), and the suites end to end."""
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from robustbench_vit.perturbations.fourier import (
+    fourier_basis,
+    fourier_noise,
+    frequency_filter,
+    half_plane_frequencies,
+)
+from robustbench_vit.store import load_results
+from tests.conftest import CIFAR10_TEST, IMAGENET_SAMPLES, needs_cifar, needs_effnet, needs_imagenet
+
+FREQS = [(0, 0), (1, 0), (0, 3), (3, 5), (-7, 2), (15, -15), (-16, 0), (-16, -16)]
+
+
+def test_basis_unit_norm_real_and_single_frequency():
+    b = fourier_basis(FREQS, (32, 32)).double()
+    assert torch.allclose(b.flatten(1).norm(dim=1), torch.ones(len(FREQS), dtype=torch.float64), atol=1e-6)
+    for (u, v), img in zip(FREQS, b):
+        spec = torch.fft.fft2(img)
+        energy = spec.abs() ** 2
+        support = {(int(i), int(j)) for i, j in (energy > 1e-9 * energy.sum()).nonzero()}
+        assert support == {(u % 32, v % 32), (-u % 32, -v % 32)}, (u, v)
+        assert torch.allclose(img, torch.fft.ifft2(spec).real, atol=1e-6)
+
+
+def test_basis_is_the_expected_cosine():
+    b = fourier_basis([(2, 3)], (16, 16))[0].double()
+    y, x = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    ref = torch.cos(2 * math.pi * (2 * y / 16 + 3 * x / 16)).double()
+    assert torch.allclose(b, ref / ref.norm(), atol=1e-6)
+
+
+def test_half_plane_covers_each_mirror_pair_once():
+    f = half_plane_frequencies(15)
+    assert len(f) == (31 * 31 + 1) // 2 and (0, 0) in f
+    full = set(f) | {(-u, -v) for u, v in f}
+    assert full == {(u, v) for u in range(-15, 16) for v in range(-15, 16)}
+    assert len(half_plane_frequencies(31, stride=8)) == (7 * 7 + 1) // 2
+
+
+def test_noise_has_norm_eps_per_channel_and_independent_signs():
+    x = torch.full((4, 3, 32, 32), 0.5)
+    basis = fourier_basis([(3, 5), (1, 1)], (32, 32))
+    out = fourier_noise(x, basis, eps=4.0, generator=torch.Generator().manual_seed(0), clamp=False)
+    assert out.shape == (8, 3, 32, 32)
+    delta = (out - 0.5).view(2, 4, 3, -1)
+    assert torch.allclose(delta.norm(dim=-1), torch.full((2, 4, 3), 4.0), atol=1e-4)
+    signs = torch.sign((delta * basis.view(2, 1, 1, -1)).sum(-1))
+    assert (signs == 1).any() and (signs == -1).any()
+    clamped = fourier_noise(x, basis, eps=4.0, generator=torch.Generator().manual_seed(0))
+    assert clamped.min() >= 0 and clamped.max() <= 1
+
+
+def test_filter_identities_and_complement():
+    x = torch.rand(2, 3, 32, 32)
+    diag = math.hypot(32, 32)
+    assert torch.allclose(frequency_filter(x, kind="low", radius=diag, clamp=False), x, atol=1e-5)
+    assert torch.allclose(frequency_filter(x, kind="high", radius=0, clamp=False), x, atol=1e-5)
+    for soft in (False, True):
+        lo = frequency_filter(x, kind="low", radius=5, soft=soft, clamp=False)
+        hi = frequency_filter(x, kind="high", radius=5, soft=soft, clamp=False)
+        assert torch.allclose(lo + hi, x, atol=1e-5)
+    bp = frequency_filter(x, kind="band_pass", radius=3, radius2=8, clamp=False)
+    bs = frequency_filter(x, kind="band_stop", radius=3, radius2=8, clamp=False)
+    assert torch.allclose(bp + bs, x, atol=1e-5)
+    low = frequency_filter(x, kind="low", radius=1)  # DC only: every pixel is the channel mean
+    assert torch.allclose(low, x.mean(dim=(2, 3), keepdim=True).expand_as(x), atol=1e-5)
+
+
+@needs_cifar
+def test_full_cifar_heatmap_through_cli(tmp_path, cifar_card):
+    r = subprocess.run([sys.executable, "-m", "robustbench_vit.cli", "eval", "-m", str(cifar_card), "-s",
+                        "fourier_heatmap", "--data", str(CIFAR10_TEST), "--limit", "10", "-b", "640",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    df = load_results(tmp_path)
+    err = df[df.metric == "error"]
+    assert len(err) == 31 * 31 and set(err.u) == set(range(-15, 16)) and set(err.v) == set(range(-15, 16))
+    assert (err.eps == 4.0).all() and (err.n == 10).all()
+    mirrored = err.set_index(["u", "v"])["value"]
+    assert all(mirrored[(u, v)] == mirrored[(-u, -v)] for u, v in [(3, 4), (0, 7), (15, -15)])
+    assert {"error_mean", "error_low_freq", "error_high_freq"} <= set(df.metric)
+    png = tmp_path / "figures" / "fourier_heatmap-cifar_vit-cifar10.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@needs_cifar
+def test_filter_suite_on_cifar(tmp_path, cifar_card):
+    import robustbench_vit as rbvit
+
+    df = rbvit.evaluate(str(cifar_card), "fourier_filter", data=str(CIFAR10_TEST), limit=20, out=str(tmp_path),
+                        suite_params={"kinds": ("low", "high", "band_pass"), "radius_fractions": (0.25, 1.5)})  # fmt: skip
+    top1 = df[df.metric == "top1"]
+    assert len(top1) == 6 and set(top1["condition"]) >= {"low/r=0.25", "high/r=1.5", "band_pass/r=0.25"}
+    clean = rbvit.evaluate(str(cifar_card), "clean", data=str(CIFAR10_TEST), limit=20, out=None)
+    # a low-pass beyond the spectrum's corner (1.5 x Nyquist > diagonal) keeps the clean accuracy
+    assert top1.set_index("condition").loc["low/r=1.5", "value"] == clean.set_index("metric").loc["top1", "value"]
+
+
+@pytest.mark.slow
+@needs_imagenet
+@needs_effnet
+def test_reduced_stride_heatmap_with_real_weights(tmp_path):
+    import robustbench_vit as rbvit
+
+    df = rbvit.evaluate("efficientnet_lite0", "fourier_heatmap", data=str(IMAGENET_SAMPLES), limit=20, batch_size=200,
+                        out=str(tmp_path), suite_params={"stride": 8})  # fmt: skip
+    err = df[df.metric == "error"]
+    assert len(err) == 7 * 7 and (err.n == 20).all() and (err["params"].str.contains('"eps": 15.7')).all()
+    s = df[df.condition == "summary/fourier"].set_index("metric")["value"]
+    assert s["error_low_freq"] < s["error_high_freq"], "a CNN is more sensitive to high frequencies (Yin et al.)"
+    assert (tmp_path / "figures" / "fourier_heatmap-efficientnet_lite0-imagenet-samples.png").is_file()
