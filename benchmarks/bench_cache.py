@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from _common import IMAGENET_SAMPLES, timed
+
 from robustbench_vit.data.cache import ImageCache
 from robustbench_vit.data.registry import open_dataset
 from robustbench_vit.models.loading import load_model

@@ -13,8 +13,8 @@ import argparse
 import tempfile
 
 import torch
-
 from _common import IMAGENET_SAMPLES, timed
+
 from robustbench_vit.models.loading import load_model
 from robustbench_vit.perturbations.fourier import half_plane_frequencies
 from robustbench_vit.runner import evaluate

@@ -18,9 +18,9 @@ import argparse
 import tempfile
 
 import torch
+from _common import IMAGENET_SAMPLES, timed
 from PIL import Image
 
-from _common import IMAGENET_SAMPLES, timed
 from robustbench_vit.data.registry import open_dataset
 from robustbench_vit.models.loading import load_model
 from robustbench_vit.perturbations import random_patch_drop

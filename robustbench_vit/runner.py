@@ -150,18 +150,18 @@ def evaluate(model: str | LoadedModel, suite: str | Suite, options: RunOptions |
         started = _now()
         results, bs = suite_obj.run_condition(ctx, cond)
         finished = _now()
-        new, samples = [], []
-        for var, acc in results:
-            var_rows = [
-                {**base, "condition": var.name, "severity": var.severity,
-                 "params": json.dumps(dict(var.params), sort_keys=True, default=str), "metric": mv.metric,
-                 "value": mv.value, "n": mv.n, "higher_is_better": mv.higher_is_better, "batch_size": bs,
-                 "started_at": started, "finished_at": finished, "source_model": var.params.get("source_model")}
-                for mv in acc.results(suite_obj.metrics)
-            ]  # fmt: skip
-            new.extend(var_rows)
-            if opts.save_samples:
-                samples.append(_samples(acc, ds, var_rows[0]))
+        new = [
+            {**base, "condition": var.name, "severity": var.severity,
+             "params": json.dumps(dict(var.params), sort_keys=True, default=str), "metric": mv.metric,
+             "value": mv.value, "n": mv.n, "higher_is_better": mv.higher_is_better, "batch_size": bs,
+             "started_at": started, "finished_at": finished, "source_model": var.params.get("source_model")}
+            for var, mv in suite_obj.condition_metrics(results)
+        ]  # fmt: skip
+        samples = []
+        if opts.save_samples:
+            for var, acc in results:
+                samples.append(_samples(acc, ds, {**new[0], "condition": var.name,
+                                                  "source_model": var.params.get("source_model")}))  # fmt: skip
         new.extend(suite_obj.expand_rows(new))
         if opts.out:
             store.write(cond.name, new, _concat(samples) if samples else None)

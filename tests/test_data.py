@@ -51,7 +51,7 @@ def test_missing_folder_is_a_clear_error(tmp_path):
 
 def test_flat_folder_with_label_file(tmp_path):
     (tmp_path / "img").mkdir()
-    for i, wnid in enumerate(["n01440764", "n01443537"]):
+    for i, _wnid in enumerate(["n01440764", "n01443537"]):
         Image.new("RGB", (8, 8)).save(tmp_path / "img" / f"ILSVRC2012_val_{i:08d}.JPEG")
     (tmp_path / "labels.csv").write_text("ImageId,PredictionString\nILSVRC2012_val_00000000,n01440764 1 2 3 4\n"
                                          "ILSVRC2012_val_00000001,n01443537 1 2 3 4\n")  # fmt: skip

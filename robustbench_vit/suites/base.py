@@ -25,7 +25,7 @@ import torch
 from robustbench_vit.data.cache import ImageCache
 from robustbench_vit.data.datasets import ImageDataset
 from robustbench_vit.errors import ConfigError, RbvitError
-from robustbench_vit.metrics import ClassificationAccumulator
+from robustbench_vit.metrics import ClassificationAccumulator, MetricValue
 from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.registry import Registry
 
@@ -144,6 +144,11 @@ class Suite:
     def label_map(self, ds: ImageDataset, model: LoadedModel) -> np.ndarray:
         """Model-space label of every dataset class (default: by wnid or class name)."""
         return np.asarray([model.label_space.index_of(c) for c in ds.classes], dtype=np.int64)
+
+    def condition_metrics(self, results: list[tuple[Condition, ClassificationAccumulator]]
+                          ) -> list[tuple[Condition, MetricValue]]:  # fmt: skip
+        """Metric values of one finished condition; default: ``self.metrics`` for every variant."""
+        return [(var, mv) for var, acc in results for mv in acc.results(self.metrics)]
 
     def expand_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Extra rows derived from one finished condition's rows (e.g. mirrored Fourier bases)."""

@@ -1,0 +1,7 @@
+"""Attacks in [0, 1] pixel space: the base owns the loop (restarts, projection, clamping, checks),
+subclasses implement one step rule."""
+
+from robustbench_vit.attacks.base import Attack, AttackResult, parse_eps
+from robustbench_vit.attacks.pgd import PGD, input_diversity, translation_kernel
+
+__all__ = ["Attack", "AttackResult", "PGD", "parse_eps", "input_diversity", "translation_kernel"]

@@ -1,0 +1,92 @@
+"""Attack base class (foolbox-style: the base owns the loop, subclasses implement ``run``).
+
+Pixel contract: images and adversarial examples are RGB in [0, 1]; ``eps`` is measured there
+(L-inf: max absolute pixel change, e.g. 4/255; L2: Euclidean norm over all C*H*W values).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import final
+
+import torch
+
+from robustbench_vit.errors import ConfigError
+
+__all__ = ["Attack", "AttackResult", "parse_eps", "project", "NORMS", "LossFn"]
+
+NORMS = ("linf", "l2")
+
+#: (model outputs for x_adv, labels) -> per-sample loss to *maximise*
+LossFn = Callable[[torch.Tensor | list[torch.Tensor], torch.Tensor], torch.Tensor]
+
+
+def parse_eps(value: str | float) -> float:
+    """``"4/255"`` -> 0.01568..., ``"0.5"`` -> 0.5."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(Fraction(value.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"epsilon {value!r} must be a number or a fraction like 4/255") from None
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Project onto the eps-ball around x (in ``norm``) intersected with [0, 1]."""
+    delta = x_adv - x
+    if norm == "linf":
+        delta = delta.clamp(-eps, eps)
+    else:
+        n = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.dim() - 1))
+        delta = delta * torch.clamp(eps / n, max=1.0)
+    return (x + delta).clamp(0.0, 1.0)
+
+
+@dataclass
+class AttackResult:
+    x_adv: torch.Tensor  # (B, C, H, W) in [0, 1]
+    success: torch.Tensor  # bool (B,): misclassified (untargeted) / target reached (targeted)
+
+
+class Attack:
+    """Runs ``restarts`` independent attacks and keeps, per image, the first successful example.
+
+    Subclasses implement :meth:`run` (one attack from x); the base checks inputs, re-projects and
+    clamps the result (so a subclass bug cannot leave the threat model), and evaluates success.
+    """
+
+    def __init__(self, *, norm: str, eps: float, restarts: int = 1, targeted: bool = False) -> None:
+        if norm not in NORMS:
+            raise ConfigError(f"norm {norm!r} not in {NORMS}")
+        if eps < 0:
+            raise ConfigError(f"epsilon must be >= 0, got {eps}")
+        self.norm, self.eps, self.restarts, self.targeted = norm, float(eps), int(restarts), targeted
+
+    def run(self, forward: Callable[[torch.Tensor], torch.Tensor | list[torch.Tensor]], x: torch.Tensor,
+            y: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+        raise NotImplementedError
+
+    @final
+    def __call__(self, forward: Callable[[torch.Tensor], torch.Tensor | list[torch.Tensor]], x: torch.Tensor,
+                 y: torch.Tensor, *, generator: torch.Generator,
+                 predict: Callable[[torch.Tensor], torch.Tensor] | None = None) -> AttackResult:  # fmt: skip
+        """Attack ``x`` (labels, or targets when targeted); ``predict`` gives logits for success checks."""
+        if x.min() < 0 or x.max() > 1:
+            raise ConfigError("attacks take images in [0, 1] (normalisation belongs inside the model)")
+        predict = predict or (lambda t: forward(t))  # type: ignore[assignment,return-value]
+        best = x.clone()
+        success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        for r in range(max(1, self.restarts)):
+            todo = (~success).nonzero().squeeze(1)
+            if len(todo) == 0:
+                break
+            adv = project(self.run(forward, x[todo], y[todo], generator=generator).detach(), x[todo], self.eps, self.norm)
+            with torch.no_grad():
+                pred = predict(adv).argmax(1)  # type: ignore[union-attr]
+            hit = pred == y[todo] if self.targeted else pred != y[todo]
+            keep = hit if r > 0 else torch.ones_like(hit)  # restart 0 fills everything; later ones only successes
+            best[todo[keep]] = adv[keep]
+            success[todo] = hit
+        return AttackResult(best, success)

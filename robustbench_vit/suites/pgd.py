@@ -1,0 +1,128 @@
+"""``pgd``: white-box robustness to L-inf / L2 PGD in [0, 1] pixel space (Madry et al. 2018),
+with our batched torch PGD (default) or foolbox's LinfPGD / L2PGD (reference backend)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from robustbench_vit.attacks import PGD, parse_eps
+from robustbench_vit.errors import ConfigError
+from robustbench_vit.metrics import ClassificationAccumulator, MetricValue
+from robustbench_vit.suites.base import Condition, EvalContext, Suite, derive_seed, register_suite
+
+__all__ = ["PGDSuite", "default_epsilons", "adversarial_metrics"]
+
+log = logging.getLogger(__name__)
+
+
+def default_epsilons(norm: str, size: tuple[int, int]) -> tuple[str, ...]:
+    """ImageNet-size L-inf 1/255, 2/255, 4/255; CIFAR-size L-inf 8/255; L2 0.5."""
+    if norm == "l2":
+        return ("0.5",)
+    return ("8/255",) if max(size) <= 64 else ("1/255", "2/255", "4/255")
+
+
+def adversarial_metrics(cond: Condition, clean: ClassificationAccumulator, adv: ClassificationAccumulator,
+                        targeted: bool = False, targets: torch.Tensor | None = None) -> list[tuple[Condition, MetricValue]]:  # fmt: skip
+    """robust_accuracy, clean_accuracy (same images) and attack_success_rate (of clean-correct images)."""
+    c, a = clean.correct(), adv.correct()
+    n = len(c)
+    cc = int(c.sum())
+    fooled = int((c & ~a).sum())
+    return [
+        (cond, MetricValue("robust_accuracy", float(a.mean()) if n else float("nan"), n)),
+        (cond, MetricValue("clean_accuracy", float(c.mean()) if n else float("nan"), n)),
+        (cond, MetricValue("attack_success_rate", fooled / cc if cc else float("nan"), cc)),
+    ]
+
+
+@register_suite("pgd")
+@dataclass(frozen=True)
+class PGDSuite(Suite):
+    """White-box PGD: robust accuracy per epsilon (worst case over restarts), clean accuracy on the
+    same images, attack success rate; FGSM is ``steps=1, random_start=false, rel_step=1``.
+
+    Parameters:
+        norm: ``linf`` or ``l2``. epsilons: e.g. ``1/255,2/255,4/255`` (defaults by input size).
+        steps: iterations. rel_step: step size = rel_step * eps / steps (2.5, Madry et al.).
+        random_start: uniform start in the ball. restarts: independent runs, per-image worst case.
+        targeted: random target class != label per image (seeded); success = target reached.
+        backend: ``torch`` (ours) or ``foolbox`` (reference).
+    """
+
+    paper: ClassVar[str] = "Madry et al. 2018, Towards Deep Learning Models Resistant to Adversarial Attacks"
+    needs_grad: ClassVar[bool] = True
+
+    norm: str = "linf"
+    epsilons: tuple[str, ...] = ()
+    steps: int = 10
+    rel_step: float = 2.5
+    random_start: bool = True
+    restarts: int = 1
+    targeted: bool = False
+    backend: str = "torch"
+
+    def __post_init__(self) -> None:
+        if self.norm not in ("linf", "l2"):
+            raise ConfigError(f"norm {self.norm!r} not in ('linf', 'l2')")
+        if self.backend not in ("torch", "foolbox"):
+            raise ConfigError(f"backend {self.backend!r} not in ('torch', 'foolbox')")
+        for e in self.epsilons:
+            parse_eps(e)
+
+    def conditions(self, ctx: EvalContext) -> list[Condition]:
+        eps_list = self.epsilons or default_epsilons(self.norm, ctx.model.data_config.image_size)
+        conds = []
+        for e in eps_list:
+            eps = parse_eps(e)
+            params = {"norm": self.norm, "eps": eps, "eps_str": e, "steps": self.steps,
+                      "step_size": self.rel_step * eps / max(1, self.steps), "random_start": self.random_start,
+                      "restarts": self.restarts, "targeted": self.targeted, "backend": self.backend}  # fmt: skip
+            conds.append(Condition(f"{self.norm}/eps={e}", eps, params))
+        return conds
+
+    def variants(self, cond: Condition) -> list[Condition]:
+        return [Condition(f"{cond.name}/clean", 0.0, {**cond.params, "variant": "clean"}), cond]
+
+    def condition_metrics(self, results):  # type: ignore[no-untyped-def]
+        (_, clean), (cond, adv) = results
+        return adversarial_metrics(cond, clean, adv)
+
+    def perturb(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, cond: Condition,
+                ctx: EvalContext, generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+        p = cond.params
+        target = y
+        if self.targeted:
+            c = ctx.model.label_space.num_classes
+            target = (y + torch.randint(1, c, y.shape, generator=generator).to(y.device)) % c
+        if self.backend == "foolbox":
+            x_adv = _foolbox_pgd(ctx, x, target, p, generator)
+        else:
+            atk = PGD(norm=self.norm, eps=p["eps"], steps=self.steps, step_size=p["step_size"],
+                      random_start=self.random_start, restarts=self.restarts, targeted=self.targeted)  # fmt: skip
+            x_adv = atk(ctx.model, x, target, generator=generator).x_adv
+        return torch.cat([x, x_adv.detach()])
+
+
+def _foolbox_pgd(ctx: EvalContext, x: torch.Tensor, y: torch.Tensor, p: dict, generator: torch.Generator) -> torch.Tensor:
+    import foolbox as fb
+
+    fmodel = fb.PyTorchModel(ctx.model.module, bounds=(0, 1), device=x.device)
+    cls = fb.attacks.LinfPGD if p["norm"] == "linf" else fb.attacks.L2PGD
+    attack = cls(abs_stepsize=p["step_size"], steps=p["steps"], random_start=p["random_start"])
+    criterion = fb.criteria.TargetedMisclassification(y) if p["targeted"] else fb.criteria.Misclassification(y)
+    best = x.clone()
+    done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # foolbox draws its random start from the global RNG
+        torch.manual_seed(derive_seed(int(torch.randint(0, 2**62, (1,), generator=generator)), "foolbox"))
+        for r in range(max(1, p["restarts"])):
+            _, adv, success = attack(fmodel, x, criterion, epsilons=p["eps"])
+            keep = success & ~done if r > 0 else torch.ones_like(success)
+            best[keep] = adv[keep]
+            done |= success
+    return best
