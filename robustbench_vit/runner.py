@@ -23,8 +23,9 @@ import pandas as pd
 
 from robustbench_vit import __version__
 from robustbench_vit.data.cache import ImageCache, default_cache_dir
-from robustbench_vit.data.registry import open_dataset
+from robustbench_vit.data.registry import MASKED_DATASETS
 from robustbench_vit.data.subset import read_subset, stratified_limit
+from robustbench_vit.errors import ConfigError
 from robustbench_vit.models.loading import LoadedModel, load_model, resolve_spec
 from robustbench_vit.store import RunStore, rows_to_frame
 from robustbench_vit.suites import EvalContext, Suite, make_suite
@@ -84,7 +85,7 @@ def _versions() -> dict[str, str]:
 
 def _run_id(model: LoadedModel, suite: Suite, ds_fingerprint: str, indices: np.ndarray, opts: RunOptions) -> str:
     ident = {
-        "model": model.spec.to_dict(), "weights": model.weights, "data_config": model.data_config.to_dict(),
+        "model": model.spec.to_dict(), "weights": model.weights, "data_config": suite.data_config(model).to_dict(),
         "suite": suite.config(), "dataset": ds_fingerprint,
         "indices": hashlib.sha256(indices.tobytes()).hexdigest(), "seed": opts.seed, "dtype": opts.dtype,
         "save_samples": opts.save_samples,
@@ -113,7 +114,12 @@ def evaluate(model: str | LoadedModel, suite: str | Suite, options: RunOptions |
     rep = reporter or _Silent()
     suite_obj = suite if isinstance(suite, Suite) else make_suite(suite, opts.suite_params)
     spec = None if isinstance(model, LoadedModel) else resolve_spec(model)  # name errors before any I/O
-    dataset_name, ds = open_dataset(opts.data, dataset=opts.dataset, labels=opts.labels)
+    dataset_name, ds = suite_obj.open_data(opts.data, opts.dataset, opts.labels)
+    if dataset_name in MASKED_DATASETS and not suite_obj.handles_class_subset:
+        raise ConfigError(
+            f"{dataset_name} has 200 classes: evaluate it with --suite {dataset_name.replace('-', '_')}, which restricts "
+            "the logits to those classes (an unmasked 1000-way evaluation is not comparable to published numbers)"
+        )
     if isinstance(model, LoadedModel):
         loaded = model
     else:
@@ -123,10 +129,11 @@ def evaluate(model: str | LoadedModel, suite: str | Suite, options: RunOptions |
     labels = class_map[ds.targets]
     indices = _select(ds.targets, opts, ds)
     cache_root = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()
-    cache = ImageCache(ds, loaded.data_config, cache_root)
+    data_cfg = suite_obj.data_config(loaded)
+    cache = ImageCache(ds, data_cfg, cache_root)
     todo = cache.missing(indices)
     if len(todo):
-        rep.task(f"decode {dataset_name} ({loaded.data_config.describe()})", len(todo))
+        rep.task(f"decode {dataset_name} ({data_cfg.describe()})", len(todo))
         cache.ensure(indices, workers=opts.workers, progress=rep.advance)
     ctx = EvalContext(model=loaded, dataset=ds, dataset_name=dataset_name, cache=cache, indices=indices,
                       labels=labels, batch_size=opts.batch_size, seed=opts.seed,
@@ -134,7 +141,7 @@ def evaluate(model: str | LoadedModel, suite: str | Suite, options: RunOptions |
     run_id = _run_id(loaded, suite_obj, ds.fingerprint, indices, opts)
     store = RunStore(opts.out or "results", suite=suite_obj.name, model=loaded.spec.name,
                      dataset=dataset_name, run_id=run_id)  # fmt: skip
-    base = _base_row(loaded, suite_obj, dataset_name, ds, opts, run_id)
+    base = _base_row(loaded, suite_obj, dataset_name, ds, opts, run_id, data_cfg)
     rows: list[dict[str, Any]] = []
     suite_obj.prepare(ctx)
     conds = suite_obj.conditions(ctx)
@@ -199,8 +206,8 @@ def _samples(acc: Any, ds: Any, row: dict[str, Any]) -> dict[str, Any]:
             "item": [ds.items[i] for i in s["index"]], **s}  # fmt: skip
 
 
-def _base_row(m: LoadedModel, suite: Suite, dataset: str, ds: Any, opts: RunOptions, run_id: str) -> dict[str, Any]:
-    dc = m.data_config
+def _base_row(m: LoadedModel, suite: Suite, dataset: str, ds: Any, opts: RunOptions, run_id: str,
+              dc: Any) -> dict[str, Any]:  # fmt: skip
     config = {"model": m.spec.to_dict(), "suite": suite.config(), "options": dataclasses.asdict(opts),
               "data_config": dc.to_dict()}  # fmt: skip
     return {

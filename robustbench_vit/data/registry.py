@@ -24,7 +24,22 @@ from robustbench_vit.errors import DataError
 from robustbench_vit.labels import is_wnid
 from robustbench_vit.registry import Registry
 
-__all__ = ["DatasetSpec", "DATASETS", "open_dataset", "default_data_root", "SAMPLES_URL"]
+__all__ = ["DatasetSpec", "DATASETS", "open_dataset", "default_data_root", "SAMPLES_URL", "MASKED_DATASETS",
+           "subset_synsets"]  # fmt: skip
+
+#: datasets whose evaluation must restrict the logits to their 200 classes
+MASKED_DATASETS = ("imagenet-a", "imagenet-r")
+
+
+def subset_synsets(name: str) -> tuple[list[str], list[int]]:
+    """timm's shipped (wnids, ImageNet-1k indices) of the 200-class ImageNet-A / -R subsets."""
+    from importlib import resources
+
+    key = {"imagenet-a": "imagenet_a", "imagenet-r": "imagenet_r"}[name]
+    info = resources.files("timm.data") / "_info"
+    wnids = (info / f"{key}_synsets.txt").read_text().split()
+    idx = [int(v) for v in (info / f"{key}_indices.txt").read_text().split()]
+    return wnids, idx
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +61,12 @@ for _spec in (
     DatasetSpec("cifar10", "CIFAR-10 test set", "<root>/<class>/*.png, or the python batches (test_batch)"),
     DatasetSpec("folder", "any ImageFolder whose class folders are wnids or label-space class names",
                 "<root>/<class>/<image>"),
+    DatasetSpec("imagenet-a", "ImageNet-A natural adversarial examples (200 classes; suite imagenet_a)",
+                "<root>/<wnid>/*.jpg"),
+    DatasetSpec("imagenet-r", "ImageNet-R renditions (200 classes; suite imagenet_r)", "<root>/<wnid>/*.jpg"),
+    DatasetSpec("imagenet-c", "ImageNet-C corruptions (suite imagenet_c)", "<root>/<corruption>/<1-5>/<wnid>/*.JPEG"),
+    DatasetSpec("imagenet-v2", "ImageNet-V2 (1000 classes, folders named 0..999 or wnids)", "<root>/<class>/*.jpeg"),
+    DatasetSpec("imagenet-sketch", "ImageNet-Sketch (1000 wnid folders)", "<root>/<wnid>/*.JPEG"),
 ):  # fmt: skip
     DATASETS.add(_spec.name, _spec)
 
@@ -118,6 +139,10 @@ def open_dataset(data: str | Path | None = None, *, dataset: str | None = None,
 
 
 def _guess_name(ds: ImageDataset) -> str:
+    if len(ds.classes) == 200:
+        for name in MASKED_DATASETS:
+            if set(ds.classes) == set(subset_synsets(name)[0]):
+                return name
     if all(is_wnid(c) for c in ds.classes):
         return "imagenet-samples" if len(ds) == len(ds.classes) == 1000 else "imagenet-val"
     from robustbench_vit.labels import CIFAR10_CLASSES

@@ -1,6 +1,15 @@
 """Registered suites. Adding a suite = one module here + one line in this list."""
 
-from robustbench_vit.suites import clean, fourier, occlusion, patch_shuffle, pgd, transfer  # noqa: F401
+from robustbench_vit.suites import (  # noqa: F401
+    clean,
+    fourier,
+    imagenet_ar,
+    imagenet_c,
+    occlusion,
+    patch_shuffle,
+    pgd,
+    transfer,
+)
 from robustbench_vit.suites.base import SUITES, Condition, EvalContext, Suite, make_suite, register_suite
 
 __all__ = ["SUITES", "Condition", "EvalContext", "Suite", "make_suite", "register_suite"]

@@ -27,6 +27,7 @@ from robustbench_vit.data.datasets import ImageDataset
 from robustbench_vit.errors import ConfigError, RbvitError
 from robustbench_vit.metrics import ClassificationAccumulator, MetricValue
 from robustbench_vit.models.loading import LoadedModel
+from robustbench_vit.preprocessing import DataConfig
 from robustbench_vit.registry import Registry
 
 __all__ = ["Condition", "EvalContext", "Suite", "SUITES", "register_suite", "derive_seed", "make_suite"]
@@ -118,9 +119,26 @@ class Suite:
     metrics: ClassVar[tuple[str, ...]] = ("top1",)
     needs_grad: ClassVar[bool] = False
 
+    #: suites that restrict logits to a dataset's class subset (ImageNet-A/R) set this
+    handles_class_subset: ClassVar[bool] = False
+
     # --- what subclasses implement ------------------------------------------------------------
     def conditions(self, ctx: EvalContext) -> list[Condition]:
         raise NotImplementedError
+
+    def open_data(self, data: str | None, dataset: str | None, labels: str | None) -> tuple[str, ImageDataset]:
+        """Resolve ``--data`` (default: the generic layouts of :func:`open_dataset`)."""
+        from robustbench_vit.data.registry import open_dataset
+
+        return open_dataset(data, dataset=dataset, labels=labels)
+
+    def data_config(self, model: LoadedModel) -> DataConfig:
+        """Geometry the images are decoded with (default: the model's own preprocessing)."""
+        return model.data_config
+
+    def condition_context(self, ctx: EvalContext, cond: Condition) -> EvalContext:
+        """Data a condition reads (default: the run's); ImageNet-C swaps in one folder per condition."""
+        return ctx
 
     def prepare(self, ctx: EvalContext) -> None:
         """Once per run, before any condition (e.g. compute saliency maps)."""
@@ -185,6 +203,7 @@ class Suite:
                 log.warning("out of memory; retrying %s with batch size %d", cond.name, bs)
 
     def _run(self, ctx: EvalContext, cond: Condition, bs: int) -> list[tuple[Condition, ClassificationAccumulator]]:
+        ctx = self.condition_context(ctx, cond)
         variants = self.variants(cond)
         accs = [ClassificationAccumulator() for _ in variants]
         for x, y, idx in ctx.batches(bs):

@@ -1,0 +1,108 @@
+"""``imagenet_a`` / ``imagenet_r``: 200-class natural adversarial examples (Hendrycks et al. 2021,
+"Natural Adversarial Examples") and renditions (Hendrycks et al. 2021, "The Many Faces of
+Robustness"). Logits are always restricted to the 200 ImageNet-1k classes of the dataset (timm's
+shipped index lists); top-1 is on the 200-way problem. With ``clean_data`` (an ImageNet val
+folder) the clean accuracy on the same 200 classes and the difference are reported too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from robustbench_vit.data.cache import ImageCache
+from robustbench_vit.data.datasets import ImageDataset, image_folder
+from robustbench_vit.data.registry import open_dataset, subset_synsets
+from robustbench_vit.data.subset import stratified_limit
+from robustbench_vit.errors import ConfigError, DataError
+from robustbench_vit.models.loading import LoadedModel
+from robustbench_vit.suites.base import Condition, EvalContext, Suite, register_suite
+
+__all__ = ["ImageNetA", "ImageNetR"]
+
+
+@dataclass(frozen=True)
+class _Subset200(Suite):
+    dataset_name: ClassVar[str] = ""
+    handles_class_subset: ClassVar[bool] = True
+    metrics: ClassVar[tuple[str, ...]] = ("top1", "top5")
+
+    clean_data: str = ""
+    clean_limit: int = 0
+
+    def open_data(self, data, dataset, labels):  # type: ignore[no-untyped-def]
+        if data is None:
+            raise DataError(f"{self.name} needs --data PATH to the {self.dataset_name} folder (<root>/<wnid>/*.jpg)")
+        _, ds = open_dataset(data, dataset=dataset or self.dataset_name)
+        wnids, _ = subset_synsets(self.dataset_name)
+        extra = sorted(set(ds.classes) - set(wnids))
+        if extra:
+            raise DataError(f"{data}: class folders {', '.join(extra[:5])} are not among the 200 {self.dataset_name} classes")
+        return self.dataset_name, ds
+
+    def _mask(self, model: LoadedModel) -> tuple[list[str], torch.Tensor]:
+        if model.label_space.name != "imagenet1k":
+            raise ConfigError(f"{self.name} needs an ImageNet-1k model (label space of {model.spec.name}: {model.label_space.name})")
+        wnids, idx = subset_synsets(self.dataset_name)
+        return wnids, torch.tensor(idx)
+
+    def label_map(self, ds: ImageDataset, model: LoadedModel) -> np.ndarray:
+        wnids, _ = self._mask(model)
+        pos = {w: i for i, w in enumerate(wnids)}
+        return np.asarray([pos[c] for c in ds.classes], dtype=np.int64)
+
+    def logits(self, ctx: EvalContext, x: torch.Tensor) -> torch.Tensor:
+        _, idx = self._mask(ctx.model)
+        return ctx.model(x)[:, idx.to(x.device)]
+
+    def conditions(self, ctx: EvalContext) -> list[Condition]:
+        conds = [Condition(self.dataset_name, None, {"classes": 200, "masked": True})]
+        if self.clean_data:
+            conds.append(Condition("clean-200", None, {"classes": 200, "masked": True, "clean_data": self.clean_data}))
+        return conds
+
+    def condition_context(self, ctx: EvalContext, cond: Condition) -> EvalContext:
+        if cond.name != "clean-200":
+            return ctx
+        wnids, _ = self._mask(ctx.model)
+        try:
+            ds = image_folder(self.clean_data, classes=wnids)
+        except DataError as e:
+            raise DataError(f"clean_data for {self.name}: {e}") from None
+        idx = np.arange(len(ds))
+        if self.clean_limit:
+            idx = stratified_limit(ds.targets, self.clean_limit, ctx.seed)
+        cache = ImageCache(ds, ctx.cache.data_config, ctx.cache.dir.parent)
+        cache.ensure(idx)
+        return dataclasses.replace(ctx, dataset=ds, cache=cache, indices=idx,
+                                   labels=self.label_map(ds, ctx.model)[ds.targets])  # fmt: skip
+
+    def summarize(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        top1 = {r["condition"]: r for r in rows if r["metric"] == "top1"}
+        if self.dataset_name in top1 and "clean-200" in top1:
+            a, c = top1[self.dataset_name], top1["clean-200"]
+            return [{"condition": "summary/diff", "metric": "top1_diff", "value": a["value"] - c["value"],
+                     "n": a["n"], "higher_is_better": True, "params": '{"of": "shifted - clean-200"}'}]  # fmt: skip
+        return []
+
+
+@register_suite("imagenet_a")
+@dataclass(frozen=True)
+class ImageNetA(_Subset200):
+    """ImageNet-A top-1/top-5 on the 200-way problem; ``clean_data`` adds clean-200 accuracy and the diff."""
+
+    paper: ClassVar[str] = "Hendrycks et al. 2021, Natural Adversarial Examples"
+    dataset_name: ClassVar[str] = "imagenet-a"
+
+
+@register_suite("imagenet_r")
+@dataclass(frozen=True)
+class ImageNetR(_Subset200):
+    """ImageNet-R top-1/top-5 on the 200-way problem; ``clean_data`` adds clean-200 accuracy and the diff."""
+
+    paper: ClassVar[str] = "Hendrycks et al. 2021, The Many Faces of Robustness"
+    dataset_name: ClassVar[str] = "imagenet-r"

@@ -1,0 +1,185 @@
+"""``imagenet_c``: ImageNet-C from its files (Hendrycks & Dietterich 2019, ICLR).
+
+Layout ``<root>/<corruption>/<severity 1-5>/<wnid>/*.JPEG``. Rows per (corruption, severity): top-1
+and error; aggregates: mean corruption accuracy, CE per corruption, mCE (needs all 15 benchmark
+corruptions x 5 severities, else it is not reported and the log says what is missing) and, when
+``clean_data`` is given, relative mCE. The 4 extra corruptions are reported separately.
+
+``preprocessing``: ``crop`` (default; center-crop the 224 px files to the model input, as the
+benchmark's reference code), ``resize`` (resize to the input size, as RobustBench), or ``model``
+(the model's own resize + crop).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from robustbench_vit.data.cache import ImageCache
+from robustbench_vit.data.datasets import image_folder
+from robustbench_vit.data.subset import stratified_limit
+from robustbench_vit.errors import ConfigError, DataError
+from robustbench_vit.mce import (
+    BENCHMARK_CORRUPTIONS,
+    EXTRA_CORRUPTIONS,
+    SEVERITIES,
+    MissingMeasurementError,
+    corruption_errors,
+    mce,
+    relative_mce,
+)
+from robustbench_vit.models.loading import LoadedModel
+from robustbench_vit.preprocessing import DataConfig
+from robustbench_vit.suites.base import Condition, EvalContext, Suite, register_suite
+
+__all__ = ["ImageNetC", "find_corruption_folders"]
+
+log = logging.getLogger(__name__)
+
+PREPROCESSING = ("crop", "resize", "model")
+
+
+def find_corruption_folders(root: Path) -> dict[tuple[str, int], Path]:
+    """Every ``<root>/<corruption>/<severity>`` folder of a known corruption."""
+    found = {}
+    for c in (*BENCHMARK_CORRUPTIONS, *EXTRA_CORRUPTIONS):
+        for s in SEVERITIES:
+            p = root / c / str(s)
+            if p.is_dir():
+                found[(c, s)] = p
+    return found
+
+
+@register_suite("imagenet_c")
+@dataclass(frozen=True)
+class ImageNetC(Suite):
+    """Top-1 and error per (corruption, severity) on the ImageNet-C files; mCE and relative mCE.
+
+    Parameters:
+        corruptions: subset to evaluate (default: every corruption folder found).
+        preprocessing: ``crop`` (default), ``resize`` or ``model``.
+        clean_data: ImageNet val folder; adds the clean error needed for relative mCE.
+    """
+
+    paper: ClassVar[str] = "Hendrycks & Dietterich 2019, Benchmarking Neural Network Robustness to Common Corruptions"
+    metrics: ClassVar[tuple[str, ...]] = ("top1", "error")
+
+    corruptions: tuple[str, ...] = ()
+    preprocessing: str = "crop"
+    clean_data: str = ""
+
+    def __post_init__(self) -> None:
+        if self.preprocessing not in PREPROCESSING:
+            raise ConfigError(f"preprocessing {self.preprocessing!r} not in {PREPROCESSING}")
+        bad = [c for c in self.corruptions if c not in (*BENCHMARK_CORRUPTIONS, *EXTRA_CORRUPTIONS)]
+        if bad:
+            raise ConfigError(f"unknown corruptions {bad}; known: {', '.join(BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS)}")
+
+    def _folders(self, root: Path) -> dict[tuple[str, int], Path]:
+        found = find_corruption_folders(root)
+        if self.corruptions:
+            found = {k: v for k, v in found.items() if k[0] in self.corruptions}
+        if not found:
+            raise DataError(f"{root} holds no ImageNet-C folders (<root>/<corruption>/<1-5>/<wnid>/*.JPEG)")
+        return found
+
+    def open_data(self, data, dataset, labels):  # type: ignore[no-untyped-def]
+        if data is None:
+            raise DataError("imagenet_c needs --data PATH to the ImageNet-C root (<root>/<corruption>/<1-5>/<wnid>/)")
+        root = Path(data).expanduser()
+        if not root.is_dir():
+            raise DataError(f"data folder not found: {root}")
+        folders = self._folders(root)
+        first = folders[sorted(folders)[0]]
+        ds = image_folder(first)
+        h = hashlib.sha256(ds.fingerprint.encode())
+        for k in sorted(folders):
+            h.update(f"{k}".encode())
+        ds = dataclasses.replace(ds, root=root, fingerprint=h.hexdigest()[:16])
+        return "imagenet-c", ds
+
+    def data_config(self, model: LoadedModel) -> DataConfig:
+        dc = model.data_config
+        if self.preprocessing == "crop":
+            return dc.replace(crop_pct=1.0, crop_mode="center", source=f"{dc.source}; imagenet_c center-crop")
+        if self.preprocessing == "resize":
+            return dc.replace(crop_pct=1.0, crop_mode="squash", source=f"{dc.source}; imagenet_c resize")
+        return dc
+
+    def conditions(self, ctx: EvalContext) -> list[Condition]:
+        conds = []
+        for (c, s) in sorted(self._folders(ctx.dataset.root), key=lambda k: (k[0] not in BENCHMARK_CORRUPTIONS, k)):
+            conds.append(Condition(f"{c}/{s}", float(s), {"corruption": c, "severity": s,
+                                                          "benchmark": c in BENCHMARK_CORRUPTIONS,
+                                                          "preprocessing": self.preprocessing}))  # fmt: skip
+        if self.clean_data:
+            conds.append(Condition("clean", 0.0, {"corruption": "clean", "severity": 0, "clean_data": self.clean_data,
+                                                  "clean_preprocessing": ctx.model.data_config.describe()}))  # fmt: skip
+        return conds
+
+    def condition_context(self, ctx: EvalContext, cond: Condition) -> EvalContext:
+        p = cond.params
+        if p["corruption"] == "clean":
+            folder, dc = Path(self.clean_data), ctx.model.data_config  # the standard clean evaluation
+        else:
+            folder, dc = ctx.dataset.root / p["corruption"] / str(p["severity"]), ctx.cache.data_config
+        ds = image_folder(folder)
+        pos = {it: i for i, it in enumerate(ds.items)}
+        wanted = [ctx.dataset.items[i] for i in ctx.indices]
+        if p["corruption"] == "clean" or any(w not in pos for w in wanted):
+            if p["corruption"] != "clean":
+                log.warning("%s lacks some evaluated files; using its own class-stratified subset", folder)
+            full = len(ctx.indices) == len(ctx.dataset)
+            idx = np.arange(len(ds)) if full else stratified_limit(ds.targets, len(ctx.indices), ctx.seed)
+        else:
+            idx = np.asarray([pos[w] for w in wanted], dtype=np.int64)
+        cache = ImageCache(ds, dc, ctx.cache.dir.parent)
+        cache.ensure(idx)
+        return dataclasses.replace(ctx, dataset=ds, cache=cache, indices=idx,
+                                   labels=self.label_map(ds, ctx.model)[ds.targets])  # fmt: skip
+
+    def summarize(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        err = {}
+        clean_err = None
+        n = 0
+        for r in rows:
+            if r["metric"] != "error":
+                continue
+            p = json.loads(r["params"])
+            n = r["n"]
+            if p["corruption"] == "clean":
+                clean_err = r["value"]
+            else:
+                err[(p["corruption"], int(p["severity"]))] = r["value"]
+        out: list[dict[str, Any]] = []
+
+        def row(cond: str, metric: str, value: float, hib: bool, params: dict | None = None) -> None:
+            out.append({"condition": cond, "metric": metric, "value": float(value), "n": n, "higher_is_better": hib,
+                        "params": json.dumps(params or {})})  # fmt: skip
+
+        bench = {k: v for k, v in err.items() if k[0] in BENCHMARK_CORRUPTIONS}
+        if bench:
+            row("summary/benchmark", "mean_corruption_accuracy", 1 - np.mean(list(bench.values())), True,
+                {"cells": len(bench)})  # fmt: skip
+        for c in BENCHMARK_CORRUPTIONS:
+            if all((c, s) in err for s in SEVERITIES):
+                ce = corruption_errors(err, corruptions=(c,))[c]
+                row(f"summary/ce/{c}", "ce", ce, False, {"corruption": c})
+        try:
+            row("summary/mce", "mce", mce(err), False, {"normaliser": "AlexNet (Hendrycks & Dietterich 2019)"})
+            if clean_err is not None:
+                row("summary/relative_mce", "relative_mce", relative_mce(err, clean_err), False)
+        except MissingMeasurementError as e:
+            log.warning("mCE not reported: %s", e)
+        extra = {k: v for k, v in err.items() if k[0] in EXTRA_CORRUPTIONS}
+        if extra:
+            row("summary/extra", "mean_corruption_accuracy", 1 - np.mean(list(extra.values())), True,
+                {"cells": len(extra), "corruptions": sorted({k[0] for k in extra})})  # fmt: skip
+        return out
