@@ -10,8 +10,9 @@ from robustbench_vit.models.loading import load_model
 from tests.conftest import CIFAR10_TEST, needs_cifar
 
 
-@pytest.mark.parametrize("arch", ["vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224"])
+@pytest.mark.parametrize("arch", ["vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224", "cait_xxs24_224"])
 def test_self_ensemble_last_block_is_the_model(arch):
+    torch.manual_seed(0)
     m = load_model(f"timm:{arch}", pretrained=False, device="cpu")
     x = torch.rand(2, 3, 224, 224)
     with torch.no_grad():
@@ -19,7 +20,8 @@ def test_self_ensemble_last_block_is_the_model(arch):
         full = SelfEnsemble(m, "all")(x)
         ref = m(x)
     assert len(last) == 1 and torch.allclose(last[0], ref, atol=1e-4)
-    assert len(full) == len(m.net.blocks) and torch.allclose(full[-1], ref, atol=1e-4)
+    depth = len(m.net.blocks_token_only) if hasattr(m.net, "blocks_token_only") else len(m.net.blocks)
+    assert len(full) == depth and torch.allclose(full[-1], ref, atol=1e-4)
 
 
 def test_self_ensemble_rejects_models_without_class_token():

@@ -1,6 +1,8 @@
 """ViT self-ensemble (Naseer et al. 2022, "On Improving Adversarial Transferability of Vision
 Transformers", ICLR): the class token after every block, passed through the model's final norm
-and head, is a classifier of its own; the source loss sums their cross-entropies.
+and head, is a classifier of its own; the source loss sums their cross-entropies. ViT/DeiT (incl.
+the distillation token: timm's head averages both) use every transformer block; CaiT, whose class
+token enters only in the class-attention stage, uses those blocks.
 """
 
 from __future__ import annotations
@@ -38,14 +40,17 @@ class SelfEnsemble(nn.Module):
     def __init__(self, model: LoadedModel, blocks: str = "all") -> None:
         super().__init__()
         net = model.net
-        if getattr(net, "cls_token", None) is None or getattr(net, "global_pool", None) != "token" \
-                or not hasattr(net, "blocks") or not hasattr(net, "forward_head"):  # fmt: skip
+        self.cait = getattr(net, "blocks_token_only", None) is not None  # CaiT: class-attention stage
+        token_head = getattr(net, "global_pool", None) == "token" and getattr(net, "cls_token", None) is not None
+        if not token_head or not hasattr(net, "blocks") or not hasattr(net, "forward_head"):
             raise ConfigError(
                 f"{model.spec.name} has no class-token head (Swin, PiT pooling heads, CNNs ...); the self-ensemble "
-                "needs a ViT/DeiT-style model; use --ensemble none"
+                "needs a ViT/DeiT/CaiT-style model; use --ensemble none"
             )
         self.model = model
-        self.blocks = parse_blocks(blocks, len(net.blocks))
+        # CaiT's class token exists only in its class-attention blocks: the ensemble runs over those.
+        depth = len(net.blocks_token_only) if self.cait else len(net.blocks)
+        self.blocks = parse_blocks(blocks, depth)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         net = self.model.net
@@ -55,6 +60,15 @@ class SelfEnsemble(nn.Module):
         z = self.model.module.normalize(x)
         outs = []
         with autocast(x.device, self.model.module.amp_dtype):
+            if self.cait:
+                t = net.pos_drop(net.patch_embed(z) + net.pos_embed)
+                t = net.blocks(t)
+                cls = net.cls_token.expand(t.shape[0], -1, -1)
+                for i, blk in enumerate(net.blocks_token_only):
+                    cls = blk(t, cls)
+                    if i in self.blocks:
+                        outs.append(net.forward_head(net.norm(torch.cat((cls, t), dim=1))).float())
+                return outs
             t = net.norm_pre(net.patch_drop(net._pos_embed(net.patch_embed(z))))
             for i, blk in enumerate(net.blocks):
                 t = blk(t)

@@ -1,0 +1,38 @@
+"""Runner behaviour: OOM batch halving, suite parameter coercion, one-file-per-condition resume."""
+
+import pytest
+import torch
+
+from robustbench_vit.errors import ConfigError
+from robustbench_vit.suites import Suite, make_suite
+from tests.conftest import CIFAR10_TEST, needs_cifar
+
+
+@needs_cifar
+def test_cuda_oom_halves_the_batch_and_records_it(monkeypatch, tmp_path, cifar_card):
+    from robustbench_vit.runner import evaluate
+
+    calls = []
+    original = Suite._run
+
+    def flaky(self, ctx, cond, bs):
+        calls.append(bs)
+        if bs > 16:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        return original(self, ctx, cond, bs)
+
+    monkeypatch.setattr(Suite, "_run", flaky)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    df = evaluate(str(cifar_card), "clean", data=str(CIFAR10_TEST), limit=40, batch_size=64, out=str(tmp_path))
+    assert calls == [64, 32, 16] and (df.batch_size == 16).all() and (df.n == 40).all()
+
+
+def test_suite_parameters_are_coerced_and_checked():
+    s = make_suite("occlusion", {"fractions": "0,0.5", "repeats": "3", "offset": "true", "grid": "8"})
+    assert s.fractions == (0.0, 0.5) and s.repeats == 3 and s.offset is True and s.grid == "8"
+    with pytest.raises(ConfigError, match="has no parameter"):
+        make_suite("occlusion", {"fraction": "0.5"})
+    with pytest.raises(ConfigError, match="not a valid"):
+        make_suite("occlusion", {"repeats": "many"})
+    with pytest.raises(ConfigError, match="fill"):
+        make_suite("occlusion", {"fill": "purple"})
