@@ -2,6 +2,7 @@
 
 from robustbench_vit.suites import (  # noqa: F401
     clean,
+    corruptions,
     fourier,
     imagenet_ar,
     imagenet_c,

@@ -39,7 +39,7 @@ from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.preprocessing import DataConfig
 from robustbench_vit.suites.base import Condition, EvalContext, Suite, register_suite
 
-__all__ = ["ImageNetC", "find_corruption_folders"]
+__all__ = ["ImageNetC", "find_corruption_folders", "corruption_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -146,40 +146,45 @@ class ImageNetC(Suite):
                                    labels=self.label_map(ds, ctx.model)[ds.targets])  # fmt: skip
 
     def summarize(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        err = {}
-        clean_err = None
-        n = 0
-        for r in rows:
-            if r["metric"] != "error":
-                continue
-            p = json.loads(r["params"])
-            n = r["n"]
-            if p["corruption"] == "clean":
-                clean_err = r["value"]
-            else:
-                err[(p["corruption"], int(p["severity"]))] = r["value"]
-        out: list[dict[str, Any]] = []
+        return corruption_summary(rows)
 
-        def row(cond: str, metric: str, value: float, hib: bool, params: dict | None = None) -> None:
-            out.append({"condition": cond, "metric": metric, "value": float(value), "n": n, "higher_is_better": hib,
-                        "params": json.dumps(params or {})})  # fmt: skip
 
-        bench = {k: v for k, v in err.items() if k[0] in BENCHMARK_CORRUPTIONS}
-        if bench:
-            row("summary/benchmark", "mean_corruption_accuracy", 1 - np.mean(list(bench.values())), True,
-                {"cells": len(bench)})  # fmt: skip
-        for c in BENCHMARK_CORRUPTIONS:
-            if all((c, s) in err for s in SEVERITIES):
-                ce = corruption_errors(err, corruptions=(c,))[c]
-                row(f"summary/ce/{c}", "ce", ce, False, {"corruption": c})
-        try:
-            row("summary/mce", "mce", mce(err), False, {"normaliser": "AlexNet (Hendrycks & Dietterich 2019)"})
-            if clean_err is not None:
-                row("summary/relative_mce", "relative_mce", relative_mce(err, clean_err), False)
-        except MissingMeasurementError as e:
-            log.warning("mCE not reported: %s", e)
-        extra = {k: v for k, v in err.items() if k[0] in EXTRA_CORRUPTIONS}
-        if extra:
-            row("summary/extra", "mean_corruption_accuracy", 1 - np.mean(list(extra.values())), True,
-                {"cells": len(extra), "corruptions": sorted({k[0] for k in extra})})  # fmt: skip
-        return out
+def corruption_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean corruption accuracy, CE per complete corruption, mCE / relative mCE when every cell is there."""
+    err = {}
+    clean_err = None
+    n = 0
+    for r in rows:
+        if r["metric"] != "error":
+            continue
+        p = json.loads(r["params"])
+        n = r["n"]
+        if p["corruption"] == "clean":
+            clean_err = r["value"]
+        else:
+            err[(p["corruption"], int(p["severity"]))] = r["value"]
+    out: list[dict[str, Any]] = []
+
+    def row(cond: str, metric: str, value: float, hib: bool, params: dict | None = None) -> None:
+        out.append({"condition": cond, "metric": metric, "value": float(value), "n": n, "higher_is_better": hib,
+                    "params": json.dumps(params or {})})  # fmt: skip
+
+    bench = {k: v for k, v in err.items() if k[0] in BENCHMARK_CORRUPTIONS}
+    if bench:
+        row("summary/benchmark", "mean_corruption_accuracy", 1 - np.mean(list(bench.values())), True,
+            {"cells": len(bench)})  # fmt: skip
+    for c in BENCHMARK_CORRUPTIONS:
+        if all((c, s) in err for s in SEVERITIES):
+            ce = corruption_errors(err, corruptions=(c,))[c]
+            row(f"summary/ce/{c}", "ce", ce, False, {"corruption": c})
+    try:
+        row("summary/mce", "mce", mce(err), False, {"normaliser": "AlexNet (Hendrycks & Dietterich 2019)"})
+        if clean_err is not None:
+            row("summary/relative_mce", "relative_mce", relative_mce(err, clean_err), False)
+    except MissingMeasurementError as e:
+        log.warning("mCE not reported: %s", e)
+    extra = {k: v for k, v in err.items() if k[0] in EXTRA_CORRUPTIONS}
+    if extra:
+        row("summary/extra", "mean_corruption_accuracy", 1 - np.mean(list(extra.values())), True,
+            {"cells": len(extra), "corruptions": sorted({k[0] for k in extra})})  # fmt: skip
+    return out
