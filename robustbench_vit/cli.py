@@ -213,5 +213,73 @@ def plot_cmd(results: str, out: str | None, kind: tuple[str, ...]) -> None:
         click.echo(str(f))
 
 
+
+@main.command("sweep")
+@click.argument("file")
+@click.option("--out", "-o", default=None, help="Results folder (default: the file's [sweep] out, else results/).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local")
+@click.option("--address", default=None, help="Ray cluster address (default: start a local Ray).")
+@click.option("--num-gpus", type=float, default=0.0, help="GPUs per Ray task.")
+@click.option("--dry-run", is_flag=True, help="Only print the plan.")
+@_friendly
+def sweep_cmd(file: str, out: str | None, executor: str, address: str | None, num_gpus: float, dry_run: bool) -> None:
+    """Run a declarative sweep (models x suites x datasets), skipping complete cells."""
+    from robustbench_vit.sweep import CellStatus, load_sweep, plan, run_sweep
+
+    spec = load_sweep(file)
+    target = out or spec.out
+    if dry_run:
+        statuses = [CellStatus(c, "skipped" if done else "todo") for c, done in plan(spec, target)]
+    else:
+        statuses = run_sweep(spec, target, executor=executor, address=address, num_gpus=num_gpus)
+    table = Table("cell", "status", "seconds", "rows", "error", title=f"sweep {file} -> {target}")
+    colour = {"done": "green", "skipped": "cyan", "failed": "red", "todo": "yellow"}
+    for st in statuses:
+        table.add_row(st.cell.label(), f"[{colour[st.status]}]{st.status}[/]", f"{st.seconds:.1f}", str(st.rows),
+                      st.error[:120])  # fmt: skip
+    stdout.print(table)
+    counts = {k: sum(s.status == k for s in statuses) for k in ("done", "skipped", "failed", "todo")}
+    err.print(" ".join(f"{k}={v}" for k, v in counts.items()))
+    if counts["failed"]:
+        sys.exit(1)
+
+
+
+@main.command("compare")
+@click.argument("model_a")
+@click.argument("model_b")
+@click.option("--results", "-r", default="results", help="Results folder with per-sample rows (--save-samples).")
+@click.option("--suite", "-s", default="clean")
+@click.option("--condition", default=None, help="Condition to compare (default: all shared conditions pooled).")
+@click.option("--dataset", default=None)
+@click.option("--json", "as_json", is_flag=True)
+@_friendly
+def compare_cmd(model_a: str, model_b: str, results: str, suite: str, condition: str | None, dataset: str | None,
+                as_json: bool) -> None:  # fmt: skip
+    """Paired exact McNemar test: do two models differ on the same images?"""
+    import dataclasses
+
+    from robustbench_vit.analysis import mcnemar
+
+    r = mcnemar(results, model_a, model_b, suite=suite, condition=condition, dataset=dataset)
+    if as_json:
+        click.echo(json.dumps({"model_a": model_a, "model_b": model_b, **dataclasses.asdict(r)}))
+        return
+    stdout.print(f"{model_a}: {r.acc_a:.4f}   {model_b}: {r.acc_b:.4f}   on {r.n} shared images ({suite})")
+    stdout.print(f"only {model_a} correct: {r.a_only}   only {model_b} correct: {r.b_only}")
+    stdout.print(f"exact McNemar p-value: {r.p_value:.4g}")
+
+
+@main.command("report")
+@click.argument("results", default="results")
+@click.option("--out", "-o", default="report.html")
+@_friendly
+def report_cmd(results: str, out: str) -> None:
+    """Write one self-contained HTML page with the leaderboards and figures."""
+    from robustbench_vit.report import write_report
+
+    click.echo(str(write_report(results, out)))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

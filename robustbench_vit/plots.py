@@ -161,3 +161,91 @@ def plot_fourier_filter(df: pd.DataFrame, path: str | Path) -> Path | None:
 
 PLOTTERS["fourier_heatmap"] = plot_fourier_heatmaps
 PLOTTERS["fourier_filter"] = plot_fourier_filter
+
+
+def plot_corruptions(df: pd.DataFrame, path: str | Path) -> Path | None:
+    """Error per corruption (mean over severities) for several models, and CE normalised by AlexNet."""
+    from robustbench_vit.mce import ALEXNET_ERRORS
+
+    d = df[df.suite.isin(["corruptions", "imagenet_c"]) & (df.metric == "error") & ~df.condition.str.startswith("summary")]
+    if "corruption" in d.columns:
+        d = d[d.corruption != "clean"]
+    if d.empty:
+        return None
+    plt = _plt()
+    per = d.groupby(["model", "corruption"])["value"].mean().unstack("model")
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+    per.plot.bar(ax=axes[0], width=0.8)
+    axes[0].set_ylabel("error (mean over severities)")
+    axes[0].set_title("Corruption error")
+    ce = per.loc[[c for c in per.index if c in ALEXNET_ERRORS]]
+    if not ce.empty:
+        (ce.div(pd.Series(ALEXNET_ERRORS), axis=0).dropna(how="all") * 100).plot.bar(ax=axes[1], width=0.8)
+        axes[1].axhline(100, color="k", lw=0.8, ls="--")
+    axes[1].set_ylabel("CE (% of AlexNet)")
+    axes[1].set_title("Corruption error normalised by AlexNet")
+    for ax in axes:
+        ax.tick_params(axis="x", labelrotation=60)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_pgd(df: pd.DataFrame, path: str | Path) -> Path | None:
+    """Robust accuracy vs epsilon per model and norm."""
+    d = df[(df.suite == "pgd") & (df.metric == "robust_accuracy")]
+    if d.empty:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (model, norm), g in d.groupby(["model", "norm"]):
+        s = g.groupby("severity")["value"].mean().sort_index()
+        ax.plot(s.index * (255 if norm == "linf" else 1), s.values, marker="o", label=f"{model} ({norm})")
+    ax.set_xlabel("epsilon (x255 for L-inf)")
+    ax.set_ylabel("robust accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_transfer(df: pd.DataFrame, path: str | Path) -> Path | None:
+    """Fooling-rate matrix, source x target (first attack configuration found)."""
+    d = df[(df.suite == "transfer") & (df.metric == "fooling_rate")]
+    if d.empty:
+        return None
+    cond = sorted(d.condition.unique())[0]
+    m = d[d.condition == cond].pivot_table(index="source_model", columns="model", values="value", aggfunc="last")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(1.4 * len(m.columns) + 3, 0.8 * len(m.index) + 2))
+    im = ax.imshow(m.values, cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(len(m.columns)), m.columns, rotation=45, ha="right")
+    ax.set_yticks(range(len(m.index)), m.index)
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            if np.isfinite(m.values[i, j]):
+                ax.text(j, i, f"{m.values[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
+    ax.set_xlabel("target")
+    ax.set_ylabel("source")
+    ax.set_title(f"fooling rate: {cond}", fontsize=9)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+PLOTTERS["corruptions"] = plot_corruptions
+PLOTTERS["pgd"] = plot_pgd
+PLOTTERS["transfer"] = plot_transfer

@@ -11,6 +11,7 @@ References accepted by :func:`resolve_spec` / :func:`load_model`:
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 from dataclasses import dataclass
@@ -130,7 +131,10 @@ def load_model(spec: ModelSpec | str, *, device: str | None = None, dtype: str =
     loader = _LOADERS.get(spec.source)
     if loader is None:
         raise ConfigError(f"model source {spec.source!r} has no loader")
-    net, data_cfg, label_space, weights = loader(spec, pretrained=pretrained, checkpoint=checkpoint)
+    with torch.random.fork_rng(devices=[]):
+        # random weights (pretrained=False) are reproducible: seeded from the architecture name
+        torch.manual_seed(int(hashlib.sha256(spec.arch.encode()).hexdigest()[:8], 16))
+        net, data_cfg, label_space, weights = loader(spec, pretrained=pretrained, checkpoint=checkpoint)
     module = PixelModel(net, data_cfg.mean, data_cfg.std, amp).eval().requires_grad_(False)
     module = module.to(dev)
     if channels_last is None:

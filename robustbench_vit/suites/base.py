@@ -118,6 +118,8 @@ class Suite:
     paper: ClassVar[str] = ""
     metrics: ClassVar[tuple[str, ...]] = ("top1",)
     needs_grad: ClassVar[bool] = False
+    #: (condition glob, metric) pairs shown in the Markdown leaderboard (default: every condition)
+    headline: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     #: suites that restrict logits to a dataset's class subset (ImageNet-A/R) set this
     handles_class_subset: ClassVar[bool] = False

@@ -46,6 +46,10 @@ class Corruptions(Suite):
 
     paper: ClassVar[str] = "Hendrycks & Dietterich 2019 (ImageNet-C parameter tables, applied on the fly)"
     metrics: ClassVar[tuple[str, ...]] = ("top1", "error")
+    headline: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("summary/mce", "mce"), ("summary/relative_mce", "relative_mce"),
+        ("summary/benchmark", "mean_corruption_accuracy"), ("summary/extra", "mean_corruption_accuracy"),
+    )  # fmt: skip
 
     corruptions: tuple[str, ...] = BENCHMARK_CORRUPTIONS
     severities: tuple[int, ...] = SEVERITIES

@@ -52,6 +52,9 @@ class FourierHeatmap(Suite):
 
     paper: ClassVar[str] = "Yin et al. 2019, A Fourier Perspective on Model Robustness in Computer Vision"
     metrics: ClassVar[tuple[str, ...]] = ("error",)
+    headline: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("summary/fourier", "error_high_freq"), ("summary/fourier", "error_low_freq"), ("summary/fourier", "error_mean"),
+    )  # fmt: skip
 
     eps: float | None = None
     radius: int | None = None

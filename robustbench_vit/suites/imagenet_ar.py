@@ -30,6 +30,8 @@ class _Subset200(Suite):
     dataset_name: ClassVar[str] = ""
     handles_class_subset: ClassVar[bool] = True
     metrics: ClassVar[tuple[str, ...]] = ("top1", "top5")
+    headline: ClassVar[tuple[tuple[str, str], ...]] = (("imagenet-*", "top1"), ("clean-200", "top1"),
+                                                       ("summary/diff", "top1_diff"))  # fmt: skip
 
     clean_data: str = ""
     clean_limit: int = 0

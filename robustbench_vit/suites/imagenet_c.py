@@ -70,6 +70,10 @@ class ImageNetC(Suite):
 
     paper: ClassVar[str] = "Hendrycks & Dietterich 2019, Benchmarking Neural Network Robustness to Common Corruptions"
     metrics: ClassVar[tuple[str, ...]] = ("top1", "error")
+    headline: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("summary/mce", "mce"), ("summary/relative_mce", "relative_mce"),
+        ("summary/benchmark", "mean_corruption_accuracy"), ("summary/extra", "mean_corruption_accuracy"),
+    )  # fmt: skip
 
     corruptions: tuple[str, ...] = ()
     preprocessing: str = "crop"

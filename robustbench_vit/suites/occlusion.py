@@ -50,6 +50,9 @@ class Occlusion(Suite):
 
     paper: ClassVar[str] = "Naseer et al. 2021, Intriguing Properties of Vision Transformers"
     version: ClassVar[int] = 1
+    headline: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("summary/random/fraction=0.5", "top1_mean"), ("summary/*/auc", "auc"),
+    )  # fmt: skip
 
     modes: tuple[str, ...] = ("random",)
     fractions: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

@@ -28,6 +28,7 @@ class PatchShuffle(Suite):
     """
 
     paper: ClassVar[str] = "Naseer et al. 2021, Intriguing Properties of Vision Transformers"
+    headline: ClassVar[tuple[tuple[str, str], ...]] = (("summary/grid=*", "top1_mean"),)
 
     grids: tuple[str, ...] = ("1", "2", "2x4", "4", "4x8", "8", "14", "16")
     mask_mode: str = "batch"

@@ -56,6 +56,7 @@ class PGDSuite(Suite):
 
     paper: ClassVar[str] = "Madry et al. 2018, Towards Deep Learning Models Resistant to Adversarial Attacks"
     needs_grad: ClassVar[bool] = True
+    headline: ClassVar[tuple[tuple[str, str], ...]] = (("*", "robust_accuracy"), ("*", "clean_accuracy"))
 
     norm: str = "linf"
     epsilons: tuple[str, ...] = ()

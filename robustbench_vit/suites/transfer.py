@@ -41,6 +41,7 @@ class Transfer(Suite):
 
     Parameters:
         source: model reference (zoo name, timm:<arch>, card .json) the examples are crafted on.
+        source_pretrained: ``false`` builds the source with seeded random weights (tests, CI).
         attack: ``fgsm``, ``pgd`` (I-FGSM, no random start) or ``mifgsm``.
         eps: L-inf radius (default 16/255). steps: iterations (10). step: step size (default eps/steps).
         momentum: MI-FGSM decay (1.0). di: input diversity (prob ``di_prob`` = 0.5). ti: translation-
@@ -52,6 +53,7 @@ class Transfer(Suite):
     needs_grad: ClassVar[bool] = False
 
     source: str = ""
+    source_pretrained: bool = True
     attack: str = "pgd"
     eps: str = "16/255"
     steps: int = 10
@@ -103,7 +105,8 @@ class Transfer(Suite):
     def prepare(self, ctx: EvalContext) -> None:
         cfg = self._attack_config()
         src_ref = self.source
-        ident = json.dumps({"source": src_ref, **cfg, "seed": ctx.seed}, sort_keys=True)
+        ident = json.dumps({"source": src_ref, "source_pretrained": self.source_pretrained, **cfg, "seed": ctx.seed},
+                           sort_keys=True)  # fmt: skip
         key = hashlib.sha256(ident.encode()).hexdigest()[:12]
         d = ctx.cache.dir / f"adv-{safe_name(src_ref)[-40:]}-{key}"
         d.mkdir(parents=True, exist_ok=True)
@@ -118,7 +121,7 @@ class Transfer(Suite):
         todo = ctx.indices[~filled[ctx.indices]]
         source = None
         if len(todo):
-            source = load_model(src_ref, device=str(ctx.device), dtype=ctx.model.dtype)
+            source = load_model(src_ref, device=str(ctx.device), dtype=ctx.model.dtype, pretrained=self.source_pretrained)
             forward = SelfEnsemble(source, self.ensemble) if self.ensemble != "none" else source
             atk = PGD(norm="linf", eps=cfg["eps"], steps=cfg["steps"], step_size=cfg["step_size"], random_start=False,
                       momentum=cfg["momentum"], di_prob=cfg["di_prob"], ti_kernel=cfg["ti_kernel"])  # fmt: skip

@@ -1,0 +1,94 @@
+"""A small public pandas API over result rows: load, pivot, aggregates recomputed from rows, and
+paired model comparisons from per-sample rows.
+
+Example:
+    >>> from robustbench_vit import analysis
+    >>> df = analysis.load("results")                                       # doctest: +SKIP
+    >>> analysis.pivot(df, suite="occlusion", metric="top1_mean")           # doctest: +SKIP
+    >>> analysis.mce_from_rows(df, model="resnet50")                        # doctest: +SKIP
+    >>> analysis.mcnemar("results", "vit_b16", "resnet50", suite="clean")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from robustbench_vit.errors import DataError
+from robustbench_vit.mce import mce, relative_mce
+from robustbench_vit.store import load_results, load_samples
+from robustbench_vit.suites._common import curve_auc
+
+__all__ = ["load", "pivot", "mce_from_rows", "auc_from_rows", "McNemar", "mcnemar"]
+
+load = load_results
+
+
+def pivot(df: pd.DataFrame, *, suite: str, metric: str = "top1", columns: str = "condition") -> pd.DataFrame:
+    """model x ``columns`` table of ``metric`` for one suite (latest value per cell)."""
+    d = df[(df.suite == suite) & (df.metric == metric)].sort_values("finished_at")
+    return d.pivot_table(index="model", columns=columns, values="value", aggfunc="last")
+
+
+def mce_from_rows(df: pd.DataFrame, *, model: str, suite: str = "imagenet_c", relative: bool = False) -> float:
+    """mCE (or relative mCE) of one model recomputed from its per-cell error rows; raises when incomplete."""
+    d = df[(df.suite == suite) & (df.model == model) & (df.metric == "error")]
+    cells = {(r.corruption, int(r.severity)): r.value for r in d.itertuples() if r.corruption != "clean"}
+    if not relative:
+        return mce(cells)
+    clean = d[d.corruption == "clean"]
+    if clean.empty:
+        raise DataError(f"relative mCE of {model} needs the clean error (run {suite} with clean_data=...)")
+    return relative_mce(cells, float(clean.value.iloc[-1]))
+
+
+def auc_from_rows(df: pd.DataFrame, *, model: str, suite: str = "occlusion", x: str = "fraction") -> float:
+    """Normalised area under the top-1 curve over ``x`` (mean over repeats), from per-condition rows."""
+    d = df[(df.suite == suite) & (df.model == model) & (df.metric == "top1")].dropna(subset=[x])
+    s = d.groupby(x)["value"].mean()
+    return curve_auc(list(s.index), list(s.values))
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """Exact McNemar test on paired per-image correctness of two models."""
+
+    n: int
+    a_only: int  # images A classifies correctly and B does not
+    b_only: int
+    acc_a: float
+    acc_b: float
+    p_value: float
+
+
+def _binom_two_sided(k: int, n: int) -> float:
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(0, min(k, n - k) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def mcnemar(results: str | Path | pd.DataFrame, model_a: str, model_b: str, *, suite: str = "clean",
+            condition: str | None = None, dataset: str | None = None) -> McNemar:  # fmt: skip
+    """Paired test of whether two models differ on the same images (needs ``--save-samples`` rows)."""
+    s = results if isinstance(results, pd.DataFrame) else load_samples(results)
+    s = s[s.suite == suite]
+    if dataset:
+        s = s[s.dataset == dataset]
+    if condition:
+        s = s[s.condition == condition]
+    a = s[s.model == model_a].drop_duplicates(["dataset", "condition", "index"], keep="last")
+    b = s[s.model == model_b].drop_duplicates(["dataset", "condition", "index"], keep="last")
+    if a.empty or b.empty:
+        missing = model_a if a.empty else model_b
+        raise DataError(f"no per-sample rows for {missing} in suite {suite}; rerun it with --save-samples")
+    m = a.merge(b, on=["dataset", "condition", "index"], suffixes=("_a", "_b"))
+    if m.empty:
+        raise DataError(f"{model_a} and {model_b} share no evaluated images in suite {suite}")
+    a_only = int((m.correct_a & ~m.correct_b).sum())
+    b_only = int((~m.correct_a & m.correct_b).sum())
+    return McNemar(len(m), a_only, b_only, float(m.correct_a.mean()), float(m.correct_b.mean()),
+                   _binom_two_sided(min(a_only, b_only), a_only + b_only))  # fmt: skip

@@ -1,0 +1,38 @@
+"""Ray executor for sweeps (optional extra: ``pip install 'robustbench_vit[ray]'``).
+
+Each cell is one Ray task requesting ``num_gpus`` GPUs (0 on CPU machines). Workers write to the
+shared results folder; every finished condition is its own atomically renamed file with a
+deterministic name, so a task that Ray retries after a failure rewrites the same files and never
+duplicates rows. Works with a local ``ray.init()`` and with ``--address`` for a running cluster
+(on Slurm: start a Ray head/worker per allocation, see README).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from robustbench_vit.errors import RbvitError
+
+__all__ = ["run_cells_on_ray"]
+
+log = logging.getLogger(__name__)
+
+
+def run_cells_on_ray(cells: list, out: str, *, address: str | None = None, num_gpus: float = 0.0,
+                     max_retries: int = 2) -> list:  # fmt: skip
+    try:
+        import ray
+    except ImportError:
+        raise RbvitError("--executor ray needs Ray: pip install 'robustbench_vit[ray]'") from None
+    from robustbench_vit.sweep import run_cell
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    try:
+        task = ray.remote(num_gpus=num_gpus, max_retries=max_retries)(run_cell)
+        refs = [task.remote(c, out) for c in cells]
+        return list(ray.get(refs))
+    finally:
+        if started_here:
+            ray.shutdown()

@@ -1,0 +1,193 @@
+"""Declarative sweeps: a TOML file names models x suites x datasets; ``rbvit sweep FILE`` plans the
+cells, skips those already complete (same cell key), runs the rest locally or as Ray tasks, and
+never crashes on a failing cell (it is reported and retried on the next run).
+
+Example (``benchmarks/ci.toml``)::
+
+    [sweep]
+    data = "../shared/data/imagenet-samples/val"
+    limit = 100
+    seeds = [0]
+    models = ["efficientnet_lite0", { ref = "timm:test_vit", pretrained = false }, "deit_*"]
+
+    [[suite]]
+    name = "occlusion"
+    params = { fractions = [0.0, 0.5] }
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import glob
+import hashlib
+import json
+import logging
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from robustbench_vit import __version__
+from robustbench_vit.errors import ConfigError
+
+__all__ = ["Cell", "SweepSpec", "load_sweep", "plan", "run_cell", "run_sweep", "CellStatus"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (model x suite x dataset x seed) evaluation of a sweep."""
+
+    model: str
+    suite: str
+    params: dict[str, Any] = field(default_factory=dict)
+    data: str | None = None
+    dataset: str | None = None
+    limit: int | None = None
+    seed: int = 0
+    batch_size: int = 64
+    dtype: str = "fp32"
+    device: str | None = None
+    pretrained: bool = True
+    save_samples: bool = False
+
+    def key(self) -> str:
+        blob = json.dumps({**dataclasses.asdict(self), "rbvit": __version__}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def label(self) -> str:
+        return f"{self.model} | {self.suite} | {Path(self.data).name if self.data else 'default'} | seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    path: Path
+    cells: tuple[Cell, ...]
+    out: str
+
+
+@dataclass
+class CellStatus:
+    cell: Cell
+    status: str  # done | skipped | failed
+    seconds: float = 0.0
+    rows: int = 0
+    error: str = ""
+
+
+def _expand_models(entries: list[Any], base: Path) -> list[tuple[str, bool]]:
+    from robustbench_vit.models.zoo import MODELS
+
+    out: list[tuple[str, bool]] = []
+    for e in entries:
+        ref, pretrained = (e["ref"], bool(e.get("pretrained", True))) if isinstance(e, dict) else (str(e), True)
+        if ref.endswith(".json"):
+            p = ref if Path(ref).is_absolute() else str(base / ref)
+            matches = sorted(glob.glob(p)) if any(ch in p for ch in "*?[") else [p]
+            if not matches:
+                raise ConfigError(f"sweep model {ref!r} matches no model card")
+            out += [(m, pretrained) for m in matches]
+        elif any(ch in ref for ch in "*?[") and ":" not in ref:
+            names = [n for n in MODELS.names() if fnmatch.fnmatch(n, ref)]
+            if not names:
+                raise ConfigError(f"sweep model pattern {ref!r} matches no zoo model")
+            out += [(n, pretrained) for n in names]
+        else:
+            out.append((ref, pretrained))
+    return out
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Parse a sweep TOML into its cells (relative paths are relative to the file's folder's parent
+    project root, i.e. the current working directory, as on the command line)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"sweep file not found: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"sweep file {path} is not valid TOML: {e}") from None
+    top = raw.get("sweep", {})
+    suites = raw.get("suite", [])
+    if not top.get("models") or not suites:
+        raise ConfigError(f"sweep file {path} needs [sweep] models = [...] and at least one [[suite]]")
+    models = _expand_models(top["models"], Path.cwd())
+    cells = []
+    for s in suites:
+        if "name" not in s:
+            raise ConfigError(f"every [[suite]] in {path} needs a name")
+        for ref, pretrained in models:
+            for seed in s.get("seeds", top.get("seeds", [0])):
+                cells.append(Cell(
+                    model=ref, suite=s["name"], params=dict(s.get("params", {})), data=s.get("data", top.get("data")),
+                    dataset=s.get("dataset", top.get("dataset")), limit=s.get("limit", top.get("limit")),
+                    seed=int(seed), batch_size=int(s.get("batch_size", top.get("batch_size", 64))),
+                    dtype=s.get("dtype", top.get("dtype", "fp32")), device=top.get("device"), pretrained=pretrained,
+                    save_samples=bool(s.get("save_samples", top.get("save_samples", False))),
+                ))  # fmt: skip
+    return SweepSpec(path, tuple(cells), str(top.get("out", "results")))
+
+
+def _marker(out: str | Path, cell: Cell) -> Path:
+    return Path(out) / "cells" / f"{cell.key()}.json"
+
+
+def plan(spec: SweepSpec, out: str | Path) -> list[tuple[Cell, bool]]:
+    """Every cell with whether it is already complete in ``out``."""
+    return [(c, _marker(out, c).is_file()) for c in spec.cells]
+
+
+def run_cell(cell: Cell, out: str) -> CellStatus:
+    """Evaluate one cell (resumable per condition); a failure is returned, never raised."""
+    from robustbench_vit.runner import RunOptions, evaluate
+
+    t0 = time.time()
+    try:
+        opts = RunOptions(data=cell.data, dataset=cell.dataset, limit=cell.limit, seed=cell.seed,
+                          batch_size=cell.batch_size, dtype=cell.dtype, device=cell.device, out=out,
+                          pretrained=cell.pretrained, save_samples=cell.save_samples,
+                          suite_params={k: tuple(v) if isinstance(v, list) else v for k, v in cell.params.items()})  # fmt: skip
+        df = evaluate(cell.model, cell.suite, opts)
+    except Exception as e:  # a failing cell is reported, not fatal
+        msg = f"{type(e).__name__}: {e}"
+        err = _marker(out, cell).with_suffix(".error.json")
+        err.parent.mkdir(parents=True, exist_ok=True)
+        err.write_text(json.dumps({"cell": dataclasses.asdict(cell), "error": msg,
+                                   "traceback": traceback.format_exc()}, indent=1, default=str))  # fmt: skip
+        return CellStatus(cell, "failed", time.time() - t0, 0, msg)
+    marker = _marker(out, cell)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_name(f".{marker.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"cell": dataclasses.asdict(cell), "rows": len(df), "finished": time.time()}, default=str))
+    os.replace(tmp, marker)
+    marker.with_suffix(".error.json").unlink(missing_ok=True)
+    return CellStatus(cell, "done", time.time() - t0, len(df))
+
+
+def run_sweep(spec: SweepSpec, out: str | None = None, *, executor: str = "local", address: str | None = None,
+              num_gpus: float = 0.0, max_retries: int = 2) -> list[CellStatus]:  # fmt: skip
+    """Run every incomplete cell; returns one status per cell (skipped ones included)."""
+    out = out or spec.out
+    statuses: list[CellStatus] = []
+    todo = []
+    for cell, done in plan(spec, out):
+        if done:
+            statuses.append(CellStatus(cell, "skipped"))
+        else:
+            todo.append(cell)
+    if executor == "local":
+        statuses += [run_cell(c, out) for c in todo]
+    elif executor == "ray":
+        from robustbench_vit.ray_executor import run_cells_on_ray
+
+        statuses += run_cells_on_ray(todo, out, address=address, num_gpus=num_gpus, max_retries=max_retries)
+    else:
+        raise ConfigError(f"executor {executor!r} not in ('local', 'ray')")
+    order = {c.key(): i for i, c in enumerate(spec.cells)}
+    return sorted(statuses, key=lambda s: order[s.cell.key()])
