@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from _common import IMAGENET_SAMPLES, timed
+
 from robustbench_vit.data.decode import load_image
 from robustbench_vit.perturbations.corruptions import TORCH_CORRUPTIONS, corrupt, reference_corrupt
 from robustbench_vit.preprocessing import DataConfig

@@ -13,8 +13,8 @@ import argparse
 import foolbox as fb
 import torch
 import torch.nn.functional as F
-
 from _common import timed
+
 from robustbench_vit.attacks import PGD
 from robustbench_vit.models.loading import load_model
 

@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from robustbench_vit.errors import ConfigError
-from robustbench_vit.perturbations.corruptions import ALL_CORRUPTIONS, TORCH_CORRUPTIONS, corrupt, reference_corrupt
+from robustbench_vit.perturbations.corruptions import (
+    ALL_CORRUPTIONS,
+    TORCH_CORRUPTIONS,
+    corrupt,
+    reference_corrupt,
+)
 from robustbench_vit.preprocessing import DataConfig
 from tests.conftest import IMAGENET_SAMPLES, needs_effnet, needs_imagenet
 

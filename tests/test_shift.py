@@ -14,7 +14,13 @@ from PIL import Image
 
 from robustbench_vit.data.registry import subset_synsets
 from robustbench_vit.labels import get_label_space
-from robustbench_vit.mce import ALEXNET_ERRORS, BENCHMARK_CORRUPTIONS, MissingMeasurementError, mce, relative_mce
+from robustbench_vit.mce import (
+    ALEXNET_ERRORS,
+    BENCHMARK_CORRUPTIONS,
+    MissingMeasurementError,
+    mce,
+    relative_mce,
+)
 from robustbench_vit.store import load_results
 from tests.conftest import IMAGENET_SAMPLES, REFERENCE, needs_effnet, needs_imagenet
 

@@ -1,0 +1,148 @@
+"""Declarative sweeps, resumability, the Ray executor, compare and report (issue 7)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from robustbench_vit.store import load_results
+from tests.conftest import IMAGENET_SAMPLES, ROOT, needs_effnet, needs_imagenet
+
+RBVIT = [sys.executable, "-m", "robustbench_vit.cli"]
+
+TINY = f"""
+[sweep]
+data = "{IMAGENET_SAMPLES}"
+limit = 20
+batch_size = 20
+models = [{{ ref = "timm:test_vit", pretrained = false }}, {{ ref = "timm:test_resnet", pretrained = false }}]
+[[suite]]
+name = "clean"
+save_samples = true
+[[suite]]
+name = "occlusion"
+params = {{ fractions = [0.0, 0.3, 0.6], grid = "8" }}
+[[suite]]
+name = "patch_shuffle"
+params = {{ grids = ["1", "2", "4", "8"] }}
+"""
+
+KEY = ["model", "suite", "dataset", "condition", "metric", "source_model"]
+
+
+def _tiny(tmp_path: Path, extra: str = "") -> Path:
+    p = tmp_path / "tiny.toml"
+    p.write_text(TINY + extra)
+    return p
+
+
+def _values(out: Path) -> pd.Series:
+    df = load_results(out)
+    df["source_model"] = df["source_model"].fillna("")
+    assert not df.duplicated(KEY).any(), "duplicate rows"
+    return df.set_index(KEY)["value"].sort_index()
+
+
+@needs_imagenet
+def test_sweep_then_rerun_runs_zero_cells_and_failures_do_not_crash(tmp_path):
+    toml = _tiny(tmp_path, '[[suite]]\nname = "occlusion"\nparams = { grid = "7" }\n')  # 7 does not divide 160
+    out = tmp_path / "out"
+    r = subprocess.run([*RBVIT, "sweep", str(toml), "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 1, r.stderr  # failures are reported with exit 1, after every other cell ran
+    assert "done=6 skipped=0 failed=2" in r.stderr
+    assert "does not divide" in r.stdout
+    r = subprocess.run([*RBVIT, "sweep", str(toml), "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert "done=0 skipped=6 failed=2" in r.stderr  # only the failing cells are retried
+    assert len(list((out / "cells").glob("*.error.json"))) == 2
+
+
+@needs_imagenet
+def test_killed_sweep_resumes_without_duplicates_or_gaps(tmp_path):
+    toml = _tiny(tmp_path)
+    ref_out, out = tmp_path / "ref", tmp_path / "out"
+    assert subprocess.run([*RBVIT, "sweep", str(toml), "--out", str(ref_out)], capture_output=True, timeout=900).returncode == 0
+    proc = subprocess.Popen([*RBVIT, "sweep", str(toml), "--out", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if out.exists() and len(list((out / "runs").rglob("*.parquet"))) >= 6:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "sweep ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    r = subprocess.run([*RBVIT, "sweep", str(toml), "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    pd.testing.assert_series_equal(_values(out), _values(ref_out))
+
+
+@needs_imagenet
+def test_ray_executor_matches_local(tmp_path):
+    pytest.importorskip("ray")
+    toml = _tiny(tmp_path)
+    local, ray_out = tmp_path / "local", tmp_path / "ray"
+    assert subprocess.run([*RBVIT, "sweep", str(toml), "--out", str(local)], capture_output=True, timeout=900).returncode == 0
+    r = subprocess.run([*RBVIT, "sweep", str(toml), "--out", str(ray_out), "--executor", "ray"],
+                       capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    pd.testing.assert_series_equal(_values(ray_out), _values(local))
+
+
+@needs_imagenet
+def test_compare_and_report(tmp_path):
+    toml = _tiny(tmp_path)
+    out = tmp_path / "out"
+    assert subprocess.run([*RBVIT, "sweep", str(toml), "--out", str(out)], capture_output=True, timeout=900).returncode == 0
+    r = subprocess.run([*RBVIT, "compare", "test_vit", "test_resnet", "-r", str(out), "--json"],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["n"] == 20 and 0.0 <= res["p_value"] <= 1.0
+    r = subprocess.run([*RBVIT, "compare", "test_vit", "nope", "-r", str(out)], capture_output=True, text=True)
+    assert r.returncode == 4 and "--save-samples" in r.stderr
+    assert subprocess.run([*RBVIT, "leaderboard", str(out)], capture_output=True).returncode == 0
+    report = tmp_path / "report.html"
+    r = subprocess.run([*RBVIT, "report", str(out), "-o", str(report)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    page = report.read_text()
+    assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", page), "report must be self-contained"
+    n_imgs = page.count("data:image/png;base64,")
+    assert n_imgs >= 2 and "<h3>clean on imagenet-samples</h3>" in page
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium:  # render headlessly and check every figure decoded
+        js = tmp_path / "dump.html"
+        r = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                            "--dump-dom", "--virtual-time-budget=3000", report.as_uri()],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+        js.write_text(r.stdout)
+        assert r.stdout.count("<img") == n_imgs
+
+
+@pytest.mark.slow
+@needs_imagenet
+@needs_effnet
+def test_committed_ci_leaderboard_is_fresh(tmp_path):
+    """CI regenerates the tiny leaderboard from benchmarks/ci.toml; the committed results/ copy must match."""
+    out = tmp_path / "results"
+    r = subprocess.run([*RBVIT, "sweep", str(ROOT / "benchmarks" / "ci.toml"), "--out", str(out)],
+                       capture_output=True, text=True, timeout=1500, cwd=ROOT)  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert subprocess.run([*RBVIT, "leaderboard", str(out)], capture_output=True).returncode == 0
+    fresh = pd.read_parquet(out / "leaderboard.parquet")
+    committed = pd.read_parquet(ROOT / "results" / "leaderboard.parquet")
+    key = ["suite", "dataset", "condition", "metric", "source_model", "model"]
+    a, b = fresh.set_index(key)["value"].sort_index(), committed.set_index(key)["value"].sort_index()
+    assert list(a.index) == list(b.index), "stale results/: rerun `rbvit sweep benchmarks/ci.toml && rbvit leaderboard results`"
+    assert np.allclose(a.values, b.values, atol=1e-3, equal_nan=True), "stale values in results/leaderboard.parquet"
+    assert (ROOT / "results" / "LEADERBOARD.md").read_text().startswith("# Leaderboard")
