@@ -31,8 +31,8 @@ def main() -> None:
     for name in TORCH_CORRUPTIONS:
         g = torch.Generator().manual_seed(0)
         corrupt(x, name, args.severity, generator=g)  # warm-up
-        t = timed(lambda: corrupt(x, name, args.severity, generator=g), dev, repeat=2)
-        r = timed(lambda: reference_corrupt(x, name, args.severity, seed=0), dev)
+        t = timed(lambda n=name, g=g: corrupt(x, n, args.severity, generator=g), dev, repeat=2)
+        r = timed(lambda n=name: reference_corrupt(x, n, args.severity, seed=0), dev)
         tot_t, tot_r = tot_t + t, tot_r + r
         print(f"  {name:18s} torch {len(files) / t:9.1f} img/s   reference {len(files) / r:8.1f} img/s   speed-up {r / t:6.1f}x")
     print(f"  overall speed-up {tot_r / tot_t:.1f}x (torch-implemented corruptions)")
