@@ -5,8 +5,8 @@ package); images are RGB in [0, 1], shape (B, 3, H, W). Random draws come from a
 seeded from the CPU ``generator`` argument.
 
 Implemented here (torch backend): gaussian_noise, shot_noise, impulse_noise, speckle_noise,
-gaussian_blur, defocus_blur, brightness, contrast, saturate, jpeg_compression, pixelate.
-The others (glass_blur, motion_blur, zoom_blur, snow, frost, fog, spatter, elastic_transform) run
+gaussian_blur, defocus_blur, zoom_blur, brightness, contrast, saturate, jpeg_compression, pixelate,
+fog, frost. The others (glass_blur, motion_blur, snow, spatter, elastic_transform) run
 with the reference backend only (:func:`reference_corrupt`); :data:`TORCH_CORRUPTIONS` lists what
 the torch backend has.
 """
@@ -40,6 +40,9 @@ PARAMS: dict[str, list] = {
     "saturate": [(0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2)],
     "jpeg_compression": [25, 18, 15, 10, 7],
     "pixelate": [0.6, 0.5, 0.4, 0.3, 0.25],
+    "zoom_blur": [(1.0, 1.11, 0.01), (1.0, 1.16, 0.01), (1.0, 1.21, 0.02), (1.0, 1.26, 0.02), (1.0, 1.31, 0.03)],
+    "fog": [(1.5, 2), (2.0, 2), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4)],
+    "frost": [(1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)],
 }
 
 
@@ -133,6 +136,87 @@ def _pixelate(x: torch.Tensor, c: float) -> torch.Tensor:
     return F.interpolate(small, size=(h, w), mode="nearest-exact")
 
 
+def _zoom_blur(x: torch.Tensor, c: tuple[float, float, float]) -> torch.Tensor:
+    """Mean of the image and its centre crops zoomed by each factor (order-1 zoom as scipy's)."""
+    h, w = x.shape[-2:]
+    factors = np.arange(*c)
+    out = torch.zeros_like(x)
+    for z in factors:
+        ch, cw = int(np.ceil(h / z)), int(np.ceil(w / z))
+        top, left = (h - ch) // 2, (w - cw) // 2
+        crop = x[..., top : top + ch, left : left + cw]
+        zoomed = F.interpolate(crop, size=(round(ch * z), round(cw * z)), mode="bilinear", align_corners=True)
+        out += zoomed[..., :h, :w]
+    return (x + out) / (len(factors) + 1)
+
+
+def _plasma_fractal(batch: int, mapsize: int, decay: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """(B, mapsize, mapsize) diamond-square height maps in [0, 1] (the reference's algorithm, batched)."""
+    m = torch.zeros(batch, mapsize, mapsize, device=device)
+    step, wibble = mapsize, 100.0
+
+    def wibbled(a: torch.Tensor) -> torch.Tensor:
+        return a / 4 + wibble * (torch.rand(a.shape, generator=gen, device=device) * 2 - 1) * wibble
+
+    while step >= 2:
+        half = step // 2
+        corner = m[:, 0::step, 0::step]
+        sq = corner + torch.roll(corner, -1, 1)
+        sq = sq + torch.roll(sq, -1, 2)
+        m[:, half::step, half::step] = wibbled(sq)
+        dr = m[:, half::step, half::step]
+        ul = m[:, 0::step, 0::step]
+        m[:, 0::step, half::step] = wibbled(dr + torch.roll(dr, 1, 1) + ul + torch.roll(ul, -1, 2))
+        m[:, half::step, 0::step] = wibbled(dr + torch.roll(dr, 1, 2) + ul + torch.roll(ul, -1, 1))
+        step //= 2
+        wibble /= decay
+    m = m - m.amin(dim=(1, 2), keepdim=True)
+    return m / m.amax(dim=(1, 2), keepdim=True)
+
+
+def _fog(x: torch.Tensor, c: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
+    b, _, h, w = x.shape
+    size = 1 << (max(h, w) - 1).bit_length()
+    fractal = _plasma_fractal(b, size, c[1], gen, x.device)[:, None, :h, :w]
+    max_val = x.amax(dim=(1, 2, 3), keepdim=True)
+    return (x + c[0] * fractal) * max_val / (max_val + c[0])
+
+
+_FROST: list[torch.Tensor] = []
+
+
+def _frost_images() -> list[torch.Tensor]:
+    """The reference's six frost photographs (shipped in the imagecorruptions package), RGB float."""
+    if not _FROST:
+        import importlib.resources
+
+        import cv2
+
+        root = importlib.resources.files("imagecorruptions") / "frost"
+        for name in ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg"):
+            with importlib.resources.as_file(root / name) as path:
+                bgr = cv2.imread(str(path))
+            _FROST.append(torch.from_numpy(bgr[..., ::-1].copy()).permute(2, 0, 1).float() / 255)
+    return _FROST
+
+
+def _frost(x: torch.Tensor, c: tuple[float, float], generator: torch.Generator | None) -> torch.Tensor:
+    import cv2
+
+    b, _, h, w = x.shape
+    layers = []
+    for _ in range(b):
+        img = _frost_images()[int(torch.randint(0, 6, (1,), generator=generator))]
+        fh, fw = img.shape[-2:]
+        scale = 1.1 * max(1.0, h / fh, w / fw)
+        arr = (img.permute(1, 2, 0).numpy() * 255).astype(np.float32)
+        resized = cv2.resize(arr, (int(np.ceil(fw * scale)), int(np.ceil(fh * scale))), interpolation=cv2.INTER_CUBIC)
+        top = int(torch.randint(0, resized.shape[0] - h, (1,), generator=generator))
+        left = int(torch.randint(0, resized.shape[1] - w, (1,), generator=generator))
+        layers.append(torch.from_numpy(resized[top : top + h, left : left + w].copy()).permute(2, 0, 1) / 255)
+    return c[0] * x + c[1] * torch.stack(layers).to(x.device)
+
+
 def corrupt(x: torch.Tensor, name: str, severity: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """Apply corruption ``name`` at ``severity`` (1-5) to a batch in [0, 1] with the torch backend.
 
@@ -172,6 +256,12 @@ def corrupt(x: torch.Tensor, name: str, severity: int, *, generator: torch.Gener
         out = _set_saturation(x, *c)
     elif name == "jpeg_compression":
         out = _jpeg(x, c)
+    elif name == "zoom_blur":
+        out = _zoom_blur(x, c)
+    elif name == "fog":
+        out = _fog(x, c, _dev_gen(x, generator))
+    elif name == "frost":
+        out = _frost(x, c, generator)
     else:  # pixelate
         out = _pixelate(x, c)
     # the reference returns uint8 images: quantise the same way (values are floored by np.uint8)
