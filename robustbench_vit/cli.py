@@ -219,10 +219,11 @@ def plot_cmd(results: str, out: str | None, kind: tuple[str, ...]) -> None:
 @click.option("--out", "-o", default=None, help="Results folder (default: the file's [sweep] out, else results/).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local")
 @click.option("--address", default=None, help="Ray cluster address (default: start a local Ray).")
-@click.option("--num-gpus", type=float, default=0.0, help="GPUs per Ray task.")
+@click.option("--num-gpus", type=float, default=None, help="GPUs per Ray task (default 1 where CUDA is visible, else 0).")
 @click.option("--dry-run", is_flag=True, help="Only print the plan.")
 @_friendly
-def sweep_cmd(file: str, out: str | None, executor: str, address: str | None, num_gpus: float, dry_run: bool) -> None:
+def sweep_cmd(file: str, out: str | None, executor: str, address: str | None, num_gpus: float | None,
+              dry_run: bool) -> None:  # fmt: skip
     """Run a declarative sweep (models x suites x datasets), skipping complete cells."""
     from robustbench_vit.sweep import CellStatus, load_sweep, plan, run_sweep
 
@@ -231,6 +232,10 @@ def sweep_cmd(file: str, out: str | None, executor: str, address: str | None, nu
     if dry_run:
         statuses = [CellStatus(c, "skipped" if done else "todo") for c, done in plan(spec, target)]
     else:
+        if num_gpus is None:
+            import torch
+
+            num_gpus = 1.0 if torch.cuda.is_available() else 0.0
         statuses = run_sweep(spec, target, executor=executor, address=address, num_gpus=num_gpus)
     table = Table("cell", "status", "seconds", "rows", "error", title=f"sweep {file} -> {target}")
     colour = {"done": "green", "skipped": "cyan", "failed": "red", "todo": "yellow"}

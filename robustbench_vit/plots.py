@@ -23,6 +23,17 @@ def _plt():  # type: ignore[no-untyped-def]
     return plt
 
 
+def _save(fig, path: str | Path, *, dpi: int, tight: bool = True) -> Path:  # type: ignore[no-untyped-def]
+    """Lay out (optionally), write the PNG (creating its folder) and free the figure."""
+    if tight:
+        fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    _plt().close(fig)
+    return path
+
+
 def _per_condition(df: pd.DataFrame, suite: str) -> pd.DataFrame:
     d = df[(df.suite == suite) & (df.metric == "top1") & ~df.condition.str.startswith("summary")]
     return d
@@ -48,12 +59,7 @@ def plot_occlusion(df: pd.DataFrame, path: str | Path) -> Path | None:
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
 
 
 def plot_patch_shuffle(df: pd.DataFrame, path: str | Path) -> Path | None:
@@ -76,12 +82,7 @@ def plot_patch_shuffle(df: pd.DataFrame, path: str | Path) -> Path | None:
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
 
 
 PLOTTERS = {"occlusion": plot_occlusion, "patch_shuffle": plot_patch_shuffle}
@@ -129,11 +130,7 @@ def plot_fourier_heatmaps(df: pd.DataFrame, path: str | Path) -> Path | None:
         ax.set_ylabel("frequency u")
     if im is not None:
         fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="error")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=110, tight=False)
 
 
 def plot_fourier_filter(df: pd.DataFrame, path: str | Path) -> Path | None:
@@ -151,12 +148,7 @@ def plot_fourier_filter(df: pd.DataFrame, path: str | Path) -> Path | None:
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
 
 
 PLOTTERS["fourier_heatmap"] = plot_fourier_heatmaps
@@ -187,12 +179,7 @@ def plot_corruptions(df: pd.DataFrame, path: str | Path) -> Path | None:
     for ax in axes:
         ax.tick_params(axis="x", labelrotation=60)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=110)
 
 
 def plot_pgd(df: pd.DataFrame, path: str | Path) -> Path | None:
@@ -210,12 +197,7 @@ def plot_pgd(df: pd.DataFrame, path: str | Path) -> Path | None:
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
 
 
 def plot_transfer(df: pd.DataFrame, path: str | Path) -> Path | None:
@@ -238,12 +220,7 @@ def plot_transfer(df: pd.DataFrame, path: str | Path) -> Path | None:
     ax.set_ylabel("source")
     ax.set_title(f"fooling rate: {cond}", fontsize=9)
     fig.colorbar(im, ax=ax, shrink=0.8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
 
 
 PLOTTERS["corruptions"] = plot_corruptions
