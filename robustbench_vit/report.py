@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from robustbench_vit import __version__
-from robustbench_vit.leaderboard import build_leaderboard, headline_rows
+from robustbench_vit.leaderboard import build_leaderboard, suite_tables
 from robustbench_vit.plots import plot_all
 from robustbench_vit.store import load_results
 
@@ -23,19 +23,9 @@ th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:0.5em 0}.n
 
 def _board_html(board: pd.DataFrame) -> str:
     parts = []
-    for (suite, dataset), _ in board.groupby(["suite", "dataset"], sort=True):
-        g = headline_rows(board[board.dataset == dataset], suite)
-        if g.empty:
-            continue
-        g = g.assign(col=g["condition"] + " " + g["metric"],
-                     cell=[f"{v:.4f}" for v in g["value"]])  # fmt: skip
-        if suite == "transfer":
-            wide = g[g.metric == "fooling_rate"].pivot_table(index=["source_model", "condition"], columns="model",
-                                                               values="cell", aggfunc="first")  # fmt: skip
-        else:
-            wide = g.pivot_table(index=["model", "family"], columns="col", values="cell", aggfunc="first")
-            wide = wide[list(dict.fromkeys(g["col"]))]
-        parts.append(f"<h3>{html.escape(suite)} on {html.escape(dataset)}</h3>" + wide.to_html(escape=True))
+    for suite, dataset, caption, wide, _ in suite_tables(board, cell=lambda v, lo, hi: f"{v:.4f}"):
+        parts.append(f"<h3>{html.escape(suite)} on {html.escape(dataset)}</h3><p class='note'>{html.escape(caption)}</p>"
+                     + wide.to_html(escape=True))  # fmt: skip
     return "\n".join(parts) or "<p>no results</p>"
 
 
