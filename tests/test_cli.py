@@ -153,3 +153,19 @@ def test_leaderboard_command(tmp_path, cifar_card, cifar_cnn_card):
     assert set(board.model) == {"cifar_vit", "cifar_resnet10t"} and {"ci_low", "ci_high", "rank"} <= set(board.columns)
     md = (tmp_path / "LEADERBOARD.md").read_text()
     assert "## clean on cifar10" in md and "cifar_resnet10t" in md
+
+
+@needs_cifar
+def test_salient_and_non_salient_occlusion_with_cached_saliency(tmp_path, cifar_card):
+    args = ["eval", "-m", str(cifar_card), "-s", "occlusion", "--data", str(CIFAR10_TEST), "--limit", "30",
+            "-p", "modes=salient,non_salient", "-p", f"saliency_model={cifar_card}", "-p", "lambdas=0.5,1.0",
+            "--out", str(tmp_path / "o")]  # fmt: skip
+    r = run(*args)
+    assert r.returncode == 0, r.stderr
+    df = load_results(tmp_path / "o")
+    top1 = df[df.metric == "top1"].set_index("condition")["value"]
+    clean = run("eval", "-m", str(cifar_card), "-s", "clean", "--data", str(CIFAR10_TEST), "--limit", "30", "--json")
+    clean_top1 = next(json.loads(x)["value"] for x in clean.stdout.splitlines() if '"top1"' in x)
+    assert top1["non_salient/lambda=1.00"] == clean_top1  # keeping all attention mass keeps the image
+    maps = list(Path(os.environ["RBVIT_CACHE"]).rglob("saliency-*/filled.npy"))
+    assert maps, "saliency maps are cached next to the decoded images"

@@ -28,7 +28,7 @@ from robustbench_vit.data.datasets import ImageDataset
 from robustbench_vit.data.decode import apply_geometry
 from robustbench_vit.preprocessing import DataConfig
 
-__all__ = ["ImageCache", "default_cache_dir"]
+__all__ = ["ImageCache", "default_cache_dir", "open_filled_memmap", "save_filled"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,29 @@ def _atomic_save(path: Path, arr: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+def open_filled_memmap(folder: Path, shape: tuple[int, ...], dtype: type) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``folder/images.npy`` as a writable memory map of ``shape`` plus its ``filled.npy`` row mask.
+
+    Created empty (sparse file, nothing filled) when absent or when the stored shape differs.
+    Returns ``(array, filled, created)``; persist the mask with :func:`save_filled` after flushing rows.
+    """
+    img_path, filled_path = folder / "images.npy", folder / "filled.npy"
+    if img_path.exists() and filled_path.exists():
+        arr, filled = np.load(img_path, mmap_mode="r+"), np.load(filled_path)
+        if arr.shape == tuple(shape) and filled.shape == (shape[0],):
+            return arr, filled, False
+        log.warning("cache %s has a stale shape; rebuilding", folder)
+    arr = np.lib.format.open_memmap(img_path, mode="w+", dtype=dtype, shape=tuple(shape))
+    filled = np.zeros(shape[0], dtype=bool)
+    save_filled(folder, filled)
+    return arr, filled, True
+
+
+def save_filled(folder: Path, filled: np.ndarray) -> None:
+    """Atomically persist the filled-row mask (call after the rows themselves were flushed)."""
+    _atomic_save(folder / "filled.npy", filled)
+
+
 class ImageCache:
     """The decoded, resized uint8 images of one dataset under one model geometry."""
 
@@ -65,23 +88,11 @@ class ImageCache:
             self._open()
 
     def _open(self) -> None:
-        img_path, filled_path = self.dir / "images.npy", self.dir / "filled.npy"
-        if img_path.exists() and filled_path.exists():
-            self.images = np.load(img_path, mmap_mode="r+")
-            self.filled = np.load(filled_path)
-            if self.images.shape != self.shape or self.filled.shape != (self.shape[0],):
-                log.warning("cache %s has a stale shape; rebuilding", self.dir)
-                img_path.unlink()
-                filled_path.unlink()
-                return self._open()
-            return None
-        self.images = np.lib.format.open_memmap(img_path, mode="w+", dtype=np.uint8, shape=self.shape)
-        self.filled = np.zeros(self.shape[0], dtype=bool)
-        _atomic_save(filled_path, self.filled)
-        meta = {"root": str(self.dataset.root), "kind": self.dataset.kind, "n": self.shape[0],
-                "geometry": self.data_config.geometry(), "fingerprint": self.dataset.fingerprint}  # fmt: skip
-        (self.dir / "meta.json").write_text(json.dumps(meta, indent=1))
-        return None
+        self.images, self.filled, created = open_filled_memmap(self.dir, self.shape, np.uint8)
+        if created:
+            meta = {"root": str(self.dataset.root), "kind": self.dataset.kind, "n": self.shape[0],
+                    "geometry": self.data_config.geometry(), "fingerprint": self.dataset.fingerprint}  # fmt: skip
+            (self.dir / "meta.json").write_text(json.dumps(meta, indent=1))
 
     def missing(self, indices: Sequence[int]) -> np.ndarray:
         idx = np.asarray(indices, dtype=np.int64)
@@ -105,7 +116,7 @@ class ImageCache:
                         self.images[i] = img.numpy()
                     self.images.flush()
                     self.filled[chunk] = True
-                    _atomic_save(self.dir / "filled.npy", self.filled)
+                    save_filled(self.dir, self.filled)
                     if progress:
                         progress(len(chunk))
             return len(todo)

@@ -1,6 +1,6 @@
 """Per-image saliency maps, computed once and cached next to the decoded images.
 
-Maps are stored as float32 (N, rows, cols) memory-mapped arrays keyed by (saliency model, head),
+Maps are stored as float32 (N, rows, cols) memory-mapped arrays (``images.npy``) keyed by (saliency model, head),
 inside the dataset's image-cache folder, so every lambda and every evaluated model with the same
 input geometry reuses them.
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from robustbench_vit.data.cache import open_filled_memmap, save_filled
 from robustbench_vit.models.attention import cls_attention, patch_grid
 from robustbench_vit.models.loading import LoadedModel, load_model
 from robustbench_vit.store import safe_name
@@ -41,13 +42,7 @@ class SaliencyStore:
         d = ctx.workdir / f"saliency-{safe_name(sal_model.spec.name)}-{safe_name(sal_model.weights)}-head{head}"
         d.mkdir(parents=True, exist_ok=True)
         shape = (len(ctx.dataset), *grid)
-        mp, fp = d / "maps.npy", d / "filled.npy"
-        if mp.exists() and fp.exists():
-            maps = np.load(mp, mmap_mode="r+")
-            filled = np.load(fp)
-        else:
-            maps = np.lib.format.open_memmap(mp, mode="w+", dtype=np.float32, shape=shape)
-            filled = np.zeros(shape[0], dtype=bool)
+        maps, filled, _ = open_filled_memmap(d, shape, np.float32)
         return cls(d, sal_model, head, maps, filled)
 
     def ensure(self, ctx) -> None:  # type: ignore[no-untyped-def]
@@ -63,7 +58,7 @@ class SaliencyStore:
             self.maps_mm[ix] = cls_attention(self.model, x, head=head).cpu().numpy()
             self.maps_mm.flush()
             self.filled[ix] = True
-            np.save(self.dir / "filled.npy", self.filled)
+            save_filled(self.dir, self.filled)
 
     def maps(self, idx: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(self.maps_mm[idx.numpy()]))

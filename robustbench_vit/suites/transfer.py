@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from robustbench_vit.attacks import PGD, parse_eps
 from robustbench_vit.attacks.self_ensemble import SelfEnsemble
+from robustbench_vit.data.cache import open_filled_memmap, save_filled
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.metrics import MetricValue
 from robustbench_vit.models.loading import load_model
@@ -110,13 +111,7 @@ class Transfer(Suite):
         key = hashlib.sha256(ident.encode()).hexdigest()[:12]
         d = ctx.cache.dir / f"adv-{safe_name(src_ref)[-40:]}-{key}"
         d.mkdir(parents=True, exist_ok=True)
-        shape = ctx.cache.shape
-        ip, fp = d / "images.npy", d / "filled.npy"
-        if ip.exists() and fp.exists():
-            images, filled = np.load(ip, mmap_mode="r+"), np.load(fp)
-        else:
-            images = np.lib.format.open_memmap(ip, mode="w+", dtype=np.uint8, shape=shape)
-            filled = np.zeros(shape[0], dtype=bool)
+        images, filled, _ = open_filled_memmap(d, ctx.cache.shape, np.uint8)
         (d / "config.json").write_text(ident)
         todo = ctx.indices[~filled[ctx.indices]]
         source = None
@@ -140,7 +135,7 @@ class Transfer(Suite):
                 images[ix] = adv8.clamp(0, 255).to(torch.uint8).cpu().numpy()
                 images.flush()
                 filled[ix] = True
-                np.save(fp, filled)
+                save_filled(d, filled)
         ctx.state["adv_images"] = images
         ctx.state["source_name"] = source.spec.name if source is not None else _spec_name(src_ref)
 
