@@ -271,6 +271,10 @@ def corrupt(x: torch.Tensor, name: str, severity: int, *, generator: torch.Gener
 TORCH_CORRUPTIONS = tuple(PARAMS)
 
 
+#: reference functions that ignore numpy's global seed and take their own ``seed=`` argument
+_OWN_SEED = ("impulse_noise", "glass_blur")
+
+
 def reference_corrupt(x: torch.Tensor, name: str, severity: int, *, seed: int) -> torch.Tensor:
     """The ``imagecorruptions`` reference, image by image on the CPU (seeded; slow)."""
     from imagecorruptions import corrupt as ic_corrupt
@@ -282,8 +286,11 @@ def reference_corrupt(x: torch.Tensor, name: str, severity: int, *, seed: int) -
     state = np.random.get_state()
     try:
         for i, img in enumerate(u8):
-            np.random.seed((seed + i) % 2**32)  # the reference draws from numpy's global RNG
-            res = np.asarray(ic_corrupt(img, corruption_name=name, severity=severity))
+            image_seed = (seed + i) % 2**32
+            np.random.seed(image_seed)  # most reference functions draw from numpy's global RNG ...
+            # ... but impulse_noise and glass_blur draw from their own generator unless given a seed
+            kwargs = {"seed": image_seed} if name in _OWN_SEED else {}
+            res = np.asarray(ic_corrupt(img, corruption_name=name, severity=severity, **kwargs))
             out[i] = np.uint8(res[: img.shape[0], : img.shape[1]])
     finally:
         np.random.set_state(state)
