@@ -158,11 +158,13 @@ def corruption_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     err = {}
     clean_err = None
     n = 0
+    tables = set()
     for r in rows:
         if r["metric"] != "error":
             continue
         p = json.loads(r["params"])
         n = r["n"]
+        tables.add(p.get("param_table", "imagenet"))
         if p["corruption"] == "clean":
             clean_err = r["value"]
         else:
@@ -177,16 +179,22 @@ def corruption_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if bench:
         row("summary/benchmark", "mean_corruption_accuracy", 1 - np.mean(list(bench.values())), True,
             {"cells": len(bench)})  # fmt: skip
+    if tables - {"imagenet"}:  # AlexNet's errors normalise ImageNet-C cells only
+        log.info("CE/mCE not reported: parameter tables %s have no AlexNet normaliser", sorted(tables - {"imagenet"}))
+        err_for_ce = {}
+    else:
+        err_for_ce = err
     for c in BENCHMARK_CORRUPTIONS:
-        if all((c, s) in err for s in SEVERITIES):
+        if all((c, s) in err_for_ce for s in SEVERITIES):
             ce = corruption_errors(err, corruptions=(c,))[c]
             row(f"summary/ce/{c}", "ce", ce, False, {"corruption": c})
-    try:
-        row("summary/mce", "mce", mce(err), False, {"normaliser": "AlexNet (Hendrycks & Dietterich 2019)"})
-        if clean_err is not None:
-            row("summary/relative_mce", "relative_mce", relative_mce(err, clean_err), False)
-    except MissingMeasurementError as e:
-        log.warning("mCE not reported: %s", e)
+    if err_for_ce:
+        try:
+            row("summary/mce", "mce", mce(err), False, {"normaliser": "AlexNet (Hendrycks & Dietterich 2019)"})
+            if clean_err is not None:
+                row("summary/relative_mce", "relative_mce", relative_mce(err, clean_err), False)
+        except MissingMeasurementError as e:
+            log.warning("mCE not reported: %s", e)
     extra = {k: v for k, v in err.items() if k[0] in EXTRA_CORRUPTIONS}
     if extra:
         row("summary/extra", "mean_corruption_accuracy", 1 - np.mean(list(extra.values())), True,

@@ -1,0 +1,66 @@
+"""Severity 1..5 parameter tables.
+
+``IMAGENET``: the tables of the ImageNet-C reference implementation as packaged by ``imagecorruptions``
+(Michaelis et al. 2019, whose code is our reference backend). ``CIFAR10``: the tables Hendrycks &
+Dietterich used to build CIFAR-10-C (``make_cifar_c.py`` in hendrycks/robustness), for 32 px images.
+Tuples are unpacked by the implementation; their meaning is documented where they are used.
+"""
+
+from __future__ import annotations
+
+__all__ = ["IMAGENET", "CIFAR10", "TABLES"]
+
+IMAGENET: dict[str, list] = {
+    "gaussian_noise": [0.08, 0.12, 0.18, 0.26, 0.38],  # noise std
+    "shot_noise": [60, 25, 12, 5, 3],  # photons per unit intensity
+    "impulse_noise": [0.03, 0.06, 0.09, 0.17, 0.27],  # salt-and-pepper fraction
+    "speckle_noise": [0.15, 0.2, 0.35, 0.45, 0.6],  # multiplicative noise std
+    "gaussian_blur": [1, 2, 3, 4, 6],  # sigma
+    "defocus_blur": [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)],  # disk radius, alias blur
+    "glass_blur": [(0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)],  # sigma, max delta, iterations
+    "motion_blur": [(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)],  # radius, sigma
+    "zoom_blur": [(1.0, 1.11, 0.01), (1.0, 1.16, 0.01), (1.0, 1.21, 0.02), (1.0, 1.26, 0.02), (1.0, 1.31, 0.03)],
+    # snow: noise mean, noise std, zoom, threshold, blur radius, blur sigma, image weight
+    "snow": [(0.1, 0.3, 3, 0.5, 10, 4, 0.8), (0.2, 0.3, 2, 0.5, 12, 4, 0.7), (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
+             (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65), (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55)],
+    "frost": [(1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)],  # image weight, frost weight
+    "fog": [(1.5, 2), (2.0, 2), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4)],  # fog weight, fractal decay
+    "brightness": [0.1, 0.2, 0.3, 0.4, 0.5],  # added to HSV value
+    "contrast": [0.4, 0.3, 0.2, 0.1, 0.05],  # factor around the mean
+    # elastic: displacement scale alpha (sigma = 1% of the size, uniform field +-0.5% of the height)
+    "elastic_transform": [250 * 0.05, 250 * 0.065, 250 * 0.085, 250 * 0.1, 250 * 0.12],
+    "pixelate": [0.6, 0.5, 0.4, 0.3, 0.25],  # downscale factor
+    "jpeg_compression": [25, 18, 15, 10, 7],  # quality
+    # spatter: noise mean, noise std, blur sigma, threshold, intensity, mud (1) or water (0)
+    "spatter": [(0.65, 0.3, 4, 0.69, 0.6, 0), (0.65, 0.3, 3, 0.68, 0.6, 0), (0.65, 0.3, 2, 0.68, 0.5, 0),
+                (0.65, 0.3, 1, 0.65, 1.5, 1), (0.67, 0.4, 1, 0.65, 1.5, 1)],
+    "saturate": [(0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2)],  # HSV saturation mul, add
+}  # fmt: skip
+
+CIFAR10: dict[str, list] = {
+    "gaussian_noise": [0.04, 0.06, 0.08, 0.09, 0.10],
+    "shot_noise": [500, 250, 100, 75, 50],
+    "impulse_noise": [0.01, 0.02, 0.03, 0.05, 0.07],
+    "speckle_noise": [0.06, 0.1, 0.12, 0.16, 0.2],
+    "gaussian_blur": [0.4, 0.6, 0.7, 0.8, 1],
+    "defocus_blur": [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)],
+    "glass_blur": [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)],
+    "motion_blur": [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)],
+    "zoom_blur": [(1.0, 1.06, 0.01), (1.0, 1.11, 0.01), (1.0, 1.16, 0.01), (1.0, 1.21, 0.01), (1.0, 1.26, 0.01)],
+    "snow": [(0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9), (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
+             (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)],
+    "frost": [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)],
+    "fog": [(0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)],
+    "brightness": [0.05, 0.1, 0.15, 0.2, 0.3],
+    "contrast": [0.75, 0.5, 0.4, 0.3, 0.15],
+    # elastic (CIFAR-10-C keeps the random affine step): alpha, sigma, affine jitter, in pixels of a 32 px image
+    "elastic_transform": [(32 * 0, 32 * 0, 32 * 0.08), (32 * 0.05, 32 * 0.2, 32 * 0.07), (32 * 0.08, 32 * 0.06, 32 * 0.06),
+                          (32 * 0.1, 32 * 0.04, 32 * 0.05), (32 * 0.1, 32 * 0.03, 32 * 0.03)],
+    "pixelate": [0.95, 0.9, 0.85, 0.75, 0.65],
+    "jpeg_compression": [80, 65, 58, 50, 40],
+    "spatter": [(0.62, 0.1, 0.7, 0.7, 0.5, 0), (0.65, 0.1, 0.8, 0.7, 0.5, 0), (0.65, 0.3, 1, 0.69, 0.5, 0),
+                (0.65, 0.1, 0.7, 0.69, 0.6, 1), (0.65, 0.1, 0.5, 0.68, 0.6, 1)],
+    "saturate": [(0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)],
+}  # fmt: skip
+
+TABLES: dict[str, dict[str, list]] = {"imagenet": IMAGENET, "cifar10": CIFAR10}

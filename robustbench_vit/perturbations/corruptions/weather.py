@@ -1,0 +1,112 @@
+"""Weather corruptions: fog, frost, snow (batched torch; images (B, 3, H, W) in [0, 1])."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from robustbench_vit.perturbations.corruptions._ops import clipped_zoom, dev_gen, motion_blur, rgb_to_gray
+
+
+def plasma_fractal(batch: int, mapsize: int, decay: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """(B, mapsize, mapsize) diamond-square height maps in [0, 1] (the reference's algorithm, batched)."""
+    m = torch.zeros(batch, mapsize, mapsize, device=device)
+    step, wibble = mapsize, 100.0
+
+    def wibbled(a: torch.Tensor) -> torch.Tensor:
+        return a / 4 + wibble * (torch.rand(a.shape, generator=gen, device=device) * 2 - 1) * wibble
+
+    while step >= 2:
+        half = step // 2
+        corner = m[:, 0::step, 0::step]
+        sq = corner + torch.roll(corner, -1, 1)
+        sq = sq + torch.roll(sq, -1, 2)
+        m[:, half::step, half::step] = wibbled(sq)
+        dr = m[:, half::step, half::step]
+        ul = m[:, 0::step, 0::step]
+        m[:, 0::step, half::step] = wibbled(dr + torch.roll(dr, 1, 1) + ul + torch.roll(ul, -1, 2))
+        m[:, half::step, 0::step] = wibbled(dr + torch.roll(dr, 1, 2) + ul + torch.roll(ul, -1, 1))
+        step //= 2
+        wibble /= decay
+    m = m - m.amin(dim=(1, 2), keepdim=True)
+    return m / m.amax(dim=(1, 2), keepdim=True)
+
+
+def fog(x: torch.Tensor, c: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
+    b, _, h, w = x.shape
+    size = 1 << (max(h, w) - 1).bit_length()
+    fractal = plasma_fractal(b, size, c[1], gen, x.device)[:, None, :h, :w]
+    max_val = x.amax(dim=(1, 2, 3), keepdim=True)
+    return (x + c[0] * fractal) * max_val / (max_val + c[0])
+
+
+_FROST: list[torch.Tensor] = []
+
+
+def _frost_images() -> list[torch.Tensor]:
+    """The reference's six frost photographs (shipped in the imagecorruptions package), RGB float."""
+    if not _FROST:
+        import importlib.resources
+
+        import cv2
+
+        root = importlib.resources.files("imagecorruptions") / "frost"
+        for name in ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg"):
+            with importlib.resources.as_file(root / name) as path:
+                bgr = cv2.imread(str(path))
+            _FROST.append(torch.from_numpy(bgr[..., ::-1].copy()).permute(2, 0, 1).float() / 255)
+    return _FROST
+
+
+def frost(x: torch.Tensor, c: tuple[float, float], generator: torch.Generator | None,
+          style: str = "imagenet") -> torch.Tensor:  # fmt: skip
+    """Blend with a random crop of a frost photograph. ``imagenet``: one of 6 photos enlarged to cover
+    the image x 1.1 (cubic); ``cifar10``: one of the first 5 shrunk to 0.2 (bilinear), as make_cifar_c."""
+    import cv2
+
+    b, _, h, w = x.shape
+    layers = []
+    for _ in range(b):
+        pool = 6 if style == "imagenet" else 5
+        img = _frost_images()[int(torch.randint(0, pool, (1,), generator=generator))]
+        fh, fw = img.shape[-2:]
+        arr = (img.permute(1, 2, 0).numpy() * 255).astype(np.float32)
+        if style == "imagenet":
+            scale = 1.1 * max(1.0, h / fh, w / fw)
+            size = (int(np.ceil(fw * scale)), int(np.ceil(fh * scale)))
+            resized = cv2.resize(arr, size, interpolation=cv2.INTER_CUBIC)
+        else:
+            resized = cv2.resize(arr, (0, 0), fx=0.2, fy=0.2)
+        top = int(torch.randint(0, resized.shape[0] - h, (1,), generator=generator))
+        left = int(torch.randint(0, resized.shape[1] - w, (1,), generator=generator))
+        layers.append(torch.from_numpy(resized[top : top + h, left : left + w].copy()).permute(2, 0, 1) / 255)
+    return c[0] * x + c[1] * torch.stack(layers).to(x.device)
+
+
+def snow_with(x: torch.Tensor, c: tuple, noise: torch.Tensor, angles: list[float], trim: str = "corner") -> torch.Tensor:
+    """Snow from given draws: ``noise`` (B, H, W) ~ N(c[0], c[1]) and per-image blur angles in degrees.
+
+    The noise is zoomed by c[2] (centre crop, order-1), thresholded at c[3], motion-blurred (radius c[4],
+    sigma c[5]), rounded to uint8, cropped to H x W (``corner``: top-left as imagecorruptions,
+    ``centre`` as make_cifar_c) and added twice (as is and rotated 180 degrees) to the image, which is
+    first brightened towards its grey level with weight 1 - c[6].
+    """
+    h, w = x.shape[-2:]
+    layer = clipped_zoom(noise[:, None].to(x.device, torch.float64), c[2])  # float64 as the reference: the
+    # layer is rounded to uint8 below, and float32 would move values across the rounding boundaries
+    layer = torch.where(layer < c[3], torch.zeros_like(layer), layer).clamp(0, 1)
+    if trim == "centre":  # make_cifar_c trims the zoomed layer before blurring it
+        top, left = (layer.shape[-2] - h) // 2, (layer.shape[-1] - w) // 2
+        layer = layer[..., top : top + h, left : left + w]
+    layer = motion_blur(layer, c[4], c[5], angles)
+    layer = torch.round(layer * 255).clamp(0, 255) / 255
+    layer = layer[..., :h, :w].to(x.dtype)
+    x = c[6] * x + (1 - c[6]) * torch.maximum(x, rgb_to_gray(x) * 1.5 + 0.5)
+    return x + layer + torch.rot90(layer, 2, dims=(-2, -1))
+
+
+def snow(x: torch.Tensor, c: tuple, generator: torch.Generator | None, trim: str = "corner") -> torch.Tensor:
+    b, _, h, w = x.shape
+    noise = torch.randn(b, h, w, generator=dev_gen(x, generator), device=x.device, dtype=torch.float64) * c[1] + c[0]
+    angles = (torch.rand(b, generator=generator, dtype=torch.float64) * 90 - 135).tolist()
+    return snow_with(x, c, noise, angles, trim)
