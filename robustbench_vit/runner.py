@@ -131,7 +131,7 @@ def evaluate(model: str | LoadedModel, suite: str | Suite, options: RunOptions |
     cache_root = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()
     data_cfg = suite_obj.data_config(loaded)
     cache = ImageCache(ds, data_cfg, cache_root)
-    todo = cache.missing(indices)
+    todo = cache.missing(indices) if suite_obj.uses_run_cache else []
     if len(todo):
         rep.task(f"decode {dataset_name} ({data_cfg.describe()})", len(todo))
         cache.ensure(indices, workers=opts.workers, progress=rep.advance)

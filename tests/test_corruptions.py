@@ -207,3 +207,31 @@ def test_reference_backend_is_reproducible(name):
     """impulse_noise and glass_blur use their own generator in the reference; the seed must reach it."""
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     assert torch.equal(reference_corrupt(x, name, 3, seed=5), reference_corrupt(x, name, 3, seed=5))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("table", ["imagenet", "cifar10"])
+def test_torch_backend_on_cuda_matches_cpu(table):
+    """All 19 run on CUDA, stay on the device, and the deterministic ones (and the random ones fed the
+    same draws) agree with the CPU result within one uint8 level."""
+    from robustbench_vit.perturbations.corruptions import IMAGENET, noise_blur, spatter
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.interpolate(torch.rand(4, 3, 16, 16, generator=g), size=224 if table == "imagenet" else 32,
+                                        mode="bilinear")  # fmt: skip
+    xc = x.cuda()
+    for name in ALL_CORRUPTIONS:
+        out = corrupt(xc, name, 3, generator=torch.Generator().manual_seed(1), table=table)
+        assert out.is_cuda and out.shape == x.shape and 0 <= out.min() and out.max() <= 1, name
+        if name in DETERMINISTIC:
+            cpu = corrupt(x, name, 3, table=table)
+            assert ((out.cpu() - cpu).abs() * 255).max() <= 1 + 1e-3, name
+    if table == "imagenet":
+        c = IMAGENET["spatter"][0]
+        noise = torch.randn(4, 224, 224, generator=g, dtype=torch.float64) * c[1] + c[0]
+        a, b = spatter.spatter_with(x, c, noise), spatter.spatter_with(xc, c, noise).cpu()
+        assert ((a - b).abs() * 255).max() <= 1 + 1e-3
+        c = IMAGENET["glass_blur"][2]
+        a, b = noise_blur.glass_blur_with_seeds(x, c, [1, 2, 3, 4]), noise_blur.glass_blur_with_seeds(xc, c, [1, 2, 3, 4]).cpu()
+        assert ((a - b).abs() * 255).max() <= 1 + 1e-3

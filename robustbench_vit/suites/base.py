@@ -123,6 +123,9 @@ class Suite:
 
     #: suites that restrict logits to a dataset's class subset (ImageNet-A/R) set this
     handles_class_subset: ClassVar[bool] = False
+    #: suites whose every condition reads its own folder (ImageNet-C) set this False: the runner then
+    #: skips decoding the run-level dataset into the cache
+    uses_run_cache: ClassVar[bool] = True
 
     # --- what subclasses implement ------------------------------------------------------------
     def conditions(self, ctx: EvalContext) -> list[Condition]:

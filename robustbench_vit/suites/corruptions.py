@@ -53,6 +53,8 @@ class Corruptions(Suite):
             ``auto``: ``cifar10`` when the model input is at most 32 px, else ``imagenet``.
     """
 
+    #: 2: all 19 corruptions in the torch backend, CIFAR-10-C tables (``table``), no reference fallback
+    version: ClassVar[int] = 2
     paper: ClassVar[str] = "Hendrycks & Dietterich 2019 (ImageNet-C / CIFAR-10-C parameter tables, applied on the fly)"
     metrics: ClassVar[tuple[str, ...]] = ("top1", "error")
     headline: ClassVar[tuple[tuple[str, str], ...]] = (

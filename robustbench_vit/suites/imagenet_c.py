@@ -94,6 +94,8 @@ class ImageNetC(Suite):
             raise DataError(f"{root} holds no ImageNet-C folders (<root>/<corruption>/<1-5>/<wnid>/*.JPEG)")
         return found
 
+    uses_run_cache: ClassVar[bool] = False  # each (corruption, severity) folder is cached on its own
+
     def open_data(self, data, dataset, labels):  # type: ignore[no-untyped-def]
         if data is None:
             raise DataError("imagenet_c needs --data PATH to the ImageNet-C root (<root>/<corruption>/<1-5>/<wnid>/)")
