@@ -78,6 +78,26 @@ def _given_draws(name: str, severity: int, x: torch.Tensor) -> torch.Tensor:
     if name == "snow":
         d = _reference_draws(b, 0, lambda r: (r.random.normal(size=(h, w), loc=c[0], scale=c[1]), r.random.uniform(-135, -45)))
         return weather.snow_with(x, c, torch.from_numpy(np.stack([a for a, _ in d])), [t for _, t in d])
+    if name == "fog":  # replay each image's uniform draws in the reference's order
+        states = _reference_draws(b, 0, lambda r: r.random.get_state())
+
+        def uniform(shape):  # noqa: ANN001, ANN202
+            out = []
+            for i in range(b):
+                np.random.set_state(states[i])
+                out.append(np.random.random_sample(shape))
+                states[i] = np.random.get_state()
+            return torch.from_numpy(np.stack(out))
+
+        return weather.fog_with(x, c, uniform)
+    if name == "frost":
+        sizes = [t.shape[1:] for t in weather._frost_layers("imagenet", h, w, x.device)]
+
+        def pick(r):  # noqa: ANN001, ANN202
+            i = r.random.randint(6)
+            return i, r.random.randint(0, sizes[i][0] - h), r.random.randint(0, sizes[i][1] - w)
+
+        return weather.frost_with(x, c, _reference_draws(b, 0, pick))
     if name == "spatter":
         d = _reference_draws(b, 0, lambda r: r.random.normal(size=(h, w), loc=c[0], scale=c[1]))
         return spatter.spatter_with(x, c, torch.from_numpy(np.stack(d)))
@@ -88,10 +108,10 @@ def _given_draws(name: str, severity: int, x: torch.Tensor) -> torch.Tensor:
 
 
 @needs_imagenet
-@pytest.mark.parametrize("name", ["motion_blur", "glass_blur", "snow", "spatter", "elastic_transform"])
+@pytest.mark.parametrize("name", ["motion_blur", "glass_blur", "snow", "spatter", "elastic_transform", "frost", "fog"])
 @pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
 def test_random_corruptions_match_reference_pixelwise_given_its_draws(images, name, severity):
-    """Fed the reference's random draws (angles, noise layers, displacement fields, glass-swap seed),
+    """Fed the reference's random draws (angles, noise layers, displacement fields, glass-swap seed, frost crop),
     the torch implementation reproduces the reference to one uint8 level (glass_blur's order-dependent
     swap loop included: it is replayed exactly, not approximated)."""
     from robustbench_vit.perturbations.corruptions._ops import quantize_floor
@@ -104,7 +124,7 @@ def test_random_corruptions_match_reference_pixelwise_given_its_draws(images, na
 
 
 @needs_imagenet
-@pytest.mark.parametrize("name", ["motion_blur", "glass_blur", "snow", "spatter", "elastic_transform"])
+@pytest.mark.parametrize("name", ["motion_blur", "glass_blur", "snow", "spatter", "elastic_transform", "frost"])
 def test_random_corruptions_with_own_draws_match_reference_in_distribution(images, name):
     ours = corrupt(images, name, 3, generator=torch.Generator().manual_seed(3))
     ref = reference_corrupt(images, name, 3, seed=100)

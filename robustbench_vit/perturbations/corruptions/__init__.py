@@ -6,9 +6,9 @@ tables, as in the ``imagecorruptions`` reference) and ``cifar10`` (the CIFAR-10-
 levels like the reference's. Random draws come from device generators seeded from the CPU ``generator``.
 
 Fidelity to the reference (``imagecorruptions``, ImageNet tables), checked in tests/test_corruptions*.py:
-pixel-exact up to one uint8 level for the deterministic ones and for the stochastic ones fed the
-reference's own random draws (motion_blur, glass_blur, snow, spatter, elastic_transform); in
-distribution for the noises, fog and frost. The ``cifar10`` table has no package reference: it follows
+pixel-exact up to one uint8 level for the deterministic ones and for the random ones fed the
+reference's own draws (motion_blur, glass_blur, snow, spatter, elastic_transform, fog, frost); in
+distribution for the four noises. The ``cifar10`` table has no package reference: it follows
 make_cifar_c.py, except that motion blur (ImageMagick there) uses imagecorruptions' kernel.
 """
 

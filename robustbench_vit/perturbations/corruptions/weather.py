@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
 from robustbench_vit.perturbations.corruptions._ops import clipped_zoom, dev_gen, motion_blur, rgb_to_gray
 
 
-def plasma_fractal(batch: int, mapsize: int, decay: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    """(B, mapsize, mapsize) diamond-square height maps in [0, 1] (the reference's algorithm, batched)."""
+def plasma_fractal(batch: int, mapsize: int, decay: float, uniform: Callable[[tuple[int, int]], torch.Tensor],
+                   device: torch.device) -> torch.Tensor:  # fmt: skip
+    """(B, mapsize, mapsize) diamond-square height maps in [0, 1]: the reference's algorithm, batched.
+    ``uniform(shape)`` returns (B, *shape) samples of U[0, 1), consumed in the reference's order."""
     m = torch.zeros(batch, mapsize, mapsize, device=device)
     step, wibble = mapsize, 100.0
 
     def wibbled(a: torch.Tensor) -> torch.Tensor:
-        return a / 4 + wibble * (torch.rand(a.shape, generator=gen, device=device) * 2 - 1) * wibble
+        return a / 4 + wibble * (uniform(tuple(a.shape[1:])).to(device, a.dtype) * 2 - 1) * wibble
 
     while step >= 2:
         half = step // 2
@@ -32,55 +37,75 @@ def plasma_fractal(batch: int, mapsize: int, decay: float, gen: torch.Generator,
     return m / m.amax(dim=(1, 2), keepdim=True)
 
 
-def fog(x: torch.Tensor, c: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
+def fog_with(x: torch.Tensor, c: tuple[float, float], uniform: Callable[[tuple[int, int]], torch.Tensor]) -> torch.Tensor:
+    """Fog: add c[0] x a plasma fractal (decay c[1], size the next power of two) and rescale so the
+    image maximum is kept."""
     b, _, h, w = x.shape
     size = 1 << (max(h, w) - 1).bit_length()
-    fractal = plasma_fractal(b, size, c[1], gen, x.device)[:, None, :h, :w]
+    fractal = plasma_fractal(b, size, c[1], uniform, x.device)[:, None, :h, :w]
     max_val = x.amax(dim=(1, 2, 3), keepdim=True)
     return (x + c[0] * fractal) * max_val / (max_val + c[0])
 
 
-_FROST: list[torch.Tensor] = []
+def fog(x: torch.Tensor, c: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
+    return fog_with(x, c, lambda shape: torch.rand((len(x), *shape), generator=gen, device=x.device))
 
 
-def _frost_images() -> list[torch.Tensor]:
-    """The reference's six frost photographs (shipped in the imagecorruptions package), RGB float."""
-    if not _FROST:
-        import importlib.resources
+@functools.lru_cache(maxsize=1)
+def _frost_photos() -> tuple[np.ndarray, ...]:
+    """The reference's six frost photographs (shipped in the imagecorruptions package), BGR uint8."""
+    import importlib.resources
 
-        import cv2
+    import cv2
 
-        root = importlib.resources.files("imagecorruptions") / "frost"
-        for name in ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg"):
-            with importlib.resources.as_file(root / name) as path:
-                bgr = cv2.imread(str(path))
-            _FROST.append(torch.from_numpy(bgr[..., ::-1].copy()).permute(2, 0, 1).float() / 255)
-    return _FROST
+    root = importlib.resources.files("imagecorruptions") / "frost"
+    photos = []
+    for name in ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg"):
+        with importlib.resources.as_file(root / name) as path:
+            photos.append(cv2.imread(str(path)))
+    return tuple(photos)
+
+
+@functools.lru_cache(maxsize=16)
+def _frost_layers(style: str, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The photos resized as the reference does for an h x w image (uint8 resize, RGB, [0, 1]), on the
+    device: computed once per image size instead of once per image."""
+    import cv2
+
+    out = []
+    for bgr in _frost_photos()[: 6 if style == "imagenet" else 5]:
+        fh, fw = bgr.shape[:2]
+        if style == "imagenet":
+            scale = 1.1 * max(1.0, h / fh, w / fw)
+            resized = cv2.resize(bgr, (int(np.ceil(fw * scale)), int(np.ceil(fh * scale))), interpolation=cv2.INTER_CUBIC)
+        else:
+            resized = cv2.resize(bgr, (0, 0), fx=0.2, fy=0.2)
+        out.append(torch.from_numpy(resized[..., ::-1].copy()).permute(2, 0, 1).to(device).float() / 255)
+    return tuple(out)
+
+
+def frost_with(x: torch.Tensor, c: tuple[float, float], picks: list[tuple[int, int, int]],
+               style: str = "imagenet") -> torch.Tensor:  # fmt: skip
+    """Blend with crops of the frost photographs: ``picks`` holds (photo, top, left) per image."""
+    h, w = x.shape[-2:]
+    photos = _frost_layers(style, h, w, x.device)
+    layers = [photos[i][:, top : top + h, left : left + w] for i, top, left in picks]
+    return c[0] * x + c[1] * torch.stack(layers)
 
 
 def frost(x: torch.Tensor, c: tuple[float, float], generator: torch.Generator | None,
           style: str = "imagenet") -> torch.Tensor:  # fmt: skip
     """Blend with a random crop of a frost photograph. ``imagenet``: one of 6 photos enlarged to cover
     the image x 1.1 (cubic); ``cifar10``: one of the first 5 shrunk to 0.2 (bilinear), as make_cifar_c."""
-    import cv2
-
     b, _, h, w = x.shape
-    layers = []
+    photos = _frost_layers(style, h, w, x.device)
+    picks = []
     for _ in range(b):
-        pool = 6 if style == "imagenet" else 5
-        img = _frost_images()[int(torch.randint(0, pool, (1,), generator=generator))]
-        fh, fw = img.shape[-2:]
-        arr = (img.permute(1, 2, 0).numpy() * 255).astype(np.float32)
-        if style == "imagenet":
-            scale = 1.1 * max(1.0, h / fh, w / fw)
-            size = (int(np.ceil(fw * scale)), int(np.ceil(fh * scale)))
-            resized = cv2.resize(arr, size, interpolation=cv2.INTER_CUBIC)
-        else:
-            resized = cv2.resize(arr, (0, 0), fx=0.2, fy=0.2)
-        top = int(torch.randint(0, resized.shape[0] - h, (1,), generator=generator))
-        left = int(torch.randint(0, resized.shape[1] - w, (1,), generator=generator))
-        layers.append(torch.from_numpy(resized[top : top + h, left : left + w].copy()).permute(2, 0, 1) / 255)
-    return c[0] * x + c[1] * torch.stack(layers).to(x.device)
+        i = int(torch.randint(0, len(photos), (1,), generator=generator))
+        top = int(torch.randint(0, photos[i].shape[1] - h, (1,), generator=generator))
+        left = int(torch.randint(0, photos[i].shape[2] - w, (1,), generator=generator))
+        picks.append((i, top, left))
+    return frost_with(x, c, picks, style)
 
 
 def snow_with(x: torch.Tensor, c: tuple, noise: torch.Tensor, angles: list[float], trim: str = "corner") -> torch.Tensor:
