@@ -144,6 +144,11 @@ def test_cifar_tables_are_milder_than_imagenet_tables_on_32px(cifar):
         assert d_cifar < d_imnet, name
 
 
+def test_cifar_frost_refuses_images_larger_than_its_photos():
+    with pytest.raises(ConfigError, match="table=imagenet"):
+        corrupt(torch.rand(1, 3, 96, 96), "frost", 1, table="cifar10")
+
+
 def test_reference_backend_refuses_the_cifar_table():
     from robustbench_vit.suites.corruptions import Corruptions
 

@@ -99,6 +99,12 @@ def frost(x: torch.Tensor, c: tuple[float, float], generator: torch.Generator | 
     the image x 1.1 (cubic); ``cifar10``: one of the first 5 shrunk to 0.2 (bilinear), as make_cifar_c."""
     b, _, h, w = x.shape
     photos = _frost_layers(style, h, w, x.device)
+    if any(p.shape[1] <= h or p.shape[2] <= w for p in photos):
+        from robustbench_vit.errors import ConfigError
+
+        small = min(min(p.shape[1:]) for p in photos)
+        raise ConfigError(f"frost with the {style} table needs images under {small} px (the shrunk frost photos), "
+                          f"got {h}x{w}; use table=imagenet")  # fmt: skip
     picks = []
     for _ in range(b):
         i = int(torch.randint(0, len(photos), (1,), generator=generator))
