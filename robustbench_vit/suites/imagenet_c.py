@@ -74,6 +74,7 @@ class ImageNetC(Suite):
         ("summary/mce", "mce"), ("summary/relative_mce", "relative_mce"),
         ("summary/benchmark", "mean_corruption_accuracy"), ("summary/extra", "mean_corruption_accuracy"),
     )  # fmt: skip
+    uses_run_cache: ClassVar[bool] = False  # each (corruption, severity) folder is cached on its own
 
     corruptions: tuple[str, ...] = ()
     preprocessing: str = "crop"
@@ -93,8 +94,6 @@ class ImageNetC(Suite):
         if not found:
             raise DataError(f"{root} holds no ImageNet-C folders (<root>/<corruption>/<1-5>/<wnid>/*.JPEG)")
         return found
-
-    uses_run_cache: ClassVar[bool] = False  # each (corruption, severity) folder is cached on its own
 
     def open_data(self, data, dataset, labels):  # type: ignore[no-untyped-def]
         if data is None:
