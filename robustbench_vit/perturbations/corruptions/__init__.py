@@ -18,17 +18,17 @@ import torch
 
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.perturbations.corruptions import digital, noise_blur, spatter, weather
-from robustbench_vit.perturbations.corruptions._ops import dev_gen
+from robustbench_vit.perturbations.corruptions._ops import dev_gen, quantize_floor
 from robustbench_vit.perturbations.corruptions.reference import reference_corrupt
-from robustbench_vit.perturbations.corruptions.tables import CIFAR10, IMAGENET, TABLES
+from robustbench_vit.perturbations.corruptions.tables import (
+    ALL_CORRUPTIONS,
+    CIFAR10,
+    IMAGENET,
+    TABLES,
+    check_corruption,
+)
 
 __all__ = ["ALL_CORRUPTIONS", "TORCH_CORRUPTIONS", "PARAMS", "TABLES", "corrupt", "reference_corrupt"]
-
-ALL_CORRUPTIONS = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-    "speckle_noise", "gaussian_blur", "spatter", "saturate",
-)  # fmt: skip
 
 PARAMS = IMAGENET  # backwards-compatible name for the ImageNet table
 #: images per call on the CPU: batches of 64 at 224 px spill out of cache and run 2-3x slower per image
@@ -46,8 +46,7 @@ def corrupt(x: torch.Tensor, name: str, severity: int, *, generator: torch.Gener
         >>> y.shape
         torch.Size([2, 3, 64, 64])
     """
-    if name not in ALL_CORRUPTIONS:
-        raise ConfigError(f"unknown corruption {name!r}; known: {', '.join(ALL_CORRUPTIONS)}")
+    check_corruption(name)
     if table not in TABLES:
         raise ConfigError(f"unknown parameter table {table!r}; known: {', '.join(TABLES)}")
     if not 1 <= severity <= 5:
@@ -93,4 +92,4 @@ def corrupt(x: torch.Tensor, name: str, severity: int, *, generator: torch.Gener
     # in place on our own buffer (one pass instead of four allocations)
     if out.data_ptr() == x.data_ptr():
         out = out.clone()
-    return out.clamp_(0, 1).mul_(255).floor_().div_(255)
+    return quantize_floor(out, inplace=True)

@@ -20,8 +20,11 @@ def dev_gen(x: torch.Tensor, generator: torch.Generator | None) -> torch.Generat
     return torch.Generator(device=x.device).manual_seed(seed)
 
 
-def quantize_floor(x: torch.Tensor) -> torch.Tensor:
-    """[0, 1] -> multiples of 1/255 by flooring, as ``np.uint8(np.clip(v, 0, 1) * 255)`` does."""
+def quantize_floor(x: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
+    """[0, 1] -> multiples of 1/255 by flooring, as ``np.uint8(np.clip(v, 0, 1) * 255)`` does.
+    ``inplace`` reuses ``x``'s buffer (one pass, no allocations) for a tensor the caller owns."""
+    if inplace:
+        return x.clamp_(0, 1).mul_(255).floor_().div_(255)
     return torch.floor(x.clamp(0, 1) * 255) / 255
 
 

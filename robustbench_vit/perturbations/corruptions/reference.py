@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from robustbench_vit.errors import ConfigError
+from robustbench_vit.perturbations.corruptions.tables import check_corruption
 
 #: reference functions that ignore numpy's global seed and take their own ``seed=`` argument
 _OWN_SEED = ("impulse_noise", "glass_blur")
@@ -16,10 +16,7 @@ def reference_corrupt(x: torch.Tensor, name: str, severity: int, *, seed: int) -
     numpy seed ``seed + i``, so the torch backend's ``*_with`` functions can be fed the same draws."""
     from imagecorruptions import corrupt as ic_corrupt
 
-    from robustbench_vit.perturbations.corruptions import ALL_CORRUPTIONS
-
-    if name not in ALL_CORRUPTIONS:
-        raise ConfigError(f"unknown corruption {name!r}; known: {', '.join(ALL_CORRUPTIONS)}")
+    check_corruption(name)
     u8 = (x.detach() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     out = np.empty_like(u8)
     state = np.random.get_state()

@@ -8,7 +8,22 @@ Tuples are unpacked by the implementation; their meaning is documented where the
 
 from __future__ import annotations
 
-__all__ = ["IMAGENET", "CIFAR10", "TABLES"]
+from robustbench_vit.errors import ConfigError
+
+__all__ = ["ALL_CORRUPTIONS", "IMAGENET", "CIFAR10", "TABLES", "check_corruption"]
+
+#: the 15 benchmark corruptions, then the 4 extra ones, in the reference's order
+ALL_CORRUPTIONS = (
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+    "speckle_noise", "gaussian_blur", "spatter", "saturate",
+)  # fmt: skip
+
+
+def check_corruption(name: str) -> None:
+    """Raise a one-line ConfigError naming the known corruptions when ``name`` is not one of them."""
+    if name not in ALL_CORRUPTIONS:
+        raise ConfigError(f"unknown corruption {name!r}; known: {', '.join(ALL_CORRUPTIONS)}")
 
 IMAGENET: dict[str, list] = {
     "gaussian_noise": [0.08, 0.12, 0.18, 0.26, 0.38],  # noise std
