@@ -54,7 +54,10 @@ def test_vit_card_to_cnn_card_transfer(tmp_path, cifar_card, cifar_cnn_card, ens
     import robustbench_vit.suites.transfer as transfer_mod
     from robustbench_vit.store import load_results
 
-    params = {"source": str(cifar_card), "ensemble": ensemble, "attack": "mifgsm", "di": True, "ti": True}
+    # eps 32/255: on this random-weight ViT the white-box fooling rate at 16/255 sits at 0.50-0.60
+    # (20-24 of 40 images), and float noise between runs flipped it to exactly 0.5 in one CI run
+    params = {"source": str(cifar_card), "ensemble": ensemble, "attack": "mifgsm", "di": True, "ti": True,
+              "eps": "32/255"}  # fmt: skip
     kw = dict(data=str(CIFAR10_TEST), limit=40, out=str(tmp_path), suite_params=params)
     on_cnn = rbvit.evaluate(str(cifar_cnn_card), "transfer", **kw)
     r = on_cnn.set_index("metric")["value"]
@@ -70,7 +73,7 @@ def test_vit_card_to_cnn_card_transfer(tmp_path, cifar_card, cifar_cnn_card, ens
     df = load_results(tmp_path)
     assert set(df.model) == {"cifar_resnet10t", "cifar_vit"} and set(df.source_model) == {"cifar_vit"}
     params_row = df[df.metric == "fooling_rate"].iloc[0]
-    assert params_row["ensemble"] == ensemble and params_row["eps"] == pytest.approx(16 / 255)
+    assert params_row["ensemble"] == ensemble and params_row["eps"] == pytest.approx(32 / 255)
 
 
 @needs_cifar
