@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from robustbench_vit.attacks.base import Attack
+from robustbench_vit.errors import ConfigError
 
-__all__ = ["PGD", "input_diversity", "translation_kernel", "cross_entropy_loss"]
+__all__ = ["PGD", "KEEP", "DI_RESIZE_RATIO", "input_diversity", "translation_kernel", "cross_entropy_loss"]
 
 
 def cross_entropy_loss(out: torch.Tensor | list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
@@ -25,27 +26,40 @@ def cross_entropy_loss(out: torch.Tensor | list[torch.Tensor], y: torch.Tensor) 
     return sum(F.cross_entropy(o.float(), y, reduction="none") for o in outs)  # type: ignore[return-value]
 
 
-def input_diversity(x: torch.Tensor, *, prob: float, generator: torch.Generator, scale: float = 1.1) -> torch.Tensor:
-    """DI transform: resize to a random size in [H, scale*H), pad randomly to scale*H, resize back to H."""
-    if float(torch.rand((), generator=generator)) >= prob:
+#: ATViT's DI draws the resized side in [224, 256] for 224 px inputs: the range is 256/224 of the side
+DI_RESIZE_RATIO = 256 / 224
+
+
+def input_diversity(x: torch.Tensor, *, prob: float, generator: torch.Generator,
+                    ratio: float = DI_RESIZE_RATIO) -> torch.Tensor:  # fmt: skip
+    """DI transform as in ATViT (Naseer et al. 2022): with probability ``prob``, nearest-resize the batch
+    to a random side ``rnd`` in [H, floor(ratio*H)] (both ends included), zero-pad it at a random offset
+    to floor(ratio*H) and nearest-resize back to H. One draw per batch, like the reference."""
+    if prob < 1 and float(torch.rand((), generator=generator)) >= prob:
         return x
     h = x.shape[-1]
-    top = max(h + 1, int(h * scale))
-    rnd = int(torch.randint(h, top, (), generator=generator))
+    top = max(h + 1, int(h * ratio + 1e-9))
+    rnd = int(torch.randint(h, top + 1, (), generator=generator))
     pad = top - rnd
-    left = int(torch.randint(0, pad + 1, (), generator=generator))
     up = int(torch.randint(0, pad + 1, (), generator=generator))
+    left = int(torch.randint(0, pad + 1, (), generator=generator))
     out = F.interpolate(x, size=(rnd, rnd), mode="nearest")
     out = F.pad(out, (left, pad - left, up, pad - up), value=0.0)
-    return F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return F.interpolate(out, size=x.shape[-2:], mode="nearest")
 
 
-def translation_kernel(size: int = 7, nsig: float = 3.0) -> torch.Tensor:
-    """Normalised 2-D Gaussian kernel (size x size) spanning +-nsig standard deviations (TI)."""
-    t = torch.linspace(-nsig, nsig, size, dtype=torch.float64)
-    g = torch.exp(-(t**2) / 2)
-    k = torch.outer(g, g)
-    return (k / k.sum()).float()
+def translation_kernel(size: int = 15, sigma: float = 3.0) -> torch.Tensor:
+    """TI kernel as in ATViT: a normalised size x size Gaussian over integer offsets -size//2..size//2
+    with standard deviation ``sigma`` pixels (15 x 15, sigma 3 there); applied with zero padding."""
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"TI kernel size must be odd and positive, got {size}")
+    t = torch.arange(size, dtype=torch.float64) - size // 2
+    g = torch.exp(-(t**2) / (2 * float(sigma) ** 2))
+    g = g / g.sum()
+    return torch.outer(g, g).float()
+
+
+KEEP = ("first_success", "last")
 
 
 class PGD(Attack):
@@ -56,18 +70,25 @@ class PGD(Attack):
         random_start: uniform start inside the ball; restarts: independent runs, worst case kept;
         targeted: descend the CE of the given targets instead of ascending the CE of the labels;
         momentum: MI-FGSM decay mu (0 = plain PGD); di_prob: DI probability (0 = off);
-        ti_kernel: TI Gaussian kernel size (0 = off; L-inf only).
+        ti_kernel: TI Gaussian kernel size (0 = off; L-inf only); ti_sigma: its standard deviation in pixels.
+        keep: ``first_success`` returns, per image, the first iterate the forward pass showed to succeed
+            (the worst case found; default for white-box evaluation) -- ``last`` returns the final iterate
+            for every image, like foolbox/torchattacks and the transfer reference code (ATViT), where
+            stopping early would leave images that already fool the source unperturbed.
         loss: per-sample loss of (outputs, labels) to maximise (default CE, summed over a list).
     """
 
     def __init__(self, *, norm: str = "linf", eps: float, steps: int = 10, step_size: float | None = None,
                  random_start: bool = True, restarts: int = 1, targeted: bool = False, momentum: float = 0.0,
-                 di_prob: float = 0.0, ti_kernel: int = 0,
+                 di_prob: float = 0.0, ti_kernel: int = 0, ti_sigma: float = 3.0, keep: str = "first_success",
                  loss: Callable[..., torch.Tensor] = cross_entropy_loss) -> None:  # fmt: skip
         super().__init__(norm=norm, eps=eps, restarts=restarts, targeted=targeted)
         self.steps = int(steps)
         self.step_size = float(step_size) if step_size is not None else 2.5 * self.eps / max(1, self.steps)
         self.random_start, self.momentum, self.di_prob, self.ti_kernel = random_start, momentum, di_prob, ti_kernel
+        if keep not in KEEP:
+            raise ConfigError(f"keep {keep!r} not in {KEEP}")
+        self.ti_sigma, self.keep = float(ti_sigma), keep
         self.loss = loss
 
     def _random_start(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -84,7 +105,7 @@ class PGD(Attack):
         x = x.detach().float()
         x_adv = self._random_start(x, generator) if self.random_start and self.eps > 0 else x.clone()
         g = torch.zeros_like(x)
-        kernel = translation_kernel(self.ti_kernel).to(x.device) if self.ti_kernel else None
+        kernel = translation_kernel(self.ti_kernel, self.ti_sigma).to(x.device) if self.ti_kernel else None
         # Keep the first iterate that succeeds (when the forward pass shows it): with a fixed seed,
         # more steps can then never lower the success set, and nothing found on the way is lost.
         best, found = x_adv.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
@@ -97,7 +118,7 @@ class PGD(Attack):
                 if self.targeted:
                     loss = -loss
                 (grad,) = torch.autograd.grad(loss.sum(), x_adv)
-            if isinstance(out, torch.Tensor) and self.di_prob == 0:
+            if self.keep == "first_success" and isinstance(out, torch.Tensor) and self.di_prob == 0:
                 pred = out.detach().argmax(1)
                 hit = (pred == y if self.targeted else pred != y) & ~found
                 best[hit] = x_adv.detach()[hit]

@@ -1,10 +1,26 @@
 """``transfer``: adversarial examples crafted on a source model, evaluated on the target (``--model``).
 
-Attacks (combinable): FGSM, PGD / I-FGSM, MI-FGSM (momentum), DI (input diversity), TI
-(translation-invariant gradients); source loss optionally over the ViT self-ensemble (Naseer et
-al. 2022, ICLR). Defaults as in that paper: L-inf eps 16/255, 10 iterations, step eps/10.
-Adversarial images are crafted once per (source, attack config, dataset subset), stored as uint8
-next to the decoded images, and reused by every target model with the same input geometry.
+Attacks follow ATViT (Naseer et al. 2022, ICLR; github.com/Muzammal-Naseer/ATViT ``attack.py``,
+``test.py``), point by point:
+
+- ``fgsm``: one step of eps. ``pgd``: 10 steps of 2/255 (a constant in the reference, whatever eps),
+  projected to the eps ball, no random start. ``mifgsm``: 10 steps of eps/10 with momentum
+  (g <- g + grad / mean|grad|, decay 1). ``dim``: ``mifgsm`` with input diversity on every step.
+- DI: nearest-resize to a random side in [224, 256] (for 224 px; 256/224 of the side in general), zero
+  pad to 256 at a random offset, nearest-resize back; one draw per batch, probability 1.
+- TI: the gradient is smoothed by a 15 x 15 Gaussian (sigma 3 px, zero padding) before momentum.
+- Every image runs every iteration (no early stop): the returned example is the last iterate.
+- Self-ensemble (``ensemble=all``): the loss sums the cross-entropy of the class token of every block.
+- Fooling rate: target prediction on the adversarial image differs from its prediction on the clean
+  image. The paper evaluates on 5000 images that its source and target models classify correctly;
+  ``population=both_correct`` (default) restricts to images both the source and the target classify
+  correctly, ``fooling_rate_all`` is over every image.
+
+Deliberate differences: the clean images come from the target's own preprocessing (the reference uses
+resize 256 / crop 224 for every model); a source with another input size sees them resized bilinearly.
+``di``/``ti`` may be combined with any attack (the reference has DI only inside ``dim``).
+Adversarial images are crafted once per (source weights, attack config, dataset subset), stored as
+uint8 next to the decoded images, and reused by every target model with the same input geometry.
 """
 
 from __future__ import annotations
@@ -13,6 +29,7 @@ import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -20,11 +37,13 @@ import torch
 import torch.nn.functional as F
 
 from robustbench_vit.attacks import PGD, parse_eps
+from robustbench_vit.attacks.pgd import DI_RESIZE_RATIO
 from robustbench_vit.attacks.self_ensemble import SelfEnsemble
 from robustbench_vit.data.cache import open_filled_memmap, save_filled
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.metrics import MetricValue
-from robustbench_vit.models.loading import load_model
+from robustbench_vit.models.identity import weights_identity
+from robustbench_vit.models.loading import load_model, resolve_spec
 from robustbench_vit.store import safe_name
 from robustbench_vit.suites.base import Condition, EvalContext, Suite, derive_seed, register_suite
 
@@ -32,7 +51,10 @@ __all__ = ["Transfer"]
 
 log = logging.getLogger(__name__)
 
-ATTACKS = ("fgsm", "pgd", "mifgsm")
+ATTACKS = ("fgsm", "pgd", "mifgsm", "dim")
+POPULATIONS = ("both_correct", "all")
+#: ATViT's PGD step, a constant whatever eps
+PGD_STEP = "2/255"
 
 
 @register_suite("transfer")
@@ -40,16 +62,21 @@ ATTACKS = ("fgsm", "pgd", "mifgsm")
 class Transfer(Suite):
     """Fooling rate and accuracy of the target model on adversarial examples crafted on ``source``.
 
-    Parameters:
+    Parameters (defaults as ATViT, Naseer et al. 2022):
         source: model reference (zoo name, timm:<arch>, card .json) the examples are crafted on.
         source_pretrained: ``false`` builds the source with seeded random weights (tests, CI).
-        attack: ``fgsm``, ``pgd`` (I-FGSM, no random start) or ``mifgsm``.
-        eps: L-inf radius (default 16/255). steps: iterations (10). step: step size (default eps/steps).
-        momentum: MI-FGSM decay (1.0). di: input diversity (prob ``di_prob`` = 0.5). ti: translation-
-        invariant gradients (Gaussian kernel ``ti_kernel`` = 7).
+        attack: ``fgsm``, ``pgd`` (step 2/255, projected), ``mifgsm`` (step eps/steps, momentum) or
+            ``dim`` (``mifgsm`` + input diversity).
+        eps: L-inf radius (16/255). steps: iterations (10). step: step size (default: 2/255 for pgd,
+            eps/steps otherwise). momentum: decay of mifgsm/dim (1.0).
+        di: input diversity on any attack (implied by ``dim``); di_prob (1.0).
+        ti: translation-invariant gradients, Gaussian ``ti_kernel`` (15) x ``ti_kernel``, ``ti_sigma`` (3).
         ensemble: ``none`` (source logits), ``all``, ``last`` or a block list (ViT self-ensemble).
+        population: ``both_correct`` (images source and target both classify correctly) or ``all``.
     """
 
+    #: 2: ATViT defaults, every image runs every iteration, fooling rate over ``population``
+    version: ClassVar[int] = 2
     paper: ClassVar[str] = "Naseer et al. 2022, On Improving Adversarial Transferability of Vision Transformers"
     needs_grad: ClassVar[bool] = False
 
@@ -61,32 +88,56 @@ class Transfer(Suite):
     step: str = ""
     momentum: float = 1.0
     di: bool = False
-    di_prob: float = 0.5
+    di_prob: float = 1.0
     ti: bool = False
-    ti_kernel: int = 7
+    ti_kernel: int = 15
+    ti_sigma: float = 3.0
     ensemble: str = "none"
+    population: str = "both_correct"
 
     def __post_init__(self) -> None:
         if not self.source:
             raise ConfigError("transfer needs a source model: -p source=<model>")
         if self.attack not in ATTACKS:
             raise ConfigError(f"attack {self.attack!r} not in {ATTACKS}")
-        parse_eps(self.eps)
+        if self.population not in POPULATIONS:
+            raise ConfigError(f"population {self.population!r} not in {POPULATIONS}")
+        if not 0 <= self.di_prob <= 1:
+            raise ConfigError(f"di_prob must be in [0, 1], got {self.di_prob}")
+        if self.ti_kernel < 1 or self.ti_kernel % 2 == 0:
+            raise ConfigError(f"ti_kernel must be an odd number of pixels, got {self.ti_kernel}")
+        if self.steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {self.steps}")
+        eps = parse_eps(self.eps)
+        if not 0 < eps <= 1:
+            raise ConfigError(f"eps {self.eps!r} must be in (0, 1] (L-inf in [0, 1] pixel space, e.g. 16/255)")
 
     def _attack_config(self) -> dict:
         eps = parse_eps(self.eps)
         steps = 1 if self.attack == "fgsm" else self.steps
-        step = eps if self.attack == "fgsm" else (parse_eps(self.step) if self.step else eps / steps)
+        if self.attack == "fgsm":
+            step = eps
+        elif self.step:
+            step = parse_eps(self.step)
+        else:
+            step = parse_eps(PGD_STEP) if self.attack == "pgd" else eps / steps
+        di = self.di or self.attack == "dim"
         return {"attack": self.attack, "eps": eps, "steps": steps, "step_size": step,
-                "momentum": self.momentum if self.attack == "mifgsm" else 0.0,
-                "di_prob": self.di_prob if self.di else 0.0, "ti_kernel": self.ti_kernel if self.ti else 0,
-                "ensemble": self.ensemble}  # fmt: skip
+                "momentum": self.momentum if self.attack in ("mifgsm", "dim") else 0.0,
+                "di_prob": self.di_prob if di else 0.0, "di_resize_ratio": DI_RESIZE_RATIO if di else 0.0,
+                "ti_kernel": self.ti_kernel if self.ti else 0, "ti_sigma": self.ti_sigma if self.ti else 0.0,
+                "ensemble": self.ensemble, "keep": "last", "random_start": False}  # fmt: skip
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:
         cfg = self._attack_config()
-        tag = "+".join([self.attack] + (["di"] if self.di else []) + (["ti"] if self.ti else [])
+        if "source_name" not in ctx.state:
+            spec = resolve_spec(self.source)
+            ctx.state["source_name"] = spec.name
+            ctx.state["source_weights"] = weights_identity(spec, pretrained=self.source_pretrained)
+        tag = "+".join([self.attack] + (["di"] if self.di and self.attack != "dim" else []) + (["ti"] if self.ti else [])
                        + ([f"se-{self.ensemble}"] if self.ensemble != "none" else []))  # fmt: skip
-        params = {"source_model": ctx.state.get("source_name", self.source), **cfg}
+        params = {"source_model": ctx.state.get("source_name", self.source),
+                  "source_weights": ctx.state.get("source_weights", ""), "population": self.population, **cfg}  # fmt: skip
         return [Condition(f"{tag}/eps={self.eps}", cfg["eps"], params)]
 
     def variants(self, cond: Condition) -> list[Condition]:
@@ -94,32 +145,49 @@ class Transfer(Suite):
 
     def condition_metrics(self, results):  # type: ignore[no-untyped-def]
         (_, clean), (cond, adv) = results
-        pc, pa = clean.samples()["pred"], adv.samples()["pred"]
-        n = len(pc)
+        sc, sa = clean.samples(), adv.samples()
+        fooled = sc["pred"] != sa["pred"]
+        n = len(fooled)
+        src_ok = self._source_correct(sc["index"])
+        both = clean.correct() & src_ok
+        pop = both if cond.params["population"] == "both_correct" else np.ones(n, dtype=bool)
+
+        def rate(flags: np.ndarray, mask: np.ndarray) -> MetricValue:
+            return float(flags[mask].mean()) if mask.any() else float("nan")
+
         return [
-            (cond, MetricValue("fooling_rate", float((pc != pa).mean()) if n else float("nan"), n)),
+            (cond, MetricValue("fooling_rate", rate(fooled, pop), int(pop.sum()))),
+            (cond, MetricValue("fooling_rate_all", rate(fooled, np.ones(n, dtype=bool)), n)),
             (cond, MetricValue("target_accuracy", float(adv.correct().mean()) if n else float("nan"), n)),
             (cond, MetricValue("clean_accuracy", float(clean.correct().mean()) if n else float("nan"), n)),
+            (cond, MetricValue("source_clean_accuracy", float(src_ok.mean()) if n else float("nan"), n)),
         ]
+
+    def _source_correct(self, index: np.ndarray) -> np.ndarray:
+        flags = self._state["source_correct"]
+        return np.asarray(flags[index], dtype=bool)
 
     # --- crafting (once per source x config x subset; cached as uint8) ----------------------------
     def prepare(self, ctx: EvalContext) -> None:
         cfg = self._attack_config()
         src_ref = self.source
-        ident = json.dumps({"source": src_ref, "source_pretrained": self.source_pretrained, **cfg, "seed": ctx.seed},
-                           sort_keys=True)  # fmt: skip
+        spec = resolve_spec(src_ref)
+        weights = weights_identity(spec, pretrained=self.source_pretrained)
+        ident = json.dumps({"source": src_ref, "source_weights": weights, "source_pretrained": self.source_pretrained,
+                            **cfg, "seed": ctx.seed}, sort_keys=True)  # fmt: skip
         key = hashlib.sha256(ident.encode()).hexdigest()[:12]
         d = ctx.cache.dir / f"adv-{safe_name(src_ref)[-40:]}-{key}"
         d.mkdir(parents=True, exist_ok=True)
         images, filled, _ = open_filled_memmap(d, ctx.cache.shape, np.uint8)
+        src_correct = _open_flags(d / "source_correct.npy", ctx.cache.shape[0])
         (d / "config.json").write_text(ident)
         todo = ctx.indices[~filled[ctx.indices]]
-        source = None
         if len(todo):
             source = load_model(src_ref, device=str(ctx.device), dtype=ctx.model.dtype, pretrained=self.source_pretrained)
             forward = SelfEnsemble(source, self.ensemble) if self.ensemble != "none" else source
             atk = PGD(norm="linf", eps=cfg["eps"], steps=cfg["steps"], step_size=cfg["step_size"], random_start=False,
-                      momentum=cfg["momentum"], di_prob=cfg["di_prob"], ti_kernel=cfg["ti_kernel"])  # fmt: skip
+                      momentum=cfg["momentum"], di_prob=cfg["di_prob"], ti_kernel=cfg["ti_kernel"],
+                      ti_sigma=cfg["ti_sigma"] or 3.0, keep="last")  # fmt: skip
             h, w = source.data_config.image_size
             log.info("crafting %d adversarial examples on %s", len(todo), source.spec.name)
             for s in range(0, len(todo), ctx.batch_size):
@@ -127,17 +195,34 @@ class Transfer(Suite):
                 x8 = ctx.cache.batch(ix).to(ctx.device)
                 x = x8.float() / 255
                 y = torch.from_numpy(ctx.labels[ix]).to(ctx.device)
-                fwd = forward if x.shape[-2:] == (h, w) else (lambda t: forward(F.interpolate(t, size=(h, w), mode="bilinear")))
+                resize = x.shape[-2:] != (h, w)
+
+                def fwd(t: torch.Tensor, _f=forward, _r=resize):  # type: ignore[no-untyped-def]
+                    return _f(F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False) if _r else t)
+
+                with torch.no_grad():
+                    ok = (source(fwd_input(x, (h, w)) if resize else x).argmax(1) == y).cpu().numpy()
                 gen = torch.Generator().manual_seed(derive_seed(ctx.seed, "transfer", key, int(ix[0])))
                 adv = atk(fwd, x, y, generator=gen, predict=source).x_adv
-                r = round(cfg["eps"] * 255 + 1e-6)  # uint8 storage, kept inside the L-inf ball
-                adv8 = torch.minimum(torch.maximum((adv * 255).round(), x8.float() - r), x8.float() + r)
-                images[ix] = adv8.clamp(0, 255).to(torch.uint8).cpu().numpy()
+                images[ix] = quantize_in_ball(adv, x8, cfg["eps"]).cpu().numpy()
                 images.flush()
+                src_correct[ix] = ok
+                src_correct.flush()
                 filled[ix] = True
                 save_filled(d, filled)
         ctx.state["adv_images"] = images
-        ctx.state["source_name"] = source.spec.name if source is not None else _spec_name(src_ref)
+        ctx.state["source_name"] = spec.name
+        ctx.state["source_weights"] = weights
+        self._state["source_correct"] = src_correct
+
+    @property
+    def _state(self) -> dict:
+        # frozen dataclass: per-run arrays live in one mutable dict attached on first use
+        st = self.__dict__.get("_run_state")
+        if st is None:
+            st = {}
+            object.__setattr__(self, "_run_state", st)
+        return st
 
     def perturb(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, cond: Condition,
                 ctx: EvalContext, generator: torch.Generator) -> torch.Tensor:  # fmt: skip
@@ -148,7 +233,22 @@ class Transfer(Suite):
         return {"suite": self.name, "version": self.version, **asdict(self)}
 
 
-def _spec_name(ref: str) -> str:
-    from robustbench_vit.models.loading import resolve_spec
+def fwd_input(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize a batch to a source model's input size (bilinear), as the crafting forward does."""
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
-    return resolve_spec(ref).name
+
+def quantize_in_ball(adv: torch.Tensor, x8: torch.Tensor, eps: float) -> torch.Tensor:
+    """uint8 storage of adversarial images, rounded and kept inside the L-inf ball of the uint8 clean image."""
+    r = round(eps * 255 + 1e-6)
+    adv8 = torch.minimum(torch.maximum((adv * 255).round(), x8.float() - r), x8.float() + r)
+    return adv8.clamp(0, 255).to(torch.uint8)
+
+
+def _open_flags(path: Path, n: int) -> np.ndarray:
+    """A bool (n,) memory map next to the adversarial images (rows valid where ``filled``)."""
+    if path.exists():
+        arr = np.load(path, mmap_mode="r+")
+        if arr.shape == (n,):
+            return arr
+    return np.lib.format.open_memmap(path, mode="w+", dtype=bool, shape=(n,))
