@@ -141,3 +141,33 @@ def test_pgd_breaks_efficientnet_and_foolbox_agrees(tmp_path):
     assert a["clean_accuracy"] > 0.6 and a["robust_accuracy"] < 0.05
     assert abs(a["robust_accuracy"] - b["robust_accuracy"]) <= 0.02
     assert a["robust_accuracy"] <= a["clean_accuracy"]
+
+
+def test_keep_last_is_foolbox_final_step_pgd():
+    """``keep=last`` reproduces foolbox's LinfPGD (final iterate) given the same start and steps;
+    ``first_success`` (our default) is at least as strong."""
+    import foolbox as fb
+
+    model = load_model("timm:test_resnet", pretrained=False, device="cpu")
+    x = torch.rand(16, 3, *model.data_config.image_size, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    eps, steps, step = 1 / 255, 8, 0.4 / 255
+    _, adv_fb, succ_fb = fb.attacks.LinfPGD(abs_stepsize=step, steps=steps, random_start=False)(
+        fb.PyTorchModel(model.module, bounds=(0, 1)), x, fb.criteria.Misclassification(y), epsilons=eps)  # fmt: skip
+    last = PGD(eps=eps, steps=steps, step_size=step, random_start=False, keep="last")(model, x, y, generator=gen())
+    first = PGD(eps=eps, steps=steps, step_size=step, random_start=False)(model, x, y, generator=gen())
+    assert (last.x_adv - adv_fb).abs().max() < 1e-5
+    assert torch.equal(last.success, succ_fb)
+    assert first.success.sum() >= last.success.sum()
+
+
+def test_pgd_suite_keep_parameter_and_l2_default():
+    from robustbench_vit.errors import ConfigError
+    from robustbench_vit.suites import make_suite
+    from robustbench_vit.suites.pgd import default_epsilons
+
+    assert make_suite("pgd", {"keep": "last"}).keep == "last"
+    with pytest.raises(ConfigError, match="keep"):
+        make_suite("pgd", {"keep": "best"})
+    assert default_epsilons("l2", (224, 224)) == ("3.0",) and default_epsilons("l2", (32, 32)) == ("0.5",)
