@@ -117,3 +117,18 @@ def test_reduced_stride_heatmap_with_real_weights(tmp_path):
     s = df[df.condition == "summary/fourier"].set_index("metric")["value"]
     assert s["error_low_freq"] < s["error_high_freq"], "a CNN is more sensitive to high frequencies (Yin et al.)"
     assert (tmp_path / "figures" / "fourier_heatmap-efficientnet_lite0-imagenet-samples.png").is_file()
+
+
+def test_default_eps_keeps_the_per_pixel_perturbation_at_any_resolution():
+    """Yin et al.'s 15.7 at 224 px (4.0 at 32 px) scaled with the side: a unit-L2 basis at 384 px has
+    224/384 of the per-pixel amplitude, so the same eps would be a 0.58x weaker perturbation."""
+    from robustbench_vit.perturbations.fourier import fourier_basis
+    from robustbench_vit.suites.fourier import default_eps
+
+    assert default_eps((224, 224)) == pytest.approx(15.7) and default_eps((32, 32)) == pytest.approx(4.0)
+    assert default_eps((384, 384)) == pytest.approx(15.7 * 384 / 224)
+    amp = {}
+    for side in (224, 384):
+        basis = fourier_basis([(3, 5)], (side, side), device="cpu")
+        amp[side] = default_eps((side, side)) * basis.abs().max().item()
+    assert amp[384] == pytest.approx(amp[224], rel=0.02)

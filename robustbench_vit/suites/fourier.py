@@ -28,8 +28,12 @@ __all__ = ["FourierHeatmap", "FourierFilter", "default_eps", "default_radius"]
 
 
 def default_eps(size: tuple[int, int]) -> float:
-    """Yin et al.'s published norms: 4.0 for 32x32 (CIFAR), 15.7 for 224x224 (ImageNet)."""
-    return 4.0 if max(size) <= 64 else 15.7
+    """Yin et al.'s published norms, 4.0 at 32x32 (CIFAR) and 15.7 at 224x224 (ImageNet), scaled with the
+    image side (sqrt(H*W)): a unit-L2 Fourier basis has per-pixel amplitude ~1/side, so eps * side / 224
+    keeps the per-pixel perturbation of the paper at any resolution (at 384 px an unscaled 15.7 would be
+    0.58x as strong). Inputs up to 64 px follow the CIFAR figure (4.0 * side / 32)."""
+    side = math.sqrt(size[0] * size[1])
+    return 4.0 * side / 32 if max(size) <= 64 else 15.7 * side / 224
 
 
 def default_radius(size: tuple[int, int]) -> int:
@@ -43,13 +47,16 @@ class FourierHeatmap(Suite):
     """Error under additive Fourier-basis noise x + eps * r * U_ij for every frequency (i, j).
 
     Parameters:
-        eps: L2 norm of the noise per channel (default 4.0 at 32 px, 15.7 at 224 px, as published).
+        eps: L2 norm of the noise per channel (default 4.0 at 32 px, 15.7 at 224 px, as published, scaled by
+            side / 32 or side / 224 at other sizes; rows record the value used as ``eps`` and ``eps_scaled``).
         radius: map covers frequencies in [-radius, radius]^2 (default 15 at 32 px -> 31x31; 31 -> 63x63).
         stride: evaluate every stride-th frequency (coarser, cheaper maps).
         bases_per_pass: bases evaluated together in one forward pass (batch = images x bases).
         clamp: clip perturbed images to [0, 1] (paper protocol).
     """
 
+    #: 2: default eps scaled with the image side (15.7 * side / 224), recorded with ``eps_scaled``
+    version: ClassVar[int] = 2
     paper: ClassVar[str] = "Yin et al. 2019, A Fourier Perspective on Model Robustness in Computer Vision"
     metrics: ClassVar[tuple[str, ...]] = ("error",)
     headline: ClassVar[tuple[tuple[str, str], ...]] = (
@@ -77,21 +84,23 @@ class FourierHeatmap(Suite):
         conds = []
         for s in range(0, len(freqs), k):
             chunk = freqs[s : s + k]
-            params = {"freqs": chunk, "eps": eps, "radius": r, "stride": self.stride}
+            params = {"freqs": chunk, "eps": eps, "eps_scaled": self.eps is None, "radius": r, "stride": self.stride}
             conds.append(Condition(f"bases/{chunk[0][0]},{chunk[0][1]}..{chunk[-1][0]},{chunk[-1][1]}", None, params))
         return conds
 
     def variants(self, cond: Condition) -> list[Condition]:
         p = cond.params
         return [Condition(f"freq=({u},{v})", float(math.hypot(u, v)),
-                          {"u": u, "v": v, "eps": p["eps"], "radius": p["radius"], "stride": p["stride"]})
+                          {"u": u, "v": v, "eps": p["eps"], "eps_scaled": p["eps_scaled"], "radius": p["radius"],
+                           "stride": p["stride"]})
                 for u, v in p["freqs"]]  # fmt: skip
 
     def perturb(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, cond: Condition,
                 ctx: EvalContext, generator: torch.Generator) -> torch.Tensor:  # fmt: skip
         key = ("basis", cond.name)
         if key not in ctx.state:
-            ctx.state.clear() if len(ctx.state) > 64 else None
+            if len(ctx.state) > 64:  # bases of finished conditions are not needed again
+                ctx.state.clear()
             ctx.state[key] = fourier_basis(cond.params["freqs"], x.shape[-2:], device=x.device)
         return fourier_noise(x, ctx.state[key], eps=cond.params["eps"], generator=generator, clamp=self.clamp)
 
