@@ -174,18 +174,20 @@ def ls_cmd(kind: str, as_json: bool) -> None:
 @click.argument("results", default="results")
 @click.option("--out", "-o", default=None, help="Parquet path (default RESULTS/leaderboard.parquet).")
 @click.option("--markdown", default=None, help="Markdown path (default RESULTS/LEADERBOARD.md).")
+@click.option("--all", "all_variants", is_flag=True,
+              help="Show every image set of a model (default: the largest one per model, weights, preprocessing and config).")
 @click.option("--json", "as_json", is_flag=True)
 @_friendly
-def leaderboard_cmd(results: str, out: str | None, markdown: str | None, as_json: bool) -> None:
+def leaderboard_cmd(results: str, out: str | None, markdown: str | None, all_variants: bool, as_json: bool) -> None:
     """Aggregate a results folder into ranked tables (Parquet + Markdown)."""
     from robustbench_vit.leaderboard import build_leaderboard, write_leaderboard
 
-    board = build_leaderboard(results)
+    board = build_leaderboard(results, all_variants=all_variants)
     pq_path, md_path = write_leaderboard(board, results, parquet=out, markdown=markdown)
     if as_json:
         click.echo(board.to_json(orient="records"))
         return
-    cols = ["suite", "dataset", "condition", "metric", "rank", "model", "value", "ci_low", "ci_high", "n"]
+    cols = ["suite", "dataset", "condition", "metric", "rank", "label", "value", "ci_low", "ci_high", "n", "n_seeds"]
     table = Table(*cols, title="leaderboard")
     for rec in board[cols].itertuples(index=False):
         table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in rec])

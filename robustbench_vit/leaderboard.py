@@ -1,11 +1,21 @@
-"""Leaderboards: the latest value per (suite, dataset, condition, metric, source, model), ranked,
-with 95% Wilson intervals for proportions; written to Parquet and rendered as Markdown (one table
-per suite with its headline metrics, and a source x target matrix for transfer)."""
+"""Leaderboards that never mix incomparable runs.
+
+Rows are grouped into *variants*: one model's weights, preprocessing, suite configuration and image set
+(``image_set``: dataset fingerprint + the exact evaluated indices). Within a variant, reruns keep the
+latest value per seed and seeds are aggregated (mean, std over seeds, number of seeds). For every
+(model, weights, preprocessing, suite config, suite, dataset) the leaderboard shows the variant with
+the largest image set (``--all`` shows every variant) and says which one it took. Models with random
+weights are marked. Proportions get 95% Wilson intervals. Written to Parquet and rendered as Markdown
+(one table per suite with its headline metrics, and a source x target matrix for transfer).
+"""
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +24,16 @@ import pandas as pd
 from robustbench_vit.store import atomic_write_table, load_results
 
 __all__ = ["wilson_interval", "build_leaderboard", "write_leaderboard", "render_markdown", "PROPORTIONS",
-           "headline_rows", "suite_tables"]  # fmt: skip
+           "headline_rows", "suite_tables", "natural_key"]  # fmt: skip
 
 #: Metrics that are proportions of images (get a Wilson interval).
 PROPORTIONS = {"top1", "top5", "error", "robust_accuracy", "clean_accuracy", "attack_success_rate",
-               "fooling_rate", "target_accuracy", "top1_mean", "mean_corruption_accuracy"}  # fmt: skip
+               "fooling_rate", "fooling_rate_all", "source_clean_accuracy", "target_accuracy", "top1_mean",
+               "mean_corruption_accuracy"}  # fmt: skip
 
 _KEY = ["suite", "dataset", "condition", "metric", "source_model"]
+#: what makes two runs of one model comparable: same weights, preprocessing and suite configuration
+_GROUP = ["model", "weights", "preprocessing_key", "suite_config", "suite", "dataset"]
 
 
 def wilson_interval(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -33,22 +46,102 @@ def wilson_interval(p: float, n: int, z: float = 1.959964) -> tuple[float, float
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def build_leaderboard(results: str | Path | pd.DataFrame) -> pd.DataFrame:
-    """Long leaderboard table: one row per (suite, dataset, condition, metric, source, model), ranked."""
+def natural_key(text: str) -> tuple:
+    """Sort key that orders embedded numbers numerically (``grid=2x2`` before ``grid=14x14``)."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(text)))
+
+
+def _short_hash(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _suite_config(config: str) -> str:
+    try:
+        return _short_hash(json.loads(config).get("suite", {}))
+    except (TypeError, ValueError):
+        return ""
+
+
+def _with_variant_columns(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.assign(source_model=df["source_model"].fillna(""), family=df["family"].fillna(""),
+                   weights=df["weights"].fillna(""))  # fmt: skip
+    legacy = df["image_set"].isna() if "image_set" in df else pd.Series(True, index=df.index)
+    # rows written before image_set existed: the dataset root and --limit identify the set as well as they can
+    fallback = ["legacy:" + _short_hash([r, lim]) for r, lim in zip(df["data_root"], df["limit"])]
+    image_set = np.where(legacy, fallback, df.get("image_set", pd.Series("", index=df.index)))
+    n_images = df["n_images"] if "n_images" in df else pd.Series(np.nan, index=df.index)
+    n_images = n_images.where(~legacy, df.groupby("run_id")["n"].transform("max"))
+    pre_key = [f"{p} mean={m} std={s}" for p, m, s in zip(df["preprocessing"], df["mean"], df["std"])]
+    return df.assign(image_set=image_set, n_images=n_images.astype("int64"), preprocessing_key=pre_key,
+                     suite_config=[_suite_config(c) for c in df["config"]],
+                     random_weights=df["weights"].str.startswith("random"))  # fmt: skip
+
+
+def build_leaderboard(results: str | Path | pd.DataFrame, *, all_variants: bool = False) -> pd.DataFrame:
+    """Long leaderboard: one row per (suite, dataset, condition, metric, source, model variant), ranked.
+
+    ``value`` is the mean over seeds (``value_std``: their standard deviation, null for one seed;
+    ``n_seeds``). ``label`` names the model on the board; it carries the weights, preprocessing or
+    suite configuration when one model has several, and ``(random weights)`` for untrained models.
+    ``all_variants`` keeps every image set instead of the largest one per model.
+    """
     df = results if isinstance(results, pd.DataFrame) else load_results(results, expand_params=False)
-    cols = [*_KEY, "model", "family", "value", "n", "higher_is_better", "preprocessing", "run_id", "seed",
-            "rbvit_version", "timm_version", "torch_version", "finished_at"]  # fmt: skip
+    cols = [*_KEY, "model", "label", "family", "value", "value_std", "n_seeds", "n", "higher_is_better",
+            "weights", "random_weights", "preprocessing", "image_set", "n_images", "image_sets_available",
+            "run_id", "seeds", "rbvit_version", "timm_version", "torch_version", "finished_at"]  # fmt: skip
     if df.empty:
         return pd.DataFrame(columns=[*cols, "ci_low", "ci_high", "rank"])
-    df = df.assign(source_model=df["source_model"].fillna(""), family=df["family"].fillna(""))
-    df = df.sort_values("finished_at").drop_duplicates([*_KEY, "model"], keep="last")[cols].copy()
+    df = _with_variant_columns(df)
+    # reruns of one seed: the latest row wins; then seeds are aggregated
+    keys = list(dict.fromkeys([*_GROUP, "image_set", *_KEY]))
+    df = df.sort_values("finished_at").drop_duplicates([*keys, "seed"], keep="last")
+    agg = df.groupby(keys, sort=False, dropna=False).agg(
+        value=("value", "mean"), value_std=("value", lambda v: float(v.std(ddof=1)) if len(v) > 1 else np.nan),
+        n_seeds=("seed", "nunique"), seeds=("seed", lambda v: ",".join(map(str, sorted(set(v))))),
+        n=("n", "max"), n_images=("n_images", "max"), finished_at=("finished_at", "max"),
+        run_id=("run_id", "last"), higher_is_better=("higher_is_better", "first"), family=("family", "first"),
+        random_weights=("random_weights", "first"), rbvit_version=("rbvit_version", "last"),
+        timm_version=("timm_version", "last"), torch_version=("torch_version", "last"),
+    ).reset_index()  # fmt: skip
+    sets = agg.groupby(_GROUP)["image_set"].nunique().rename("image_sets_available")
+    agg = agg.join(sets, on=_GROUP)
+    if not all_variants:  # the largest image set per comparable group (latest on a tie)
+        size = agg.groupby([*_GROUP, "image_set"], as_index=False).agg(n_images=("n_images", "max"),
+                                                                       finished_at=("finished_at", "max"))  # fmt: skip
+        best = size.sort_values(["n_images", "finished_at"]).drop_duplicates(_GROUP, keep="last")
+        agg = agg.merge(best[[*_GROUP, "image_set"]], on=[*_GROUP, "image_set"])
+    agg["label"] = _labels(agg, all_variants)
+    agg = agg.rename(columns={"preprocessing_key": "preprocessing"})
     ci = [wilson_interval(v, n) if m in PROPORTIONS else (np.nan, np.nan)
-          for v, n, m in zip(df["value"], df["n"], df["metric"])]  # fmt: skip
-    df["ci_low"] = [c[0] for c in ci]
-    df["ci_high"] = [c[1] for c in ci]
-    df["_s"] = np.where(df["higher_is_better"], -df["value"], df["value"])
-    df["rank"] = df.groupby(_KEY)["_s"].rank(method="min", na_option="bottom").astype("int64")
-    return df.drop(columns="_s").sort_values([*_KEY, "rank", "model"]).reset_index(drop=True)
+          for v, n, m in zip(agg["value"], agg["n"], agg["metric"])]  # fmt: skip
+    agg["ci_low"] = [c[0] for c in ci]
+    agg["ci_high"] = [c[1] for c in ci]
+    agg["_s"] = np.where(agg["higher_is_better"], -agg["value"], agg["value"])
+    agg["rank"] = agg.groupby(_KEY)["_s"].rank(method="min", na_option="bottom").astype("int64")
+    out = agg.drop(columns="_s")[[*cols, "ci_low", "ci_high", "rank"]]
+    return out.sort_values([*_KEY, "rank", "label"]).reset_index(drop=True)
+
+
+def _labels(agg: pd.DataFrame, all_variants: bool) -> list[str]:
+    """Model names on the board, disambiguated where one model has several comparable groups."""
+    labels = []
+    per_model = agg.groupby(["model", "suite", "dataset"])
+    counts = {k: {c: g[c].nunique() for c in ("weights", "preprocessing_key", "suite_config", "image_set")}
+              for k, g in per_model}  # fmt: skip
+    for r in agg.itertuples():
+        c = counts[(r.model, r.suite, r.dataset)]
+        parts = []
+        if c["weights"] > 1:
+            parts.append(str(r.weights))
+        if c["preprocessing_key"] > 1:
+            parts.append(str(r.preprocessing_key).split(" mean=")[0])
+        if c["suite_config"] > 1:
+            parts.append(f"config {r.suite_config}")
+        if all_variants and c["image_set"] > 1:
+            parts.append(f"{int(r.n_images)} images")
+        label = r.model + (f" [{'; '.join(parts)}]" if parts else "")
+        labels.append(label + (" (random weights)" if r.random_weights else ""))
+    return labels
 
 
 def headline_rows(board: pd.DataFrame, suite: str) -> pd.DataFrame:
@@ -63,7 +156,8 @@ def headline_rows(board: pd.DataFrame, suite: str) -> pd.DataFrame:
     for i, (pat, metric) in reversed(list(enumerate(pairs))):
         hit = g["condition"].map(lambda c, p=pat: fnmatch.fnmatch(c, p)).to_numpy()
         order[(g["metric"] == metric).to_numpy() & hit] = i
-    return g.assign(_h=order)[order >= 0].sort_values(["_h", "condition"], kind="stable")
+    g = g.assign(_h=order)[order >= 0]
+    return g.iloc[sorted(range(len(g)), key=lambda i: (g["_h"].iat[i], natural_key(g["condition"].iat[i])))]
 
 
 def _cell(v: float, lo: float, hi: float) -> str:
@@ -90,21 +184,35 @@ def suite_tables(board: pd.DataFrame, cell=_cell) -> list[tuple[str, str, str, p
         g = g.assign(cell=[cell(v, lo, hi) for v, lo, hi in zip(g["value"], g["ci_low"], g["ci_high"])])
         if suite == "transfer":
             for cond, t in g[g.metric == "fooling_rate"].groupby("condition"):
-                wide = t.pivot_table(index="source_model", columns="model", values="cell", aggfunc="first")
+                wide = t.pivot_table(index="source_model", columns="label", values="cell", aggfunc="first")
                 wide.index.name = "source \\ target"
                 tables.append((suite, dataset, f"fooling_rate of `{cond}` (rows: source, columns: target)", wide, ""))
             continue
         g = g.assign(col=g["condition"] + " " + g["metric"])
-        order_col = g["col"].iloc[0]
-        wide = g.pivot_table(index=["model", "family"], columns="col", values="cell", aggfunc="first")
+        order_col = _ranking_column(g)
+        wide = g.pivot_table(index=["label", "family"], columns="col", values="cell", aggfunc="first")
         wide = wide[list(dict.fromkeys(g["col"]))]
-        ranks = g[g["col"] == order_col].set_index(["model", "family"])["rank"]
+        ranks = g[g["col"] == order_col].set_index(["label", "family"])["rank"]
         wide = wide.loc[sorted(wide.index, key=lambda i: (ranks.get(i, 10**9), i))]
         prov = g.iloc[0]
-        caption = (f"_ranked by `{order_col}`; preprocessing of the first model: {prov['preprocessing']}; "
-                   f"rbvit {prov['rbvit_version']}, timm {prov['timm_version']}, torch {prov['torch_version']}_")  # fmt: skip
+        sets = ", ".join(sorted({f"{r.label}: {int(r.n_images)} images" + (
+            f" (largest of {int(r.image_sets_available)} image sets)" if r.image_sets_available > 1 else "")
+            for r in g.drop_duplicates("label").itertuples()}))  # fmt: skip
+        seeds = sorted(set(g["seeds"]))
+        caption = (f"_ranked by `{order_col}`; preprocessing of the first model: {prov['preprocessing'].split(' mean=')[0]}; "
+                   f"seeds {' / '.join(seeds)} (mean over seeds); image sets: {sets}; rbvit {prov['rbvit_version']}, "
+                   f"timm {prov['timm_version']}, torch {prov['torch_version']}_")  # fmt: skip
         tables.append((suite, dataset, caption, wide, order_col))
     return tables
+
+
+def _ranking_column(g: pd.DataFrame) -> str:
+    """The first headline column that separates the models: never one where every model scores 0."""
+    for col, vals in g.groupby("col", sort=False)["value"]:
+        finite = vals[np.isfinite(vals)]
+        if len(finite) and (finite != 0).any():
+            return str(col)
+    return str(g["col"].iloc[0])
 
 
 def render_markdown(board: pd.DataFrame) -> str:

@@ -93,6 +93,13 @@ def _run_id(model: LoadedModel, suite: Suite, ds_fingerprint: str, indices: np.n
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def image_set_id(ds_fingerprint: str, indices: np.ndarray) -> str:
+    """Which images a run evaluated: the dataset's fingerprint and the exact index list."""
+    h = hashlib.sha256(ds_fingerprint.encode())
+    h.update(np.asarray(indices, dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
 def _select(ds_targets: np.ndarray, opts: RunOptions, ds: Any) -> np.ndarray:
     if opts.subset:
         idx = read_subset(opts.subset, ds)
@@ -142,6 +149,7 @@ def evaluate(model: str | LoadedModel, suite: str | Suite, options: RunOptions |
     store = RunStore(opts.out or "results", suite=suite_obj.name, model=loaded.spec.name,
                      dataset=dataset_name, run_id=run_id)  # fmt: skip
     base = _base_row(loaded, suite_obj, dataset_name, ds, opts, run_id, data_cfg)
+    base.update(image_set=image_set_id(ds.fingerprint, indices), n_images=len(indices))
     rows: list[dict[str, Any]] = []
     suite_obj.prepare(ctx)
     conds = suite_obj.conditions(ctx)

@@ -9,21 +9,39 @@ import numpy as np
 
 from robustbench_vit.errors import ConfigError
 
-__all__ = ["parse_grid", "grid_label", "mean_std_rows", "curve_auc"]
+__all__ = ["AUTO_CELL_PX", "auto_grid_side", "parse_grid", "grid_label", "mean_std_rows", "curve_auc"]
+
+
+#: cell side of the ``auto`` grid: IPViT's setting, 16 px cells (a 14 x 14 grid at 224 px = ViT-B/16 patches)
+AUTO_CELL_PX = 16
+
+
+def auto_grid_side(side: int, cell: int = AUTO_CELL_PX) -> int:
+    """The number of cells along a side that divides it with cells closest to ``cell`` pixels
+    (224 -> 14, 448 -> 28, 160 -> 10, 600 -> 40 cells of 15 px); ties go to the larger cells."""
+    divisors = [d for d in range(1, side + 1) if side % d == 0]
+    return min(divisors, key=lambda d: (abs(side / d - cell), -side / d))
 
 
 def parse_grid(spec: str | int, image_size: tuple[int, int]) -> tuple[int, int]:
-    """``"14"`` -> (14, 14), ``"2x4"`` -> (2, 4), ``"pixel"`` -> the input size (pixel-level grid)."""
+    """``"14"`` -> (14, 14), ``"2x4"`` -> (2, 4), ``"pixel"`` -> the input size (pixel-level grid),
+    ``"auto"`` -> cells of about 16 px that divide the input (:func:`auto_grid_side` per axis)."""
     s = str(spec).strip().lower()
     if s == "pixel":
         return image_size
+    if s == "auto":
+        return (auto_grid_side(image_size[0]), auto_grid_side(image_size[1]))
     try:
         if "x" in s:
             a, b = s.split("x")
-            return (int(a), int(b))
-        return (int(s), int(s))
+            g = (int(a), int(b))
+        else:
+            g = (int(s), int(s))
     except ValueError:
-        raise ConfigError(f"grid {spec!r} must be N, RxC or 'pixel'") from None
+        raise ConfigError(f"grid {spec!r} must be N, RxC, 'auto' or 'pixel'") from None
+    if min(g) < 1:
+        raise ConfigError(f"grid {spec!r} must have at least one cell per side")
+    return g
 
 
 def grid_label(g: tuple[int, int]) -> str:

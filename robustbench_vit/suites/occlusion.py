@@ -38,7 +38,8 @@ class Occlusion(Suite):
     Parameters:
         modes: any of ``random``, ``salient`` (drop foreground), ``non_salient`` (keep only it).
         fractions: drop fractions for ``random`` (k = floor(fraction * cells)).
-        grid: ``N`` (N x N cells), ``RxC``, or ``pixel``; must divide the input (default 14 = 16 px at 224).
+        grid: ``auto`` (default: cells of about 16 px that divide the input, the paper's 14 x 14 at 224 px;
+            28 x 28 at 448, 40 x 40 of 15 px at 600), ``N`` (N x N cells), ``RxC``, or ``pixel``.
         fill: ``zero`` (paper), ``mean`` or ``noise``.
         mask_mode: ``batch`` (one mask per batch, paper) or ``image``.
         offset: shift the mask by half a cell (paper's offset grid).
@@ -49,14 +50,15 @@ class Occlusion(Suite):
     """
 
     paper: ClassVar[str] = "Naseer et al. 2021, Intriguing Properties of Vision Transformers"
-    version: ClassVar[int] = 1
+    #: 2: default grid ``auto`` (16 px cells at any input size); rows record the grid and cell size
+    version: ClassVar[int] = 2
     headline: ClassVar[tuple[tuple[str, str], ...]] = (
         ("summary/random/fraction=0.5", "top1_mean"), ("summary/*/auc", "auc"),
     )  # fmt: skip
 
     modes: tuple[str, ...] = ("random",)
     fractions: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-    grid: str = "14"
+    grid: str = "auto"
     fill: str = "zero"
     mask_mode: str = "batch"
     offset: bool = False
@@ -86,6 +88,7 @@ class Occlusion(Suite):
             for rep in range(self.repeats):
                 for f in self.fractions:
                     params = {"mode": "random", "fraction": f, "k": drop_count(f, cells), "grid": grid_label(g),
+                              "cell_px": grid_label(cell_size(*size, g)),
                               "fill": self.fill, "mask_mode": self.mask_mode, "offset": self.offset,
                               "repeat": rep, "severity": f}  # fmt: skip
                     conds.append(Condition(f"random/fraction={f:.2f}/repeat={rep}", f, params))

@@ -21,7 +21,8 @@ class PatchShuffle(Suite):
     """Shuffle the image's grid of patches; grid 1 is the unshuffled baseline.
 
     Parameters:
-        grids: ``N`` or ``RxC`` grids (default 1, 2, 2x4, 4, 4x8, 8, 14, 16 at 224 px).
+        grids: ``N``, ``RxC`` or ``auto`` grids (default 1, 2, 2x4, 4, 4x8, 8 and ``auto``: cells of about
+            16 px that divide the input, 14 x 14 at 224 px; every default divides 160, 224, 448 and 600 px).
         mask_mode: ``batch`` (one permutation per batch, paper) or ``image``.
         crop: shuffle the largest divisible region instead of rejecting non-dividing grids.
         repeats: independent permutations per grid; mean/std summaries over them.
@@ -29,8 +30,10 @@ class PatchShuffle(Suite):
 
     paper: ClassVar[str] = "Naseer et al. 2021, Intriguing Properties of Vision Transformers"
     headline: ClassVar[tuple[tuple[str, str], ...]] = (("summary/grid=*", "top1_mean"),)
+    #: 2: default grids 1, 2, 2x4, 4, 4x8, 8, auto (16 px cells) instead of fixed 14 and 16
+    version: ClassVar[int] = 2
 
-    grids: tuple[str, ...] = ("1", "2", "2x4", "4", "4x8", "8", "14", "16")
+    grids: tuple[str, ...] = ("1", "2", "2x4", "4", "4x8", "8", "auto")
     mask_mode: str = "batch"
     crop: bool = False
     repeats: int = 1
@@ -41,7 +44,10 @@ class PatchShuffle(Suite):
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:
         h, w = ctx.model.data_config.image_size
-        grids = [parse_grid(g, (h, w)) for g in self.grids]
+        resolved: dict[tuple[int, int], str] = {}
+        for spec in self.grids:  # ``auto`` may resolve to a grid listed explicitly: evaluate it once
+            resolved.setdefault(parse_grid(spec, (h, w)), spec)
+        grids = list(resolved)
         bad = [grid_label(g) for g in grids if not self.crop and (h % g[0] or w % g[1])]
         if bad:
             raise ConfigError(
@@ -50,9 +56,9 @@ class PatchShuffle(Suite):
             )
         conds = []
         for rep in range(self.repeats):
-            for g in grids:
+            for g, spec in resolved.items():
                 n = g[0] * g[1]
-                params = {"grid": grid_label(g), "patches": n, "mask_mode": self.mask_mode, "crop": self.crop,
+                params = {"grid": grid_label(g), "patches": n, "grid_spec": spec, "mask_mode": self.mask_mode, "crop": self.crop,
                           "repeat": rep, "severity": n}  # fmt: skip
                 conds.append(Condition(f"grid={grid_label(g)}/repeat={rep}", float(n), params))
         return conds
