@@ -21,7 +21,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "top1_mean": True, "top1_std": False, "auc": True,
     "robust_accuracy": True, "clean_accuracy": True, "attack_success_rate": False,
     "fooling_rate": False, "fooling_rate_all": False, "source_clean_accuracy": True, "target_accuracy": True, "top1_diff": True,
-    "ce": False, "mce": False, "relative_mce": False, "mean_corruption_accuracy": True,
+    "ce": False, "ce_unnormalised": False, "mce": False, "relative_mce": False, "mean_corruption_accuracy": True,
     "logit_change": False, "error_mean": False, "error_low_freq": False, "error_high_freq": False,
 }  # fmt: skip
 

@@ -155,6 +155,22 @@ PLOTTERS["fourier_heatmap"] = plot_fourier_heatmaps
 PLOTTERS["fourier_filter"] = plot_fourier_filter
 
 
+def _comparable_complete_errors(d: pd.DataFrame) -> pd.DataFrame:
+    """Mean error over severities per (corruption, model), only for cells that AlexNet's ImageNet-C errors
+    may normalise: rows from the files or the make_imagenet_c table, with all five severities."""
+    from robustbench_vit.mce import SEVERITIES
+    from robustbench_vit.suites.imagenet_c import COMPARABLE_TABLES
+
+    table = d["param_table"].fillna("imagenet_c_files") if "param_table" in d else pd.Series("imagenet_c_files", index=d.index)
+    d = d[table.isin(COMPARABLE_TABLES)]
+    if d.empty:
+        return pd.DataFrame()
+    sev = d.groupby(["model", "corruption"])["severity"].nunique()
+    complete = sev[sev == len(SEVERITIES)].index
+    d = d.set_index(["model", "corruption"]).loc[lambda t: t.index.isin(complete)].reset_index()
+    return d.groupby(["model", "corruption"])["value"].mean().unstack("model") if len(d) else pd.DataFrame()
+
+
 def plot_corruptions(df: pd.DataFrame, path: str | Path) -> Path | None:
     """Error per corruption (mean over severities) for several models, and CE normalised by AlexNet."""
     from robustbench_vit.mce import ALEXNET_ERRORS
@@ -170,10 +186,14 @@ def plot_corruptions(df: pd.DataFrame, path: str | Path) -> Path | None:
     per.plot.bar(ax=axes[0], width=0.8)
     axes[0].set_ylabel("error (mean over severities)")
     axes[0].set_title("Corruption error")
-    ce = per.loc[[c for c in per.index if c in ALEXNET_ERRORS]]
+    ce = _comparable_complete_errors(d)
+    ce = ce.loc[[c for c in ce.index if c in ALEXNET_ERRORS]]
     if not ce.empty:
         (ce.div(pd.Series(ALEXNET_ERRORS), axis=0).dropna(how="all") * 100).plot.bar(ax=axes[1], width=0.8)
         axes[1].axhline(100, color="k", lw=0.8, ls="--")
+    else:
+        axes[1].text(0.5, 0.5, "no complete cells comparable with ImageNet-C\n(table=imagenet_c_release or the files)",
+                     ha="center", va="center", transform=axes[1].transAxes, fontsize=9)
     axes[1].set_ylabel("CE (% of AlexNet)")
     axes[1].set_title("Corruption error normalised by AlexNet")
     for ax in axes:

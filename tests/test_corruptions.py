@@ -191,8 +191,11 @@ def test_corruptions_suite_through_cli(tmp_path):
     assert r.returncode == 0, r.stderr
     df = load_results(tmp_path)
     cells = df[df.metric == "error"]
-    assert len(cells) == 4 and set(cells.backend) == {"torch"} and set(cells.param_table) == {"imagenet"}
-    assert set(cells[cells.corruption == "snow"].validation) == {"pixel-given-draws"}
+    # the default table at ImageNet size is make_imagenet_c's pipeline (comparable with the files)
+    assert len(cells) == 4 and set(cells.backend) == {"torch"} and set(cells.param_table) == {"imagenet_c_release"}
+    assert set(cells.storage) == {"jpeg q85"} and set(cells.preprocessing_source.str.contains("make_imagenet_c")) == {True}
+    assert set(cells[cells.corruption == "snow"].validation) == {"approximate"}
+    assert set(cells[cells.corruption == "contrast"].validation) == {"pixel"}
 
 
 @pytest.mark.slow
@@ -206,7 +209,7 @@ def test_torch_backend_accuracy_matches_reference_on_real_model(tmp_path):
     from robustbench_vit.perturbations.corruptions import ALL_CORRUPTIONS
     from robustbench_vit.store import load_samples
 
-    params = {"corruptions": ALL_CORRUPTIONS, "severities": (3,)}
+    params = {"corruptions": ALL_CORRUPTIONS, "severities": (3,), "table": "imagenet"}
     correct = {}
     for backend in ("torch", "imagecorruptions"):
         out = tmp_path / backend

@@ -16,7 +16,11 @@ import torch
 
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.mce import BENCHMARK_CORRUPTIONS, SEVERITIES
-from robustbench_vit.perturbations.corruptions import ALL_CORRUPTIONS, TABLES, corrupt, reference_corrupt
+from robustbench_vit.data.decode import apply_geometry
+from robustbench_vit.models.loading import LoadedModel
+from robustbench_vit.perturbations.corruptions import ALL_CORRUPTIONS, TABLES, corrupt, jpeg_store, reference_corrupt
+from robustbench_vit.perturbations.corruptions.tables import RELEASE_CROP, RELEASE_JPEG_QUALITY, RELEASE_RESIZE
+from robustbench_vit.preprocessing import DataConfig
 from robustbench_vit.suites.base import Condition, EvalContext, Suite, derive_seed, register_suite
 from robustbench_vit.suites.imagenet_c import corruption_summary
 
@@ -25,8 +29,10 @@ __all__ = ["Corruptions", "validation_of"]
 #: how each torch implementation is validated against the reference (tests/test_corruptions*.py)
 _GIVEN_DRAWS = ("glass_blur", "motion_blur", "snow", "spatter", "elastic_transform", "fog", "frost")
 _DISTRIBUTION = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise")
-#: make_cifar_c blurs these with ImageMagick; we use imagecorruptions' kernel (same radius/sigma meaning)
+#: make_cifar_c / make_imagenet_c blur these with ImageMagick; we use imagecorruptions' kernel (same radius/sigma)
 _CIFAR_APPROXIMATE = ("motion_blur", "snow")
+#: where make_imagenet_c differs from imagecorruptions: checked against its restated formulas
+_RELEASE_FORMULA = ("elastic_transform", "frost", "pixelate", "zoom_blur")
 
 
 def validation_of(corruption: str, backend: str, table: str) -> str:
@@ -34,6 +40,8 @@ def validation_of(corruption: str, backend: str, table: str) -> str:
     if backend == "imagecorruptions":
         return "reference"
     if table == "cifar10":
+        return "approximate" if corruption in _CIFAR_APPROXIMATE else "formula"
+    if table == "imagenet_c_release" and corruption in (*_CIFAR_APPROXIMATE, *_RELEASE_FORMULA):
         return "approximate" if corruption in _CIFAR_APPROXIMATE else "formula"
     if corruption in _GIVEN_DRAWS:
         return "pixel-given-draws"
@@ -43,18 +51,25 @@ def validation_of(corruption: str, backend: str, table: str) -> str:
 @register_suite("corruptions")
 @dataclass(frozen=True)
 class Corruptions(Suite):
-    """Top-1 / error per (corruption, severity) under on-the-fly corruptions; mCE when all 15 x 5 are run.
+    """Top-1 / error per (corruption, severity) under on-the-fly corruptions.
 
     Parameters:
         corruptions: names (default the 15 benchmark corruptions; the 4 extra may be added).
         severities: subset of 1..5.
         backend: ``torch`` (batched, on the model's device) or ``imagecorruptions`` (reference, CPU).
-        table: ``imagenet`` (ImageNet-C tables), ``cifar10`` (CIFAR-10-C tables, torch backend only) or
-            ``auto``: ``cifar10`` when the model input is at most 32 px, else ``imagenet``.
+        table: ``imagenet_c_release`` (make_imagenet_c.py: images resized 256 / cropped 224, corrupted
+            with its parameters and variants, stored as JPEG q85, then the model's own crop as for the
+            files -- the only table whose mCE is comparable with the released ImageNet-C), ``imagenet``
+            (imagecorruptions' tables at the model's input resolution), ``cifar10`` (CIFAR-10-C tables),
+            or ``auto``: ``cifar10`` at <= 32 px, ``imagenet`` for the imagecorruptions backend, else
+            ``imagenet_c_release``.
+
+    ``mce``/``ce``/``relative_mce`` (AlexNet-normalised) are written only for ``imagenet_c_release``;
+    every table gets ``mean_corruption_accuracy`` and ``ce_unnormalised`` (mean error over severities).
     """
 
-    #: 2: all 19 corruptions in the torch backend, CIFAR-10-C tables (``table``), no reference fallback
-    version: ClassVar[int] = 2
+    #: 3: table imagenet_c_release (default at ImageNet size); mCE only where comparable
+    version: ClassVar[int] = 3
     paper: ClassVar[str] = "Hendrycks & Dietterich 2019 (ImageNet-C / CIFAR-10-C parameter tables, applied on the fly)"
     metrics: ClassVar[tuple[str, ...]] = ("top1", "error")
     headline: ClassVar[tuple[tuple[str, str], ...]] = (
@@ -75,15 +90,28 @@ class Corruptions(Suite):
             raise ConfigError(f"backend {self.backend!r} not in ('torch', 'imagecorruptions')")
         if self.table not in ("auto", *TABLES):
             raise ConfigError(f"table {self.table!r} not in ('auto', {', '.join(map(repr, TABLES))})")
-        if self.backend == "imagecorruptions" and self.table == "cifar10":
-            raise ConfigError("the imagecorruptions reference has only the ImageNet tables; use -p backend=torch for table=cifar10")
+        if self.backend == "imagecorruptions" and self.table in ("cifar10", "imagenet_c_release"):
+            raise ConfigError(f"the imagecorruptions reference has only the imagecorruptions ImageNet tables; "
+                              f"use -p backend=torch for table={self.table}")
         if any(s not in SEVERITIES for s in self.severities):
             raise ConfigError("severities must be within 1..5")
 
     def resolved_table(self, image_size: tuple[int, int]) -> str:
         if self.table != "auto":
             return self.table
-        return "cifar10" if max(image_size) <= 32 and self.backend == "torch" else "imagenet"
+        if self.backend != "torch":
+            return "imagenet"
+        return "cifar10" if max(image_size) <= 32 else "imagenet_c_release"
+
+    def data_config(self, model: LoadedModel) -> DataConfig:
+        """``imagenet_c_release`` decodes images as make_imagenet_c did (resize 256, centre crop 224,
+        bilinear); the model's own geometry is applied after corrupting, as for the released files."""
+        dc = model.data_config
+        if self.resolved_table(dc.image_size) != "imagenet_c_release":
+            return dc
+        return dc.replace(input_size=(3, RELEASE_CROP, RELEASE_CROP), crop_pct=RELEASE_CROP / RELEASE_RESIZE,
+                          interpolation="bilinear", crop_mode="center",
+                          source=f"{dc.source}; make_imagenet_c resize {RELEASE_RESIZE} / crop {RELEASE_CROP}")  # fmt: skip
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:
         table = self.resolved_table(ctx.model.data_config.image_size)
@@ -92,6 +120,8 @@ class Corruptions(Suite):
             for s in self.severities:
                 params: dict[str, Any] = {"corruption": c, "severity": s, "backend": self.backend, "param_table": table,
                                           "validation": validation_of(c, self.backend, table)}  # fmt: skip
+                if table == "imagenet_c_release":
+                    params["storage"] = f"jpeg q{RELEASE_JPEG_QUALITY}"
                 conds.append(Condition(f"{c}/{s}", float(s), params))
         return conds
 
@@ -99,9 +129,24 @@ class Corruptions(Suite):
                 ctx: EvalContext, generator: torch.Generator) -> torch.Tensor:  # fmt: skip
         p = cond.params
         if p["backend"] == "torch":
-            return corrupt(x, p["corruption"], p["severity"], generator=generator, table=p["param_table"])
-        seed = derive_seed(ctx.seed, "corruptions", cond.name, int(idx[0])) % 2**31
-        return reference_corrupt(x, p["corruption"], p["severity"], seed=seed)
+            out = corrupt(x, p["corruption"], p["severity"], generator=generator, table=p["param_table"])
+        else:
+            seed = derive_seed(ctx.seed, "corruptions", cond.name, int(idx[0])) % 2**31
+            out = reference_corrupt(x, p["corruption"], p["severity"], seed=seed)
+        if p["param_table"] != "imagenet_c_release":
+            return out
+        return _as_released_file_to_model(out, ctx.model.data_config)
 
     def summarize(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return corruption_summary(rows)
+
+
+def _as_released_file_to_model(x: torch.Tensor, model_dc: DataConfig) -> torch.Tensor:
+    """224 px corrupted images -> JPEG q85 as stored in the released files -> the model's input, with the
+    same centre-crop geometry as the ``imagenet_c`` suite's default ``preprocessing=crop``."""
+    stored = jpeg_store(x, RELEASE_JPEG_QUALITY)
+    geo = model_dc.replace(crop_pct=1.0, crop_mode="center")
+    if tuple(stored.shape[-2:]) == geo.image_size:
+        return stored
+    u8 = (stored * 255).round().to(torch.uint8).cpu()
+    return apply_geometry(u8, geo).to(x.device).float() / 255

@@ -39,7 +39,7 @@ from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.preprocessing import DataConfig
 from robustbench_vit.suites.base import Condition, EvalContext, Suite, register_suite
 
-__all__ = ["ImageNetC", "find_corruption_folders", "corruption_summary"]
+__all__ = ["ImageNetC", "find_corruption_folders", "corruption_summary", "COMPARABLE_TABLES"]
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +154,14 @@ class ImageNetC(Suite):
         return corruption_summary(rows)
 
 
+#: parameter tables whose errors may be divided by AlexNet's errors on the released ImageNet-C files:
+#: the files themselves (rows of the ``imagenet_c`` suite carry no table) and make_imagenet_c's pipeline
+COMPARABLE_TABLES = ("imagenet_c_files", "imagenet_c_release")
+
+
 def corruption_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean corruption accuracy, CE per complete corruption, mCE / relative mCE when every cell is there."""
+    """Mean corruption accuracy and unnormalised CE for every table; AlexNet-normalised CE per complete
+    corruption, mCE / relative mCE (when every cell is there) only for tables comparable with the files."""
     err = {}
     clean_err = None
     n = 0
@@ -165,26 +171,32 @@ def corruption_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         p = json.loads(r["params"])
         n = r["n"]
-        tables.add(p.get("param_table", "imagenet"))
+        tables.add(p.get("param_table", "imagenet_c_files"))
         if p["corruption"] == "clean":
             clean_err = r["value"]
         else:
             err[(p["corruption"], int(p["severity"]))] = r["value"]
     out: list[dict[str, Any]] = []
+    table = "+".join(sorted(tables))
 
     def row(cond: str, metric: str, value: float, hib: bool, params: dict | None = None) -> None:
         out.append({"condition": cond, "metric": metric, "value": float(value), "n": n, "higher_is_better": hib,
-                    "params": json.dumps(params or {})})  # fmt: skip
+                    "params": json.dumps({**(params or {}), "param_table": table})})  # fmt: skip
 
     bench = {k: v for k, v in err.items() if k[0] in BENCHMARK_CORRUPTIONS}
     if bench:
         row("summary/benchmark", "mean_corruption_accuracy", 1 - np.mean(list(bench.values())), True,
             {"cells": len(bench)})  # fmt: skip
-    if tables - {"imagenet"}:  # AlexNet's errors normalise ImageNet-C cells only
-        log.info("CE/mCE not reported: parameter tables %s have no AlexNet normaliser", sorted(tables - {"imagenet"}))
-        err_for_ce = {}
-    else:
-        err_for_ce = err
+    for c in (*BENCHMARK_CORRUPTIONS, *EXTRA_CORRUPTIONS):
+        cells = [err[(c, s)] for s in SEVERITIES if (c, s) in err]
+        if cells:
+            row(f"summary/ce_unnormalised/{c}", "ce_unnormalised", float(np.mean(cells)), False,
+                {"corruption": c, "severities": [s for s in SEVERITIES if (c, s) in err]})  # fmt: skip
+    comparable = tables <= set(COMPARABLE_TABLES)
+    if not comparable:
+        log.info("CE/mCE not reported: parameter tables %s are not comparable with the released ImageNet-C files "
+                 "(use table=imagenet_c_release)", sorted(tables - set(COMPARABLE_TABLES)))  # fmt: skip
+    err_for_ce = err if comparable else {}
     for c in BENCHMARK_CORRUPTIONS:
         if all((c, s) in err_for_ce for s in SEVERITIES):
             ce = corruption_errors(err, corruptions=(c,))[c]

@@ -5,6 +5,10 @@ tables, as in the ``imagecorruptions`` reference) and ``cifar10`` (the CIFAR-10-
 ``make_cifar_c.py``). Images are RGB in [0, 1], shape (B, 3, H, W); outputs are quantised to uint8
 levels like the reference's. Random draws come from device generators seeded from the CPU ``generator``.
 
+A third table, ``imagenet_c_release``, follows make_imagenet_c.py, the script that made the released
+ImageNet-C files (its elastic constants with the affine step, unscaled frost photos, BOX pixelate
+up-sampling, centre-trimmed zooms; :func:`jpeg_store` adds the JPEG q85 storage of the files).
+
 Fidelity to the reference (``imagecorruptions``, ImageNet tables), checked in tests/test_corruptions*.py:
 pixel-exact up to one uint8 level for the deterministic ones and for the random ones fed the
 reference's own draws (motion_blur, glass_blur, snow, spatter, elastic_transform, fog, frost); in
@@ -28,13 +32,32 @@ from robustbench_vit.perturbations.corruptions.tables import (
     check_corruption,
 )
 
-__all__ = ["ALL_CORRUPTIONS", "TORCH_CORRUPTIONS", "PARAMS", "TABLES", "corrupt", "reference_corrupt"]
+__all__ = ["ALL_CORRUPTIONS", "TORCH_CORRUPTIONS", "PARAMS", "TABLES", "corrupt", "reference_corrupt", "jpeg_store"]
 
 PARAMS = IMAGENET  # backwards-compatible name for the ImageNet table
 #: images per call on the CPU: batches of 64 at 224 px spill out of cache and run 2-3x slower per image
 CPU_CHUNK = 16
 TORCH_CORRUPTIONS = ALL_CORRUPTIONS
-assert set(IMAGENET) == set(CIFAR10) == set(ALL_CORRUPTIONS)
+assert all(set(t) == set(ALL_CORRUPTIONS) for t in TABLES.values())
+
+
+def jpeg_store(x: torch.Tensor, quality: int = 85) -> torch.Tensor:
+    """Store and reload a batch as the released ImageNet-C files were stored: ``np.uint8`` (floor) then
+    PIL JPEG at ``quality`` with ``optimize=True``. Returns [0, 1] floats on the input's device."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    arr = torch.floor(x.clamp(0, 1) * 255 + 1e-4).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    out = []
+    for img in arr:
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, "JPEG", quality=quality, optimize=True)
+        buf.seek(0)
+        with Image.open(buf) as im:
+            out.append(np.asarray(im.convert("RGB")))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(x.device).float() / 255
 
 
 def corrupt(x: torch.Tensor, name: str, severity: int, *, generator: torch.Generator | None = None,
@@ -56,6 +79,8 @@ def corrupt(x: torch.Tensor, name: str, severity: int, *, generator: torch.Gener
                           for part in x.split(CPU_CHUNK)])  # fmt: skip
     c = TABLES[table][name][severity - 1]
     cifar = table == "cifar10"
+    release = table == "imagenet_c_release"  # make_imagenet_c.py's variants (see tables.IMAGENET_C_RELEASE)
+    centre = cifar or release  # both scripts trim zoomed layers around the centre
     x = x.float()
     if name in ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"):
         out = getattr(noise_blur, name)(x, c, dev_gen(x, generator))
@@ -68,9 +93,9 @@ def corrupt(x: torch.Tensor, name: str, severity: int, *, generator: torch.Gener
     elif name == "motion_blur":
         out = noise_blur.motion_blur_random(x, c, generator)
     elif name == "zoom_blur":
-        out = noise_blur.zoom_blur(x, c, trim="centre" if cifar else "corner")
+        out = noise_blur.zoom_blur(x, c, trim="centre" if centre else "corner")
     elif name == "snow":
-        out = weather.snow(x, c, generator, trim="centre" if cifar else "corner")
+        out = weather.snow(x, c, generator, trim="centre" if centre else "corner")
     elif name == "frost":
         out = weather.frost(x, c, generator, style=table)
     elif name == "fog":
@@ -79,9 +104,9 @@ def corrupt(x: torch.Tensor, name: str, severity: int, *, generator: torch.Gener
         out = spatter.spatter(x, c, dev_gen(x, generator))
     elif name == "elastic_transform":
         gen = dev_gen(x, generator)
-        out = digital.elastic_cifar(x, c, gen) if cifar else digital.elastic_transform(x, c, gen)
+        out = digital.elastic_cifar(x, c, gen) if centre else digital.elastic_transform(x, c, gen)
     elif name == "pixelate":
-        out = digital.pixelate(x, c, upsample="box" if cifar else "nearest")
+        out = digital.pixelate(x, c, upsample="box" if centre else "nearest")
     elif name == "jpeg_compression":
         out = digital.jpeg_compression(x, c)
     else:  # brightness, contrast, saturate

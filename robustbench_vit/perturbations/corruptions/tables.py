@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from robustbench_vit.errors import ConfigError
 
-__all__ = ["ALL_CORRUPTIONS", "IMAGENET", "CIFAR10", "TABLES", "check_corruption"]
+__all__ = ["ALL_CORRUPTIONS", "IMAGENET", "CIFAR10", "IMAGENET_C_RELEASE", "TABLES", "check_corruption",
+           "RELEASE_RESIZE", "RELEASE_CROP", "RELEASE_JPEG_QUALITY"]
 
 #: the 15 benchmark corruptions, then the 4 extra ones, in the reference's order
 ALL_CORRUPTIONS = (
@@ -78,4 +79,22 @@ CIFAR10: dict[str, list] = {
     "saturate": [(0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)],
 }  # fmt: skip
 
-TABLES: dict[str, dict[str, list]] = {"imagenet": IMAGENET, "cifar10": CIFAR10}
+#: make_imagenet_c.py (hendrycks/robustness), the script that produced the released ImageNet-C files from
+#: resize 256 / centre crop 224 images. Same tables as ``IMAGENET`` except elastic_transform, which there
+#: keeps the random affine step and uses other constants (alpha, sigma, affine jitter in px; its comment
+#: notes 244 should have been 224). The structural differences (frost photos unscaled and 5 of 6, BOX
+#: up-sampling in pixelate, centre-trimmed zooms in zoom_blur and snow, JPEG q85 storage) live in the
+#: functions that take ``table="imagenet_c_release"``.
+IMAGENET_C_RELEASE: dict[str, list] = {
+    **IMAGENET,
+    "elastic_transform": [(244 * 2, 244 * 0.7, 244 * 0.1), (244 * 2, 244 * 0.08, 244 * 0.2),
+                          (244 * 0.05, 244 * 0.01, 244 * 0.02), (244 * 0.07, 244 * 0.01, 244 * 0.02),
+                          (244 * 0.12, 244 * 0.01, 244 * 0.02)],
+}  # fmt: skip
+
+#: resize + crop that make_imagenet_c.py applied before corrupting (torchvision Resize(256), CenterCrop(224))
+RELEASE_RESIZE, RELEASE_CROP = 256, 224
+#: JPEG quality the released files were stored with (PIL, optimize=True)
+RELEASE_JPEG_QUALITY = 85
+
+TABLES: dict[str, dict[str, list]] = {"imagenet": IMAGENET, "cifar10": CIFAR10, "imagenet_c_release": IMAGENET_C_RELEASE}

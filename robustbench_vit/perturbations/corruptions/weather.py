@@ -75,7 +75,9 @@ def _frost_layers(style: str, h: int, w: int, device: torch.device) -> tuple[tor
     out = []
     for bgr in _frost_photos()[: 6 if style == "imagenet" else 5]:
         fh, fw = bgr.shape[:2]
-        if style == "imagenet":
+        if style == "imagenet_c_release":  # make_imagenet_c: the first 5 photos, cropped as they are
+            resized = bgr
+        elif style == "imagenet":
             scale = 1.1 * max(1.0, h / fh, w / fw)
             resized = cv2.resize(bgr, (int(np.ceil(fw * scale)), int(np.ceil(fh * scale))), interpolation=cv2.INTER_CUBIC)
         else:
@@ -96,7 +98,8 @@ def frost_with(x: torch.Tensor, c: tuple[float, float], picks: list[tuple[int, i
 def frost(x: torch.Tensor, c: tuple[float, float], generator: torch.Generator | None,
           style: str = "imagenet") -> torch.Tensor:  # fmt: skip
     """Blend with a random crop of a frost photograph. ``imagenet``: one of 6 photos enlarged to cover
-    the image x 1.1 (cubic); ``cifar10``: one of the first 5 shrunk to 0.2 (bilinear), as make_cifar_c."""
+    the image x 1.1 (cubic); ``cifar10``: one of the first 5 shrunk to 0.2 (bilinear), as make_cifar_c;
+    ``imagenet_c_release``: one of the first 5 at their own size, as make_imagenet_c."""
     b, _, h, w = x.shape
     photos = _frost_layers(style, h, w, x.device)
     if any(p.shape[1] <= h or p.shape[2] <= w for p in photos):
