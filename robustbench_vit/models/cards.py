@@ -17,8 +17,12 @@ Example card (``cifar_vit.json``)::
       "weights": "cifar_vit.safetensors"
     }
 
-``arch`` is a timm architecture (``source`` may be ``torchvision`` or ``entrypoint`` instead);
-``weights`` is relative to the card; ``label_space`` is ``imagenet1k``, ``cifar10`` or a list.
+``arch`` is a timm architecture (``source`` may be ``torchvision`` instead); ``weights`` is relative to
+the card; ``label_space`` is ``imagenet1k``, ``cifar10`` or a list.
+
+A card travels with a checkpoint and is untrusted data: it may only name a registered timm or
+torchvision architecture, with keyword values of JSON types. It can never name code to call (an
+entry point ``module:factory`` is accepted only where the user typed it: the command line or Python).
 """
 
 from __future__ import annotations
@@ -31,9 +35,42 @@ from typing import Any
 from robustbench_vit.errors import CheckpointError, RbvitError
 from robustbench_vit.preprocessing import DataConfig
 
-__all__ = ["ModelCard", "read_card"]
+__all__ = ["ModelCard", "read_card", "CARD_SOURCES"]
 
 _REQUIRED = ("arch", "num_classes", "input_size", "mean", "std", "label_space", "weights")
+#: the only builders a card may name
+CARD_SOURCES = ("timm", "torchvision")
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _json_value(v: Any) -> bool:
+    if isinstance(v, _JSON_SCALARS):
+        return True
+    if isinstance(v, list):
+        return all(_json_value(x) for x in v)
+    return False
+
+
+def _check_untrusted(path: Path, raw: dict[str, Any]) -> None:
+    """Refuse anything in a card that could run code or reach past the two model libraries."""
+    source = str(raw.get("source", "timm"))
+    if source not in CARD_SOURCES:
+        raise CheckpointError(f"model card {path}: source {source!r} is not allowed in a card (allowed: "
+                              f"{', '.join(CARD_SOURCES)}); pass an entry point as --model module:factory instead")  # fmt: skip
+    arch = str(raw["arch"])
+    if source == "timm":
+        import timm
+
+        if not timm.is_model(arch.split(".")[0]):
+            raise CheckpointError(f"model card {path}: {arch!r} is not a timm architecture")
+    else:
+        import torchvision
+
+        if arch not in torchvision.models.list_models():
+            raise CheckpointError(f"model card {path}: {arch!r} is not a torchvision architecture")
+    kwargs = raw.get("kwargs", {})
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) and _json_value(v) for k, v in kwargs.items()):
+        raise CheckpointError(f"model card {path}: kwargs must map names to numbers, strings, booleans or lists")
 
 
 @dataclass(frozen=True)
@@ -59,9 +96,12 @@ def read_card(path: str | Path) -> ModelCard:
         raise CheckpointError(f"model card not found: {path}") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"model card {path} is not valid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"model card {path} must be a JSON object")
     missing = [k for k in _REQUIRED if k not in raw]
     if missing:
         raise CheckpointError(f"model card {path} is missing: {', '.join(missing)}")
+    _check_untrusted(path, raw)
     try:
         dc = DataConfig.from_dict(raw, source=f"card:{path.name}")
     except RbvitError as e:

@@ -253,10 +253,11 @@ def _load_card(spec: ModelSpec, *, pretrained: bool, checkpoint: str | None) -> 
     elif card.source == "torchvision":
         import torchvision
 
-        net = torchvision.models.get_model(card.arch, weights=None, num_classes=card.num_classes, **card.kwargs)
-    elif card.source == "entrypoint":
-        net, _ = _call_entrypoint(card.arch, **card.kwargs)
-    else:
+        try:
+            net = torchvision.models.get_model(card.arch, weights=None, num_classes=card.num_classes, **card.kwargs)
+        except (RuntimeError, TypeError, ValueError) as e:
+            raise CheckpointError(f"model card {card.path}: cannot build {card.arch!r}: {e}") from None
+    else:  # read_card admits timm and torchvision only: a card never names code to call
         raise CheckpointError(f"model card {card.path}: unknown source {card.source!r}")
     weights = Path(checkpoint) if checkpoint else card.weights
     if pretrained:
