@@ -51,3 +51,23 @@ def test_plain_cards_still_load(tmp_path):
     assert read_card(path).arch == "resnet10t"
     path.write_text(json.dumps({**BASE, "source": "torchvision", "arch": "resnet18"}))
     assert read_card(path).source == "torchvision"
+
+
+def test_overwritten_weights_never_return_a_stale_result(tmp_path):
+    """The run id hashes the weights' content: weights overwritten in place under the same file name
+    give a new run (and rows naming the new hash), equal to a fresh run, never the old rows."""
+    import robustbench_vit as rbvit
+    from tests.conftest import CIFAR10_TEST, write_cifar_card
+
+    if not CIFAR10_TEST.is_dir():
+        pytest.skip("shared CIFAR-10 absent")
+    card = write_cifar_card(tmp_path / "m", arch="resnet10t", seed=0)
+    kw = dict(data=str(CIFAR10_TEST), limit=40)
+    first = rbvit.evaluate(str(card), "clean", out=str(tmp_path / "out"), **kw)
+    write_cifar_card(tmp_path / "m", arch="resnet10t", seed=1)  # same names, new weights
+    again = rbvit.evaluate(str(card), "clean", out=str(tmp_path / "out"), **kw)
+    fresh = rbvit.evaluate(str(card), "clean", out=str(tmp_path / "fresh"), **kw)
+    assert first["run_id"].iat[0] != again["run_id"].iat[0]
+    assert first["weights"].iat[0] != again["weights"].iat[0] and "sha256:" in again["weights"].iat[0]
+    assert again.set_index("metric")["value"].to_dict() == fresh.set_index("metric")["value"].to_dict()
+    assert first.set_index("metric")["value"]["nll"] != again.set_index("metric")["value"]["nll"]

@@ -32,6 +32,7 @@ from robustbench_vit.errors import (
 from robustbench_vit.labels import LabelSpace, get_label_space
 from robustbench_vit.models.cards import read_card
 from robustbench_vit.models.checkpoint import load_state_dict_strict, read_state_dict
+from robustbench_vit.models.identity import weights_identity
 from robustbench_vit.models.zoo import MODELS, ModelSpec
 from robustbench_vit.preprocessing import DataConfig, from_timm, from_torchvision
 
@@ -135,6 +136,10 @@ def load_model(spec: ModelSpec | str, *, device: str | None = None, dtype: str =
         # random weights (pretrained=False) are reproducible: seeded from the architecture name
         torch.manual_seed(int(hashlib.sha256(spec.arch.encode()).hexdigest()[:8], 16))
         net, data_cfg, label_space, weights = loader(spec, pretrained=pretrained, checkpoint=checkpoint)
+    # a local weights file is named by its content: overwriting it in place changes every key derived from it
+    ident = weights_identity(spec, pretrained=pretrained, checkpoint=checkpoint)
+    if ident.startswith("sha256:") and ident not in weights:
+        weights = f"{weights} {ident[:23]}"
     module = PixelModel(net, data_cfg.mean, data_cfg.std, amp).eval().requires_grad_(False)
     module = module.to(dev)
     if channels_last is None:
