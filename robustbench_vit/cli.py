@@ -26,24 +26,51 @@ stdout = Console()
 err = Console(stderr=True)
 
 
+#: exit codes (README "Command line"): 1 internal error, 2 bad parameter, 3 unknown name, 4 data,
+#: 5 checkpoint / card, 6 weights unavailable, 7 out of memory, 8 file system (permission, no space),
+#: 130 interrupted
+EXIT_INTERNAL, EXIT_CONFIG, EXIT_DATA, EXIT_OOM, EXIT_OS, EXIT_INTERRUPTED = 1, 2, 4, 7, 8, 130
+
+_DEBUG = {"on": False}
+
+
+def _fail(message: str, code: int) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True, markup=True)
+    sys.exit(code)
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
 def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library errors into one-line messages and exit codes."""
+    """Turn every failure into one line on stderr and a documented exit code (``--debug``: traceback)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if _DEBUG["on"]:
+            return fn(*args, **kwargs)
         try:
             return fn(*args, **kwargs)
         except RbvitError as e:
-            err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-            sys.exit(e.exit_code)
+            _fail(_one_line(e), e.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted; finished conditions are kept, rerun the same command to resume", EXIT_INTERRUPTED)
         except FileNotFoundError as e:
-            err.print(f"[red]error:[/red] file not found: {e.filename}", highlight=False)
-            sys.exit(4)
+            _fail(f"file not found: {e.filename or _one_line(e)}", EXIT_DATA)
+        except OSError as e:
+            what = f" {e.filename}" if e.filename else ""
+            _fail(f"cannot access{what}: {e.strerror or _one_line(e)}", EXIT_OS)
+        except (ValueError, TypeError) as e:
+            _fail(f"invalid input: {_one_line(e)} (rerun with --debug for the traceback)", EXIT_CONFIG)
         except RuntimeError as e:
             if "out of memory" in str(e).lower():
-                err.print("[red]error:[/red] out of memory; lower --batch-size or use a smaller --limit")
-                sys.exit(7)
-            raise
+                _fail("out of memory; lower --batch-size or use a smaller --limit", EXIT_OOM)
+            _fail(f"internal error: {type(e).__name__}: {_one_line(e)} (rerun with --debug for the traceback)",
+                  EXIT_INTERNAL)  # fmt: skip
+        except Exception as e:  # noqa: BLE001 - the CLI never shows a traceback unless --debug
+            _fail(f"internal error: {type(e).__name__}: {_one_line(e)} (rerun with --debug for the traceback)",
+                  EXIT_INTERNAL)  # fmt: skip
 
     return wrapper
 
@@ -75,8 +102,10 @@ class RichReporter:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rbvit")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-v info, -vv debug).")
-def main(verbose: int) -> None:
+@click.option("--debug", is_flag=True, help="Show the full traceback of an error instead of one line.")
+def main(verbose: int, debug: bool) -> None:
     """Robustness benchmark for Vision Transformers and CNNs."""
+    _DEBUG["on"] = debug
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 

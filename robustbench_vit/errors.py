@@ -9,6 +9,7 @@ __all__ = [
     "CheckpointError",
     "WeightsUnavailableError",
     "ConfigError",
+    "ResultsError",
 ]
 
 
@@ -40,6 +41,12 @@ class WeightsUnavailableError(RbvitError):
     """Pretrained weights cannot be fetched (offline, hub down) and are not cached."""
 
     exit_code = 6
+
+
+class ResultsError(RbvitError):
+    """A results or cache folder cannot be written (permission, no space left)."""
+
+    exit_code = 8
 
 
 class ConfigError(RbvitError, ValueError):

@@ -58,6 +58,12 @@ class DataConfig:
             raise ConfigError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
         if len(self.input_size) != 3 or len(self.mean) != 3 or len(self.std) != 3:
             raise ConfigError("input_size, mean and std need 3 entries each (RGB)")
+        if self.input_size[0] != 3 or min(self.input_size[1:]) < 1:
+            raise ConfigError(f"input_size must be [3, H, W] with H, W >= 1, got {list(self.input_size)}")
+        if any(not (s > 0) for s in self.std):  # also catches NaN
+            raise ConfigError(f"std must be > 0 for every channel, got {list(self.std)}")
+        if any(m != m for m in self.mean):
+            raise ConfigError(f"mean must be numbers, got {list(self.mean)}")
 
     @property
     def image_size(self) -> tuple[int, int]:

@@ -25,9 +25,10 @@ from robustbench_vit import __version__
 from robustbench_vit.data.cache import ImageCache, default_cache_dir
 from robustbench_vit.data.registry import MASKED_DATASETS
 from robustbench_vit.data.subset import read_subset, stratified_limit
+from robustbench_vit.device import autocast_dtype, select_device
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.models.loading import LoadedModel, load_model, resolve_spec
-from robustbench_vit.store import RunStore, rows_to_frame
+from robustbench_vit.store import RunStore, check_writable, probe_writable, rows_to_frame
 from robustbench_vit.suites import EvalContext, Suite, make_suite
 
 __all__ = ["RunOptions", "evaluate", "Reporter"]
@@ -75,6 +76,19 @@ class RunOptions:
     cache_dir: str | None = None
     suite_params: Mapping[str, Any] = field(default_factory=dict)
 
+    def validate(self) -> None:
+        """One-line errors for values no run can use (before any model or image is touched)."""
+        for name, lo in (("batch_size", 1), ("limit", 1), ("seed", 0), ("workers", 1)):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(f"{name} must be an integer, got {v!r}")
+            if v < lo:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} must be >= {lo}, got {v}")
+        autocast_dtype(self.dtype)
+
 
 def _versions() -> dict[str, str]:
     import timm
@@ -89,6 +103,8 @@ def _run_id(model: LoadedModel, suite: Suite, ds_fingerprint: str, indices: np.n
         "suite": suite.config(), "dataset": ds_fingerprint,
         "indices": hashlib.sha256(indices.tobytes()).hexdigest(), "seed": opts.seed, "dtype": opts.dtype,
         "save_samples": opts.save_samples,
+        # batch-mode masks are drawn once per batch, so results depend on the requested batch size
+        "batch_size": opts.batch_size,
     }  # fmt: skip
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -118,9 +134,13 @@ def evaluate(model: str | LoadedModel, suite: str | Suite, options: RunOptions |
         >>> df.set_index("metric").value["top1"]  # doctest: +SKIP
     """
     opts = dataclasses.replace(options or RunOptions(), **kwargs)
+    opts.validate()
     rep = reporter or _Silent()
     suite_obj = suite if isinstance(suite, Suite) else make_suite(suite, opts.suite_params)
     spec = None if isinstance(model, LoadedModel) else resolve_spec(model)  # name errors before any I/O
+    if opts.device is not None:
+        select_device(opts.device)
+    writable = probe_writable(opts.out) if opts.out else True  # "is a file" fails here, before any work
     dataset_name, ds = suite_obj.open_data(opts.data, opts.dataset, opts.labels)
     if dataset_name in MASKED_DATASETS and not suite_obj.handles_class_subset:
         raise ConfigError(
@@ -156,6 +176,8 @@ def evaluate(model: str | LoadedModel, suite: str | Suite, options: RunOptions |
     names = [c.name for c in conds]
     if len(set(names)) != len(names):
         raise RuntimeError(f"suite {suite_obj.name} yields duplicate condition names")
+    if opts.out and not writable and not all(store.done(c.name) for c in conds):
+        check_writable(opts.out)  # raises the one-line error before any condition is computed
     for cond in conds:
         if opts.out and store.done(cond.name):
             log.info("skip %s (already in %s)", cond.name, store.path(cond.name))
@@ -187,7 +209,7 @@ def evaluate(model: str | LoadedModel, suite: str | Suite, options: RunOptions |
         summary = [{**base, "severity": None, "params": "{}", "batch_size": opts.batch_size,
                     "started_at": done, "finished_at": done, "source_model": None, **r} for r in summary]  # fmt: skip
         if opts.out:
-            store.write("summary", summary)
+            store.write_if_changed("summary", summary)
         rows.extend(summary)
     if opts.out:
         for path in suite_obj.write_artifacts(rows, Path(opts.out) / "figures"):

@@ -13,8 +13,10 @@ exists. The columns are documented in ``results/README.md`` and fixed by :data:`
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,8 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
 
 __all__ = ["SCHEMA", "SAMPLE_SCHEMA", "RunStore", "load_results", "load_samples", "atomic_write_table"]
 
@@ -55,14 +59,78 @@ def safe_name(s: str) -> str:
     return _SAFE.sub("_", s).strip("_")[:120] or "_"
 
 
+_TMP = re.compile(r"^\..+\.tmp(\d+)$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_orphaned_temp_files(folder: Path) -> int:
+    """Delete ``.<name>.tmp<pid>`` files whose writing process is gone (left by a kill -9)."""
+    removed = 0
+    if not folder.is_dir():
+        return 0
+    for p in folder.iterdir():
+        m = _TMP.match(p.name)
+        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            try:
+                p.unlink()
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+def probe_writable(out: str | Path) -> bool:
+    """Whether results can be written to ``out`` (a folder that is a file is an error at once)."""
+    from robustbench_vit.errors import ResultsError
+
+    try:
+        check_writable(out)
+        return True
+    except ResultsError:
+        return False
+
+
+def check_writable(out: str | Path) -> Path:
+    """The results folder exists (or can be made) and takes a file; else a one-line error naming it."""
+    from robustbench_vit.errors import ConfigError, ResultsError
+
+    root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"--out {root} is a file; pass a folder for the results")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".rbvit-write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ResultsError(f"cannot write results to {root}: {e.strerror or e}") from None
+    return root
+
+
 def atomic_write_table(table: pa.Table, path: Path) -> None:
-    """Write ``table`` to ``path`` through a temp file + rename (readers never see a partial file)."""
+    """Write ``table`` to ``path`` through a temp file + rename (readers never see a partial file).
+    A full disk is a one-line :class:`ResultsError` naming the folder; the temp file is removed."""
+    from robustbench_vit.data.filled import _space_error
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _space_error(e, path.parent, table.nbytes) from None
 
 
 class RunStore:
@@ -74,15 +142,45 @@ class RunStore:
         part = Path(f"suite={safe_name(suite)}") / f"model={safe_name(model)}"
         self.runs_dir = self.out / "runs" / part
         self.samples_dir = self.out / "samples" / part
+        for d in (self.runs_dir, self.samples_dir):
+            remove_orphaned_temp_files(d)
 
     def path(self, condition_key: str) -> Path:
         return self.runs_dir / f"{self.prefix}-{safe_name(condition_key)}.parquet"
 
     def done(self, condition_key: str) -> bool:
-        return self.path(condition_key).is_file()
+        """A finished, readable file exists. An unreadable one (truncated by a full disk, edited by
+        hand) is moved aside as ``*.corrupt-<time>`` with a warning, so the condition is recomputed."""
+        path = self.path(condition_key)
+        if not path.is_file():
+            return False
+        try:
+            pq.read_table(path, schema=SCHEMA, partitioning=None)
+            return True
+        except (OSError, pa.ArrowException, ValueError) as e:
+            aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+            os.replace(path, aside)
+            log.warning("moved unreadable results file %s aside to %s (%s); recomputing it", path, aside.name,
+                        " ".join(str(e).split())[:120])  # fmt: skip
+            return False
 
     def read(self, condition_key: str) -> list[dict[str, Any]]:
-        return pq.read_table(self.path(condition_key)).to_pylist()
+        return pq.read_table(self.path(condition_key), schema=SCHEMA, partitioning=None).to_pylist()
+
+    def write_if_changed(self, condition_key: str, rows: list[dict[str, Any]],
+                         ignore: tuple[str, ...] = ("started_at", "finished_at")) -> Path | None:  # fmt: skip
+        """Write ``rows`` unless the file already holds the same rows (timestamps aside): a rerun over
+        complete results then changes nothing, and works on a read-only folder."""
+        path = self.path(condition_key)
+        if path.is_file():
+            try:
+                old = [{k: v for k, v in r.items() if k not in ignore} for r in self.read(condition_key)]
+                new = pa.Table.from_pylist(rows, schema=SCHEMA).to_pylist()
+                if old == [{k: v for k, v in r.items() if k not in ignore} for r in new]:
+                    return None
+            except (OSError, pa.ArrowException, ValueError):
+                pass
+        return self.write(condition_key, rows)
 
     def write(self, condition_key: str, rows: list[dict[str, Any]],
               samples: dict[str, Any] | None = None) -> Path:  # fmt: skip
@@ -95,11 +193,31 @@ class RunStore:
         return path
 
 
+#: columns a file must have to be read as rbvit rows (anything else is a foreign Parquet file)
+_IDENTITY = ("run_id", "model", "suite", "condition")
+
+
+def read_rows_file(path: Path, schema: pa.Schema = None) -> pa.Table | None:  # type: ignore[assignment]
+    """One results file as a table of ``schema``; ``None`` (with a warning naming it) when it is empty,
+    truncated, not Parquet, or a Parquet file of some other program."""
+    schema = schema or SCHEMA
+    try:
+        file_schema = pq.read_schema(path)
+        missing = [c for c in _IDENTITY if c in schema.names and c not in file_schema.names]
+        if missing:
+            log.warning("skipping %s: not an rbvit results file (no %s column)", path, ", ".join(missing))
+            return None
+        return pq.read_table(path, schema=schema, partitioning=None)
+    except (OSError, pa.ArrowException, ValueError) as e:
+        log.warning("skipping unreadable results file %s: %s", path, " ".join(str(e).split())[:200])
+        return None
+
+
 def _read_folder(folder: Path, schema: pa.Schema) -> pd.DataFrame:
     files = sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith("."))
-    if not files:
+    tables = [t for t in (read_rows_file(f, schema) for f in files) if t is not None]
+    if not tables:
         return schema.empty_table().to_pandas()
-    tables = [pq.read_table(f, schema=schema, partitioning=None) for f in files]
     return pa.concat_tables(tables).to_pandas()
 
 
@@ -110,6 +228,10 @@ def load_results(path: str | Path = "results", *, expand_params: bool = True) ->
     (``fraction``, ``grid``, ``eps`` ...), so ``df.pivot_table(...)`` works directly.
     """
     path = Path(path)
+    if not path.is_dir():
+        from robustbench_vit.errors import DataError
+
+        raise DataError(f"results folder not found: {path}")
     folder = path / "runs" if (path / "runs").is_dir() else path
     df = _read_folder(folder, SCHEMA)
     if expand_params and len(df):

@@ -35,7 +35,7 @@ import tomllib
 from robustbench_vit import __version__
 from robustbench_vit.errors import ConfigError
 
-__all__ = ["Cell", "SweepSpec", "load_sweep", "plan", "run_cell", "run_sweep", "CellStatus"]
+__all__ = ["Cell", "SweepSpec", "load_sweep", "validate_sweep", "plan", "run_cell", "run_sweep", "CellStatus"]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,54 @@ def _expand_models(entries: list[Any], base: Path) -> list[tuple[str, bool]]:
     return out
 
 
+_TOP_KEYS = {"out": str, "data": str, "dataset": str, "limit": int, "seeds": list, "batch_size": int,
+             "dtype": str, "device": str, "models": list, "save_samples": bool}  # fmt: skip
+_SUITE_KEYS = {"name": str, "params": dict, "data": str, "dataset": str, "limit": int, "seeds": list,
+               "batch_size": int, "dtype": str, "save_samples": bool}  # fmt: skip
+
+
+def _check_table(table: Any, allowed: dict[str, type], where: str) -> None:
+    """Unknown keys (with "did you mean") and wrong value types in one TOML table are one-line errors."""
+    import difflib
+
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    for key, value in table.items():
+        if key not in allowed:
+            close = difflib.get_close_matches(key, list(allowed), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(sorted(allowed))})"
+            raise ConfigError(f"{where} has no key {key!r}{hint}")
+        typ = allowed[key]
+        ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
+        if not ok:
+            raise ConfigError(f"{where}: {key} must be {'an' if typ is int else 'a'} {typ.__name__}, got {value!r}")
+        if typ is int and value < (0 if key == "seed" else 1):
+            raise ConfigError(f"{where}: {key} must be >= 1, got {value}")
+    for seed in table.get("seeds", []):
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"{where}: seeds must be integers >= 0, got {seed!r}")
+
+
+def validate_sweep(spec: SweepSpec) -> None:
+    """Every cell's model name, suite, parameters and data folder, checked before any cell runs
+    (no model is built and no image read): a typo fails the whole sweep at once, --dry-run included."""
+    from robustbench_vit.device import autocast_dtype
+    from robustbench_vit.models.loading import resolve_spec
+    from robustbench_vit.suites import make_suite
+
+    seen: set[str] = set()
+    for cell in spec.cells:
+        if cell.model not in seen:
+            resolve_spec(cell.model)
+            seen.add(cell.model)
+        make_suite(cell.suite, {k: tuple(v) if isinstance(v, list) else v for k, v in cell.params.items()})
+        autocast_dtype(cell.dtype)
+        if cell.data and not Path(cell.data).expanduser().exists():
+            from robustbench_vit.errors import DataError
+
+            raise DataError(f"sweep {spec.path}: data folder not found: {cell.data}")
+
+
 def load_sweep(path: str | Path) -> SweepSpec:
     """Parse a sweep TOML into its cells (relative paths are relative to the file's folder's parent
     project root, i.e. the current working directory, as on the command line)."""
@@ -113,10 +161,21 @@ def load_sweep(path: str | Path) -> SweepSpec:
         raise ConfigError(f"sweep file not found: {path}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"sweep file {path} is not valid TOML: {e}") from None
+    unknown = sorted(set(raw) - {"sweep", "suite"})
+    if unknown:
+        raise ConfigError(f"sweep file {path}: unknown section(s) {', '.join(unknown)} (use [sweep] and [[suite]])")
     top = raw.get("sweep", {})
     suites = raw.get("suite", [])
+    _check_table(top, _TOP_KEYS, f"{path} [sweep]")
+    if not isinstance(suites, list):
+        raise ConfigError(f"sweep file {path}: write suites as [[suite]] tables")
+    for i, s in enumerate(suites):
+        _check_table(s, _SUITE_KEYS, f"{path} [[suite]] #{i + 1}")
     if not top.get("models") or not suites:
         raise ConfigError(f"sweep file {path} needs [sweep] models = [...] and at least one [[suite]]")
+    for m in top["models"]:
+        if not (isinstance(m, str) or (isinstance(m, dict) and isinstance(m.get("ref"), str))):
+            raise ConfigError(f"sweep file {path}: each model is a name or {{ ref = ..., pretrained = ... }}, got {m!r}")
     models = _expand_models(top["models"], Path.cwd())
     cells = []
     for s in suites:
@@ -131,7 +190,9 @@ def load_sweep(path: str | Path) -> SweepSpec:
                     dtype=s.get("dtype", top.get("dtype", "fp32")), device=top.get("device"), pretrained=pretrained,
                     save_samples=bool(s.get("save_samples", top.get("save_samples", False))),
                 ))  # fmt: skip
-    return SweepSpec(path, tuple(cells), str(top.get("out", "results")))
+    spec = SweepSpec(path, tuple(cells), str(top.get("out", "results")))
+    validate_sweep(spec)
+    return spec
 
 
 def _marker(out: str | Path, cell: Cell) -> Path:

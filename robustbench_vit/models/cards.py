@@ -102,6 +102,9 @@ def read_card(path: str | Path) -> ModelCard:
     if missing:
         raise CheckpointError(f"model card {path} is missing: {', '.join(missing)}")
     _check_untrusted(path, raw)
+    size = raw["input_size"]
+    if not (isinstance(size, list) and len(size) == 3 and all(isinstance(v, int) and not isinstance(v, bool) for v in size)):
+        raise CheckpointError(f"model card {path}: input_size must be [3, H, W] (integers), got {size!r}")
     try:
         dc = DataConfig.from_dict(raw, source=f"card:{path.name}")
     except RbvitError as e:

@@ -95,6 +95,7 @@ def resolve_spec(ref: str) -> ModelSpec:
         return MODELS.get(ref)
     if ref.startswith("timm:"):
         arch = ref[len("timm:") :]
+        _check_timm_name(arch)
         return ModelSpec(name=arch.replace("/", "_"), source="timm", arch=arch, family=_guess_family(arch))
     if ref.endswith(".json"):
         card = read_card(ref)
@@ -103,6 +104,20 @@ def resolve_spec(ref: str) -> ModelSpec:
     if ":" in ref and not Path(ref).exists():
         return ModelSpec(name=ref.split(":")[-1], source="entrypoint", arch=ref, family="cnn")
     raise UnknownNameError(MODELS.unknown_message(ref) + "; or pass timm:<arch>, a card .json, or module:factory")
+
+
+def _check_timm_name(arch: str) -> None:
+    """An unknown timm architecture is an unknown name (exit 3) with timm's closest names, built nothing."""
+    import difflib
+
+    import timm
+
+    base = arch.split(".")[0]
+    if timm.is_model(base):
+        return
+    close = difflib.get_close_matches(base, timm.list_models(), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join('timm:' + c for c in close)}?" if close else " (see timm.list_models())"
+    raise UnknownNameError(f"timm has no architecture {base!r}{hint}")
 
 
 def _guess_family(arch: str) -> str:

@@ -227,6 +227,9 @@ class Suite:
         return list(zip(variants, accs))
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def _coerce(value: Any, typ: Any, name: str) -> Any:
     if not isinstance(value, str):
         return value
@@ -236,7 +239,10 @@ def _coerce(value: Any, typ: Any, name: str) -> Any:
             inner = typ.__args__[0] if getattr(typ, "__args__", None) else str
             return tuple(_coerce(v, inner, name) for v in value.split(",") if v != "")
         if typ is bool:
-            return value.lower() in ("1", "true", "yes", "on")
+            v = value.strip().lower()
+            if v not in _TRUE + _FALSE:
+                raise ConfigError(f"suite parameter {name}={value!r} must be one of true/false, 1/0, yes/no, on/off")
+            return v in _TRUE
         if typ in (int, float):
             return typ(value)
         if str(typ).startswith("int | None") or str(typ).startswith("float | None"):

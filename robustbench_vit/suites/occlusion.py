@@ -77,6 +77,13 @@ class Occlusion(Suite):
             raise ConfigError(f"mask_mode {self.mask_mode!r} not in {MASK_MODES}")
         if self.repeats < 1:
             raise ConfigError("repeats must be >= 1")
+        for name, vals in (("fractions", self.fractions), ("lambdas", self.lambdas)):
+            if not vals:
+                raise ConfigError(f"occlusion {name} is empty")
+            if any(not 0 <= v <= 1 for v in vals):
+                raise ConfigError(f"occlusion {name} must lie in [0, 1], got {list(vals)}")
+            if len({f"{v:.2f}" for v in vals}) != len(vals):
+                raise ConfigError(f"occlusion {name} repeat a value (to 2 decimals): {list(vals)}")
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:
         conds = []

@@ -41,6 +41,8 @@ class PatchShuffle(Suite):
     def __post_init__(self) -> None:
         if self.mask_mode not in ("batch", "image"):
             raise ConfigError(f"mask_mode {self.mask_mode!r} not in ('batch', 'image')")
+        if self.repeats < 1:
+            raise ConfigError("repeats must be >= 1")
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:
         h, w = ctx.model.data_config.image_size

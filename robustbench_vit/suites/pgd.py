@@ -87,7 +87,13 @@ class PGDSuite(Suite):
         if self.keep not in KEEP:
             raise ConfigError(f"keep {self.keep!r} not in {KEEP}")
         for e in self.epsilons:
-            parse_eps(e)
+            eps = parse_eps(e)
+            if self.norm == "linf" and not 0 <= eps <= 1:
+                raise ConfigError(f"L-inf epsilon {e!r} must be in [0, 1]: images are in [0, 1] (e.g. 4/255)")
+            if eps < 0:
+                raise ConfigError(f"epsilon {e!r} must be >= 0")
+        if self.steps < 1 or self.restarts < 1:
+            raise ConfigError("steps and restarts must be >= 1")
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:
         eps_list = self.epsilons or default_epsilons(self.norm, ctx.model.data_config.image_size)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robustbench_vit.data.cache import open_filled_memmap, save_filled
+from robustbench_vit.data.filled import FilledArray
 from robustbench_vit.models.attention import cls_attention, patch_grid
 from robustbench_vit.models.loading import LoadedModel, load_model
 from robustbench_vit.store import safe_name
@@ -29,8 +29,7 @@ class SaliencyStore:
     dir: Path
     model: LoadedModel
     head: str
-    maps_mm: np.ndarray
-    filled: np.ndarray
+    store: FilledArray
 
     @classmethod
     def open(cls, ctx, model_ref: str, head: str) -> SaliencyStore:  # type: ignore[no-untyped-def]
@@ -42,23 +41,19 @@ class SaliencyStore:
         d = ctx.workdir / f"saliency-{safe_name(sal_model.spec.name)}-{safe_name(sal_model.weights)}-head{head}"
         d.mkdir(parents=True, exist_ok=True)
         shape = (len(ctx.dataset), *grid)
-        maps, filled, _ = open_filled_memmap(d, shape, np.float32)
-        return cls(d, sal_model, head, maps, filled)
+        return cls(d, sal_model, head, FilledArray(d, shape, np.float32))
 
     def ensure(self, ctx) -> None:  # type: ignore[no-untyped-def]
-        """Compute maps for every evaluated index that has none yet."""
-        todo = ctx.indices[~self.filled[ctx.indices]]
-        if len(todo) == 0:
-            return
+        """Compute maps for every evaluated index that has none yet (under the folder's file lock)."""
         head: int | str = "mean" if self.head == "mean" else int(self.head)
-        log.info("computing %d saliency maps with %s", len(todo), self.model.spec.name)
-        for s in range(0, len(todo), ctx.batch_size):
-            ix = todo[s : s + ctx.batch_size]
+
+        def compute(ix: np.ndarray) -> np.ndarray:
             x = ctx.cache.batch(ix).to(self.model.device).float().div_(255.0)
-            self.maps_mm[ix] = cls_attention(self.model, x, head=head).cpu().numpy()
-            self.maps_mm.flush()
-            self.filled[ix] = True
-            save_filled(self.dir, self.filled)
+            return cls_attention(self.model, x, head=head).cpu().numpy()
+
+        n = self.store.fill(ctx.indices, compute, chunk=ctx.batch_size)
+        if n:
+            log.info("computed %d saliency maps with %s", n, self.model.spec.name)
 
     def maps(self, idx: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(self.maps_mm[idx.numpy()]))
+        return torch.from_numpy(np.ascontiguousarray(self.store.array[idx.numpy()]))

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from robustbench_vit.attacks import PGD, parse_eps
 from robustbench_vit.attacks.pgd import DI_RESIZE_RATIO
 from robustbench_vit.attacks.self_ensemble import SelfEnsemble
-from robustbench_vit.data.cache import open_filled_memmap, save_filled
+from robustbench_vit.data.filled import FilledArray
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.metrics import MetricValue
 from robustbench_vit.models.identity import weights_identity
@@ -177,40 +177,39 @@ class Transfer(Suite):
                             **cfg, "seed": ctx.seed}, sort_keys=True)  # fmt: skip
         key = hashlib.sha256(ident.encode()).hexdigest()[:12]
         d = ctx.cache.dir / f"adv-{safe_name(src_ref)[-40:]}-{key}"
-        d.mkdir(parents=True, exist_ok=True)
-        images, filled, _ = open_filled_memmap(d, ctx.cache.shape, np.uint8)
+        store = FilledArray(d, ctx.cache.shape, np.uint8)
         src_correct = _open_flags(d / "source_correct.npy", ctx.cache.shape[0])
         (d / "config.json").write_text(ident)
-        todo = ctx.indices[~filled[ctx.indices]]
-        if len(todo):
-            source = load_model(src_ref, device=str(ctx.device), dtype=ctx.model.dtype, pretrained=self.source_pretrained)
-            forward = SelfEnsemble(source, self.ensemble) if self.ensemble != "none" else source
-            atk = PGD(norm="linf", eps=cfg["eps"], steps=cfg["steps"], step_size=cfg["step_size"], random_start=False,
-                      momentum=cfg["momentum"], di_prob=cfg["di_prob"], ti_kernel=cfg["ti_kernel"],
-                      ti_sigma=cfg["ti_sigma"] or 3.0, keep="last")  # fmt: skip
+        crafter: dict = {}
+
+        def craft(ix: np.ndarray) -> np.ndarray:
+            if not crafter:  # the source is built only when something is left to craft
+                source = load_model(src_ref, device=str(ctx.device), dtype=ctx.model.dtype,
+                                    pretrained=self.source_pretrained)  # fmt: skip
+                crafter.update(source=source, forward=SelfEnsemble(source, self.ensemble) if self.ensemble != "none" else source,
+                               attack=PGD(norm="linf", eps=cfg["eps"], steps=cfg["steps"], step_size=cfg["step_size"],
+                                          random_start=False, momentum=cfg["momentum"], di_prob=cfg["di_prob"],
+                                          ti_kernel=cfg["ti_kernel"], ti_sigma=cfg["ti_sigma"] or 3.0, keep="last"))  # fmt: skip
+                log.info("crafting adversarial examples on %s", source.spec.name)
+            source, forward = crafter["source"], crafter["forward"]
             h, w = source.data_config.image_size
-            log.info("crafting %d adversarial examples on %s", len(todo), source.spec.name)
-            for s in range(0, len(todo), ctx.batch_size):
-                ix = todo[s : s + ctx.batch_size]
-                x8 = ctx.cache.batch(ix).to(ctx.device)
-                x = x8.float() / 255
-                y = torch.from_numpy(ctx.labels[ix]).to(ctx.device)
-                resize = x.shape[-2:] != (h, w)
+            x8 = ctx.cache.batch(ix).to(ctx.device)
+            x = x8.float() / 255
+            y = torch.from_numpy(ctx.labels[ix]).to(ctx.device)
+            resize = x.shape[-2:] != (h, w)
 
-                def fwd(t: torch.Tensor, _f=forward, _r=resize):  # type: ignore[no-untyped-def]
-                    return _f(F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False) if _r else t)
+            def fwd(t: torch.Tensor):  # type: ignore[no-untyped-def]
+                return forward(fwd_input(t, (h, w)) if resize else t)
 
-                with torch.no_grad():
-                    ok = (source(fwd_input(x, (h, w)) if resize else x).argmax(1) == y).cpu().numpy()
-                gen = torch.Generator().manual_seed(derive_seed(ctx.seed, "transfer", key, int(ix[0])))
-                adv = atk(fwd, x, y, generator=gen, predict=source).x_adv
-                images[ix] = quantize_in_ball(adv, x8, cfg["eps"]).cpu().numpy()
-                images.flush()
-                src_correct[ix] = ok
-                src_correct.flush()
-                filled[ix] = True
-                save_filled(d, filled)
-        ctx.state["adv_images"] = images
+            with torch.no_grad():
+                src_correct[ix] = (source(fwd_input(x, (h, w)) if resize else x).argmax(1) == y).cpu().numpy()
+            src_correct.flush()  # flushed before the rows are marked filled
+            gen = torch.Generator().manual_seed(derive_seed(ctx.seed, "transfer", key, int(ix[0])))
+            adv = crafter["attack"](fwd, x, y, generator=gen, predict=source).x_adv
+            return quantize_in_ball(adv, x8, cfg["eps"]).cpu().numpy()
+
+        store.fill(ctx.indices, craft, chunk=ctx.batch_size)
+        ctx.state["adv_images"] = store.array
         ctx.state["source_name"] = spec.name
         ctx.state["source_weights"] = weights
         self._state["source_correct"] = src_correct

@@ -1,0 +1,96 @@
+"""The decoded-image cache is verified, not trusted: truncation, flipped bytes, a full disk."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from robustbench_vit.data.cache import ImageCache
+from robustbench_vit.data.registry import open_dataset
+from robustbench_vit.preprocessing import DataConfig
+from tests.conftest import CIFAR10_TEST, needs_cifar
+
+DC = DataConfig((3, 32, 32), 1.0, "bilinear", (0.5,) * 3, (0.5,) * 3)
+IDX = np.arange(0, 10000, 100)  # 100 images spread over the whole file
+
+
+@pytest.fixture()
+def cache_dir(tmp_path):
+    return tmp_path / "cache"
+
+
+def _fresh(cache_dir):
+    _, ds = open_dataset(CIFAR10_TEST)
+    return ImageCache(ds, DC, cache_dir)
+
+
+@needs_cifar
+def test_truncated_cache_file_is_refilled_not_zero_filled(cache_dir):
+    c = _fresh(cache_dir)
+    c.ensure(IDX)
+    want = np.array(c.images[IDX])
+    path = c.dir / "images.npy"
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(size // 2)  # rows past the middle are gone, their filled flags say otherwise
+    c2 = _fresh(cache_dir)
+    lost = c2.missing(IDX)
+    intact = (size // 2 - c2.store.offset) // c2.store.row_bytes
+    assert len(lost) == (IDX >= intact).sum() > 40
+    assert c2.ensure(IDX) == len(lost)
+    assert np.array_equal(np.array(c2.images[IDX]), want) and c2.images[IDX].max() > 0
+
+
+@needs_cifar
+def test_flipped_bytes_fail_the_checksum_and_are_decoded_again(cache_dir):
+    c = _fresh(cache_dir)
+    c.ensure(IDX)
+    want = np.array(c.images[IDX])
+    path = c.dir / "images.npy"
+    offset = c.store.offset + int(IDX[7]) * c.store.row_bytes + 100
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    c2 = _fresh(cache_dir)
+    assert list(c2.missing(IDX)) == [IDX[7]]
+    assert c2.ensure(IDX) == 1 and np.array_equal(np.array(c2.images[IDX]), want)
+
+
+def _limited(limit_bytes: int):
+    def preexec():  # file-size limit: writes past it fail with EFBIG (Python ignores SIGXFSZ)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return preexec
+
+
+@needs_cifar
+def test_full_disk_for_the_cache_is_one_line(tmp_path, cifar_card):
+    r = subprocess.run([sys.executable, "-m", "robustbench_vit.cli", "eval", "-m", str(cifar_card), "-s", "clean",
+                        "--data", str(CIFAR10_TEST), "--limit", "20", "--out", str(tmp_path / "out"),
+                        "--cache-dir", str(tmp_path / "cache")],
+                       capture_output=True, text=True, timeout=600, preexec_fn=_limited(1 << 20))  # fmt: skip
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 8 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "no space left" in lines[0] and "cache" in lines[0]
+
+
+@needs_cifar
+def test_full_disk_for_the_results_is_one_line_and_leaves_no_partial_file(tmp_path, cifar_card):
+    import robustbench_vit as rbvit
+
+    # fill the cache (and the weights-hash memo) without a limit, then write results under one
+    rbvit.evaluate(str(cifar_card), "clean", data=str(CIFAR10_TEST), limit=20, out=None, cache_dir=str(tmp_path / "cache"))
+    r = subprocess.run([sys.executable, "-m", "robustbench_vit.cli", "eval", "-m", str(cifar_card), "-s", "clean",
+                        "--data", str(CIFAR10_TEST), "--limit", "20", "--out", str(tmp_path / "out"),
+                        "--cache-dir", str(tmp_path / "cache")],
+                       capture_output=True, text=True, timeout=600, preexec_fn=_limited(4096))  # fmt: skip
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 8 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "no space left" in lines[0]
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
