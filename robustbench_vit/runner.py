@@ -140,8 +140,9 @@ def evaluate(model: str | LoadedModel, suite: str | Suite, options: RunOptions |
     spec = None if isinstance(model, LoadedModel) else resolve_spec(model)  # name errors before any I/O
     if opts.device is not None:
         select_device(opts.device)
-    writable = probe_writable(opts.out) if opts.out else True  # "is a file" fails here, before any work
     dataset_name, ds = suite_obj.open_data(opts.data, opts.dataset, opts.labels)
+    # after the data folder is listed (--out may live inside it); "is a file" fails here, before any work
+    writable = probe_writable(opts.out) if opts.out else True
     if dataset_name in MASKED_DATASETS and not suite_obj.handles_class_subset:
         raise ConfigError(
             f"{dataset_name} has 200 classes: evaluate it with --suite {dataset_name.replace('-', '_')}, which restricts "
