@@ -147,8 +147,6 @@ def eval_cmd(model: str, suite: str, params: tuple[str, ...], random_weights: bo
     from robustbench_vit.runner import RunOptions, evaluate
 
     kwargs = {k: v for k, v in opts.items() if v is not None and v is not False}
-    if opts.get("save_samples"):
-        kwargs["save_samples"] = True
     options = RunOptions(pretrained=not random_weights, suite_params=_parse_params(params), **kwargs)
     rep = RichReporter()
     try:

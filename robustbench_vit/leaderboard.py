@@ -21,15 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from robustbench_vit.metrics import PROPORTIONS
 from robustbench_vit.store import atomic_write_table, load_results
 
 __all__ = ["wilson_interval", "build_leaderboard", "write_leaderboard", "render_markdown", "PROPORTIONS",
            "headline_rows", "suite_tables", "natural_key"]  # fmt: skip
-
-#: Metrics that are proportions of images (get a Wilson interval).
-PROPORTIONS = {"top1", "top5", "error", "robust_accuracy", "clean_accuracy", "attack_success_rate",
-               "fooling_rate", "fooling_rate_all", "source_clean_accuracy", "target_accuracy", "top1_mean",
-               "mean_corruption_accuracy"}  # fmt: skip
 
 _KEY = ["suite", "dataset", "condition", "metric", "source_model"]
 #: what makes two runs of one model comparable: same weights, preprocessing and suite configuration

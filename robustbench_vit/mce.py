@@ -10,21 +10,27 @@ instead of averaging what is there.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from robustbench_vit.errors import RbvitError
+from robustbench_vit.metrics import MetricValue
+from robustbench_vit.perturbations.corruptions.tables import (
+    ALL_CORRUPTIONS,
+    BENCHMARK_CORRUPTIONS,
+    EXTRA_CORRUPTIONS,
+    SEVERITIES,
+)
+
+log = logging.getLogger(__name__)
 
 __all__ = ["BENCHMARK_CORRUPTIONS", "EXTRA_CORRUPTIONS", "SEVERITIES", "ALEXNET_ERRORS", "ALEXNET_CLEAN_ERROR",
-           "MissingMeasurementError", "corruption_errors", "mce", "relative_mce"]  # fmt: skip
+           "MissingMeasurementError", "corruption_errors", "mce", "relative_mce", "corruption_summary",
+           "COMPARABLE_TABLES"]  # fmt: skip
 
-BENCHMARK_CORRUPTIONS = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-)  # fmt: skip
-EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
-SEVERITIES = (1, 2, 3, 4, 5)
 
 #: AlexNet's top-1 error on each ImageNet-C corruption, averaged over the 5 severities, as used by the
 #: benchmark's reference evaluation code (hendrycks/robustness, ImageNet-C ``test.py``); Appendix C of
@@ -85,3 +91,67 @@ def relative_mce(errors: Mapping[tuple[str, int], float], clean_error: float,
     rel = [sum(errors[(c, s)] - clean_error for s in SEVERITIES) / (5 * (alexnet[c] - alexnet_clean_error))
            for c in BENCHMARK_CORRUPTIONS]  # fmt: skip
     return float(np.mean(rel))
+
+
+#: parameter tables whose errors may be divided by AlexNet's errors on the released ImageNet-C files:
+#: the files themselves (rows of the ``imagenet_c`` suite carry no table) and make_imagenet_c's pipeline
+COMPARABLE_TABLES = ("imagenet_c_files", "imagenet_c_release")
+
+
+def corruption_summary(results: list[tuple[Any, MetricValue]]) -> list[tuple[Any, MetricValue]]:
+    """Summaries of (condition, metric) results of the ``imagenet_c`` and ``corruptions`` suites.
+
+    Every table: mean corruption accuracy and unnormalised CE (mean error over the severities run).
+    Tables comparable with the released files only: AlexNet-normalised CE per complete corruption, and
+    mCE / relative mCE when every cell is there. Each summary names the table(s) it was computed from.
+    """
+    from robustbench_vit.suites.base import Condition
+
+    err: dict[tuple[str, int], float] = {}
+    clean_err = None
+    n = 0
+    tables = set()
+    for cond, mv in results:
+        if mv.metric != "error":
+            continue
+        p = cond.params
+        n = mv.n
+        tables.add(p.get("param_table", "imagenet_c_files"))
+        if p["corruption"] == "clean":
+            clean_err = mv.value
+        else:
+            err[(p["corruption"], int(p["severity"]))] = mv.value
+    out: list[tuple[Any, MetricValue]] = []
+    table = "+".join(sorted(tables))
+
+    def add(name: str, metric: str, value: float, params: dict | None = None) -> None:
+        out.append((Condition(name, None, {**(params or {}), "param_table": table}), MetricValue(metric, float(value), n)))
+
+    bench = {k: v for k, v in err.items() if k[0] in BENCHMARK_CORRUPTIONS}
+    if bench:
+        add("summary/benchmark", "mean_corruption_accuracy", 1 - np.mean(list(bench.values())), {"cells": len(bench)})
+    for c in ALL_CORRUPTIONS:
+        cells = [err[(c, s)] for s in SEVERITIES if (c, s) in err]
+        if cells:
+            add(f"summary/ce_unnormalised/{c}", "ce_unnormalised", float(np.mean(cells)),
+                {"corruption": c, "severities": [s for s in SEVERITIES if (c, s) in err]})  # fmt: skip
+    comparable = tables <= set(COMPARABLE_TABLES)
+    if not comparable:
+        log.info("CE/mCE not reported: parameter tables %s are not comparable with the released ImageNet-C files "
+                 "(use table=imagenet_c_release)", sorted(tables - set(COMPARABLE_TABLES)))  # fmt: skip
+    err_for_ce = err if comparable else {}
+    for c in BENCHMARK_CORRUPTIONS:
+        if all((c, s) in err_for_ce for s in SEVERITIES):
+            add(f"summary/ce/{c}", "ce", corruption_errors(err, corruptions=(c,))[c], {"corruption": c})
+    if err_for_ce:
+        try:
+            add("summary/mce", "mce", mce(err), {"normaliser": "AlexNet (Hendrycks & Dietterich 2019)"})
+            if clean_err is not None:
+                add("summary/relative_mce", "relative_mce", relative_mce(err, clean_err))
+        except MissingMeasurementError as e:
+            log.warning("mCE not reported: %s", e)
+    extra = {k: v for k, v in err.items() if k[0] in EXTRA_CORRUPTIONS}
+    if extra:
+        add("summary/extra", "mean_corruption_accuracy", 1 - np.mean(list(extra.values())),
+            {"cells": len(extra), "corruptions": sorted({k[0] for k in extra})})  # fmt: skip
+    return out

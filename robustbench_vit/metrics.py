@@ -7,23 +7,92 @@ write per-sample rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["HIGHER_IS_BETTER", "MetricValue", "ClassificationAccumulator", "expected_calibration_error"]
+from robustbench_vit.registry import Registry
 
-#: Every metric name a suite may emit, with its direction. Unknown names are a bug (KeyError).
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "top1": True, "top5": True, "error": False, "nll": False, "ece": False,
-    "top1_mean": True, "top1_std": False, "auc": True,
-    "robust_accuracy": True, "clean_accuracy": True, "attack_success_rate": False,
-    "fooling_rate": False, "fooling_rate_all": False, "source_clean_accuracy": True, "target_accuracy": True, "top1_diff": True,
-    "ce": False, "ce_unnormalised": False, "mce": False, "relative_mce": False, "mean_corruption_accuracy": True,
-    "logit_change": False, "error_mean": False, "error_low_freq": False, "error_high_freq": False,
-}  # fmt: skip
+__all__ = ["MetricSpec", "METRICS", "register_metric", "HIGHER_IS_BETTER", "PROPORTIONS", "MetricValue",
+           "ClassificationAccumulator", "expected_calibration_error"]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """Everything the harness knows about a metric, registered once.
+
+    Attributes:
+        name: the ``metric`` column value.
+        higher_is_better: ranking direction (leaderboard, summaries, plots).
+        proportion: a fraction of images in [0, 1] (gets a Wilson interval on the leaderboard).
+        description: one line for ``rbvit ls`` and the README.
+        compute: how an accumulator yields it (``None``: computed by a suite's own formula).
+    """
+
+    name: str
+    higher_is_better: bool
+    proportion: bool
+    description: str
+    compute: Callable[[ClassificationAccumulator], float] | None = None
+
+
+METRICS: Registry[MetricSpec] = Registry("metric")
+
+
+def register_metric(name: str, *, higher_is_better: bool, proportion: bool, description: str,
+                    compute: Callable[[ClassificationAccumulator], float] | None = None) -> MetricSpec:  # fmt: skip
+    """Add a metric to the catalogue; a suite may emit only registered metrics."""
+    spec = MetricSpec(name, higher_is_better, proportion, description, compute)
+    METRICS.add(name, spec)
+    return spec
+
+
+def _mean_or_nan(a: np.ndarray) -> float:
+    return float(a.mean()) if len(a) else float("nan")
+
+
+# accumulator metrics: computed from the per-image flags of one condition
+register_metric("top1", higher_is_better=True, proportion=True, description="top-1 accuracy",
+                compute=lambda acc: _mean_or_nan(acc.correct()))
+register_metric("error", higher_is_better=False, proportion=True, description="top-1 error (1 - top1)",
+                compute=lambda acc: 1.0 - _mean_or_nan(acc.correct()))
+register_metric("top5", higher_is_better=True, proportion=True, description="top-5 accuracy",
+                compute=lambda acc: _mean_or_nan(acc._cat("top5")))
+register_metric("nll", higher_is_better=False, proportion=False, description="mean negative log-likelihood",
+                compute=lambda acc: _mean_or_nan(acc._cat("loss")))
+register_metric("ece", higher_is_better=False, proportion=False, description="expected calibration error, 15 bins",
+                compute=lambda acc: expected_calibration_error(acc._cat("conf"), acc.correct()))
+# suite formulas
+for _name, _hib, _prop, _desc in (
+    ("top1_mean", True, True, "mean top-1 over repeats"),
+    ("top1_std", False, False, "standard deviation of top-1 over repeats (only with >= 2 repeats)"),
+    ("auc", True, False, "normalised area under an accuracy curve"),
+    ("robust_accuracy", True, True, "accuracy on adversarial examples (all evaluated images)"),
+    ("clean_accuracy", True, True, "accuracy on the clean images of the same condition"),
+    ("attack_success_rate", False, True, "fraction of clean-correct images the attack fools"),
+    ("fooling_rate", False, True, "target prediction changed, over the condition's population"),
+    ("fooling_rate_all", False, True, "target prediction changed, over every image"),
+    ("source_clean_accuracy", True, True, "source model accuracy on the clean images"),
+    ("target_accuracy", True, True, "target accuracy on the adversarial images"),
+    ("top1_diff", True, False, "top-1 on the shifted set minus top-1 on its clean counterpart"),
+    ("ce", False, False, "corruption error normalised by AlexNet (Hendrycks & Dietterich)"),
+    ("ce_unnormalised", False, True, "mean error over the severities run"),
+    ("mce", False, False, "mean corruption error normalised by AlexNet"),
+    ("relative_mce", False, False, "relative mCE (AlexNet-normalised)"),
+    ("mean_corruption_accuracy", True, True, "mean accuracy over corruption cells"),
+    ("logit_change", False, False, "mean change of the true-class logit"),
+    ("error_mean", False, False, "mean error over a Fourier map"),
+    ("error_low_freq", False, False, "mean error over the low-frequency half of a Fourier map"),
+    ("error_high_freq", False, False, "mean error over the high-frequency half of a Fourier map"),
+):
+    register_metric(_name, higher_is_better=_hib, proportion=_prop, description=_desc)
+
+#: derived views kept for callers: direction and proportion of every registered metric
+HIGHER_IS_BETTER: dict[str, bool] = {n: m.higher_is_better for n, m in METRICS.items()}
+PROPORTIONS: frozenset[str] = frozenset(n for n, m in METRICS.items() if m.proportion)
 
 
 @dataclass(frozen=True)
@@ -33,8 +102,12 @@ class MetricValue:
     n: int
 
     @property
+    def spec(self) -> MetricSpec:
+        return METRICS.get(self.metric)
+
+    @property
     def higher_is_better(self) -> bool:
-        return HIGHER_IS_BETTER[self.metric]
+        return self.spec.higher_is_better
 
 
 def expected_calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
@@ -88,16 +161,14 @@ class ClassificationAccumulator:
         return self._cat("pred") == self._cat("label")
 
     def results(self, metrics: tuple[str, ...] = ("top1",)) -> list[MetricValue]:
-        n = self.n
-        correct = self.correct()
-        table = {
-            "top1": lambda: float(correct.mean()) if n else float("nan"),
-            "error": lambda: 1.0 - float(correct.mean()) if n else float("nan"),
-            "top5": lambda: float(self._cat("top5").mean()) if n else float("nan"),
-            "nll": lambda: float(self._cat("loss").mean()) if n else float("nan"),
-            "ece": lambda: expected_calibration_error(self._cat("conf"), correct),
-        }
-        return [MetricValue(m, table[m](), n) for m in metrics]
+        """The registered accumulator metrics ``metrics`` of this stream."""
+        out = []
+        for m in metrics:
+            spec = METRICS.get(m)
+            if spec.compute is None:
+                raise ValueError(f"metric {m!r} is not computed from an accumulator")
+            out.append(MetricValue(m, spec.compute(self), self.n))
+        return out
 
     def samples(self) -> dict[str, np.ndarray]:
         """Per-example columns: index, label, pred, correct, loss."""

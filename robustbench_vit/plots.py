@@ -158,8 +158,7 @@ PLOTTERS["fourier_filter"] = plot_fourier_filter
 def _comparable_complete_errors(d: pd.DataFrame) -> pd.DataFrame:
     """Mean error over severities per (corruption, model), only for cells that AlexNet's ImageNet-C errors
     may normalise: rows from the files or the make_imagenet_c table, with all five severities."""
-    from robustbench_vit.mce import SEVERITIES
-    from robustbench_vit.suites.imagenet_c import COMPARABLE_TABLES
+    from robustbench_vit.mce import COMPARABLE_TABLES, SEVERITIES
 
     table = d["param_table"].fillna("imagenet_c_files") if "param_table" in d else pd.Series("imagenet_c_files", index=d.index)
     d = d[table.isin(COMPARABLE_TABLES)]

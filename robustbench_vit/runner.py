@@ -27,9 +27,18 @@ from robustbench_vit.data.registry import MASKED_DATASETS
 from robustbench_vit.data.subset import read_subset, stratified_limit
 from robustbench_vit.device import autocast_dtype, select_device
 from robustbench_vit.errors import ConfigError
+from robustbench_vit.metrics import MetricValue
 from robustbench_vit.models.loading import LoadedModel, load_model, resolve_spec
-from robustbench_vit.store import RunStore, check_writable, probe_writable, rows_to_frame
+from robustbench_vit.store import (
+    Record,
+    RunStore,
+    check_writable,
+    params_as_columns,
+    probe_writable,
+    rows_to_frame,
+)
 from robustbench_vit.suites import EvalContext, Suite, make_suite
+from robustbench_vit.suites.base import Condition, Result
 
 __all__ = ["RunOptions", "evaluate", "Reporter"]
 
@@ -172,6 +181,7 @@ def evaluate(model: str | LoadedModel, suite: str | Suite, options: RunOptions |
     base = _base_row(loaded, suite_obj, dataset_name, ds, opts, run_id, data_cfg)
     base.update(image_set=image_set_id(ds.fingerprint, indices), n_images=len(indices))
     rows: list[dict[str, Any]] = []
+    results: list[Result] = []  # every condition's typed results, new and resumed, for the summary
     suite_obj.prepare(ctx)
     conds = suite_obj.conditions(ctx)
     names = [c.name for c in conds]
@@ -182,41 +192,55 @@ def evaluate(model: str | LoadedModel, suite: str | Suite, options: RunOptions |
     for cond in conds:
         if opts.out and store.done(cond.name):
             log.info("skip %s (already in %s)", cond.name, store.path(cond.name))
-            rows.extend(store.read(cond.name))
+            old = store.read(cond.name)
+            rows.extend(old)
+            results.extend(results_from_rows(old))
             continue
         rep.task(f"{loaded.spec.name} | {suite_obj.name} | {cond.name}", len(indices))
         started = _now()
-        results, bs = suite_obj.run_condition(ctx, cond)
+        accs, bs = suite_obj.run_condition(ctx, cond)
         finished = _now()
-        new = [
-            {**base, "condition": var.name, "severity": var.severity,
-             "params": json.dumps(dict(var.params), sort_keys=True, default=str), "metric": mv.metric,
-             "value": mv.value, "n": mv.n, "higher_is_better": mv.higher_is_better, "batch_size": bs,
-             "started_at": started, "finished_at": finished, "source_model": var.params.get("source_model")}
-            for var, mv in suite_obj.condition_metrics(results)
-        ]  # fmt: skip
-        samples = []
+        measured = suite_obj.condition_metrics(accs)
+        measured += suite_obj.expand_results(measured)
+        new = _records(base, measured, batch_size=bs, started=started, finished=finished)
+        samples = None
         if opts.save_samples:
-            for var, acc in results:
-                samples.append(_samples(acc, ds, {**new[0], "condition": var.name,
-                                                  "source_model": var.params.get("source_model")}))  # fmt: skip
-        new.extend(suite_obj.expand_rows(new))
+            samples = _concat([_samples(acc, ds, base, var) for var, acc in accs])
         if opts.out:
-            store.write(cond.name, new, _concat(samples) if samples else None)
+            store.write(cond.name, new, samples)
         rows.extend(new)
-    summary = suite_obj.summarize(rows)
+        results.extend(measured)
+    summary = suite_obj.summarize(results)
     if summary:
         done = _now()
-        summary = [{**base, "severity": None, "params": "{}", "batch_size": opts.batch_size,
-                    "started_at": done, "finished_at": done, "source_model": None, **r} for r in summary]  # fmt: skip
+        summary_rows = _records(base, summary, batch_size=opts.batch_size, started=done, finished=done)
         if opts.out:
-            store.write_if_changed("summary", summary)
-        rows.extend(summary)
+            store.write_if_changed("summary", summary_rows)
+        rows.extend(summary_rows)
+    frame = rows_to_frame(rows)
     if opts.out:
-        for path in suite_obj.write_artifacts(rows, Path(opts.out) / "figures"):
+        for path in suite_obj.write_artifacts(params_as_columns(frame), Path(opts.out) / "figures"):
             log.info("wrote %s", path)
     rep.close()
-    return rows_to_frame(rows)
+    return frame
+
+
+def _records(base: dict[str, Any], results: list[Result], *, batch_size: int, started: dt.datetime,
+             finished: dt.datetime) -> list[dict[str, Any]]:  # fmt: skip
+    """The only place rows are built: the run's columns plus one condition's result."""
+    return [
+        Record(**base, condition=cond.name, severity=cond.severity,
+               params=json.dumps(dict(cond.params), sort_keys=True, default=str), metric=mv.metric, value=mv.value,
+               n=mv.n, higher_is_better=mv.higher_is_better, source_model=cond.params.get("source_model"),
+               batch_size=batch_size, started_at=started, finished_at=finished).to_row()
+        for cond, mv in results
+    ]  # fmt: skip
+
+
+def results_from_rows(rows: list[dict[str, Any]]) -> list[Result]:
+    """Typed results of rows read back from the store (the resume path)."""
+    return [(Condition(r["condition"], r["severity"], json.loads(r["params"] or "{}")),
+             MetricValue(r["metric"], r["value"], r["n"])) for r in rows]  # fmt: skip
 
 
 def _concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -228,12 +252,12 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _samples(acc: Any, ds: Any, row: dict[str, Any]) -> dict[str, Any]:
+def _samples(acc: Any, ds: Any, base: dict[str, Any], cond: Condition) -> dict[str, Any]:
     s = acc.samples()
     n = len(s["index"])
-    return {"run_id": [row["run_id"]] * n, "model": [row["model"]] * n, "suite": [row["suite"]] * n,
-            "dataset": [row["dataset"]] * n, "condition": [row["condition"]] * n,
-            "source_model": [row.get("source_model")] * n,
+    return {"run_id": [base["run_id"]] * n, "model": [base["model"]] * n, "suite": [base["suite"]] * n,
+            "dataset": [base["dataset"]] * n, "condition": [cond.name] * n,
+            "source_model": [cond.params.get("source_model")] * n,
             "item": [ds.items[i] for i in s["index"]], **s}  # fmt: skip
 
 

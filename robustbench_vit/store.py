@@ -12,12 +12,16 @@ exists. The columns are documented in ``results/README.md`` and fixed by :data:`
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 import logging
 import os
 import re
 import time
+import typing
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,23 +31,72 @@ import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SCHEMA", "SAMPLE_SCHEMA", "RunStore", "load_results", "load_samples", "atomic_write_table"]
+__all__ = ["Record", "params_as_columns", "SCHEMA", "SAMPLE_SCHEMA", "RunStore", "load_results", "load_samples", "atomic_write_table"]
 
-SCHEMA = pa.schema([
-    ("run_id", pa.string()), ("model", pa.string()), ("family", pa.string()), ("arch", pa.string()),
-    ("source", pa.string()), ("weights", pa.string()), ("suite", pa.string()), ("suite_version", pa.int64()),
-    ("dataset", pa.string()), ("data_root", pa.string()), ("condition", pa.string()),
-    ("severity", pa.float64()), ("params", pa.string()), ("metric", pa.string()), ("value", pa.float64()),
-    ("n", pa.int64()), ("higher_is_better", pa.bool_()), ("source_model", pa.string()), ("seed", pa.int64()),
-    ("batch_size", pa.int64()), ("limit", pa.int64()), ("image_set", pa.string()), ("n_images", pa.int64()),
-    ("preprocessing", pa.string()),
-    ("input_size", pa.int64()), ("resize_size", pa.int64()), ("crop_pct", pa.float64()),
-    ("interpolation", pa.string()), ("crop_mode", pa.string()), ("mean", pa.string()), ("std", pa.string()),
-    ("preprocessing_source", pa.string()), ("device", pa.string()), ("dtype", pa.string()),
-    ("rbvit_version", pa.string()), ("torch_version", pa.string()), ("timm_version", pa.string()),
-    ("started_at", pa.timestamp("us", tz="UTC")), ("finished_at", pa.timestamp("us", tz="UTC")),
-    ("config", pa.string()),
-])  # fmt: skip
+@dataclass(frozen=True)
+class Record:
+    """One metric row: the results schema. A new column is one field here (:data:`SCHEMA` is derived).
+
+    Built only by the runner (suites return ``(Condition, MetricValue)`` pairs); documented column by
+    column in ``results/README.md``.
+    """
+
+    run_id: str
+    model: str
+    family: str
+    arch: str
+    source: str
+    weights: str
+    suite: str
+    suite_version: int
+    dataset: str
+    data_root: str
+    condition: str
+    severity: float | None
+    params: str  # JSON of the condition's parameters
+    metric: str
+    value: float
+    n: int
+    higher_is_better: bool
+    source_model: str | None
+    seed: int
+    batch_size: int
+    limit: int | None
+    image_set: str
+    n_images: int
+    preprocessing: str
+    input_size: int
+    resize_size: int
+    crop_pct: float
+    interpolation: str
+    crop_mode: str
+    mean: str  # JSON list
+    std: str  # JSON list
+    preprocessing_source: str
+    device: str
+    dtype: str
+    rbvit_version: str
+    torch_version: str
+    timm_version: str
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    config: str  # JSON of the whole run configuration
+
+    def to_row(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(),
+          dt.datetime: pa.timestamp("us", tz="UTC")}  # fmt: skip
+
+
+def _arrow_type(hint: Any) -> pa.DataType:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return _ARROW[args[0] if args else hint]
+
+
+#: the Parquet schema of metric rows, derived from :class:`Record`
+SCHEMA = pa.schema([(name, _arrow_type(hint)) for name, hint in typing.get_type_hints(Record).items()])
 
 SAMPLE_SCHEMA = pa.schema([
     ("run_id", pa.string()), ("model", pa.string()), ("suite", pa.string()), ("dataset", pa.string()),
@@ -234,11 +287,17 @@ def load_results(path: str | Path = "results", *, expand_params: bool = True) ->
         raise DataError(f"results folder not found: {path}")
     folder = path / "runs" if (path / "runs").is_dir() else path
     df = _read_folder(folder, SCHEMA)
-    if expand_params and len(df):
-        params = pd.DataFrame([json.loads(p) if p else {} for p in df["params"]], index=df.index)
-        params = params[[c for c in params.columns if c not in df.columns]]
-        df = pd.concat([df, params], axis=1)
-    return df
+    return params_as_columns(df) if expand_params else df
+
+
+def params_as_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Every key of the JSON ``params`` column as a column of its own (existing columns win)."""
+    if not len(df):
+        return df
+    params = pd.DataFrame([json.loads(p) if p else {} for p in df["params"]], index=df.index)
+    params = params[[c for c in params.columns if c not in df.columns]]
+    return pd.concat([df, params], axis=1)
+
 
 
 def load_samples(path: str | Path = "results") -> pd.DataFrame:

@@ -5,7 +5,6 @@ it is comparable with AlexNet's errors on those files."""
 from __future__ import annotations
 
 import io
-import json
 
 import cv2
 import numpy as np
@@ -118,20 +117,17 @@ def test_frost_uses_unscaled_crops_of_the_first_five_photos(images):
         refs.append(np.clip(c[0] * img.astype(np.float64) + c[1] * photo, 0, 255))
     diff = (torch.floor(ours.clamp(0, 1) * 255 + 1e-4) / 255 - _as_tensor(refs)).abs() * 255
     assert diff.max() <= 1 + 1e-3
-    seen = set()
-    g = torch.Generator().manual_seed(0)
-    for _ in range(40):  # randint(5) in the reference: photo 6 is never drawn
-        from robustbench_vit.perturbations.corruptions import weather
 
-        picks_drawn = []
-        orig = weather.frost_with
-        weather.frost_with = lambda x, c, p, style: (picks_drawn.extend(p), x)[1]
-        try:
-            weather.frost(images[:1], c, g, style="imagenet_c_release")
-        finally:
-            weather.frost_with = orig
-        seen.add(picks_drawn[0][0])
-    assert seen == {0, 1, 2, 3, 4}
+
+def test_frost_draws_only_the_first_five_photos(images, monkeypatch):
+    """randint(5) in make_imagenet_c: photo 6 is never drawn."""
+    from robustbench_vit.perturbations.corruptions import weather
+
+    seen: list[int] = []
+    monkeypatch.setattr(weather, "frost_with", lambda x, c, picks, style: (seen.extend(p[0] for p in picks), x)[1])
+    batch = images[:1].expand(60, -1, -1, -1)
+    weather.frost(batch, IMAGENET_C_RELEASE["frost"][0], torch.Generator().manual_seed(0), style="imagenet_c_release")
+    assert set(seen) == {0, 1, 2, 3, 4}
 
 
 def test_jpeg_store_is_pil_quality_85(images):
@@ -163,27 +159,30 @@ def test_suite_decodes_as_make_imagenet_c_then_maps_to_the_model_geometry():
     assert torch.equal(same, jpeg_store(x, 85))
 
 
-def _rows(table: str | None, severities=(1, 2, 3, 4, 5)) -> list[dict]:
+def _rows(table: str | None, severities=(1, 2, 3, 4, 5)) -> list:
+    """Typed (condition, error) results of every benchmark corruption at ``severities``."""
     from robustbench_vit.mce import BENCHMARK_CORRUPTIONS
+    from robustbench_vit.metrics import MetricValue
+    from robustbench_vit.suites.base import Condition
 
     rows = []
     for i, c in enumerate(BENCHMARK_CORRUPTIONS):
         for s in severities:
             p = {"corruption": c, "severity": s, **({"param_table": table} if table else {})}
-            rows.append({"metric": "error", "value": 0.3 + 0.01 * i + 0.02 * s, "n": 50, "params": json.dumps(p)})
+            rows.append((Condition(f"{c}/{s}", float(s), p), MetricValue("error", 0.3 + 0.01 * i + 0.02 * s, 50)))
     return rows
 
 
 @pytest.mark.parametrize("table,comparable", [(None, True), ("imagenet_c_release", True), ("imagenet", False),
                                               ("cifar10", False)])  # fmt: skip
 def test_mce_only_for_tables_comparable_with_the_files(table, comparable):
-    from robustbench_vit.suites.imagenet_c import corruption_summary
+    from robustbench_vit.mce import corruption_summary
 
     out = corruption_summary(_rows(table))
-    metrics = {r["metric"] for r in out}
+    metrics = {mv.metric for _, mv in out}
     assert ("mce" in metrics) == comparable and ("ce" in metrics) == comparable
     assert {"mean_corruption_accuracy", "ce_unnormalised"} <= metrics
-    assert all(json.loads(r["params"])["param_table"] == (table or "imagenet_c_files") for r in out)
+    assert all(c.params["param_table"] == (table or "imagenet_c_files") for c, _ in out)
 
 
 def test_corruption_figure_never_normalises_incomparable_or_partial_errors():
@@ -191,9 +190,8 @@ def test_corruption_figure_never_normalises_incomparable_or_partial_errors():
 
     from robustbench_vit.plots import _comparable_complete_errors
 
-    def frame(rows, model="m"):
-        recs = [{**json.loads(r["params"]), "value": r["value"], "model": model} for r in rows]
-        return pd.DataFrame(recs)
+    def frame(results, model="m"):
+        return pd.DataFrame([{**c.params, "value": mv.value, "model": model} for c, mv in results])
 
     assert _comparable_complete_errors(frame(_rows("cifar10"))).empty
     assert _comparable_complete_errors(frame(_rows("imagenet"))).empty

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import final
+from typing import Literal, final, get_args
 
 import torch
 
@@ -17,7 +17,8 @@ from robustbench_vit.errors import ConfigError
 
 __all__ = ["Attack", "AttackResult", "parse_eps", "project", "NORMS", "LossFn"]
 
-NORMS = ("linf", "l2")
+Norm = Literal["linf", "l2"]
+NORMS: tuple[str, ...] = get_args(Norm)
 
 #: (model outputs for x_adv, labels) -> per-sample loss to *maximise*
 LossFn = Callable[[torch.Tensor | list[torch.Tensor], torch.Tensor], torch.Tensor]

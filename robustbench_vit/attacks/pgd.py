@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +60,8 @@ def translation_kernel(size: int = 15, sigma: float = 3.0) -> torch.Tensor:
     return torch.outer(g, g).float()
 
 
-KEEP = ("first_success", "last")
+Keep = Literal["first_success", "last"]
+KEEP: tuple[str, ...] = get_args(Keep)
 
 
 class PGD(Attack):

@@ -8,6 +8,7 @@ Frequencies are indexed in the *centred* spectrum: (u, v) with u, v in [-H/2, H/
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 
@@ -16,7 +17,8 @@ from robustbench_vit.errors import ConfigError
 __all__ = ["fourier_basis", "half_plane_frequencies", "fourier_noise", "radial_mask", "frequency_filter",
            "FILTER_KINDS"]  # fmt: skip
 
-FILTER_KINDS = ("low", "high", "band_pass", "band_stop")
+FilterKind = Literal["low", "high", "band_pass", "band_stop"]
+FILTER_KINDS: tuple[str, ...] = get_args(FilterKind)
 
 
 def fourier_basis(freqs: torch.Tensor | list[tuple[int, int]], size: tuple[int, int],

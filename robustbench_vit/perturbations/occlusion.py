@@ -11,6 +11,7 @@ saliency map's mass (e.g. DINO's CLS attention).
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 
@@ -20,8 +21,10 @@ from robustbench_vit.perturbations.grid import as_grid, cell_size
 __all__ = ["drop_count", "random_cell_mask", "drop_cells", "random_patch_drop", "mass_mask", "saliency_patch_drop",
            "FILLS", "MASK_MODES"]  # fmt: skip
 
-FILLS = ("zero", "mean", "noise")
-MASK_MODES = ("batch", "image")
+Fill = Literal["zero", "mean", "noise"]
+MaskMode = Literal["batch", "image"]
+FILLS: tuple[str, ...] = get_args(Fill)
+MASK_MODES: tuple[str, ...] = get_args(MaskMode)
 
 
 def drop_count(fraction: float, cells: int) -> int:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from robustbench_vit.errors import ConfigError
+from robustbench_vit.metrics import MetricValue
+from robustbench_vit.suites.base import Condition, Result
 
-__all__ = ["AUTO_CELL_PX", "auto_grid_side", "parse_grid", "grid_label", "mean_std_rows", "curve_auc"]
+__all__ = ["AUTO_CELL_PX", "auto_grid_side", "parse_grid", "grid_label", "mean_std", "curve_auc"]
 
 
 #: cell side of the ``auto`` grid: IPViT's setting, 16 px cells (a 14 x 14 grid at 224 px = ViT-B/16 patches)
@@ -48,30 +51,26 @@ def grid_label(g: tuple[int, int]) -> str:
     return f"{g[0]}x{g[1]}"
 
 
-def mean_std_rows(rows: list[dict[str, Any]], *, group_key: str, metric: str = "top1",
-                  label: str = "") -> list[dict[str, Any]]:  # fmt: skip
+def mean_std(results: list[Result], *, group_key: str, metric: str = "top1", label: str = "") -> list[Result]:
     """Mean and std over repeats of ``metric`` for every value of ``params[group_key]``."""
-    import json
-
-    groups: dict[Any, list[tuple[float, int, dict[str, Any]]]] = defaultdict(list)
-    for r in rows:
-        if r["metric"] != metric or r["condition"].startswith("summary"):
+    groups: dict[Any, list[tuple[float, int, Mapping[str, Any]]]] = defaultdict(list)
+    for cond, mv in results:
+        if mv.metric != metric or cond.name.startswith("summary"):
             continue
-        p = json.loads(r["params"])
+        p = cond.params
         if group_key in p and (not label or p.get("mode") == label):
-            groups[p[group_key]].append((r["value"], r["n"], p))
-    out = []
+            groups[p[group_key]].append((mv.value, mv.n, p))
+    out: list[Result] = []
     for key, vals in groups.items():
         v = np.asarray([x[0] for x in vals])
         params = {k: val for k, val in vals[0][2].items() if k not in ("repeat",)}
         params["repeats"] = len(vals)
         prefix = f"{label}/" if label else ""
-        base = {"condition": f"summary/{prefix}{group_key}={key}", "severity": float(vals[0][2].get("severity", np.nan))
-                if "severity" in vals[0][2] else None, "params": json.dumps(params, sort_keys=True)}  # fmt: skip
-        out.append({**base, "metric": f"{metric}_mean", "value": float(v.mean()), "n": int(vals[0][1]),
-                    "higher_is_better": True})  # fmt: skip
-        out.append({**base, "metric": f"{metric}_std", "value": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-                    "n": int(vals[0][1]), "higher_is_better": False})  # fmt: skip
+        sev = vals[0][2].get("severity")
+        cond = Condition(f"summary/{prefix}{group_key}={key}", None if sev is None else float(sev), params)
+        n = int(vals[0][1])
+        out.append((cond, MetricValue(f"{metric}_mean", float(v.mean()), n)))
+        out.append((cond, MetricValue(f"{metric}_std", float(v.std(ddof=1)) if len(v) > 1 else 0.0, n)))
     return out
 
 

@@ -10,16 +10,20 @@ names.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import logging
 import threading
+import types
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, final, get_type_hints
+from typing import Any, ClassVar, final
 
 import numpy as np
+import pandas as pd
 import torch
 
 from robustbench_vit.data.cache import ImageCache
@@ -30,7 +34,8 @@ from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.preprocessing import DataConfig
 from robustbench_vit.registry import Registry
 
-__all__ = ["Condition", "EvalContext", "Suite", "SUITES", "register_suite", "derive_seed", "make_suite"]
+__all__ = ["Condition", "EvalContext", "Result", "Suite", "SUITES", "register_suite", "derive_seed", "batch_generator",
+           "seed_of", "make_suite", "check_fields"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,18 @@ def derive_seed(*parts: Any) -> int:
     """A stable 63-bit seed from any JSON-able parts (no global RNG, no clock)."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def batch_generator(seed: int, suite: str, condition: str, first_index: int) -> torch.Generator:
+    """The one way random draws are seeded: (run seed, suite, condition, first dataset index of the batch).
+    Perturbations draw from this CPU generator (or device generators seeded from it)."""
+    return torch.Generator().manual_seed(derive_seed(seed, suite, condition, first_index))
+
+
+def seed_of(generator: torch.Generator, bits: int = 31) -> int:
+    """The batch's seed as an integer, for libraries that take a seed rather than a generator (numpy in
+    the imagecorruptions reference, foolbox's global-RNG random start)."""
+    return generator.initial_seed() % (1 << bits)
 
 
 @dataclass(frozen=True)
@@ -52,6 +69,10 @@ class Condition:
     name: str
     severity: float | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: one measured value: the condition (name, severity, params) it belongs to and the metric value
+Result = tuple[Condition, MetricValue]
 
 
 @dataclass
@@ -73,6 +94,14 @@ class EvalContext:
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    def for_dataset(self, dataset: ImageDataset, data_config: DataConfig, indices: np.ndarray,
+                    label_map: np.ndarray) -> EvalContext:  # fmt: skip
+        """This context on another image folder (a clean counterpart, one ImageNet-C cell): its images
+        decoded into the same cache root under ``data_config``, labels mapped by ``label_map``."""
+        cache = ImageCache(dataset, data_config, self.cache.dir.parent)
+        cache.ensure(indices)
+        return dataclasses.replace(self, dataset=dataset, cache=cache, indices=indices, labels=label_map[dataset.targets])
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Yield ``(x in [0,1] float on device, labels, dataset indices)``; reads one batch ahead."""
@@ -168,21 +197,21 @@ class Suite:
         """Model-space label of every dataset class (default: by wnid or class name)."""
         return np.asarray([model.label_space.index_of(c) for c in ds.classes], dtype=np.int64)
 
-    def condition_metrics(self, results: list[tuple[Condition, ClassificationAccumulator]]
-                          ) -> list[tuple[Condition, MetricValue]]:  # fmt: skip
+    def condition_metrics(self, results: list[tuple[Condition, ClassificationAccumulator]]) -> list[Result]:
         """Metric values of one finished condition; default: ``self.metrics`` for every variant."""
         return [(var, mv) for var, acc in results for mv in acc.results(self.metrics)]
 
-    def expand_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Extra rows derived from one finished condition's rows (e.g. mirrored Fourier bases)."""
+    def expand_results(self, results: list[Result]) -> list[Result]:
+        """Extra results derived from one finished condition's (e.g. mirrored Fourier bases)."""
         return []
 
-    def write_artifacts(self, rows: list[dict[str, Any]], out: Path) -> list[Path]:
-        """Files derived from a finished run (e.g. a heat-map PNG) under ``out``; default none."""
+    def write_artifacts(self, frame: pd.DataFrame, out: Path) -> list[Path]:
+        """Files derived from a finished run (e.g. a heat-map PNG) under ``out``; ``frame`` holds its rows
+        with the condition parameters as columns. Default none."""
         return []
 
-    def summarize(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Aggregate rows over conditions (mean over seeds, AUC, mCE ...); default none."""
+    def summarize(self, results: list[Result]) -> list[Result]:
+        """Aggregates over conditions (mean over repeats, AUC, mCE ...), as ``summary/...`` results."""
         return []
 
     # --- provided ------------------------------------------------------------------------------
@@ -212,7 +241,7 @@ class Suite:
         variants = self.variants(cond)
         accs = [ClassificationAccumulator() for _ in variants]
         for x, y, idx in ctx.batches(bs):
-            gen = torch.Generator().manual_seed(derive_seed(ctx.seed, self.name, cond.name, int(idx[0])))
+            gen = batch_generator(ctx.seed, self.name, cond.name, int(idx[0]))
             with torch.set_grad_enabled(self.needs_grad):
                 xp = self.perturb(x, y, idx, cond, ctx, gen)
             with torch.no_grad():
@@ -231,25 +260,64 @@ _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 def _coerce(value: Any, typ: Any, name: str) -> Any:
-    if not isinstance(value, str):
-        return value
-    origin = getattr(typ, "__origin__", None)
-    try:
-        if origin is tuple or typ is tuple:
-            inner = typ.__args__[0] if getattr(typ, "__args__", None) else str
-            return tuple(_coerce(v, inner, name) for v in value.split(",") if v != "")
-        if typ is bool:
-            v = value.strip().lower()
-            if v not in _TRUE + _FALSE:
-                raise ConfigError(f"suite parameter {name}={value!r} must be one of true/false, 1/0, yes/no, on/off")
-            return v in _TRUE
-        if typ in (int, float):
-            return typ(value)
-        if str(typ).startswith("int | None") or str(typ).startswith("float | None"):
-            return None if value.lower() == "none" else (int if "int" in str(typ) else float)(value)
-    except ValueError:
-        raise ConfigError(f"suite parameter {name}={value!r} is not a valid {typ}") from None
+    """``value`` (a ``-p key=value`` string, or a TOML / Python value) as a value of the field type ``typ``:
+    ``Literal`` choices, tuples (comma-separated), optional values (``none``), strict booleans, numbers."""
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+            return None
+        return _coerce(value, next(a for a in args if a is not type(None)), name)
+    if origin is tuple:
+        inner = args[0] if args else str
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ConfigError(f"suite parameter {name}={value!r} must be a list (comma-separated on the command line)")
+        return tuple(_coerce(v.strip() if isinstance(v, str) else v, inner, name) for v in items if v != "")
+    if origin is typing.Literal:
+        v = value.strip() if isinstance(value, str) else value
+        if isinstance(v, str) and args and all(isinstance(a, int) and not isinstance(a, bool) for a in args):
+            try:
+                v = int(v)  # e.g. severities=1,3
+            except ValueError:
+                pass
+        if v not in args:
+            raise ConfigError(f"suite parameter {name}={value!r} is not one of: {', '.join(map(str, args))}")
+        return v
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        v = str(value).strip().lower()
+        if v not in _TRUE + _FALSE:
+            raise ConfigError(f"suite parameter {name}={value!r} must be one of true/false, 1/0, yes/no, on/off")
+        return v in _TRUE
+    if typ in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"suite parameter {name}={value!r} must be a number")
+        try:
+            number = typ(value) if isinstance(value, str) else value
+        except ValueError:
+            raise ConfigError(f"suite parameter {name}={value!r} is not a valid {typ.__name__}") from None
+        if typ is int and isinstance(number, float):
+            if not number.is_integer():
+                raise ConfigError(f"suite parameter {name}={value!r} must be an integer")
+            number = int(number)
+        if not isinstance(number, (int, float)):
+            raise ConfigError(f"suite parameter {name}={value!r} must be a number")
+        return typ(number)
+    if typ is str and not isinstance(value, str):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # e.g. grid = 8 in a TOML file
+        raise ConfigError(f"suite parameter {name}={value!r} must be a string")
     return value
+
+
+def check_fields(suite: Suite) -> None:
+    """Every field of a suite instance holds a value of its declared type (choices included)."""
+    hints = typing.get_type_hints(type(suite))
+    for f in dataclasses.fields(suite):
+        value = getattr(suite, f.name)
+        if _coerce(value, hints[f.name], f.name) != value:
+            raise ConfigError(f"suite parameter {f.name}={value!r} does not match its type {hints[f.name]}")
 
 
 def make_suite(name: str, params: Mapping[str, Any] | None = None) -> Suite:
@@ -259,8 +327,10 @@ def make_suite(name: str, params: Mapping[str, Any] | None = None) -> Suite:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(params) - set(fields))
     if unknown:
-        raise ConfigError(f"suite {name!r} has no parameter {', '.join(unknown)} (has: {', '.join(fields) or 'none'})")
-    hints = get_type_hints(cls)
+        close = difflib.get_close_matches(unknown[0], list(fields), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"suite {name!r} has no parameter {', '.join(unknown)}{hint} (has: {', '.join(fields) or 'none'})")
+    hints = typing.get_type_hints(cls)
     kwargs = {k: _coerce(v, hints[k], k) for k, v in params.items()}
     try:
         return cls(**kwargs)

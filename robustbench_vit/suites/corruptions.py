@@ -10,19 +10,29 @@ and fog under numpy 2 / scikit-image 0.26 and needs pkg_resources.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 
-from robustbench_vit.errors import ConfigError
-from robustbench_vit.mce import BENCHMARK_CORRUPTIONS, SEVERITIES
 from robustbench_vit.data.decode import apply_geometry
+from robustbench_vit.errors import ConfigError
+from robustbench_vit.mce import BENCHMARK_CORRUPTIONS, SEVERITIES, corruption_summary
 from robustbench_vit.models.loading import LoadedModel
-from robustbench_vit.perturbations.corruptions import ALL_CORRUPTIONS, TABLES, corrupt, jpeg_store, reference_corrupt
-from robustbench_vit.perturbations.corruptions.tables import RELEASE_CROP, RELEASE_JPEG_QUALITY, RELEASE_RESIZE
+from robustbench_vit.perturbations.corruptions import (
+    corrupt,
+    jpeg_store,
+    reference_corrupt,
+)
+from robustbench_vit.perturbations.corruptions.tables import (
+    RELEASE_CROP,
+    RELEASE_JPEG_QUALITY,
+    RELEASE_RESIZE,
+    CorruptionName,
+    Severity,
+    TableName,
+)
 from robustbench_vit.preprocessing import DataConfig
-from robustbench_vit.suites.base import Condition, EvalContext, Suite, derive_seed, register_suite
-from robustbench_vit.suites.imagenet_c import corruption_summary
+from robustbench_vit.suites.base import Condition, EvalContext, Result, Suite, register_suite, seed_of
 
 __all__ = ["Corruptions", "validation_of"]
 
@@ -77,24 +87,15 @@ class Corruptions(Suite):
         ("summary/benchmark", "mean_corruption_accuracy"), ("summary/extra", "mean_corruption_accuracy"),
     )  # fmt: skip
 
-    corruptions: tuple[str, ...] = BENCHMARK_CORRUPTIONS
-    severities: tuple[int, ...] = SEVERITIES
-    backend: str = "torch"
-    table: str = "auto"
+    corruptions: tuple[CorruptionName, ...] = BENCHMARK_CORRUPTIONS
+    severities: tuple[Severity, ...] = SEVERITIES
+    backend: Literal["torch", "imagecorruptions"] = "torch"
+    table: Literal["auto", TableName] = "auto"
 
     def __post_init__(self) -> None:
-        bad = [c for c in self.corruptions if c not in ALL_CORRUPTIONS]
-        if bad:
-            raise ConfigError(f"unknown corruptions {bad}; known: {', '.join(ALL_CORRUPTIONS)}")
-        if self.backend not in ("torch", "imagecorruptions"):
-            raise ConfigError(f"backend {self.backend!r} not in ('torch', 'imagecorruptions')")
-        if self.table not in ("auto", *TABLES):
-            raise ConfigError(f"table {self.table!r} not in ('auto', {', '.join(map(repr, TABLES))})")
         if self.backend == "imagecorruptions" and self.table in ("cifar10", "imagenet_c_release"):
             raise ConfigError(f"the imagecorruptions reference has only the imagecorruptions ImageNet tables; "
                               f"use -p backend=torch for table={self.table}")
-        if any(s not in SEVERITIES for s in self.severities):
-            raise ConfigError("severities must be within 1..5")
 
     def resolved_table(self, image_size: tuple[int, int]) -> str:
         if self.table != "auto":
@@ -131,14 +132,13 @@ class Corruptions(Suite):
         if p["backend"] == "torch":
             out = corrupt(x, p["corruption"], p["severity"], generator=generator, table=p["param_table"])
         else:
-            seed = derive_seed(ctx.seed, "corruptions", cond.name, int(idx[0])) % 2**31
-            out = reference_corrupt(x, p["corruption"], p["severity"], seed=seed)
+            out = reference_corrupt(x, p["corruption"], p["severity"], seed=seed_of(generator))
         if p["param_table"] != "imagenet_c_release":
             return out
         return _as_released_file_to_model(out, ctx.model.data_config)
 
-    def summarize(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return corruption_summary(rows)
+    def summarize(self, results: list[Result]) -> list[Result]:
+        return corruption_summary(results)
 
 
 def _as_released_file_to_model(x: torch.Tensor, model_dc: DataConfig) -> torch.Tensor:

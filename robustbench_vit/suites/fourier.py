@@ -5,24 +5,25 @@ Generalization of CNNs")."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
+import pandas as pd
 import torch
 
 from robustbench_vit.errors import ConfigError
+from robustbench_vit.metrics import MetricValue
 from robustbench_vit.perturbations.fourier import (
-    FILTER_KINDS,
+    FilterKind,
     fourier_basis,
     fourier_noise,
     frequency_filter,
     half_plane_frequencies,
 )
-from robustbench_vit.suites.base import Condition, EvalContext, Suite, register_suite
+from robustbench_vit.suites.base import Condition, EvalContext, Result, Suite, register_suite
 
 __all__ = ["FourierHeatmap", "FourierFilter", "default_eps", "default_radius"]
 
@@ -104,41 +105,36 @@ class FourierHeatmap(Suite):
             ctx.state[key] = fourier_basis(cond.params["freqs"], x.shape[-2:], device=x.device)
         return fourier_noise(x, ctx.state[key], eps=cond.params["eps"], generator=generator, clamp=self.clamp)
 
-    def expand_rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """U_(-u,-v) = U_(u,v): write the mirrored frequency's row from the evaluated one."""
-        out = []
-        for r in rows:
-            p = json.loads(r["params"])
+    def expand_results(self, results: list[Result]) -> list[Result]:
+        """U_(-u,-v) = U_(u,v): the mirrored frequency's result is the evaluated one's."""
+        out: list[Result] = []
+        for cond, mv in results:
+            p = cond.params
             if (p["u"], p["v"]) != (0, 0):
                 q = {**p, "u": -p["u"], "v": -p["v"], "mirror_of": f"({p['u']},{p['v']})"}
-                out.append({**r, "condition": f"freq=({-p['u']},{-p['v']})", "params": json.dumps(q, sort_keys=True)})
+                out.append((Condition(f"freq=({-p['u']},{-p['v']})", cond.severity, q), mv))
         return out
 
-    def summarize(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        pts = [(json.loads(r["params"]), r["value"], r["n"]) for r in rows if r["metric"] == "error"]
+    def summarize(self, results: list[Result]) -> list[Result]:
+        pts = [(c.params, mv.value, mv.n) for c, mv in results if mv.metric == "error"]
         if not pts:
             return []
         radius = pts[0][0]["radius"]
         d = np.asarray([math.hypot(p["u"], p["v"]) for p, _, _ in pts])
         e = np.asarray([v for _, v, _ in pts])
         n = pts[0][2]
-        params = json.dumps({"eps": pts[0][0]["eps"], "radius": radius, "split": radius / 2})
-        mk = lambda m, v: {"condition": "summary/fourier", "metric": m, "value": float(v), "n": n,  # noqa: E731
-                           "higher_is_better": False, "params": params}  # fmt: skip
-        return [mk("error_mean", e.mean()), mk("error_low_freq", e[d <= radius / 2].mean()),
-                mk("error_high_freq", e[d > radius / 2].mean() if (d > radius / 2).any() else float("nan"))]  # fmt: skip
+        cond = Condition("summary/fourier", None, {"eps": pts[0][0]["eps"], "radius": radius, "split": radius / 2})
+        high = float(e[d > radius / 2].mean()) if (d > radius / 2).any() else float("nan")
+        return [(cond, MetricValue("error_mean", float(e.mean()), n)),
+                (cond, MetricValue("error_low_freq", float(e[d <= radius / 2].mean()), n)),
+                (cond, MetricValue("error_high_freq", high, n))]  # fmt: skip
 
-    def write_artifacts(self, rows: list[dict[str, Any]], out: Path) -> list[Path]:
-        import pandas as pd
-
+    def write_artifacts(self, frame: pd.DataFrame, out: Path) -> list[Path]:
         from robustbench_vit.plots import plot_fourier_heatmaps
 
-        df = pd.DataFrame(rows)
-        df = df[df.metric == "error"]
+        df = frame[(frame.metric == "error") & frame["u"].notna()] if "u" in frame else frame.iloc[:0]
         if df.empty:
             return []
-        params = pd.DataFrame([json.loads(p) for p in df["params"]], index=df.index)
-        df = pd.concat([df, params[["u", "v"]]], axis=1)
         name = f"fourier_heatmap-{df['model'].iloc[0]}-{df['dataset'].iloc[0]}.png".replace("/", "_")
         p = plot_fourier_heatmaps(df, out / name)
         return [p] if p else []
@@ -159,15 +155,10 @@ class FourierFilter(Suite):
 
     paper: ClassVar[str] = "Paul & Chen 2022, Vision Transformers are Robust Learners (after Wang et al. 2020)"
 
-    kinds: tuple[str, ...] = ("low", "high")
+    kinds: tuple[FilterKind, ...] = ("low", "high")
     radius_fractions: tuple[float, ...] = (0.0625, 0.125, 0.25, 0.5, 0.75, 1.0)
     band_width: float = 0.125
     soft: bool = False
-
-    def __post_init__(self) -> None:
-        bad = [k for k in self.kinds if k not in FILTER_KINDS]
-        if bad:
-            raise ConfigError(f"fourier_filter kinds {bad} not in {FILTER_KINDS}")
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:
         nyq = min(ctx.model.data_config.image_size) / 2

@@ -7,20 +7,19 @@ folder) the clean accuracy on the same 200 classes and the difference are report
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from robustbench_vit.data.cache import ImageCache
 from robustbench_vit.data.datasets import ImageDataset, image_folder
 from robustbench_vit.data.registry import open_dataset, subset_synsets
 from robustbench_vit.data.subset import stratified_limit
 from robustbench_vit.errors import ConfigError, DataError
+from robustbench_vit.metrics import MetricValue
 from robustbench_vit.models.loading import LoadedModel
-from robustbench_vit.suites.base import Condition, EvalContext, Suite, register_suite
+from robustbench_vit.suites.base import Condition, EvalContext, Result, Suite, register_suite
 
 __all__ = ["ImageNetA", "ImageNetR"]
 
@@ -78,17 +77,14 @@ class _Subset200(Suite):
         idx = np.arange(len(ds))
         if self.clean_limit:
             idx = stratified_limit(ds.targets, self.clean_limit, ctx.seed)
-        cache = ImageCache(ds, ctx.cache.data_config, ctx.cache.dir.parent)
-        cache.ensure(idx)
-        return dataclasses.replace(ctx, dataset=ds, cache=cache, indices=idx,
-                                   labels=self.label_map(ds, ctx.model)[ds.targets])  # fmt: skip
+        return ctx.for_dataset(ds, ctx.cache.data_config, idx, self.label_map(ds, ctx.model))
 
-    def summarize(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        top1 = {r["condition"]: r for r in rows if r["metric"] == "top1"}
+    def summarize(self, results: list[Result]) -> list[Result]:
+        top1 = {c.name: mv for c, mv in results if mv.metric == "top1"}
         if self.dataset_name in top1 and "clean-200" in top1:
             a, c = top1[self.dataset_name], top1["clean-200"]
-            return [{"condition": "summary/diff", "metric": "top1_diff", "value": a["value"] - c["value"],
-                     "n": a["n"], "higher_is_better": True, "params": '{"of": "shifted - clean-200"}'}]  # fmt: skip
+            diff = MetricValue("top1_diff", a.value - c.value, a.n)
+            return [(Condition("summary/diff", None, {"of": "shifted - clean-200"}), diff)]
         return []
 
 

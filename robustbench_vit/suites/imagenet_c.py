@@ -14,36 +14,27 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 
-from robustbench_vit.data.cache import ImageCache
 from robustbench_vit.data.datasets import image_folder
 from robustbench_vit.data.subset import stratified_limit
-from robustbench_vit.errors import ConfigError, DataError
-from robustbench_vit.mce import (
-    BENCHMARK_CORRUPTIONS,
-    EXTRA_CORRUPTIONS,
-    SEVERITIES,
-    MissingMeasurementError,
-    corruption_errors,
-    mce,
-    relative_mce,
-)
+from robustbench_vit.errors import DataError
+from robustbench_vit.mce import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES, corruption_summary
 from robustbench_vit.models.loading import LoadedModel
+from robustbench_vit.perturbations.corruptions.tables import CorruptionName
 from robustbench_vit.preprocessing import DataConfig
-from robustbench_vit.suites.base import Condition, EvalContext, Suite, register_suite
+from robustbench_vit.suites.base import Condition, EvalContext, Result, Suite, register_suite
 
-__all__ = ["ImageNetC", "find_corruption_folders", "corruption_summary", "COMPARABLE_TABLES"]
+__all__ = ["ImageNetC", "find_corruption_folders"]
 
 log = logging.getLogger(__name__)
 
-PREPROCESSING = ("crop", "resize", "model")
+Preprocessing = Literal["crop", "resize", "model"]
 
 
 def find_corruption_folders(root: Path) -> dict[tuple[str, int], Path]:
@@ -76,16 +67,9 @@ class ImageNetC(Suite):
     )  # fmt: skip
     uses_run_cache: ClassVar[bool] = False  # each (corruption, severity) folder is cached on its own
 
-    corruptions: tuple[str, ...] = ()
-    preprocessing: str = "crop"
+    corruptions: tuple[CorruptionName, ...] = ()
+    preprocessing: Preprocessing = "crop"
     clean_data: str = ""
-
-    def __post_init__(self) -> None:
-        if self.preprocessing not in PREPROCESSING:
-            raise ConfigError(f"preprocessing {self.preprocessing!r} not in {PREPROCESSING}")
-        bad = [c for c in self.corruptions if c not in (*BENCHMARK_CORRUPTIONS, *EXTRA_CORRUPTIONS)]
-        if bad:
-            raise ConfigError(f"unknown corruptions {bad}; known: {', '.join(BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS)}")
 
     def _folders(self, root: Path) -> dict[tuple[str, int], Path]:
         found = find_corruption_folders(root)
@@ -145,71 +129,7 @@ class ImageNetC(Suite):
             idx = np.arange(len(ds)) if full else stratified_limit(ds.targets, len(ctx.indices), ctx.seed)
         else:
             idx = np.asarray([pos[w] for w in wanted], dtype=np.int64)
-        cache = ImageCache(ds, dc, ctx.cache.dir.parent)
-        cache.ensure(idx)
-        return dataclasses.replace(ctx, dataset=ds, cache=cache, indices=idx,
-                                   labels=self.label_map(ds, ctx.model)[ds.targets])  # fmt: skip
+        return ctx.for_dataset(ds, dc, idx, self.label_map(ds, ctx.model))
 
-    def summarize(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return corruption_summary(rows)
-
-
-#: parameter tables whose errors may be divided by AlexNet's errors on the released ImageNet-C files:
-#: the files themselves (rows of the ``imagenet_c`` suite carry no table) and make_imagenet_c's pipeline
-COMPARABLE_TABLES = ("imagenet_c_files", "imagenet_c_release")
-
-
-def corruption_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean corruption accuracy and unnormalised CE for every table; AlexNet-normalised CE per complete
-    corruption, mCE / relative mCE (when every cell is there) only for tables comparable with the files."""
-    err = {}
-    clean_err = None
-    n = 0
-    tables = set()
-    for r in rows:
-        if r["metric"] != "error":
-            continue
-        p = json.loads(r["params"])
-        n = r["n"]
-        tables.add(p.get("param_table", "imagenet_c_files"))
-        if p["corruption"] == "clean":
-            clean_err = r["value"]
-        else:
-            err[(p["corruption"], int(p["severity"]))] = r["value"]
-    out: list[dict[str, Any]] = []
-    table = "+".join(sorted(tables))
-
-    def row(cond: str, metric: str, value: float, hib: bool, params: dict | None = None) -> None:
-        out.append({"condition": cond, "metric": metric, "value": float(value), "n": n, "higher_is_better": hib,
-                    "params": json.dumps({**(params or {}), "param_table": table})})  # fmt: skip
-
-    bench = {k: v for k, v in err.items() if k[0] in BENCHMARK_CORRUPTIONS}
-    if bench:
-        row("summary/benchmark", "mean_corruption_accuracy", 1 - np.mean(list(bench.values())), True,
-            {"cells": len(bench)})  # fmt: skip
-    for c in (*BENCHMARK_CORRUPTIONS, *EXTRA_CORRUPTIONS):
-        cells = [err[(c, s)] for s in SEVERITIES if (c, s) in err]
-        if cells:
-            row(f"summary/ce_unnormalised/{c}", "ce_unnormalised", float(np.mean(cells)), False,
-                {"corruption": c, "severities": [s for s in SEVERITIES if (c, s) in err]})  # fmt: skip
-    comparable = tables <= set(COMPARABLE_TABLES)
-    if not comparable:
-        log.info("CE/mCE not reported: parameter tables %s are not comparable with the released ImageNet-C files "
-                 "(use table=imagenet_c_release)", sorted(tables - set(COMPARABLE_TABLES)))  # fmt: skip
-    err_for_ce = err if comparable else {}
-    for c in BENCHMARK_CORRUPTIONS:
-        if all((c, s) in err_for_ce for s in SEVERITIES):
-            ce = corruption_errors(err, corruptions=(c,))[c]
-            row(f"summary/ce/{c}", "ce", ce, False, {"corruption": c})
-    if err_for_ce:
-        try:
-            row("summary/mce", "mce", mce(err), False, {"normaliser": "AlexNet (Hendrycks & Dietterich 2019)"})
-            if clean_err is not None:
-                row("summary/relative_mce", "relative_mce", relative_mce(err, clean_err), False)
-        except MissingMeasurementError as e:
-            log.warning("mCE not reported: %s", e)
-    extra = {k: v for k, v in err.items() if k[0] in EXTRA_CORRUPTIONS}
-    if extra:
-        row("summary/extra", "mean_corruption_accuracy", 1 - np.mean(list(extra.values())), True,
-            {"cells": len(extra), "corruptions": sorted({k[0] for k in extra})})  # fmt: skip
-    return out
+    def summarize(self, results: list[Result]) -> list[Result]:
+        return corruption_summary(results)

@@ -3,31 +3,31 @@ Properties of Vision Transformers", NeurIPS; reference code Muzammal-Naseer/IPVi
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar, Literal
 
 import torch
 
 from robustbench_vit.errors import ConfigError
+from robustbench_vit.metrics import MetricValue
 from robustbench_vit.perturbations.grid import cell_size
 from robustbench_vit.perturbations.occlusion import (
-    FILLS,
-    MASK_MODES,
+    Fill,
+    MaskMode,
     drop_count,
     random_patch_drop,
     saliency_patch_drop,
 )
-from robustbench_vit.suites._common import curve_auc, grid_label, mean_std_rows, parse_grid
-from robustbench_vit.suites.base import Condition, EvalContext, Suite, register_suite
+from robustbench_vit.suites._common import curve_auc, grid_label, mean_std, parse_grid
+from robustbench_vit.suites.base import Condition, EvalContext, Result, Suite, register_suite
 from robustbench_vit.suites.saliency import SaliencyStore
 
 __all__ = ["Occlusion"]
 
 log = logging.getLogger(__name__)
 
-MODES = ("random", "salient", "non_salient")
+Mode = Literal["random", "salient", "non_salient"]
 
 
 @register_suite("occlusion")
@@ -56,11 +56,11 @@ class Occlusion(Suite):
         ("summary/random/fraction=0.5", "top1_mean"), ("summary/*/auc", "auc"),
     )  # fmt: skip
 
-    modes: tuple[str, ...] = ("random",)
+    modes: tuple[Mode, ...] = ("random",)
     fractions: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
     grid: str = "auto"
-    fill: str = "zero"
-    mask_mode: str = "batch"
+    fill: Fill = "zero"
+    mask_mode: MaskMode = "batch"
     offset: bool = False
     repeats: int = 1
     lambdas: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -68,13 +68,6 @@ class Occlusion(Suite):
     head: str = "1"
 
     def __post_init__(self) -> None:
-        bad = [m for m in self.modes if m not in MODES]
-        if bad:
-            raise ConfigError(f"occlusion modes {bad} not in {MODES}")
-        if self.fill not in FILLS:
-            raise ConfigError(f"fill {self.fill!r} not in {FILLS}")
-        if self.mask_mode not in MASK_MODES:
-            raise ConfigError(f"mask_mode {self.mask_mode!r} not in {MASK_MODES}")
         if self.repeats < 1:
             raise ConfigError("repeats must be >= 1")
         for name, vals in (("fractions", self.fractions), ("lambdas", self.lambdas)):
@@ -124,23 +117,22 @@ class Occlusion(Suite):
         return saliency_patch_drop(x, sal, mass=p["lambda"], salient=p["mode"] == "salient", fill=self.fill,
                                    generator=generator)  # fmt: skip
 
-    def summarize(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        out = []
+    def summarize(self, results: list[Result]) -> list[Result]:
+        out: list[Result] = []
         if "random" in self.modes:
-            out += mean_std_rows(rows, group_key="fraction", label="random")
-            means = [(json.loads(r["params"])["fraction"], r["value"]) for r in out if r["metric"] == "top1_mean"]
+            out += mean_std(results, group_key="fraction", label="random")
+            means = [(c.params["fraction"], mv.value, mv.n) for c, mv in out if mv.metric == "top1_mean"]
             if means:
-                n = out[0]["n"]
-                out.append({"condition": "summary/random/auc", "metric": "auc", "n": n, "higher_is_better": True,
-                            "value": curve_auc([m[0] for m in means], [m[1] for m in means]),
-                            "params": json.dumps({"mode": "random", "fractions": [m[0] for m in means]})})  # fmt: skip
+                fr = [m[0] for m in means]
+                auc = curve_auc(fr, [m[1] for m in means])
+                out.append((Condition("summary/random/auc", None, {"mode": "random", "fractions": fr}),
+                            MetricValue("auc", auc, means[0][2])))  # fmt: skip
         for mode in ("salient", "non_salient"):
-            pts = [(json.loads(r["params"])["lambda"], r["value"], r["n"]) for r in rows
-                   if r["metric"] == "top1" and json.loads(r["params"]).get("mode") == mode]  # fmt: skip
+            pts = [(c.params["lambda"], mv.value, mv.n) for c, mv in results
+                   if mv.metric == "top1" and c.params.get("mode") == mode]  # fmt: skip
             if pts:
-                out.append({"condition": f"summary/{mode}/auc", "metric": "auc", "n": pts[0][2],
-                            "higher_is_better": True, "value": curve_auc([p[0] for p in pts], [p[1] for p in pts]),
-                            "params": json.dumps({"mode": mode})})  # fmt: skip
+                auc = curve_auc([p[0] for p in pts], [p[1] for p in pts])
+                out.append((Condition(f"summary/{mode}/auc", None, {"mode": mode}), MetricValue("auc", auc, pts[0][2])))
         return out
 
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 
 from robustbench_vit.errors import ConfigError
+from robustbench_vit.perturbations.occlusion import MaskMode
 from robustbench_vit.perturbations.patch_shuffle import patch_shuffle
-from robustbench_vit.suites._common import grid_label, mean_std_rows, parse_grid
-from robustbench_vit.suites.base import Condition, EvalContext, Suite, register_suite
+from robustbench_vit.suites._common import grid_label, mean_std, parse_grid
+from robustbench_vit.suites.base import Condition, EvalContext, Result, Suite, register_suite
 
 __all__ = ["PatchShuffle"]
 
@@ -34,13 +35,11 @@ class PatchShuffle(Suite):
     version: ClassVar[int] = 2
 
     grids: tuple[str, ...] = ("1", "2", "2x4", "4", "4x8", "8", "auto")
-    mask_mode: str = "batch"
+    mask_mode: MaskMode = "batch"
     crop: bool = False
     repeats: int = 1
 
     def __post_init__(self) -> None:
-        if self.mask_mode not in ("batch", "image"):
-            raise ConfigError(f"mask_mode {self.mask_mode!r} not in ('batch', 'image')")
         if self.repeats < 1:
             raise ConfigError("repeats must be >= 1")
 
@@ -70,5 +69,5 @@ class PatchShuffle(Suite):
         g = tuple(int(v) for v in cond.params["grid"].split("x"))
         return patch_shuffle(x, grid=g, mask_mode=self.mask_mode, crop=self.crop, generator=generator)
 
-    def summarize(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return mean_std_rows(rows, group_key="grid")
+    def summarize(self, results: list[Result]) -> list[Result]:
+        return mean_std(results, group_key="grid")

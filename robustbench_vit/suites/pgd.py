@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 
 from robustbench_vit.attacks import PGD, parse_eps
-from robustbench_vit.attacks.pgd import KEEP
+from robustbench_vit.attacks.base import Norm
+from robustbench_vit.attacks.pgd import Keep
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.metrics import ClassificationAccumulator, MetricValue
-from robustbench_vit.suites.base import Condition, EvalContext, Suite, derive_seed, register_suite
+from robustbench_vit.suites.base import Condition, EvalContext, Suite, derive_seed, register_suite, seed_of
 
 __all__ = ["PGDSuite", "default_epsilons", "adversarial_metrics"]
 
@@ -69,23 +70,17 @@ class PGDSuite(Suite):
     needs_grad: ClassVar[bool] = True
     headline: ClassVar[tuple[tuple[str, str], ...]] = (("*", "robust_accuracy"), ("*", "clean_accuracy"))
 
-    norm: str = "linf"
+    norm: Norm = "linf"
     epsilons: tuple[str, ...] = ()
     steps: int = 10
     rel_step: float = 2.5
     random_start: bool = True
     restarts: int = 1
     targeted: bool = False
-    backend: str = "torch"
-    keep: str = "first_success"
+    backend: Literal["torch", "foolbox"] = "torch"
+    keep: Keep = "first_success"
 
     def __post_init__(self) -> None:
-        if self.norm not in ("linf", "l2"):
-            raise ConfigError(f"norm {self.norm!r} not in ('linf', 'l2')")
-        if self.backend not in ("torch", "foolbox"):
-            raise ConfigError(f"backend {self.backend!r} not in ('torch', 'foolbox')")
-        if self.keep not in KEEP:
-            raise ConfigError(f"keep {self.keep!r} not in {KEEP}")
         for e in self.epsilons:
             eps = parse_eps(e)
             if self.norm == "linf" and not 0 <= eps <= 1:
@@ -142,7 +137,7 @@ def _foolbox_pgd(ctx: EvalContext, x: torch.Tensor, y: torch.Tensor, p: dict, ge
     done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # foolbox draws its random start from the global RNG
-        torch.manual_seed(derive_seed(int(torch.randint(0, 2**62, (1,), generator=generator)), "foolbox"))
+        torch.manual_seed(derive_seed(seed_of(generator, 62), "foolbox"))
         for r in range(max(1, p["restarts"])):
             _, adv, success = attack(fmodel, x, criterion, epsilons=p["eps"])
             keep = success & ~done if r > 0 else torch.ones_like(success)

@@ -28,9 +28,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -45,14 +45,14 @@ from robustbench_vit.metrics import MetricValue
 from robustbench_vit.models.identity import weights_identity
 from robustbench_vit.models.loading import load_model, resolve_spec
 from robustbench_vit.store import safe_name
-from robustbench_vit.suites.base import Condition, EvalContext, Suite, derive_seed, register_suite
+from robustbench_vit.suites.base import Condition, EvalContext, Suite, batch_generator, register_suite
 
 __all__ = ["Transfer"]
 
 log = logging.getLogger(__name__)
 
-ATTACKS = ("fgsm", "pgd", "mifgsm", "dim")
-POPULATIONS = ("both_correct", "all")
+Attack = Literal["fgsm", "pgd", "mifgsm", "dim"]
+Population = Literal["both_correct", "all"]
 #: ATViT's PGD step, a constant whatever eps
 PGD_STEP = "2/255"
 
@@ -82,7 +82,7 @@ class Transfer(Suite):
 
     source: str = ""
     source_pretrained: bool = True
-    attack: str = "pgd"
+    attack: Attack = "pgd"
     eps: str = "16/255"
     steps: int = 10
     step: str = ""
@@ -93,15 +93,11 @@ class Transfer(Suite):
     ti_kernel: int = 15
     ti_sigma: float = 3.0
     ensemble: str = "none"
-    population: str = "both_correct"
+    population: Population = "both_correct"
 
     def __post_init__(self) -> None:
         if not self.source:
             raise ConfigError("transfer needs a source model: -p source=<model>")
-        if self.attack not in ATTACKS:
-            raise ConfigError(f"attack {self.attack!r} not in {ATTACKS}")
-        if self.population not in POPULATIONS:
-            raise ConfigError(f"population {self.population!r} not in {POPULATIONS}")
         if not 0 <= self.di_prob <= 1:
             raise ConfigError(f"di_prob must be in [0, 1], got {self.di_prob}")
         if self.ti_kernel < 1 or self.ti_kernel % 2 == 0:
@@ -204,7 +200,7 @@ class Transfer(Suite):
             with torch.no_grad():
                 src_correct[ix] = (source(fwd_input(x, (h, w)) if resize else x).argmax(1) == y).cpu().numpy()
             src_correct.flush()  # flushed before the rows are marked filled
-            gen = torch.Generator().manual_seed(derive_seed(ctx.seed, "transfer", key, int(ix[0])))
+            gen = batch_generator(ctx.seed, "transfer", key, int(ix[0]))
             adv = crafter["attack"](fwd, x, y, generator=gen, predict=source).x_adv
             return quantize_in_ball(adv, x8, cfg["eps"]).cpu().numpy()
 
@@ -227,9 +223,6 @@ class Transfer(Suite):
                 ctx: EvalContext, generator: torch.Generator) -> torch.Tensor:  # fmt: skip
         adv = torch.from_numpy(np.ascontiguousarray(ctx.state["adv_images"][idx.numpy()])).to(x.device).float() / 255
         return torch.cat([x, adv])
-
-    def config(self) -> dict:
-        return {"suite": self.name, "version": self.version, **asdict(self)}
 
 
 def fwd_input(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

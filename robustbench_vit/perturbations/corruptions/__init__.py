@@ -18,6 +18,9 @@ make_cifar_c.py, except that motion blur (ImageMagick there) uses imagecorruptio
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 from robustbench_vit.errors import ConfigError
@@ -32,13 +35,63 @@ from robustbench_vit.perturbations.corruptions.tables import (
     check_corruption,
 )
 
-__all__ = ["ALL_CORRUPTIONS", "TORCH_CORRUPTIONS", "PARAMS", "TABLES", "corrupt", "reference_corrupt", "jpeg_store"]
+__all__ = ["ALL_CORRUPTIONS", "TORCH_CORRUPTIONS", "PARAMS", "IMAGENET", "CIFAR10", "TABLES", "OPS", "corrupt", "reference_corrupt",
+           "jpeg_store"]  # fmt: skip
 
 PARAMS = IMAGENET  # backwards-compatible name for the ImageNet table
 #: images per call on the CPU: batches of 64 at 224 px spill out of cache and run 2-3x slower per image
 CPU_CHUNK = 16
 TORCH_CORRUPTIONS = ALL_CORRUPTIONS
-assert all(set(t) == set(ALL_CORRUPTIONS) for t in TABLES.values())
+
+
+#: one signature for every corruption: (images in [0, 1], severity parameters, CPU generator, table name)
+CorruptionOp = Callable[[torch.Tensor, Any, "torch.Generator | None", str], torch.Tensor]
+
+
+def _trim(table: str) -> str:
+    """make_cifar_c and make_imagenet_c trim zoomed layers around the centre; imagecorruptions at the corner."""
+    return "corner" if table == "imagenet" else "centre"
+
+
+def _elastic(x: torch.Tensor, c: Any, g: torch.Generator | None, table: str) -> torch.Tensor:
+    # imagecorruptions drops the random affine step that make_cifar_c and make_imagenet_c keep
+    fn = digital.elastic_transform if table == "imagenet" else digital.elastic_cifar
+    return fn(x, c, dev_gen(x, g))
+
+
+def _noise(name: str) -> CorruptionOp:
+    return lambda x, c, g, t: getattr(noise_blur, name)(x, c, dev_gen(x, g))
+
+
+def _plain(fn: Callable[[torch.Tensor, Any], torch.Tensor]) -> CorruptionOp:
+    return lambda x, c, g, t: fn(x, c)
+
+
+#: the torch implementation of every corruption (adding one: a table entry per table plus an entry here)
+OPS: dict[str, CorruptionOp] = {
+    "gaussian_noise": _noise("gaussian_noise"),
+    "shot_noise": _noise("shot_noise"),
+    "impulse_noise": _noise("impulse_noise"),
+    "speckle_noise": _noise("speckle_noise"),
+    "defocus_blur": _plain(noise_blur.defocus_blur),
+    "gaussian_blur": _plain(noise_blur.gaussian_blur),
+    "glass_blur": lambda x, c, g, t: noise_blur.glass_blur(x, c, g),
+    "motion_blur": lambda x, c, g, t: noise_blur.motion_blur_random(x, c, g),
+    "zoom_blur": lambda x, c, g, t: noise_blur.zoom_blur(x, c, trim=_trim(t)),
+    "snow": lambda x, c, g, t: weather.snow(x, c, g, trim=_trim(t)),
+    "frost": lambda x, c, g, t: weather.frost(x, c, g, style=t),
+    "fog": lambda x, c, g, t: weather.fog(x, c, dev_gen(x, g)),
+    "spatter": lambda x, c, g, t: spatter.spatter(x, c, dev_gen(x, g)),
+    "elastic_transform": _elastic,
+    "pixelate": lambda x, c, g, t: digital.pixelate(x, c, upsample="nearest" if t == "imagenet" else "box"),
+    "jpeg_compression": _plain(digital.jpeg_compression),
+    "brightness": _plain(digital.brightness),
+    "contrast": _plain(digital.contrast),
+    "saturate": _plain(digital.saturate),
+}
+#: outputs already on the uint8 grid (as PIL returns them): not quantised again
+ON_UINT8_GRID = frozenset({"pixelate", "jpeg_compression"})
+assert set(OPS) == set(ALL_CORRUPTIONS), "every corruption in the tables needs an op"
 
 
 def jpeg_store(x: torch.Tensor, quality: int = 85) -> torch.Tensor:
@@ -78,40 +131,9 @@ def corrupt(x: torch.Tensor, name: str, severity: int, *, generator: torch.Gener
         return torch.cat([corrupt(part, name, severity, generator=generator, table=table)
                           for part in x.split(CPU_CHUNK)])  # fmt: skip
     c = TABLES[table][name][severity - 1]
-    cifar = table == "cifar10"
-    release = table == "imagenet_c_release"  # make_imagenet_c.py's variants (see tables.IMAGENET_C_RELEASE)
-    centre = cifar or release  # both scripts trim zoomed layers around the centre
     x = x.float()
-    if name in ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"):
-        out = getattr(noise_blur, name)(x, c, dev_gen(x, generator))
-    elif name == "gaussian_blur":
-        out = noise_blur.gaussian_blur(x, c)
-    elif name == "defocus_blur":
-        out = noise_blur.defocus_blur(x, c)
-    elif name == "glass_blur":
-        out = noise_blur.glass_blur(x, c, generator)
-    elif name == "motion_blur":
-        out = noise_blur.motion_blur_random(x, c, generator)
-    elif name == "zoom_blur":
-        out = noise_blur.zoom_blur(x, c, trim="centre" if centre else "corner")
-    elif name == "snow":
-        out = weather.snow(x, c, generator, trim="centre" if centre else "corner")
-    elif name == "frost":
-        out = weather.frost(x, c, generator, style=table)
-    elif name == "fog":
-        out = weather.fog(x, c, dev_gen(x, generator))
-    elif name == "spatter":
-        out = spatter.spatter(x, c, dev_gen(x, generator))
-    elif name == "elastic_transform":
-        gen = dev_gen(x, generator)
-        out = digital.elastic_cifar(x, c, gen) if centre else digital.elastic_transform(x, c, gen)
-    elif name == "pixelate":
-        out = digital.pixelate(x, c, upsample="box" if centre else "nearest")
-    elif name == "jpeg_compression":
-        out = digital.jpeg_compression(x, c)
-    else:  # brightness, contrast, saturate
-        out = getattr(digital, name)(x, c)
-    if name in ("pixelate", "jpeg_compression"):  # already on the uint8 grid, like PIL's output
+    out = OPS[name](x, c, generator, table)
+    if name in ON_UINT8_GRID:  # already on the uint8 grid, like PIL's output
         return out
     # the reference returns uint8 images: quantise the same way (values are floored by np.uint8),
     # in place on our own buffer (one pass instead of four allocations)

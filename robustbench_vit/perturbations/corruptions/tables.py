@@ -8,18 +8,12 @@ Tuples are unpacked by the implementation; their meaning is documented where the
 
 from __future__ import annotations
 
+from typing import Literal
+
 from robustbench_vit.errors import ConfigError
 
-__all__ = ["ALL_CORRUPTIONS", "IMAGENET", "CIFAR10", "IMAGENET_C_RELEASE", "TABLES", "check_corruption",
+__all__ = ["ALL_CORRUPTIONS", "BENCHMARK_CORRUPTIONS", "EXTRA_CORRUPTIONS", "SEVERITIES", "IMAGENET", "CIFAR10", "IMAGENET_C_RELEASE", "TABLES", "check_corruption",
            "RELEASE_RESIZE", "RELEASE_CROP", "RELEASE_JPEG_QUALITY"]
-
-#: the 15 benchmark corruptions, then the 4 extra ones, in the reference's order
-ALL_CORRUPTIONS = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-    "speckle_noise", "gaussian_blur", "spatter", "saturate",
-)  # fmt: skip
-
 
 def check_corruption(name: str) -> None:
     """Raise a one-line ConfigError naming the known corruptions when ``name`` is not one of them."""
@@ -30,8 +24,6 @@ IMAGENET: dict[str, list] = {
     "gaussian_noise": [0.08, 0.12, 0.18, 0.26, 0.38],  # noise std
     "shot_noise": [60, 25, 12, 5, 3],  # photons per unit intensity
     "impulse_noise": [0.03, 0.06, 0.09, 0.17, 0.27],  # salt-and-pepper fraction
-    "speckle_noise": [0.15, 0.2, 0.35, 0.45, 0.6],  # multiplicative noise std
-    "gaussian_blur": [1, 2, 3, 4, 6],  # sigma
     "defocus_blur": [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)],  # disk radius, alias blur
     "glass_blur": [(0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)],  # sigma, max delta, iterations
     "motion_blur": [(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)],  # radius, sigma
@@ -47,6 +39,8 @@ IMAGENET: dict[str, list] = {
     "elastic_transform": [250 * 0.05, 250 * 0.065, 250 * 0.085, 250 * 0.1, 250 * 0.12],
     "pixelate": [0.6, 0.5, 0.4, 0.3, 0.25],  # downscale factor
     "jpeg_compression": [25, 18, 15, 10, 7],  # quality
+    "speckle_noise": [0.15, 0.2, 0.35, 0.45, 0.6],  # multiplicative noise std
+    "gaussian_blur": [1, 2, 3, 4, 6],  # sigma
     # spatter: noise mean, noise std, blur sigma, threshold, intensity, mud (1) or water (0)
     "spatter": [(0.65, 0.3, 4, 0.69, 0.6, 0), (0.65, 0.3, 3, 0.68, 0.6, 0), (0.65, 0.3, 2, 0.68, 0.5, 0),
                 (0.65, 0.3, 1, 0.65, 1.5, 1), (0.67, 0.4, 1, 0.65, 1.5, 1)],
@@ -98,3 +92,15 @@ RELEASE_RESIZE, RELEASE_CROP = 256, 224
 RELEASE_JPEG_QUALITY = 85
 
 TABLES: dict[str, dict[str, list]] = {"imagenet": IMAGENET, "cifar10": CIFAR10, "imagenet_c_release": IMAGENET_C_RELEASE}
+
+#: every corruption, in the reference's order (the ImageNet table's): the 15 benchmark corruptions of
+#: ImageNet-C, then the extra ones (4 in the paper; a corruption added to the tables lands here)
+ALL_CORRUPTIONS: tuple[str, ...] = tuple(IMAGENET)
+BENCHMARK_CORRUPTIONS: tuple[str, ...] = ALL_CORRUPTIONS[:15]
+EXTRA_CORRUPTIONS: tuple[str, ...] = ALL_CORRUPTIONS[15:]
+SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
+#: types of suite parameters (checked by ``make_suite``)
+CorruptionName = Literal[ALL_CORRUPTIONS]  # type: ignore[valid-type]
+TableName = Literal[tuple(TABLES)]  # type: ignore[valid-type]
+Severity = Literal[SEVERITIES]  # type: ignore[valid-type]
+assert all(set(t) == set(ALL_CORRUPTIONS) for t in TABLES.values()), "every table lists every corruption"
