@@ -7,13 +7,12 @@ Targets (issue 2): second pass >= 5x faster than the first; cached clean eval >=
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import IMAGENET_SAMPLES, timed
+from _common import bench_parser, timed
 
 from robustbench_vit.data.cache import ImageCache
 from robustbench_vit.data.registry import open_dataset
@@ -22,13 +21,7 @@ from robustbench_vit.runner import evaluate
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="efficientnet_lite0")
-    ap.add_argument("--data", default=str(IMAGENET_SAMPLES))
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--dtype", default="fp32")
-    ap.add_argument("--device", default=None)
-    ap.add_argument("--limit", type=int, default=1000)
+    ap = bench_parser(__doc__, model="efficientnet_lite0", data=True, limit=1000, batch_size=128)
     args = ap.parse_args()
 
     model = load_model(args.model, device=args.device, dtype=args.dtype)

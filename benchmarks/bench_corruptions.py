@@ -8,10 +8,8 @@ Usage: python benchmarks/bench_corruptions.py [--n 64] [--severity 3] [--device 
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from _common import IMAGENET_SAMPLES, timed
+from _common import IMAGENET_SAMPLES, bench_parser, timed
 
 from robustbench_vit.data.decode import load_image
 from robustbench_vit.perturbations.corruptions import ALL_CORRUPTIONS, corrupt, reference_corrupt
@@ -19,11 +17,10 @@ from robustbench_vit.preprocessing import DataConfig
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = bench_parser(__doc__, device="cpu")
     ap.add_argument("--n", type=int, default=64, help="images per torch batch")
     ap.add_argument("--ref-n", type=int, default=32, help="images timed through the reference")
     ap.add_argument("--severity", type=int, default=3)
-    ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", default="", help="comma-separated corruption names")
     args = ap.parse_args()
     dev = torch.device(args.device)

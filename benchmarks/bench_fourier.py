@@ -9,11 +9,10 @@ Usage: python benchmarks/bench_fourier.py [--model M] [--limit N] [--stride S] [
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 
 import torch
-from _common import IMAGENET_SAMPLES, timed
+from _common import bench_parser, timed
 
 from robustbench_vit.models.loading import load_model
 from robustbench_vit.perturbations.fourier import half_plane_frequencies
@@ -22,14 +21,8 @@ from robustbench_vit.suites.fourier import default_radius
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="timm:test_resnet")
-    ap.add_argument("--data", default=str(IMAGENET_SAMPLES))
-    ap.add_argument("--limit", type=int, default=32)
+    ap = bench_parser(__doc__, model="timm:test_resnet", data=True, limit=32, batch_size=512)
     ap.add_argument("--stride", type=int, default=4)
-    ap.add_argument("--batch-size", type=int, default=512)
-    ap.add_argument("--device", default=None)
-    ap.add_argument("--dtype", default="fp32")
     args = ap.parse_args()
 
     model = load_model(args.model, device=args.device, dtype=args.dtype, pretrained=not args.model.startswith("timm:test_"))

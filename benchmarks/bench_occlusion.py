@@ -14,11 +14,10 @@ Usage: python benchmarks/bench_occlusion.py [--model M] [--limit N] [--batch-siz
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 
 import torch
-from _common import IMAGENET_SAMPLES, timed
+from _common import bench_parser, timed
 from PIL import Image
 
 from robustbench_vit.data.registry import open_dataset
@@ -28,13 +27,7 @@ from robustbench_vit.runner import evaluate
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="timm:test_vit")
-    ap.add_argument("--data", default=str(IMAGENET_SAMPLES))
-    ap.add_argument("--limit", type=int, default=500)
-    ap.add_argument("--batch-size", type=int, default=100)
-    ap.add_argument("--device", default=None)
-    ap.add_argument("--dtype", default="fp32")
+    ap = bench_parser(__doc__, model="timm:test_vit", data=True, limit=500, batch_size=100)
     args = ap.parse_args()
 
     pretrained = not args.model.startswith("timm:test_")

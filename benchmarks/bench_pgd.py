@@ -8,24 +8,18 @@ Usage: python benchmarks/bench_pgd.py [--model M] [--batch-size B] [--steps S] [
 
 from __future__ import annotations
 
-import argparse
-
 import foolbox as fb
 import torch
 import torch.nn.functional as F
-from _common import timed
+from _common import bench_parser, timed
 
 from robustbench_vit.attacks import PGD
 from robustbench_vit.models.loading import load_model
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="timm:resnet18")
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap = bench_parser(__doc__, model="timm:resnet18", batch_size=32)
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--device", default=None)
-    ap.add_argument("--dtype", default="fp32")
     args = ap.parse_args()
     model = load_model(args.model, device=args.device, dtype=args.dtype, pretrained=args.model == "efficientnet_lite0")
     x = torch.rand(args.batch_size, 3, *model.data_config.image_size, device=model.device)

@@ -10,6 +10,8 @@ duplicates rows. Works with a local ``ray.init()`` and with ``--address`` for a 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from robustbench_vit.errors import RbvitError
 
@@ -18,19 +20,19 @@ __all__ = ["run_cells_on_ray"]
 log = logging.getLogger(__name__)
 
 
-def run_cells_on_ray(cells: list, out: str, *, address: str | None = None, num_gpus: float = 0.0,
-                     max_retries: int = 2) -> list:  # fmt: skip
+def run_cells_on_ray(cells: list, out: str, cell_fn: Callable[[Any, str], Any], *, address: str | None = None,
+                     num_gpus: float = 0.0, max_retries: int = 2) -> list:  # fmt: skip
+    """Run ``cell_fn(cell, out)`` for every cell as a Ray task (retried ``max_retries`` times if its worker dies)."""
     try:
         import ray
     except ImportError:
         raise RbvitError("--executor ray needs Ray: pip install 'robustbench_vit[ray]'") from None
-    from robustbench_vit.sweep import run_cell
 
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     try:
-        task = ray.remote(num_gpus=num_gpus, max_retries=max_retries)(run_cell)
+        task = ray.remote(num_gpus=num_gpus, max_retries=max_retries)(cell_fn)
         refs = [task.remote(c, out) for c in cells]
         return list(ray.get(refs))
     finally:

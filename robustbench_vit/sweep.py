@@ -2,7 +2,7 @@
 cells, skips those already complete (same cell key), runs the rest locally or as Ray tasks, and
 never crashes on a failing cell (it is reported and retried on the next run).
 
-Example (``benchmarks/ci.toml``)::
+Example (``sweeps/ci.toml``)::
 
     [sweep]
     data = "../shared/data/imagenet-samples/val"
@@ -26,43 +26,42 @@ import logging
 import os
 import time
 import traceback
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomllib
 
 from robustbench_vit import __version__
-from robustbench_vit.errors import ConfigError
+from robustbench_vit.errors import ConfigError, DataError
+from robustbench_vit.runner import RunOptions
 
-__all__ = ["Cell", "SweepSpec", "load_sweep", "validate_sweep", "plan", "run_cell", "run_sweep", "CellStatus"]
+__all__ = ["Cell", "SweepSpec", "load_sweep", "validate_sweep", "plan", "run_cell", "run_local", "run_sweep",
+           "CellStatus", "EXECUTORS"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One (model x suite x dataset x seed) evaluation of a sweep."""
+    """One (model x suite x dataset x seed) evaluation of a sweep: what :func:`runner.evaluate` is called with
+    (the results folder is the sweep's, set when the cell runs)."""
 
     model: str
     suite: str
-    params: dict[str, Any] = field(default_factory=dict)
-    data: str | None = None
-    dataset: str | None = None
-    limit: int | None = None
-    seed: int = 0
-    batch_size: int = 64
-    dtype: str = "fp32"
-    device: str | None = None
-    pretrained: bool = True
-    save_samples: bool = False
+    options: RunOptions
 
     def key(self) -> str:
-        blob = json.dumps({**dataclasses.asdict(self), "rbvit": __version__}, sort_keys=True, default=str)
+        """Hash of the cell's full configuration and the rbvit version (its marker file's name)."""
+        opts = {k: v for k, v in dataclasses.asdict(self.options).items() if k != "out"}
+        blob = json.dumps({"model": self.model, "suite": self.suite, "options": opts, "rbvit": __version__},
+                          sort_keys=True, default=str)  # fmt: skip
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def label(self) -> str:
-        return f"{self.model} | {self.suite} | {Path(self.data).name if self.data else 'default'} | seed {self.seed}"
+        data = self.options.data
+        return f"{self.model} | {self.suite} | {Path(data).name if data else 'default'} | seed {self.options.seed}"
 
 
 @dataclass(frozen=True)
@@ -72,13 +71,20 @@ class SweepSpec:
     out: str
 
 
+Status = Literal["done", "skipped", "failed", "todo"]
+
+
 @dataclass
 class CellStatus:
     cell: Cell
-    status: str  # done | skipped | failed
+    status: Status
     seconds: float = 0.0
     rows: int = 0
     error: str = ""
+
+
+#: runs one cell into a results folder and reports, never raises (:func:`run_cell`)
+CellFn = Callable[[Cell, str], CellStatus]
 
 
 def _expand_models(entries: list[Any], base: Path) -> list[tuple[str, bool]]:
@@ -134,7 +140,6 @@ def _check_table(table: Any, allowed: dict[str, type], where: str) -> None:
 def validate_sweep(spec: SweepSpec) -> None:
     """Every cell's model name, suite, parameters and data folder, checked before any cell runs
     (no model is built and no image read): a typo fails the whole sweep at once, --dry-run included."""
-    from robustbench_vit.device import autocast_dtype
     from robustbench_vit.models.loading import resolve_spec
     from robustbench_vit.suites import make_suite
 
@@ -143,12 +148,11 @@ def validate_sweep(spec: SweepSpec) -> None:
         if cell.model not in seen:
             resolve_spec(cell.model)
             seen.add(cell.model)
-        make_suite(cell.suite, {k: tuple(v) if isinstance(v, list) else v for k, v in cell.params.items()})
-        autocast_dtype(cell.dtype)
-        if cell.data and not Path(cell.data).expanduser().exists():
-            from robustbench_vit.errors import DataError
-
-            raise DataError(f"sweep {spec.path}: data folder not found: {cell.data}")
+        make_suite(cell.suite, cell.options.suite_params)
+        cell.options.validate()
+        data = cell.options.data
+        if data and not Path(data).expanduser().exists():
+            raise DataError(f"sweep {spec.path}: data folder not found: {data}")
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
@@ -181,15 +185,17 @@ def load_sweep(path: str | Path) -> SweepSpec:
     for s in suites:
         if "name" not in s:
             raise ConfigError(f"every [[suite]] in {path} needs a name")
+        params = {k: tuple(v) if isinstance(v, list) else v for k, v in s.get("params", {}).items()}
         for ref, pretrained in models:
             for seed in s.get("seeds", top.get("seeds", [0])):
-                cells.append(Cell(
-                    model=ref, suite=s["name"], params=dict(s.get("params", {})), data=s.get("data", top.get("data")),
-                    dataset=s.get("dataset", top.get("dataset")), limit=s.get("limit", top.get("limit")),
-                    seed=int(seed), batch_size=int(s.get("batch_size", top.get("batch_size", 64))),
+                opts = RunOptions(
+                    data=s.get("data", top.get("data")), dataset=s.get("dataset", top.get("dataset")),
+                    limit=s.get("limit", top.get("limit")), seed=int(seed),
+                    batch_size=int(s.get("batch_size", top.get("batch_size", 64))),
                     dtype=s.get("dtype", top.get("dtype", "fp32")), device=top.get("device"), pretrained=pretrained,
-                    save_samples=bool(s.get("save_samples", top.get("save_samples", False))),
-                ))  # fmt: skip
+                    save_samples=bool(s.get("save_samples", top.get("save_samples", False))), suite_params=params,
+                )  # fmt: skip
+                cells.append(Cell(model=ref, suite=s["name"], options=opts))
     spec = SweepSpec(path, tuple(cells), str(top.get("out", "results")))
     validate_sweep(spec)
     return spec
@@ -206,34 +212,51 @@ def plan(spec: SweepSpec, out: str | Path) -> list[tuple[Cell, bool]]:
 
 def run_cell(cell: Cell, out: str) -> CellStatus:
     """Evaluate one cell (resumable per condition); a failure is returned, never raised."""
-    from robustbench_vit.runner import RunOptions, evaluate
+    from robustbench_vit.runner import evaluate
 
     t0 = time.time()
     try:
-        opts = RunOptions(data=cell.data, dataset=cell.dataset, limit=cell.limit, seed=cell.seed,
-                          batch_size=cell.batch_size, dtype=cell.dtype, device=cell.device, out=out,
-                          pretrained=cell.pretrained, save_samples=cell.save_samples,
-                          suite_params={k: tuple(v) if isinstance(v, list) else v for k, v in cell.params.items()})  # fmt: skip
-        df = evaluate(cell.model, cell.suite, opts)
+        df = evaluate(cell.model, cell.suite, dataclasses.replace(cell.options, out=out))
     except Exception as e:  # a failing cell is reported, not fatal
         msg = f"{type(e).__name__}: {e}"
         err = _marker(out, cell).with_suffix(".error.json")
         err.parent.mkdir(parents=True, exist_ok=True)
-        err.write_text(json.dumps({"cell": dataclasses.asdict(cell), "error": msg,
-                                   "traceback": traceback.format_exc()}, indent=1, default=str))  # fmt: skip
+        err.write_text(json.dumps({"cell": _describe(cell), "error": msg, "traceback": traceback.format_exc()},
+                                  indent=1, default=str))  # fmt: skip
         return CellStatus(cell, "failed", time.time() - t0, 0, msg)
     marker = _marker(out, cell)
     marker.parent.mkdir(parents=True, exist_ok=True)
     tmp = marker.with_name(f".{marker.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"cell": dataclasses.asdict(cell), "rows": len(df), "finished": time.time()}, default=str))
+    tmp.write_text(json.dumps({"cell": _describe(cell), "rows": len(df), "finished": time.time()}, default=str))
     os.replace(tmp, marker)
     marker.with_suffix(".error.json").unlink(missing_ok=True)
     return CellStatus(cell, "done", time.time() - t0, len(df))
 
 
+def _describe(cell: Cell) -> dict[str, Any]:
+    return {"model": cell.model, "suite": cell.suite, "options": dataclasses.asdict(cell.options)}
+
+
+def run_local(cells: list[Cell], out: str, cell_fn: CellFn, **_: Any) -> list[CellStatus]:
+    """Run cells one after the other in this process."""
+    return [cell_fn(c, out) for c in cells]
+
+
+def _run_ray(cells: list[Cell], out: str, cell_fn: CellFn, **kw: Any) -> list[CellStatus]:
+    from robustbench_vit.ray_executor import run_cells_on_ray
+
+    return run_cells_on_ray(cells, out, cell_fn, **kw)
+
+
+#: executor name -> (cells, results folder, cell function, options) -> statuses
+EXECUTORS: dict[str, Callable[..., list[CellStatus]]] = {"local": run_local, "ray": _run_ray}
+
+
 def run_sweep(spec: SweepSpec, out: str | None = None, *, executor: str = "local", address: str | None = None,
               num_gpus: float = 0.0, max_retries: int = 2) -> list[CellStatus]:  # fmt: skip
     """Run every incomplete cell; returns one status per cell (skipped ones included)."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor {executor!r} not in {tuple(EXECUTORS)}")
     out = out or spec.out
     statuses: list[CellStatus] = []
     todo = []
@@ -242,13 +265,6 @@ def run_sweep(spec: SweepSpec, out: str | None = None, *, executor: str = "local
             statuses.append(CellStatus(cell, "skipped"))
         else:
             todo.append(cell)
-    if executor == "local":
-        statuses += [run_cell(c, out) for c in todo]
-    elif executor == "ray":
-        from robustbench_vit.ray_executor import run_cells_on_ray
-
-        statuses += run_cells_on_ray(todo, out, address=address, num_gpus=num_gpus, max_retries=max_retries)
-    else:
-        raise ConfigError(f"executor {executor!r} not in ('local', 'ray')")
+    statuses += EXECUTORS[executor](todo, out, run_cell, address=address, num_gpus=num_gpus, max_retries=max_retries)
     order = {c.key(): i for i, c in enumerate(spec.cells)}
     return sorted(statuses, key=lambda s: order[s.cell.key()])

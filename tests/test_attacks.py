@@ -6,7 +6,7 @@ import torch
 from robustbench_vit.attacks import PGD, parse_eps
 from robustbench_vit.attacks.base import project
 from robustbench_vit.models.loading import load_model
-from tests.conftest import CIFAR10_TEST, IMAGENET_SAMPLES, needs_cifar, needs_effnet, needs_imagenet
+from tests.helpers import CIFAR10_TEST, IMAGENET_SAMPLES, needs_cifar, needs_effnet, needs_imagenet
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CIFAR10_TEST, needs_cifar
+from tests.helpers import CIFAR10_TEST, needs_cifar
 
 RBVIT = [sys.executable, "-m", "robustbench_vit.cli"]
 

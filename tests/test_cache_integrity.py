@@ -12,7 +12,7 @@ import pytest
 from robustbench_vit.data.cache import ImageCache
 from robustbench_vit.data.registry import open_dataset
 from robustbench_vit.preprocessing import DataConfig
-from tests.conftest import CIFAR10_TEST, needs_cifar
+from tests.helpers import CIFAR10_TEST, needs_cifar
 
 DC = DataConfig((3, 32, 32), 1.0, "bilinear", (0.5,) * 3, (0.5,) * 3)
 IDX = np.arange(0, 10000, 100)  # 100 images spread over the whole file

@@ -57,7 +57,7 @@ def test_overwritten_weights_never_return_a_stale_result(tmp_path):
     """The run id hashes the weights' content: weights overwritten in place under the same file name
     give a new run (and rows naming the new hash), equal to a fresh run, never the old rows."""
     import robustbench_vit as rbvit
-    from tests.conftest import CIFAR10_TEST, write_cifar_card
+    from tests.helpers import CIFAR10_TEST, write_cifar_card
 
     if not CIFAR10_TEST.is_dir():
         pytest.skip("shared CIFAR-10 absent")

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from robustbench_vit.cli import main
 from robustbench_vit.store import load_results
-from tests.conftest import CIFAR10_TEST, needs_cifar
+from tests.helpers import CIFAR10_TEST, needs_cifar
 
 RBVIT = [sys.executable, "-m", "robustbench_vit.cli"]
 

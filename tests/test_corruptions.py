@@ -14,7 +14,7 @@ from robustbench_vit.perturbations.corruptions import (
     reference_corrupt,
 )
 from robustbench_vit.preprocessing import DataConfig
-from tests.conftest import IMAGENET_SAMPLES, needs_effnet, needs_imagenet
+from tests.helpers import IMAGENET_SAMPLES, needs_effnet, needs_imagenet
 
 DETERMINISTIC = ("gaussian_blur", "defocus_blur", "zoom_blur", "contrast", "brightness", "saturate", "jpeg_compression",
                  "pixelate")  # fmt: skip

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.perturbations.corruptions import ALL_CORRUPTIONS, CIFAR10, corrupt
-from tests.conftest import CIFAR10_TEST, needs_cifar
+from tests.helpers import CIFAR10_TEST, needs_cifar
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from robustbench_vit.perturbations.corruptions import IMAGENET, TABLES, corrupt, jpeg_store
 from robustbench_vit.perturbations.corruptions.tables import IMAGENET_C_RELEASE
-from tests.conftest import IMAGENET_SAMPLES
+from tests.helpers import IMAGENET_SAMPLES
 
 S = 224
 

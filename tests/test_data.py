@@ -13,7 +13,7 @@ from robustbench_vit.data.subset import read_subset, stratified_limit
 from robustbench_vit.errors import DataError
 from robustbench_vit.labels import get_label_space
 from robustbench_vit.preprocessing import DataConfig, from_timm
-from tests.conftest import CIFAR10_TEST, IMAGENET_SAMPLES, needs_cifar, needs_imagenet
+from tests.helpers import CIFAR10_TEST, IMAGENET_SAMPLES, needs_cifar, needs_imagenet
 
 DC32 = DataConfig((3, 32, 32), 1.0, "bilinear", (0.5,) * 3, (0.5,) * 3)
 

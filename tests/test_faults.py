@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from robustbench_vit.store import load_results
-from tests.conftest import CIFAR10_TEST, needs_cifar
+from tests.helpers import CIFAR10_TEST, needs_cifar
 
 RBVIT = [sys.executable, "-m", "robustbench_vit.cli"]
 KEY = ["run_id", "model", "suite", "dataset", "condition", "metric"]

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from robustbench_vit.store import load_results
-from tests.conftest import IMAGENET_SAMPLES, needs_effnet, needs_imagenet
+from tests.helpers import IMAGENET_SAMPLES, needs_effnet, needs_imagenet
 
 pytestmark = [pytest.mark.slow, needs_imagenet, needs_effnet]
 

@@ -10,7 +10,7 @@ import pytest
 
 import robustbench_vit as rbvit
 from robustbench_vit.store import load_results
-from tests.conftest import CIFAR10_TEST, needs_cifar
+from tests.helpers import CIFAR10_TEST, needs_cifar
 
 KW = dict(data=str(CIFAR10_TEST), limit=20)
 

@@ -5,7 +5,7 @@ import torch
 
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.suites import Suite, make_suite
-from tests.conftest import CIFAR10_TEST, needs_cifar
+from tests.helpers import CIFAR10_TEST, needs_cifar
 
 
 @needs_cifar

@@ -22,7 +22,7 @@ from robustbench_vit.mce import (
     relative_mce,
 )
 from robustbench_vit.store import load_results
-from tests.conftest import IMAGENET_SAMPLES, REFERENCE, needs_effnet, needs_imagenet
+from tests.helpers import IMAGENET_SAMPLES, REFERENCE, needs_effnet, needs_imagenet
 
 CSV = REFERENCE / "robustbench_imagenet_c_unaggregated.csv"
 RBVIT = [sys.executable, "-m", "robustbench_vit.cli"]

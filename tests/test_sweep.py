@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from robustbench_vit.store import load_results
-from tests.conftest import IMAGENET_SAMPLES, ROOT, needs_effnet, needs_imagenet
+from tests.helpers import IMAGENET_SAMPLES, ROOT, needs_effnet, needs_imagenet
 
 RBVIT = [sys.executable, "-m", "robustbench_vit.cli"]
 
@@ -133,9 +133,9 @@ def test_compare_and_report(tmp_path):
 @needs_imagenet
 @needs_effnet
 def test_committed_ci_leaderboard_is_fresh(tmp_path):
-    """CI regenerates the tiny leaderboard from benchmarks/ci.toml; the committed results/ copy must match."""
+    """CI regenerates the tiny leaderboard from sweeps/ci.toml; the committed results/ copy must match."""
     out = tmp_path / "results"
-    r = subprocess.run([*RBVIT, "sweep", str(ROOT / "benchmarks" / "ci.toml"), "--out", str(out)],
+    r = subprocess.run([*RBVIT, "sweep", str(ROOT / "sweeps" / "ci.toml"), "--out", str(out)],
                        capture_output=True, text=True, timeout=1500, cwd=ROOT)  # fmt: skip
     assert r.returncode == 0, r.stdout[-3000:]
     assert subprocess.run([*RBVIT, "leaderboard", str(out)], capture_output=True).returncode == 0
@@ -143,6 +143,6 @@ def test_committed_ci_leaderboard_is_fresh(tmp_path):
     committed = pd.read_parquet(ROOT / "results" / "leaderboard.parquet")
     key = ["suite", "dataset", "condition", "metric", "source_model", "model"]
     a, b = fresh.set_index(key)["value"].sort_index(), committed.set_index(key)["value"].sort_index()
-    assert list(a.index) == list(b.index), "stale results/: rerun `rbvit sweep benchmarks/ci.toml && rbvit leaderboard results`"
+    assert list(a.index) == list(b.index), "stale results/: rerun `rbvit sweep sweeps/ci.toml && rbvit leaderboard results`"
     assert np.allclose(a.values, b.values, atol=1e-3, equal_nan=True), "stale values in results/leaderboard.parquet"
     assert (ROOT / "results" / "LEADERBOARD.md").read_text().startswith("# Leaderboard")

@@ -7,7 +7,7 @@ import torch
 from robustbench_vit.attacks import SelfEnsemble, input_diversity, parse_blocks, translation_kernel
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.models.loading import load_model
-from tests.conftest import CIFAR10_TEST, needs_cifar
+from tests.helpers import CIFAR10_TEST, needs_cifar
 
 
 @pytest.mark.parametrize("arch", ["vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224", "cait_xxs24_224"])

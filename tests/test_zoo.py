@@ -4,7 +4,7 @@ import pytest
 import timm
 
 from robustbench_vit.models.zoo import MODELS
-from tests.conftest import REFERENCE
+from tests.helpers import REFERENCE
 
 REQUIRED_FAMILIES = ["vit_", "deit_", "swin_", "cait_", "pit_", "convit_", "coat_", "twins_", "levit_", "xcit_",
                      "beit_", "mixer_", "resnet18", "resnet50", "resnet101", "resnet152", "bit_", "convnext_",

@@ -15,7 +15,6 @@ import shutil
 import tempfile
 import urllib.request
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,9 +108,6 @@ def _download_samples(dest: Path, url: str = SAMPLES_URL) -> None:
             raise OSError("the downloaded archive held no <wnid>_*.JPEG images")
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(staging), str(dest))
-
-
-_OPENERS: dict[str, Callable[..., ImageDataset]] = {}
 
 
 def open_dataset(data: str | Path | None = None, *, dataset: str | None = None,
