@@ -35,19 +35,30 @@ def timed(fn: Callable[[], object], device: torch.device, repeat: int = 1) -> fl
     return best
 
 
-def bench_parser(doc: str | None, *, model: str | None = None, data: bool = False, limit: int | None = None,
-                 batch_size: int | None = None, device: str | None = None) -> argparse.ArgumentParser:  # fmt: skip
+def bench_parser(
+    doc: str | None,
+    *,
+    model: str | None = None,
+    data: bool = False,
+    limit: int | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+) -> argparse.ArgumentParser:
     """The options every benchmark shares (``--model --data --limit --batch-size --device --dtype``), with
     this benchmark's defaults; a benchmark adds its own options to the returned parser."""
     ap = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
     if model is not None:
         ap.add_argument("--model", default=model, help=f"model reference (default {model})")
     if data:
-        ap.add_argument("--data", default=str(IMAGENET_SAMPLES), help="image folder (default: the shared samples)")
+        ap.add_argument(
+            "--data", default=str(IMAGENET_SAMPLES), help="image folder (default: the shared samples)"
+        )
     if limit is not None:
         ap.add_argument("--limit", type=int, default=limit, help=f"images (default {limit})")
     if batch_size is not None:
-        ap.add_argument("--batch-size", type=int, default=batch_size, help=f"batch size (default {batch_size})")
+        ap.add_argument(
+            "--batch-size", type=int, default=batch_size, help=f"batch size (default {batch_size})"
+        )
     ap.add_argument("--device", default=device, help="cpu, cuda, ... (default: auto)")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     return ap

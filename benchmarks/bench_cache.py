@@ -28,6 +28,7 @@ def main() -> None:
     _, ds = open_dataset(args.data)
     idx = np.arange(min(args.limit, len(ds)))
     with tempfile.TemporaryDirectory() as tmp:
+
         def first() -> None:
             ImageCache(ds, model.data_config, Path(tmp) / "c").ensure(idx)
 
@@ -38,8 +39,10 @@ def main() -> None:
 
         t1 = timed(first, model.device)
         t2 = timed(second, model.device, repeat=3)
-        print(f"data pass over {len(idx)} images: first (decode+cache) {t1:.2f}s, second (cache) {t2:.3f}s, "
-              f"speed-up {t1 / t2:.1f}x (target >= 5x)")
+        print(
+            f"data pass over {len(idx)} images: first (decode+cache) {t1:.2f}s, second (cache) {t2:.3f}s, "
+            f"speed-up {t1 / t2:.1f}x (target >= 5x)"
+        )
 
         x = torch.rand(args.batch_size, 3, *model.data_config.image_size, device=model.device)
         n_batches = -(-len(idx) // args.batch_size)
@@ -50,15 +53,24 @@ def main() -> None:
                     model(x)
 
         def cached_eval() -> None:
-            evaluate(model, "clean", data=args.data, limit=len(idx) if len(idx) < len(ds) else None, out=None,
-                     batch_size=args.batch_size, cache_dir=str(Path(tmp) / "c"))  # fmt: skip
+            evaluate(
+                model,
+                "clean",
+                data=args.data,
+                limit=len(idx) if len(idx) < len(ds) else None,
+                out=None,
+                batch_size=args.batch_size,
+                cache_dir=str(Path(tmp) / "c"),
+            )
 
         cached_eval()  # warm-up (fills the cache for the exact subset)
         tm = timed(model_only, model.device, repeat=2)
         te = timed(cached_eval, model.device, repeat=2)
-        print(f"clean eval from cache {len(idx) / te:.1f} img/s vs model-only forward {n_batches * args.batch_size / tm:.1f}"
-              f" img/s on {model.device} ({args.dtype}): {100 * (len(idx) / te) / (n_batches * args.batch_size / tm):.0f}%"
-              " of model-only (target >= 90%)")  # fmt: skip
+        print(
+            f"clean eval from cache {len(idx) / te:.1f} img/s vs model-only forward {n_batches * args.batch_size / tm:.1f}"
+            f" img/s on {model.device} ({args.dtype}): {100 * (len(idx) / te) / (n_batches * args.batch_size / tm):.0f}%"
+            " of model-only (target >= 90%)"
+        )
 
 
 if __name__ == "__main__":

@@ -31,17 +31,23 @@ def main() -> None:
     names = [n for n in ALL_CORRUPTIONS if not args.only or n in args.only.split(",")]
     tot_t = tot_r = 0.0
     slower = []
-    print(f"{len(x)} images 224x224 per torch batch on {dev}; reference on {len(x_ref)} images; severity {args.severity}")
+    print(
+        f"{len(x)} images 224x224 per torch batch on {dev}; reference on {len(x_ref)} images; severity {args.severity}"
+    )
     for name in names:
         g = torch.Generator().manual_seed(0)
         corrupt(x, name, args.severity, generator=g)  # warm-up (kernels, caches, numba)
         reference_corrupt(x_ref[:1], name, args.severity, seed=0)
         t = timed(lambda n=name, g=g: corrupt(x, n, args.severity, generator=g), dev, repeat=3) / len(x)
-        r = timed(lambda n=name: reference_corrupt(x_ref, n, args.severity, seed=0), torch.device("cpu")) / len(x_ref)
+        r = timed(
+            lambda n=name: reference_corrupt(x_ref, n, args.severity, seed=0), torch.device("cpu")
+        ) / len(x_ref)
         tot_t, tot_r = tot_t + t, tot_r + r
         if t >= r:
             slower.append(name)
-        print(f"  {name:18s} torch {1 / t:9.1f} img/s   reference {1 / r:8.1f} img/s   speed-up {r / t:6.1f}x")
+        print(
+            f"  {name:18s} torch {1 / t:9.1f} img/s   reference {1 / r:8.1f} img/s   speed-up {r / t:6.1f}x"
+        )
     print(f"  overall speed-up {tot_r / tot_t:.1f}x (time for all {len(names)} corruptions, one image each)")
     print("  torch slower for: " + (", ".join(slower) if slower else "none"))
 

@@ -25,13 +25,23 @@ def main() -> None:
     ap.add_argument("--stride", type=int, default=4)
     args = ap.parse_args()
 
-    model = load_model(args.model, device=args.device, dtype=args.dtype, pretrained=not args.model.startswith("timm:test_"))
+    model = load_model(
+        args.model, device=args.device, dtype=args.dtype, pretrained=not args.model.startswith("timm:test_")
+    )
     n_bases = len(half_plane_frequencies(default_radius(model.data_config.image_size), args.stride))
     with tempfile.TemporaryDirectory() as tmp:
         common = dict(data=args.data, limit=args.limit, cache_dir=tmp, out=None)
         evaluate(model, "clean", batch_size=args.batch_size, **common)  # fill the cache
-        t_map = timed(lambda: evaluate(model, "fourier_heatmap", batch_size=args.batch_size,
-                                       suite_params={"stride": args.stride}, **common), model.device)  # fmt: skip
+        t_map = timed(
+            lambda: evaluate(
+                model,
+                "fourier_heatmap",
+                batch_size=args.batch_size,
+                suite_params={"stride": args.stride},
+                **common,
+            ),
+            model.device,
+        )
     total = args.limit * n_bases
     x = torch.rand(args.batch_size, 3, *model.data_config.image_size, device=model.device)
     n_batches = -(-total // args.batch_size)
@@ -43,7 +53,9 @@ def main() -> None:
 
     t_fwd = timed(forward_only, model.device, repeat=2)
     per_map, per_fwd = t_map / total, t_fwd / (n_batches * args.batch_size)
-    print(f"model {args.model} on {model.device} ({args.dtype}): {args.limit} images x {n_bases} bases = {total} perturbed")
+    print(
+        f"model {args.model} on {model.device} ({args.dtype}): {args.limit} images x {n_bases} bases = {total} perturbed"
+    )
     print(f"  heat map   {total / t_map:9.1f} perturbed img/s")
     print(f"  forward    {1 / per_fwd:9.1f} img/s (same batch size, random inputs)")
     print(f"  cost ratio heat map / forward per image = {per_map / per_fwd:.2f}x (target <= 1.5x)")

@@ -38,14 +38,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         common = dict(data=args.data, limit=args.limit, batch_size=args.batch_size, cache_dir=tmp, out=None)
         evaluate(model, "clean", **common)  # fill the cache once (not timed)
-        t_sweep = timed(lambda: evaluate(model, "occlusion", suite_params={"grid": str(grid), "fractions": fractions},
-                                         **common), model.device)  # fmt: skip
+        t_sweep = timed(
+            lambda: evaluate(
+                model, "occlusion", suite_params={"grid": str(grid), "fractions": fractions}, **common
+            ),
+            model.device,
+        )
         t_clean = timed(lambda: evaluate(model, "clean", **common), model.device, repeat=2)
 
         import timm.data
 
-        tf = timm.data.create_transform(input_size=dc.input_size, crop_pct=dc.crop_pct, interpolation=dc.interpolation,
-                                        mean=dc.mean, std=dc.std)  # fmt: skip
+        tf = timm.data.create_transform(
+            input_size=dc.input_size,
+            crop_pct=dc.crop_pct,
+            interpolation=dc.interpolation,
+            mean=dc.mean,
+            std=dc.std,
+        )
         _, ds = open_dataset(args.data)
         from robustbench_vit.data.subset import stratified_limit
 
@@ -58,17 +67,25 @@ def main() -> None:
             for f in fractions:
                 g = torch.Generator().manual_seed(0)
                 for s in range(0, len(files), args.batch_size):
-                    batch = torch.stack([tf(Image.open(p).convert("RGB")) for p in files[s : s + args.batch_size]])
+                    batch = torch.stack(
+                        [tf(Image.open(p).convert("RGB")) for p in files[s : s + args.batch_size]]
+                    )
                     x = (batch * std + mean).to(model.device)  # back to [0, 1]
                     with torch.no_grad():
                         model(random_patch_drop(x, fraction=f, grid=grid, generator=g))
 
         t_naive = timed(naive, model.device)
     n = len(idx) * len(fractions)
-    print(f"model {args.model} on {model.device} ({args.dtype}), {len(idx)} images x {len(fractions)} drop levels")
+    print(
+        f"model {args.model} on {model.device} ({args.dtype}), {len(idx)} images x {len(fractions)} drop levels"
+    )
     print(f"  sweep (cached, on-device)   {t_sweep:7.2f}s  {n / t_sweep:8.1f} img/s")
-    print(f"  10 x clean pass (cached)    {10 * t_clean:7.2f}s  -> sweep / 10xclean = {t_sweep / (10 * t_clean):.2f}x (target <= 1.3x)")
-    print(f"  naive re-decode per level   {t_naive:7.2f}s  -> naive / sweep = {t_naive / t_sweep:.2f}x (target >= 3x)")
+    print(
+        f"  10 x clean pass (cached)    {10 * t_clean:7.2f}s  -> sweep / 10xclean = {t_sweep / (10 * t_clean):.2f}x (target <= 1.3x)"
+    )
+    print(
+        f"  naive re-decode per level   {t_naive:7.2f}s  -> naive / sweep = {t_naive / t_sweep:.2f}x (target >= 3x)"
+    )
 
 
 if __name__ == "__main__":

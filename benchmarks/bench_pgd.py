@@ -21,7 +21,9 @@ def main() -> None:
     ap = bench_parser(__doc__, model="timm:resnet18", batch_size=32)
     ap.add_argument("--steps", type=int, default=10)
     args = ap.parse_args()
-    model = load_model(args.model, device=args.device, dtype=args.dtype, pretrained=args.model == "efficientnet_lite0")
+    model = load_model(
+        args.model, device=args.device, dtype=args.dtype, pretrained=args.model == "efficientnet_lite0"
+    )
     x = torch.rand(args.batch_size, 3, *model.data_config.image_size, device=model.device)
     with torch.no_grad():
         y = model(x).argmax(1)
@@ -34,16 +36,24 @@ def main() -> None:
     t_fb = timed(fwd_bwd, model.device, repeat=3)
     eps = 4 / 255
     ours = PGD(eps=eps, steps=args.steps, step_size=eps / 4, random_start=True)
-    t_ours = timed(lambda: ours(model, x, y, generator=torch.Generator().manual_seed(0)), model.device, repeat=2)
+    t_ours = timed(
+        lambda: ours(model, x, y, generator=torch.Generator().manual_seed(0)), model.device, repeat=2
+    )
     fmodel = fb.PyTorchModel(model.module, bounds=(0, 1), device=model.device)
     fatk = fb.attacks.LinfPGD(abs_stepsize=eps / 4, steps=args.steps, random_start=True)
-    t_fool = timed(lambda: fatk(fmodel, x, fb.criteria.Misclassification(y), epsilons=eps), model.device, repeat=2)
+    t_fool = timed(
+        lambda: fatk(fmodel, x, fb.criteria.Misclassification(y), epsilons=eps), model.device, repeat=2
+    )
     # both attacks also run one extra forward pass to report success; count it as 1/3 of a step
     per_ours = t_ours / (args.steps + 1 / 3)
     print(f"model {args.model} on {model.device} ({args.dtype}), batch {args.batch_size}, {args.steps} steps")
     print(f"  forward+backward        {t_fb * 1e3:8.1f} ms")
-    print(f"  ours per step           {per_ours * 1e3:8.1f} ms  -> {per_ours / t_fb:.2f}x fwd+bwd (target <= 1.15x)")
-    print(f"  foolbox LinfPGD total   {t_fool:8.2f} s vs ours {t_ours:.2f} s -> foolbox / ours = {t_fool / t_ours:.2f}x (target >= 1)")
+    print(
+        f"  ours per step           {per_ours * 1e3:8.1f} ms  -> {per_ours / t_fb:.2f}x fwd+bwd (target <= 1.15x)"
+    )
+    print(
+        f"  foolbox LinfPGD total   {t_fool:8.2f} s vs ours {t_ours:.2f} s -> foolbox / ours = {t_fool / t_ours:.2f}x (target >= 1)"
+    )
 
 
 if __name__ == "__main__":

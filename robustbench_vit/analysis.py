@@ -33,7 +33,9 @@ def pivot(df: pd.DataFrame, *, suite: str, metric: str = "top1", columns: str = 
     return d.pivot_table(index="model", columns=columns, values="value", aggfunc="last")
 
 
-def mce_from_rows(df: pd.DataFrame, *, model: str, suite: str = "imagenet_c", relative: bool = False) -> float:
+def mce_from_rows(
+    df: pd.DataFrame, *, model: str, suite: str = "imagenet_c", relative: bool = False
+) -> float:
     """mCE (or relative mCE) of one model recomputed from its per-cell error rows; raises when incomplete."""
     d = df[(df.suite == suite) & (df.model == model) & (df.metric == "error")]
     cells = {(r.corruption, int(r.severity)): r.value for r in d.itertuples() if r.corruption != "clean"}
@@ -71,8 +73,15 @@ def _binom_two_sided(k: int, n: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def mcnemar(results: str | Path | pd.DataFrame, model_a: str, model_b: str, *, suite: str = "clean",
-            condition: str | None = None, dataset: str | None = None) -> McNemar:  # fmt: skip
+def mcnemar(
+    results: str | Path | pd.DataFrame,
+    model_a: str,
+    model_b: str,
+    *,
+    suite: str = "clean",
+    condition: str | None = None,
+    dataset: str | None = None,
+) -> McNemar:
     """Paired test of whether two models differ on the same images (needs ``--save-samples`` rows)."""
     s = results if isinstance(results, pd.DataFrame) else load_samples(results)
     s = s[s.suite == suite]
@@ -90,5 +99,11 @@ def mcnemar(results: str | Path | pd.DataFrame, model_a: str, model_b: str, *, s
         raise DataError(f"{model_a} and {model_b} share no evaluated images in suite {suite}")
     a_only = int((m.correct_a & ~m.correct_b).sum())
     b_only = int((~m.correct_a & m.correct_b).sum())
-    return McNemar(len(m), a_only, b_only, float(m.correct_a.mean()), float(m.correct_b.mean()),
-                   _binom_two_sided(min(a_only, b_only), a_only + b_only))  # fmt: skip
+    return McNemar(
+        len(m),
+        a_only,
+        b_only,
+        float(m.correct_a.mean()),
+        float(m.correct_b.mean()),
+        _binom_two_sided(min(a_only, b_only), a_only + b_only),
+    )

@@ -55,7 +55,10 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except RbvitError as e:
             _fail(_one_line(e), e.exit_code)
         except KeyboardInterrupt:
-            _fail("interrupted; finished conditions are kept, rerun the same command to resume", EXIT_INTERRUPTED)
+            _fail(
+                "interrupted; finished conditions are kept, rerun the same command to resume",
+                EXIT_INTERRUPTED,
+            )
         except FileNotFoundError as e:
             _fail(f"file not found: {e.filename or _one_line(e)}", EXIT_DATA)
         except OSError as e:
@@ -66,11 +69,15 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except RuntimeError as e:
             if "out of memory" in str(e).lower():
                 _fail("out of memory; lower --batch-size or use a smaller --limit", EXIT_OOM)
-            _fail(f"internal error: {type(e).__name__}: {_one_line(e)} (rerun with --debug for the traceback)",
-                  EXIT_INTERNAL)  # fmt: skip
+            _fail(
+                f"internal error: {type(e).__name__}: {_one_line(e)} (rerun with --debug for the traceback)",
+                EXIT_INTERNAL,
+            )
         except Exception as e:  # noqa: BLE001 - the CLI never shows a traceback unless --debug
-            _fail(f"internal error: {type(e).__name__}: {_one_line(e)} (rerun with --debug for the traceback)",
-                  EXIT_INTERNAL)  # fmt: skip
+            _fail(
+                f"internal error: {type(e).__name__}: {_one_line(e)} (rerun with --debug for the traceback)",
+                EXIT_INTERNAL,
+            )
 
     return wrapper
 
@@ -81,8 +88,14 @@ class RichReporter:
     def __init__(self) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=err, transient=True)  # fmt: skip
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        )
         self.progress.start()
         self.current: Any = None
 
@@ -141,8 +154,9 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--cache-dir", type=str, default=None, help="Decoded-image cache (default $RBVIT_CACHE).")
 @click.option("--json", "as_json", is_flag=True, help="Print rows as JSON lines on stdout.")
 @_friendly
-def eval_cmd(model: str, suite: str, params: tuple[str, ...], random_weights: bool, as_json: bool,
-             **opts: Any) -> None:  # fmt: skip
+def eval_cmd(
+    model: str, suite: str, params: tuple[str, ...], random_weights: bool, as_json: bool, **opts: Any
+) -> None:
     """Evaluate one model under one suite and write Parquet rows."""
     from robustbench_vit.runner import RunOptions, evaluate
 
@@ -177,17 +191,35 @@ def ls_cmd(kind: str, as_json: bool) -> None:
     if kind == "models":
         from robustbench_vit.models.zoo import MODELS
 
-        rows = [{"name": s.name, "family": s.family, "params_m": s.params_m, "source": s.source, "arch": s.arch,
-                 "paper": s.paper} for _, s in MODELS.items()]  # fmt: skip
+        rows = [
+            {
+                "name": s.name,
+                "family": s.family,
+                "params_m": s.params_m,
+                "source": s.source,
+                "arch": s.arch,
+                "paper": s.paper,
+            }
+            for _, s in MODELS.items()
+        ]
     elif kind == "suites":
         from robustbench_vit.suites import SUITES
 
-        rows = [{"name": n, "paper": c.paper, "metrics": ",".join(c.metrics),
-                 "doc": (c.__doc__ or "").strip().splitlines()[0]} for n, c in SUITES.items()]  # fmt: skip
+        rows = [
+            {
+                "name": n,
+                "paper": c.paper,
+                "metrics": ",".join(c.metrics),
+                "doc": (c.__doc__ or "").strip().splitlines()[0],
+            }
+            for n, c in SUITES.items()
+        ]
     else:
         from robustbench_vit.data.registry import DATASETS
 
-        rows = [{"name": s.name, "description": s.description, "layouts": s.layouts} for _, s in DATASETS.items()]
+        rows = [
+            {"name": s.name, "description": s.description, "layouts": s.layouts} for _, s in DATASETS.items()
+        ]
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
@@ -201,11 +233,17 @@ def ls_cmd(kind: str, as_json: bool) -> None:
 @click.argument("results", default="results")
 @click.option("--out", "-o", default=None, help="Parquet path (default RESULTS/leaderboard.parquet).")
 @click.option("--markdown", default=None, help="Markdown path (default RESULTS/LEADERBOARD.md).")
-@click.option("--all", "all_variants", is_flag=True,
-              help="Show every image set of a model (default: the largest one per model, weights, preprocessing and config).")
+@click.option(
+    "--all",
+    "all_variants",
+    is_flag=True,
+    help="Show every image set of a model (default: the largest one per model, weights, preprocessing and config).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @_friendly
-def leaderboard_cmd(results: str, out: str | None, markdown: str | None, all_variants: bool, as_json: bool) -> None:
+def leaderboard_cmd(
+    results: str, out: str | None, markdown: str | None, all_variants: bool, as_json: bool
+) -> None:
     """Aggregate a results folder into ranked tables (Parquet + Markdown)."""
     from robustbench_vit.leaderboard import build_leaderboard, write_leaderboard
 
@@ -214,7 +252,19 @@ def leaderboard_cmd(results: str, out: str | None, markdown: str | None, all_var
     if as_json:
         click.echo(board.to_json(orient="records"))
         return
-    cols = ["suite", "dataset", "condition", "metric", "rank", "label", "value", "ci_low", "ci_high", "n", "n_seeds"]
+    cols = [
+        "suite",
+        "dataset",
+        "condition",
+        "metric",
+        "rank",
+        "label",
+        "value",
+        "ci_low",
+        "ci_high",
+        "n",
+        "n_seeds",
+    ]
     table = Table(*cols, title="leaderboard")
     for rec in board[cols].itertuples(index=False):
         table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in rec])
@@ -225,7 +275,9 @@ def leaderboard_cmd(results: str, out: str | None, markdown: str | None, all_var
 @main.command("plot")
 @click.argument("results", default="results")
 @click.option("--out", "-o", default=None, help="Folder for the PNG files (default RESULTS/figures).")
-@click.option("--kind", "-k", multiple=True, help="Figure kind(s): occlusion, patch_shuffle, ... (default all).")
+@click.option(
+    "--kind", "-k", multiple=True, help="Figure kind(s): occlusion, patch_shuffle, ... (default all)."
+)
 @_friendly
 def plot_cmd(results: str, out: str | None, kind: tuple[str, ...]) -> None:
     """Render the standard figures (one curve per model) from a results folder to PNG."""
@@ -242,17 +294,24 @@ def plot_cmd(results: str, out: str | None, kind: tuple[str, ...]) -> None:
         click.echo(str(f))
 
 
-
 @main.command("sweep")
 @click.argument("file")
-@click.option("--out", "-o", default=None, help="Results folder (default: the file's [sweep] out, else results/).")
+@click.option(
+    "--out", "-o", default=None, help="Results folder (default: the file's [sweep] out, else results/)."
+)
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local")
 @click.option("--address", default=None, help="Ray cluster address (default: start a local Ray).")
-@click.option("--num-gpus", type=float, default=None, help="GPUs per Ray task (default 1 where CUDA is visible, else 0).")
+@click.option(
+    "--num-gpus",
+    type=float,
+    default=None,
+    help="GPUs per Ray task (default 1 where CUDA is visible, else 0).",
+)
 @click.option("--dry-run", is_flag=True, help="Only print the plan.")
 @_friendly
-def sweep_cmd(file: str, out: str | None, executor: str, address: str | None, num_gpus: float | None,
-              dry_run: bool) -> None:  # fmt: skip
+def sweep_cmd(
+    file: str, out: str | None, executor: str, address: str | None, num_gpus: float | None, dry_run: bool
+) -> None:
     """Run a declarative sweep (models x suites x datasets), skipping complete cells."""
     from robustbench_vit.sweep import CellStatus, load_sweep, plan, run_sweep
 
@@ -269,8 +328,13 @@ def sweep_cmd(file: str, out: str | None, executor: str, address: str | None, nu
     table = Table("cell", "status", "seconds", "rows", "error", title=f"sweep {file} -> {target}")
     colour = {"done": "green", "skipped": "cyan", "failed": "red", "todo": "yellow"}
     for st in statuses:
-        table.add_row(st.cell.label(), f"[{colour[st.status]}]{st.status}[/]", f"{st.seconds:.1f}", str(st.rows),
-                      st.error[:120])  # fmt: skip
+        table.add_row(
+            st.cell.label(),
+            f"[{colour[st.status]}]{st.status}[/]",
+            f"{st.seconds:.1f}",
+            str(st.rows),
+            st.error[:120],
+        )
     stdout.print(table)
     counts = {k: sum(s.status == k for s in statuses) for k in ("done", "skipped", "failed", "todo")}
     err.print(" ".join(f"{k}={v}" for k, v in counts.items()))
@@ -278,18 +342,28 @@ def sweep_cmd(file: str, out: str | None, executor: str, address: str | None, nu
         sys.exit(1)
 
 
-
 @main.command("compare")
 @click.argument("model_a")
 @click.argument("model_b")
-@click.option("--results", "-r", default="results", help="Results folder with per-sample rows (--save-samples).")
+@click.option(
+    "--results", "-r", default="results", help="Results folder with per-sample rows (--save-samples)."
+)
 @click.option("--suite", "-s", default="clean")
-@click.option("--condition", default=None, help="Condition to compare (default: all shared conditions pooled).")
+@click.option(
+    "--condition", default=None, help="Condition to compare (default: all shared conditions pooled)."
+)
 @click.option("--dataset", default=None)
 @click.option("--json", "as_json", is_flag=True)
 @_friendly
-def compare_cmd(model_a: str, model_b: str, results: str, suite: str, condition: str | None, dataset: str | None,
-                as_json: bool) -> None:  # fmt: skip
+def compare_cmd(
+    model_a: str,
+    model_b: str,
+    results: str,
+    suite: str,
+    condition: str | None,
+    dataset: str | None,
+    as_json: bool,
+) -> None:
     """Paired exact McNemar test: do two models differ on the same images?"""
     import dataclasses
 

@@ -25,12 +25,21 @@ def select_device(device: str | None = None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
-        raise ConfigError(f"--device {device!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
+        raise ConfigError(
+            f"--device {device!r} is not a device: use auto, cpu, cuda, cuda:N or mps"
+        ) from None
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"--device {device!r} is not supported: use auto, cpu, cuda, cuda:N or mps")
-    if dev.type == "cuda" and dev.index is not None and torch.cuda.is_available() and dev.index >= torch.cuda.device_count():
+    if (
+        dev.type == "cuda"
+        and dev.index is not None
+        and torch.cuda.is_available()
+        and dev.index >= torch.cuda.device_count()
+    ):
         raise ConfigError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+    if dev.type == "mps" and not (
+        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    ):
         raise ConfigError(f"--device {device}: MPS is not available on this machine (use cpu or auto)")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: CUDA is not available on this machine (use cpu or auto)")

@@ -16,8 +16,17 @@ from robustbench_vit.errors import ConfigError, DataError, UnknownNameError
 __all__ = ["LabelSpace", "get_label_space", "CIFAR10_CLASSES", "is_wnid", "normalize_name"]
 
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 
 _WNID = re.compile(r"^n\d{8}$")
 

@@ -24,8 +24,16 @@ import pandas as pd
 from robustbench_vit.metrics import PROPORTIONS
 from robustbench_vit.store import atomic_write_table, load_results
 
-__all__ = ["wilson_interval", "build_leaderboard", "write_leaderboard", "render_markdown", "PROPORTIONS",
-           "headline_rows", "suite_tables", "natural_key"]  # fmt: skip
+__all__ = [
+    "wilson_interval",
+    "build_leaderboard",
+    "write_leaderboard",
+    "render_markdown",
+    "PROPORTIONS",
+    "headline_rows",
+    "suite_tables",
+    "natural_key",
+]
 
 _KEY = ["suite", "dataset", "condition", "metric", "source_model"]
 #: what makes two runs of one model comparable: same weights, preprocessing and suite configuration
@@ -59,8 +67,11 @@ def _suite_config(config: str) -> str:
 
 
 def _with_variant_columns(df: pd.DataFrame) -> pd.DataFrame:
-    df = df.assign(source_model=df["source_model"].fillna(""), family=df["family"].fillna(""),
-                   weights=df["weights"].fillna(""))  # fmt: skip
+    df = df.assign(
+        source_model=df["source_model"].fillna(""),
+        family=df["family"].fillna(""),
+        weights=df["weights"].fillna(""),
+    )
     legacy = df["image_set"].isna() if "image_set" in df else pd.Series(True, index=df.index)
     # rows written before image_set existed: the dataset root and --limit identify the set as well as they can
     fallback = ["legacy:" + _short_hash([r, lim]) for r, lim in zip(df["data_root"], df["limit"])]
@@ -68,9 +79,13 @@ def _with_variant_columns(df: pd.DataFrame) -> pd.DataFrame:
     n_images = df["n_images"] if "n_images" in df else pd.Series(np.nan, index=df.index)
     n_images = n_images.where(~legacy, df.groupby("run_id")["n"].transform("max"))
     pre_key = [f"{p} mean={m} std={s}" for p, m, s in zip(df["preprocessing"], df["mean"], df["std"])]
-    return df.assign(image_set=image_set, n_images=n_images.astype("int64"), preprocessing_key=pre_key,
-                     suite_config=[_suite_config(c) for c in df["config"]],
-                     random_weights=df["weights"].str.startswith("random"))  # fmt: skip
+    return df.assign(
+        image_set=image_set,
+        n_images=n_images.astype("int64"),
+        preprocessing_key=pre_key,
+        suite_config=[_suite_config(c) for c in df["config"]],
+        random_weights=df["weights"].str.startswith("random"),
+    )
 
 
 def build_leaderboard(results: str | Path | pd.DataFrame, *, all_variants: bool = False) -> pd.DataFrame:
@@ -82,34 +97,69 @@ def build_leaderboard(results: str | Path | pd.DataFrame, *, all_variants: bool 
     ``all_variants`` keeps every image set instead of the largest one per model.
     """
     df = results if isinstance(results, pd.DataFrame) else load_results(results, expand_params=False)
-    cols = [*_KEY, "model", "label", "family", "value", "value_std", "n_seeds", "n", "higher_is_better",
-            "weights", "random_weights", "preprocessing", "image_set", "n_images", "image_sets_available",
-            "run_id", "seeds", "rbvit_version", "timm_version", "torch_version", "finished_at"]  # fmt: skip
+    cols = [
+        *_KEY,
+        "model",
+        "label",
+        "family",
+        "value",
+        "value_std",
+        "n_seeds",
+        "n",
+        "higher_is_better",
+        "weights",
+        "random_weights",
+        "preprocessing",
+        "image_set",
+        "n_images",
+        "image_sets_available",
+        "run_id",
+        "seeds",
+        "rbvit_version",
+        "timm_version",
+        "torch_version",
+        "finished_at",
+    ]
     if df.empty:
         return pd.DataFrame(columns=[*cols, "ci_low", "ci_high", "rank"])
     df = _with_variant_columns(df)
     # reruns of one seed: the latest row wins; then seeds are aggregated
     keys = list(dict.fromkeys([*_GROUP, "image_set", *_KEY]))
     df = df.sort_values("finished_at").drop_duplicates([*keys, "seed"], keep="last")
-    agg = df.groupby(keys, sort=False, dropna=False).agg(
-        value=("value", "mean"), value_std=("value", lambda v: float(v.std(ddof=1)) if len(v) > 1 else np.nan),
-        n_seeds=("seed", "nunique"), seeds=("seed", lambda v: ",".join(map(str, sorted(set(v))))),
-        n=("n", "max"), n_images=("n_images", "max"), finished_at=("finished_at", "max"),
-        run_id=("run_id", "last"), higher_is_better=("higher_is_better", "first"), family=("family", "first"),
-        random_weights=("random_weights", "first"), rbvit_version=("rbvit_version", "last"),
-        timm_version=("timm_version", "last"), torch_version=("torch_version", "last"),
-    ).reset_index()  # fmt: skip
+    agg = (
+        df.groupby(keys, sort=False, dropna=False)
+        .agg(
+            value=("value", "mean"),
+            value_std=("value", lambda v: float(v.std(ddof=1)) if len(v) > 1 else np.nan),
+            n_seeds=("seed", "nunique"),
+            seeds=("seed", lambda v: ",".join(map(str, sorted(set(v))))),
+            n=("n", "max"),
+            n_images=("n_images", "max"),
+            finished_at=("finished_at", "max"),
+            run_id=("run_id", "last"),
+            higher_is_better=("higher_is_better", "first"),
+            family=("family", "first"),
+            random_weights=("random_weights", "first"),
+            rbvit_version=("rbvit_version", "last"),
+            timm_version=("timm_version", "last"),
+            torch_version=("torch_version", "last"),
+        )
+        .reset_index()
+    )
     sets = agg.groupby(_GROUP)["image_set"].nunique().rename("image_sets_available")
     agg = agg.join(sets, on=_GROUP)
     if not all_variants:  # the largest image set per comparable group (latest on a tie)
-        size = agg.groupby([*_GROUP, "image_set"], as_index=False).agg(n_images=("n_images", "max"),
-                                                                       finished_at=("finished_at", "max"))  # fmt: skip
+        size = agg.groupby([*_GROUP, "image_set"], as_index=False).agg(
+            n_images=("n_images", "max"), finished_at=("finished_at", "max")
+        )
         best = size.sort_values(["n_images", "finished_at"]).drop_duplicates(_GROUP, keep="last")
         agg = agg.merge(best[[*_GROUP, "image_set"]], on=[*_GROUP, "image_set"])
     agg["label"] = _labels(agg, all_variants)
     agg = agg.rename(columns={"preprocessing_key": "preprocessing"})
-    ci = [wilson_interval(v, n) if m in PROPORTIONS else (np.nan, np.nan)
-          for v, n, m in zip(agg["value"], agg["n"], agg["metric"])]  # fmt: skip
+    ci = [
+        wilson_interval(v, n) if m in PROPORTIONS else (np.nan, np.nan)
+        for v, n, m in zip(agg["value"], agg["n"], agg["metric"])
+    ]
     agg["ci_low"] = [c[0] for c in ci]
     agg["ci_high"] = [c[1] for c in ci]
     agg["_s"] = np.where(agg["higher_is_better"], -agg["value"], agg["value"])
@@ -122,8 +172,10 @@ def _labels(agg: pd.DataFrame, all_variants: bool) -> list[str]:
     """Model names on the board, disambiguated where one model has several comparable groups."""
     labels = []
     per_model = agg.groupby(["model", "suite", "dataset"])
-    counts = {k: {c: g[c].nunique() for c in ("weights", "preprocessing_key", "suite_config", "image_set")}
-              for k, g in per_model}  # fmt: skip
+    counts = {
+        k: {c: g[c].nunique() for c in ("weights", "preprocessing_key", "suite_config", "image_set")}
+        for k, g in per_model
+    }
     for r in agg.itertuples():
         c = counts[(r.model, r.suite, r.dataset)]
         parts = []
@@ -165,7 +217,9 @@ def _table(wide: pd.DataFrame, index_names: list[str]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for idx, row in wide.iterrows():
         idx = idx if isinstance(idx, tuple) else (idx,)
-        lines.append("| " + " | ".join([*map(str, idx), *[v if isinstance(v, str) else "" for v in row]]) + " |")
+        lines.append(
+            "| " + " | ".join([*map(str, idx), *[v if isinstance(v, str) else "" for v in row]]) + " |"
+        )
     return lines
 
 
@@ -182,7 +236,9 @@ def suite_tables(board: pd.DataFrame, cell=_cell) -> list[tuple[str, str, str, p
             for cond, t in g[g.metric == "fooling_rate"].groupby("condition"):
                 wide = t.pivot_table(index="source_model", columns="label", values="cell", aggfunc="first")
                 wide.index.name = "source \\ target"
-                tables.append((suite, dataset, f"fooling_rate of `{cond}` (rows: source, columns: target)", wide, ""))
+                tables.append(
+                    (suite, dataset, f"fooling_rate of `{cond}` (rows: source, columns: target)", wide, "")
+                )
             continue
         g = g.assign(col=g["condition"] + " " + g["metric"])
         order_col = _ranking_column(g)
@@ -191,13 +247,25 @@ def suite_tables(board: pd.DataFrame, cell=_cell) -> list[tuple[str, str, str, p
         ranks = g[g["col"] == order_col].set_index(["label", "family"])["rank"]
         wide = wide.loc[sorted(wide.index, key=lambda i: (ranks.get(i, 10**9), i))]
         prov = g.iloc[0]
-        sets = ", ".join(sorted({f"{r.label}: {int(r.n_images)} images" + (
-            f" (largest of {int(r.image_sets_available)} image sets)" if r.image_sets_available > 1 else "")
-            for r in g.drop_duplicates("label").itertuples()}))  # fmt: skip
+        sets = ", ".join(
+            sorted(
+                {
+                    f"{r.label}: {int(r.n_images)} images"
+                    + (
+                        f" (largest of {int(r.image_sets_available)} image sets)"
+                        if r.image_sets_available > 1
+                        else ""
+                    )
+                    for r in g.drop_duplicates("label").itertuples()
+                }
+            )
+        )
         seeds = sorted(set(g["seeds"]))
-        caption = (f"_ranked by `{order_col}`; preprocessing of the first model: {prov['preprocessing'].split(' mean=')[0]}; "
-                   f"seeds {' / '.join(seeds)} (mean over seeds); image sets: {sets}; rbvit {prov['rbvit_version']}, "
-                   f"timm {prov['timm_version']}, torch {prov['torch_version']}_")  # fmt: skip
+        caption = (
+            f"_ranked by `{order_col}`; preprocessing of the first model: {prov['preprocessing'].split(' mean=')[0]}; "
+            f"seeds {' / '.join(seeds)} (mean over seeds); image sets: {sets}; rbvit {prov['rbvit_version']}, "
+            f"timm {prov['timm_version']}, torch {prov['torch_version']}_"
+        )
         tables.append((suite, dataset, caption, wide, order_col))
     return tables
 
@@ -213,8 +281,13 @@ def _ranking_column(g: pd.DataFrame) -> str:
 
 def render_markdown(board: pd.DataFrame) -> str:
     """One Markdown table per (suite, dataset) with the suite's headline metrics, ranked by the first."""
-    lines = ["# Leaderboard", "", "Generated by `rbvit leaderboard` from the rows under `runs/`. Values are fractions "
-             "in [0, 1] unless the metric says otherwise; brackets give the 95% Wilson interval over images.", ""]  # fmt: skip
+    lines = [
+        "# Leaderboard",
+        "",
+        "Generated by `rbvit leaderboard` from the rows under `runs/`. Values are fractions "
+        "in [0, 1] unless the metric says otherwise; brackets give the 95% Wilson interval over images.",
+        "",
+    ]
     if board.empty:
         return "\n".join([*lines, "_no results_", ""])
     last = None
@@ -230,8 +303,9 @@ def render_markdown(board: pd.DataFrame) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def write_leaderboard(board: pd.DataFrame, results: str | Path, *, parquet: str | None = None,
-                      markdown: str | None = None) -> tuple[Path, Path]:  # fmt: skip
+def write_leaderboard(
+    board: pd.DataFrame, results: str | Path, *, parquet: str | None = None, markdown: str | None = None
+) -> tuple[Path, Path]:
     """Write ``leaderboard.parquet`` and ``LEADERBOARD.md`` (atomically) next to the runs."""
     import pyarrow as pa
 

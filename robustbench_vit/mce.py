@@ -27,20 +27,41 @@ from robustbench_vit.perturbations.corruptions.tables import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BENCHMARK_CORRUPTIONS", "EXTRA_CORRUPTIONS", "SEVERITIES", "ALEXNET_ERRORS", "ALEXNET_CLEAN_ERROR",
-           "MissingMeasurementError", "corruption_errors", "mce", "relative_mce", "corruption_summary",
-           "COMPARABLE_TABLES"]  # fmt: skip
+__all__ = [
+    "BENCHMARK_CORRUPTIONS",
+    "EXTRA_CORRUPTIONS",
+    "SEVERITIES",
+    "ALEXNET_ERRORS",
+    "ALEXNET_CLEAN_ERROR",
+    "MissingMeasurementError",
+    "corruption_errors",
+    "mce",
+    "relative_mce",
+    "corruption_summary",
+    "COMPARABLE_TABLES",
+]
 
 
 #: AlexNet's top-1 error on each ImageNet-C corruption, averaged over the 5 severities, as used by the
 #: benchmark's reference evaluation code (hendrycks/robustness, ImageNet-C ``test.py``); Appendix C of
 #: the paper prints them rounded to 3 digits (88.6%, 89.4%, ...).
 ALEXNET_ERRORS: dict[str, float] = {
-    "gaussian_noise": 0.886428, "shot_noise": 0.894468, "impulse_noise": 0.922640, "defocus_blur": 0.819880,
-    "glass_blur": 0.826268, "motion_blur": 0.785948, "zoom_blur": 0.798360, "snow": 0.866816, "frost": 0.826572,
-    "fog": 0.819324, "brightness": 0.564592, "contrast": 0.853204, "elastic_transform": 0.646056,
-    "pixelate": 0.717840, "jpeg_compression": 0.606500,
-}  # fmt: skip
+    "gaussian_noise": 0.886428,
+    "shot_noise": 0.894468,
+    "impulse_noise": 0.922640,
+    "defocus_blur": 0.819880,
+    "glass_blur": 0.826268,
+    "motion_blur": 0.785948,
+    "zoom_blur": 0.798360,
+    "snow": 0.866816,
+    "frost": 0.826572,
+    "fog": 0.819324,
+    "brightness": 0.564592,
+    "contrast": 0.853204,
+    "elastic_transform": 0.646056,
+    "pixelate": 0.717840,
+    "jpeg_compression": 0.606500,
+}
 
 #: AlexNet's clean ImageNet top-1 error (torchvision AlexNet, 56.52% top-1), for relative mCE.
 ALEXNET_CLEAN_ERROR = 0.4348
@@ -59,9 +80,11 @@ def _check(errors: Mapping[tuple[str, int], float], corruptions: tuple[str, ...]
         )
 
 
-def corruption_errors(errors: Mapping[tuple[str, int], float],
-                      alexnet: Mapping[str, float] | Mapping[tuple[str, int], float] | None = None,
-                      corruptions: tuple[str, ...] = BENCHMARK_CORRUPTIONS) -> dict[str, float]:  # fmt: skip
+def corruption_errors(
+    errors: Mapping[tuple[str, int], float],
+    alexnet: Mapping[str, float] | Mapping[tuple[str, int], float] | None = None,
+    corruptions: tuple[str, ...] = BENCHMARK_CORRUPTIONS,
+) -> dict[str, float]:
     """CE per corruption. ``alexnet`` maps corruption -> mean error (default: :data:`ALEXNET_ERRORS`)
     or (corruption, severity) -> error (e.g. an AlexNet row measured on the same images)."""
     _check(errors, corruptions)
@@ -82,14 +105,19 @@ def mce(errors: Mapping[tuple[str, int], float], alexnet: Mapping | None = None)
     return float(np.mean(list(corruption_errors(errors, alexnet).values())))
 
 
-def relative_mce(errors: Mapping[tuple[str, int], float], clean_error: float,
-                 alexnet: Mapping[str, float] | None = None,
-                 alexnet_clean_error: float = ALEXNET_CLEAN_ERROR) -> float:  # fmt: skip
+def relative_mce(
+    errors: Mapping[tuple[str, int], float],
+    clean_error: float,
+    alexnet: Mapping[str, float] | None = None,
+    alexnet_clean_error: float = ALEXNET_CLEAN_ERROR,
+) -> float:
     """Relative mCE: degradation from clean, normalised by AlexNet's degradation."""
     _check(errors, BENCHMARK_CORRUPTIONS)
     alexnet = alexnet or ALEXNET_ERRORS
-    rel = [sum(errors[(c, s)] - clean_error for s in SEVERITIES) / (5 * (alexnet[c] - alexnet_clean_error))
-           for c in BENCHMARK_CORRUPTIONS]  # fmt: skip
+    rel = [
+        sum(errors[(c, s)] - clean_error for s in SEVERITIES) / (5 * (alexnet[c] - alexnet_clean_error))
+        for c in BENCHMARK_CORRUPTIONS
+    ]
     return float(np.mean(rel))
 
 
@@ -125,20 +153,37 @@ def corruption_summary(results: list[tuple[Any, MetricValue]]) -> list[tuple[Any
     table = "+".join(sorted(tables))
 
     def add(name: str, metric: str, value: float, params: dict | None = None) -> None:
-        out.append((Condition(name, None, {**(params or {}), "param_table": table}), MetricValue(metric, float(value), n)))
+        out.append(
+            (
+                Condition(name, None, {**(params or {}), "param_table": table}),
+                MetricValue(metric, float(value), n),
+            )
+        )
 
     bench = {k: v for k, v in err.items() if k[0] in BENCHMARK_CORRUPTIONS}
     if bench:
-        add("summary/benchmark", "mean_corruption_accuracy", 1 - np.mean(list(bench.values())), {"cells": len(bench)})
+        add(
+            "summary/benchmark",
+            "mean_corruption_accuracy",
+            1 - np.mean(list(bench.values())),
+            {"cells": len(bench)},
+        )
     for c in ALL_CORRUPTIONS:
         cells = [err[(c, s)] for s in SEVERITIES if (c, s) in err]
         if cells:
-            add(f"summary/ce_unnormalised/{c}", "ce_unnormalised", float(np.mean(cells)),
-                {"corruption": c, "severities": [s for s in SEVERITIES if (c, s) in err]})  # fmt: skip
+            add(
+                f"summary/ce_unnormalised/{c}",
+                "ce_unnormalised",
+                float(np.mean(cells)),
+                {"corruption": c, "severities": [s for s in SEVERITIES if (c, s) in err]},
+            )
     comparable = tables <= set(COMPARABLE_TABLES)
     if not comparable:
-        log.info("CE/mCE not reported: parameter tables %s are not comparable with the released ImageNet-C files "
-                 "(use table=imagenet_c_release)", sorted(tables - set(COMPARABLE_TABLES)))  # fmt: skip
+        log.info(
+            "CE/mCE not reported: parameter tables %s are not comparable with the released ImageNet-C files "
+            "(use table=imagenet_c_release)",
+            sorted(tables - set(COMPARABLE_TABLES)),
+        )
     err_for_ce = err if comparable else {}
     for c in BENCHMARK_CORRUPTIONS:
         if all((c, s) in err_for_ce for s in SEVERITIES):
@@ -152,6 +197,10 @@ def corruption_summary(results: list[tuple[Any, MetricValue]]) -> list[tuple[Any
             log.warning("mCE not reported: %s", e)
     extra = {k: v for k, v in err.items() if k[0] in EXTRA_CORRUPTIONS}
     if extra:
-        add("summary/extra", "mean_corruption_accuracy", 1 - np.mean(list(extra.values())),
-            {"cells": len(extra), "corruptions": sorted({k[0] for k in extra})})  # fmt: skip
+        add(
+            "summary/extra",
+            "mean_corruption_accuracy",
+            1 - np.mean(list(extra.values())),
+            {"cells": len(extra), "corruptions": sorted({k[0] for k in extra})},
+        )
     return out

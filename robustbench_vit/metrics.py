@@ -16,8 +16,16 @@ import torch.nn.functional as F
 
 from robustbench_vit.registry import Registry
 
-__all__ = ["MetricSpec", "METRICS", "register_metric", "HIGHER_IS_BETTER", "PROPORTIONS", "MetricValue",
-           "ClassificationAccumulator", "expected_calibration_error"]  # fmt: skip
+__all__ = [
+    "MetricSpec",
+    "METRICS",
+    "register_metric",
+    "HIGHER_IS_BETTER",
+    "PROPORTIONS",
+    "MetricValue",
+    "ClassificationAccumulator",
+    "expected_calibration_error",
+]
 
 
 @dataclass(frozen=True)
@@ -42,8 +50,14 @@ class MetricSpec:
 METRICS: Registry[MetricSpec] = Registry("metric")
 
 
-def register_metric(name: str, *, higher_is_better: bool, proportion: bool, description: str,
-                    compute: Callable[[ClassificationAccumulator], float] | None = None) -> MetricSpec:  # fmt: skip
+def register_metric(
+    name: str,
+    *,
+    higher_is_better: bool,
+    proportion: bool,
+    description: str,
+    compute: Callable[[ClassificationAccumulator], float] | None = None,
+) -> MetricSpec:
     """Add a metric to the catalogue; a suite may emit only registered metrics."""
     spec = MetricSpec(name, higher_is_better, proportion, description, compute)
     METRICS.add(name, spec)
@@ -55,16 +69,41 @@ def _mean_or_nan(a: np.ndarray) -> float:
 
 
 # accumulator metrics: computed from the per-image flags of one condition
-register_metric("top1", higher_is_better=True, proportion=True, description="top-1 accuracy",
-                compute=lambda acc: _mean_or_nan(acc.correct()))
-register_metric("error", higher_is_better=False, proportion=True, description="top-1 error (1 - top1)",
-                compute=lambda acc: 1.0 - _mean_or_nan(acc.correct()))
-register_metric("top5", higher_is_better=True, proportion=True, description="top-5 accuracy",
-                compute=lambda acc: _mean_or_nan(acc._cat("top5")))
-register_metric("nll", higher_is_better=False, proportion=False, description="mean negative log-likelihood",
-                compute=lambda acc: _mean_or_nan(acc._cat("loss")))
-register_metric("ece", higher_is_better=False, proportion=False, description="expected calibration error, 15 bins",
-                compute=lambda acc: expected_calibration_error(acc._cat("conf"), acc.correct()))
+register_metric(
+    "top1",
+    higher_is_better=True,
+    proportion=True,
+    description="top-1 accuracy",
+    compute=lambda acc: _mean_or_nan(acc.correct()),
+)
+register_metric(
+    "error",
+    higher_is_better=False,
+    proportion=True,
+    description="top-1 error (1 - top1)",
+    compute=lambda acc: 1.0 - _mean_or_nan(acc.correct()),
+)
+register_metric(
+    "top5",
+    higher_is_better=True,
+    proportion=True,
+    description="top-5 accuracy",
+    compute=lambda acc: _mean_or_nan(acc._cat("top5")),
+)
+register_metric(
+    "nll",
+    higher_is_better=False,
+    proportion=False,
+    description="mean negative log-likelihood",
+    compute=lambda acc: _mean_or_nan(acc._cat("loss")),
+)
+register_metric(
+    "ece",
+    higher_is_better=False,
+    proportion=False,
+    description="expected calibration error, 15 bins",
+    compute=lambda acc: expected_calibration_error(acc._cat("conf"), acc.correct()),
+)
 # suite formulas
 for _name, _hib, _prop, _desc in (
     ("top1_mean", True, True, "mean top-1 over repeats"),

@@ -52,7 +52,14 @@ def plot_occlusion(df: pd.DataFrame, path: str | Path) -> Path | None:
         key = "fraction" if mode == "random" else "lambda"
         for (model, dataset), g in dm.groupby(["model", "dataset"]):
             s = g.groupby(key)["value"].agg(["mean", "std"]).sort_index()
-            ax.errorbar(s.index, s["mean"], yerr=s["std"].fillna(0), marker="o", capsize=3, label=f"{model} ({dataset})")
+            ax.errorbar(
+                s.index,
+                s["mean"],
+                yerr=s["std"].fillna(0),
+                marker="o",
+                capsize=3,
+                label=f"{model} ({dataset})",
+            )
         ax.set_xlabel("fraction of cells dropped" if mode == "random" else "attention mass lambda")
         ax.set_ylabel("top-1 accuracy")
         ax.set_title(f"PatchDrop: {mode.replace('_', '-')}")
@@ -73,8 +80,14 @@ def plot_patch_shuffle(df: pd.DataFrame, path: str | Path) -> Path | None:
     pos = {p: i for i, p in enumerate(grids["patches"])}
     for (model, dataset), g in d.groupby(["model", "dataset"]):
         s = g.groupby("patches")["value"].agg(["mean", "std"]).sort_index()
-        ax.errorbar([pos[p] for p in s.index], s["mean"], yerr=s["std"].fillna(0), marker="o", capsize=3,
-                    label=f"{model} ({dataset})")  # fmt: skip
+        ax.errorbar(
+            [pos[p] for p in s.index],
+            s["mean"],
+            yerr=s["std"].fillna(0),
+            marker="o",
+            capsize=3,
+            label=f"{model} ({dataset})",
+        )
     ax.set_xticks(range(len(pos)), grids["grid"].tolist())
     ax.set_xlabel("shuffle grid")
     ax.set_ylabel("top-1 accuracy")
@@ -124,7 +137,9 @@ def plot_fourier_heatmaps(df: pd.DataFrame, path: str | Path) -> Path | None:
     for ax, ((model, dataset), g) in zip(axes[0], groups):
         m, coords = _heatmap_matrix(g)
         half = (coords[-1] - coords[0]) / 2
-        im = ax.imshow(m, cmap="jet", vmin=0, vmax=1, extent=(-half, half, half, -half), interpolation="nearest")
+        im = ax.imshow(
+            m, cmap="jet", vmin=0, vmax=1, extent=(-half, half, half, -half), interpolation="nearest"
+        )
         ax.set_title(f"{model}\n({dataset})", fontsize=9)
         ax.set_xlabel("frequency v")
         ax.set_ylabel("frequency u")
@@ -142,7 +157,13 @@ def plot_fourier_filter(df: pd.DataFrame, path: str | Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for (model, _dataset, kind), g in d.groupby(["model", "dataset", "kind"]):
         s = g.groupby("radius_fraction")["value"].mean().sort_index()
-        ax.plot(s.index, s.values, marker="o", linestyle="-" if kind == "low" else "--", label=f"{model} {kind}-pass")
+        ax.plot(
+            s.index,
+            s.values,
+            marker="o",
+            linestyle="-" if kind == "low" else "--",
+            label=f"{model} {kind}-pass",
+        )
     ax.set_xlabel("radius / Nyquist radius")
     ax.set_ylabel("top-1 accuracy")
     ax.set_ylim(0, 1)
@@ -160,7 +181,11 @@ def _comparable_complete_errors(d: pd.DataFrame) -> pd.DataFrame:
     may normalise: rows from the files or the make_imagenet_c table, with all five severities."""
     from robustbench_vit.mce import COMPARABLE_TABLES, SEVERITIES
 
-    table = d["param_table"].fillna("imagenet_c_files") if "param_table" in d else pd.Series("imagenet_c_files", index=d.index)
+    table = (
+        d["param_table"].fillna("imagenet_c_files")
+        if "param_table" in d
+        else pd.Series("imagenet_c_files", index=d.index)
+    )
     d = d[table.isin(COMPARABLE_TABLES)]
     if d.empty:
         return pd.DataFrame()
@@ -174,7 +199,11 @@ def plot_corruptions(df: pd.DataFrame, path: str | Path) -> Path | None:
     """Error per corruption (mean over severities) for several models, and CE normalised by AlexNet."""
     from robustbench_vit.mce import ALEXNET_ERRORS
 
-    d = df[df.suite.isin(["corruptions", "imagenet_c"]) & (df.metric == "error") & ~df.condition.str.startswith("summary")]
+    d = df[
+        df.suite.isin(["corruptions", "imagenet_c"])
+        & (df.metric == "error")
+        & ~df.condition.str.startswith("summary")
+    ]
     if "corruption" in d.columns:
         d = d[d.corruption != "clean"]
     if d.empty:
@@ -191,8 +220,15 @@ def plot_corruptions(df: pd.DataFrame, path: str | Path) -> Path | None:
         (ce.div(pd.Series(ALEXNET_ERRORS), axis=0).dropna(how="all") * 100).plot.bar(ax=axes[1], width=0.8)
         axes[1].axhline(100, color="k", lw=0.8, ls="--")
     else:
-        axes[1].text(0.5, 0.5, "no complete cells comparable with ImageNet-C\n(table=imagenet_c_release or the files)",
-                     ha="center", va="center", transform=axes[1].transAxes, fontsize=9)
+        axes[1].text(
+            0.5,
+            0.5,
+            "no complete cells comparable with ImageNet-C\n(table=imagenet_c_release or the files)",
+            ha="center",
+            va="center",
+            transform=axes[1].transAxes,
+            fontsize=9,
+        )
     axes[1].set_ylabel("CE (% of AlexNet)")
     axes[1].set_title("Corruption error normalised by AlexNet")
     for ax in axes:
@@ -225,7 +261,9 @@ def plot_transfer(df: pd.DataFrame, path: str | Path) -> Path | None:
     if d.empty:
         return None
     cond = sorted(d.condition.unique())[0]
-    m = d[d.condition == cond].pivot_table(index="source_model", columns="model", values="value", aggfunc="last")
+    m = d[d.condition == cond].pivot_table(
+        index="source_model", columns="model", values="value", aggfunc="last"
+    )
     plt = _plt()
     fig, ax = plt.subplots(figsize=(1.4 * len(m.columns) + 3, 0.8 * len(m.index) + 2))
     im = ax.imshow(m.values, cmap="viridis", vmin=0, vmax=1)

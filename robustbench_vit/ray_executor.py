@@ -20,8 +20,15 @@ __all__ = ["run_cells_on_ray"]
 log = logging.getLogger(__name__)
 
 
-def run_cells_on_ray(cells: list, out: str, cell_fn: Callable[[Any, str], Any], *, address: str | None = None,
-                     num_gpus: float = 0.0, max_retries: int = 2) -> list:  # fmt: skip
+def run_cells_on_ray(
+    cells: list,
+    out: str,
+    cell_fn: Callable[[Any, str], Any],
+    *,
+    address: str | None = None,
+    num_gpus: float = 0.0,
+    max_retries: int = 2,
+) -> list:
     """Run ``cell_fn(cell, out)`` for every cell as a Ray task (retried ``max_retries`` times if its worker dies)."""
     try:
         import ray

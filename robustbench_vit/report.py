@@ -24,8 +24,10 @@ th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:0.5em 0}.n
 def _board_html(board: pd.DataFrame) -> str:
     parts = []
     for suite, dataset, caption, wide, _ in suite_tables(board, cell=lambda v, lo, hi: f"{v:.4f}"):
-        parts.append(f"<h3>{html.escape(suite)} on {html.escape(dataset)}</h3><p class='note'>{html.escape(caption)}</p>"
-                     + wide.to_html(escape=True))  # fmt: skip
+        parts.append(
+            f"<h3>{html.escape(suite)} on {html.escape(dataset)}</h3><p class='note'>{html.escape(caption)}</p>"
+            + wide.to_html(escape=True)
+        )
     return "\n".join(parts) or "<p>no results</p>"
 
 
@@ -37,11 +39,15 @@ def write_report(results: str | Path, out: str | Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         for p in plot_all(df, tmp):
             data = base64.b64encode(p.read_bytes()).decode()
-            imgs.append(f'<figure><img alt="{p.stem}" src="data:image/png;base64,{data}"><figcaption>{p.stem}'
-                        "</figcaption></figure>")  # fmt: skip
-    body = (f"<h1>robustbench_vit report</h1><p class='note'>{len(df)} rows from {html.escape(str(results))}; "
-            f"rbvit {__version__}. Values in [0, 1]; leaderboards show each suite's headline metrics.</p>"
-            f"<h2>Leaderboards</h2>{_board_html(board)}<h2>Figures</h2>{''.join(imgs) or '<p>no figures</p>'}")  # fmt: skip
+            imgs.append(
+                f'<figure><img alt="{p.stem}" src="data:image/png;base64,{data}"><figcaption>{p.stem}'
+                "</figcaption></figure>"
+            )
+    body = (
+        f"<h1>robustbench_vit report</h1><p class='note'>{len(df)} rows from {html.escape(str(results))}; "
+        f"rbvit {__version__}. Values in [0, 1]; leaderboards show each suite's headline metrics.</p>"
+        f"<h2>Leaderboards</h2>{_board_html(board)}<h2>Figures</h2>{''.join(imgs) or '<p>no figures</p>'}"
+    )
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>rbvit report</title><style>{_CSS}</style></head><body>{body}</body></html>"
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -103,18 +103,29 @@ def _versions() -> dict[str, str]:
     import timm
     import torch
 
-    return {"rbvit_version": __version__, "torch_version": torch.__version__, "timm_version": timm.__version__}
+    return {
+        "rbvit_version": __version__,
+        "torch_version": torch.__version__,
+        "timm_version": timm.__version__,
+    }
 
 
-def _run_id(model: LoadedModel, suite: Suite, ds_fingerprint: str, indices: np.ndarray, opts: RunOptions) -> str:
+def _run_id(
+    model: LoadedModel, suite: Suite, ds_fingerprint: str, indices: np.ndarray, opts: RunOptions
+) -> str:
     ident = {
-        "model": model.spec.to_dict(), "weights": model.weights, "data_config": suite.data_config(model).to_dict(),
-        "suite": suite.config(), "dataset": ds_fingerprint,
-        "indices": hashlib.sha256(indices.tobytes()).hexdigest(), "seed": opts.seed, "dtype": opts.dtype,
+        "model": model.spec.to_dict(),
+        "weights": model.weights,
+        "data_config": suite.data_config(model).to_dict(),
+        "suite": suite.config(),
+        "dataset": ds_fingerprint,
+        "indices": hashlib.sha256(indices.tobytes()).hexdigest(),
+        "seed": opts.seed,
+        "dtype": opts.dtype,
         "save_samples": opts.save_samples,
         # batch-mode masks are drawn once per batch, so results depend on the requested batch size
         "batch_size": opts.batch_size,
-    }  # fmt: skip
+    }
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -134,8 +145,14 @@ def _select(ds_targets: np.ndarray, opts: RunOptions, ds: Any) -> np.ndarray:
     return np.arange(len(ds_targets))
 
 
-def evaluate(model: str | LoadedModel, suite: str | Suite, options: RunOptions | None = None,
-             *, reporter: Reporter | None = None, **kwargs: Any) -> pd.DataFrame:  # fmt: skip
+def evaluate(
+    model: str | LoadedModel,
+    suite: str | Suite,
+    options: RunOptions | None = None,
+    *,
+    reporter: Reporter | None = None,
+    **kwargs: Any,
+) -> pd.DataFrame:
     """Evaluate one model under one suite; returns every row (new and resumed) as a DataFrame.
 
     Example:
@@ -160,8 +177,13 @@ def evaluate(model: str | LoadedModel, suite: str | Suite, options: RunOptions |
     if isinstance(model, LoadedModel):
         loaded = model
     else:
-        loaded = load_model(spec, device=opts.device, dtype=opts.dtype,  # type: ignore[arg-type]
-                            pretrained=opts.pretrained, checkpoint=opts.checkpoint)  # fmt: skip
+        loaded = load_model(
+            spec,
+            device=opts.device,
+            dtype=opts.dtype,  # type: ignore[arg-type]
+            pretrained=opts.pretrained,
+            checkpoint=opts.checkpoint,
+        )
     class_map = suite_obj.label_map(ds, loaded)
     labels = class_map[ds.targets]
     indices = _select(ds.targets, opts, ds)
@@ -172,12 +194,26 @@ def evaluate(model: str | LoadedModel, suite: str | Suite, options: RunOptions |
     if len(todo):
         rep.task(f"decode {dataset_name} ({data_cfg.describe()})", len(todo))
         cache.ensure(indices, workers=opts.workers, progress=rep.advance)
-    ctx = EvalContext(model=loaded, dataset=ds, dataset_name=dataset_name, cache=cache, indices=indices,
-                      labels=labels, batch_size=opts.batch_size, seed=opts.seed,
-                      workdir=cache.dir / "suites", on_batch=rep.advance)  # fmt: skip
+    ctx = EvalContext(
+        model=loaded,
+        dataset=ds,
+        dataset_name=dataset_name,
+        cache=cache,
+        indices=indices,
+        labels=labels,
+        batch_size=opts.batch_size,
+        seed=opts.seed,
+        workdir=cache.dir / "suites",
+        on_batch=rep.advance,
+    )
     run_id = _run_id(loaded, suite_obj, ds.fingerprint, indices, opts)
-    store = RunStore(opts.out or "results", suite=suite_obj.name, model=loaded.spec.name,
-                     dataset=dataset_name, run_id=run_id)  # fmt: skip
+    store = RunStore(
+        opts.out or "results",
+        suite=suite_obj.name,
+        model=loaded.spec.name,
+        dataset=dataset_name,
+        run_id=run_id,
+    )
     base = _base_row(loaded, suite_obj, dataset_name, ds, opts, run_id, data_cfg)
     base.update(image_set=image_set_id(ds.fingerprint, indices), n_images=len(indices))
     rows: list[dict[str, Any]] = []
@@ -225,27 +261,52 @@ def evaluate(model: str | LoadedModel, suite: str | Suite, options: RunOptions |
     return frame
 
 
-def _records(base: dict[str, Any], results: list[Result], *, batch_size: int, started: dt.datetime,
-             finished: dt.datetime) -> list[dict[str, Any]]:  # fmt: skip
+def _records(
+    base: dict[str, Any],
+    results: list[Result],
+    *,
+    batch_size: int,
+    started: dt.datetime,
+    finished: dt.datetime,
+) -> list[dict[str, Any]]:
     """The only place rows are built: the run's columns plus one condition's result."""
     return [
-        Record(**base, condition=cond.name, severity=cond.severity,
-               params=json.dumps(dict(cond.params), sort_keys=True, default=str), metric=mv.metric, value=mv.value,
-               n=mv.n, higher_is_better=mv.higher_is_better, source_model=cond.params.get("source_model"),
-               batch_size=batch_size, started_at=started, finished_at=finished).to_row()
+        Record(
+            **base,
+            condition=cond.name,
+            severity=cond.severity,
+            params=json.dumps(dict(cond.params), sort_keys=True, default=str),
+            metric=mv.metric,
+            value=mv.value,
+            n=mv.n,
+            higher_is_better=mv.higher_is_better,
+            source_model=cond.params.get("source_model"),
+            batch_size=batch_size,
+            started_at=started,
+            finished_at=finished,
+        ).to_row()
         for cond, mv in results
-    ]  # fmt: skip
+    ]
 
 
 def results_from_rows(rows: list[dict[str, Any]]) -> list[Result]:
     """Typed results of rows read back from the store (the resume path)."""
-    return [(Condition(r["condition"], r["severity"], json.loads(r["params"] or "{}")),
-             MetricValue(r["metric"], r["value"], r["n"])) for r in rows]  # fmt: skip
+    return [
+        (
+            Condition(r["condition"], r["severity"], json.loads(r["params"] or "{}")),
+            MetricValue(r["metric"], r["value"], r["n"]),
+        )
+        for r in rows
+    ]
 
 
 def _concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) if isinstance(parts[0][k], np.ndarray)
-            else [v for p in parts for v in p[k]] for k in parts[0]}  # fmt: skip
+    return {
+        k: np.concatenate([np.asarray(p[k]) for p in parts])
+        if isinstance(parts[0][k], np.ndarray)
+        else [v for p in parts for v in p[k]]
+        for k in parts[0]
+    }
 
 
 def _now() -> dt.datetime:
@@ -255,24 +316,51 @@ def _now() -> dt.datetime:
 def _samples(acc: Any, ds: Any, base: dict[str, Any], cond: Condition) -> dict[str, Any]:
     s = acc.samples()
     n = len(s["index"])
-    return {"run_id": [base["run_id"]] * n, "model": [base["model"]] * n, "suite": [base["suite"]] * n,
-            "dataset": [base["dataset"]] * n, "condition": [cond.name] * n,
-            "source_model": [cond.params.get("source_model")] * n,
-            "item": [ds.items[i] for i in s["index"]], **s}  # fmt: skip
-
-
-def _base_row(m: LoadedModel, suite: Suite, dataset: str, ds: Any, opts: RunOptions, run_id: str,
-              dc: Any) -> dict[str, Any]:  # fmt: skip
-    config = {"model": m.spec.to_dict(), "suite": suite.config(), "options": dataclasses.asdict(opts),
-              "data_config": dc.to_dict()}  # fmt: skip
     return {
-        "run_id": run_id, "model": m.spec.name, "family": m.spec.family, "arch": m.spec.arch,
-        "source": m.spec.source, "weights": m.weights, "suite": suite.name, "suite_version": suite.version,
-        "dataset": dataset, "data_root": str(ds.root), "seed": opts.seed, "limit": opts.limit,
-        "preprocessing": dc.describe(), "input_size": dc.image_size[0], "resize_size": dc.resize_size[0],
-        "crop_pct": dc.crop_pct, "interpolation": dc.interpolation, "crop_mode": dc.crop_mode,
-        "mean": json.dumps(list(dc.mean)), "std": json.dumps(list(dc.std)), "preprocessing_source": dc.source,
-        "device": str(m.device), "dtype": m.dtype, **_versions(),
-        "config": json.dumps(config, sort_keys=True, default=str),
-    }  # fmt: skip
+        "run_id": [base["run_id"]] * n,
+        "model": [base["model"]] * n,
+        "suite": [base["suite"]] * n,
+        "dataset": [base["dataset"]] * n,
+        "condition": [cond.name] * n,
+        "source_model": [cond.params.get("source_model")] * n,
+        "item": [ds.items[i] for i in s["index"]],
+        **s,
+    }
 
+
+def _base_row(
+    m: LoadedModel, suite: Suite, dataset: str, ds: Any, opts: RunOptions, run_id: str, dc: Any
+) -> dict[str, Any]:
+    config = {
+        "model": m.spec.to_dict(),
+        "suite": suite.config(),
+        "options": dataclasses.asdict(opts),
+        "data_config": dc.to_dict(),
+    }
+    return {
+        "run_id": run_id,
+        "model": m.spec.name,
+        "family": m.spec.family,
+        "arch": m.spec.arch,
+        "source": m.spec.source,
+        "weights": m.weights,
+        "suite": suite.name,
+        "suite_version": suite.version,
+        "dataset": dataset,
+        "data_root": str(ds.root),
+        "seed": opts.seed,
+        "limit": opts.limit,
+        "preprocessing": dc.describe(),
+        "input_size": dc.image_size[0],
+        "resize_size": dc.resize_size[0],
+        "crop_pct": dc.crop_pct,
+        "interpolation": dc.interpolation,
+        "crop_mode": dc.crop_mode,
+        "mean": json.dumps(list(dc.mean)),
+        "std": json.dumps(list(dc.std)),
+        "preprocessing_source": dc.source,
+        "device": str(m.device),
+        "dtype": m.dtype,
+        **_versions(),
+        "config": json.dumps(config, sort_keys=True, default=str),
+    }

@@ -31,7 +31,17 @@ import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Record", "params_as_columns", "SCHEMA", "SAMPLE_SCHEMA", "RunStore", "load_results", "load_samples", "atomic_write_table"]
+__all__ = [
+    "Record",
+    "params_as_columns",
+    "SCHEMA",
+    "SAMPLE_SCHEMA",
+    "RunStore",
+    "load_results",
+    "load_samples",
+    "atomic_write_table",
+]
+
 
 @dataclass(frozen=True)
 class Record:
@@ -86,8 +96,13 @@ class Record:
         return dataclasses.asdict(self)
 
 
-_ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(),
-          dt.datetime: pa.timestamp("us", tz="UTC")}  # fmt: skip
+_ARROW = {
+    str: pa.string(),
+    int: pa.int64(),
+    float: pa.float64(),
+    bool: pa.bool_(),
+    dt.datetime: pa.timestamp("us", tz="UTC"),
+}
 
 
 def _arrow_type(hint: Any) -> pa.DataType:
@@ -98,11 +113,22 @@ def _arrow_type(hint: Any) -> pa.DataType:
 #: the Parquet schema of metric rows, derived from :class:`Record`
 SCHEMA = pa.schema([(name, _arrow_type(hint)) for name, hint in typing.get_type_hints(Record).items()])
 
-SAMPLE_SCHEMA = pa.schema([
-    ("run_id", pa.string()), ("model", pa.string()), ("suite", pa.string()), ("dataset", pa.string()),
-    ("condition", pa.string()), ("source_model", pa.string()), ("index", pa.int64()), ("item", pa.string()),
-    ("label", pa.int64()), ("pred", pa.int64()), ("correct", pa.bool_()), ("loss", pa.float32()),
-])  # fmt: skip
+SAMPLE_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("model", pa.string()),
+        ("suite", pa.string()),
+        ("dataset", pa.string()),
+        ("condition", pa.string()),
+        ("source_model", pa.string()),
+        ("index", pa.int64()),
+        ("item", pa.string()),
+        ("label", pa.int64()),
+        ("pred", pa.int64()),
+        ("correct", pa.bool_()),
+        ("loss", pa.float32()),
+    ]
+)
 
 _SAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 
@@ -213,15 +239,23 @@ class RunStore:
         except (OSError, pa.ArrowException, ValueError) as e:
             aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
             os.replace(path, aside)
-            log.warning("moved unreadable results file %s aside to %s (%s); recomputing it", path, aside.name,
-                        " ".join(str(e).split())[:120])  # fmt: skip
+            log.warning(
+                "moved unreadable results file %s aside to %s (%s); recomputing it",
+                path,
+                aside.name,
+                " ".join(str(e).split())[:120],
+            )
             return False
 
     def read(self, condition_key: str) -> list[dict[str, Any]]:
         return pq.read_table(self.path(condition_key), schema=SCHEMA, partitioning=None).to_pylist()
 
-    def write_if_changed(self, condition_key: str, rows: list[dict[str, Any]],
-                         ignore: tuple[str, ...] = ("started_at", "finished_at")) -> Path | None:  # fmt: skip
+    def write_if_changed(
+        self,
+        condition_key: str,
+        rows: list[dict[str, Any]],
+        ignore: tuple[str, ...] = ("started_at", "finished_at"),
+    ) -> Path | None:
         """Write ``rows`` unless the file already holds the same rows (timestamps aside): a rerun over
         complete results then changes nothing, and works on a read-only folder."""
         path = self.path(condition_key)
@@ -235,8 +269,9 @@ class RunStore:
                 pass
         return self.write(condition_key, rows)
 
-    def write(self, condition_key: str, rows: list[dict[str, Any]],
-              samples: dict[str, Any] | None = None) -> Path:  # fmt: skip
+    def write(
+        self, condition_key: str, rows: list[dict[str, Any]], samples: dict[str, Any] | None = None
+    ) -> Path:
         """Write samples first, then the metric rows: a metric file implies its samples exist."""
         if samples is not None:
             spath = self.samples_dir / f"{self.prefix}-{safe_name(condition_key)}.parquet"
@@ -297,7 +332,6 @@ def params_as_columns(df: pd.DataFrame) -> pd.DataFrame:
     params = pd.DataFrame([json.loads(p) if p else {} for p in df["params"]], index=df.index)
     params = params[[c for c in params.columns if c not in df.columns]]
     return pd.concat([df, params], axis=1)
-
 
 
 def load_samples(path: str | Path = "results") -> pd.DataFrame:

@@ -37,8 +37,18 @@ from robustbench_vit import __version__
 from robustbench_vit.errors import ConfigError, DataError
 from robustbench_vit.runner import RunOptions
 
-__all__ = ["Cell", "SweepSpec", "load_sweep", "validate_sweep", "plan", "run_cell", "run_local", "run_sweep",
-           "CellStatus", "EXECUTORS"]  # fmt: skip
+__all__ = [
+    "Cell",
+    "SweepSpec",
+    "load_sweep",
+    "validate_sweep",
+    "plan",
+    "run_cell",
+    "run_local",
+    "run_sweep",
+    "CellStatus",
+    "EXECUTORS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +65,11 @@ class Cell:
     def key(self) -> str:
         """Hash of the cell's full configuration and the rbvit version (its marker file's name)."""
         opts = {k: v for k, v in dataclasses.asdict(self.options).items() if k != "out"}
-        blob = json.dumps({"model": self.model, "suite": self.suite, "options": opts, "rbvit": __version__},
-                          sort_keys=True, default=str)  # fmt: skip
+        blob = json.dumps(
+            {"model": self.model, "suite": self.suite, "options": opts, "rbvit": __version__},
+            sort_keys=True,
+            default=str,
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def label(self) -> str:
@@ -92,7 +105,9 @@ def _expand_models(entries: list[Any], base: Path) -> list[tuple[str, bool]]:
 
     out: list[tuple[str, bool]] = []
     for e in entries:
-        ref, pretrained = (e["ref"], bool(e.get("pretrained", True))) if isinstance(e, dict) else (str(e), True)
+        ref, pretrained = (
+            (e["ref"], bool(e.get("pretrained", True))) if isinstance(e, dict) else (str(e), True)
+        )
         if ref.endswith(".json"):
             p = ref if Path(ref).is_absolute() else str(base / ref)
             matches = sorted(glob.glob(p)) if any(ch in p for ch in "*?[") else [p]
@@ -109,10 +124,29 @@ def _expand_models(entries: list[Any], base: Path) -> list[tuple[str, bool]]:
     return out
 
 
-_TOP_KEYS = {"out": str, "data": str, "dataset": str, "limit": int, "seeds": list, "batch_size": int,
-             "dtype": str, "device": str, "models": list, "save_samples": bool}  # fmt: skip
-_SUITE_KEYS = {"name": str, "params": dict, "data": str, "dataset": str, "limit": int, "seeds": list,
-               "batch_size": int, "dtype": str, "save_samples": bool}  # fmt: skip
+_TOP_KEYS = {
+    "out": str,
+    "data": str,
+    "dataset": str,
+    "limit": int,
+    "seeds": list,
+    "batch_size": int,
+    "dtype": str,
+    "device": str,
+    "models": list,
+    "save_samples": bool,
+}
+_SUITE_KEYS = {
+    "name": str,
+    "params": dict,
+    "data": str,
+    "dataset": str,
+    "limit": int,
+    "seeds": list,
+    "batch_size": int,
+    "dtype": str,
+    "save_samples": bool,
+}
 
 
 def _check_table(table: Any, allowed: dict[str, type], where: str) -> None:
@@ -129,7 +163,9 @@ def _check_table(table: Any, allowed: dict[str, type], where: str) -> None:
         typ = allowed[key]
         ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
         if not ok:
-            raise ConfigError(f"{where}: {key} must be {'an' if typ is int else 'a'} {typ.__name__}, got {value!r}")
+            raise ConfigError(
+                f"{where}: {key} must be {'an' if typ is int else 'a'} {typ.__name__}, got {value!r}"
+            )
         if typ is int and value < (0 if key == "seed" else 1):
             raise ConfigError(f"{where}: {key} must be >= 1, got {value}")
     for seed in table.get("seeds", []):
@@ -167,7 +203,9 @@ def load_sweep(path: str | Path) -> SweepSpec:
         raise ConfigError(f"sweep file {path} is not valid TOML: {e}") from None
     unknown = sorted(set(raw) - {"sweep", "suite"})
     if unknown:
-        raise ConfigError(f"sweep file {path}: unknown section(s) {', '.join(unknown)} (use [sweep] and [[suite]])")
+        raise ConfigError(
+            f"sweep file {path}: unknown section(s) {', '.join(unknown)} (use [sweep] and [[suite]])"
+        )
     top = raw.get("sweep", {})
     suites = raw.get("suite", [])
     _check_table(top, _TOP_KEYS, f"{path} [sweep]")
@@ -179,7 +217,9 @@ def load_sweep(path: str | Path) -> SweepSpec:
         raise ConfigError(f"sweep file {path} needs [sweep] models = [...] and at least one [[suite]]")
     for m in top["models"]:
         if not (isinstance(m, str) or (isinstance(m, dict) and isinstance(m.get("ref"), str))):
-            raise ConfigError(f"sweep file {path}: each model is a name or {{ ref = ..., pretrained = ... }}, got {m!r}")
+            raise ConfigError(
+                f"sweep file {path}: each model is a name or {{ ref = ..., pretrained = ... }}, got {m!r}"
+            )
     models = _expand_models(top["models"], Path.cwd())
     cells = []
     for s in suites:
@@ -189,12 +229,17 @@ def load_sweep(path: str | Path) -> SweepSpec:
         for ref, pretrained in models:
             for seed in s.get("seeds", top.get("seeds", [0])):
                 opts = RunOptions(
-                    data=s.get("data", top.get("data")), dataset=s.get("dataset", top.get("dataset")),
-                    limit=s.get("limit", top.get("limit")), seed=int(seed),
+                    data=s.get("data", top.get("data")),
+                    dataset=s.get("dataset", top.get("dataset")),
+                    limit=s.get("limit", top.get("limit")),
+                    seed=int(seed),
                     batch_size=int(s.get("batch_size", top.get("batch_size", 64))),
-                    dtype=s.get("dtype", top.get("dtype", "fp32")), device=top.get("device"), pretrained=pretrained,
-                    save_samples=bool(s.get("save_samples", top.get("save_samples", False))), suite_params=params,
-                )  # fmt: skip
+                    dtype=s.get("dtype", top.get("dtype", "fp32")),
+                    device=top.get("device"),
+                    pretrained=pretrained,
+                    save_samples=bool(s.get("save_samples", top.get("save_samples", False))),
+                    suite_params=params,
+                )
                 cells.append(Cell(model=ref, suite=s["name"], options=opts))
     spec = SweepSpec(path, tuple(cells), str(top.get("out", "results")))
     validate_sweep(spec)
@@ -221,13 +266,20 @@ def run_cell(cell: Cell, out: str) -> CellStatus:
         msg = f"{type(e).__name__}: {e}"
         err = _marker(out, cell).with_suffix(".error.json")
         err.parent.mkdir(parents=True, exist_ok=True)
-        err.write_text(json.dumps({"cell": _describe(cell), "error": msg, "traceback": traceback.format_exc()},
-                                  indent=1, default=str))  # fmt: skip
+        err.write_text(
+            json.dumps(
+                {"cell": _describe(cell), "error": msg, "traceback": traceback.format_exc()},
+                indent=1,
+                default=str,
+            )
+        )
         return CellStatus(cell, "failed", time.time() - t0, 0, msg)
     marker = _marker(out, cell)
     marker.parent.mkdir(parents=True, exist_ok=True)
     tmp = marker.with_name(f".{marker.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"cell": _describe(cell), "rows": len(df), "finished": time.time()}, default=str))
+    tmp.write_text(
+        json.dumps({"cell": _describe(cell), "rows": len(df), "finished": time.time()}, default=str)
+    )
     os.replace(tmp, marker)
     marker.with_suffix(".error.json").unlink(missing_ok=True)
     return CellStatus(cell, "done", time.time() - t0, len(df))
@@ -252,8 +304,15 @@ def _run_ray(cells: list[Cell], out: str, cell_fn: CellFn, **kw: Any) -> list[Ce
 EXECUTORS: dict[str, Callable[..., list[CellStatus]]] = {"local": run_local, "ray": _run_ray}
 
 
-def run_sweep(spec: SweepSpec, out: str | None = None, *, executor: str = "local", address: str | None = None,
-              num_gpus: float = 0.0, max_retries: int = 2) -> list[CellStatus]:  # fmt: skip
+def run_sweep(
+    spec: SweepSpec,
+    out: str | None = None,
+    *,
+    executor: str = "local",
+    address: str | None = None,
+    num_gpus: float = 0.0,
+    max_retries: int = 2,
+) -> list[CellStatus]:
     """Run every incomplete cell; returns one status per cell (skipped ones included)."""
     if executor not in EXECUTORS:
         raise ConfigError(f"executor {executor!r} not in {tuple(EXECUTORS)}")
@@ -265,6 +324,8 @@ def run_sweep(spec: SweepSpec, out: str | None = None, *, executor: str = "local
             statuses.append(CellStatus(cell, "skipped"))
         else:
             todo.append(cell)
-    statuses += EXECUTORS[executor](todo, out, run_cell, address=address, num_gpus=num_gpus, max_retries=max_retries)
+    statuses += EXECUTORS[executor](
+        todo, out, run_cell, address=address, num_gpus=num_gpus, max_retries=max_retries
+    )
     order = {c.key(): i for i, c in enumerate(spec.cells)}
     return sorted(statuses, key=lambda s: order[s.cell.key()])

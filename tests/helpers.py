@@ -18,7 +18,9 @@ IMAGENET_SAMPLES = SHARED / "imagenet-samples" / "val"
 CIFAR10_TEST = SHARED / "cifar10" / "test"
 REFERENCE = SHARED / "reference"
 
-needs_imagenet = pytest.mark.skipif(not IMAGENET_SAMPLES.is_dir(), reason=f"shared data absent: {IMAGENET_SAMPLES}")
+needs_imagenet = pytest.mark.skipif(
+    not IMAGENET_SAMPLES.is_dir(), reason=f"shared data absent: {IMAGENET_SAMPLES}"
+)
 needs_cifar = pytest.mark.skipif(not CIFAR10_TEST.is_dir(), reason=f"shared data absent: {CIFAR10_TEST}")
 
 
@@ -34,8 +36,9 @@ def _has_effnet() -> bool:
 needs_effnet = pytest.mark.skipif(not _has_effnet(), reason="pip install 'robustbench_vit[effnet]'")
 
 
-
-def write_cifar_card(folder: Path, *, arch: str = "vit_tiny_patch16_224", seed: int = 0, **extra: object) -> Path:
+def write_cifar_card(
+    folder: Path, *, arch: str = "vit_tiny_patch16_224", seed: int = 0, **extra: object
+) -> Path:
     """A model card + safetensors weights for a tiny CIFAR-10 ViT (patch 4 at 32x32)."""
     import timm
     import torch
@@ -46,10 +49,21 @@ def write_cifar_card(folder: Path, *, arch: str = "vit_tiny_patch16_224", seed: 
     net = timm.create_model(arch, pretrained=False, num_classes=10, **kwargs)
     folder.mkdir(parents=True, exist_ok=True)
     save_file(net.state_dict(), str(folder / "weights.safetensors"))
-    card = {"name": f"cifar_{arch.split('_')[0]}", "arch": arch, "kwargs": kwargs, "num_classes": 10,
-            "family": "vit" if "vit" in arch else "cnn", "input_size": [3, 32, 32], "crop_pct": 1.0,
-            "interpolation": "bilinear", "mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616],
-            "label_space": "cifar10", "weights": "weights.safetensors", **extra}  # fmt: skip
+    card = {
+        "name": f"cifar_{arch.split('_')[0]}",
+        "arch": arch,
+        "kwargs": kwargs,
+        "num_classes": 10,
+        "family": "vit" if "vit" in arch else "cnn",
+        "input_size": [3, 32, 32],
+        "crop_pct": 1.0,
+        "interpolation": "bilinear",
+        "mean": [0.4914, 0.4822, 0.4465],
+        "std": [0.2470, 0.2435, 0.2616],
+        "label_space": "cifar10",
+        "weights": "weights.safetensors",
+        **extra,
+    }
     path = folder / "card.json"
     path.write_text(json.dumps(card, indent=1))
     return path

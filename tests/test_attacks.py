@@ -104,7 +104,8 @@ def test_torch_and_foolbox_backends_agree_on_tiny_model(tmp_path):
     fmodel = fb.PyTorchModel(model.module, bounds=(0, 1))
     eps, steps, step = 0.5 / 255, 10, 0.125 / 255
     _, adv_fb, succ_fb = fb.attacks.LinfPGD(abs_stepsize=step, steps=steps, random_start=False)(
-        fmodel, x, fb.criteria.Misclassification(y), epsilons=eps)  # fmt: skip
+        fmodel, x, fb.criteria.Misclassification(y), epsilons=eps
+    )
     ours = PGD(eps=eps, steps=steps, step_size=step, random_start=False)(model, x, y, generator=gen())
     assert abs(ours.success.float().mean() - succ_fb.float().mean()) <= 2 / 24
 
@@ -114,13 +115,23 @@ def test_pgd_suite_rows_and_per_sample_flags(tmp_path, cifar_card):
     import robustbench_vit as rbvit
     from robustbench_vit.store import load_samples
 
-    df = rbvit.evaluate(str(cifar_card), "pgd", data=str(CIFAR10_TEST), limit=20, out=str(tmp_path), save_samples=True,
-                        suite_params={"epsilons": ("0", "8/255"), "steps": 3})  # fmt: skip
+    df = rbvit.evaluate(
+        str(cifar_card),
+        "pgd",
+        data=str(CIFAR10_TEST),
+        limit=20,
+        out=str(tmp_path),
+        save_samples=True,
+        suite_params={"epsilons": ("0", "8/255"), "steps": 3},
+    )
     eps0 = df[df.condition == "linf/eps=0"].set_index("metric")["value"]
     assert eps0["robust_accuracy"] == eps0["clean_accuracy"]
     e8 = df[df.condition == "linf/eps=8/255"].set_index("metric")["value"]
     assert e8["robust_accuracy"] <= e8["clean_accuracy"] and set(df.metric) == {
-        "robust_accuracy", "clean_accuracy", "attack_success_rate"}
+        "robust_accuracy",
+        "clean_accuracy",
+        "attack_success_rate",
+    }
     s = load_samples(tmp_path)
     adv = s[s.condition == "linf/eps=8/255"].set_index("index")["correct"]
     worst = adv & s[s.condition == "linf/eps=0"].set_index("index")["correct"]  # per-image worst case
@@ -135,7 +146,9 @@ def test_pgd_breaks_efficientnet_and_foolbox_agrees(tmp_path):
 
     kw = dict(data=str(IMAGENET_SAMPLES), limit=50, batch_size=50, out=str(tmp_path))
     ours = rbvit.evaluate("efficientnet_lite0", "pgd", suite_params={"epsilons": ("4/255",)}, **kw)
-    ref = rbvit.evaluate("efficientnet_lite0", "pgd", suite_params={"epsilons": ("4/255",), "backend": "foolbox"}, **kw)
+    ref = rbvit.evaluate(
+        "efficientnet_lite0", "pgd", suite_params={"epsilons": ("4/255",), "backend": "foolbox"}, **kw
+    )
     a = ours.set_index("metric")["value"]
     b = ref.set_index("metric")["value"]
     assert a["clean_accuracy"] > 0.6 and a["robust_accuracy"] < 0.05
@@ -154,8 +167,11 @@ def test_keep_last_is_foolbox_final_step_pgd():
         y = model(x).argmax(1)
     eps, steps, step = 1 / 255, 8, 0.4 / 255
     _, adv_fb, succ_fb = fb.attacks.LinfPGD(abs_stepsize=step, steps=steps, random_start=False)(
-        fb.PyTorchModel(model.module, bounds=(0, 1)), x, fb.criteria.Misclassification(y), epsilons=eps)  # fmt: skip
-    last = PGD(eps=eps, steps=steps, step_size=step, random_start=False, keep="last")(model, x, y, generator=gen())
+        fb.PyTorchModel(model.module, bounds=(0, 1)), x, fb.criteria.Misclassification(y), epsilons=eps
+    )
+    last = PGD(eps=eps, steps=steps, step_size=step, random_start=False, keep="last")(
+        model, x, y, generator=gen()
+    )
     first = PGD(eps=eps, steps=steps, step_size=step, random_start=False)(model, x, y, generator=gen())
     assert (last.x_adv - adv_fb).abs().max() < 1e-5
     assert torch.equal(last.success, succ_fb)

@@ -22,8 +22,11 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +34,19 @@ def world(tmp_path_factory, cifar_card):
     """A results folder holding one finished run, and the files the probes need."""
     root = tmp_path_factory.mktemp("bad")
     out = root / "results"
-    r = run("eval", "-m", str(cifar_card), "-s", "clean", "--data", str(CIFAR10_TEST), "--limit", "10", "--out", str(out))
+    r = run(
+        "eval",
+        "-m",
+        str(cifar_card),
+        "-s",
+        "clean",
+        "--data",
+        str(CIFAR10_TEST),
+        "--limit",
+        "10",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     card = json.loads(Path(cifar_card).read_text())
     weights = str(Path(cifar_card).parent / card["weights"])
@@ -44,17 +59,38 @@ def world(tmp_path_factory, cifar_card):
     toml_base = f'[sweep]\nout = "{out}"\ndata = "{CIFAR10_TEST}"\nlimit = 10\nmodels = ["{cifar_card}"]\n'
 
     def write_toml(name: str, top: str = "", suite: str = 'name = "clean"', models: str | None = None) -> str:
-        text = toml_base if models is None else toml_base.replace(f'models = ["{cifar_card}"]', f"models = {models}")
+        text = (
+            toml_base
+            if models is None
+            else toml_base.replace(f'models = ["{cifar_card}"]', f"models = {models}")
+        )
         path = root / f"{name}.toml"
         path.write_text(text + top + "\n[[suite]]\n" + suite + "\n")
         return str(path)
 
     (root / "a_file").write_text("not a folder")
-    return {"root": root, "out": out, "card": str(cifar_card), "write_card": write_card, "write_toml": write_toml}
+    return {
+        "root": root,
+        "out": out,
+        "card": str(cifar_card),
+        "write_card": write_card,
+        "write_toml": write_toml,
+    }
 
 
 def _eval(w, *extra: str) -> list[str]:
-    return ["eval", "-m", w["card"], "--data", str(CIFAR10_TEST), "--limit", "10", "--out", str(w["out"]), *extra]
+    return [
+        "eval",
+        "-m",
+        w["card"],
+        "--data",
+        str(CIFAR10_TEST),
+        "--limit",
+        "10",
+        "--out",
+        str(w["out"]),
+        *extra,
+    ]
 
 
 #: (id, argv builder, exit code, text the one line must contain)
@@ -64,37 +100,184 @@ PROBES = [
     ("offset=ture", lambda w: _eval(w, "-s", "occlusion", "-p", "offset=ture"), 2, "offset"),
     ("batch size 0", lambda w: _eval(w, "-s", "clean", "--batch-size", "0"), 2, "--batch-size"),
     ("batch size -1", lambda w: _eval(w, "-s", "clean", "--batch-size", "-1"), 2, "--batch-size"),
-    ("limit 0", lambda w: ["eval", "-m", w["card"], "-s", "clean", "--data", str(CIFAR10_TEST), "--limit", "0",
-                           "--out", str(w["out"])], 2, "--limit"),
+    (
+        "limit 0",
+        lambda w: [
+            "eval",
+            "-m",
+            w["card"],
+            "-s",
+            "clean",
+            "--data",
+            str(CIFAR10_TEST),
+            "--limit",
+            "0",
+            "--out",
+            str(w["out"]),
+        ],
+        2,
+        "--limit",
+    ),
     ("seed -1", lambda w: _eval(w, "-s", "clean", "--seed", "-1"), 2, "--seed"),
     ("device tpu", lambda w: _eval(w, "-s", "clean", "--device", "tpu"), 2, "tpu"),
-    ("card input_size [3,32]", lambda w: ["eval", "-m", w["write_card"]("c1", input_size=[3, 32]), "-s", "clean",
-                                          "--data", str(CIFAR10_TEST), "--limit", "10", "--out", str(w["out"])], 5, "input_size"),
-    ("card negative size", lambda w: ["eval", "-m", w["write_card"]("c2", input_size=[3, -32, 32]), "-s", "clean",
-                                      "--data", str(CIFAR10_TEST), "--limit", "10", "--out", str(w["out"])], 5, "input_size"),
-    ("card std=0", lambda w: ["eval", "-m", w["write_card"]("c3", std=[0, 0.2, 0.2]), "-s", "clean",
-                              "--data", str(CIFAR10_TEST), "--limit", "10", "--out", str(w["out"])], 5, "std"),
-    ("toml batch_size abc", lambda w: ["sweep", w["write_toml"]("t1", 'batch_size = "abc"')], 2, "batch_size"),
+    (
+        "card input_size [3,32]",
+        lambda w: [
+            "eval",
+            "-m",
+            w["write_card"]("c1", input_size=[3, 32]),
+            "-s",
+            "clean",
+            "--data",
+            str(CIFAR10_TEST),
+            "--limit",
+            "10",
+            "--out",
+            str(w["out"]),
+        ],
+        5,
+        "input_size",
+    ),
+    (
+        "card negative size",
+        lambda w: [
+            "eval",
+            "-m",
+            w["write_card"]("c2", input_size=[3, -32, 32]),
+            "-s",
+            "clean",
+            "--data",
+            str(CIFAR10_TEST),
+            "--limit",
+            "10",
+            "--out",
+            str(w["out"]),
+        ],
+        5,
+        "input_size",
+    ),
+    (
+        "card std=0",
+        lambda w: [
+            "eval",
+            "-m",
+            w["write_card"]("c3", std=[0, 0.2, 0.2]),
+            "-s",
+            "clean",
+            "--data",
+            str(CIFAR10_TEST),
+            "--limit",
+            "10",
+            "--out",
+            str(w["out"]),
+        ],
+        5,
+        "std",
+    ),
+    (
+        "toml batch_size abc",
+        lambda w: ["sweep", w["write_toml"]("t1", 'batch_size = "abc"')],
+        2,
+        "batch_size",
+    ),
     ("toml seeds=5", lambda w: ["sweep", w["write_toml"]("t2", "seeds = 5")], 2, "seeds"),
-    ("toml params=x", lambda w: ["sweep", w["write_toml"]("t3", suite='name = "clean"\nparams = "x"')], 2, "params"),
+    (
+        "toml params=x",
+        lambda w: ["sweep", w["write_toml"]("t3", suite='name = "clean"\nparams = "x"')],
+        2,
+        "params",
+    ),
     ("toml typo limt", lambda w: ["sweep", w["write_toml"]("t4", "limt = 10")], 2, "did you mean 'limit'"),
     ("toml models string", lambda w: ["sweep", w["write_toml"]("t5", models='"cvit"')], 2, "models"),
-    ("toml unknown suite", lambda w: ["sweep", "--dry-run", w["write_toml"]("t6", suite='name = "occlusoin"')], 3, "occlusion"),
-    ("toml unknown param", lambda w: ["sweep", "--dry-run", w["write_toml"]("t7", suite='name = "occlusion"\nparams = { fractionz = [0.1] }')],
-     2, "fractionz"),
+    (
+        "toml unknown suite",
+        lambda w: ["sweep", "--dry-run", w["write_toml"]("t6", suite='name = "occlusoin"')],
+        3,
+        "occlusion",
+    ),
+    (
+        "toml unknown param",
+        lambda w: [
+            "sweep",
+            "--dry-run",
+            w["write_toml"]("t7", suite='name = "occlusion"\nparams = { fractionz = [0.1] }'),
+        ],
+        2,
+        "fractionz",
+    ),
     ("leaderboard misspelt folder", lambda w: ["leaderboard", str(w["root"] / "resutls")], 4, "resutls"),
     # /proc takes no new folders, even for root (chmod cannot make a folder read-only for root)
-    ("out not writable", lambda w: ["eval", "-m", w["card"], "-s", "clean", "--data", str(CIFAR10_TEST), "--limit", "10",
-                                    "--out", "/proc/rbvit-results"], 8, "cannot write results"),
-    ("out is a file", lambda w: ["eval", "-m", w["card"], "-s", "clean", "--data", str(CIFAR10_TEST), "--limit", "10",
-                                 "--out", str(w["root"] / "a_file")], 2, "a_file"),
-    ("timm typo", lambda w: ["eval", "-m", "timm:vit_tinyy", "-s", "clean", "--data", str(CIFAR10_TEST),
-                             "--out", str(w["out"])], 3, "did you mean"),
+    (
+        "out not writable",
+        lambda w: [
+            "eval",
+            "-m",
+            w["card"],
+            "-s",
+            "clean",
+            "--data",
+            str(CIFAR10_TEST),
+            "--limit",
+            "10",
+            "--out",
+            "/proc/rbvit-results",
+        ],
+        8,
+        "cannot write results",
+    ),
+    (
+        "out is a file",
+        lambda w: [
+            "eval",
+            "-m",
+            w["card"],
+            "-s",
+            "clean",
+            "--data",
+            str(CIFAR10_TEST),
+            "--limit",
+            "10",
+            "--out",
+            str(w["root"] / "a_file"),
+        ],
+        2,
+        "a_file",
+    ),
+    (
+        "timm typo",
+        lambda w: [
+            "eval",
+            "-m",
+            "timm:vit_tinyy",
+            "-s",
+            "clean",
+            "--data",
+            str(CIFAR10_TEST),
+            "--out",
+            str(w["out"]),
+        ],
+        3,
+        "did you mean",
+    ),
     ("pgd eps=5", lambda w: _eval(w, "-s", "pgd", "-p", "epsilons=5"), 2, "[0, 1]"),
     ("unknown suite", lambda w: _eval(w, "-s", "occlusoin"), 3, "occlusion"),
-    ("missing data folder", lambda w: ["eval", "-m", w["card"], "-s", "clean", "--data", str(w["root"] / "nope"),
-                                       "--out", str(w["out"])], 4, "nope"),
-]  # fmt: skip
+    (
+        "missing data folder",
+        lambda w: [
+            "eval",
+            "-m",
+            w["card"],
+            "-s",
+            "clean",
+            "--data",
+            str(w["root"] / "nope"),
+            "--out",
+            str(w["out"]),
+        ],
+        4,
+        "nope",
+    ),
+]
 
 
 @needs_cifar
@@ -146,7 +329,19 @@ def test_read_only_results_are_refused_before_any_work_and_complete_ones_still_r
     try:
         if os.access(ro, os.W_OK):
             pytest.skip("running as root: permission bits do not stop writes here")
-        r = run("eval", "-m", world["card"], "-s", "clean", "--data", str(CIFAR10_TEST), "--limit", "10", "--out", str(ro))
+        r = run(
+            "eval",
+            "-m",
+            world["card"],
+            "-s",
+            "clean",
+            "--data",
+            str(CIFAR10_TEST),
+            "--limit",
+            "10",
+            "--out",
+            str(ro),
+        )
         lines = [line for line in r.stderr.splitlines() if line.strip()]
         assert r.returncode == 8 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     finally:
@@ -156,7 +351,19 @@ def test_read_only_results_are_refused_before_any_work_and_complete_ones_still_r
     for p in [done, *done.rglob("*")]:
         os.chmod(p, 0o555 if p.is_dir() else 0o444)
     try:
-        r = run("eval", "-m", world["card"], "-s", "clean", "--data", str(CIFAR10_TEST), "--limit", "10", "--out", str(done))
+        r = run(
+            "eval",
+            "-m",
+            world["card"],
+            "-s",
+            "clean",
+            "--data",
+            str(CIFAR10_TEST),
+            "--limit",
+            "10",
+            "--out",
+            str(done),
+        )
         assert r.returncode == 0, r.stderr  # complete results are read back from a read-only folder
     finally:
         for p in [done, *done.rglob("*")]:

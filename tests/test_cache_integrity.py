@@ -71,10 +71,30 @@ def _limited(limit_bytes: int):
 
 @needs_cifar
 def test_full_disk_for_the_cache_is_one_line(tmp_path, cifar_card):
-    r = subprocess.run([sys.executable, "-m", "robustbench_vit.cli", "eval", "-m", str(cifar_card), "-s", "clean",
-                        "--data", str(CIFAR10_TEST), "--limit", "20", "--out", str(tmp_path / "out"),
-                        "--cache-dir", str(tmp_path / "cache")],
-                       capture_output=True, text=True, timeout=600, preexec_fn=_limited(1 << 20))  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "robustbench_vit.cli",
+            "eval",
+            "-m",
+            str(cifar_card),
+            "-s",
+            "clean",
+            "--data",
+            str(CIFAR10_TEST),
+            "--limit",
+            "20",
+            "--out",
+            str(tmp_path / "out"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=_limited(1 << 20),
+    )
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 8 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "no space left" in lines[0] and "cache" in lines[0]
@@ -85,11 +105,38 @@ def test_full_disk_for_the_results_is_one_line_and_leaves_no_partial_file(tmp_pa
     import robustbench_vit as rbvit
 
     # fill the cache (and the weights-hash memo) without a limit, then write results under one
-    rbvit.evaluate(str(cifar_card), "clean", data=str(CIFAR10_TEST), limit=20, out=None, cache_dir=str(tmp_path / "cache"))
-    r = subprocess.run([sys.executable, "-m", "robustbench_vit.cli", "eval", "-m", str(cifar_card), "-s", "clean",
-                        "--data", str(CIFAR10_TEST), "--limit", "20", "--out", str(tmp_path / "out"),
-                        "--cache-dir", str(tmp_path / "cache")],
-                       capture_output=True, text=True, timeout=600, preexec_fn=_limited(4096))  # fmt: skip
+    rbvit.evaluate(
+        str(cifar_card),
+        "clean",
+        data=str(CIFAR10_TEST),
+        limit=20,
+        out=None,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "robustbench_vit.cli",
+            "eval",
+            "-m",
+            str(cifar_card),
+            "-s",
+            "clean",
+            "--data",
+            str(CIFAR10_TEST),
+            "--limit",
+            "20",
+            "--out",
+            str(tmp_path / "out"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=_limited(4096),
+    )
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 8 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "no space left" in lines[0]

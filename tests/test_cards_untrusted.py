@@ -11,17 +11,26 @@ import pytest
 from robustbench_vit.errors import CheckpointError
 from robustbench_vit.models.cards import read_card
 
-BASE = {"num_classes": 10, "input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3,
-        "label_space": "cifar10", "weights": "w.safetensors"}  # fmt: skip
+BASE = {
+    "num_classes": 10,
+    "input_size": [3, 32, 32],
+    "mean": [0.5] * 3,
+    "std": [0.5] * 3,
+    "label_space": "cifar10",
+    "weights": "w.safetensors",
+}
 
 
-@pytest.mark.parametrize("card", [
-    {"source": "entrypoint", "arch": "os:system", "kwargs": {"command": "touch {marker}"}},
-    {"source": "entrypoint", "arch": "subprocess:run", "kwargs": {"args": ["touch", "{marker}"]}},
-    {"source": "timm", "arch": "os:system", "kwargs": {"command": "touch {marker}"}},
-    {"source": "torchvision", "arch": "os.system"},
-    {"source": "python", "arch": "x"},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "card",
+    [
+        {"source": "entrypoint", "arch": "os:system", "kwargs": {"command": "touch {marker}"}},
+        {"source": "entrypoint", "arch": "subprocess:run", "kwargs": {"args": ["touch", "{marker}"]}},
+        {"source": "timm", "arch": "os:system", "kwargs": {"command": "touch {marker}"}},
+        {"source": "torchvision", "arch": "os.system"},
+        {"source": "python", "arch": "x"},
+    ],
+)
 def test_card_never_runs_code(tmp_path, card):
     marker = tmp_path / "MARKER"
     raw = json.loads(json.dumps({**BASE, **card}).replace("{marker}", str(marker)))
@@ -29,9 +38,25 @@ def test_card_never_runs_code(tmp_path, card):
     path.write_text(json.dumps(raw))
     with pytest.raises(CheckpointError, match="card"):
         read_card(path)
-    r = subprocess.run([sys.executable, "-m", "robustbench_vit.cli", "eval", "-m", str(path), "-s", "clean",
-                        "--data", str(tmp_path), "--out", str(tmp_path / "out")],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "robustbench_vit.cli",
+            "eval",
+            "-m",
+            str(path),
+            "-s",
+            "clean",
+            "--data",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert not marker.exists()
     assert r.returncode == 5, r.stderr
     lines = [line for line in r.stderr.splitlines() if line.strip()]

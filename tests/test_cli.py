@@ -39,19 +39,27 @@ def test_unknown_model_and_suite_one_line_errors(tmp_path):
     r = run("eval", "--model", "vit_b61", "--suite", "clean", "--data", str(tmp_path))
     assert r.returncode == 2 or r.returncode == 3
     assert "Did you mean 'vit_b16'" in r.stderr and "Traceback" not in r.stderr
-    r = run("eval", "--model", "timm:test_vit", "--suite", "clena", "--data", str(tmp_path), "--random-weights")
+    r = run(
+        "eval", "--model", "timm:test_vit", "--suite", "clena", "--data", str(tmp_path), "--random-weights"
+    )
     assert r.returncode == 3 and "Did you mean 'clean'" in r.stderr
 
 
 def test_missing_data_folder(tmp_path):
-    r = run("eval", "-m", "timm:test_vit", "-s", "clean", "--data", str(tmp_path / "missing"), "--random-weights")
-    assert r.returncode == 4 and "data folder not found" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run(
+        "eval", "-m", "timm:test_vit", "-s", "clean", "--data", str(tmp_path / "missing"), "--random-weights"
+    )
+    assert (
+        r.returncode == 4 and "data folder not found" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    )
 
 
 def test_unreadable_image_names_the_file(tmp_path, cifar_card):
     (tmp_path / "cat").mkdir()
     (tmp_path / "cat" / "bad.png").write_bytes(b"garbage")
-    r = run("eval", "-m", str(cifar_card), "-s", "clean", "--data", str(tmp_path), "--out", str(tmp_path / "o"))
+    r = run(
+        "eval", "-m", str(cifar_card), "-s", "clean", "--data", str(tmp_path), "--out", str(tmp_path / "o")
+    )
     assert r.returncode == 4 and "bad.png" in r.stderr
 
 
@@ -61,20 +69,44 @@ def test_bad_checkpoint(tmp_path, cifar_card):
     from PIL import Image
 
     Image.new("RGB", (32, 32)).save(tmp_path / "cat" / "0.png")
-    r = run("eval", "-m", str(cifar_card), "-s", "clean", "--checkpoint", str(tmp_path / "w.pth"),
-            "--data", str(tmp_path))  # fmt: skip
+    r = run(
+        "eval",
+        "-m",
+        str(cifar_card),
+        "-s",
+        "clean",
+        "--checkpoint",
+        str(tmp_path / "w.pth"),
+        "--data",
+        str(tmp_path),
+    )
     assert r.returncode == 5 and "weights-only" in r.stderr
 
 
 @needs_cifar
 def test_card_on_cifar_clean_no_resizing(tmp_path, cifar_card):
-    r = run("eval", "-m", str(cifar_card), "-s", "clean", "--data", str(CIFAR10_TEST), "--limit", "200",
-            "--out", str(tmp_path), "--json", "--save-samples")  # fmt: skip
+    r = run(
+        "eval",
+        "-m",
+        str(cifar_card),
+        "-s",
+        "clean",
+        "--data",
+        str(CIFAR10_TEST),
+        "--limit",
+        "200",
+        "--out",
+        str(tmp_path),
+        "--json",
+        "--save-samples",
+    )
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert {x["metric"] for x in rows} == {"top1", "top5", "nll", "ece"}
     df = load_results(tmp_path)
-    assert (df["input_size"] == 32).all() and (df["resize_size"] == 32).all() and (df["crop_pct"] == 1.0).all()
+    assert (
+        (df["input_size"] == 32).all() and (df["resize_size"] == 32).all() and (df["crop_pct"] == 1.0).all()
+    )
     assert json.loads(df["mean"].iloc[0]) == [0.4914, 0.4822, 0.4465] and (df["n"] == 200).all()
     from robustbench_vit.store import load_samples
 
@@ -84,21 +116,66 @@ def test_card_on_cifar_clean_no_resizing(tmp_path, cifar_card):
 
 @needs_cifar
 def test_occlusion_and_shuffle_on_cifar(tmp_path, cifar_card):
-    r = run("eval", "-m", str(cifar_card), "-s", "occlusion", "--data", str(CIFAR10_TEST), "--limit", "100",
-            "-p", "grid=8", "-p", "repeats=2", "-p", "fractions=0,0.5", "--out", str(tmp_path))  # fmt: skip
+    r = run(
+        "eval",
+        "-m",
+        str(cifar_card),
+        "-s",
+        "occlusion",
+        "--data",
+        str(CIFAR10_TEST),
+        "--limit",
+        "100",
+        "-p",
+        "grid=8",
+        "-p",
+        "repeats=2",
+        "-p",
+        "fractions=0,0.5",
+        "--out",
+        str(tmp_path),
+    )
     assert r.returncode == 0, r.stderr
-    r = run("eval", "-m", str(cifar_card), "-s", "patch_shuffle", "--data", str(CIFAR10_TEST), "--limit", "100",
-            "-p", "grids=1,2,4,8", "--out", str(tmp_path))  # fmt: skip
+    r = run(
+        "eval",
+        "-m",
+        str(cifar_card),
+        "-s",
+        "patch_shuffle",
+        "--data",
+        str(CIFAR10_TEST),
+        "--limit",
+        "100",
+        "-p",
+        "grids=1,2,4,8",
+        "--out",
+        str(tmp_path),
+    )
     assert r.returncode == 0, r.stderr
     df = load_results(tmp_path)
     occ = df[(df.suite == "occlusion") & (df.metric == "top1")]
     assert len(occ) == 4 and set(occ["fraction"]) == {0.0, 0.5} and set(occ["grid"]) == {"8x8"}
-    assert set(occ["fill"]) == {"zero"} and set(occ["mask_mode"]) == {"batch"} and set(occ["repeat"]) == {0, 1}
+    assert (
+        set(occ["fill"]) == {"zero"} and set(occ["mask_mode"]) == {"batch"} and set(occ["repeat"]) == {0, 1}
+    )
     assert set(df[df.suite == "occlusion"].metric) >= {"top1", "top1_mean", "top1_std", "auc"}
     shuf = df[(df.suite == "patch_shuffle") & (df.metric == "top1")]
     assert set(shuf["grid"]) == {"1x1", "2x2", "4x4", "8x8"}
-    r = run("eval", "-m", str(cifar_card), "-s", "patch_shuffle", "--data", str(CIFAR10_TEST), "--limit", "10",
-            "-p", "grids=3,4", "--out", str(tmp_path))  # fmt: skip
+    r = run(
+        "eval",
+        "-m",
+        str(cifar_card),
+        "-s",
+        "patch_shuffle",
+        "--data",
+        str(CIFAR10_TEST),
+        "--limit",
+        "10",
+        "-p",
+        "grids=3,4",
+        "--out",
+        str(tmp_path),
+    )
     assert r.returncode == 2 and "do not divide the 32x32 input" in r.stderr
     r = run("plot", str(tmp_path), "-o", str(tmp_path / "fig"))
     assert r.returncode == 0, r.stderr
@@ -109,9 +186,27 @@ def test_occlusion_and_shuffle_on_cifar(tmp_path, cifar_card):
 @needs_cifar
 def test_sigkill_midway_then_resume_has_no_duplicates_or_losses(tmp_path, cifar_card):
     out = tmp_path / "res"
-    args = [*RBVIT, "eval", "-m", str(cifar_card), "-s", "occlusion", "--data", str(CIFAR10_TEST), "--limit", "3000",
-            "-p", "grid=8", "-b", "250", "--out", str(out)]  # fmt: skip
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    args = [
+        *RBVIT,
+        "eval",
+        "-m",
+        str(cifar_card),
+        "-s",
+        "occlusion",
+        "--data",
+        str(CIFAR10_TEST),
+        "--limit",
+        "3000",
+        "-p",
+        "grid=8",
+        "-b",
+        "250",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 300
     files: list[Path] = []
     while time.time() < deadline and proc.poll() is None:
@@ -145,26 +240,58 @@ def test_sigkill_midway_then_resume_has_no_duplicates_or_losses(tmp_path, cifar_
 @needs_cifar
 def test_leaderboard_command(tmp_path, cifar_card, cifar_cnn_card):
     for card in (cifar_card, cifar_cnn_card):
-        r = run("eval", "-m", str(card), "-s", "clean", "--data", str(CIFAR10_TEST), "--limit", "50", "--out", str(tmp_path))
+        r = run(
+            "eval",
+            "-m",
+            str(card),
+            "-s",
+            "clean",
+            "--data",
+            str(CIFAR10_TEST),
+            "--limit",
+            "50",
+            "--out",
+            str(tmp_path),
+        )
         assert r.returncode == 0, r.stderr
     r = run("leaderboard", str(tmp_path))
     assert r.returncode == 0, r.stderr
     board = pd.read_parquet(tmp_path / "leaderboard.parquet")
-    assert set(board.model) == {"cifar_vit", "cifar_resnet10t"} and {"ci_low", "ci_high", "rank"} <= set(board.columns)
+    assert set(board.model) == {"cifar_vit", "cifar_resnet10t"} and {"ci_low", "ci_high", "rank"} <= set(
+        board.columns
+    )
     md = (tmp_path / "LEADERBOARD.md").read_text()
     assert "## clean on cifar10" in md and "cifar_resnet10t" in md
 
 
 @needs_cifar
 def test_salient_and_non_salient_occlusion_with_cached_saliency(tmp_path, cifar_card):
-    args = ["eval", "-m", str(cifar_card), "-s", "occlusion", "--data", str(CIFAR10_TEST), "--limit", "30",
-            "-p", "modes=salient,non_salient", "-p", f"saliency_model={cifar_card}", "-p", "lambdas=0.5,1.0",
-            "--out", str(tmp_path / "o")]  # fmt: skip
+    args = [
+        "eval",
+        "-m",
+        str(cifar_card),
+        "-s",
+        "occlusion",
+        "--data",
+        str(CIFAR10_TEST),
+        "--limit",
+        "30",
+        "-p",
+        "modes=salient,non_salient",
+        "-p",
+        f"saliency_model={cifar_card}",
+        "-p",
+        "lambdas=0.5,1.0",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     r = run(*args)
     assert r.returncode == 0, r.stderr
     df = load_results(tmp_path / "o")
     top1 = df[df.metric == "top1"].set_index("condition")["value"]
-    clean = run("eval", "-m", str(cifar_card), "-s", "clean", "--data", str(CIFAR10_TEST), "--limit", "30", "--json")
+    clean = run(
+        "eval", "-m", str(cifar_card), "-s", "clean", "--data", str(CIFAR10_TEST), "--limit", "30", "--json"
+    )
     clean_top1 = next(json.loads(x)["value"] for x in clean.stdout.splitlines() if '"top1"' in x)
     assert top1["non_salient/lambda=1.00"] == clean_top1  # keeping all attention mass keeps the image
     maps = list(Path(os.environ["RBVIT_CACHE"]).rglob("saliency-*/filled.npy"))

@@ -34,7 +34,9 @@ def blobs() -> np.ndarray:
     return np.stack(out)
 
 
-@pytest.mark.parametrize(("mode", "scipy_mode"), [("nearest", "nearest"), ("symmetric", "reflect"), ("reflect101", "mirror")])
+@pytest.mark.parametrize(
+    ("mode", "scipy_mode"), [("nearest", "nearest"), ("symmetric", "reflect"), ("reflect101", "mirror")]
+)
 @pytest.mark.parametrize("sigma", [0.7, 2.24, (1.5, 3.0)])
 def test_gaussian_filter_matches_scipy(mode, scipy_mode, sigma):
     a = np.random.default_rng(1).random((2, 40, 50))
@@ -91,7 +93,9 @@ def test_equalize_hist_and_box_blur_match_opencv(blobs):
     for b in range(len(blobs)):
         np.testing.assert_array_equal(ours[b], cv2.equalizeHist(blobs[b]))
     flat = np.full((1, 8, 8), 7, np.uint8)  # a constant image maps to itself, as cv2 does
-    np.testing.assert_array_equal(spatter.equalize_hist(torch.from_numpy(flat).float()).numpy(), cv2.equalizeHist(flat[0])[None])
+    np.testing.assert_array_equal(
+        spatter.equalize_hist(torch.from_numpy(flat).float()).numpy(), cv2.equalizeHist(flat[0])[None]
+    )
     box = torch.round(spatter.box3(torch.from_numpy(blobs).double()) / 9).numpy()
     for b in range(len(blobs)):
         np.testing.assert_array_equal(box[b], cv2.blur(blobs[b], (3, 3)))
@@ -111,7 +115,9 @@ def test_remap_bilinear_matches_map_coordinates_reflect():
     img = rng.random((20, 24, 3))
     rows = np.arange(20)[:, None] + rng.normal(0, 4, (20, 24))  # shifts well past the borders
     cols = np.arange(24)[None, :] + rng.normal(0, 4, (20, 24))
-    ref = np.stack([ndimage.map_coordinates(img[..., ch], (rows, cols), order=1, mode="reflect") for ch in range(3)])
+    ref = np.stack(
+        [ndimage.map_coordinates(img[..., ch], (rows, cols), order=1, mode="reflect") for ch in range(3)]
+    )
     x = torch.from_numpy(img).permute(2, 0, 1)[None]
     ours = remap_bilinear(x, torch.from_numpy(rows)[None], torch.from_numpy(cols)[None])[0].numpy()
     np.testing.assert_allclose(ours, ref, atol=1e-12)

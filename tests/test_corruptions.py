@@ -16,8 +16,16 @@ from robustbench_vit.perturbations.corruptions import (
 from robustbench_vit.preprocessing import DataConfig
 from tests.helpers import IMAGENET_SAMPLES, needs_effnet, needs_imagenet
 
-DETERMINISTIC = ("gaussian_blur", "defocus_blur", "zoom_blur", "contrast", "brightness", "saturate", "jpeg_compression",
-                 "pixelate")  # fmt: skip
+DETERMINISTIC = (
+    "gaussian_blur",
+    "defocus_blur",
+    "zoom_blur",
+    "contrast",
+    "brightness",
+    "saturate",
+    "jpeg_compression",
+    "pixelate",
+)
 STOCHASTIC = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise")
 
 
@@ -76,7 +84,9 @@ def _given_draws(name: str, severity: int, x: torch.Tensor) -> torch.Tensor:
     if name == "glass_blur":  # the reference seeds numba's generator with the seed it is given
         return noise_blur.glass_blur_with_seeds(x, c, list(range(b)))
     if name == "snow":
-        d = _reference_draws(b, 0, lambda r: (r.random.normal(size=(h, w), loc=c[0], scale=c[1]), r.random.uniform(-135, -45)))
+        d = _reference_draws(
+            b, 0, lambda r: (r.random.normal(size=(h, w), loc=c[0], scale=c[1]), r.random.uniform(-135, -45))
+        )
         return weather.snow_with(x, c, torch.from_numpy(np.stack([a for a, _ in d])), [t for _, t in d])
     if name == "fog":  # replay each image's uniform draws in the reference's order
         states = _reference_draws(b, 0, lambda r: r.random.get_state())
@@ -102,13 +112,17 @@ def _given_draws(name: str, severity: int, x: torch.Tensor) -> torch.Tensor:
         d = _reference_draws(b, 0, lambda r: r.random.normal(size=(h, w), loc=c[0], scale=c[1]))
         return spatter.spatter_with(x, c, torch.from_numpy(np.stack(d)))
     m = h * 0.005  # elastic_transform
-    d = _reference_draws(b, 0, lambda r: (r.random.uniform(-m, m, size=(h, w)), r.random.uniform(-m, m, size=(h, w))))
+    d = _reference_draws(
+        b, 0, lambda r: (r.random.uniform(-m, m, size=(h, w)), r.random.uniform(-m, m, size=(h, w)))
+    )
     ux, uy = (torch.from_numpy(np.stack([t[k] for t in d])) for k in (0, 1))
     return digital.elastic_with(x, c, (h * 0.01, w * 0.01), ux, uy)
 
 
 @needs_imagenet
-@pytest.mark.parametrize("name", ["motion_blur", "glass_blur", "snow", "spatter", "elastic_transform", "frost", "fog"])
+@pytest.mark.parametrize(
+    "name", ["motion_blur", "glass_blur", "snow", "spatter", "elastic_transform", "frost", "fog"]
+)
 @pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
 def test_random_corruptions_match_reference_pixelwise_given_its_draws(images, name, severity):
     """Fed the reference's random draws (angles, noise layers, displacement fields, glass-swap seed, frost crop),
@@ -119,12 +133,19 @@ def test_random_corruptions_match_reference_pixelwise_given_its_draws(images, na
     ours = quantize_floor(_given_draws(name, severity, images))
     ref = reference_corrupt(images, name, severity, seed=0)
     diff = (ours - ref).abs() * 255
-    assert diff.max() <= 1.0 + 1e-3 and diff.mean() < 0.1, (name, severity, diff.max().item(), diff.mean().item())
+    assert diff.max() <= 1.0 + 1e-3 and diff.mean() < 0.1, (
+        name,
+        severity,
+        diff.max().item(),
+        diff.mean().item(),
+    )
     assert not torch.equal(ours, images)
 
 
 @needs_imagenet
-@pytest.mark.parametrize("name", ["motion_blur", "glass_blur", "snow", "spatter", "elastic_transform", "frost"])
+@pytest.mark.parametrize(
+    "name", ["motion_blur", "glass_blur", "snow", "spatter", "elastic_transform", "frost"]
+)
 def test_random_corruptions_with_own_draws_match_reference_in_distribution(images, name):
     ours = corrupt(images, name, 3, generator=torch.Generator().manual_seed(3))
     ref = reference_corrupt(images, name, 3, seed=100)
@@ -184,16 +205,44 @@ def test_corruptions_suite_through_cli(tmp_path):
 
     from robustbench_vit.store import load_results
 
-    r = subprocess.run([sys.executable, "-m", "robustbench_vit.cli", "eval", "-m", "timm:test_resnet", "--random-weights",
-                        "-s", "corruptions", "-p", "corruptions=contrast,snow", "-p", "severities=1,2",
-                        "--data", str(IMAGENET_SAMPLES), "--limit", "8", "--out", str(tmp_path)],
-                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "robustbench_vit.cli",
+            "eval",
+            "-m",
+            "timm:test_resnet",
+            "--random-weights",
+            "-s",
+            "corruptions",
+            "-p",
+            "corruptions=contrast,snow",
+            "-p",
+            "severities=1,2",
+            "--data",
+            str(IMAGENET_SAMPLES),
+            "--limit",
+            "8",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     df = load_results(tmp_path)
     cells = df[df.metric == "error"]
     # the default table at ImageNet size is make_imagenet_c's pipeline (comparable with the files)
-    assert len(cells) == 4 and set(cells.backend) == {"torch"} and set(cells.param_table) == {"imagenet_c_release"}
-    assert set(cells.storage) == {"jpeg q85"} and set(cells.preprocessing_source.str.contains("make_imagenet_c")) == {True}
+    assert (
+        len(cells) == 4
+        and set(cells.backend) == {"torch"}
+        and set(cells.param_table) == {"imagenet_c_release"}
+    )
+    assert set(cells.storage) == {"jpeg q85"} and set(
+        cells.preprocessing_source.str.contains("make_imagenet_c")
+    ) == {True}
     assert set(cells[cells.corruption == "snow"].validation) == {"approximate"}
     assert set(cells[cells.corruption == "contrast"].validation) == {"pixel"}
 
@@ -213,8 +262,16 @@ def test_torch_backend_accuracy_matches_reference_on_real_model(tmp_path):
     correct = {}
     for backend in ("torch", "imagecorruptions"):
         out = tmp_path / backend
-        rbvit.evaluate("efficientnet_lite0", "corruptions", suite_params={**params, "backend": backend}, data=str(IMAGENET_SAMPLES),
-                       limit=100, out=str(out), batch_size=100, save_samples=True)  # fmt: skip
+        rbvit.evaluate(
+            "efficientnet_lite0",
+            "corruptions",
+            suite_params={**params, "backend": backend},
+            data=str(IMAGENET_SAMPLES),
+            limit=100,
+            out=str(out),
+            batch_size=100,
+            save_samples=True,
+        )
         s = load_samples(out)
         correct[backend] = s.set_index(["condition", "index"])["correct"].sort_index()
     ours, ref = correct["torch"], correct["imagecorruptions"]
@@ -241,8 +298,9 @@ def test_torch_backend_on_cuda_matches_cpu(table):
     from robustbench_vit.perturbations.corruptions import IMAGENET, noise_blur, spatter
 
     g = torch.Generator().manual_seed(0)
-    x = torch.nn.functional.interpolate(torch.rand(4, 3, 16, 16, generator=g), size=224 if table == "imagenet" else 32,
-                                        mode="bilinear")  # fmt: skip
+    x = torch.nn.functional.interpolate(
+        torch.rand(4, 3, 16, 16, generator=g), size=224 if table == "imagenet" else 32, mode="bilinear"
+    )
     xc = x.cuda()
     for name in ALL_CORRUPTIONS:
         out = corrupt(xc, name, 3, generator=torch.Generator().manual_seed(1), table=table)
@@ -256,5 +314,8 @@ def test_torch_backend_on_cuda_matches_cpu(table):
         a, b = spatter.spatter_with(x, c, noise), spatter.spatter_with(xc, c, noise).cpu()
         assert ((a - b).abs() * 255).max() <= 1 + 1e-3
         c = IMAGENET["glass_blur"][2]
-        a, b = noise_blur.glass_blur_with_seeds(x, c, [1, 2, 3, 4]), noise_blur.glass_blur_with_seeds(xc, c, [1, 2, 3, 4]).cpu()
+        a, b = (
+            noise_blur.glass_blur_with_seeds(x, c, [1, 2, 3, 4]),
+            noise_blur.glass_blur_with_seeds(xc, c, [1, 2, 3, 4]).cpu(),
+        )
         assert ((a - b).abs() * 255).max() <= 1 + 1e-3

@@ -38,7 +38,10 @@ def _u8(x: torch.Tensor) -> np.ndarray:
 
 
 def _as_tensor(imgs: list[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.stack([np.uint8(np.clip(i, 0, 255)) for i in imgs])).permute(0, 3, 1, 2).float() / 255
+    return (
+        torch.from_numpy(np.stack([np.uint8(np.clip(i, 0, 255)) for i in imgs])).permute(0, 3, 1, 2).float()
+        / 255
+    )
 
 
 def _make_cifar_c(name: str, img: np.ndarray, c) -> np.ndarray:  # noqa: ANN001
@@ -80,15 +83,31 @@ def _make_cifar_c(name: str, img: np.ndarray, c) -> np.ndarray:  # noqa: ANN001
     return np.clip((x + out) / (len(np.arange(*c)) + 1), 0, 1) * 255
 
 
-@pytest.mark.parametrize("name", ["contrast", "brightness", "saturate", "gaussian_blur", "defocus_blur",
-                                  "jpeg_compression", "pixelate", "zoom_blur"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name",
+    [
+        "contrast",
+        "brightness",
+        "saturate",
+        "gaussian_blur",
+        "defocus_blur",
+        "jpeg_compression",
+        "pixelate",
+        "zoom_blur",
+    ],
+)
 @pytest.mark.parametrize("severity", [1, 3, 5])
 def test_deterministic_cifar_tables_match_make_cifar_c(cifar, name, severity):
     c = CIFAR10[name][severity - 1]
     ref = _as_tensor([_make_cifar_c(name, img, c) for img in _u8(cifar)])
     ours = corrupt(cifar, name, severity, table="cifar10")
     diff = (ours - ref).abs() * 255
-    assert diff.max() <= 1 + 1e-3 and diff.mean() < 0.35, (name, severity, diff.max().item(), diff.mean().item())
+    assert diff.max() <= 1 + 1e-3 and diff.mean() < 0.35, (
+        name,
+        severity,
+        diff.max().item(),
+        diff.mean().item(),
+    )
 
 
 @pytest.mark.parametrize("severity", [1, 3, 5])
@@ -110,15 +129,28 @@ def test_cifar_elastic_matches_make_cifar_c_given_draws(cifar, severity):
         dx = (sk.filters.gaussian(ux[i], c[1], mode="reflect", truncate=3) * c[0]).astype(np.float32)
         dy = (sk.filters.gaussian(uy[i], c[1], mode="reflect", truncate=3) * c[0]).astype(np.float32)
         yy, xx = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")
-        refs.append(np.stack([ndimage.map_coordinates(x[..., d], (yy + dy, xx + dx), order=1, mode="reflect")
-                              for d in range(3)], -1) * 255)  # fmt: skip
+        refs.append(
+            np.stack(
+                [
+                    ndimage.map_coordinates(x[..., d], (yy + dy, xx + dx), order=1, mode="reflect")
+                    for d in range(3)
+                ],
+                -1,
+            )
+            * 255
+        )
     ours = elastic_cifar_with(cifar, c, torch.from_numpy(jitter), torch.from_numpy(ux), torch.from_numpy(uy))
     diff = (torch.floor(ours.clamp(0, 1) * 255) / 255 - _as_tensor(refs)).abs() * 255
-    assert diff.mean() < 0.5 and torch.quantile(diff.flatten(), 0.99) <= 3, (diff.mean().item(), diff.max().item())
+    assert diff.mean() < 0.5 and torch.quantile(diff.flatten(), 0.99) <= 3, (
+        diff.mean().item(),
+        diff.max().item(),
+    )
 
 
-@pytest.mark.parametrize(("name", "expected_std"), [("gaussian_noise", 0.10), ("shot_noise", (0.5 / 50) ** 0.5),
-                                                    ("speckle_noise", 0.5 * 0.2)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "expected_std"),
+    [("gaussian_noise", 0.10), ("shot_noise", (0.5 / 50) ** 0.5), ("speckle_noise", 0.5 * 0.2)],
+)
 def test_cifar_noise_levels(name, expected_std):
     x = torch.full((8, 3, 32, 32), 0.5)
     ours = corrupt(x, name, 5, generator=torch.Generator().manual_seed(0), table="cifar10")
@@ -139,8 +171,12 @@ def test_cifar_tables_are_milder_than_imagenet_tables_on_32px(cifar):
     """The point of the CIFAR tables: ImageNet's severities are far too strong for 32 px images."""
     for name in ("gaussian_noise", "defocus_blur", "pixelate", "jpeg_compression"):
         g = torch.Generator
-        d_cifar = (corrupt(cifar, name, 3, generator=g().manual_seed(0), table="cifar10") - cifar).abs().mean()
-        d_imnet = (corrupt(cifar, name, 3, generator=g().manual_seed(0), table="imagenet") - cifar).abs().mean()
+        d_cifar = (
+            (corrupt(cifar, name, 3, generator=g().manual_seed(0), table="cifar10") - cifar).abs().mean()
+        )
+        d_imnet = (
+            (corrupt(cifar, name, 3, generator=g().manual_seed(0), table="imagenet") - cifar).abs().mean()
+        )
         assert d_cifar < d_imnet, name
 
 
@@ -161,10 +197,19 @@ def test_corruptions_suite_picks_cifar_tables_for_32px_models(tmp_path, cifar_ca
     import robustbench_vit as rbvit
     from robustbench_vit.store import load_results
 
-    rbvit.evaluate(str(cifar_card), "corruptions", data=str(CIFAR10_TEST), limit=16, out=str(tmp_path),
-                   suite_params={"corruptions": ("snow", "contrast"), "severities": (1, 5)})  # fmt: skip
+    rbvit.evaluate(
+        str(cifar_card),
+        "corruptions",
+        data=str(CIFAR10_TEST),
+        limit=16,
+        out=str(tmp_path),
+        suite_params={"corruptions": ("snow", "contrast"), "severities": (1, 5)},
+    )
     df = load_results(tmp_path)
     cells = df[df.metric == "error"]
     assert len(cells) == 4 and set(cells.param_table) == {"cifar10"}
-    assert dict(zip(cells.corruption, cells.validation, strict=True)) == {"snow": "approximate", "contrast": "formula"}
+    assert dict(zip(cells.corruption, cells.validation, strict=True)) == {
+        "snow": "approximate",
+        "contrast": "formula",
+    }
     assert not {"mce", "ce", "relative_mce"} & set(df.metric), "AlexNet normalisers are ImageNet-C's"

@@ -40,7 +40,10 @@ def _u8(x: torch.Tensor) -> np.ndarray:
 
 
 def _as_tensor(imgs: list[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.stack([np.uint8(np.clip(i, 0, 255)) for i in imgs])).permute(0, 3, 1, 2).float() / 255
+    return (
+        torch.from_numpy(np.stack([np.uint8(np.clip(i, 0, 255)) for i in imgs])).permute(0, 3, 1, 2).float()
+        / 255
+    )
 
 
 def _clipped_zoom(img: np.ndarray, z: float) -> np.ndarray:
@@ -67,7 +70,9 @@ def test_pixelate_and_zoom_blur_match_make_imagenet_c(images, severity):
         small = Image.fromarray(img).resize((int(S * c), int(S * c)), Image.BOX)
         ref.append(np.asarray(small.resize((S, S), Image.BOX)))
     diff = (corrupt(images, "pixelate", severity, table="imagenet_c_release") - _as_tensor(ref)).abs() * 255
-    assert diff.max() <= 1 + 1e-3 and diff.mean() < 0.35  # PIL resamples in fixed point: off by one level at most
+    assert (
+        diff.max() <= 1 + 1e-3 and diff.mean() < 0.35
+    )  # PIL resamples in fixed point: off by one level at most
     zooms = np.arange(*IMAGENET_C_RELEASE["zoom_blur"][severity - 1])
     ref = []
     for img in _u8(images):
@@ -98,11 +103,26 @@ def test_elastic_matches_make_imagenet_c_given_draws(images, severity):
         dx = (sk.filters.gaussian(ux[i], c[1], mode="reflect", truncate=3) * c[0]).astype(np.float32)
         dy = (sk.filters.gaussian(uy[i], c[1], mode="reflect", truncate=3) * c[0]).astype(np.float32)
         yy, xx = np.meshgrid(np.arange(S), np.arange(S), indexing="ij")
-        refs.append(np.clip(np.stack([ndimage.map_coordinates(x[..., d], (yy + dy, xx + dx), order=1, mode="reflect")
-                                      for d in range(3)], -1), 0, 1) * 255)  # fmt: skip
+        refs.append(
+            np.clip(
+                np.stack(
+                    [
+                        ndimage.map_coordinates(x[..., d], (yy + dy, xx + dx), order=1, mode="reflect")
+                        for d in range(3)
+                    ],
+                    -1,
+                ),
+                0,
+                1,
+            )
+            * 255
+        )
     ours = elastic_cifar_with(images, c, torch.from_numpy(jitter), torch.from_numpy(ux), torch.from_numpy(uy))
     diff = (torch.floor(ours.clamp(0, 1) * 255) / 255 - _as_tensor(refs)).abs() * 255
-    assert diff.mean() < 0.5 and torch.quantile(diff.flatten(), 0.99) <= 3, (diff.mean().item(), diff.max().item())
+    assert diff.mean() < 0.5 and torch.quantile(diff.flatten(), 0.99) <= 3, (
+        diff.mean().item(),
+        diff.max().item(),
+    )
 
 
 def test_frost_uses_unscaled_crops_of_the_first_five_photos(images):
@@ -124,9 +144,13 @@ def test_frost_draws_only_the_first_five_photos(images, monkeypatch):
     from robustbench_vit.perturbations.corruptions import weather
 
     seen: list[int] = []
-    monkeypatch.setattr(weather, "frost_with", lambda x, c, picks, style: (seen.extend(p[0] for p in picks), x)[1])
+    monkeypatch.setattr(
+        weather, "frost_with", lambda x, c, picks, style: (seen.extend(p[0] for p in picks), x)[1]
+    )
     batch = images[:1].expand(60, -1, -1, -1)
-    weather.frost(batch, IMAGENET_C_RELEASE["frost"][0], torch.Generator().manual_seed(0), style="imagenet_c_release")
+    weather.frost(
+        batch, IMAGENET_C_RELEASE["frost"][0], torch.Generator().manual_seed(0), style="imagenet_c_release"
+    )
     assert set(seen) == {0, 1, 2, 3, 4}
 
 
@@ -148,7 +172,10 @@ def test_suite_decodes_as_make_imagenet_c_then_maps_to_the_model_geometry():
         data_config = DataConfig((3, 384, 384), 1.0, "bicubic", (0.5,) * 3, (0.5,) * 3)
 
     suite = make_suite("corruptions")
-    assert suite.resolved_table((384, 384)) == "imagenet_c_release" and suite.resolved_table((32, 32)) == "cifar10"
+    assert (
+        suite.resolved_table((384, 384)) == "imagenet_c_release"
+        and suite.resolved_table((32, 32)) == "cifar10"
+    )
     assert make_suite("corruptions", {"backend": "imagecorruptions"}).resolved_table((224, 224)) == "imagenet"
     dc = suite.data_config(_M())  # type: ignore[arg-type]
     assert dc.image_size == (224, 224) and dc.resize_size == (256, 256) and dc.interpolation == "bilinear"
@@ -169,12 +196,15 @@ def _rows(table: str | None, severities=(1, 2, 3, 4, 5)) -> list:
     for i, c in enumerate(BENCHMARK_CORRUPTIONS):
         for s in severities:
             p = {"corruption": c, "severity": s, **({"param_table": table} if table else {})}
-            rows.append((Condition(f"{c}/{s}", float(s), p), MetricValue("error", 0.3 + 0.01 * i + 0.02 * s, 50)))
+            rows.append(
+                (Condition(f"{c}/{s}", float(s), p), MetricValue("error", 0.3 + 0.01 * i + 0.02 * s, 50))
+            )
     return rows
 
 
-@pytest.mark.parametrize("table,comparable", [(None, True), ("imagenet_c_release", True), ("imagenet", False),
-                                              ("cifar10", False)])  # fmt: skip
+@pytest.mark.parametrize(
+    "table,comparable", [(None, True), ("imagenet_c_release", True), ("imagenet", False), ("cifar10", False)]
+)
 def test_mce_only_for_tables_comparable_with_the_files(table, comparable):
     from robustbench_vit.mce import corruption_summary
 

@@ -53,8 +53,10 @@ def test_flat_folder_with_label_file(tmp_path):
     (tmp_path / "img").mkdir()
     for i, _wnid in enumerate(["n01440764", "n01443537"]):
         Image.new("RGB", (8, 8)).save(tmp_path / "img" / f"ILSVRC2012_val_{i:08d}.JPEG")
-    (tmp_path / "labels.csv").write_text("ImageId,PredictionString\nILSVRC2012_val_00000000,n01440764 1 2 3 4\n"
-                                         "ILSVRC2012_val_00000001,n01443537 1 2 3 4\n")  # fmt: skip
+    (tmp_path / "labels.csv").write_text(
+        "ImageId,PredictionString\nILSVRC2012_val_00000000,n01440764 1 2 3 4\n"
+        "ILSVRC2012_val_00000001,n01443537 1 2 3 4\n"
+    )
     name, ds = open_dataset(tmp_path / "img", labels=tmp_path / "labels.csv")
     assert name == "imagenet-val" and ds.classes == ("n01440764", "n01443537")
     assert list(ds.targets) == [0, 1]
@@ -121,11 +123,15 @@ def test_geometry_matches_timm_pil_transform(arch):
     import timm.data
 
     dc = from_timm(arch)
-    tf = timm.data.create_transform(**timm.data.resolve_data_config(pretrained_cfg=timm.get_pretrained_cfg(arch).to_dict()))
-    files = sorted(IMAGENET_SAMPLES.glob("*/*.JPEG"))[:: 100]
+    tf = timm.data.create_transform(
+        **timm.data.resolve_data_config(pretrained_cfg=timm.get_pretrained_cfg(arch).to_dict())
+    )
+    files = sorted(IMAGENET_SAMPLES.glob("*/*.JPEG"))[::100]
     for f in files:
         ours = load_image(f, dc).float() / 255
-        ref = tf(Image.open(f).convert("RGB")) * torch.tensor(dc.std).view(3, 1, 1) + torch.tensor(dc.mean).view(3, 1, 1)
+        ref = tf(Image.open(f).convert("RGB")) * torch.tensor(dc.std).view(3, 1, 1) + torch.tensor(
+            dc.mean
+        ).view(3, 1, 1)
         assert ours.shape == ref.shape
         assert (ours - ref).abs().mean() < 0.01, f
 

@@ -23,7 +23,7 @@ KEY = ["run_id", "model", "suite", "dataset", "condition", "metric"]
 
 #: a tiny CIFAR model as a module:factory entry point that SIGKILLs its own process after a number of
 #: forward passes, once (the marker file makes the retry run through)
-FAULTY = textwrap.dedent('''
+FAULTY = textwrap.dedent("""
     import os, signal
     import torch
 
@@ -47,7 +47,7 @@ FAULTY = textwrap.dedent('''
         cfg = {"input_size": [3, 32, 32], "crop_pct": 1.0, "interpolation": "bilinear",
                "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "label_space": "cifar10"}
         return Net().eval(), cfg
-''')
+""")
 
 SWEEP = """
 [sweep]
@@ -73,15 +73,28 @@ def test_ray_worker_killed_mid_cell_is_retried_without_duplicates(tmp_path):
     (tmp_path / "faulty_cifar.py").write_text(FAULTY)
     toml = tmp_path / "sweep.toml"
     toml.write_text(SWEEP.format(data=CIFAR10_TEST))
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "RBVIT_CACHE": str(tmp_path / "cache")}  # fmt: skip
-    calm = subprocess.run([*RBVIT, "sweep", str(toml), "--out", str(tmp_path / "calm")], capture_output=True,
-                          text=True, timeout=600, env=env)  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "RBVIT_CACHE": str(tmp_path / "cache"),
+    }
+    calm = subprocess.run(
+        [*RBVIT, "sweep", str(toml), "--out", str(tmp_path / "calm")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert calm.returncode == 0, calm.stderr[-2000:]
     marker = tmp_path / "killed-once"
     env_kill = {**env, "RBVIT_TEST_KILL_MARKER": str(marker), "RBVIT_TEST_KILL_AFTER": "9"}
-    r = subprocess.run([*RBVIT, "sweep", str(toml), "--out", str(tmp_path / "ray"), "--executor", "ray"],
-                       capture_output=True, text=True, timeout=900, env=env_kill)  # fmt: skip
+    r = subprocess.run(
+        [*RBVIT, "sweep", str(toml), "--out", str(tmp_path / "ray"), "--executor", "ray"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env_kill,
+    )
     assert marker.exists(), "the worker was never killed: the fault was not injected"
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
     pd.testing.assert_series_equal(_values(tmp_path / "ray"), _values(tmp_path / "calm"))
@@ -98,8 +111,23 @@ JOBS = [
 
 def _cmd(card: Path, out: Path, job: tuple) -> list[str]:
     suite, limit, params = job
-    return [*RBVIT, "eval", "-m", str(card), "-s", suite, "--data", str(CIFAR10_TEST), "--limit", str(limit),
-            "--batch-size", "10", "--out", str(out), *params]  # fmt: skip
+    return [
+        *RBVIT,
+        "eval",
+        "-m",
+        str(card),
+        "-s",
+        suite,
+        "--data",
+        str(CIFAR10_TEST),
+        "--limit",
+        str(limit),
+        "--batch-size",
+        "10",
+        "--out",
+        str(out),
+        *params,
+    ]
 
 
 @pytest.mark.slow
@@ -109,8 +137,12 @@ def test_soak_concurrent_evals_with_random_kills(tmp_path, cifar_card):
     then every job is rerun to completion: zero lost, zero duplicated, values as undisturbed runs."""
     rng = random.Random(0)
     shared, env = tmp_path / "shared", {**os.environ, "RBVIT_CACHE": str(tmp_path / "cache-shared")}
-    procs = {i: subprocess.Popen(_cmd(cifar_card, shared, j), env=env, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL) for i, j in enumerate(JOBS)}  # fmt: skip
+    procs = {
+        i: subprocess.Popen(
+            _cmd(cifar_card, shared, j), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        for i, j in enumerate(JOBS)
+    }
     kills, deadline = 0, time.time() + 90
     while time.time() < deadline and kills < 8:
         time.sleep(rng.uniform(1.0, 4.0))
@@ -121,17 +153,28 @@ def test_soak_concurrent_evals_with_random_kills(tmp_path, cifar_card):
         procs[victim].send_signal(signal.SIGKILL)
         procs[victim].wait()
         kills += 1
-        procs[victim] = subprocess.Popen(_cmd(cifar_card, shared, JOBS[victim]), env=env, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL)  # fmt: skip
+        procs[victim] = subprocess.Popen(
+            _cmd(cifar_card, shared, JOBS[victim]),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     for p in procs.values():
         p.wait(timeout=600)
     for job in JOBS:  # the final rerun: completes whatever a kill left
-        r = subprocess.run(_cmd(cifar_card, shared, job), env=env, capture_output=True, text=True, timeout=600)
+        r = subprocess.run(
+            _cmd(cifar_card, shared, job), env=env, capture_output=True, text=True, timeout=600
+        )
         assert r.returncode == 0, r.stderr[-2000:]
     calm_env = {**os.environ, "RBVIT_CACHE": str(tmp_path / "cache-calm")}
     for job in JOBS:
-        r = subprocess.run(_cmd(cifar_card, tmp_path / "calm", job), env=calm_env, capture_output=True, text=True,
-                           timeout=600)  # fmt: skip
+        r = subprocess.run(
+            _cmd(cifar_card, tmp_path / "calm", job),
+            env=calm_env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert r.returncode == 0, r.stderr[-2000:]
     assert kills >= 3
     pd.testing.assert_series_equal(_values(shared), _values(tmp_path / "calm"))

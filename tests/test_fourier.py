@@ -76,9 +76,29 @@ def test_filter_identities_and_complement():
 
 @needs_cifar
 def test_full_cifar_heatmap_through_cli(tmp_path, cifar_card):
-    r = subprocess.run([sys.executable, "-m", "robustbench_vit.cli", "eval", "-m", str(cifar_card), "-s",
-                        "fourier_heatmap", "--data", str(CIFAR10_TEST), "--limit", "10", "-b", "640",
-                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "robustbench_vit.cli",
+            "eval",
+            "-m",
+            str(cifar_card),
+            "-s",
+            "fourier_heatmap",
+            "--data",
+            str(CIFAR10_TEST),
+            "--limit",
+            "10",
+            "-b",
+            "640",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr
     df = load_results(tmp_path)
     err = df[df.metric == "error"]
@@ -95,13 +115,22 @@ def test_full_cifar_heatmap_through_cli(tmp_path, cifar_card):
 def test_filter_suite_on_cifar(tmp_path, cifar_card):
     import robustbench_vit as rbvit
 
-    df = rbvit.evaluate(str(cifar_card), "fourier_filter", data=str(CIFAR10_TEST), limit=20, out=str(tmp_path),
-                        suite_params={"kinds": ("low", "high", "band_pass"), "radius_fractions": (0.25, 1.5)})  # fmt: skip
+    df = rbvit.evaluate(
+        str(cifar_card),
+        "fourier_filter",
+        data=str(CIFAR10_TEST),
+        limit=20,
+        out=str(tmp_path),
+        suite_params={"kinds": ("low", "high", "band_pass"), "radius_fractions": (0.25, 1.5)},
+    )
     top1 = df[df.metric == "top1"]
     assert len(top1) == 6 and set(top1["condition"]) >= {"low/r=0.25", "high/r=1.5", "band_pass/r=0.25"}
     clean = rbvit.evaluate(str(cifar_card), "clean", data=str(CIFAR10_TEST), limit=20, out=None)
     # a low-pass beyond the spectrum's corner (1.5 x Nyquist > diagonal) keeps the clean accuracy
-    assert top1.set_index("condition").loc["low/r=1.5", "value"] == clean.set_index("metric").loc["top1", "value"]
+    assert (
+        top1.set_index("condition").loc["low/r=1.5", "value"]
+        == clean.set_index("metric").loc["top1", "value"]
+    )
 
 
 @pytest.mark.slow
@@ -110,12 +139,21 @@ def test_filter_suite_on_cifar(tmp_path, cifar_card):
 def test_reduced_stride_heatmap_with_real_weights(tmp_path):
     import robustbench_vit as rbvit
 
-    df = rbvit.evaluate("efficientnet_lite0", "fourier_heatmap", data=str(IMAGENET_SAMPLES), limit=20, batch_size=200,
-                        out=str(tmp_path), suite_params={"stride": 8})  # fmt: skip
+    df = rbvit.evaluate(
+        "efficientnet_lite0",
+        "fourier_heatmap",
+        data=str(IMAGENET_SAMPLES),
+        limit=20,
+        batch_size=200,
+        out=str(tmp_path),
+        suite_params={"stride": 8},
+    )
     err = df[df.metric == "error"]
     assert len(err) == 7 * 7 and (err.n == 20).all() and (err["params"].str.contains('"eps": 15.7')).all()
     s = df[df.condition == "summary/fourier"].set_index("metric")["value"]
-    assert s["error_low_freq"] < s["error_high_freq"], "a CNN is more sensitive to high frequencies (Yin et al.)"
+    assert s["error_low_freq"] < s["error_high_freq"], (
+        "a CNN is more sensitive to high frequencies (Yin et al.)"
+    )
     assert (tmp_path / "figures" / "fourier_heatmap-efficientnet_lite0-imagenet-samples.png").is_file()
 
 

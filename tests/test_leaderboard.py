@@ -14,20 +14,67 @@ from robustbench_vit.store import rows_to_frame
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
 
-def row(model="m", value=0.5, *, suite="clean", condition="clean", metric="top1", n=100, seed=0, minute=0,
-        weights="timm:m.tag", image_set="A", n_images=100, preprocessing="resize 256 / crop 224 bilinear (center)",
-        suite_cfg=None, family="cnn"):  # fmt: skip
+def row(
+    model="m",
+    value=0.5,
+    *,
+    suite="clean",
+    condition="clean",
+    metric="top1",
+    n=100,
+    seed=0,
+    minute=0,
+    weights="timm:m.tag",
+    image_set="A",
+    n_images=100,
+    preprocessing="resize 256 / crop 224 bilinear (center)",
+    suite_cfg=None,
+    family="cnn",
+):
     cfg = {"suite": suite_cfg or {"suite": suite, "version": 1}}
     t = T0 + dt.timedelta(minutes=minute)
-    return {"run_id": f"{model}-{image_set}-{seed}-{weights}", "model": model, "family": family, "arch": model,
-            "source": "timm", "weights": weights, "suite": suite, "suite_version": 1, "dataset": "imagenet-val",
-            "data_root": "/data", "condition": condition, "severity": None, "params": "{}", "metric": metric,
-            "value": value, "n": n, "higher_is_better": True, "source_model": None, "seed": seed, "batch_size": 8,
-            "limit": None, "image_set": image_set, "n_images": n_images, "preprocessing": preprocessing,
-            "input_size": 224, "resize_size": 256, "crop_pct": 0.875, "interpolation": "bilinear",
-            "crop_mode": "center", "mean": "[0.5]", "std": "[0.5]", "preprocessing_source": "timm",
-            "device": "cpu", "dtype": "fp32", "rbvit_version": "x", "torch_version": "x", "timm_version": "x",
-            "started_at": t, "finished_at": t, "config": json.dumps(cfg)}  # fmt: skip
+    return {
+        "run_id": f"{model}-{image_set}-{seed}-{weights}",
+        "model": model,
+        "family": family,
+        "arch": model,
+        "source": "timm",
+        "weights": weights,
+        "suite": suite,
+        "suite_version": 1,
+        "dataset": "imagenet-val",
+        "data_root": "/data",
+        "condition": condition,
+        "severity": None,
+        "params": "{}",
+        "metric": metric,
+        "value": value,
+        "n": n,
+        "higher_is_better": True,
+        "source_model": None,
+        "seed": seed,
+        "batch_size": 8,
+        "limit": None,
+        "image_set": image_set,
+        "n_images": n_images,
+        "preprocessing": preprocessing,
+        "input_size": 224,
+        "resize_size": 256,
+        "crop_pct": 0.875,
+        "interpolation": "bilinear",
+        "crop_mode": "center",
+        "mean": "[0.5]",
+        "std": "[0.5]",
+        "preprocessing_source": "timm",
+        "device": "cpu",
+        "dtype": "fp32",
+        "rbvit_version": "x",
+        "torch_version": "x",
+        "timm_version": "x",
+        "started_at": t,
+        "finished_at": t,
+        "config": json.dumps(cfg),
+    }
 
 
 def board(rows, **kw) -> pd.DataFrame:
@@ -35,12 +82,21 @@ def board(rows, **kw) -> pd.DataFrame:
 
 
 def test_a_smaller_later_run_never_replaces_a_larger_image_set():
-    b = board([row(value=0.70, image_set="full", n=1000, n_images=1000, minute=0),
-               row(value=0.90, image_set="lim100", n=100, n_images=100, minute=5)])  # fmt: skip
+    b = board(
+        [
+            row(value=0.70, image_set="full", n=1000, n_images=1000, minute=0),
+            row(value=0.90, image_set="lim100", n=100, n_images=100, minute=5),
+        ]
+    )
     assert len(b) == 1 and b["value"].iat[0] == 0.70 and b["n_images"].iat[0] == 1000
     assert b["image_sets_available"].iat[0] == 2
-    every = board([row(value=0.70, image_set="full", n=1000, n_images=1000),
-                   row(value=0.90, image_set="lim100", minute=5)], all_variants=True)  # fmt: skip
+    every = board(
+        [
+            row(value=0.70, image_set="full", n=1000, n_images=1000),
+            row(value=0.90, image_set="lim100", minute=5),
+        ],
+        all_variants=True,
+    )
     assert sorted(every["value"]) == [0.70, 0.90] and every["label"].nunique() == 2
     md = render_markdown(b)
     assert "1000 images (largest of 2 image sets)" in md
@@ -57,17 +113,32 @@ def test_seeds_are_aggregated_not_overwritten():
 
 
 def test_different_weights_under_one_name_are_two_entries():
-    b = board([row("resnet50", 0.76, weights="timm:resnet50.tv_in1k"),
-               row("resnet50", 0.80, weights="timm:resnet50.a1_in1k", minute=1)])  # fmt: skip
-    assert len(b) == 2 and set(b["label"]) == {"resnet50 [timm:resnet50.tv_in1k]", "resnet50 [timm:resnet50.a1_in1k]"}
+    b = board(
+        [
+            row("resnet50", 0.76, weights="timm:resnet50.tv_in1k"),
+            row("resnet50", 0.80, weights="timm:resnet50.a1_in1k", minute=1),
+        ]
+    )
+    assert len(b) == 2 and set(b["label"]) == {
+        "resnet50 [timm:resnet50.tv_in1k]",
+        "resnet50 [timm:resnet50.a1_in1k]",
+    }
 
 
 def test_different_preprocessing_or_suite_config_are_not_mixed():
-    b = board([row(preprocessing="resize 256 / crop 224 bilinear (center)", value=0.7),
-               row(preprocessing="resize 224 / crop 224 bicubic (squash)", value=0.6, minute=1)])  # fmt: skip
+    b = board(
+        [
+            row(preprocessing="resize 256 / crop 224 bilinear (center)", value=0.7),
+            row(preprocessing="resize 224 / crop 224 bicubic (squash)", value=0.6, minute=1),
+        ]
+    )
     assert len(b) == 2
-    c = board([row(suite_cfg={"suite": "occlusion", "fill": "zero"}, value=0.3),
-               row(suite_cfg={"suite": "occlusion", "fill": "mean"}, value=0.5, minute=1)])  # fmt: skip
+    c = board(
+        [
+            row(suite_cfg={"suite": "occlusion", "fill": "zero"}, value=0.3),
+            row(suite_cfg={"suite": "occlusion", "fill": "mean"}, value=0.5, minute=1),
+        ]
+    )
     assert len(c) == 2 and all("config" in lab for lab in c["label"])
 
 
@@ -82,8 +153,16 @@ def test_patch_shuffle_columns_sort_numerically_and_ranking_skips_all_zero_colum
     rows = []
     for i, (m, vals) in enumerate({"a": (0.0, 0.2, 0.1), "b": (0.0, 0.1, 0.3)}.items()):
         for g, v in zip((2, 14, 4), vals):
-            rows.append(row(m, v, suite="patch_shuffle", condition=f"summary/grid={g}x{g}", metric="top1_mean",
-                            minute=i))  # fmt: skip
+            rows.append(
+                row(
+                    m,
+                    v,
+                    suite="patch_shuffle",
+                    condition=f"summary/grid={g}x{g}",
+                    metric="top1_mean",
+                    minute=i,
+                )
+            )
     md = render_markdown(board(rows))
     header = next(line for line in md.splitlines() if line.startswith("| label"))
     assert header.index("grid=2x2") < header.index("grid=4x4") < header.index("grid=14x14")
@@ -93,4 +172,8 @@ def test_patch_shuffle_columns_sort_numerically_and_ranking_skips_all_zero_colum
 
 
 def test_natural_key():
-    assert sorted(["grid=14x14", "grid=2x2", "grid=4x8"], key=natural_key) == ["grid=2x2", "grid=4x8", "grid=14x14"]
+    assert sorted(["grid=14x14", "grid=2x2", "grid=4x8"], key=natural_key) == [
+        "grid=2x2",
+        "grid=4x8",
+        "grid=14x14",
+    ]

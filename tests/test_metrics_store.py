@@ -25,7 +25,9 @@ def test_accumulator_top1_top5_nll():
 def test_ece_known_values():
     assert expected_calibration_error(np.array([1.0, 1.0]), np.array([True, True])) == 0.0
     assert expected_calibration_error(np.array([0.9, 0.9]), np.array([False, False])) == pytest.approx(0.9)
-    assert expected_calibration_error(np.array([0.55, 0.95]), np.array([True, False])) == pytest.approx(0.5 * 0.45 + 0.5 * 0.95)
+    assert expected_calibration_error(np.array([0.55, 0.95]), np.array([True, False])) == pytest.approx(
+        0.5 * 0.45 + 0.5 * 0.95
+    )
 
 
 def test_wilson_interval():
@@ -36,8 +38,19 @@ def test_wilson_interval():
 
 def _row(**kw):
     base = {f.name: None for f in SCHEMA}
-    base.update(run_id="r", model="m", suite="s", dataset="d", condition="c", metric="top1", value=0.5, n=10,
-                higher_is_better=True, params=json.dumps({"fraction": 0.5}), finished_at=pd.Timestamp.now(tz="UTC"))
+    base.update(
+        run_id="r",
+        model="m",
+        suite="s",
+        dataset="d",
+        condition="c",
+        metric="top1",
+        value=0.5,
+        n=10,
+        higher_is_better=True,
+        params=json.dumps({"fraction": 0.5}),
+        finished_at=pd.Timestamp.now(tz="UTC"),
+    )
     base.update(kw)
     return base
 
@@ -54,12 +67,20 @@ def test_store_roundtrip_expands_params_and_resume_flag(tmp_path):
 
 
 def test_leaderboard_ranks_by_direction():
-    rows = pd.DataFrame([_row(model="a", value=0.6), _row(model="b", value=0.7),
-                         _row(model="a", metric="nll", value=1.0, higher_is_better=False),
-                         _row(model="b", metric="nll", value=2.0, higher_is_better=False)])  # fmt: skip
+    rows = pd.DataFrame(
+        [
+            _row(model="a", value=0.6),
+            _row(model="b", value=0.7),
+            _row(model="a", metric="nll", value=1.0, higher_is_better=False),
+            _row(model="b", metric="nll", value=2.0, higher_is_better=False),
+        ]
+    )
     board = build_leaderboard(rows)
     top1 = board[board.metric == "top1"].set_index("model")["rank"]
     nll = board[board.metric == "nll"].set_index("model")["rank"]
     assert top1["b"] == 1 and nll["a"] == 1
-    assert board[board.metric == "top1"]["ci_low"].notna().all() and board[board.metric == "nll"]["ci_low"].isna().all()
+    assert (
+        board[board.metric == "top1"]["ci_low"].notna().all()
+        and board[board.metric == "nll"]["ci_low"].isna().all()
+    )
     assert "| a |" in render_markdown(board)

@@ -104,8 +104,13 @@ def factory():
     import timm
 
     net = timm.create_model("test_vit", pretrained=False)
-    return net, {"input_size": [3, 160, 160], "crop_pct": 0.95, "interpolation": "bicubic",
-                 "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}  # fmt: skip
+    return net, {
+        "input_size": [3, 160, 160],
+        "crop_pct": 0.95,
+        "interpolation": "bicubic",
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.5, 0.5, 0.5],
+    }
 
 
 def test_entrypoint_factory():

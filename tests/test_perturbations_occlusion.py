@@ -50,8 +50,10 @@ def test_same_seed_same_output_and_range():
         a = random_patch_drop(X, fraction=0.3, fill=fill, generator=gen(3))
         b = random_patch_drop(X, fraction=0.3, fill=fill, generator=gen(3))
         assert torch.equal(a, b) and a.min() >= 0 and a.max() <= 1
-    assert not torch.equal(random_patch_drop(X, fraction=0.3, generator=gen(1)),
-                           random_patch_drop(X, fraction=0.3, generator=gen(2)))  # fmt: skip
+    assert not torch.equal(
+        random_patch_drop(X, fraction=0.3, generator=gen(1)),
+        random_patch_drop(X, fraction=0.3, generator=gen(2)),
+    )
 
 
 def test_grids_pixel_level_and_errors():
@@ -117,6 +119,7 @@ def test_shuffle_preserves_the_multiset_of_patches(grid):
     def patches(t):
         p = t.reshape(4, 3, gh, ph, gw, pw).permute(0, 2, 4, 1, 3, 5).reshape(4, gh * gw, -1)
         return p.sort(dim=1).values  # sort patches by their first pixel values, lexicographic enough
+
     assert not torch.equal(y, X)
     for b in range(4):
         a = {tuple(r.tolist()[:8]) for r in patches(X)[b]}

@@ -21,9 +21,26 @@ REFERENCE_TOP1 = 0.769
 
 
 def test_clean_top1_through_cli(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "robustbench_vit.cli", "eval", "--model", "efficientnet_lite0",
-                        "--suite", "clean", "--data", str(IMAGENET_SAMPLES), "--out", str(tmp_path), "--json"],
-                       capture_output=True, text=True, timeout=900)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "robustbench_vit.cli",
+            "eval",
+            "--model",
+            "efficientnet_lite0",
+            "--suite",
+            "clean",
+            "--data",
+            str(IMAGENET_SAMPLES),
+            "--out",
+            str(tmp_path),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr
     rows = {x["metric"]: x for x in map(json.loads, r.stdout.splitlines())}
     assert rows["top1"]["value"] == pytest.approx(REFERENCE_TOP1, abs=0.015) and rows["top1"]["n"] == 1000
@@ -36,7 +53,9 @@ def test_clean_top1_through_cli(tmp_path):
 def test_clean_top1_through_python_api(tmp_path):
     import robustbench_vit as rbvit
 
-    df = rbvit.evaluate("efficientnet_lite0", "clean", data=str(IMAGENET_SAMPLES), out=str(tmp_path), batch_size=100)
+    df = rbvit.evaluate(
+        "efficientnet_lite0", "clean", data=str(IMAGENET_SAMPLES), out=str(tmp_path), batch_size=100
+    )
     top1 = df.set_index("metric").loc["top1", "value"]
     assert top1 == pytest.approx(REFERENCE_TOP1, abs=0.015)
     assert df.set_index("metric").loc["top5", "value"] > top1
@@ -45,11 +64,23 @@ def test_clean_top1_through_python_api(tmp_path):
 def test_occlusion_and_shuffle_degrade_a_real_model(tmp_path):
     import robustbench_vit as rbvit
 
-    occ = rbvit.evaluate("efficientnet_lite0", "occlusion", data=str(IMAGENET_SAMPLES), out=str(tmp_path), limit=200,
-                         suite_params={"fractions": (0.0, 0.5, 0.9)})  # fmt: skip
+    occ = rbvit.evaluate(
+        "efficientnet_lite0",
+        "occlusion",
+        data=str(IMAGENET_SAMPLES),
+        out=str(tmp_path),
+        limit=200,
+        suite_params={"fractions": (0.0, 0.5, 0.9)},
+    )
     acc = occ[occ.metric == "top1"].set_index("severity")["value"]
     assert acc[0.0] > acc[0.5] > acc[0.9] and acc[0.0] > 0.6
-    shuf = rbvit.evaluate("efficientnet_lite0", "patch_shuffle", data=str(IMAGENET_SAMPLES), out=str(tmp_path),
-                          limit=200, suite_params={"grids": ("1", "4", "16")})  # fmt: skip
+    shuf = rbvit.evaluate(
+        "efficientnet_lite0",
+        "patch_shuffle",
+        data=str(IMAGENET_SAMPLES),
+        out=str(tmp_path),
+        limit=200,
+        suite_params={"grids": ("1", "4", "16")},
+    )
     s = shuf[shuf.metric == "top1"].set_index("severity")["value"]
     assert s[1.0] == pytest.approx(acc[0.0]) and s[1.0] > s[16.0] and s[256.0] < 0.3

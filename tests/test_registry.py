@@ -36,6 +36,8 @@ def test_decorator_registration():
 
 def test_import_and_listing_are_light():
     """Importing the package and listing the zoo imports neither torch nor timm (no model, no network)."""
-    code = ("import sys, robustbench_vit; from robustbench_vit.models.zoo import MODELS; MODELS.names(); "
-            "assert 'torch' not in sys.modules and 'timm' not in sys.modules, 'heavy import'")  # fmt: skip
+    code = (
+        "import sys, robustbench_vit; from robustbench_vit.models.zoo import MODELS; MODELS.names(); "
+        "assert 'torch' not in sys.modules and 'timm' not in sys.modules, 'heavy import'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

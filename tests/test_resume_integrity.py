@@ -43,7 +43,9 @@ def test_orphaned_temp_files_of_dead_processes_are_removed(tmp_path, cifar_card)
     out = tmp_path / "out"
     rbvit.evaluate(str(cifar_card), "clean", out=str(out), **KW)
     folder = next((out / "runs").rglob("*.parquet")).parent
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     orphan = folder / f".x.parquet.tmp{int(dead.stdout)}"
     mine = folder / f".y.parquet.tmp{os.getpid()}"
     orphan.write_bytes(b"partial")
@@ -60,8 +62,12 @@ def test_batch_size_is_part_of_the_run_identity(tmp_path, cifar_card):
     a = rbvit.evaluate(str(cifar_card), "occlusion", out=str(out), suite_params=p, batch_size=20, **KW)
     b = rbvit.evaluate(str(cifar_card), "occlusion", out=str(out), suite_params=p, batch_size=1, **KW)
     assert a["run_id"].iat[0] != b["run_id"].iat[0]
-    fresh = rbvit.evaluate(str(cifar_card), "occlusion", out=str(tmp_path / "fresh"), suite_params=p, batch_size=1, **KW)
-    assert b.set_index(["condition", "metric"])["value"].equals(fresh.set_index(["condition", "metric"])["value"])
+    fresh = rbvit.evaluate(
+        str(cifar_card), "occlusion", out=str(tmp_path / "fresh"), suite_params=p, batch_size=1, **KW
+    )
+    assert b.set_index(["condition", "metric"])["value"].equals(
+        fresh.set_index(["condition", "metric"])["value"]
+    )
 
 
 def test_booleans_are_strict():

@@ -23,7 +23,9 @@ def test_cuda_oom_halves_the_batch_and_records_it(monkeypatch, tmp_path, cifar_c
 
     monkeypatch.setattr(Suite, "_run", flaky)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
-    df = evaluate(str(cifar_card), "clean", data=str(CIFAR10_TEST), limit=40, batch_size=64, out=str(tmp_path))
+    df = evaluate(
+        str(cifar_card), "clean", data=str(CIFAR10_TEST), limit=40, batch_size=64, out=str(tmp_path)
+    )
     assert calls == [64, 32, 16] and (df.batch_size == 16).all() and (df.n == 40).all()
 
 

@@ -78,27 +78,69 @@ def _imagenet_c_fixture(root: Path, n: int = 12) -> Path:
             for sev in (1, 3, 5):
                 out = root / c / str(sev) / f.parent.name
                 out.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(np.uint8(corrupt(arr, corruption_name=c, severity=sev))).save(out / f.name, quality=85)
+                Image.fromarray(np.uint8(corrupt(arr, corruption_name=c, severity=sev))).save(
+                    out / f.name, quality=85
+                )
     return root
 
 
 @needs_imagenet
 def test_imagenet_c_fixture_end_to_end(tmp_path):
     root = _imagenet_c_fixture(tmp_path / "imagenet-c")
-    r = subprocess.run([*RBVIT, "eval", "-m", "timm:test_resnet", "--random-weights", "-s", "imagenet_c", "--data",
-                        str(root), "--out", str(tmp_path / "out"), "-p", f"clean_data={IMAGENET_SAMPLES}",
-                        "--limit", "12"], capture_output=True, text=True, timeout=600)  # fmt: skip
+    r = subprocess.run(
+        [
+            *RBVIT,
+            "eval",
+            "-m",
+            "timm:test_resnet",
+            "--random-weights",
+            "-s",
+            "imagenet_c",
+            "--data",
+            str(root),
+            "--out",
+            str(tmp_path / "out"),
+            "-p",
+            f"clean_data={IMAGENET_SAMPLES}",
+            "--limit",
+            "12",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     df = load_results(tmp_path / "out")
     cells = df[(df.metric == "error") & (df.corruption != "clean")]
-    assert len(cells) == 6 and set(cells.corruption) == {"brightness", "gaussian_noise"} and (cells.n == 12).all()
-    assert len(set(df.preprocessing)) == 1 and df.preprocessing.iloc[0].startswith("resize 160 / crop 160")  # crop only
+    assert (
+        len(cells) == 6
+        and set(cells.corruption) == {"brightness", "gaussian_noise"}
+        and (cells.n == 12).all()
+    )
+    assert len(set(df.preprocessing)) == 1 and df.preprocessing.iloc[0].startswith(
+        "resize 160 / crop 160"
+    )  # crop only
     clean = df[(df.metric == "error") & (df.corruption == "clean")]
-    assert len(clean) == 1 and not json.loads(clean.params.iloc[0])["clean_preprocessing"].startswith("resize 160 ")
+    assert len(clean) == 1 and not json.loads(clean.params.iloc[0])["clean_preprocessing"].startswith(
+        "resize 160 "
+    )
     assert "mce" not in set(df.metric), "mCE must not be computed from 2 of 15 corruptions"
     assert {"mean_corruption_accuracy"} <= set(df.metric)
-    r = subprocess.run([*RBVIT, "eval", "-m", "timm:test_resnet", "--random-weights", "-s", "imagenet_c", "--data",
-                        str(tmp_path / "nothing")], capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [
+            *RBVIT,
+            "eval",
+            "-m",
+            "timm:test_resnet",
+            "--random-weights",
+            "-s",
+            "imagenet_c",
+            "--data",
+            str(tmp_path / "nothing"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 4 and "not found" in r.stderr
 
 
@@ -116,11 +158,31 @@ def _ar_fixture(root: Path, name: str) -> Path:
 def test_ar_fixture_masked_and_unmasked_refused(tmp_path, name):
     root = _ar_fixture(tmp_path / name, name)
     suite = name.replace("-", "_")
-    r = subprocess.run([*RBVIT, "eval", "-m", "timm:test_resnet", "--random-weights", "-s", "clean", "--data",
-                        str(root)], capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [*RBVIT, "eval", "-m", "timm:test_resnet", "--random-weights", "-s", "clean", "--data", str(root)],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and f"--suite {suite}" in r.stderr
-    r = subprocess.run([*RBVIT, "eval", "-m", "timm:test_resnet", "--random-weights", "-s", suite, "--data", str(root),
-                        "--out", str(tmp_path / "o"), "--json"], capture_output=True, text=True, timeout=600)  # fmt: skip
+    r = subprocess.run(
+        [
+            *RBVIT,
+            "eval",
+            "-m",
+            "timm:test_resnet",
+            "--random-weights",
+            "-s",
+            suite,
+            "--data",
+            str(root),
+            "--out",
+            str(tmp_path / "o"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     rows = [json.loads(x) for x in r.stdout.splitlines()]
     assert {x["metric"] for x in rows} == {"top1", "top5"} and all(x["n"] == 200 for x in rows)
@@ -133,8 +195,13 @@ def test_imagenet_a_layout_with_real_weights_and_clean_diff(tmp_path):
     import robustbench_vit as rbvit
 
     root = _ar_fixture(tmp_path / "a", "imagenet-a")
-    df = rbvit.evaluate("efficientnet_lite0", "imagenet_a", data=str(root), out=str(tmp_path / "o"),
-                        suite_params={"clean_data": str(IMAGENET_SAMPLES)})  # fmt: skip
+    df = rbvit.evaluate(
+        "efficientnet_lite0",
+        "imagenet_a",
+        data=str(root),
+        out=str(tmp_path / "o"),
+        suite_params={"clean_data": str(IMAGENET_SAMPLES)},
+    )
     top1 = df[df.metric == "top1"].set_index("condition")["value"]
     # the fixture holds the very clean images of the 200 classes: same accuracy, diff 0
     assert top1["imagenet-a"] == pytest.approx(top1["clean-200"])

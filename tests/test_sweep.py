@@ -56,13 +56,19 @@ def _values(out: Path) -> pd.Series:
 
 @needs_imagenet
 def test_sweep_then_rerun_runs_zero_cells_and_failures_do_not_crash(tmp_path):
-    toml = _tiny(tmp_path, '[[suite]]\nname = "occlusion"\nparams = { grid = "7" }\n')  # 7 does not divide 160
+    toml = _tiny(
+        tmp_path, '[[suite]]\nname = "occlusion"\nparams = { grid = "7" }\n'
+    )  # 7 does not divide 160
     out = tmp_path / "out"
-    r = subprocess.run([*RBVIT, "sweep", str(toml), "--out", str(out)], capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [*RBVIT, "sweep", str(toml), "--out", str(out)], capture_output=True, text=True, timeout=900
+    )
     assert r.returncode == 1, r.stderr  # failures are reported with exit 1, after every other cell ran
     assert "done=6 skipped=0 failed=2" in r.stderr
     assert "does not divide" in r.stdout
-    r = subprocess.run([*RBVIT, "sweep", str(toml), "--out", str(out)], capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [*RBVIT, "sweep", str(toml), "--out", str(out)], capture_output=True, text=True, timeout=900
+    )
     assert "done=0 skipped=6 failed=2" in r.stderr  # only the failing cells are retried
     assert len(list((out / "cells").glob("*.error.json"))) == 2
 
@@ -71,9 +77,18 @@ def test_sweep_then_rerun_runs_zero_cells_and_failures_do_not_crash(tmp_path):
 def test_killed_sweep_resumes_without_duplicates_or_gaps(tmp_path):
     toml = _tiny(tmp_path)
     ref_out, out = tmp_path / "ref", tmp_path / "out"
-    assert subprocess.run([*RBVIT, "sweep", str(toml), "--out", str(ref_out)], capture_output=True, timeout=900).returncode == 0
-    proc = subprocess.Popen([*RBVIT, "sweep", str(toml), "--out", str(out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    assert (
+        subprocess.run(
+            [*RBVIT, "sweep", str(toml), "--out", str(ref_out)], capture_output=True, timeout=900
+        ).returncode
+        == 0
+    )
+    proc = subprocess.Popen(
+        [*RBVIT, "sweep", str(toml), "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if out.exists() and len(list((out / "runs").rglob("*.parquet"))) >= 6:
@@ -82,7 +97,9 @@ def test_killed_sweep_resumes_without_duplicates_or_gaps(tmp_path):
     assert proc.poll() is None, "sweep ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    r = subprocess.run([*RBVIT, "sweep", str(toml), "--out", str(out)], capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [*RBVIT, "sweep", str(toml), "--out", str(out)], capture_output=True, text=True, timeout=900
+    )
     assert r.returncode == 0, r.stderr
     pd.testing.assert_series_equal(_values(out), _values(ref_out))
 
@@ -92,9 +109,18 @@ def test_ray_executor_matches_local(tmp_path):
     pytest.importorskip("ray")
     toml = _tiny(tmp_path)
     local, ray_out = tmp_path / "local", tmp_path / "ray"
-    assert subprocess.run([*RBVIT, "sweep", str(toml), "--out", str(local)], capture_output=True, timeout=900).returncode == 0
-    r = subprocess.run([*RBVIT, "sweep", str(toml), "--out", str(ray_out), "--executor", "ray"],
-                       capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert (
+        subprocess.run(
+            [*RBVIT, "sweep", str(toml), "--out", str(local)], capture_output=True, timeout=900
+        ).returncode
+        == 0
+    )
+    r = subprocess.run(
+        [*RBVIT, "sweep", str(toml), "--out", str(ray_out), "--executor", "ray"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     pd.testing.assert_series_equal(_values(ray_out), _values(local))
 
@@ -103,13 +129,23 @@ def test_ray_executor_matches_local(tmp_path):
 def test_compare_and_report(tmp_path):
     toml = _tiny(tmp_path)
     out = tmp_path / "out"
-    assert subprocess.run([*RBVIT, "sweep", str(toml), "--out", str(out)], capture_output=True, timeout=900).returncode == 0
-    r = subprocess.run([*RBVIT, "compare", "test_vit", "test_resnet", "-r", str(out), "--json"],
-                       capture_output=True, text=True)  # fmt: skip
+    assert (
+        subprocess.run(
+            [*RBVIT, "sweep", str(toml), "--out", str(out)], capture_output=True, timeout=900
+        ).returncode
+        == 0
+    )
+    r = subprocess.run(
+        [*RBVIT, "compare", "test_vit", "test_resnet", "-r", str(out), "--json"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["n"] == 20 and 0.0 <= res["p_value"] <= 1.0
-    r = subprocess.run([*RBVIT, "compare", "test_vit", "nope", "-r", str(out)], capture_output=True, text=True)
+    r = subprocess.run(
+        [*RBVIT, "compare", "test_vit", "nope", "-r", str(out)], capture_output=True, text=True
+    )
     assert r.returncode == 4 and "--save-samples" in r.stderr
     assert subprocess.run([*RBVIT, "leaderboard", str(out)], capture_output=True).returncode == 0
     report = tmp_path / "report.html"
@@ -122,9 +158,21 @@ def test_compare_and_report(tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium:  # render headlessly and check every figure decoded
         js = tmp_path / "dump.html"
-        r = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                            "--dump-dom", "--virtual-time-budget=3000", report.as_uri()],
-                           capture_output=True, text=True, timeout=120)  # fmt: skip
+        r = subprocess.run(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--dump-dom",
+                "--virtual-time-budget=3000",
+                report.as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         js.write_text(r.stdout)
         assert r.stdout.count("<img") == n_imgs
 
@@ -135,14 +183,23 @@ def test_compare_and_report(tmp_path):
 def test_committed_ci_leaderboard_is_fresh(tmp_path):
     """CI regenerates the tiny leaderboard from sweeps/ci.toml; the committed results/ copy must match."""
     out = tmp_path / "results"
-    r = subprocess.run([*RBVIT, "sweep", str(ROOT / "sweeps" / "ci.toml"), "--out", str(out)],
-                       capture_output=True, text=True, timeout=1500, cwd=ROOT)  # fmt: skip
+    r = subprocess.run(
+        [*RBVIT, "sweep", str(ROOT / "sweeps" / "ci.toml"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stdout[-3000:]
     assert subprocess.run([*RBVIT, "leaderboard", str(out)], capture_output=True).returncode == 0
     fresh = pd.read_parquet(out / "leaderboard.parquet")
     committed = pd.read_parquet(ROOT / "results" / "leaderboard.parquet")
     key = ["suite", "dataset", "condition", "metric", "source_model", "model"]
     a, b = fresh.set_index(key)["value"].sort_index(), committed.set_index(key)["value"].sort_index()
-    assert list(a.index) == list(b.index), "stale results/: rerun `rbvit sweep sweeps/ci.toml && rbvit leaderboard results`"
-    assert np.allclose(a.values, b.values, atol=1e-3, equal_nan=True), "stale values in results/leaderboard.parquet"
+    assert list(a.index) == list(b.index), (
+        "stale results/: rerun `rbvit sweep sweeps/ci.toml && rbvit leaderboard results`"
+    )
+    assert np.allclose(a.values, b.values, atol=1e-3, equal_nan=True), (
+        "stale values in results/leaderboard.parquet"
+    )
     assert (ROOT / "results" / "LEADERBOARD.md").read_text().startswith("# Leaderboard")

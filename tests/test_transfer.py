@@ -10,7 +10,9 @@ from robustbench_vit.models.loading import load_model
 from tests.helpers import CIFAR10_TEST, needs_cifar
 
 
-@pytest.mark.parametrize("arch", ["vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224", "cait_xxs24_224"])
+@pytest.mark.parametrize(
+    "arch", ["vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224", "cait_xxs24_224"]
+)
 def test_self_ensemble_last_block_is_the_model(arch):
     torch.manual_seed(0)
     m = load_model(f"timm:{arch}", pretrained=False, device="cpu")
@@ -64,13 +66,23 @@ def test_vit_card_to_cnn_card_transfer(tmp_path, cifar_card, cifar_cnn_card, ens
 
     # eps 32/255: on this random-weight ViT the white-box fooling rate at 16/255 sits at 0.50-0.60
     # (20-24 of 40 images), and float noise between runs flipped it to exactly 0.5 in one CI run
-    params = {"source": str(cifar_card), "ensemble": ensemble, "attack": "mifgsm", "di": True, "ti": True,
-              "eps": "32/255", "population": "all"}  # random weights: few images are classified correctly  # fmt: skip
+    params = {
+        "source": str(cifar_card),
+        "ensemble": ensemble,
+        "attack": "mifgsm",
+        "di": True,
+        "ti": True,
+        "eps": "32/255",
+        "population": "all",
+    }  # random weights: few images are classified correctly
     kw = dict(data=str(CIFAR10_TEST), limit=40, out=str(tmp_path), suite_params=params)
     on_cnn = rbvit.evaluate(str(cifar_cnn_card), "transfer", **kw)
     r = on_cnn.set_index("metric")["value"]
-    assert set(r.index) == {"fooling_rate", "fooling_rate_all", "target_accuracy", "clean_accuracy",
-                            "source_clean_accuracy"} and 0 <= r["fooling_rate"] <= 1
+    assert (
+        set(r.index)
+        == {"fooling_rate", "fooling_rate_all", "target_accuracy", "clean_accuracy", "source_clean_accuracy"}
+        and 0 <= r["fooling_rate"] <= 1
+    )
     assert (on_cnn["source_model"] == "cifar_vit").all()
 
     def no_recrafting(*a, **k):
@@ -89,8 +101,15 @@ def test_vit_card_to_cnn_card_transfer(tmp_path, cifar_card, cifar_cnn_card, ens
 def test_cached_adversarials_respect_the_ball(tmp_path, cifar_card):
     import robustbench_vit as rbvit
 
-    rbvit.evaluate(str(cifar_card), "transfer", data=str(CIFAR10_TEST), limit=20, out=None,
-                   cache_dir=str(tmp_path), suite_params={"source": str(cifar_card), "attack": "fgsm"})  # fmt: skip
+    rbvit.evaluate(
+        str(cifar_card),
+        "transfer",
+        data=str(CIFAR10_TEST),
+        limit=20,
+        out=None,
+        cache_dir=str(tmp_path),
+        suite_params={"source": str(cifar_card), "attack": "fgsm"},
+    )
     adv_dir = next(tmp_path.rglob("adv-*"))
     adv = np.load(adv_dir / "images.npy", mmap_mode="r")
     clean = np.load(adv_dir.parent / "images.npy", mmap_mode="r")
@@ -164,7 +183,9 @@ class _TinyNet(torch.nn.Module):
         return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
 
 
-@pytest.mark.parametrize("attack,ti", [("fgsm", False), ("pgd", False), ("mifgsm", True), ("dim", False), ("dim", True)])
+@pytest.mark.parametrize(
+    "attack,ti", [("fgsm", False), ("pgd", False), ("mifgsm", True), ("dim", False), ("dim", True)]
+)
 def test_crafting_matches_restated_atvit_loop(attack, ti):
     from robustbench_vit.suites import make_suite
 
@@ -175,11 +196,22 @@ def test_crafting_matches_restated_atvit_loop(attack, ti):
     cfg = suite._attack_config()
     from robustbench_vit.attacks import PGD
 
-    atk = PGD(norm="linf", eps=cfg["eps"], steps=cfg["steps"], step_size=cfg["step_size"], random_start=False,
-              momentum=cfg["momentum"], di_prob=cfg["di_prob"], ti_kernel=cfg["ti_kernel"], ti_sigma=cfg["ti_sigma"] or 3.0,
-              keep="last")  # fmt: skip
+    atk = PGD(
+        norm="linf",
+        eps=cfg["eps"],
+        steps=cfg["steps"],
+        step_size=cfg["step_size"],
+        random_start=False,
+        momentum=cfg["momentum"],
+        di_prob=cfg["di_prob"],
+        ti_kernel=cfg["ti_kernel"],
+        ti_sigma=cfg["ti_sigma"] or 3.0,
+        keep="last",
+    )
     ours = atk(net, x, y, generator=torch.Generator().manual_seed(7)).x_adv
-    ref = _atvit_reference(net, x, y, eps=16 / 255, attack=attack, ti=ti, gen=torch.Generator().manual_seed(7))
+    ref = _atvit_reference(
+        net, x, y, eps=16 / 255, attack=attack, ti=ti, gen=torch.Generator().manual_seed(7)
+    )
     assert torch.allclose(ours, ref, atol=1e-6)
     assert torch.allclose((ours - x).abs().flatten(1).max(1).values, torch.full((4,), 16 / 255), atol=1e-6)
 
@@ -191,8 +223,14 @@ def test_atvit_defaults_are_recorded():
     assert pgd["step_size"] == pytest.approx(2 / 255) and pgd["steps"] == 10 and pgd["momentum"] == 0
     assert pgd["keep"] == "last" and pgd["random_start"] is False
     dim = make_suite("transfer", {"source": "timm:test_vit", "attack": "dim", "ti": True})._attack_config()
-    assert dim["step_size"] == pytest.approx(16 / 255 / 10) and dim["momentum"] == 1.0 and dim["di_prob"] == 1.0
-    assert dim["ti_kernel"] == 15 and dim["ti_sigma"] == 3.0 and dim["di_resize_ratio"] == pytest.approx(256 / 224)
+    assert (
+        dim["step_size"] == pytest.approx(16 / 255 / 10) and dim["momentum"] == 1.0 and dim["di_prob"] == 1.0
+    )
+    assert (
+        dim["ti_kernel"] == 15
+        and dim["ti_sigma"] == 3.0
+        and dim["di_resize_ratio"] == pytest.approx(256 / 224)
+    )
     assert make_suite("transfer", {"source": "x:y"}).population == "both_correct"
     with pytest.raises(ConfigError, match="population"):
         make_suite("transfer", {"source": "x:y", "population": "some"})
@@ -219,8 +257,15 @@ def test_every_crafted_image_reaches_eps(tmp_path, cifar_card, attack, ensemble)
     already misclassifies (the earlier code returned those unperturbed)."""
     import robustbench_vit as rbvit
 
-    rbvit.evaluate(str(cifar_card), "transfer", data=str(CIFAR10_TEST), limit=30, out=None, cache_dir=str(tmp_path),
-                   suite_params={"source": str(cifar_card), "attack": attack, "ensemble": ensemble})  # fmt: skip
+    rbvit.evaluate(
+        str(cifar_card),
+        "transfer",
+        data=str(CIFAR10_TEST),
+        limit=30,
+        out=None,
+        cache_dir=str(tmp_path),
+        suite_params={"source": str(cifar_card), "attack": attack, "ensemble": ensemble},
+    )
     adv_dir = next(tmp_path.rglob("adv-*"))
     adv = np.load(adv_dir / "images.npy", mmap_mode="r")
     clean = np.load(adv_dir.parent / "images.npy", mmap_mode="r")
@@ -241,7 +286,8 @@ def test_fooling_rate_population(tmp_path, cifar_card, cifar_cnn_card):
     n_pop = int(df.loc["fooling_rate", "n"])
     clean_acc, src_acc = df.loc["clean_accuracy", "value"], df.loc["source_clean_accuracy", "value"]
     assert n_pop <= 60 * min(clean_acc, src_acc) + 1e-9
-    everyone = rbvit.evaluate(str(cifar_cnn_card), "transfer", suite_params={**params, "population": "all"},
-                              **kw).set_index("metric")  # fmt: skip
+    everyone = rbvit.evaluate(
+        str(cifar_cnn_card), "transfer", suite_params={**params, "population": "all"}, **kw
+    ).set_index("metric")
     assert everyone.loc["fooling_rate", "n"] == 60
     assert everyone.loc["fooling_rate", "value"] == pytest.approx(df.loc["fooling_rate_all", "value"])

@@ -6,9 +6,28 @@ import timm
 from robustbench_vit.models.zoo import MODELS
 from tests.helpers import REFERENCE
 
-REQUIRED_FAMILIES = ["vit_", "deit_", "swin_", "cait_", "pit_", "convit_", "coat_", "twins_", "levit_", "xcit_",
-                     "beit_", "mixer_", "resnet18", "resnet50", "resnet101", "resnet152", "bit_", "convnext_",
-                     "efficientnet_", "regnet"]  # fmt: skip
+REQUIRED_FAMILIES = [
+    "vit_",
+    "deit_",
+    "swin_",
+    "cait_",
+    "pit_",
+    "convit_",
+    "coat_",
+    "twins_",
+    "levit_",
+    "xcit_",
+    "beit_",
+    "mixer_",
+    "resnet18",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "bit_",
+    "convnext_",
+    "efficientnet_",
+    "regnet",
+]
 
 
 def test_zoo_covers_the_papers_families():
@@ -42,9 +61,14 @@ def test_preprocessing_is_derived_from_timm():
     assert from_timm(MODELS.get("resnet50").arch).resize_size == (256, 256)
 
 
-@pytest.mark.skipif(not (REFERENCE / "timm-results-imagenet.csv").is_file(), reason="timm results table absent")
+@pytest.mark.skipif(
+    not (REFERENCE / "timm-results-imagenet.csv").is_file(), reason="timm results table absent"
+)
 def test_param_counts_match_timm_results_table():
-    table = {r["model"]: float(r["param_count"].replace(",", "")) for r in csv.DictReader(open(REFERENCE / "timm-results-imagenet.csv"))}
+    table = {
+        r["model"]: float(r["param_count"].replace(",", ""))
+        for r in csv.DictReader(open(REFERENCE / "timm-results-imagenet.csv"))
+    }
     checked = 0
     for _, spec in MODELS.items():
         if spec.source == "timm" and spec.arch in table:

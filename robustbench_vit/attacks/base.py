@@ -65,14 +65,26 @@ class Attack:
             raise ConfigError(f"epsilon must be >= 0, got {eps}")
         self.norm, self.eps, self.restarts, self.targeted = norm, float(eps), int(restarts), targeted
 
-    def run(self, forward: Callable[[torch.Tensor], torch.Tensor | list[torch.Tensor]], x: torch.Tensor,
-            y: torch.Tensor, *, generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+    def run(
+        self,
+        forward: Callable[[torch.Tensor], torch.Tensor | list[torch.Tensor]],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
         raise NotImplementedError
 
     @final
-    def __call__(self, forward: Callable[[torch.Tensor], torch.Tensor | list[torch.Tensor]], x: torch.Tensor,
-                 y: torch.Tensor, *, generator: torch.Generator,
-                 predict: Callable[[torch.Tensor], torch.Tensor] | None = None) -> AttackResult:  # fmt: skip
+    def __call__(
+        self,
+        forward: Callable[[torch.Tensor], torch.Tensor | list[torch.Tensor]],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        generator: torch.Generator,
+        predict: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> AttackResult:
         """Attack ``x`` (labels, or targets when targeted); ``predict`` gives logits for success checks."""
         if x.min() < 0 or x.max() > 1:
             raise ConfigError("attacks take images in [0, 1] (normalisation belongs inside the model)")
@@ -83,11 +95,18 @@ class Attack:
             todo = (~success).nonzero().squeeze(1)
             if len(todo) == 0:
                 break
-            adv = project(self.run(forward, x[todo], y[todo], generator=generator).detach(), x[todo], self.eps, self.norm)
+            adv = project(
+                self.run(forward, x[todo], y[todo], generator=generator).detach(),
+                x[todo],
+                self.eps,
+                self.norm,
+            )
             with torch.no_grad():
                 pred = predict(adv).argmax(1)  # type: ignore[union-attr]
             hit = pred == y[todo] if self.targeted else pred != y[todo]
-            keep = hit if r > 0 else torch.ones_like(hit)  # restart 0 fills everything; later ones only successes
+            keep = (
+                hit if r > 0 else torch.ones_like(hit)
+            )  # restart 0 fills everything; later ones only successes
             best[todo[keep]] = adv[keep]
             success[todo] = hit
         return AttackResult(best, success)

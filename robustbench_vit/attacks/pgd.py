@@ -31,8 +31,9 @@ def cross_entropy_loss(out: torch.Tensor | list[torch.Tensor], y: torch.Tensor) 
 DI_RESIZE_RATIO = 256 / 224
 
 
-def input_diversity(x: torch.Tensor, *, prob: float, generator: torch.Generator,
-                    ratio: float = DI_RESIZE_RATIO) -> torch.Tensor:  # fmt: skip
+def input_diversity(
+    x: torch.Tensor, *, prob: float, generator: torch.Generator, ratio: float = DI_RESIZE_RATIO
+) -> torch.Tensor:
     """DI transform as in ATViT (Naseer et al. 2022): with probability ``prob``, nearest-resize the batch
     to a random side ``rnd`` in [H, floor(ratio*H)] (both ends included), zero-pad it at a random offset
     to floor(ratio*H) and nearest-resize back to H. One draw per batch, like the reference."""
@@ -80,14 +81,32 @@ class PGD(Attack):
         loss: per-sample loss of (outputs, labels) to maximise (default CE, summed over a list).
     """
 
-    def __init__(self, *, norm: str = "linf", eps: float, steps: int = 10, step_size: float | None = None,
-                 random_start: bool = True, restarts: int = 1, targeted: bool = False, momentum: float = 0.0,
-                 di_prob: float = 0.0, ti_kernel: int = 0, ti_sigma: float = 3.0, keep: str = "first_success",
-                 loss: Callable[..., torch.Tensor] = cross_entropy_loss) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        norm: str = "linf",
+        eps: float,
+        steps: int = 10,
+        step_size: float | None = None,
+        random_start: bool = True,
+        restarts: int = 1,
+        targeted: bool = False,
+        momentum: float = 0.0,
+        di_prob: float = 0.0,
+        ti_kernel: int = 0,
+        ti_sigma: float = 3.0,
+        keep: str = "first_success",
+        loss: Callable[..., torch.Tensor] = cross_entropy_loss,
+    ) -> None:
         super().__init__(norm=norm, eps=eps, restarts=restarts, targeted=targeted)
         self.steps = int(steps)
         self.step_size = float(step_size) if step_size is not None else 2.5 * self.eps / max(1, self.steps)
-        self.random_start, self.momentum, self.di_prob, self.ti_kernel = random_start, momentum, di_prob, ti_kernel
+        self.random_start, self.momentum, self.di_prob, self.ti_kernel = (
+            random_start,
+            momentum,
+            di_prob,
+            ti_kernel,
+        )
         if keep not in KEEP:
             raise ConfigError(f"keep {keep!r} not in {KEEP}")
         self.ti_sigma, self.keep = float(ti_sigma), keep
@@ -113,7 +132,9 @@ class PGD(Attack):
         best, found = x_adv.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
         for _ in range(self.steps):
             x_adv.requires_grad_(True)
-            inp = input_diversity(x_adv, prob=self.di_prob, generator=generator) if self.di_prob > 0 else x_adv
+            inp = (
+                input_diversity(x_adv, prob=self.di_prob, generator=generator) if self.di_prob > 0 else x_adv
+            )
             with torch.enable_grad():
                 out = forward(inp)
                 loss = self.loss(out, y)
@@ -146,5 +167,3 @@ class PGD(Attack):
         from robustbench_vit.attacks.base import project
 
         return project(x_adv, x, self.eps, self.norm)
-
-

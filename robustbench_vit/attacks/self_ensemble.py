@@ -41,7 +41,9 @@ class SelfEnsemble(nn.Module):
         super().__init__()
         net = model.net
         self.cait = getattr(net, "blocks_token_only", None) is not None  # CaiT: class-attention stage
-        token_head = getattr(net, "global_pool", None) == "token" and getattr(net, "cls_token", None) is not None
+        token_head = (
+            getattr(net, "global_pool", None) == "token" and getattr(net, "cls_token", None) is not None
+        )
         if not token_head or not hasattr(net, "blocks") or not hasattr(net, "forward_head"):
             raise ConfigError(
                 f"{model.spec.name} has no class-token head (Swin, PiT pooling heads, CNNs ...); the self-ensemble "

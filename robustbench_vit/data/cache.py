@@ -42,7 +42,9 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "rbvit" / "images"
 
 
-def open_filled_memmap(folder: Path, shape: tuple[int, ...], dtype: type) -> tuple[np.ndarray, np.ndarray, bool]:
+def open_filled_memmap(
+    folder: Path, shape: tuple[int, ...], dtype: type
+) -> tuple[np.ndarray, np.ndarray, bool]:
     """Backwards-compatible view of a :class:`FilledArray`: ``(array, filled mask, created)``."""
     fa = FilledArray(folder, shape, dtype)
     return fa.array, fa.filled, fa.created
@@ -56,11 +58,18 @@ class ImageCache:
         self.data_config = data_config
         h, w = data_config.image_size
         self.shape = (len(dataset), 3, h, w)
-        self.dir = Path(cache_dir or default_cache_dir()) / f"{dataset.fingerprint}-{data_config.geometry_key()}"
+        self.dir = (
+            Path(cache_dir or default_cache_dir()) / f"{dataset.fingerprint}-{data_config.geometry_key()}"
+        )
         self.store = FilledArray(self.dir, self.shape, np.uint8)
         if self.store.created:
-            meta = {"root": str(self.dataset.root), "kind": self.dataset.kind, "n": self.shape[0],
-                    "geometry": self.data_config.geometry(), "fingerprint": self.dataset.fingerprint}  # fmt: skip
+            meta = {
+                "root": str(self.dataset.root),
+                "kind": self.dataset.kind,
+                "n": self.shape[0],
+                "geometry": self.data_config.geometry(),
+                "fingerprint": self.dataset.fingerprint,
+            }
             (self.dir / "meta.json").write_text(json.dumps(meta, indent=1))
 
     @property
@@ -76,15 +85,22 @@ class ImageCache:
         self.store.verify(indices)
         return self.store.missing(indices)
 
-    def ensure(self, indices: Sequence[int], *, workers: int | None = None,
-               progress: Callable[[int], None] | None = None) -> int:  # fmt: skip
+    def ensure(
+        self,
+        indices: Sequence[int],
+        *,
+        workers: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
         """Decode every index not yet cached (or corrupted on disk); returns how many were decoded."""
         workers = workers or min(8, os.cpu_count() or 1)
         dc, read = self.data_config, self.dataset.read
         with ThreadPoolExecutor(max_workers=workers) as pool:
 
             def decode(ix: np.ndarray) -> np.ndarray:
-                return np.stack([img.numpy() for img in pool.map(lambda j: apply_geometry(read(int(j)), dc), ix)])
+                return np.stack(
+                    [img.numpy() for img in pool.map(lambda j: apply_geometry(read(int(j)), dc), ix)]
+                )
 
             n = self.store.fill(indices, decode, chunk=_CHUNK, progress=progress)
         if n:

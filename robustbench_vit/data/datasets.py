@@ -95,8 +95,15 @@ def image_folder(root: str | Path, *, classes: list[str] | None = None) -> Image
     if not items:
         raise DataError(f"{root} has class folders but no images ({', '.join(IMAGE_EXTENSIONS)})")
     fp = _fingerprint("folder", root, items, sizes)
-    return ImageDataset("folder", root, tuple(found), items, np.asarray(targets, dtype=np.int64),
-                        lambda i: read_rgb(root / items[i]), fp)  # fmt: skip
+    return ImageDataset(
+        "folder",
+        root,
+        tuple(found),
+        items,
+        np.asarray(targets, dtype=np.int64),
+        lambda i: read_rgb(root / items[i]),
+        fp,
+    )
 
 
 def flat_folder(root: str | Path, labels: str | Path) -> ImageDataset:
@@ -135,10 +142,14 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
     """Unpickles CIFAR batches (dicts of numpy arrays, lists, bytes) and refuses anything else."""
 
     _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
-    }  # fmt: skip
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module: str, name: str):  # type: ignore[no-untyped-def]
         if (module, name) in self._ALLOWED:
@@ -164,5 +175,12 @@ def cifar10_batches(root: str | Path, *, split: str = "test") -> ImageDataset:
     data = np.concatenate(arrays)
     items = [f"{split}/{i:05d}" for i in range(len(data))]
     fp = hashlib.sha256(b"cifar10-batches\0" + data.tobytes()).hexdigest()[:16]
-    return ImageDataset("cifar10-batches", root, CIFAR10_CLASSES, items, np.asarray(targets, dtype=np.int64),
-                        lambda i: torch.from_numpy(data[i].copy()), fp)  # fmt: skip
+    return ImageDataset(
+        "cifar10-batches",
+        root,
+        CIFAR10_CLASSES,
+        items,
+        np.asarray(targets, dtype=np.int64),
+        lambda i: torch.from_numpy(data[i].copy()),
+        fp,
+    )

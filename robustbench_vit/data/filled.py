@@ -52,9 +52,11 @@ def atomic_save(path: Path, arr: np.ndarray) -> None:
 def _space_error(e: OSError, folder: Path, needed: int) -> OSError | ResultsError:
     """ENOSPC / EFBIG / EDQUOT as a one-line error naming the folder and the space needed."""
     if e.errno in _NO_SPACE:
-        return ResultsError(f"no space left in {folder} (needs about {max(needed, 1) / 2**20:.1f} MiB more): "
-                            f"{e.strerror}; free space, or write the cache (--cache-dir, RBVIT_CACHE) or the "
-                            "results (--out) elsewhere")  # fmt: skip
+        return ResultsError(
+            f"no space left in {folder} (needs about {max(needed, 1) / 2**20:.1f} MiB more): "
+            f"{e.strerror}; free space, or write the cache (--cache-dir, RBVIT_CACHE) or the "
+            "results (--out) elsewhere"
+        )
     return e
 
 
@@ -130,8 +132,13 @@ class FilledArray:
             return
         intact = max(0, (actual - self.offset) // self.row_bytes) if self.row_bytes else 0
         lost = int(self.filled[intact:].sum())
-        log.warning("cache file %s is truncated (%d of %d bytes); %d filled rows past the end will be recomputed",
-                    path, actual, expected, lost)  # fmt: skip
+        log.warning(
+            "cache file %s is truncated (%d of %d bytes); %d filled rows past the end will be recomputed",
+            path,
+            actual,
+            expected,
+            lost,
+        )
         self.filled[intact:] = False
         os.truncate(path, expected)  # sparse again; the lost rows are refilled on demand
         self._save_mask()
@@ -166,7 +173,11 @@ class FilledArray:
             self._verified[ix[ok]] = True
         wrong = np.concatenate(bad) if bad else np.zeros(0, dtype=np.int64)
         if len(wrong):
-            log.warning("cache %s: %d rows fail their checksum (corrupted on disk); recomputing them", self.dir, len(wrong))
+            log.warning(
+                "cache %s: %d rows fail their checksum (corrupted on disk); recomputing them",
+                self.dir,
+                len(wrong),
+            )
             with self.lock:
                 self.filled[wrong] = False
                 self._save_mask()
@@ -185,8 +196,14 @@ class FilledArray:
         finally:
             os.close(fd)
 
-    def fill(self, indices: Sequence[int], compute: Callable[[np.ndarray], np.ndarray], *, chunk: int,
-             progress: Callable[[int], None] | None = None) -> int:  # fmt: skip
+    def fill(
+        self,
+        indices: Sequence[int],
+        compute: Callable[[np.ndarray], np.ndarray],
+        *,
+        chunk: int,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
         """Compute and store every row of ``indices`` that is missing or fails its checksum.
 
         ``compute(ix)`` returns the rows for the sorted index array ``ix``. Rows are flushed before they

@@ -23,8 +23,15 @@ from robustbench_vit.errors import DataError
 from robustbench_vit.labels import is_wnid
 from robustbench_vit.registry import Registry
 
-__all__ = ["DatasetSpec", "DATASETS", "open_dataset", "default_data_root", "SAMPLES_URL", "MASKED_DATASETS",
-           "subset_synsets"]  # fmt: skip
+__all__ = [
+    "DatasetSpec",
+    "DATASETS",
+    "open_dataset",
+    "default_data_root",
+    "SAMPLES_URL",
+    "MASKED_DATASETS",
+    "subset_synsets",
+]
 
 #: datasets whose evaluation must restrict the logits to their 200 classes
 MASKED_DATASETS = ("imagenet-a", "imagenet-r")
@@ -40,6 +47,7 @@ def subset_synsets(name: str) -> tuple[list[str], list[int]]:
     idx = [int(v) for v in (info / f"{key}_indices.txt").read_text().split()]
     return wnids, idx
 
+
 log = logging.getLogger(__name__)
 
 SAMPLES_URL = "https://github.com/EliSchwartz/imagenet-sample-images/archive/refs/heads/master.zip"
@@ -54,19 +62,34 @@ class DatasetSpec:
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
 for _spec in (
-    DatasetSpec("imagenet-val", "ImageNet-1k validation (50,000 images)", "<root>/<wnid>/*.JPEG, or flat + --labels"),
-    DatasetSpec("imagenet-samples", "1000 ImageNet images, one per class (default when --data is omitted)",
-                "<root>/<wnid>/*.JPEG"),
+    DatasetSpec(
+        "imagenet-val", "ImageNet-1k validation (50,000 images)", "<root>/<wnid>/*.JPEG, or flat + --labels"
+    ),
+    DatasetSpec(
+        "imagenet-samples",
+        "1000 ImageNet images, one per class (default when --data is omitted)",
+        "<root>/<wnid>/*.JPEG",
+    ),
     DatasetSpec("cifar10", "CIFAR-10 test set", "<root>/<class>/*.png, or the python batches (test_batch)"),
-    DatasetSpec("folder", "any ImageFolder whose class folders are wnids or label-space class names",
-                "<root>/<class>/<image>"),
-    DatasetSpec("imagenet-a", "ImageNet-A natural adversarial examples (200 classes; suite imagenet_a)",
-                "<root>/<wnid>/*.jpg"),
+    DatasetSpec(
+        "folder",
+        "any ImageFolder whose class folders are wnids or label-space class names",
+        "<root>/<class>/<image>",
+    ),
+    DatasetSpec(
+        "imagenet-a",
+        "ImageNet-A natural adversarial examples (200 classes; suite imagenet_a)",
+        "<root>/<wnid>/*.jpg",
+    ),
     DatasetSpec("imagenet-r", "ImageNet-R renditions (200 classes; suite imagenet_r)", "<root>/<wnid>/*.jpg"),
-    DatasetSpec("imagenet-c", "ImageNet-C corruptions (suite imagenet_c)", "<root>/<corruption>/<1-5>/<wnid>/*.JPEG"),
-    DatasetSpec("imagenet-v2", "ImageNet-V2 (1000 classes, folders named 0..999 or wnids)", "<root>/<class>/*.jpeg"),
+    DatasetSpec(
+        "imagenet-c", "ImageNet-C corruptions (suite imagenet_c)", "<root>/<corruption>/<1-5>/<wnid>/*.JPEG"
+    ),
+    DatasetSpec(
+        "imagenet-v2", "ImageNet-V2 (1000 classes, folders named 0..999 or wnids)", "<root>/<class>/*.jpeg"
+    ),
     DatasetSpec("imagenet-sketch", "ImageNet-Sketch (1000 wnid folders)", "<root>/<wnid>/*.JPEG"),
-):  # fmt: skip
+):
     DATASETS.add(_spec.name, _spec)
 
 
@@ -110,8 +133,9 @@ def _download_samples(dest: Path, url: str = SAMPLES_URL) -> None:
         shutil.move(str(staging), str(dest))
 
 
-def open_dataset(data: str | Path | None = None, *, dataset: str | None = None,
-                 labels: str | Path | None = None) -> tuple[str, ImageDataset]:  # fmt: skip
+def open_dataset(
+    data: str | Path | None = None, *, dataset: str | None = None, labels: str | Path | None = None
+) -> tuple[str, ImageDataset]:
     """Resolve ``--data`` / ``--dataset`` / ``--labels`` to ``(dataset name, ImageDataset)``."""
     if dataset is not None:
         DATASETS.get(dataset)  # unknown name -> did-you-mean error

@@ -39,7 +39,9 @@ def stratified_limit(targets: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 
 
 def builtin_subsets() -> list[str]:
-    return sorted(p.name[:-4] for p in resources.files("robustbench_vit.subsets").iterdir() if p.name.endswith(".txt"))
+    return sorted(
+        p.name[:-4] for p in resources.files("robustbench_vit.subsets").iterdir() if p.name.endswith(".txt")
+    )
 
 
 def read_subset(spec: str, ds: ImageDataset) -> np.ndarray:
@@ -51,7 +53,9 @@ def read_subset(spec: str, ds: ImageDataset) -> np.ndarray:
     if not path.is_file():
         shipped = resources.files("robustbench_vit.subsets") / f"{spec}.txt"
         if not shipped.is_file():
-            raise DataError(f"subset {spec!r} is neither a file nor a shipped list ({', '.join(builtin_subsets())})")
+            raise DataError(
+                f"subset {spec!r} is neither a file nor a shipped list ({', '.join(builtin_subsets())})"
+            )
         text = shipped.read_text()
     else:
         text = path.read_text()

@@ -55,8 +55,10 @@ def _check_untrusted(path: Path, raw: dict[str, Any]) -> None:
     """Refuse anything in a card that could run code or reach past the two model libraries."""
     source = str(raw.get("source", "timm"))
     if source not in CARD_SOURCES:
-        raise CheckpointError(f"model card {path}: source {source!r} is not allowed in a card (allowed: "
-                              f"{', '.join(CARD_SOURCES)}); pass an entry point as --model module:factory instead")  # fmt: skip
+        raise CheckpointError(
+            f"model card {path}: source {source!r} is not allowed in a card (allowed: "
+            f"{', '.join(CARD_SOURCES)}); pass an entry point as --model module:factory instead"
+        )
     arch = str(raw["arch"])
     if source == "timm":
         import timm
@@ -69,8 +71,12 @@ def _check_untrusted(path: Path, raw: dict[str, Any]) -> None:
         if arch not in torchvision.models.list_models():
             raise CheckpointError(f"model card {path}: {arch!r} is not a torchvision architecture")
     kwargs = raw.get("kwargs", {})
-    if not isinstance(kwargs, dict) or not all(isinstance(k, str) and _json_value(v) for k, v in kwargs.items()):
-        raise CheckpointError(f"model card {path}: kwargs must map names to numbers, strings, booleans or lists")
+    if not isinstance(kwargs, dict) or not all(
+        isinstance(k, str) and _json_value(v) for k, v in kwargs.items()
+    ):
+        raise CheckpointError(
+            f"model card {path}: kwargs must map names to numbers, strings, booleans or lists"
+        )
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,11 @@ def read_card(path: str | Path) -> ModelCard:
         raise CheckpointError(f"model card {path} is missing: {', '.join(missing)}")
     _check_untrusted(path, raw)
     size = raw["input_size"]
-    if not (isinstance(size, list) and len(size) == 3 and all(isinstance(v, int) and not isinstance(v, bool) for v in size)):
+    if not (
+        isinstance(size, list)
+        and len(size) == 3
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in size)
+    ):
         raise CheckpointError(f"model card {path}: input_size must be [3, H, W] (integers), got {size!r}")
     try:
         dc = DataConfig.from_dict(raw, source=f"card:{path.name}")

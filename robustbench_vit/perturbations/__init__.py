@@ -13,4 +13,8 @@ __all__ = [
     "fourier_basis",
     "fourier_noise",
     "frequency_filter",
-    "random_patch_drop", "saliency_patch_drop", "drop_cells", "patch_shuffle"]
+    "random_patch_drop",
+    "saliency_patch_drop",
+    "drop_cells",
+    "patch_shuffle",
+]

@@ -14,15 +14,24 @@ import torch
 
 from robustbench_vit.errors import ConfigError
 
-__all__ = ["fourier_basis", "half_plane_frequencies", "fourier_noise", "radial_mask", "frequency_filter",
-           "FILTER_KINDS"]  # fmt: skip
+__all__ = [
+    "fourier_basis",
+    "half_plane_frequencies",
+    "fourier_noise",
+    "radial_mask",
+    "frequency_filter",
+    "FILTER_KINDS",
+]
 
 FilterKind = Literal["low", "high", "band_pass", "band_stop"]
 FILTER_KINDS: tuple[str, ...] = get_args(FilterKind)
 
 
-def fourier_basis(freqs: torch.Tensor | list[tuple[int, int]], size: tuple[int, int],
-                  device: torch.device | str | None = None) -> torch.Tensor:  # fmt: skip
+def fourier_basis(
+    freqs: torch.Tensor | list[tuple[int, int]],
+    size: tuple[int, int],
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """Real Fourier basis images U_uv with unit L2 norm, shape (K, H, W).
 
     U_uv = cos(2 pi (u y / H + v x / W)) / ||.||: the real image whose 2-D spectrum has energy only
@@ -47,8 +56,14 @@ def half_plane_frequencies(radius: int, stride: int = 1) -> list[tuple[int, int]
     return [(u, v) for u in grid for v in grid if u > 0 or (u == 0 and v >= 0)]
 
 
-def fourier_noise(x: torch.Tensor, basis: torch.Tensor, *, eps: float, generator: torch.Generator | None = None,
-                  clamp: bool = True) -> torch.Tensor:  # fmt: skip
+def fourier_noise(
+    x: torch.Tensor,
+    basis: torch.Tensor,
+    *,
+    eps: float,
+    generator: torch.Generator | None = None,
+    clamp: bool = True,
+) -> torch.Tensor:
     """``x + eps * r * U`` for every basis image, with an independent sign r per image and channel.
 
     Args:
@@ -69,8 +84,15 @@ def fourier_noise(x: torch.Tensor, basis: torch.Tensor, *, eps: float, generator
     return out.clamp_(0.0, 1.0) if clamp else out
 
 
-def radial_mask(size: tuple[int, int], kind: str, radius: float, radius2: float | None = None, *,
-                soft: bool = False, device: torch.device | str | None = None) -> torch.Tensor:  # fmt: skip
+def radial_mask(
+    size: tuple[int, int],
+    kind: str,
+    radius: float,
+    radius2: float | None = None,
+    *,
+    soft: bool = False,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """(H, W) mask over the *unshifted* FFT grid, selecting by distance d to the DC component.
 
     ``low`` keeps d < r, ``high`` keeps d >= r (so low + high = all), ``band_pass`` keeps
@@ -99,8 +121,15 @@ def radial_mask(size: tuple[int, int], kind: str, radius: float, radius2: float 
     return low if kind == "low" else 1 - low
 
 
-def frequency_filter(x: torch.Tensor, *, kind: str, radius: float, radius2: float | None = None, soft: bool = False,
-                     clamp: bool = True) -> torch.Tensor:  # fmt: skip
+def frequency_filter(
+    x: torch.Tensor,
+    *,
+    kind: str,
+    radius: float,
+    radius2: float | None = None,
+    soft: bool = False,
+    clamp: bool = True,
+) -> torch.Tensor:
     """Filter every channel of ``x`` (B, C, H, W) in the 2-D Fourier domain with :func:`radial_mask`."""
     mask = radial_mask(x.shape[-2:], kind, radius, radius2, soft=soft, device=x.device)
     out = torch.fft.ifft2(torch.fft.fft2(x.float()) * mask).real.to(x.dtype)

@@ -18,8 +18,16 @@ import torch
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.perturbations.grid import as_grid, cell_size
 
-__all__ = ["drop_count", "random_cell_mask", "drop_cells", "random_patch_drop", "mass_mask", "saliency_patch_drop",
-           "FILLS", "MASK_MODES"]  # fmt: skip
+__all__ = [
+    "drop_count",
+    "random_cell_mask",
+    "drop_cells",
+    "random_patch_drop",
+    "mass_mask",
+    "saliency_patch_drop",
+    "FILLS",
+    "MASK_MODES",
+]
 
 Fill = Literal["zero", "mean", "noise"]
 MaskMode = Literal["batch", "image"]
@@ -34,8 +42,14 @@ def drop_count(fraction: float, cells: int) -> int:
     return math.floor(fraction * cells + 1e-9)
 
 
-def random_cell_mask(batch: int, grid: tuple[int, int], k: int, *, mask_mode: str = "batch",
-                     generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+def random_cell_mask(
+    batch: int,
+    grid: tuple[int, int],
+    k: int,
+    *,
+    mask_mode: str = "batch",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Bool (B, gh, gw) mask with exactly ``k`` True (dropped) cells per image, drawn on the CPU."""
     if mask_mode not in MASK_MODES:
         raise ConfigError(f"mask_mode {mask_mode!r} not in {MASK_MODES}")
@@ -59,8 +73,14 @@ def _fill_values(x: torch.Tensor, fill: str, generator: torch.Generator | None) 
     raise ConfigError(f"fill {fill!r} not in {FILLS}")
 
 
-def drop_cells(x: torch.Tensor, cell_mask: torch.Tensor, *, fill: str = "zero", offset: bool = False,
-               generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+def drop_cells(
+    x: torch.Tensor,
+    cell_mask: torch.Tensor,
+    *,
+    fill: str = "zero",
+    offset: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Replace the pixels of True cells of a (B, gh, gw) mask by ``fill``.
 
     ``offset`` shifts the pixel mask by half a cell down and right (cells at the bottom/right
@@ -77,9 +97,16 @@ def drop_cells(x: torch.Tensor, cell_mask: torch.Tensor, *, fill: str = "zero", 
     return torch.where(pix.unsqueeze(1), _fill_values(x, fill, generator), x)
 
 
-def random_patch_drop(x: torch.Tensor, *, fraction: float, grid: int | tuple[int, int] = 14, fill: str = "zero",
-                      mask_mode: str = "batch", offset: bool = False,
-                      generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+def random_patch_drop(
+    x: torch.Tensor,
+    *,
+    fraction: float,
+    grid: int | tuple[int, int] = 14,
+    fill: str = "zero",
+    mask_mode: str = "batch",
+    offset: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Random PatchDrop (Naseer et al. 2021, Sec. 3.1).
 
     Args:
@@ -124,8 +151,15 @@ def mass_mask(saliency: torch.Tensor, mass: float) -> torch.Tensor:
     return keep.view_as(saliency)
 
 
-def saliency_patch_drop(x: torch.Tensor, saliency: torch.Tensor, *, mass: float, salient: bool,
-                        fill: str = "zero", generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+def saliency_patch_drop(
+    x: torch.Tensor,
+    saliency: torch.Tensor,
+    *,
+    mass: float,
+    salient: bool,
+    fill: str = "zero",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Salient (foreground) or non-salient (background) PatchDrop (Naseer et al. 2021, Sec. 3.1).
 
     ``salient=True`` drops the top cells holding ``mass`` of the saliency; ``salient=False``

@@ -15,8 +15,14 @@ from robustbench_vit.perturbations.grid import as_grid, cell_size
 __all__ = ["patch_shuffle"]
 
 
-def patch_shuffle(x: torch.Tensor, *, grid: int | tuple[int, int], mask_mode: str = "batch", crop: bool = False,
-                  generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+def patch_shuffle(
+    x: torch.Tensor,
+    *,
+    grid: int | tuple[int, int],
+    mask_mode: str = "batch",
+    crop: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Shuffle the (rows x cols) patches of each image.
 
     Args:
@@ -42,8 +48,9 @@ def patch_shuffle(x: torch.Tensor, *, grid: int | tuple[int, int], mask_mode: st
         if hh == 0 or ww == 0:
             raise ConfigError(f"grid {gh}x{gw} is larger than the {h}x{w} input")
         out = x.clone()
-        out[:, :, :hh, :ww] = patch_shuffle(x[:, :, :hh, :ww], grid=(gh, gw), mask_mode=mask_mode,
-                                            generator=generator)  # fmt: skip
+        out[:, :, :hh, :ww] = patch_shuffle(
+            x[:, :, :hh, :ww], grid=(gh, gw), mask_mode=mask_mode, generator=generator
+        )
         return out
     ph, pw = cell_size(h, w, (gh, gw))
     n = gh * gw

@@ -34,8 +34,19 @@ from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.preprocessing import DataConfig
 from robustbench_vit.registry import Registry
 
-__all__ = ["Condition", "EvalContext", "Result", "Suite", "SUITES", "register_suite", "derive_seed", "batch_generator",
-           "seed_of", "make_suite", "check_fields"]  # fmt: skip
+__all__ = [
+    "Condition",
+    "EvalContext",
+    "Result",
+    "Suite",
+    "SUITES",
+    "register_suite",
+    "derive_seed",
+    "batch_generator",
+    "seed_of",
+    "make_suite",
+    "check_fields",
+]
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +106,16 @@ class EvalContext:
     def device(self) -> torch.device:
         return self.model.device
 
-    def for_dataset(self, dataset: ImageDataset, data_config: DataConfig, indices: np.ndarray,
-                    label_map: np.ndarray) -> EvalContext:  # fmt: skip
+    def for_dataset(
+        self, dataset: ImageDataset, data_config: DataConfig, indices: np.ndarray, label_map: np.ndarray
+    ) -> EvalContext:
         """This context on another image folder (a clean counterpart, one ImageNet-C cell): its images
         decoded into the same cache root under ``data_config``, labels mapped by ``label_map``."""
         cache = ImageCache(dataset, data_config, self.cache.dir.parent)
         cache.ensure(indices)
-        return dataclasses.replace(self, dataset=dataset, cache=cache, indices=indices, labels=label_map[dataset.targets])
+        return dataclasses.replace(
+            self, dataset=dataset, cache=cache, indices=indices, labels=label_map[dataset.targets]
+        )
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Yield ``(x in [0,1] float on device, labels, dataset indices)``; reads one batch ahead."""
@@ -160,7 +174,9 @@ class Suite:
     def conditions(self, ctx: EvalContext) -> list[Condition]:
         raise NotImplementedError
 
-    def open_data(self, data: str | None, dataset: str | None, labels: str | None) -> tuple[str, ImageDataset]:
+    def open_data(
+        self, data: str | None, dataset: str | None, labels: str | None
+    ) -> tuple[str, ImageDataset]:
         """Resolve ``--data`` (default: the generic layouts of :func:`open_dataset`)."""
         from robustbench_vit.data.registry import open_dataset
 
@@ -177,8 +193,15 @@ class Suite:
     def prepare(self, ctx: EvalContext) -> None:
         """Once per run, before any condition (e.g. compute saliency maps)."""
 
-    def perturb(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, cond: Condition,
-                ctx: EvalContext, generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+    def perturb(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        idx: torch.Tensor,
+        cond: Condition,
+        ctx: EvalContext,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
         """Return the perturbed batch (RGB in [0, 1]); the default is the identity."""
         return x
 
@@ -219,8 +242,9 @@ class Suite:
         return {"suite": self.name, "version": self.version, **dataclasses.asdict(self)}
 
     @final
-    def run_condition(self, ctx: EvalContext, cond: Condition
-                      ) -> tuple[list[tuple[Condition, ClassificationAccumulator]], int]:  # fmt: skip
+    def run_condition(
+        self, ctx: EvalContext, cond: Condition
+    ) -> tuple[list[tuple[Condition, ClassificationAccumulator]], int]:
         """Evaluate one condition (and its variants); on CUDA OOM retry with half the batch.
 
         Returns ``([(variant, metrics), ...], images per batch used)``.
@@ -231,12 +255,16 @@ class Suite:
                 return self._run(ctx, cond, bs), bs
             except torch.OutOfMemoryError:
                 if bs == 1:
-                    raise RbvitError(f"GPU out of memory even at batch size 1 ({cond.name}); use a smaller model or --device cpu") from None
+                    raise RbvitError(
+                        f"GPU out of memory even at batch size 1 ({cond.name}); use a smaller model or --device cpu"
+                    ) from None
                 bs //= 2
                 torch.cuda.empty_cache()
                 log.warning("out of memory; retrying %s with batch size %d", cond.name, bs)
 
-    def _run(self, ctx: EvalContext, cond: Condition, bs: int) -> list[tuple[Condition, ClassificationAccumulator]]:
+    def _run(
+        self, ctx: EvalContext, cond: Condition, bs: int
+    ) -> list[tuple[Condition, ClassificationAccumulator]]:
         ctx = self.condition_context(ctx, cond)
         variants = self.variants(cond)
         accs = [ClassificationAccumulator() for _ in variants]
@@ -248,7 +276,9 @@ class Suite:
                 logits = self.logits(ctx, xp.detach())
             b = len(idx)
             if logits.shape[0] != b * len(variants):
-                raise RuntimeError(f"{self.name}.perturb returned {logits.shape[0]} images for {len(variants)} x {b}")
+                raise RuntimeError(
+                    f"{self.name}.perturb returned {logits.shape[0]} images for {len(variants)} x {b}"
+                )
             for v, acc in enumerate(accs):
                 acc.update(logits[v * b : (v + 1) * b], y, idx)
             if ctx.on_batch:
@@ -271,7 +301,9 @@ def _coerce(value: Any, typ: Any, name: str) -> Any:
         inner = args[0] if args else str
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
-            raise ConfigError(f"suite parameter {name}={value!r} must be a list (comma-separated on the command line)")
+            raise ConfigError(
+                f"suite parameter {name}={value!r} must be a list (comma-separated on the command line)"
+            )
         return tuple(_coerce(v.strip() if isinstance(v, str) else v, inner, name) for v in items if v != "")
     if origin is typing.Literal:
         v = value.strip() if isinstance(value, str) else value
@@ -288,7 +320,9 @@ def _coerce(value: Any, typ: Any, name: str) -> Any:
             return value
         v = str(value).strip().lower()
         if v not in _TRUE + _FALSE:
-            raise ConfigError(f"suite parameter {name}={value!r} must be one of true/false, 1/0, yes/no, on/off")
+            raise ConfigError(
+                f"suite parameter {name}={value!r} must be one of true/false, 1/0, yes/no, on/off"
+            )
         return v in _TRUE
     if typ in (int, float):
         if isinstance(value, bool):
@@ -329,7 +363,9 @@ def make_suite(name: str, params: Mapping[str, Any] | None = None) -> Suite:
     if unknown:
         close = difflib.get_close_matches(unknown[0], list(fields), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"suite {name!r} has no parameter {', '.join(unknown)}{hint} (has: {', '.join(fields) or 'none'})")
+        raise ConfigError(
+            f"suite {name!r} has no parameter {', '.join(unknown)}{hint} (has: {', '.join(fields) or 'none'})"
+        )
     hints = typing.get_type_hints(cls)
     kwargs = {k: _coerce(v, hints[k], k) for k, v in params.items()}
     try:

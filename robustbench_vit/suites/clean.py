@@ -17,7 +17,12 @@ class Clean(Suite):
 
     paper: ClassVar[str] = "standard evaluation; ECE after Guo et al. 2017"
     metrics: ClassVar[tuple[str, ...]] = ("top1", "top5", "nll", "ece")
-    headline: ClassVar[tuple[tuple[str, str], ...]] = (("*", "top1"), ("*", "top5"), ("*", "nll"), ("*", "ece"))
+    headline: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("*", "top1"),
+        ("*", "top5"),
+        ("*", "nll"),
+        ("*", "ece"),
+    )
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:
         return [Condition("clean")]

@@ -80,12 +80,16 @@ class Corruptions(Suite):
 
     #: 3: table imagenet_c_release (default at ImageNet size); mCE only where comparable
     version: ClassVar[int] = 3
-    paper: ClassVar[str] = "Hendrycks & Dietterich 2019 (ImageNet-C / CIFAR-10-C parameter tables, applied on the fly)"
+    paper: ClassVar[str] = (
+        "Hendrycks & Dietterich 2019 (ImageNet-C / CIFAR-10-C parameter tables, applied on the fly)"
+    )
     metrics: ClassVar[tuple[str, ...]] = ("top1", "error")
     headline: ClassVar[tuple[tuple[str, str], ...]] = (
-        ("summary/mce", "mce"), ("summary/relative_mce", "relative_mce"),
-        ("summary/benchmark", "mean_corruption_accuracy"), ("summary/extra", "mean_corruption_accuracy"),
-    )  # fmt: skip
+        ("summary/mce", "mce"),
+        ("summary/relative_mce", "relative_mce"),
+        ("summary/benchmark", "mean_corruption_accuracy"),
+        ("summary/extra", "mean_corruption_accuracy"),
+    )
 
     corruptions: tuple[CorruptionName, ...] = BENCHMARK_CORRUPTIONS
     severities: tuple[Severity, ...] = SEVERITIES
@@ -94,8 +98,10 @@ class Corruptions(Suite):
 
     def __post_init__(self) -> None:
         if self.backend == "imagecorruptions" and self.table in ("cifar10", "imagenet_c_release"):
-            raise ConfigError(f"the imagecorruptions reference has only the imagecorruptions ImageNet tables; "
-                              f"use -p backend=torch for table={self.table}")
+            raise ConfigError(
+                f"the imagecorruptions reference has only the imagecorruptions ImageNet tables; "
+                f"use -p backend=torch for table={self.table}"
+            )
 
     def resolved_table(self, image_size: tuple[int, int]) -> str:
         if self.table != "auto":
@@ -110,24 +116,40 @@ class Corruptions(Suite):
         dc = model.data_config
         if self.resolved_table(dc.image_size) != "imagenet_c_release":
             return dc
-        return dc.replace(input_size=(3, RELEASE_CROP, RELEASE_CROP), crop_pct=RELEASE_CROP / RELEASE_RESIZE,
-                          interpolation="bilinear", crop_mode="center",
-                          source=f"{dc.source}; make_imagenet_c resize {RELEASE_RESIZE} / crop {RELEASE_CROP}")  # fmt: skip
+        return dc.replace(
+            input_size=(3, RELEASE_CROP, RELEASE_CROP),
+            crop_pct=RELEASE_CROP / RELEASE_RESIZE,
+            interpolation="bilinear",
+            crop_mode="center",
+            source=f"{dc.source}; make_imagenet_c resize {RELEASE_RESIZE} / crop {RELEASE_CROP}",
+        )
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:
         table = self.resolved_table(ctx.model.data_config.image_size)
         conds = []
         for c in self.corruptions:
             for s in self.severities:
-                params: dict[str, Any] = {"corruption": c, "severity": s, "backend": self.backend, "param_table": table,
-                                          "validation": validation_of(c, self.backend, table)}  # fmt: skip
+                params: dict[str, Any] = {
+                    "corruption": c,
+                    "severity": s,
+                    "backend": self.backend,
+                    "param_table": table,
+                    "validation": validation_of(c, self.backend, table),
+                }
                 if table == "imagenet_c_release":
                     params["storage"] = f"jpeg q{RELEASE_JPEG_QUALITY}"
                 conds.append(Condition(f"{c}/{s}", float(s), params))
         return conds
 
-    def perturb(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, cond: Condition,
-                ctx: EvalContext, generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+    def perturb(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        idx: torch.Tensor,
+        cond: Condition,
+        ctx: EvalContext,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
         p = cond.params
         if p["backend"] == "torch":
             out = corrupt(x, p["corruption"], p["severity"], generator=generator, table=p["param_table"])

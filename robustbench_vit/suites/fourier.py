@@ -61,8 +61,10 @@ class FourierHeatmap(Suite):
     paper: ClassVar[str] = "Yin et al. 2019, A Fourier Perspective on Model Robustness in Computer Vision"
     metrics: ClassVar[tuple[str, ...]] = ("error",)
     headline: ClassVar[tuple[tuple[str, str], ...]] = (
-        ("summary/fourier", "error_high_freq"), ("summary/fourier", "error_low_freq"), ("summary/fourier", "error_mean"),
-    )  # fmt: skip
+        ("summary/fourier", "error_high_freq"),
+        ("summary/fourier", "error_low_freq"),
+        ("summary/fourier", "error_mean"),
+    )
 
     eps: float | None = None
     radius: int | None = None
@@ -75,7 +77,9 @@ class FourierHeatmap(Suite):
         eps = self.eps if self.eps is not None else default_eps(size)
         r = self.radius if self.radius is not None else default_radius(size)
         if r > min(size) // 2 - 1 and r != min(size) // 2:
-            raise ConfigError(f"fourier radius {r} exceeds the {size[0]}x{size[1]} spectrum (max {min(size) // 2 - 1})")
+            raise ConfigError(
+                f"fourier radius {r} exceeds the {size[0]}x{size[1]} spectrum (max {min(size) // 2 - 1})"
+            )
         return eps, r
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:
@@ -85,19 +89,45 @@ class FourierHeatmap(Suite):
         conds = []
         for s in range(0, len(freqs), k):
             chunk = freqs[s : s + k]
-            params = {"freqs": chunk, "eps": eps, "eps_scaled": self.eps is None, "radius": r, "stride": self.stride}
-            conds.append(Condition(f"bases/{chunk[0][0]},{chunk[0][1]}..{chunk[-1][0]},{chunk[-1][1]}", None, params))
+            params = {
+                "freqs": chunk,
+                "eps": eps,
+                "eps_scaled": self.eps is None,
+                "radius": r,
+                "stride": self.stride,
+            }
+            conds.append(
+                Condition(f"bases/{chunk[0][0]},{chunk[0][1]}..{chunk[-1][0]},{chunk[-1][1]}", None, params)
+            )
         return conds
 
     def variants(self, cond: Condition) -> list[Condition]:
         p = cond.params
-        return [Condition(f"freq=({u},{v})", float(math.hypot(u, v)),
-                          {"u": u, "v": v, "eps": p["eps"], "eps_scaled": p["eps_scaled"], "radius": p["radius"],
-                           "stride": p["stride"]})
-                for u, v in p["freqs"]]  # fmt: skip
+        return [
+            Condition(
+                f"freq=({u},{v})",
+                float(math.hypot(u, v)),
+                {
+                    "u": u,
+                    "v": v,
+                    "eps": p["eps"],
+                    "eps_scaled": p["eps_scaled"],
+                    "radius": p["radius"],
+                    "stride": p["stride"],
+                },
+            )
+            for u, v in p["freqs"]
+        ]
 
-    def perturb(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, cond: Condition,
-                ctx: EvalContext, generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+    def perturb(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        idx: torch.Tensor,
+        cond: Condition,
+        ctx: EvalContext,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
         key = ("basis", cond.name)
         if key not in ctx.state:
             if len(ctx.state) > 64:  # bases of finished conditions are not needed again
@@ -123,11 +153,15 @@ class FourierHeatmap(Suite):
         d = np.asarray([math.hypot(p["u"], p["v"]) for p, _, _ in pts])
         e = np.asarray([v for _, v, _ in pts])
         n = pts[0][2]
-        cond = Condition("summary/fourier", None, {"eps": pts[0][0]["eps"], "radius": radius, "split": radius / 2})
+        cond = Condition(
+            "summary/fourier", None, {"eps": pts[0][0]["eps"], "radius": radius, "split": radius / 2}
+        )
         high = float(e[d > radius / 2].mean()) if (d > radius / 2).any() else float("nan")
-        return [(cond, MetricValue("error_mean", float(e.mean()), n)),
-                (cond, MetricValue("error_low_freq", float(e[d <= radius / 2].mean()), n)),
-                (cond, MetricValue("error_high_freq", high, n))]  # fmt: skip
+        return [
+            (cond, MetricValue("error_mean", float(e.mean()), n)),
+            (cond, MetricValue("error_low_freq", float(e[d <= radius / 2].mean()), n)),
+            (cond, MetricValue("error_high_freq", high, n)),
+        ]
 
     def write_artifacts(self, frame: pd.DataFrame, out: Path) -> list[Path]:
         from robustbench_vit.plots import plot_fourier_heatmaps
@@ -153,7 +187,9 @@ class FourierFilter(Suite):
         soft: Gaussian masks instead of hard cut-offs.
     """
 
-    paper: ClassVar[str] = "Paul & Chen 2022, Vision Transformers are Robust Learners (after Wang et al. 2020)"
+    paper: ClassVar[str] = (
+        "Paul & Chen 2022, Vision Transformers are Robust Learners (after Wang et al. 2020)"
+    )
 
     kinds: tuple[FilterKind, ...] = ("low", "high")
     radius_fractions: tuple[float, ...] = (0.0625, 0.125, 0.25, 0.5, 0.75, 1.0)
@@ -172,7 +208,16 @@ class FourierFilter(Suite):
                 conds.append(Condition(f"{kind}/r={f:g}", f, p))
         return conds
 
-    def perturb(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, cond: Condition,
-                ctx: EvalContext, generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+    def perturb(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        idx: torch.Tensor,
+        cond: Condition,
+        ctx: EvalContext,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
         p = cond.params
-        return frequency_filter(x, kind=p["kind"], radius=p["radius"], radius2=p.get("radius2"), soft=p["soft"])
+        return frequency_filter(
+            x, kind=p["kind"], radius=p["radius"], radius2=p.get("radius2"), soft=p["soft"]
+        )

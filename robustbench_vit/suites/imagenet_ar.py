@@ -29,25 +29,34 @@ class _Subset200(Suite):
     dataset_name: ClassVar[str] = ""
     handles_class_subset: ClassVar[bool] = True
     metrics: ClassVar[tuple[str, ...]] = ("top1", "top5")
-    headline: ClassVar[tuple[tuple[str, str], ...]] = (("imagenet-*", "top1"), ("clean-200", "top1"),
-                                                       ("summary/diff", "top1_diff"))  # fmt: skip
+    headline: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("imagenet-*", "top1"),
+        ("clean-200", "top1"),
+        ("summary/diff", "top1_diff"),
+    )
 
     clean_data: str = ""
     clean_limit: int = 0
 
     def open_data(self, data, dataset, labels):  # type: ignore[no-untyped-def]
         if data is None:
-            raise DataError(f"{self.name} needs --data PATH to the {self.dataset_name} folder (<root>/<wnid>/*.jpg)")
+            raise DataError(
+                f"{self.name} needs --data PATH to the {self.dataset_name} folder (<root>/<wnid>/*.jpg)"
+            )
         _, ds = open_dataset(data, dataset=dataset or self.dataset_name)
         wnids, _ = subset_synsets(self.dataset_name)
         extra = sorted(set(ds.classes) - set(wnids))
         if extra:
-            raise DataError(f"{data}: class folders {', '.join(extra[:5])} are not among the 200 {self.dataset_name} classes")
+            raise DataError(
+                f"{data}: class folders {', '.join(extra[:5])} are not among the 200 {self.dataset_name} classes"
+            )
         return self.dataset_name, ds
 
     def _mask(self, model: LoadedModel) -> tuple[list[str], torch.Tensor]:
         if model.label_space.name != "imagenet1k":
-            raise ConfigError(f"{self.name} needs an ImageNet-1k model (label space of {model.spec.name}: {model.label_space.name})")
+            raise ConfigError(
+                f"{self.name} needs an ImageNet-1k model (label space of {model.spec.name}: {model.label_space.name})"
+            )
         wnids, idx = subset_synsets(self.dataset_name)
         return wnids, torch.tensor(idx)
 
@@ -63,7 +72,9 @@ class _Subset200(Suite):
     def conditions(self, ctx: EvalContext) -> list[Condition]:
         conds = [Condition(self.dataset_name, None, {"classes": 200, "masked": True})]
         if self.clean_data:
-            conds.append(Condition("clean-200", None, {"classes": 200, "masked": True, "clean_data": self.clean_data}))
+            conds.append(
+                Condition("clean-200", None, {"classes": 200, "masked": True, "clean_data": self.clean_data})
+            )
         return conds
 
     def condition_context(self, ctx: EvalContext, cond: Condition) -> EvalContext:

@@ -59,12 +59,16 @@ class ImageNetC(Suite):
         clean_data: ImageNet val folder; adds the clean error needed for relative mCE.
     """
 
-    paper: ClassVar[str] = "Hendrycks & Dietterich 2019, Benchmarking Neural Network Robustness to Common Corruptions"
+    paper: ClassVar[str] = (
+        "Hendrycks & Dietterich 2019, Benchmarking Neural Network Robustness to Common Corruptions"
+    )
     metrics: ClassVar[tuple[str, ...]] = ("top1", "error")
     headline: ClassVar[tuple[tuple[str, str], ...]] = (
-        ("summary/mce", "mce"), ("summary/relative_mce", "relative_mce"),
-        ("summary/benchmark", "mean_corruption_accuracy"), ("summary/extra", "mean_corruption_accuracy"),
-    )  # fmt: skip
+        ("summary/mce", "mce"),
+        ("summary/relative_mce", "relative_mce"),
+        ("summary/benchmark", "mean_corruption_accuracy"),
+        ("summary/extra", "mean_corruption_accuracy"),
+    )
     uses_run_cache: ClassVar[bool] = False  # each (corruption, severity) folder is cached on its own
 
     corruptions: tuple[CorruptionName, ...] = ()
@@ -81,7 +85,9 @@ class ImageNetC(Suite):
 
     def open_data(self, data, dataset, labels):  # type: ignore[no-untyped-def]
         if data is None:
-            raise DataError("imagenet_c needs --data PATH to the ImageNet-C root (<root>/<corruption>/<1-5>/<wnid>/)")
+            raise DataError(
+                "imagenet_c needs --data PATH to the ImageNet-C root (<root>/<corruption>/<1-5>/<wnid>/)"
+            )
         root = Path(data).expanduser()
         if not root.is_dir():
             raise DataError(f"data folder not found: {root}")
@@ -104,13 +110,34 @@ class ImageNetC(Suite):
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:
         conds = []
-        for (c, s) in sorted(self._folders(ctx.dataset.root), key=lambda k: (k[0] not in BENCHMARK_CORRUPTIONS, k)):
-            conds.append(Condition(f"{c}/{s}", float(s), {"corruption": c, "severity": s,
-                                                          "benchmark": c in BENCHMARK_CORRUPTIONS,
-                                                          "preprocessing": self.preprocessing}))  # fmt: skip
+        for c, s in sorted(
+            self._folders(ctx.dataset.root), key=lambda k: (k[0] not in BENCHMARK_CORRUPTIONS, k)
+        ):
+            conds.append(
+                Condition(
+                    f"{c}/{s}",
+                    float(s),
+                    {
+                        "corruption": c,
+                        "severity": s,
+                        "benchmark": c in BENCHMARK_CORRUPTIONS,
+                        "preprocessing": self.preprocessing,
+                    },
+                )
+            )
         if self.clean_data:
-            conds.append(Condition("clean", 0.0, {"corruption": "clean", "severity": 0, "clean_data": self.clean_data,
-                                                  "clean_preprocessing": ctx.model.data_config.describe()}))  # fmt: skip
+            conds.append(
+                Condition(
+                    "clean",
+                    0.0,
+                    {
+                        "corruption": "clean",
+                        "severity": 0,
+                        "clean_data": self.clean_data,
+                        "clean_preprocessing": ctx.model.data_config.describe(),
+                    },
+                )
+            )
         return conds
 
     def condition_context(self, ctx: EvalContext, cond: Condition) -> EvalContext:

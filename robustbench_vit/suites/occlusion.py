@@ -53,8 +53,9 @@ class Occlusion(Suite):
     #: 2: default grid ``auto`` (16 px cells at any input size); rows record the grid and cell size
     version: ClassVar[int] = 2
     headline: ClassVar[tuple[tuple[str, str], ...]] = (
-        ("summary/random/fraction=0.5", "top1_mean"), ("summary/*/auc", "auc"),
-    )  # fmt: skip
+        ("summary/random/fraction=0.5", "top1_mean"),
+        ("summary/*/auc", "auc"),
+    )
 
     modes: tuple[Mode, ...] = ("random",)
     fractions: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -87,16 +88,30 @@ class Occlusion(Suite):
             cells = g[0] * g[1]
             for rep in range(self.repeats):
                 for f in self.fractions:
-                    params = {"mode": "random", "fraction": f, "k": drop_count(f, cells), "grid": grid_label(g),
-                              "cell_px": grid_label(cell_size(*size, g)),
-                              "fill": self.fill, "mask_mode": self.mask_mode, "offset": self.offset,
-                              "repeat": rep, "severity": f}  # fmt: skip
+                    params = {
+                        "mode": "random",
+                        "fraction": f,
+                        "k": drop_count(f, cells),
+                        "grid": grid_label(g),
+                        "cell_px": grid_label(cell_size(*size, g)),
+                        "fill": self.fill,
+                        "mask_mode": self.mask_mode,
+                        "offset": self.offset,
+                        "repeat": rep,
+                        "severity": f,
+                    }
                     conds.append(Condition(f"random/fraction={f:.2f}/repeat={rep}", f, params))
         for mode in ("salient", "non_salient"):
             if mode in self.modes:
                 for lam in self.lambdas:
-                    params = {"mode": mode, "lambda": lam, "saliency_model": self.saliency_model,
-                              "head": self.head, "fill": self.fill, "severity": lam}  # fmt: skip
+                    params = {
+                        "mode": mode,
+                        "lambda": lam,
+                        "saliency_model": self.saliency_model,
+                        "head": self.head,
+                        "fill": self.fill,
+                        "severity": lam,
+                    }
                     conds.append(Condition(f"{mode}/lambda={lam:.2f}", lam, params))
         return conds
 
@@ -106,16 +121,31 @@ class Occlusion(Suite):
             store.ensure(ctx)
             ctx.state["saliency"] = store
 
-    def perturb(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, cond: Condition,
-                ctx: EvalContext, generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+    def perturb(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        idx: torch.Tensor,
+        cond: Condition,
+        ctx: EvalContext,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
         p = cond.params
         if p["mode"] == "random":
             g = parse_grid(self.grid, ctx.model.data_config.image_size)
-            return random_patch_drop(x, fraction=p["fraction"], grid=g, fill=self.fill, mask_mode=self.mask_mode,
-                                     offset=self.offset, generator=generator)  # fmt: skip
+            return random_patch_drop(
+                x,
+                fraction=p["fraction"],
+                grid=g,
+                fill=self.fill,
+                mask_mode=self.mask_mode,
+                offset=self.offset,
+                generator=generator,
+            )
         sal = ctx.state["saliency"].maps(idx)
-        return saliency_patch_drop(x, sal, mass=p["lambda"], salient=p["mode"] == "salient", fill=self.fill,
-                                   generator=generator)  # fmt: skip
+        return saliency_patch_drop(
+            x, sal, mass=p["lambda"], salient=p["mode"] == "salient", fill=self.fill, generator=generator
+        )
 
     def summarize(self, results: list[Result]) -> list[Result]:
         out: list[Result] = []
@@ -125,15 +155,24 @@ class Occlusion(Suite):
             if means:
                 fr = [m[0] for m in means]
                 auc = curve_auc(fr, [m[1] for m in means])
-                out.append((Condition("summary/random/auc", None, {"mode": "random", "fractions": fr}),
-                            MetricValue("auc", auc, means[0][2])))  # fmt: skip
+                out.append(
+                    (
+                        Condition("summary/random/auc", None, {"mode": "random", "fractions": fr}),
+                        MetricValue("auc", auc, means[0][2]),
+                    )
+                )
         for mode in ("salient", "non_salient"):
-            pts = [(c.params["lambda"], mv.value, mv.n) for c, mv in results
-                   if mv.metric == "top1" and c.params.get("mode") == mode]  # fmt: skip
+            pts = [
+                (c.params["lambda"], mv.value, mv.n)
+                for c, mv in results
+                if mv.metric == "top1" and c.params.get("mode") == mode
+            ]
             if pts:
                 auc = curve_auc([p[0] for p in pts], [p[1] for p in pts])
-                out.append((Condition(f"summary/{mode}/auc", None, {"mode": mode}), MetricValue("auc", auc, pts[0][2])))
+                out.append(
+                    (
+                        Condition(f"summary/{mode}/auc", None, {"mode": mode}),
+                        MetricValue("auc", auc, pts[0][2]),
+                    )
+                )
         return out
-
-
-

@@ -59,13 +59,27 @@ class PatchShuffle(Suite):
         for rep in range(self.repeats):
             for g, spec in resolved.items():
                 n = g[0] * g[1]
-                params = {"grid": grid_label(g), "patches": n, "grid_spec": spec, "mask_mode": self.mask_mode, "crop": self.crop,
-                          "repeat": rep, "severity": n}  # fmt: skip
+                params = {
+                    "grid": grid_label(g),
+                    "patches": n,
+                    "grid_spec": spec,
+                    "mask_mode": self.mask_mode,
+                    "crop": self.crop,
+                    "repeat": rep,
+                    "severity": n,
+                }
                 conds.append(Condition(f"grid={grid_label(g)}/repeat={rep}", float(n), params))
         return conds
 
-    def perturb(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, cond: Condition,
-                ctx: EvalContext, generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+    def perturb(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        idx: torch.Tensor,
+        cond: Condition,
+        ctx: EvalContext,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
         g = tuple(int(v) for v in cond.params["grid"].split("x"))
         return patch_shuffle(x, grid=g, mask_mode=self.mask_mode, crop=self.crop, generator=generator)
 

@@ -35,8 +35,13 @@ def default_epsilons(norm: str, size: tuple[int, int]) -> tuple[str, ...]:
     return ("8/255",) if small else ("1/255", "2/255", "4/255")
 
 
-def adversarial_metrics(cond: Condition, clean: ClassificationAccumulator, adv: ClassificationAccumulator,
-                        targeted: bool = False, targets: torch.Tensor | None = None) -> list[tuple[Condition, MetricValue]]:  # fmt: skip
+def adversarial_metrics(
+    cond: Condition,
+    clean: ClassificationAccumulator,
+    adv: ClassificationAccumulator,
+    targeted: bool = False,
+    targets: torch.Tensor | None = None,
+) -> list[tuple[Condition, MetricValue]]:
     """robust_accuracy, clean_accuracy (same images) and attack_success_rate (of clean-correct images)."""
     c, a = clean.correct(), adv.correct()
     n = len(c)
@@ -95,10 +100,18 @@ class PGDSuite(Suite):
         conds = []
         for e in eps_list:
             eps = parse_eps(e)
-            params = {"norm": self.norm, "eps": eps, "eps_str": e, "steps": self.steps,
-                      "step_size": self.rel_step * eps / max(1, self.steps), "random_start": self.random_start,
-                      "restarts": self.restarts, "targeted": self.targeted, "backend": self.backend,
-                      "keep": "last" if self.backend == "foolbox" else self.keep}  # fmt: skip
+            params = {
+                "norm": self.norm,
+                "eps": eps,
+                "eps_str": e,
+                "steps": self.steps,
+                "step_size": self.rel_step * eps / max(1, self.steps),
+                "random_start": self.random_start,
+                "restarts": self.restarts,
+                "targeted": self.targeted,
+                "backend": self.backend,
+                "keep": "last" if self.backend == "foolbox" else self.keep,
+            }
             conds.append(Condition(f"{self.norm}/eps={e}", eps, params))
         return conds
 
@@ -109,8 +122,15 @@ class PGDSuite(Suite):
         (_, clean), (cond, adv) = results
         return adversarial_metrics(cond, clean, adv)
 
-    def perturb(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, cond: Condition,
-                ctx: EvalContext, generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+    def perturb(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        idx: torch.Tensor,
+        cond: Condition,
+        ctx: EvalContext,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
         p = cond.params
         target = y
         if self.targeted:
@@ -119,20 +139,31 @@ class PGDSuite(Suite):
         if self.backend == "foolbox":
             x_adv = _foolbox_pgd(ctx, x, target, p, generator)
         else:
-            atk = PGD(norm=self.norm, eps=p["eps"], steps=self.steps, step_size=p["step_size"],
-                      random_start=self.random_start, restarts=self.restarts, targeted=self.targeted,
-                      keep=self.keep)  # fmt: skip
+            atk = PGD(
+                norm=self.norm,
+                eps=p["eps"],
+                steps=self.steps,
+                step_size=p["step_size"],
+                random_start=self.random_start,
+                restarts=self.restarts,
+                targeted=self.targeted,
+                keep=self.keep,
+            )
             x_adv = atk(ctx.model, x, target, generator=generator).x_adv
         return torch.cat([x, x_adv.detach()])
 
 
-def _foolbox_pgd(ctx: EvalContext, x: torch.Tensor, y: torch.Tensor, p: dict, generator: torch.Generator) -> torch.Tensor:
+def _foolbox_pgd(
+    ctx: EvalContext, x: torch.Tensor, y: torch.Tensor, p: dict, generator: torch.Generator
+) -> torch.Tensor:
     import foolbox as fb
 
     fmodel = fb.PyTorchModel(ctx.model.module, bounds=(0, 1), device=x.device)
     cls = fb.attacks.LinfPGD if p["norm"] == "linf" else fb.attacks.L2PGD
     attack = cls(abs_stepsize=p["step_size"], steps=p["steps"], random_start=p["random_start"])
-    criterion = fb.criteria.TargetedMisclassification(y) if p["targeted"] else fb.criteria.Misclassification(y)
+    criterion = (
+        fb.criteria.TargetedMisclassification(y) if p["targeted"] else fb.criteria.Misclassification(y)
+    )
     best = x.clone()
     done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     devices = [x.device] if x.device.type == "cuda" else []

@@ -38,7 +38,10 @@ class SaliencyStore:
         else:
             sal_model = load_model(model_ref, device=str(ctx.device), dtype=ctx.model.dtype)
         grid = patch_grid(sal_model)
-        d = ctx.workdir / f"saliency-{safe_name(sal_model.spec.name)}-{safe_name(sal_model.weights)}-head{head}"
+        d = (
+            ctx.workdir
+            / f"saliency-{safe_name(sal_model.spec.name)}-{safe_name(sal_model.weights)}-head{head}"
+        )
         d.mkdir(parents=True, exist_ok=True)
         shape = (len(ctx.dataset), *grid)
         return cls(d, sal_model, head, FilledArray(d, shape, np.float32))

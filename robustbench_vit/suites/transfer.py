@@ -77,7 +77,9 @@ class Transfer(Suite):
 
     #: 2: ATViT defaults, every image runs every iteration, fooling rate over ``population``
     version: ClassVar[int] = 2
-    paper: ClassVar[str] = "Naseer et al. 2022, On Improving Adversarial Transferability of Vision Transformers"
+    paper: ClassVar[str] = (
+        "Naseer et al. 2022, On Improving Adversarial Transferability of Vision Transformers"
+    )
     needs_grad: ClassVar[bool] = False
 
     source: str = ""
@@ -106,7 +108,9 @@ class Transfer(Suite):
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
         eps = parse_eps(self.eps)
         if not 0 < eps <= 1:
-            raise ConfigError(f"eps {self.eps!r} must be in (0, 1] (L-inf in [0, 1] pixel space, e.g. 16/255)")
+            raise ConfigError(
+                f"eps {self.eps!r} must be in (0, 1] (L-inf in [0, 1] pixel space, e.g. 16/255)"
+            )
 
     def _attack_config(self) -> dict:
         eps = parse_eps(self.eps)
@@ -118,11 +122,20 @@ class Transfer(Suite):
         else:
             step = parse_eps(PGD_STEP) if self.attack == "pgd" else eps / steps
         di = self.di or self.attack == "dim"
-        return {"attack": self.attack, "eps": eps, "steps": steps, "step_size": step,
-                "momentum": self.momentum if self.attack in ("mifgsm", "dim") else 0.0,
-                "di_prob": self.di_prob if di else 0.0, "di_resize_ratio": DI_RESIZE_RATIO if di else 0.0,
-                "ti_kernel": self.ti_kernel if self.ti else 0, "ti_sigma": self.ti_sigma if self.ti else 0.0,
-                "ensemble": self.ensemble, "keep": "last", "random_start": False}  # fmt: skip
+        return {
+            "attack": self.attack,
+            "eps": eps,
+            "steps": steps,
+            "step_size": step,
+            "momentum": self.momentum if self.attack in ("mifgsm", "dim") else 0.0,
+            "di_prob": self.di_prob if di else 0.0,
+            "di_resize_ratio": DI_RESIZE_RATIO if di else 0.0,
+            "ti_kernel": self.ti_kernel if self.ti else 0,
+            "ti_sigma": self.ti_sigma if self.ti else 0.0,
+            "ensemble": self.ensemble,
+            "keep": "last",
+            "random_start": False,
+        }
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:
         cfg = self._attack_config()
@@ -130,10 +143,18 @@ class Transfer(Suite):
             spec = resolve_spec(self.source)
             ctx.state["source_name"] = spec.name
             ctx.state["source_weights"] = weights_identity(spec, pretrained=self.source_pretrained)
-        tag = "+".join([self.attack] + (["di"] if self.di and self.attack != "dim" else []) + (["ti"] if self.ti else [])
-                       + ([f"se-{self.ensemble}"] if self.ensemble != "none" else []))  # fmt: skip
-        params = {"source_model": ctx.state.get("source_name", self.source),
-                  "source_weights": ctx.state.get("source_weights", ""), "population": self.population, **cfg}  # fmt: skip
+        tag = "+".join(
+            [self.attack]
+            + (["di"] if self.di and self.attack != "dim" else [])
+            + (["ti"] if self.ti else [])
+            + ([f"se-{self.ensemble}"] if self.ensemble != "none" else [])
+        )
+        params = {
+            "source_model": ctx.state.get("source_name", self.source),
+            "source_weights": ctx.state.get("source_weights", ""),
+            "population": self.population,
+            **cfg,
+        }
         return [Condition(f"{tag}/eps={self.eps}", cfg["eps"], params)]
 
     def variants(self, cond: Condition) -> list[Condition]:
@@ -169,8 +190,16 @@ class Transfer(Suite):
         src_ref = self.source
         spec = resolve_spec(src_ref)
         weights = weights_identity(spec, pretrained=self.source_pretrained)
-        ident = json.dumps({"source": src_ref, "source_weights": weights, "source_pretrained": self.source_pretrained,
-                            **cfg, "seed": ctx.seed}, sort_keys=True)  # fmt: skip
+        ident = json.dumps(
+            {
+                "source": src_ref,
+                "source_weights": weights,
+                "source_pretrained": self.source_pretrained,
+                **cfg,
+                "seed": ctx.seed,
+            },
+            sort_keys=True,
+        )
         key = hashlib.sha256(ident.encode()).hexdigest()[:12]
         d = ctx.cache.dir / f"adv-{safe_name(src_ref)[-40:]}-{key}"
         store = FilledArray(d, ctx.cache.shape, np.uint8)
@@ -180,12 +209,25 @@ class Transfer(Suite):
 
         def craft(ix: np.ndarray) -> np.ndarray:
             if not crafter:  # the source is built only when something is left to craft
-                source = load_model(src_ref, device=str(ctx.device), dtype=ctx.model.dtype,
-                                    pretrained=self.source_pretrained)  # fmt: skip
-                crafter.update(source=source, forward=SelfEnsemble(source, self.ensemble) if self.ensemble != "none" else source,
-                               attack=PGD(norm="linf", eps=cfg["eps"], steps=cfg["steps"], step_size=cfg["step_size"],
-                                          random_start=False, momentum=cfg["momentum"], di_prob=cfg["di_prob"],
-                                          ti_kernel=cfg["ti_kernel"], ti_sigma=cfg["ti_sigma"] or 3.0, keep="last"))  # fmt: skip
+                source = load_model(
+                    src_ref, device=str(ctx.device), dtype=ctx.model.dtype, pretrained=self.source_pretrained
+                )
+                crafter.update(
+                    source=source,
+                    forward=SelfEnsemble(source, self.ensemble) if self.ensemble != "none" else source,
+                    attack=PGD(
+                        norm="linf",
+                        eps=cfg["eps"],
+                        steps=cfg["steps"],
+                        step_size=cfg["step_size"],
+                        random_start=False,
+                        momentum=cfg["momentum"],
+                        di_prob=cfg["di_prob"],
+                        ti_kernel=cfg["ti_kernel"],
+                        ti_sigma=cfg["ti_sigma"] or 3.0,
+                        keep="last",
+                    ),
+                )
                 log.info("crafting adversarial examples on %s", source.spec.name)
             source, forward = crafter["source"], crafter["forward"]
             h, w = source.data_config.image_size
@@ -219,9 +261,19 @@ class Transfer(Suite):
             object.__setattr__(self, "_run_state", st)
         return st
 
-    def perturb(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, cond: Condition,
-                ctx: EvalContext, generator: torch.Generator) -> torch.Tensor:  # fmt: skip
-        adv = torch.from_numpy(np.ascontiguousarray(ctx.state["adv_images"][idx.numpy()])).to(x.device).float() / 255
+    def perturb(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        idx: torch.Tensor,
+        cond: Condition,
+        ctx: EvalContext,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        adv = (
+            torch.from_numpy(np.ascontiguousarray(ctx.state["adv_images"][idx.numpy()])).to(x.device).float()
+            / 255
+        )
         return torch.cat([x, adv])
 
 

@@ -35,8 +35,18 @@ from robustbench_vit.perturbations.corruptions.tables import (
     check_corruption,
 )
 
-__all__ = ["ALL_CORRUPTIONS", "TORCH_CORRUPTIONS", "PARAMS", "IMAGENET", "CIFAR10", "TABLES", "OPS", "corrupt", "reference_corrupt",
-           "jpeg_store"]  # fmt: skip
+__all__ = [
+    "ALL_CORRUPTIONS",
+    "TORCH_CORRUPTIONS",
+    "PARAMS",
+    "IMAGENET",
+    "CIFAR10",
+    "TABLES",
+    "OPS",
+    "corrupt",
+    "reference_corrupt",
+    "jpeg_store",
+]
 
 PARAMS = IMAGENET  # backwards-compatible name for the ImageNet table
 #: images per call on the CPU: batches of 64 at 224 px spill out of cache and run 2-3x slower per image
@@ -113,8 +123,14 @@ def jpeg_store(x: torch.Tensor, quality: int = 85) -> torch.Tensor:
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(x.device).float() / 255
 
 
-def corrupt(x: torch.Tensor, name: str, severity: int, *, generator: torch.Generator | None = None,
-            table: str = "imagenet") -> torch.Tensor:  # fmt: skip
+def corrupt(
+    x: torch.Tensor,
+    name: str,
+    severity: int,
+    *,
+    generator: torch.Generator | None = None,
+    table: str = "imagenet",
+) -> torch.Tensor:
     """Apply corruption ``name`` at ``severity`` (1-5) to a batch in [0, 1] with the torch backend.
 
     Example:
@@ -128,8 +144,9 @@ def corrupt(x: torch.Tensor, name: str, severity: int, *, generator: torch.Gener
     if not 1 <= severity <= 5:
         raise ConfigError(f"severity must be 1..5, got {severity}")
     if x.device.type == "cpu" and len(x) > CPU_CHUNK:  # keep the working set in cache (2-3x faster)
-        return torch.cat([corrupt(part, name, severity, generator=generator, table=table)
-                          for part in x.split(CPU_CHUNK)])  # fmt: skip
+        return torch.cat(
+            [corrupt(part, name, severity, generator=generator, table=table) for part in x.split(CPU_CHUNK)]
+        )
     c = TABLES[table][name][severity - 1]
     x = x.float()
     out = OPS[name](x, c, generator, table)

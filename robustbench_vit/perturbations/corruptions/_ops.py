@@ -51,6 +51,7 @@ def pad_2d(x: torch.Tensor, ph: int, pw: int, mode: str) -> torch.Tensor:
         rows = symmetric_index(torch.arange(-ph, h + ph, device=x.device), h)
         cols = symmetric_index(torch.arange(-pw, w + pw, device=x.device), w)
     else:  # reflect101 wider than the image: period 2n - 2
+
         def r101(i: torch.Tensor, n: int) -> torch.Tensor:
             r = torch.remainder(i, 2 * n - 2)
             return torch.where(r >= n, 2 * n - 2 - r, r)
@@ -80,8 +81,9 @@ def _filter_matrix(n: int, sigma: float, truncate: float, mode: str) -> torch.Te
     return torch.zeros(n, n, dtype=torch.float64).index_add_(1, src, banded)
 
 
-def gaussian_filter(x: torch.Tensor, sigma: float | tuple[float, float], mode: str = "nearest",
-                    truncate: float = 4.0) -> torch.Tensor:  # fmt: skip
+def gaussian_filter(
+    x: torch.Tensor, sigma: float | tuple[float, float], mode: str = "nearest", truncate: float = 4.0
+) -> torch.Tensor:
     """Separable Gaussian over the last two dims of (..., H, W), as ``scipy.ndimage.gaussian_filter`` /
     ``skimage.filters.gaussian`` (default ``mode='nearest'``, ``truncate=4``) with no blur across channels.
 
@@ -153,7 +155,9 @@ def clipped_zoom(x: torch.Tensor, factor: float) -> torch.Tensor:
     ch, cw = int(np.ceil(h / factor)), int(np.ceil(w / factor))
     top, left = (h - ch) // 2, (w - cw) // 2
     crop = x[..., top : top + ch, left : left + cw]
-    return F.interpolate(crop, size=(round(ch * factor), round(cw * factor)), mode="bilinear", align_corners=True)
+    return F.interpolate(
+        crop, size=(round(ch * factor), round(cw * factor)), mode="bilinear", align_corners=True
+    )
 
 
 def motion_kernels(radius: int, sigma: float, angles: list[float], h: int, w: int) -> torch.Tensor:

@@ -77,14 +77,19 @@ def remap_bilinear(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> t
     return out
 
 
-def elastic_with(x: torch.Tensor, alpha: float, sigma: tuple[float, float], ux: torch.Tensor,
-                 uy: torch.Tensor) -> torch.Tensor:  # fmt: skip
+def elastic_with(
+    x: torch.Tensor, alpha: float, sigma: tuple[float, float], ux: torch.Tensor, uy: torch.Tensor
+) -> torch.Tensor:
     """Elastic warp from given uniform fields ``ux``, ``uy`` (B, H, W): displacements are the fields
     Gaussian-smoothed (``sigma`` per axis, scipy 'reflect', truncate 3) times ``alpha``, in float32 as
     the reference; pixels are resampled bilinearly with half-sample reflection."""
     h, w = x.shape[-2:]
-    dx = (gaussian_filter(ux.to(x.device, torch.float64), sigma, mode="symmetric", truncate=3) * alpha).float()
-    dy = (gaussian_filter(uy.to(x.device, torch.float64), sigma, mode="symmetric", truncate=3) * alpha).float()
+    dx = (
+        gaussian_filter(ux.to(x.device, torch.float64), sigma, mode="symmetric", truncate=3) * alpha
+    ).float()
+    dy = (
+        gaussian_filter(uy.to(x.device, torch.float64), sigma, mode="symmetric", truncate=3) * alpha
+    ).float()
     rows = torch.arange(h, device=x.device, dtype=torch.float64).view(1, h, 1) + dy.double()
     cols = torch.arange(w, device=x.device, dtype=torch.float64).view(1, 1, w) + dx.double()
     return remap_bilinear(x, rows, cols)
@@ -99,20 +104,31 @@ def elastic_transform(x: torch.Tensor, alpha: float, gen: torch.Generator) -> to
     return elastic_with(x, alpha, (h * 0.01, w * 0.01), ux, uy)
 
 
-def elastic_cifar_with(x: torch.Tensor, c: tuple[float, float, float], jitter: torch.Tensor, ux: torch.Tensor,
-                       uy: torch.Tensor) -> torch.Tensor:  # fmt: skip
+def elastic_cifar_with(
+    x: torch.Tensor, c: tuple[float, float, float], jitter: torch.Tensor, ux: torch.Tensor, uy: torch.Tensor
+) -> torch.Tensor:
     """make_cifar_c's elastic transform from given draws: the three control points (x, y) at the centre
     +- a third of the size move by ``jitter`` (B, 3, 2) (uniform in +-c[2] px), defining an affine
     warp (bilinear, reflect-101 border); then the displacement field from ``ux``, ``uy`` (B, H, W),
     uniform in +-1, smoothed with sigma c[1] and scaled by alpha c[0]."""
     b, _, h, w = x.shape
     centre, third = min(h, w) // 2, min(h, w) // 3
-    src = torch.tensor([[centre + third, centre + third], [centre + third, centre - third], [centre - third, centre - third]],
-                       dtype=torch.float64)  # fmt: skip
+    src = torch.tensor(
+        [
+            [centre + third, centre + third],
+            [centre + third, centre - third],
+            [centre - third, centre - third],
+        ],
+        dtype=torch.float64,
+    )
     dst = src + jitter.cpu().double()
     # inverse map (output pixel -> source pixel): the affine A with [dst 1] @ A = src, per image
-    inv = torch.linalg.solve(torch.cat([dst, torch.ones(b, 3, 1, dtype=torch.float64)], dim=2), src.expand(b, 3, 2))
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    inv = torch.linalg.solve(
+        torch.cat([dst, torch.ones(b, 3, 1, dtype=torch.float64)], dim=2), src.expand(b, 3, 2)
+    )
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
     grid_px = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).reshape(-1, 3) @ inv  # (B, H*W, 2) as (x, y)
     norm = torch.tensor([2 / (w - 1), 2 / (h - 1)], dtype=torch.float64)
     grid = (grid_px * norm - 1).reshape(b, h, w, 2).to(x.device, x.dtype)

@@ -63,7 +63,9 @@ def motion_blur_at(x: torch.Tensor, c: tuple[int, float], angles: list[float]) -
     return motion_blur(x, c[0], c[1], angles)
 
 
-def motion_blur_random(x: torch.Tensor, c: tuple[int, float], generator: torch.Generator | None) -> torch.Tensor:
+def motion_blur_random(
+    x: torch.Tensor, c: tuple[int, float], generator: torch.Generator | None
+) -> torch.Tensor:
     angles = (torch.rand(x.shape[0], generator=generator, dtype=torch.float64) * 90 - 45).tolist()
     return motion_blur_at(x, c, angles)
 
@@ -80,7 +82,9 @@ def _glass_permuter():  # noqa: ANN202 - returns a numba dispatcher
         from numba import njit
 
         @njit(cache=False, nogil=True)
-        def permutation(h: int, w: int, delta: int, iterations: int, seed: int) -> np.ndarray:  # pragma: no cover
+        def permutation(
+            h: int, w: int, delta: int, iterations: int, seed: int
+        ) -> np.ndarray:  # pragma: no cover
             np.random.seed(seed)
             idx = np.arange(h * w).reshape(h, w)
             for _ in range(iterations):
@@ -110,7 +114,9 @@ def glass_permutations(h: int, w: int, delta: int, iterations: int, seeds: list[
         return torch.from_numpy(np.stack([fn(h, w, delta, iterations, int(s)) for s in seeds]))
     # the compiled loop releases the GIL; numba's generator is per thread and seeded inside each call
     with ThreadPoolExecutor(workers) as pool:
-        return torch.from_numpy(np.stack(list(pool.map(lambda s: fn(h, w, delta, iterations, int(s)), seeds))))
+        return torch.from_numpy(
+            np.stack(list(pool.map(lambda s: fn(h, w, delta, iterations, int(s)), seeds)))
+        )
 
 
 def glass_blur_with_seeds(x: torch.Tensor, c: tuple[float, int, int], seeds: list[int]) -> torch.Tensor:

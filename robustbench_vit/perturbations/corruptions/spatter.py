@@ -42,7 +42,9 @@ def canny(u8: torch.Tensor, low: int = 50, high: int = 150) -> torch.Tensor:
     same_sign = (dx ^ dy) >= 0
     diag_same = (mag > _shift(mp, -1, -1)) & (mag > _shift(mp, 1, 1))
     diag_diff = (mag > _shift(mp, -1, 1)) & (mag > _shift(mp, 1, -1))
-    maximum = torch.where(ay < tg22, horizontal, torch.where(ay > tg67, vertical, torch.where(same_sign, diag_same, diag_diff)))
+    maximum = torch.where(
+        ay < tg22, horizontal, torch.where(ay > tg67, vertical, torch.where(same_sign, diag_same, diag_diff))
+    )
     weak = maximum & (mag > low)
     return _hysteresis(weak, weak & (mag > high))
 
@@ -55,8 +57,16 @@ def _hysteresis(weak: torch.Tensor, strong: torch.Tensor) -> torch.Tensor:
     while True:
         p = edges.new_zeros(edges.shape[0], h + 2, w + 2)
         p[:, 1:-1, 1:-1] = edges
-        near = p[:, :-2, :-2] | p[:, :-2, 1:-1] | p[:, :-2, 2:] | p[:, 1:-1, :-2] | p[:, 1:-1, 2:] \
-            | p[:, 2:, :-2] | p[:, 2:, 1:-1] | p[:, 2:, 2:]  # fmt: skip
+        near = (
+            p[:, :-2, :-2]
+            | p[:, :-2, 1:-1]
+            | p[:, :-2, 2:]
+            | p[:, 1:-1, :-2]
+            | p[:, 1:-1, 2:]
+            | p[:, 2:, :-2]
+            | p[:, 2:, 1:-1]
+            | p[:, 2:, 2:]
+        )
         added = candidates & near
         if not bool(added.any()):
             return edges
@@ -115,7 +125,9 @@ def equalize_hist(u8: torch.Tensor) -> torch.Tensor:
     b = u8.shape[0]
     flat = u8.reshape(b, -1).long()
     total = flat.shape[1]
-    hist = torch.zeros(b, 256, dtype=torch.long, device=u8.device).scatter_add_(1, flat, torch.ones_like(flat))
+    hist = torch.zeros(b, 256, dtype=torch.long, device=u8.device).scatter_add_(
+        1, flat, torch.ones_like(flat)
+    )
     first = (hist > 0).long().argmax(1, keepdim=True)
     h0 = hist.gather(1, first)
     idx = torch.arange(256, device=u8.device)[None]

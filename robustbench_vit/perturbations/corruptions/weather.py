@@ -11,8 +11,13 @@ import torch
 from robustbench_vit.perturbations.corruptions._ops import clipped_zoom, dev_gen, motion_blur, rgb_to_gray
 
 
-def plasma_fractal(batch: int, mapsize: int, decay: float, uniform: Callable[[tuple[int, int]], torch.Tensor],
-                   device: torch.device) -> torch.Tensor:  # fmt: skip
+def plasma_fractal(
+    batch: int,
+    mapsize: int,
+    decay: float,
+    uniform: Callable[[tuple[int, int]], torch.Tensor],
+    device: torch.device,
+) -> torch.Tensor:
     """(B, mapsize, mapsize) diamond-square height maps in [0, 1]: the reference's algorithm, batched.
     ``uniform(shape)`` returns (B, *shape) samples of U[0, 1), consumed in the reference's order."""
     m = torch.zeros(batch, mapsize, mapsize, device=device)
@@ -37,7 +42,9 @@ def plasma_fractal(batch: int, mapsize: int, decay: float, uniform: Callable[[tu
     return m / m.amax(dim=(1, 2), keepdim=True)
 
 
-def fog_with(x: torch.Tensor, c: tuple[float, float], uniform: Callable[[tuple[int, int]], torch.Tensor]) -> torch.Tensor:
+def fog_with(
+    x: torch.Tensor, c: tuple[float, float], uniform: Callable[[tuple[int, int]], torch.Tensor]
+) -> torch.Tensor:
     """Fog: add c[0] x a plasma fractal (decay c[1], size the next power of two) and rescale so the
     image maximum is kept."""
     b, _, h, w = x.shape
@@ -79,15 +86,18 @@ def _frost_layers(style: str, h: int, w: int, device: torch.device) -> tuple[tor
             resized = bgr
         elif style == "imagenet":
             scale = 1.1 * max(1.0, h / fh, w / fw)
-            resized = cv2.resize(bgr, (int(np.ceil(fw * scale)), int(np.ceil(fh * scale))), interpolation=cv2.INTER_CUBIC)
+            resized = cv2.resize(
+                bgr, (int(np.ceil(fw * scale)), int(np.ceil(fh * scale))), interpolation=cv2.INTER_CUBIC
+            )
         else:
             resized = cv2.resize(bgr, (0, 0), fx=0.2, fy=0.2)
         out.append(torch.from_numpy(resized[..., ::-1].copy()).permute(2, 0, 1).to(device).float() / 255)
     return tuple(out)
 
 
-def frost_with(x: torch.Tensor, c: tuple[float, float], picks: list[tuple[int, int, int]],
-               style: str = "imagenet") -> torch.Tensor:  # fmt: skip
+def frost_with(
+    x: torch.Tensor, c: tuple[float, float], picks: list[tuple[int, int, int]], style: str = "imagenet"
+) -> torch.Tensor:
     """Blend with crops of the frost photographs: ``picks`` holds (photo, top, left) per image."""
     h, w = x.shape[-2:]
     photos = _frost_layers(style, h, w, x.device)
@@ -95,8 +105,9 @@ def frost_with(x: torch.Tensor, c: tuple[float, float], picks: list[tuple[int, i
     return c[0] * x + c[1] * torch.stack(layers)
 
 
-def frost(x: torch.Tensor, c: tuple[float, float], generator: torch.Generator | None,
-          style: str = "imagenet") -> torch.Tensor:  # fmt: skip
+def frost(
+    x: torch.Tensor, c: tuple[float, float], generator: torch.Generator | None, style: str = "imagenet"
+) -> torch.Tensor:
     """Blend with a random crop of a frost photograph. ``imagenet``: one of 6 photos enlarged to cover
     the image x 1.1 (cubic); ``cifar10``: one of the first 5 shrunk to 0.2 (bilinear), as make_cifar_c;
     ``imagenet_c_release``: one of the first 5 at their own size, as make_imagenet_c."""
@@ -106,8 +117,10 @@ def frost(x: torch.Tensor, c: tuple[float, float], generator: torch.Generator | 
         from robustbench_vit.errors import ConfigError
 
         small = min(min(p.shape[1:]) for p in photos)
-        raise ConfigError(f"frost with the {style} table needs images under {small} px (the shrunk frost photos), "
-                          f"got {h}x{w}; use table=imagenet")  # fmt: skip
+        raise ConfigError(
+            f"frost with the {style} table needs images under {small} px (the shrunk frost photos), "
+            f"got {h}x{w}; use table=imagenet"
+        )
     picks = []
     for _ in range(b):
         i = int(torch.randint(0, len(photos), (1,), generator=generator))
@@ -117,7 +130,9 @@ def frost(x: torch.Tensor, c: tuple[float, float], generator: torch.Generator | 
     return frost_with(x, c, picks, style)
 
 
-def snow_with(x: torch.Tensor, c: tuple, noise: torch.Tensor, angles: list[float], trim: str = "corner") -> torch.Tensor:
+def snow_with(
+    x: torch.Tensor, c: tuple, noise: torch.Tensor, angles: list[float], trim: str = "corner"
+) -> torch.Tensor:
     """Snow from given draws: ``noise`` (B, H, W) ~ N(c[0], c[1]) and per-image blur angles in degrees.
 
     The noise is zoomed by c[2] (centre crop, order-1), thresholded at c[3], motion-blurred (radius c[4],
@@ -141,6 +156,9 @@ def snow_with(x: torch.Tensor, c: tuple, noise: torch.Tensor, angles: list[float
 
 def snow(x: torch.Tensor, c: tuple, generator: torch.Generator | None, trim: str = "corner") -> torch.Tensor:
     b, _, h, w = x.shape
-    noise = torch.randn(b, h, w, generator=dev_gen(x, generator), device=x.device, dtype=torch.float64) * c[1] + c[0]
+    noise = (
+        torch.randn(b, h, w, generator=dev_gen(x, generator), device=x.device, dtype=torch.float64) * c[1]
+        + c[0]
+    )
     angles = (torch.rand(b, generator=generator, dtype=torch.float64) * 90 - 135).tolist()
     return snow_with(x, c, noise, angles, trim)
