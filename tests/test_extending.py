@@ -1,0 +1,64 @@
+"""README's "Extending rbvit" recipes work as written: a suite in one class, a metric in one registration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import pytest
+import torch
+
+from robustbench_vit.errors import ConfigError
+from robustbench_vit.metrics import METRICS, register_metric
+from robustbench_vit.suites import SUITES, Condition, Suite, make_suite, register_suite
+from tests.helpers import CIFAR10_TEST, needs_cifar
+
+
+def _register_example() -> None:
+    if "grayscale_example" in SUITES:
+        return
+
+    register_metric("mean_confidence_example", higher_is_better=True, proportion=False,
+                    description="mean top-1 softmax probability",
+                    compute=lambda acc: float(acc._cat("conf").mean()))  # fmt: skip
+
+    @register_suite("grayscale_example")
+    @dataclass(frozen=True)
+    class Grayscale(Suite):
+        """Accuracy on desaturated images."""
+
+        paper: ClassVar[str] = "README example"
+        metrics: ClassVar[tuple[str, ...]] = ("top1", "mean_confidence_example")
+        amounts: tuple[float, ...] = (0.5, 1.0)
+        mode: Literal["luma", "mean"] = "luma"
+
+        def conditions(self, ctx):  # type: ignore[no-untyped-def]
+            return [Condition(f"amount={a}", a, {"amount": a, "mode": self.mode}) for a in self.amounts]
+
+        def perturb(self, x, y, idx, cond, ctx, generator):  # type: ignore[no-untyped-def]
+            g = x.mean(1, keepdim=True)
+            return torch.lerp(x, g.expand_as(x), cond.params["amount"])
+
+
+@needs_cifar
+def test_a_new_suite_and_metric_run_end_to_end(tmp_path, cifar_card):
+    import robustbench_vit as rbvit
+    from robustbench_vit.leaderboard import build_leaderboard
+
+    _register_example()
+    df = rbvit.evaluate(str(cifar_card), "grayscale_example", data=str(CIFAR10_TEST), limit=20, out=str(tmp_path),
+                        suite_params={"amounts": "0,1", "mode": "mean"})  # fmt: skip
+    assert set(df.condition) == {"amount=0.0", "amount=1.0"}
+    assert set(df.metric) == {"top1", "mean_confidence_example"} and df["higher_is_better"].all()
+    board = build_leaderboard(tmp_path)
+    conf = board[board.metric == "mean_confidence_example"]
+    assert len(conf) == 2 and conf["ci_low"].isna().all()  # not a proportion: no Wilson interval
+    assert METRICS.get("mean_confidence_example").higher_is_better
+
+
+def test_new_suite_parameters_are_validated_from_their_types():
+    _register_example()
+    with pytest.raises(ConfigError, match="one of: luma, mean"):
+        make_suite("grayscale_example", {"mode": "hsv"})
+    with pytest.raises(ConfigError, match="did you mean 'amounts'"):
+        make_suite("grayscale_example", {"amount": "1"})
