@@ -39,6 +39,7 @@ __all__ = [
     "relative_mce",
     "corruption_summary",
     "COMPARABLE_TABLES",
+    "CORRUPTION_HEADLINE",
 ]
 
 
@@ -120,6 +121,14 @@ def relative_mce(
     ]
     return float(np.mean(rel))
 
+
+#: the leaderboard headline of the corruption suites (files and on the fly)
+CORRUPTION_HEADLINE: tuple[tuple[str, str], ...] = (
+    ("summary/mce", "mce"),
+    ("summary/relative_mce", "relative_mce"),
+    ("summary/benchmark", "mean_corruption_accuracy"),
+    ("summary/extra", "mean_corruption_accuracy"),
+)
 
 #: parameter tables whose errors may be divided by AlexNet's errors on the released ImageNet-C files:
 #: the files themselves (rows of the ``imagenet_c`` suite carry no table) and make_imagenet_c's pipeline

@@ -136,16 +136,11 @@ _TOP_KEYS = {
     "models": list,
     "save_samples": bool,
 }
+#: a [[suite]] may override the per-cell keys of [sweep]
 _SUITE_KEYS = {
     "name": str,
     "params": dict,
-    "data": str,
-    "dataset": str,
-    "limit": int,
-    "seeds": list,
-    "batch_size": int,
-    "dtype": str,
-    "save_samples": bool,
+    **{k: t for k, t in _TOP_KEYS.items() if k not in ("out", "device", "models")},
 }
 
 

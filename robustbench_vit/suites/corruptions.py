@@ -16,7 +16,7 @@ import torch
 
 from robustbench_vit.data.decode import apply_geometry
 from robustbench_vit.errors import ConfigError
-from robustbench_vit.mce import BENCHMARK_CORRUPTIONS, SEVERITIES, corruption_summary
+from robustbench_vit.mce import BENCHMARK_CORRUPTIONS, CORRUPTION_HEADLINE, SEVERITIES, corruption_summary
 from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.perturbations.corruptions import (
     corrupt,
@@ -84,12 +84,7 @@ class Corruptions(Suite):
         "Hendrycks & Dietterich 2019 (ImageNet-C / CIFAR-10-C parameter tables, applied on the fly)"
     )
     metrics: ClassVar[tuple[str, ...]] = ("top1", "error")
-    headline: ClassVar[tuple[tuple[str, str], ...]] = (
-        ("summary/mce", "mce"),
-        ("summary/relative_mce", "relative_mce"),
-        ("summary/benchmark", "mean_corruption_accuracy"),
-        ("summary/extra", "mean_corruption_accuracy"),
-    )
+    headline: ClassVar[tuple[tuple[str, str], ...]] = CORRUPTION_HEADLINE
 
     corruptions: tuple[CorruptionName, ...] = BENCHMARK_CORRUPTIONS
     severities: tuple[Severity, ...] = SEVERITIES

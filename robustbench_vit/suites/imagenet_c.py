@@ -24,7 +24,13 @@ import numpy as np
 from robustbench_vit.data.datasets import image_folder
 from robustbench_vit.data.subset import stratified_limit
 from robustbench_vit.errors import DataError
-from robustbench_vit.mce import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES, corruption_summary
+from robustbench_vit.mce import (
+    BENCHMARK_CORRUPTIONS,
+    CORRUPTION_HEADLINE,
+    EXTRA_CORRUPTIONS,
+    SEVERITIES,
+    corruption_summary,
+)
 from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.perturbations.corruptions.tables import CorruptionName
 from robustbench_vit.preprocessing import DataConfig
@@ -63,12 +69,7 @@ class ImageNetC(Suite):
         "Hendrycks & Dietterich 2019, Benchmarking Neural Network Robustness to Common Corruptions"
     )
     metrics: ClassVar[tuple[str, ...]] = ("top1", "error")
-    headline: ClassVar[tuple[tuple[str, str], ...]] = (
-        ("summary/mce", "mce"),
-        ("summary/relative_mce", "relative_mce"),
-        ("summary/benchmark", "mean_corruption_accuracy"),
-        ("summary/extra", "mean_corruption_accuracy"),
-    )
+    headline: ClassVar[tuple[tuple[str, str], ...]] = CORRUPTION_HEADLINE
     uses_run_cache: ClassVar[bool] = False  # each (corruption, severity) folder is cached on its own
 
     corruptions: tuple[CorruptionName, ...] = ()
