@@ -16,17 +16,20 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+#: public name -> (module, attribute), imported on first use
 _LAZY = {
-    "evaluate": "robustbench_vit.runner",
-    "RunOptions": "robustbench_vit.runner",
-    "load_model": "robustbench_vit.models.loading",
-    "LoadedModel": "robustbench_vit.models.loading",
-    "ModelSpec": "robustbench_vit.models.zoo",
-    "MODELS": "robustbench_vit.models.zoo",
-    "SUITES": "robustbench_vit.suites",
-    "DATASETS": "robustbench_vit.data.registry",
-    "load_results": "robustbench_vit.store",
-    "leaderboard": "robustbench_vit.leaderboard",
+    "evaluate": ("robustbench_vit.runner", "evaluate"),
+    "RunOptions": ("robustbench_vit.runner", "RunOptions"),
+    "load_model": ("robustbench_vit.models.loading", "load_model"),
+    "LoadedModel": ("robustbench_vit.models.loading", "LoadedModel"),
+    "ModelSpec": ("robustbench_vit.models.zoo", "ModelSpec"),
+    "MODELS": ("robustbench_vit.models.zoo", "MODELS"),
+    "SUITES": ("robustbench_vit.suites", "SUITES"),
+    "DATASETS": ("robustbench_vit.data.registry", "DATASETS"),
+    "METRICS": ("robustbench_vit.metrics", "METRICS"),
+    "load_results": ("robustbench_vit.store", "load_results"),
+    "load_samples": ("robustbench_vit.store", "load_samples"),
+    "build_leaderboard": ("robustbench_vit.leaderboard", "build_leaderboard"),
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -34,5 +37,6 @@ __all__ = ["__version__", *_LAZY]
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'robustbench_vit' has no attribute {name!r}")

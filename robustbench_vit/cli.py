@@ -6,11 +6,9 @@ Errors a user can fix are one line on stderr with a distinct exit code.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
@@ -18,68 +16,14 @@ from rich.console import Console
 from rich.table import Table
 
 from robustbench_vit import __version__
+from robustbench_vit.cli_errors import DEBUG as _DEBUG
+from robustbench_vit.cli_errors import friendly as _friendly
 from robustbench_vit.errors import RbvitError
 
 __all__ = ["main"]
 
 stdout = Console()
 err = Console(stderr=True)
-
-
-#: exit codes (README "Command line"): 1 internal error, 2 bad parameter, 3 unknown name, 4 data,
-#: 5 checkpoint / card, 6 weights unavailable, 7 out of memory, 8 file system (permission, no space),
-#: 130 interrupted
-EXIT_INTERNAL, EXIT_CONFIG, EXIT_DATA, EXIT_OOM, EXIT_OS, EXIT_INTERRUPTED = 1, 2, 4, 7, 8, 130
-
-_DEBUG = {"on": False}
-
-
-def _fail(message: str, code: int) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True, markup=True)
-    sys.exit(code)
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
-def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn every failure into one line on stderr and a documented exit code (``--debug``: traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if _DEBUG["on"]:
-            return fn(*args, **kwargs)
-        try:
-            return fn(*args, **kwargs)
-        except RbvitError as e:
-            _fail(_one_line(e), e.exit_code)
-        except KeyboardInterrupt:
-            _fail(
-                "interrupted; finished conditions are kept, rerun the same command to resume",
-                EXIT_INTERRUPTED,
-            )
-        except FileNotFoundError as e:
-            _fail(f"file not found: {e.filename or _one_line(e)}", EXIT_DATA)
-        except OSError as e:
-            what = f" {e.filename}" if e.filename else ""
-            _fail(f"cannot access{what}: {e.strerror or _one_line(e)}", EXIT_OS)
-        except (ValueError, TypeError) as e:
-            _fail(f"invalid input: {_one_line(e)} (rerun with --debug for the traceback)", EXIT_CONFIG)
-        except RuntimeError as e:
-            if "out of memory" in str(e).lower():
-                _fail("out of memory; lower --batch-size or use a smaller --limit", EXIT_OOM)
-            _fail(
-                f"internal error: {type(e).__name__}: {_one_line(e)} (rerun with --debug for the traceback)",
-                EXIT_INTERNAL,
-            )
-        except Exception as e:  # noqa: BLE001 - the CLI never shows a traceback unless --debug
-            _fail(
-                f"internal error: {type(e).__name__}: {_one_line(e)} (rerun with --debug for the traceback)",
-                EXIT_INTERNAL,
-            )
-
-    return wrapper
 
 
 class RichReporter:
@@ -184,10 +128,24 @@ def _print_rows(df: Any, as_json: bool) -> None:
 
 @main.command("ls")
 @click.argument("kind", type=click.Choice(["models", "suites", "datasets"]))
+@click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True)
 @_friendly
-def ls_cmd(kind: str, as_json: bool) -> None:
-    """List the model zoo, the suites, or the datasets."""
+def ls_cmd(kind: str, name: str | None, as_json: bool) -> None:
+    """List the model zoo, the suites, or the datasets; ``ls suites NAME`` shows one suite's parameters."""
+    if kind == "suites" and name:
+        from robustbench_vit.suites.describe import describe_suite
+
+        info = describe_suite(name)
+        if as_json:
+            click.echo(json.dumps(info, indent=1, default=str))
+            return
+        stdout.print(f"[bold]{info['name']}[/bold] v{info['version']}: {info['summary']}\n{info['paper']}")
+        table = Table("parameter", "type", "default", "allowed values", title=f"rbvit suite {name}")
+        for p in info["parameters"]:
+            table.add_row(p["name"], p["type"], str(p["default"]), ", ".join(map(str, p["choices"])))
+        stdout.print(table)
+        return
     if kind == "models":
         from robustbench_vit.models.zoo import MODELS
 

@@ -140,3 +140,52 @@ def test_cls_attention_matches_timm_attention_weights():
     assert torch.allclose(ours, ref, atol=1e-5)
     with pytest.raises(Exception, match="class token"):
         cls_attention(load_model("timm:test_resnet", pretrained=False, device="cpu"), x)
+
+
+@pytest.mark.parametrize(
+    "ref,source,arch,name",
+    [
+        ("resnet50", "timm", "resnet50.tv_in1k", "resnet50"),  # zoo names win
+        ("vit_tiny_patch16_224", "timm", "vit_tiny_patch16_224", "vit_tiny_patch16_224"),
+        ("resnet18.a1_in1k", "timm", "resnet18.a1_in1k", "resnet18.a1_in1k"),
+        ("timm:vit_tiny_patch16_224", "timm", "vit_tiny_patch16_224", "vit_tiny_patch16_224"),
+        ("hf-hub:timm/resnet18.a1_in1k", "timm", "hf-hub:timm/resnet18.a1_in1k", "resnet18.a1_in1k"),
+        ("torchvision:resnet50", "torchvision", "resnet50", "resnet50.tv_imagenet1k_v2"),
+        ("torchvision:resnet50:IMAGENET1K_V1", "torchvision", "resnet50", "resnet50.tv_imagenet1k_v1"),
+    ],
+)
+def test_names_users_already_type_resolve_offline(ref, source, arch, name):
+    from robustbench_vit.models.loading import resolve_spec
+
+    spec = resolve_spec(ref)
+    assert (spec.source, spec.arch, spec.name) == (source, arch, name)
+
+
+def test_bare_timm_name_equals_prefixed_one_and_bad_names_say_what_exists():
+    from robustbench_vit.errors import UnknownNameError
+    from robustbench_vit.models.loading import resolve_spec
+
+    assert resolve_spec("vit_tiny_patch16_224") == resolve_spec("timm:vit_tiny_patch16_224")
+    with pytest.raises(UnknownNameError, match="did you mean torchvision:resnet50"):
+        resolve_spec("torchvision:resnet5O")
+    with pytest.raises(UnknownNameError, match="IMAGENET1K_V2"):
+        resolve_spec("torchvision:resnet50:IMAGENET9K")
+    with pytest.raises(UnknownNameError):
+        resolve_spec("vit_tinyy")
+
+
+def test_torchvision_source_builds_offline_with_its_enum_preprocessing():
+    m = load_model("torchvision:resnet18", pretrained=False, device="cpu")
+    assert m.spec.weights == "ResNet18_Weights.IMAGENET1K_V1" and m.data_config.resize_size == (256, 256)
+    assert m.data_config.source.startswith("torchvision:") and m(torch.rand(1, 3, 224, 224)).shape == (
+        1,
+        1000,
+    )
+
+
+def test_hf_hub_offline_is_a_clear_weights_error(monkeypatch):
+    from robustbench_vit.errors import WeightsUnavailableError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsUnavailableError, match="resnet18.a1_in1k"):
+        load_model("hf-hub:timm/resnet18.a1_in1k", device="cpu")

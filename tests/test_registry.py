@@ -41,3 +41,36 @@ def test_import_and_listing_are_light():
         "assert 'torch' not in sys.modules and 'timm' not in sys.modules, 'heavy import'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_public_name_is_importable():
+    """``from robustbench_vit import *`` and attribute access work for every name in ``__all__``."""
+    import robustbench_vit as rbvit
+
+    for name in rbvit.__all__:
+        assert getattr(rbvit, name) is not None, name
+    assert callable(rbvit.build_leaderboard) and callable(rbvit.evaluate)
+    ns: dict = {}
+    exec("from robustbench_vit import *", ns)
+    assert set(rbvit.__all__) <= set(ns)
+
+
+def test_ls_suites_name_shows_parameters_types_defaults_and_choices():
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "robustbench_vit.cli", "ls", "suites", "transfer", "--json"],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    params = {p["name"]: p for p in info["parameters"]}
+    assert (
+        params["attack"]["choices"] == ["fgsm", "pgd", "mifgsm", "dim"]
+        and params["attack"]["default"] == "pgd"
+    )
+    assert params["population"]["default"] == "both_correct" and params["ti_kernel"]["type"] == "int"
+    assert "Naseer" in info["paper"]
+    bad = subprocess.run([sys.executable, "-m", "robustbench_vit.cli", "ls", "suites", "occlusoin"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 3 and "occlusion" in bad.stderr

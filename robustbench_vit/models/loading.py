@@ -95,9 +95,24 @@ class LoadedModel:
 
 
 def resolve_spec(ref: str) -> ModelSpec:
-    """Map a ``--model`` reference to a :class:`ModelSpec` without building anything."""
+    """Map a ``--model`` reference to a :class:`ModelSpec` without building anything.
+
+    Zoo names win; then ``timm:<arch[.tag]>``, ``hf-hub:<org>/<name>`` (timm on the Hugging Face hub),
+    ``torchvision:<name>[:<WEIGHTS>]``, a model card ``.json``, a bare timm name (``vit_tiny_patch16_224``,
+    ``resnet18.a1_in1k``), and last ``module:factory``.
+    """
     if ref in MODELS:
         return MODELS.get(ref)
+    if ref.startswith("hf-hub:"):
+        name = ref.split("/")[-1]
+        if "/" not in ref or not name:
+            raise ConfigError(f"{ref!r}: write hf-hub:<org>/<model>, e.g. hf-hub:timm/resnet18.a1_in1k")
+        return ModelSpec(name=name, source="timm", arch=ref, family=_guess_family(name))
+    if ref.startswith("torchvision:"):
+        return _torchvision_spec(ref)
+    if ":" not in ref and not ref.endswith(".json") and _is_timm_name(ref):
+        log.info("%r is not a zoo name: resolved as timm:%s", ref, ref)
+        return ModelSpec(name=ref.replace("/", "_"), source="timm", arch=ref, family=_guess_family(ref))
     if ref.startswith("timm:"):
         arch = ref[len("timm:") :]
         _check_timm_name(arch)
@@ -115,6 +130,40 @@ def resolve_spec(ref: str) -> ModelSpec:
         return ModelSpec(name=ref.split(":")[-1], source="entrypoint", arch=ref, family="cnn")
     raise UnknownNameError(
         MODELS.unknown_message(ref) + "; or pass timm:<arch>, a card .json, or module:factory"
+    )
+
+
+def _is_timm_name(ref: str) -> bool:
+    import timm
+
+    return bool(ref) and timm.is_model(ref.split(".")[0])
+
+
+def _torchvision_spec(ref: str) -> ModelSpec:
+    """``torchvision:<builder>[:<WEIGHTS member>]`` -> a spec whose weights enum is fully named."""
+    import difflib
+
+    import torchvision
+
+    name, _, tag = ref[len("torchvision:") :].partition(":")
+    builders = torchvision.models.list_models()
+    if name not in builders:
+        close = difflib.get_close_matches(name, builders, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join('torchvision:' + c for c in close)}?" if close else ""
+        raise UnknownNameError(f"torchvision has no model {name!r}{hint}")
+    enum = torchvision.models.get_model_weights(name)
+    try:
+        member = enum[tag] if tag else enum.DEFAULT
+    except KeyError:
+        raise UnknownNameError(
+            f"torchvision {name} has no weights {tag!r} (known: {', '.join(m.name for m in enum)})"
+        ) from None
+    return ModelSpec(
+        name=f"{name}.tv_{member.name.lower()}",
+        source="torchvision",
+        arch=name,
+        family=_guess_family(name),
+        weights=f"{enum.__name__}.{member.name}",
     )
 
 
@@ -199,6 +248,8 @@ def _hub_error(spec: ModelSpec, err: Exception) -> WeightsUnavailableError:
 def _load_timm(spec: ModelSpec, *, pretrained: bool, checkpoint: str | None) -> tuple:
     import timm
 
+    if spec.arch.startswith("hf-hub:"):
+        return _load_hf_hub(spec, pretrained=pretrained, checkpoint=checkpoint)
     data_cfg = _timm_data_config(spec.arch)
     label_space = get_label_space(spec.label_space) if spec.label_space != "none" else LabelSpace("none", ())
     if checkpoint:
@@ -216,6 +267,24 @@ def _load_timm(spec: ModelSpec, *, pretrained: bool, checkpoint: str | None) -> 
     if not pretrained:
         return net, data_cfg, label_space, "random"
     return net, data_cfg, label_space, f"timm:{spec.arch}"
+
+
+def _load_hf_hub(spec: ModelSpec, *, pretrained: bool, checkpoint: str | None) -> tuple:
+    """A timm model from the Hugging Face hub: its preprocessing comes from the hub's own config, read
+    when the model is created (offline, that is a clear weights-unavailable error, never a guessed config)."""
+    import timm
+    from timm.data import resolve_model_data_config
+
+    try:
+        net = timm.create_model(spec.arch, pretrained=pretrained and not checkpoint)
+    except (RuntimeError, OSError, ValueError, ConnectionError) as e:
+        raise _hub_error(spec, e) from None
+    if checkpoint:
+        load_state_dict_strict(net, read_state_dict(checkpoint), checkpoint)
+    data_cfg = DataConfig.from_dict(dict(resolve_model_data_config(net)), source=spec.arch)
+    label_space = get_label_space(spec.label_space)
+    tag = f"checkpoint:{checkpoint}" if checkpoint else (spec.arch if pretrained else "random")
+    return net, data_cfg, label_space, tag
 
 
 def _timm_data_config(arch: str) -> DataConfig:

@@ -1,0 +1,72 @@
+"""How the CLI fails: every error is one line on stderr with a documented exit code (README "Command line");
+``rbvit --debug`` shows the traceback instead."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+
+from robustbench_vit.errors import RbvitError
+
+__all__ = ["friendly", "DEBUG"]
+
+err = Console(stderr=True)
+
+#: exit codes (README "Command line"): 1 internal error, 2 bad parameter, 3 unknown name, 4 data,
+#: 5 checkpoint / card, 6 weights unavailable, 7 out of memory, 8 file system (permission, no space),
+#: 130 interrupted
+EXIT_INTERNAL, EXIT_CONFIG, EXIT_DATA, EXIT_OOM, EXIT_OS, EXIT_INTERRUPTED = 1, 2, 4, 7, 8, 130
+
+DEBUG = {"on": False}
+
+
+def _fail(message: str, code: int) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True, markup=True)
+    sys.exit(code)
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn every failure into one line on stderr and a documented exit code (``--debug``: traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if DEBUG["on"]:
+            return fn(*args, **kwargs)
+        try:
+            return fn(*args, **kwargs)
+        except RbvitError as e:
+            _fail(_one_line(e), e.exit_code)
+        except KeyboardInterrupt:
+            _fail(
+                "interrupted; finished conditions are kept, rerun the same command to resume",
+                EXIT_INTERRUPTED,
+            )
+        except FileNotFoundError as e:
+            _fail(f"file not found: {e.filename or _one_line(e)}", EXIT_DATA)
+        except OSError as e:
+            what = f" {e.filename}" if e.filename else ""
+            _fail(f"cannot access{what}: {e.strerror or _one_line(e)}", EXIT_OS)
+        except (ValueError, TypeError) as e:
+            _fail(f"invalid input: {_one_line(e)} (rerun with --debug for the traceback)", EXIT_CONFIG)
+        except RuntimeError as e:
+            if "out of memory" in str(e).lower():
+                _fail("out of memory; lower --batch-size or use a smaller --limit", EXIT_OOM)
+            _fail(
+                f"internal error: {type(e).__name__}: {_one_line(e)} (rerun with --debug for the traceback)",
+                EXIT_INTERNAL,
+            )
+        except Exception as e:  # noqa: BLE001 - the CLI never shows a traceback unless --debug
+            _fail(
+                f"internal error: {type(e).__name__}: {_one_line(e)} (rerun with --debug for the traceback)",
+                EXIT_INTERNAL,
+            )
+
+    return wrapper
