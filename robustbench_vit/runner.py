@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+from torch import nn
 
 from robustbench_vit import __version__
 from robustbench_vit.data.cache import ImageCache, default_cache_dir
@@ -28,7 +29,7 @@ from robustbench_vit.data.subset import read_subset, stratified_limit
 from robustbench_vit.device import autocast_dtype, select_device
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.metrics import MetricValue
-from robustbench_vit.models.loading import LoadedModel, load_model, resolve_spec
+from robustbench_vit.models.loading import LoadedModel, load_model, resolve_spec, wrap_module
 from robustbench_vit.store import (
     Record,
     RunStore,
@@ -146,21 +147,32 @@ def _select(ds_targets: np.ndarray, opts: RunOptions, ds: Any) -> np.ndarray:
 
 
 def evaluate(
-    model: str | LoadedModel,
+    model: str | LoadedModel | nn.Module,
     suite: str | Suite,
     options: RunOptions | None = None,
     *,
     reporter: Reporter | None = None,
+    preprocessing: dict[str, Any] | None = None,
+    name: str | None = None,
     **kwargs: Any,
 ) -> pd.DataFrame:
     """Evaluate one model under one suite; returns every row (new and resumed) as a DataFrame.
 
+    ``model`` is a reference (zoo name, ``timm:``/``hf-hub:``/``torchvision:`` name, card, entry point),
+    a :class:`LoadedModel`, or any ``nn.Module`` (preprocessing from its timm ``pretrained_cfg``, or
+    ``preprocessing={...}``; ``name`` labels its rows).
+
     Example:
         >>> df = evaluate("efficientnet_lite0", "clean", data="../shared/data/imagenet-samples/val")  # doctest: +SKIP
         >>> df.set_index("metric").value["top1"]  # doctest: +SKIP
+        >>> evaluate(timm.create_model("resnet18", pretrained=True), "clean")  # doctest: +SKIP
     """
     opts = dataclasses.replace(options or RunOptions(), **kwargs)
     opts.validate()
+    if isinstance(model, nn.Module):
+        model = wrap_module(
+            model, preprocessing=preprocessing, name=name, device=opts.device, dtype=opts.dtype
+        )
     rep = reporter or _Silent()
     suite_obj = suite if isinstance(suite, Suite) else make_suite(suite, opts.suite_params)
     spec = None if isinstance(model, LoadedModel) else resolve_spec(model)  # name errors before any I/O

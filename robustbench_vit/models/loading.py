@@ -26,17 +26,17 @@ from robustbench_vit.errors import (
     CheckpointError,
     ConfigError,
     RbvitError,
-    UnknownNameError,
     WeightsUnavailableError,
 )
 from robustbench_vit.labels import LabelSpace, get_label_space
 from robustbench_vit.models.cards import read_card
 from robustbench_vit.models.checkpoint import load_state_dict_strict, read_state_dict
 from robustbench_vit.models.identity import weights_identity
-from robustbench_vit.models.zoo import MODELS, ModelSpec
+from robustbench_vit.models.names import guess_family, resolve_spec
+from robustbench_vit.models.zoo import ModelSpec
 from robustbench_vit.preprocessing import DataConfig, from_timm, from_torchvision
 
-__all__ = ["PixelModel", "LoadedModel", "resolve_spec", "load_model"]
+__all__ = ["PixelModel", "LoadedModel", "resolve_spec", "load_model", "wrap_module"]
 
 log = logging.getLogger(__name__)
 
@@ -92,102 +92,6 @@ class LoadedModel:
     def net(self) -> nn.Module:
         """The unwrapped network (takes normalised input)."""
         return self.module.net
-
-
-def resolve_spec(ref: str) -> ModelSpec:
-    """Map a ``--model`` reference to a :class:`ModelSpec` without building anything.
-
-    Zoo names win; then ``timm:<arch[.tag]>``, ``hf-hub:<org>/<name>`` (timm on the Hugging Face hub),
-    ``torchvision:<name>[:<WEIGHTS>]``, a model card ``.json``, a bare timm name (``vit_tiny_patch16_224``,
-    ``resnet18.a1_in1k``), and last ``module:factory``.
-    """
-    if ref in MODELS:
-        return MODELS.get(ref)
-    if ref.startswith("hf-hub:"):
-        name = ref.split("/")[-1]
-        if "/" not in ref or not name:
-            raise ConfigError(f"{ref!r}: write hf-hub:<org>/<model>, e.g. hf-hub:timm/resnet18.a1_in1k")
-        return ModelSpec(name=name, source="timm", arch=ref, family=_guess_family(name))
-    if ref.startswith("torchvision:"):
-        return _torchvision_spec(ref)
-    if ":" not in ref and not ref.endswith(".json") and _is_timm_name(ref):
-        log.info("%r is not a zoo name: resolved as timm:%s", ref, ref)
-        return ModelSpec(name=ref.replace("/", "_"), source="timm", arch=ref, family=_guess_family(ref))
-    if ref.startswith("timm:"):
-        arch = ref[len("timm:") :]
-        _check_timm_name(arch)
-        return ModelSpec(name=arch.replace("/", "_"), source="timm", arch=arch, family=_guess_family(arch))
-    if ref.endswith(".json"):
-        card = read_card(ref)
-        return ModelSpec(
-            name=card.name,
-            source="card",
-            arch=str(card.path),
-            family=card.family,  # type: ignore[arg-type]
-            label_space="card",
-        )
-    if ":" in ref and not Path(ref).exists():
-        return ModelSpec(name=ref.split(":")[-1], source="entrypoint", arch=ref, family="cnn")
-    raise UnknownNameError(
-        MODELS.unknown_message(ref) + "; or pass timm:<arch>, a card .json, or module:factory"
-    )
-
-
-def _is_timm_name(ref: str) -> bool:
-    import timm
-
-    return bool(ref) and timm.is_model(ref.split(".")[0])
-
-
-def _torchvision_spec(ref: str) -> ModelSpec:
-    """``torchvision:<builder>[:<WEIGHTS member>]`` -> a spec whose weights enum is fully named."""
-    import difflib
-
-    import torchvision
-
-    name, _, tag = ref[len("torchvision:") :].partition(":")
-    builders = torchvision.models.list_models()
-    if name not in builders:
-        close = difflib.get_close_matches(name, builders, n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join('torchvision:' + c for c in close)}?" if close else ""
-        raise UnknownNameError(f"torchvision has no model {name!r}{hint}")
-    enum = torchvision.models.get_model_weights(name)
-    try:
-        member = enum[tag] if tag else enum.DEFAULT
-    except KeyError:
-        raise UnknownNameError(
-            f"torchvision {name} has no weights {tag!r} (known: {', '.join(m.name for m in enum)})"
-        ) from None
-    return ModelSpec(
-        name=f"{name}.tv_{member.name.lower()}",
-        source="torchvision",
-        arch=name,
-        family=_guess_family(name),
-        weights=f"{enum.__name__}.{member.name}",
-    )
-
-
-def _check_timm_name(arch: str) -> None:
-    """An unknown timm architecture is an unknown name (exit 3) with timm's closest names, built nothing."""
-    import difflib
-
-    import timm
-
-    base = arch.split(".")[0]
-    if timm.is_model(base):
-        return
-    close = difflib.get_close_matches(base, timm.list_models(), n=3, cutoff=0.6)
-    hint = (
-        f"; did you mean {', '.join('timm:' + c for c in close)}?" if close else " (see timm.list_models())"
-    )
-    raise UnknownNameError(f"timm has no architecture {base!r}{hint}")
-
-
-def _guess_family(arch: str) -> str:
-    a = arch.lower()
-    if any(k in a for k in ("vit", "deit", "swin", "cait", "pit", "xcit", "beit", "twins")):
-        return "vit"
-    return "mlp" if "mixer" in a else "cnn"
 
 
 def load_model(
@@ -424,6 +328,57 @@ def _load_entrypoint(spec: ModelSpec, *, pretrained: bool, checkpoint: str | Non
     data_cfg = DataConfig.from_dict(cfg, source=f"entrypoint:{spec.arch}")
     label_space = get_label_space(cfg.get("label_space", "imagenet1k"))
     return net, data_cfg, label_space, f"entrypoint:{spec.arch}"
+
+
+def wrap_module(
+    net: nn.Module,
+    *,
+    preprocessing: dict[str, Any] | DataConfig | None = None,
+    name: str | None = None,
+    device: str | None = None,
+    dtype: str = "fp32",
+) -> LoadedModel:
+    """Any ``nn.Module`` that takes normalised input, ready to evaluate (the notebook path).
+
+    Preprocessing comes from ``preprocessing`` (a :class:`DataConfig` or a timm-style dict: ``input_size``,
+    ``mean``, ``std``, optional ``crop_pct``, ``interpolation``, ``label_space``) or, when absent, from the
+    module's timm ``pretrained_cfg``. The weights are identified by a hash of the module's tensors, so a
+    resumed run never mixes two states of one module.
+    """
+    cfg: Any = preprocessing
+    if cfg is None:
+        pcfg = getattr(net, "pretrained_cfg", None) or getattr(net, "default_cfg", None)
+        if not pcfg:
+            raise ConfigError(
+                f"{type(net).__name__} has no timm pretrained_cfg: pass preprocessing={{'input_size': [3, H, W], "
+                "'mean': [...], 'std': [...], 'crop_pct': ..., 'interpolation': ..., 'label_space': ...}}"
+            )
+        from timm.data import resolve_data_config
+
+        cfg = dict(resolve_data_config(pretrained_cfg=dict(pcfg)))
+        name = name or pcfg.get("architecture")
+    label = cfg.get("label_space", "imagenet1k") if isinstance(cfg, dict) else "imagenet1k"
+    data_cfg = (
+        cfg
+        if isinstance(cfg, DataConfig)
+        else DataConfig.from_dict(cfg, source=f"module:{type(net).__name__}")
+    )
+    digest = hashlib.sha256()
+    for key, t in sorted(net.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    name = name or type(net).__name__.lower()
+    spec = ModelSpec(
+        name=name,
+        source="module",
+        arch=f"{type(net).__module__}.{type(net).__qualname__}",
+        family=guess_family(name),  # type: ignore[arg-type]
+        label_space=label if isinstance(label, str) else "card",
+    )
+    dev, amp = select_device(device), autocast_dtype(dtype)
+    module = PixelModel(net, data_cfg.mean, data_cfg.std, amp).eval().requires_grad_(False).to(dev)
+    weights = f"module sha256:{digest.hexdigest()[:16]}"
+    return LoadedModel(spec, module, data_cfg, get_label_space(label), dev, dtype, weights)
 
 
 _LOADERS = {

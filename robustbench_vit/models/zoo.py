@@ -16,7 +16,7 @@ from robustbench_vit.registry import Registry
 __all__ = ["ModelSpec", "MODELS", "Family", "Source"]
 
 Family = Literal["vit", "cnn", "hybrid", "mlp"]
-Source = Literal["timm", "torchvision", "efficientnet_lite", "card", "entrypoint"]
+Source = Literal["timm", "torchvision", "efficientnet_lite", "card", "entrypoint", "module"]
 
 
 @dataclass(frozen=True, kw_only=True)

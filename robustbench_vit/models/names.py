@@ -1,0 +1,110 @@
+"""``--model`` references -> :class:`ModelSpec`, without building or downloading anything."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from robustbench_vit.errors import ConfigError, UnknownNameError
+from robustbench_vit.models.cards import read_card
+from robustbench_vit.models.zoo import MODELS, ModelSpec
+
+__all__ = ["resolve_spec", "guess_family"]
+
+log = logging.getLogger(__name__)
+
+
+def resolve_spec(ref: str) -> ModelSpec:
+    """Map a ``--model`` reference to a :class:`ModelSpec` without building anything.
+
+    Zoo names win; then ``timm:<arch[.tag]>``, ``hf-hub:<org>/<name>`` (timm on the Hugging Face hub),
+    ``torchvision:<name>[:<WEIGHTS>]``, a model card ``.json``, a bare timm name (``vit_tiny_patch16_224``,
+    ``resnet18.a1_in1k``), and last ``module:factory``.
+    """
+    if ref in MODELS:
+        return MODELS.get(ref)
+    if ref.startswith("hf-hub:"):
+        name = ref.split("/")[-1]
+        if "/" not in ref or not name:
+            raise ConfigError(f"{ref!r}: write hf-hub:<org>/<model>, e.g. hf-hub:timm/resnet18.a1_in1k")
+        return ModelSpec(name=name, source="timm", arch=ref, family=guess_family(name))
+    if ref.startswith("torchvision:"):
+        return _torchvision_spec(ref)
+    if ":" not in ref and not ref.endswith(".json") and _is_timm_name(ref):
+        log.info("%r is not a zoo name: resolved as timm:%s", ref, ref)
+        return ModelSpec(name=ref.replace("/", "_"), source="timm", arch=ref, family=guess_family(ref))
+    if ref.startswith("timm:"):
+        arch = ref[len("timm:") :]
+        _check_timm_name(arch)
+        return ModelSpec(name=arch.replace("/", "_"), source="timm", arch=arch, family=guess_family(arch))
+    if ref.endswith(".json"):
+        card = read_card(ref)
+        return ModelSpec(
+            name=card.name,
+            source="card",
+            arch=str(card.path),
+            family=card.family,  # type: ignore[arg-type]
+            label_space="card",
+        )
+    if ":" in ref and not Path(ref).exists():
+        return ModelSpec(name=ref.split(":")[-1], source="entrypoint", arch=ref, family="cnn")
+    raise UnknownNameError(
+        MODELS.unknown_message(ref) + "; or pass timm:<arch>, a card .json, or module:factory"
+    )
+
+
+def _is_timm_name(ref: str) -> bool:
+    import timm
+
+    return bool(ref) and timm.is_model(ref.split(".")[0])
+
+
+def _torchvision_spec(ref: str) -> ModelSpec:
+    """``torchvision:<builder>[:<WEIGHTS member>]`` -> a spec whose weights enum is fully named."""
+    import difflib
+
+    import torchvision
+
+    name, _, tag = ref[len("torchvision:") :].partition(":")
+    builders = torchvision.models.list_models()
+    if name not in builders:
+        close = difflib.get_close_matches(name, builders, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join('torchvision:' + c for c in close)}?" if close else ""
+        raise UnknownNameError(f"torchvision has no model {name!r}{hint}")
+    enum = torchvision.models.get_model_weights(name)
+    try:
+        member = enum[tag] if tag else enum.DEFAULT
+    except KeyError:
+        raise UnknownNameError(
+            f"torchvision {name} has no weights {tag!r} (known: {', '.join(m.name for m in enum)})"
+        ) from None
+    return ModelSpec(
+        name=f"{name}.tv_{member.name.lower()}",
+        source="torchvision",
+        arch=name,
+        family=guess_family(name),
+        weights=f"{enum.__name__}.{member.name}",
+    )
+
+
+def _check_timm_name(arch: str) -> None:
+    """An unknown timm architecture is an unknown name (exit 3) with timm's closest names, built nothing."""
+    import difflib
+
+    import timm
+
+    base = arch.split(".")[0]
+    if timm.is_model(base):
+        return
+    close = difflib.get_close_matches(base, timm.list_models(), n=3, cutoff=0.6)
+    hint = (
+        f"; did you mean {', '.join('timm:' + c for c in close)}?" if close else " (see timm.list_models())"
+    )
+    raise UnknownNameError(f"timm has no architecture {base!r}{hint}")
+
+
+def guess_family(arch: str) -> str:
+    a = arch.lower()
+    if any(k in a for k in ("vit", "deit", "swin", "cait", "pit", "xcit", "beit", "twins")):
+        return "vit"
+    return "mlp" if "mixer" in a else "cnn"
