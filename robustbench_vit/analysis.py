@@ -73,6 +73,17 @@ def _binom_two_sided(k: int, n: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def _row_key(ref: str) -> str:
+    """The ``model`` value rows carry for a reference (``timm:x`` and ``x`` are one model)."""
+    from robustbench_vit.errors import RbvitError
+    from robustbench_vit.models.names import resolve_spec
+
+    try:
+        return resolve_spec(ref).name
+    except RbvitError:
+        return ref  # a name that only exists in the results (e.g. an nn.Module's name=)
+
+
 def mcnemar(
     results: str | Path | pd.DataFrame,
     model_a: str,
@@ -82,7 +93,12 @@ def mcnemar(
     condition: str | None = None,
     dataset: str | None = None,
 ) -> McNemar:
-    """Paired test of whether two models differ on the same images (needs ``--save-samples`` rows)."""
+    """Paired test of whether two models differ on the same images (needs ``--save-samples`` rows).
+
+    Models are named as on the command line (``timm:resnet50``, a card path ...): each is mapped to the
+    canonical key its rows are stored under.
+    """
+    model_a, model_b = _row_key(model_a), _row_key(model_b)
     s = results if isinstance(results, pd.DataFrame) else load_samples(results)
     s = s[s.suite == suite]
     if dataset:

@@ -143,6 +143,12 @@ def test_compare_and_report(tmp_path):
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["n"] == 20 and 0.0 <= res["p_value"] <= 1.0
+    prefixed = subprocess.run(
+        [*RBVIT, "compare", "timm:test_vit", "test_resnet", "-r", str(out), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert prefixed.returncode == 0 and json.loads(prefixed.stdout)["n"] == 20, prefixed.stderr  # one key
     r = subprocess.run(
         [*RBVIT, "compare", "test_vit", "nope", "-r", str(out)], capture_output=True, text=True
     )
