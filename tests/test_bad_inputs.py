@@ -78,19 +78,33 @@ def world(tmp_path_factory, cifar_card):
     }
 
 
-def _eval(w, *extra: str) -> list[str]:
-    return [
+def _eval(
+    w,
+    *extra: str,
+    model: str | None = None,
+    data: object = None,
+    limit: str | None = "10",
+    out: object = None,
+) -> list[str]:
+    """``rbvit eval`` of the card on 10 CIFAR images into the probe's results folder, plus ``extra``."""
+    argv = [
         "eval",
         "-m",
-        w["card"],
+        model or w["card"],
         "--data",
-        str(CIFAR10_TEST),
-        "--limit",
-        "10",
+        str(data or CIFAR10_TEST),
         "--out",
-        str(w["out"]),
-        *extra,
+        str(out or w["out"]),
     ]
+    return argv + (["--limit", limit] if limit is not None else []) + list(extra)
+
+
+def _card(w, name: str, **changes: object) -> list[str]:
+    return _eval(w, "-s", "clean", model=w["write_card"](name, **changes))
+
+
+def _sweep(w, name: str, *extra: str, **toml: str) -> list[str]:
+    return ["sweep", *extra, w["write_toml"](name, **toml)]
 
 
 #: (id, argv builder, exit code, text the one line must contain)
@@ -100,108 +114,26 @@ PROBES = [
     ("offset=ture", lambda w: _eval(w, "-s", "occlusion", "-p", "offset=ture"), 2, "offset"),
     ("batch size 0", lambda w: _eval(w, "-s", "clean", "--batch-size", "0"), 2, "--batch-size"),
     ("batch size -1", lambda w: _eval(w, "-s", "clean", "--batch-size", "-1"), 2, "--batch-size"),
-    (
-        "limit 0",
-        lambda w: [
-            "eval",
-            "-m",
-            w["card"],
-            "-s",
-            "clean",
-            "--data",
-            str(CIFAR10_TEST),
-            "--limit",
-            "0",
-            "--out",
-            str(w["out"]),
-        ],
-        2,
-        "--limit",
-    ),
+    ("limit 0", lambda w: _eval(w, "-s", "clean", limit="0"), 2, "--limit"),
     ("seed -1", lambda w: _eval(w, "-s", "clean", "--seed", "-1"), 2, "--seed"),
     ("device tpu", lambda w: _eval(w, "-s", "clean", "--device", "tpu"), 2, "tpu"),
-    (
-        "card input_size [3,32]",
-        lambda w: [
-            "eval",
-            "-m",
-            w["write_card"]("c1", input_size=[3, 32]),
-            "-s",
-            "clean",
-            "--data",
-            str(CIFAR10_TEST),
-            "--limit",
-            "10",
-            "--out",
-            str(w["out"]),
-        ],
-        5,
-        "input_size",
-    ),
-    (
-        "card negative size",
-        lambda w: [
-            "eval",
-            "-m",
-            w["write_card"]("c2", input_size=[3, -32, 32]),
-            "-s",
-            "clean",
-            "--data",
-            str(CIFAR10_TEST),
-            "--limit",
-            "10",
-            "--out",
-            str(w["out"]),
-        ],
-        5,
-        "input_size",
-    ),
-    (
-        "card std=0",
-        lambda w: [
-            "eval",
-            "-m",
-            w["write_card"]("c3", std=[0, 0.2, 0.2]),
-            "-s",
-            "clean",
-            "--data",
-            str(CIFAR10_TEST),
-            "--limit",
-            "10",
-            "--out",
-            str(w["out"]),
-        ],
-        5,
-        "std",
-    ),
-    (
-        "toml batch_size abc",
-        lambda w: ["sweep", w["write_toml"]("t1", 'batch_size = "abc"')],
-        2,
-        "batch_size",
-    ),
-    ("toml seeds=5", lambda w: ["sweep", w["write_toml"]("t2", "seeds = 5")], 2, "seeds"),
-    (
-        "toml params=x",
-        lambda w: ["sweep", w["write_toml"]("t3", suite='name = "clean"\nparams = "x"')],
-        2,
-        "params",
-    ),
-    ("toml typo limt", lambda w: ["sweep", w["write_toml"]("t4", "limt = 10")], 2, "did you mean 'limit'"),
-    ("toml models string", lambda w: ["sweep", w["write_toml"]("t5", models='"cvit"')], 2, "models"),
+    ("card input_size [3,32]", lambda w: _card(w, "c1", input_size=[3, 32]), 5, "input_size"),
+    ("card negative size", lambda w: _card(w, "c2", input_size=[3, -32, 32]), 5, "input_size"),
+    ("card std=0", lambda w: _card(w, "c3", std=[0, 0.2, 0.2]), 5, "std"),
+    ("toml batch_size abc", lambda w: _sweep(w, "t1", top='batch_size = "abc"'), 2, "batch_size"),
+    ("toml seeds=5", lambda w: _sweep(w, "t2", top="seeds = 5"), 2, "seeds"),
+    ("toml params=x", lambda w: _sweep(w, "t3", suite='name = "clean"\nparams = "x"'), 2, "params"),
+    ("toml typo limt", lambda w: _sweep(w, "t4", top="limt = 10"), 2, "did you mean 'limit'"),
+    ("toml models string", lambda w: _sweep(w, "t5", models='"cvit"'), 2, "models"),
     (
         "toml unknown suite",
-        lambda w: ["sweep", "--dry-run", w["write_toml"]("t6", suite='name = "occlusoin"')],
+        lambda w: _sweep(w, "t6", "--dry-run", suite='name = "occlusoin"'),
         3,
         "occlusion",
     ),
     (
         "toml unknown param",
-        lambda w: [
-            "sweep",
-            "--dry-run",
-            w["write_toml"]("t7", suite='name = "occlusion"\nparams = { fractionz = [0.1] }'),
-        ],
+        lambda w: _sweep(w, "t7", "--dry-run", suite='name = "occlusion"\nparams = { fractionz = [0.1] }'),
         2,
         "fractionz",
     ),
@@ -209,71 +141,17 @@ PROBES = [
     # /proc takes no new folders, even for root (chmod cannot make a folder read-only for root)
     (
         "out not writable",
-        lambda w: [
-            "eval",
-            "-m",
-            w["card"],
-            "-s",
-            "clean",
-            "--data",
-            str(CIFAR10_TEST),
-            "--limit",
-            "10",
-            "--out",
-            "/proc/rbvit-results",
-        ],
+        lambda w: _eval(w, "-s", "clean", out="/proc/rbvit-results"),
         8,
         "cannot write results",
     ),
-    (
-        "out is a file",
-        lambda w: [
-            "eval",
-            "-m",
-            w["card"],
-            "-s",
-            "clean",
-            "--data",
-            str(CIFAR10_TEST),
-            "--limit",
-            "10",
-            "--out",
-            str(w["root"] / "a_file"),
-        ],
-        2,
-        "a_file",
-    ),
-    (
-        "timm typo",
-        lambda w: [
-            "eval",
-            "-m",
-            "timm:vit_tinyy",
-            "-s",
-            "clean",
-            "--data",
-            str(CIFAR10_TEST),
-            "--out",
-            str(w["out"]),
-        ],
-        3,
-        "did you mean",
-    ),
+    ("out is a file", lambda w: _eval(w, "-s", "clean", out=w["root"] / "a_file"), 2, "a_file"),
+    ("timm typo", lambda w: _eval(w, "-s", "clean", model="timm:vit_tinyy"), 3, "did you mean"),
     ("pgd eps=5", lambda w: _eval(w, "-s", "pgd", "-p", "epsilons=5"), 2, "[0, 1]"),
     ("unknown suite", lambda w: _eval(w, "-s", "occlusoin"), 3, "occlusion"),
     (
         "missing data folder",
-        lambda w: [
-            "eval",
-            "-m",
-            w["card"],
-            "-s",
-            "clean",
-            "--data",
-            str(w["root"] / "nope"),
-            "--out",
-            str(w["out"]),
-        ],
+        lambda w: _eval(w, "-s", "clean", data=w["root"] / "nope", limit=None),
         4,
         "nope",
     ),

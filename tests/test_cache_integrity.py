@@ -69,35 +69,44 @@ def _limited(limit_bytes: int):
     return preexec
 
 
+def _eval_cmd(card, tmp_path) -> list[str]:  # type: ignore[no-untyped-def]
+    return [
+        sys.executable,
+        "-m",
+        "robustbench_vit.cli",
+        "eval",
+        "-m",
+        str(card),
+        "-s",
+        "clean",
+        "--data",
+        str(CIFAR10_TEST),
+        "--limit",
+        "20",
+        "--out",
+        str(tmp_path / "out"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
+
+
+def _one_line_failure(r) -> str:  # type: ignore[no-untyped-def]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 8 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    return lines[0]
+
+
 @needs_cifar
 def test_full_disk_for_the_cache_is_one_line(tmp_path, cifar_card):
     r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "robustbench_vit.cli",
-            "eval",
-            "-m",
-            str(cifar_card),
-            "-s",
-            "clean",
-            "--data",
-            str(CIFAR10_TEST),
-            "--limit",
-            "20",
-            "--out",
-            str(tmp_path / "out"),
-            "--cache-dir",
-            str(tmp_path / "cache"),
-        ],
+        _eval_cmd(cifar_card, tmp_path),
         capture_output=True,
         text=True,
         timeout=600,
         preexec_fn=_limited(1 << 20),
     )
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert r.returncode == 8 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
-    assert "no space left" in lines[0] and "cache" in lines[0]
+    line = _one_line_failure(r)
+    assert "no space left" in line and "cache" in line
 
 
 @needs_cifar
@@ -114,30 +123,11 @@ def test_full_disk_for_the_results_is_one_line_and_leaves_no_partial_file(tmp_pa
         cache_dir=str(tmp_path / "cache"),
     )
     r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "robustbench_vit.cli",
-            "eval",
-            "-m",
-            str(cifar_card),
-            "-s",
-            "clean",
-            "--data",
-            str(CIFAR10_TEST),
-            "--limit",
-            "20",
-            "--out",
-            str(tmp_path / "out"),
-            "--cache-dir",
-            str(tmp_path / "cache"),
-        ],
+        _eval_cmd(cifar_card, tmp_path),
         capture_output=True,
         text=True,
         timeout=600,
         preexec_fn=_limited(4096),
     )
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert r.returncode == 8 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
-    assert "no space left" in lines[0]
+    assert "no space left" in _one_line_failure(r)
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]

@@ -18,9 +18,13 @@ def _register_example() -> None:
     if "grayscale_example" in SUITES:
         return
 
-    register_metric("mean_confidence_example", higher_is_better=True, proportion=False,
-                    description="mean top-1 softmax probability",
-                    compute=lambda acc: float(acc._cat("conf").mean()))  # fmt: skip
+    register_metric(
+        "mean_confidence_example",
+        higher_is_better=True,
+        proportion=False,
+        description="mean top-1 softmax probability",
+        compute=lambda acc: float(acc._cat("conf").mean()),
+    )
 
     @register_suite("grayscale_example")
     @dataclass(frozen=True)
@@ -46,8 +50,14 @@ def test_a_new_suite_and_metric_run_end_to_end(tmp_path, cifar_card):
     from robustbench_vit.leaderboard import build_leaderboard
 
     _register_example()
-    df = rbvit.evaluate(str(cifar_card), "grayscale_example", data=str(CIFAR10_TEST), limit=20, out=str(tmp_path),
-                        suite_params={"amounts": "0,1", "mode": "mean"})  # fmt: skip
+    df = rbvit.evaluate(
+        str(cifar_card),
+        "grayscale_example",
+        data=str(CIFAR10_TEST),
+        limit=20,
+        out=str(tmp_path),
+        suite_params={"amounts": "0,1", "mode": "mean"},
+    )
     assert set(df.condition) == {"amount=0.0", "amount=1.0"}
     assert set(df.metric) == {"top1", "mean_confidence_example"} and df["higher_is_better"].all()
     board = build_leaderboard(tmp_path)

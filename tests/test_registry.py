@@ -60,8 +60,12 @@ def test_ls_suites_name_shows_parameters_types_defaults_and_choices():
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "robustbench_vit.cli", "ls", "suites", "transfer", "--json"],
-                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "robustbench_vit.cli", "ls", "suites", "transfer", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     params = {p["name"]: p for p in info["parameters"]}
@@ -71,6 +75,10 @@ def test_ls_suites_name_shows_parameters_types_defaults_and_choices():
     )
     assert params["population"]["default"] == "both_correct" and params["ti_kernel"]["type"] == "int"
     assert "Naseer" in info["paper"]
-    bad = subprocess.run([sys.executable, "-m", "robustbench_vit.cli", "ls", "suites", "occlusoin"],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    bad = subprocess.run(
+        [sys.executable, "-m", "robustbench_vit.cli", "ls", "suites", "occlusoin"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 3 and "occlusion" in bad.stderr
