@@ -21,6 +21,19 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([*RBVIT, *args], capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
+def run_in_process(*args: str) -> subprocess.CompletedProcess:
+    """The same CLI entry point, invoked in this process (click's runner): the probes then cost
+    milliseconds instead of a Python start and a torch import each."""
+    from click.testing import CliRunner
+
+    from robustbench_vit.cli import main
+
+    res = CliRunner().invoke(main, list(args))
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise res.exception  # an uncaught exception is a traceback for a user: fail loudly
+    return subprocess.CompletedProcess(list(args), res.exit_code, res.stdout, res.stderr)
+
+
 def snapshot(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -162,7 +175,7 @@ PROBES = [
 @pytest.mark.parametrize("name,argv,code,text", PROBES, ids=[p[0] for p in PROBES])
 def test_bad_input_is_one_line(world, name, argv, code, text):
     before = snapshot(world["out"])
-    r = run(*argv(world))
+    r = run_in_process(*argv(world))
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == code, (name, r.returncode, r.stderr[-2000:])
     assert "Traceback" not in r.stderr and len(lines) == 1, r.stderr[-2000:]

@@ -143,8 +143,8 @@ def test_soak_concurrent_evals_with_random_kills(tmp_path, cifar_card):
         )
         for i, j in enumerate(JOBS)
     }
-    kills, deadline = 0, time.time() + 90
-    while time.time() < deadline and kills < 8:
+    kills, deadline = 0, time.time() + 60  # bounded: at most 6 kills in a minute
+    while time.time() < deadline and kills < 6:
         time.sleep(rng.uniform(1.0, 4.0))
         running = [i for i, p in procs.items() if p.poll() is None]
         if not running:
