@@ -198,7 +198,7 @@ def check_writable(out: str | Path) -> Path:
 def atomic_write_table(table: pa.Table, path: Path) -> None:
     """Write ``table`` to ``path`` through a temp file + rename (readers never see a partial file).
     A full disk is a one-line :class:`ResultsError` naming the folder; the temp file is removed."""
-    from robustbench_vit.data.filled import _space_error
+    from robustbench_vit.data.filled import no_space_error
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -209,7 +209,7 @@ def atomic_write_table(table: pa.Table, path: Path) -> None:
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise _space_error(e, path.parent, table.nbytes) from None
+        raise no_space_error(e, path.parent, table.nbytes) from None
 
 
 class RunStore:
@@ -223,6 +223,8 @@ class RunStore:
         self.samples_dir = self.out / "samples" / part
         for d in (self.runs_dir, self.samples_dir):
             remove_orphaned_temp_files(d)
+        #: rows of finished files already read and verified by :meth:`done` in this run
+        self._verified: dict[str, list[dict[str, Any]]] = {}
 
     def path(self, condition_key: str) -> Path:
         return self.runs_dir / f"{self.prefix}-{safe_name(condition_key)}.parquet"
@@ -231,10 +233,12 @@ class RunStore:
         """A finished, readable file exists. An unreadable one (truncated by a full disk, edited by
         hand) is moved aside as ``*.corrupt-<time>`` with a warning, so the condition is recomputed."""
         path = self.path(condition_key)
+        if condition_key in self._verified:
+            return True
         if not path.is_file():
             return False
         try:
-            pq.read_table(path, schema=SCHEMA, partitioning=None)
+            self._verified[condition_key] = pq.read_table(path, schema=SCHEMA, partitioning=None).to_pylist()
             return True
         except (OSError, pa.ArrowException, ValueError) as e:
             aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
@@ -248,6 +252,9 @@ class RunStore:
             return False
 
     def read(self, condition_key: str) -> list[dict[str, Any]]:
+        """The rows of a finished condition (read once: :meth:`done` keeps what it verified)."""
+        if condition_key in self._verified:
+            return self._verified[condition_key]
         return pq.read_table(self.path(condition_key), schema=SCHEMA, partitioning=None).to_pylist()
 
     def write_if_changed(
@@ -278,6 +285,7 @@ class RunStore:
             atomic_write_table(pa.Table.from_pydict(samples, schema=SAMPLE_SCHEMA), spath)
         path = self.path(condition_key)
         atomic_write_table(pa.Table.from_pylist(rows, schema=SCHEMA), path)
+        self._verified.pop(condition_key, None)
         return path
 
 

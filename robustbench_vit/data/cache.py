@@ -29,7 +29,7 @@ from robustbench_vit.data.decode import apply_geometry
 from robustbench_vit.data.filled import FilledArray
 from robustbench_vit.preprocessing import DataConfig
 
-__all__ = ["ImageCache", "default_cache_dir", "open_filled_memmap"]
+__all__ = ["ImageCache", "default_cache_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +40,6 @@ def default_cache_dir() -> Path:
     """``$RBVIT_CACHE`` or ``~/.cache/rbvit/images``."""
     env = os.environ.get("RBVIT_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "rbvit" / "images"
-
-
-def open_filled_memmap(
-    folder: Path, shape: tuple[int, ...], dtype: type
-) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Backwards-compatible view of a :class:`FilledArray`: ``(array, filled mask, created)``."""
-    fa = FilledArray(folder, shape, dtype)
-    return fa.array, fa.filled, fa.created
 
 
 class ImageCache:

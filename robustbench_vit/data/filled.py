@@ -46,10 +46,10 @@ def atomic_save(path: Path, arr: np.ndarray) -> None:
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise _space_error(e, path.parent, arr.nbytes) from None
+        raise no_space_error(e, path.parent, arr.nbytes) from None
 
 
-def _space_error(e: OSError, folder: Path, needed: int) -> OSError | ResultsError:
+def no_space_error(e: OSError, folder: Path, needed: int) -> OSError | ResultsError:
     """ENOSPC / EFBIG / EDQUOT as a one-line error naming the folder and the space needed."""
     if e.errno in _NO_SPACE:
         return ResultsError(
@@ -106,7 +106,7 @@ class FilledArray:
         try:
             self.array = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=self.shape)
         except OSError as e:
-            raise _space_error(e, self.dir, 0) from None
+            raise no_space_error(e, self.dir, 0) from None
         self.offset = int(self.array.offset)
         self.filled = np.zeros(self.shape[0], dtype=bool)
         self.checksums = np.zeros(self.shape[0], dtype=np.uint32)
@@ -192,7 +192,7 @@ class FilledArray:
             for i in ix:
                 os.posix_fallocate(fd, self.offset + int(i) * self.row_bytes, self.row_bytes)
         except OSError as e:
-            raise _space_error(e, self.dir, len(ix) * self.row_bytes) from None
+            raise no_space_error(e, self.dir, len(ix) * self.row_bytes) from None
         finally:
             os.close(fd)
 

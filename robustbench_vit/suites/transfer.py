@@ -139,10 +139,6 @@ class Transfer(Suite):
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:
         cfg = self._attack_config()
-        if "source_name" not in ctx.state:
-            spec = resolve_spec(self.source)
-            ctx.state["source_name"] = spec.name
-            ctx.state["source_weights"] = weights_identity(spec, pretrained=self.source_pretrained)
         tag = "+".join(
             [self.attack]
             + (["di"] if self.di and self.attack != "dim" else [])
