@@ -1,0 +1,90 @@
+"""The imagenet_a / imagenet_r suites: 200-class masks, fixtures in their real layout, real weights."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from robustbench_vit.data.registry import subset_synsets
+from robustbench_vit.labels import get_label_space
+from tests.helpers import IMAGENET_SAMPLES, REFERENCE, needs_effnet, needs_imagenet
+
+CSV = REFERENCE / "robustbench_imagenet_c_unaggregated.csv"
+RBVIT = [sys.executable, "-m", "robustbench_vit.cli"]
+
+
+@pytest.mark.parametrize("name", ["imagenet-a", "imagenet-r"])
+def test_timm_subset_indices_match_the_wnid_list(name):
+    wnids, idx = subset_synsets(name)
+    space = get_label_space("imagenet1k")
+    assert len(wnids) == len(idx) == 200 and idx == sorted(idx)
+    assert [space.wnids[i] for i in idx] == wnids
+
+
+def _ar_fixture(root: Path, name: str) -> Path:
+    wnids, _ = subset_synsets(name)
+    for w in wnids:
+        (root / w).mkdir(parents=True)
+        src = next((IMAGENET_SAMPLES / w).iterdir())
+        (root / w / src.name).symlink_to(src)
+    return root
+
+
+@needs_imagenet
+@pytest.mark.parametrize("name", ["imagenet-a", "imagenet-r"])
+def test_ar_fixture_masked_and_unmasked_refused(tmp_path, name):
+    root = _ar_fixture(tmp_path / name, name)
+    suite = name.replace("-", "_")
+    r = subprocess.run(
+        [*RBVIT, "eval", "-m", "timm:test_resnet", "--random-weights", "-s", "clean", "--data", str(root)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and f"--suite {suite}" in r.stderr
+    r = subprocess.run(
+        [
+            *RBVIT,
+            "eval",
+            "-m",
+            "timm:test_resnet",
+            "--random-weights",
+            "-s",
+            suite,
+            "--data",
+            str(root),
+            "--out",
+            str(tmp_path / "o"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in r.stdout.splitlines()]
+    assert {x["metric"] for x in rows} == {"top1", "top5"} and all(x["n"] == 200 for x in rows)
+
+
+@pytest.mark.slow
+@needs_imagenet
+@needs_effnet
+def test_imagenet_a_layout_with_real_weights_and_clean_diff(tmp_path):
+    import robustbench_vit as rbvit
+
+    root = _ar_fixture(tmp_path / "a", "imagenet-a")
+    df = rbvit.evaluate(
+        "efficientnet_lite0",
+        "imagenet_a",
+        data=str(root),
+        out=str(tmp_path / "o"),
+        suite_params={"clean_data": str(IMAGENET_SAMPLES)},
+    )
+    top1 = df[df.metric == "top1"].set_index("condition")["value"]
+    # the fixture holds the very clean images of the 200 classes: same accuracy, diff 0
+    assert top1["imagenet-a"] == pytest.approx(top1["clean-200"])
+    assert df.set_index("metric").loc["top1_diff", "value"] == pytest.approx(0.0)
+    assert top1["imagenet-a"] > 0.7
