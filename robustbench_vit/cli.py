@@ -1,6 +1,7 @@
 """``rbvit``: thin click commands over the runner, the store and the leaderboard.
 
-Progress goes to stderr (rich), results to stdout (a rich table, or JSON with ``--json``).
+Progress goes to stderr (live bars in a terminal, plain lines otherwise, nothing with ``-q``), results to
+stdout (a table in a terminal, TSV when piped, JSON lines with ``--json``).
 Errors a user can fix are one line on stderr with a distinct exit code.
 """
 
@@ -13,56 +14,35 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from robustbench_vit import __version__
 from robustbench_vit.cli_errors import DEBUG as _DEBUG
 from robustbench_vit.cli_errors import friendly as _friendly
+from robustbench_vit.cli_output import emit, format_option, resolve_format
 from robustbench_vit.errors import RbvitError
 
 __all__ = ["main"]
 
-stdout = Console()
 err = Console(stderr=True)
-
-
-class RichReporter:
-    """Progress bar on stderr for the runner."""
-
-    def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-        )
-        self.progress.start()
-        self.current: Any = None
-
-    def task(self, description: str, total: int) -> None:
-        if self.current is not None:
-            self.progress.remove_task(self.current)
-        self.current = self.progress.add_task(description, total=total)
-
-    def advance(self, n: int) -> None:
-        if self.current is not None:
-            self.progress.advance(self.current, n)
-
-    def close(self) -> None:
-        self.progress.stop()
+#: display choices made by the group options (-q, --progress) for the subcommands
+_UI: dict[str, Any] = {"progress": "auto"}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rbvit")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-v info, -vv debug).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output (errors and results only).")
+@click.option(
+    "--progress",
+    type=click.Choice(["auto", "rich", "log", "off"]),
+    default="auto",
+    help="auto: live bars in a terminal, plain lines every few seconds otherwise.",
+)
 @click.option("--debug", is_flag=True, help="Show the full traceback of an error instead of one line.")
-def main(verbose: int, debug: bool) -> None:
+def main(verbose: int, quiet: bool, progress: str, debug: bool) -> None:
     """Robustness benchmark for Vision Transformers and CNNs."""
     _DEBUG["on"] = debug
+    _UI["progress"] = "off" if quiet else progress
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
@@ -78,8 +58,13 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 @main.command("eval")
-@click.option("--model", "-m", required=True, help="Zoo name, timm:<arch>, card .json, or module:factory.")
-@click.option("--suite", "-s", required=True, help="Suite name (rbvit ls suites).")
+@click.option(
+    "--model",
+    "-m",
+    required=True,
+    help="Zoo name, timm name, timm:/hf-hub:/torchvision:/robustbench: name, card .json, or module:factory.",
+)
+@click.option("--suite", "-s", required=True, help="Suite name(s), comma-separated (rbvit ls suites).")
 @click.option("--data", type=str, default=None, help="Dataset folder (default: the ImageNet sample set).")
 @click.option("--dataset", type=str, default=None, help="Dataset name when auto-detection is not enough.")
 @click.option("--labels", type=str, default=None, help="Label file for a flat image folder.")
@@ -89,62 +74,56 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--device", type=str, default=None, help="auto (cuda > mps > cpu), cpu, cuda, cuda:1 ...")
 @click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default=None)
 @click.option("--seed", type=int, default=None)
-@click.option("--out", type=str, default=None, help="Results folder (default results/).")
+@click.option("--out", type=str, default="results", show_default=True, help="Results folder.")
 @click.option("--param", "-p", "params", multiple=True, help="Suite parameter key=value (repeatable).")
 @click.option("--checkpoint", type=str, default=None, help="Local weights (safetensors / weights-only .pth).")
 @click.option("--random-weights", is_flag=True, help="Do not load pretrained weights (tests, timing).")
 @click.option("--save-samples", is_flag=True, help="Also write per-sample rows (index, label, pred, loss).")
 @click.option("--workers", type=int, default=None, help="Decode threads for the image cache.")
 @click.option("--cache-dir", type=str, default=None, help="Decoded-image cache (default $RBVIT_CACHE).")
-@click.option("--json", "as_json", is_flag=True, help="Print rows as JSON lines on stdout.")
+@format_option
 @_friendly
 def eval_cmd(
-    model: str, suite: str, params: tuple[str, ...], random_weights: bool, as_json: bool, **opts: Any
+    model: str,
+    suite: str,
+    params: tuple[str, ...],
+    random_weights: bool,
+    fmt: str,
+    as_json: bool,
+    **opts: Any,
 ) -> None:
-    """Evaluate one model under one suite and write Parquet rows."""
+    """Evaluate one model under one or more suites (-s a,b) and write Parquet rows."""
     from robustbench_vit.runner import RunOptions, evaluate
 
     kwargs = {k: v for k, v in opts.items() if v is not None and v is not False}
     options = RunOptions(pretrained=not random_weights, suite_params=_parse_params(params), **kwargs)
-    rep = RichReporter()
-    try:
-        df = evaluate(model, suite, options, reporter=rep)
-    finally:
-        rep.close()
-    _print_rows(df, as_json)
-
-
-def _print_rows(df: Any, as_json: bool) -> None:
+    df = evaluate(model, suite, options, progress=_UI["progress"])
+    out = resolve_format(fmt, as_json)
     cols = ["model", "suite", "dataset", "condition", "metric", "value", "n"]
-    if as_json:
-        for rec in df[cols + ["preprocessing", "run_id"]].to_dict("records"):
-            click.echo(json.dumps(rec, default=str))
-        return
-    table = Table(*cols)
-    for rec in df[cols].itertuples(index=False):
-        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in rec])
-    stdout.print(table)
+    emit(df.to_dict("records"), cols + (["preprocessing", "run_id"] if out == "json" else []), out)
 
 
 @main.command("ls")
 @click.argument("kind", type=click.Choice(["models", "suites", "datasets"]))
 @click.argument("name", required=False)
-@click.option("--json", "as_json", is_flag=True)
+@format_option
 @_friendly
-def ls_cmd(kind: str, name: str | None, as_json: bool) -> None:
+def ls_cmd(kind: str, name: str | None, fmt: str, as_json: bool) -> None:
     """List the model zoo, the suites, or the datasets; ``ls suites NAME`` shows one suite's parameters."""
     if kind == "suites" and name:
         from robustbench_vit.suites.describe import describe_suite
 
         info = describe_suite(name)
-        if as_json:
+        if as_json or fmt == "json":
             click.echo(json.dumps(info, indent=1, default=str))
             return
-        stdout.print(f"[bold]{info['name']}[/bold] v{info['version']}: {info['summary']}\n{info['paper']}")
-        table = Table("parameter", "type", "default", "allowed values", title=f"rbvit suite {name}")
-        for p in info["parameters"]:
-            table.add_row(p["name"], p["type"], str(p["default"]), ", ".join(map(str, p["choices"])))
-        stdout.print(table)
+        click.echo(f"{info['name']} v{info['version']}: {info['summary']}\n{info['paper']}")
+        params = [
+            {**p, "default": str(p["default"]), "allowed values": p["choices"]} for p in info["parameters"]
+        ]
+        emit(
+            params, ["name", "type", "default", "allowed values"], resolve_format(fmt), f"rbvit suite {name}"
+        )
         return
     if kind == "models":
         from robustbench_vit.models.zoo import MODELS
@@ -178,13 +157,10 @@ def ls_cmd(kind: str, name: str | None, as_json: bool) -> None:
         rows = [
             {"name": s.name, "description": s.description, "layouts": s.layouts} for _, s in DATASETS.items()
         ]
-    if as_json:
+    if as_json or fmt == "json":
         click.echo(json.dumps(rows, indent=1))
         return
-    table = Table(*rows[0].keys(), title=f"rbvit {kind}")
-    for r in rows:
-        table.add_row(*["" if v is None else str(v) for v in r.values()])
-    stdout.print(table)
+    emit(rows, list(rows[0]), resolve_format(fmt), f"rbvit {kind}")
 
 
 @main.command("leaderboard")
@@ -197,17 +173,17 @@ def ls_cmd(kind: str, name: str | None, as_json: bool) -> None:
     is_flag=True,
     help="Show every image set of a model (default: the largest one per model, weights, preprocessing and config).",
 )
-@click.option("--json", "as_json", is_flag=True)
+@format_option
 @_friendly
 def leaderboard_cmd(
-    results: str, out: str | None, markdown: str | None, all_variants: bool, as_json: bool
+    results: str, out: str | None, markdown: str | None, all_variants: bool, fmt: str, as_json: bool
 ) -> None:
     """Aggregate a results folder into ranked tables (Parquet + Markdown)."""
     from robustbench_vit.leaderboard import build_leaderboard, write_leaderboard
 
     board = build_leaderboard(results, all_variants=all_variants)
     pq_path, md_path = write_leaderboard(board, results, parquet=out, markdown=markdown)
-    if as_json:
+    if as_json or fmt == "json":
         click.echo(board.to_json(orient="records"))
         return
     cols = [
@@ -223,10 +199,7 @@ def leaderboard_cmd(
         "n",
         "n_seeds",
     ]
-    table = Table(*cols, title="leaderboard")
-    for rec in board[cols].itertuples(index=False):
-        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in rec])
-    stdout.print(table)
+    emit(board.to_dict("records"), cols, resolve_format(fmt), "leaderboard")
     err.print(f"wrote {pq_path} and {md_path}")
 
 
@@ -265,38 +238,59 @@ def plot_cmd(results: str, out: str | None, kind: tuple[str, ...]) -> None:
     default=None,
     help="GPUs per Ray task (default 1 where CUDA is visible, else 0).",
 )
-@click.option("--dry-run", is_flag=True, help="Only print the plan.")
+@click.option("--dry-run", is_flag=True, help="Only validate the file and print the plan.")
+@format_option
 @_friendly
 def sweep_cmd(
-    file: str, out: str | None, executor: str, address: str | None, num_gpus: float | None, dry_run: bool
+    file: str,
+    out: str | None,
+    executor: str,
+    address: str | None,
+    num_gpus: float | None,
+    dry_run: bool,
+    fmt: str,
+    as_json: bool,
 ) -> None:
     """Run a declarative sweep (models x suites x datasets), skipping complete cells."""
-    from robustbench_vit.sweep import CellStatus, load_sweep, plan, run_sweep
+    from robustbench_vit.progress import make_progress
+    from robustbench_vit.sweep import load_sweep, plan, run_sweep
 
     spec = load_sweep(file)
     target = out or spec.out
     if dry_run:
-        statuses = [CellStatus(c, "skipped" if done else "todo") for c, done in plan(spec, target)]
+        statuses = plan(spec, target)
     else:
         if num_gpus is None:
             import torch
 
             num_gpus = 1.0 if torch.cuda.is_available() else 0.0
-        statuses = run_sweep(spec, target, executor=executor, address=address, num_gpus=num_gpus)
-    table = Table("cell", "status", "seconds", "rows", "error", title=f"sweep {file} -> {target}")
-    colour = {"done": "green", "skipped": "cyan", "failed": "red", "todo": "yellow"}
-    for st in statuses:
-        table.add_row(
-            st.cell.label(),
-            f"[{colour[st.status]}]{st.status}[/]",
-            f"{st.seconds:.1f}",
-            str(st.rows),
-            st.error[:120],
-        )
-    stdout.print(table)
-    counts = {k: sum(s.status == k for s in statuses) for k in ("done", "skipped", "failed", "todo")}
-    err.print(" ".join(f"{k}={v}" for k, v in counts.items()))
-    if counts["failed"]:
+        progress = make_progress(_UI["progress"])
+        try:
+            statuses = run_sweep(
+                spec, target, executor=executor, address=address, num_gpus=num_gpus, progress=progress
+            )
+        finally:
+            progress.close()
+    rows = [
+        {
+            "cell": st.cell.label(),
+            "status": st.status,
+            "seconds": round(st.seconds, 1),
+            "rows": st.rows,
+            "error": st.error,
+        }
+        for st in statuses
+    ]
+    emit(
+        rows,
+        ["cell", "status", "seconds", "rows", "error"],
+        resolve_format(fmt, as_json),
+        f"sweep {file} -> {target}",
+    )
+    kinds = ("done", "skipped", "failed", "config-failed", "todo")
+    counts = {k: sum(s.status == k for s in statuses) for k in kinds}
+    err.print(" ".join(f"{k}={v}" for k, v in counts.items()), highlight=False)
+    if counts["failed"] or counts["config-failed"]:
         sys.exit(1)
 
 
@@ -331,9 +325,9 @@ def compare_cmd(
     if as_json:
         click.echo(json.dumps({"model_a": model_a, "model_b": model_b, **dataclasses.asdict(r)}))
         return
-    stdout.print(f"{model_a}: {r.acc_a:.4f}   {model_b}: {r.acc_b:.4f}   on {r.n} shared images ({suite})")
-    stdout.print(f"only {model_a} correct: {r.a_only}   only {model_b} correct: {r.b_only}")
-    stdout.print(f"exact McNemar p-value: {r.p_value:.4g}")
+    click.echo(f"{model_a}: {r.acc_a:.4f}   {model_b}: {r.acc_b:.4f}   on {r.n} shared images ({suite})")
+    click.echo(f"only {model_a} correct: {r.a_only}   only {model_b} correct: {r.b_only}")
+    click.echo(f"exact McNemar p-value: {r.p_value:.4g}")
 
 
 @main.command("report")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -18,8 +19,9 @@ err = Console(stderr=True)
 
 #: exit codes (README "Command line"): 1 internal error, 2 bad parameter, 3 unknown name, 4 data,
 #: 5 checkpoint / card, 6 weights unavailable, 7 out of memory, 8 file system (permission, no space),
-#: 130 interrupted
+#: 130 interrupted, 141 stdout closed by the reader (a pipe into ``head``; no message)
 EXIT_INTERNAL, EXIT_CONFIG, EXIT_DATA, EXIT_OOM, EXIT_OS, EXIT_INTERRUPTED = 1, 2, 4, 7, 8, 130
+EXIT_PIPE = 141
 
 DEBUG = {"on": False}
 
@@ -49,6 +51,10 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
                 "interrupted; finished conditions are kept, rerun the same command to resume",
                 EXIT_INTERRUPTED,
             )
+        except BrokenPipeError:
+            # stdout closed early (``rbvit leaderboard | head``): stop quietly, as other Unix tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_PIPE)
         except FileNotFoundError as e:
             _fail(f"file not found: {e.filename or _one_line(e)}", EXIT_DATA)
         except OSError as e:

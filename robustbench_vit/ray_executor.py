@@ -28,8 +28,10 @@ def run_cells_on_ray(
     address: str | None = None,
     num_gpus: float = 0.0,
     max_retries: int = 2,
+    progress: Any = None,
 ) -> list:
-    """Run ``cell_fn(cell, out)`` for every cell as a Ray task (retried ``max_retries`` times if its worker dies)."""
+    """Run ``cell_fn(cell, out)`` for every cell as a Ray task (retried ``max_retries`` times if its worker
+    dies); ``progress`` advances its ``cells`` level as tasks finish, in any order."""
     try:
         import ray
     except ImportError:
@@ -41,6 +43,11 @@ def run_cells_on_ray(
     try:
         task = ray.remote(num_gpus=num_gpus, max_retries=max_retries)(cell_fn)
         refs = [task.remote(c, out) for c in cells]
+        pending = list(refs)
+        while pending:
+            finished, pending = ray.wait(pending, num_returns=1)
+            if progress is not None:
+                progress.advance("cells", len(finished))
         return list(ray.get(refs))
     finally:
         if started_here:

@@ -1,68 +1,50 @@
-"""``(model, suite, dataset, options) -> rows``: the one evaluation path used by the CLI and Python.
+"""``(model, suites, dataset, options) -> rows``: the one evaluation path used by the CLI and Python.
 
 The runner resolves the dataset and model, fills the decoded-image cache for the chosen subset,
-then walks the suite's conditions. Each finished condition is written to the store at once
-(atomically), and a rerun of the same configuration skips finished conditions, so a killed run
-loses at most the condition in flight.
+then walks each suite's conditions. Each finished condition is written to the store at once
+(atomically) when a results folder is given, and a rerun of the same configuration skips finished
+conditions, so a killed run loses at most the condition in flight. Several suites in one call share
+the loaded model and the decoded cache.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import hashlib
-import json
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from torch import nn
 
-from robustbench_vit import __version__
 from robustbench_vit.data.cache import ImageCache, default_cache_dir
 from robustbench_vit.data.registry import MASKED_DATASETS
 from robustbench_vit.data.subset import read_subset, stratified_limit
 from robustbench_vit.device import autocast_dtype, select_device
 from robustbench_vit.errors import ConfigError
-from robustbench_vit.metrics import MetricValue
 from robustbench_vit.models.loading import LoadedModel, load_model, resolve_spec, wrap_module
-from robustbench_vit.store import (
-    Record,
-    RunStore,
-    check_writable,
-    params_as_columns,
-    probe_writable,
-    rows_to_frame,
+from robustbench_vit.progress import Progress, make_progress
+from robustbench_vit.rows import (
+    base_row,
+    concat_samples,
+    image_set_id,
+    now,
+    records,
+    results_from_rows,
+    run_id,
+    sample_columns,
 )
-from robustbench_vit.suites import EvalContext, Suite, make_suite
-from robustbench_vit.suites.base import Condition, Result
+from robustbench_vit.store import RunStore, check_writable, params_as_columns, probe_writable, rows_to_frame
+from robustbench_vit.suites import SUITES, EvalContext, Suite, make_suite
+from robustbench_vit.suites.base import Result
 
-__all__ = ["RunOptions", "evaluate", "Reporter"]
+__all__ = ["RunOptions", "evaluate", "parse_suites"]
 
 log = logging.getLogger(__name__)
-
-
-class Reporter(Protocol):
-    """Progress sink (the CLI passes a rich progress bar; the library default is silent)."""
-
-    def task(self, description: str, total: int) -> None: ...
-    def advance(self, n: int) -> None: ...
-    def close(self) -> None: ...
-
-
-class _Silent:
-    def task(self, description: str, total: int) -> None:
-        log.info("%s (%d)", description, total)
-
-    def advance(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,7 +60,8 @@ class RunOptions:
     device: str | None = None
     dtype: str = "fp32"
     seed: int = 0
-    out: str | None = "results"
+    #: results folder; ``None`` (the API default) writes no files and resumes nothing
+    out: str | None = None
     save_samples: bool = False
     workers: int | None = None
     pretrained: bool = True
@@ -100,43 +83,6 @@ class RunOptions:
         autocast_dtype(self.dtype)
 
 
-def _versions() -> dict[str, str]:
-    import timm
-    import torch
-
-    return {
-        "rbvit_version": __version__,
-        "torch_version": torch.__version__,
-        "timm_version": timm.__version__,
-    }
-
-
-def _run_id(
-    model: LoadedModel, suite: Suite, ds_fingerprint: str, indices: np.ndarray, opts: RunOptions
-) -> str:
-    ident = {
-        "model": model.spec.to_dict(),
-        "weights": model.weights,
-        "data_config": suite.data_config(model).to_dict(),
-        "suite": suite.config(),
-        "dataset": ds_fingerprint,
-        "indices": hashlib.sha256(indices.tobytes()).hexdigest(),
-        "seed": opts.seed,
-        "dtype": opts.dtype,
-        "save_samples": opts.save_samples,
-        # batch-mode masks are drawn once per batch, so results depend on the requested batch size
-        "batch_size": opts.batch_size,
-    }
-    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def image_set_id(ds_fingerprint: str, indices: np.ndarray) -> str:
-    """Which images a run evaluated: the dataset's fingerprint and the exact index list."""
-    h = hashlib.sha256(ds_fingerprint.encode())
-    h.update(np.asarray(indices, dtype=np.int64).tobytes())
-    return h.hexdigest()[:16]
-
-
 def _select(ds_targets: np.ndarray, opts: RunOptions, ds: Any) -> np.ndarray:
     if opts.subset:
         idx = read_subset(opts.subset, ds)
@@ -146,35 +92,91 @@ def _select(ds_targets: np.ndarray, opts: RunOptions, ds: Any) -> np.ndarray:
     return np.arange(len(ds_targets))
 
 
+def parse_suites(suite: str | Suite | Sequence[str | Suite]) -> list[str | Suite]:
+    """``"clean,occlusion"``, ``["clean", "occlusion"]`` or one suite -> a list, in order, without repeats."""
+    items = (
+        suite.split(",") if isinstance(suite, str) else [suite] if isinstance(suite, Suite) else list(suite)
+    )
+    out: list[str | Suite] = []
+    for s in items:
+        s = s.strip() if isinstance(s, str) else s
+        if s == "":
+            raise ConfigError("empty suite name in the suite list (write --suite a,b)")
+        if s not in out:
+            out.append(s)
+    if not out:
+        raise ConfigError("no suite given")
+    return out
+
+
 def evaluate(
     model: str | LoadedModel | nn.Module,
-    suite: str | Suite,
+    suite: str | Suite | Sequence[str | Suite],
     options: RunOptions | None = None,
     *,
-    reporter: Reporter | None = None,
+    progress: bool | str | Progress | None = "auto",
     preprocessing: dict[str, Any] | None = None,
     name: str | None = None,
     **kwargs: Any,
 ) -> pd.DataFrame:
-    """Evaluate one model under one suite; returns every row (new and resumed) as a DataFrame.
+    """Evaluate one model under one or more suites; returns every row (new and resumed) as a DataFrame.
 
-    ``model`` is a reference (zoo name, ``timm:``/``hf-hub:``/``torchvision:`` name, card, entry point),
-    a :class:`LoadedModel`, or any ``nn.Module`` (preprocessing from its timm ``pretrained_cfg``, or
-    ``preprocessing={...}``; ``name`` labels its rows).
+    ``model`` is a reference (zoo name, bare timm name, ``timm:``/``hf-hub:``/``torchvision:``/
+    ``robustbench:`` name, card, entry point), a :class:`LoadedModel`, or any ``nn.Module``
+    (preprocessing from its timm ``pretrained_cfg``, or ``preprocessing={...}``; ``name`` labels its rows).
+    ``suite`` is a name, ``"a,b"``, or a list; the suites share the loaded model and the decoded cache.
+    Files are written only with ``out=`` (the CLI's default is ``results/``). ``progress``: ``"auto"``
+    (bars in a terminal or notebook, plain lines otherwise), ``False``, or a :class:`Progress`.
 
     Example:
-        >>> df = evaluate("efficientnet_lite0", "clean", data="../shared/data/imagenet-samples/val")  # doctest: +SKIP
-        >>> df.set_index("metric").value["top1"]  # doctest: +SKIP
-        >>> evaluate(timm.create_model("resnet18", pretrained=True), "clean")  # doctest: +SKIP
+        >>> df = evaluate("efficientnet_lite0", ["clean", "occlusion"], data="imagenet-samples/val")  # doctest: +SKIP
+        >>> df.query("suite == 'clean'").set_index("metric").value["top1"]  # doctest: +SKIP
+        >>> evaluate(timm.create_model("resnet18", pretrained=True), "clean", out="results")  # doctest: +SKIP
     """
     opts = dataclasses.replace(options or RunOptions(), **kwargs)
     opts.validate()
-    if isinstance(model, nn.Module):
-        model = wrap_module(
-            model, preprocessing=preprocessing, name=name, device=opts.device, dtype=opts.dtype
-        )
-    rep = reporter or _Silent()
-    suite_obj = suite if isinstance(suite, Suite) else make_suite(suite, opts.suite_params)
+    suites = _make_suites(parse_suites(suite), opts.suite_params)
+    prog = make_progress(progress)
+    try:
+        if isinstance(model, nn.Module):
+            model = wrap_module(
+                model, preprocessing=preprocessing, name=name, device=opts.device, dtype=opts.dtype
+            )
+        frames = []
+        for suite_obj in suites:
+            frame, model = _evaluate_one(model, suite_obj, opts, prog)
+            frames.append(frame)
+    finally:
+        if progress is None or isinstance(progress, (bool, str)):  # ours to close; a caller's is not
+            prog.close()
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def _make_suites(items: list[str | Suite], params: Mapping[str, Any]) -> list[Suite]:
+    """Suite objects; with several suites each gets the parameters it has, and a parameter that none of
+    them has is an error (so a typo is never silently ignored)."""
+    if len(items) == 1:
+        return [items[0] if isinstance(items[0], Suite) else make_suite(items[0], params)]
+    suites, used = [], set()
+    for item in items:
+        if isinstance(item, Suite):
+            suites.append(item)
+            continue
+        fields = {f.name for f in dataclasses.fields(SUITES.get(item))}
+        mine = {k: v for k, v in params.items() if k in fields}
+        used |= set(mine)
+        suites.append(make_suite(item, mine))
+    unknown = sorted(set(params) - used)
+    if unknown:
+        names = ", ".join(s.name for s in suites)
+        raise ConfigError(f"parameter {unknown[0]!r} belongs to none of the suites {names}")
+    return suites
+
+
+def _evaluate_one(
+    model: str | LoadedModel, suite_obj: Suite, opts: RunOptions, prog: Progress
+) -> tuple[pd.DataFrame, LoadedModel]:
+    """One suite: the rows (new and resumed) and the loaded model (reused by the next suite)."""
     spec = None if isinstance(model, LoadedModel) else resolve_spec(model)  # name errors before any I/O
     if opts.device is not None:
         select_device(opts.device)
@@ -203,9 +205,10 @@ def evaluate(
     data_cfg = suite_obj.data_config(loaded)
     cache = ImageCache(ds, data_cfg, cache_root)
     todo = cache.missing(indices) if suite_obj.uses_run_cache else []
+    images = functools.partial(prog.advance, "images")
     if len(todo):
-        rep.task(f"decode {dataset_name} ({data_cfg.describe()})", len(todo))
-        cache.ensure(indices, workers=opts.workers, progress=rep.advance)
+        prog.start("images", f"decode {dataset_name} ({data_cfg.describe()})", len(todo))
+        cache.ensure(indices, workers=opts.workers, progress=images)
     ctx = EvalContext(
         model=loaded,
         dataset=ds,
@@ -216,17 +219,13 @@ def evaluate(
         batch_size=opts.batch_size,
         seed=opts.seed,
         workdir=cache.dir / "suites",
-        on_batch=rep.advance,
+        on_batch=images,
     )
-    run_id = _run_id(loaded, suite_obj, ds.fingerprint, indices, opts)
+    rid = run_id(loaded, suite_obj, ds.fingerprint, indices, opts)
     store = RunStore(
-        opts.out or "results",
-        suite=suite_obj.name,
-        model=loaded.spec.name,
-        dataset=dataset_name,
-        run_id=run_id,
+        opts.out or "results", suite=suite_obj.name, model=loaded.spec.name, dataset=dataset_name, run_id=rid
     )
-    base = _base_row(loaded, suite_obj, dataset_name, ds, opts, run_id, data_cfg)
+    base = base_row(loaded, suite_obj, dataset_name, ds, opts, rid, data_cfg)
     base.update(image_set=image_set_id(ds.fingerprint, indices), n_images=len(indices))
     rows: list[dict[str, Any]] = []
     results: list[Result] = []  # every condition's typed results, new and resumed, for the summary
@@ -237,31 +236,35 @@ def evaluate(
         raise RuntimeError(f"suite {suite_obj.name} yields duplicate condition names")
     if opts.out and not writable and not all(store.done(c.name) for c in conds):
         check_writable(opts.out)  # raises the one-line error before any condition is computed
+    label = f"{loaded.spec.name} | {suite_obj.name} | {dataset_name}"
+    prog.start("conditions", label, len(conds))
     for cond in conds:
         if opts.out and store.done(cond.name):
             log.info("skip %s (already in %s)", cond.name, store.path(cond.name))
             old = store.read(cond.name)
             rows.extend(old)
             results.extend(results_from_rows(old))
+            prog.advance("conditions")
             continue
-        rep.task(f"{loaded.spec.name} | {suite_obj.name} | {cond.name}", len(indices))
-        started = _now()
+        prog.start("images", f"{label} | {cond.name}", len(indices))
+        started = now()
         accs, bs = suite_obj.run_condition(ctx, cond)
-        finished = _now()
+        finished = now()
         measured = suite_obj.condition_metrics(accs)
         measured += suite_obj.expand_results(measured)
-        new = _records(base, measured, batch_size=bs, started=started, finished=finished)
+        new = records(base, measured, batch_size=bs, started=started, finished=finished)
         samples = None
         if opts.save_samples:
-            samples = _concat([_samples(acc, ds, base, var) for var, acc in accs])
+            samples = concat_samples([sample_columns(acc, ds, base, var) for var, acc in accs])
         if opts.out:
             store.write(cond.name, new, samples)
         rows.extend(new)
         results.extend(measured)
+        prog.advance("conditions")
     summary = suite_obj.summarize(results)
     if summary:
-        done = _now()
-        summary_rows = _records(base, summary, batch_size=opts.batch_size, started=done, finished=done)
+        done = now()
+        summary_rows = records(base, summary, batch_size=opts.batch_size, started=done, finished=done)
         if opts.out:
             store.write_if_changed("summary", summary_rows)
         rows.extend(summary_rows)
@@ -269,110 +272,4 @@ def evaluate(
     if opts.out:
         for path in suite_obj.write_artifacts(params_as_columns(frame), Path(opts.out) / "figures"):
             log.info("wrote %s", path)
-    rep.close()
-    return frame
-
-
-def _records(
-    base: dict[str, Any],
-    results: list[Result],
-    *,
-    batch_size: int,
-    started: dt.datetime,
-    finished: dt.datetime,
-) -> list[dict[str, Any]]:
-    """The only place rows are built: the run's columns plus one condition's result."""
-    return [
-        Record(
-            **base,
-            condition=cond.name,
-            severity=cond.severity,
-            params=json.dumps(dict(cond.params), sort_keys=True, default=str),
-            metric=mv.metric,
-            value=mv.value,
-            n=mv.n,
-            higher_is_better=mv.higher_is_better,
-            source_model=cond.params.get("source_model"),
-            batch_size=batch_size,
-            started_at=started,
-            finished_at=finished,
-        ).to_row()
-        for cond, mv in results
-    ]
-
-
-def results_from_rows(rows: list[dict[str, Any]]) -> list[Result]:
-    """Typed results of rows read back from the store (the resume path)."""
-    return [
-        (
-            Condition(r["condition"], r["severity"], json.loads(r["params"] or "{}")),
-            MetricValue(r["metric"], r["value"], r["n"]),
-        )
-        for r in rows
-    ]
-
-
-def _concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        k: np.concatenate([np.asarray(p[k]) for p in parts])
-        if isinstance(parts[0][k], np.ndarray)
-        else [v for p in parts for v in p[k]]
-        for k in parts[0]
-    }
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def _samples(acc: Any, ds: Any, base: dict[str, Any], cond: Condition) -> dict[str, Any]:
-    s = acc.samples()
-    n = len(s["index"])
-    return {
-        "run_id": [base["run_id"]] * n,
-        "model": [base["model"]] * n,
-        "suite": [base["suite"]] * n,
-        "dataset": [base["dataset"]] * n,
-        "condition": [cond.name] * n,
-        "source_model": [cond.params.get("source_model")] * n,
-        "item": [ds.items[i] for i in s["index"]],
-        **s,
-    }
-
-
-def _base_row(
-    m: LoadedModel, suite: Suite, dataset: str, ds: Any, opts: RunOptions, run_id: str, dc: Any
-) -> dict[str, Any]:
-    config = {
-        "model": m.spec.to_dict(),
-        "suite": suite.config(),
-        "options": dataclasses.asdict(opts),
-        "data_config": dc.to_dict(),
-    }
-    return {
-        "run_id": run_id,
-        "model": m.spec.name,
-        "family": m.spec.family,
-        "arch": m.spec.arch,
-        "source": m.spec.source,
-        "weights": m.weights,
-        "suite": suite.name,
-        "suite_version": suite.version,
-        "dataset": dataset,
-        "data_root": str(ds.root),
-        "seed": opts.seed,
-        "limit": opts.limit,
-        "preprocessing": dc.describe(),
-        "input_size": dc.image_size[0],
-        "resize_size": dc.resize_size[0],
-        "crop_pct": dc.crop_pct,
-        "interpolation": dc.interpolation,
-        "crop_mode": dc.crop_mode,
-        "mean": json.dumps(list(dc.mean)),
-        "std": json.dumps(list(dc.std)),
-        "preprocessing_source": dc.source,
-        "device": str(m.device),
-        "dtype": m.dtype,
-        **_versions(),
-        "config": json.dumps(config, sort_keys=True, default=str),
-    }
+    return frame, loaded

@@ -8,6 +8,11 @@ Layout under ``--out`` (default ``results/``)::
 Each file is written to a temporary name and renamed into place, so a killed run leaves only
 complete files; rerunning the same command (same ``run_id``) skips every condition whose file
 exists. The columns are documented in ``results/README.md`` and fixed by :data:`SCHEMA`.
+
+The partition columns (``suite``, ``model``) are stored dictionary-encoded, the type the hive readers
+give the ``suite=``/``model=`` folder names, so ``pandas.read_parquet("results/runs")``,
+``pyarrow.dataset`` and DuckDB's ``hive_partitioning`` read the folder as one table; model names are
+folder-safe by construction (:class:`ModelSpec` refuses others), so the folder value equals the column.
 """
 
 from __future__ import annotations
@@ -110,14 +115,23 @@ def _arrow_type(hint: Any) -> pa.DataType:
     return _ARROW[args[0] if args else hint]
 
 
+#: columns that are also hive folder names: stored with the type the hive readers infer for folders
+PARTITION_COLUMNS = ("suite", "model")
+_PARTITION_TYPE = pa.dictionary(pa.int32(), pa.string())
+
+
+def _field(name: str, typ: pa.DataType) -> pa.Field:
+    return pa.field(name, _PARTITION_TYPE if name in PARTITION_COLUMNS else typ)
+
+
 #: the Parquet schema of metric rows, derived from :class:`Record`
-SCHEMA = pa.schema([(name, _arrow_type(hint)) for name, hint in typing.get_type_hints(Record).items()])
+SCHEMA = pa.schema([_field(name, _arrow_type(hint)) for name, hint in typing.get_type_hints(Record).items()])
 
 SAMPLE_SCHEMA = pa.schema(
     [
         ("run_id", pa.string()),
-        ("model", pa.string()),
-        ("suite", pa.string()),
+        ("model", _PARTITION_TYPE),
+        ("suite", _PARTITION_TYPE),
         ("dataset", pa.string()),
         ("condition", pa.string()),
         ("source_model", pa.string()),
@@ -231,7 +245,8 @@ class RunStore:
 
     def done(self, condition_key: str) -> bool:
         """A finished, readable file exists. An unreadable one (truncated by a full disk, edited by
-        hand) is moved aside as ``*.corrupt-<time>`` with a warning, so the condition is recomputed."""
+        hand) is moved aside as ``_corrupt-<time>-<name>`` with a warning, so the condition is recomputed
+        (the ``_`` prefix keeps it out of every Parquet dataset reader)."""
         path = self.path(condition_key)
         if condition_key in self._verified:
             return True
@@ -241,7 +256,7 @@ class RunStore:
             self._verified[condition_key] = pq.read_table(path, schema=SCHEMA, partitioning=None).to_pylist()
             return True
         except (OSError, pa.ArrowException, ValueError) as e:
-            aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+            aside = path.with_name(f"_corrupt-{int(time.time())}-{path.name}")
             os.replace(path, aside)
             log.warning(
                 "moved unreadable results file %s aside to %s (%s); recomputing it",
@@ -303,17 +318,26 @@ def read_rows_file(path: Path, schema: pa.Schema = None) -> pa.Table | None:  # 
         if missing:
             log.warning("skipping %s: not an rbvit results file (no %s column)", path, ", ".join(missing))
             return None
-        return pq.read_table(path, schema=schema, partitioning=None)
+        return _plain_strings(pq.read_table(path, schema=schema, partitioning=None))
     except (OSError, pa.ArrowException, ValueError) as e:
         log.warning("skipping unreadable results file %s: %s", path, " ".join(str(e).split())[:200])
         return None
 
 
+def _plain_strings(table: pa.Table) -> pa.Table:
+    """Dictionary-encoded partition columns decoded to plain strings (pandas ``object``, not ``category``)."""
+    for name in PARTITION_COLUMNS:
+        if name in table.column_names:
+            i = table.column_names.index(name)
+            table = table.set_column(i, name, table.column(name).cast(pa.string()))
+    return table
+
+
 def _read_folder(folder: Path, schema: pa.Schema) -> pd.DataFrame:
-    files = sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith("."))
+    files = sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith((".", "_")))
     tables = [t for t in (read_rows_file(f, schema) for f in files) if t is not None]
     if not tables:
-        return schema.empty_table().to_pandas()
+        return _plain_strings(schema.empty_table()).to_pandas()
     return pa.concat_tables(tables).to_pandas()
 
 
@@ -350,4 +374,4 @@ def load_samples(path: str | Path = "results") -> pd.DataFrame:
 
 
 def rows_to_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    return pa.Table.from_pylist(list(rows), schema=SCHEMA).to_pandas()
+    return _plain_strings(pa.Table.from_pylist(list(rows), schema=SCHEMA)).to_pandas()

@@ -1,6 +1,8 @@
 """Declarative sweeps: a TOML file names models x suites x datasets; ``rbvit sweep FILE`` plans the
 cells, skips those already complete (same cell key), runs the rest locally or as Ray tasks, and
-never crashes on a failing cell (it is reported and retried on the next run).
+never crashes on a failing cell. A cell that failed at run time is retried on the next run; one that
+failed on its configuration (unknown name, bad parameter, bad checkpoint) is reported as
+``config-failed`` and not retried until the sweep file changes.
 
 Example (``sweeps/ci.toml``)::
 
@@ -8,7 +10,12 @@ Example (``sweeps/ci.toml``)::
     data = "../shared/data/imagenet-samples/val"
     limit = 100
     seeds = [0]
-    models = ["efficientnet_lite0", { ref = "timm:test_vit", pretrained = false }, "deit_*"]
+    models = [
+        "efficientnet_lite0",
+        { ref = "timm:test_vit", pretrained = false },
+        # per-model overrides: batch size, dtype, and parameters per suite name
+        { ref = "deit_base_patch16_384", batch_size = 32, params = { occlusion = { grid = "24" } } },
+    ]
 
     [[suite]]
     name = "occlusion"
@@ -27,14 +34,15 @@ import os
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import tomllib
 
 from robustbench_vit import __version__
-from robustbench_vit.errors import ConfigError, DataError
+from robustbench_vit.errors import CheckpointError, ConfigError, DataError, UnknownNameError
+from robustbench_vit.progress import NullProgress, Progress
 from robustbench_vit.runner import RunOptions
 
 __all__ = [
@@ -61,6 +69,9 @@ class Cell:
     model: str
     suite: str
     options: RunOptions
+    #: sha256 of the sweep file the cell came from (not part of the key: a config failure is retried
+    #: only when the file changes)
+    sweep_digest: str = field(default="", compare=False)
 
     def key(self) -> str:
         """Hash of the cell's full configuration and the rbvit version (its marker file's name)."""
@@ -82,9 +93,12 @@ class SweepSpec:
     path: Path
     cells: tuple[Cell, ...]
     out: str
+    digest: str = ""
 
 
-Status = Literal["done", "skipped", "failed", "todo"]
+Status = Literal["done", "skipped", "failed", "config-failed", "todo"]
+#: errors that rerunning the same configuration cannot fix
+CONFIG_ERRORS = (ConfigError, UnknownNameError, CheckpointError)
 
 
 @dataclass
@@ -96,31 +110,60 @@ class CellStatus:
     error: str = ""
 
 
-#: runs one cell into a results folder and reports, never raises (:func:`run_cell`)
-CellFn = Callable[[Cell, str], CellStatus]
+#: runs one cell into a results folder (optionally showing progress) and reports, never raises (:func:`run_cell`)
+CellFn = Callable[..., CellStatus]
 
 
-def _expand_models(entries: list[Any], base: Path) -> list[tuple[str, bool]]:
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of a sweep with its per-model overrides."""
+
+    ref: str
+    pretrained: bool = True
+    batch_size: int | None = None
+    dtype: str | None = None
+    #: suite name -> parameters that override the [[suite]] params for this model
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+_MODEL_KEYS = {"ref": str, "pretrained": bool, "batch_size": int, "dtype": str, "params": dict}
+
+
+def _model_entry(e: Any, where: str) -> ModelEntry:
+    if isinstance(e, str):
+        return ModelEntry(e)
+    if not (isinstance(e, dict) and isinstance(e.get("ref"), str)):
+        raise ConfigError(f"{where}: each model is a name or {{ ref = ..., pretrained = ... }}, got {e!r}")
+    _check_table(e, _MODEL_KEYS, f"{where} model {e['ref']!r}")
+    params = e.get("params", {})
+    for suite, p in params.items():
+        if not isinstance(p, dict):
+            raise ConfigError(
+                f"{where} model {e['ref']!r}: params.{suite} must be a table of suite parameters"
+            )
+    return ModelEntry(e["ref"], e.get("pretrained", True), e.get("batch_size"), e.get("dtype"), params)
+
+
+def _expand_models(entries: list[Any], base: Path, where: str) -> list[ModelEntry]:
     from robustbench_vit.models.zoo import MODELS
 
-    out: list[tuple[str, bool]] = []
-    for e in entries:
-        ref, pretrained = (
-            (e["ref"], bool(e.get("pretrained", True))) if isinstance(e, dict) else (str(e), True)
-        )
+    out: list[ModelEntry] = []
+    for raw in entries:
+        e = _model_entry(raw, where)
+        ref = e.ref
         if ref.endswith(".json"):
             p = ref if Path(ref).is_absolute() else str(base / ref)
             matches = sorted(glob.glob(p)) if any(ch in p for ch in "*?[") else [p]
             if not matches:
                 raise ConfigError(f"sweep model {ref!r} matches no model card")
-            out += [(m, pretrained) for m in matches]
+            out += [dataclasses.replace(e, ref=m) for m in matches]
         elif any(ch in ref for ch in "*?[") and ":" not in ref:
             names = [n for n in MODELS.names() if fnmatch.fnmatch(n, ref)]
             if not names:
                 raise ConfigError(f"sweep model pattern {ref!r} matches no zoo model")
-            out += [(n, pretrained) for n in names]
+            out += [dataclasses.replace(e, ref=n) for n in names]
         else:
-            out.append((ref, pretrained))
+            out.append(e)
     return out
 
 
@@ -191,7 +234,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
     project root, i.e. the current working directory, as on the command line)."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        text = path.read_text()
+        raw = tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError(f"sweep file not found: {path}") from None
     except tomllib.TOMLDecodeError as e:
@@ -210,33 +254,37 @@ def load_sweep(path: str | Path) -> SweepSpec:
         _check_table(s, _SUITE_KEYS, f"{path} [[suite]] #{i + 1}")
     if not top.get("models") or not suites:
         raise ConfigError(f"sweep file {path} needs [sweep] models = [...] and at least one [[suite]]")
-    for m in top["models"]:
-        if not (isinstance(m, str) or (isinstance(m, dict) and isinstance(m.get("ref"), str))):
+    models = _expand_models(top["models"], Path.cwd(), f"sweep file {path}")
+    suite_names = {s.get("name") for s in suites}
+    for m in models:
+        extra = sorted(set(m.params) - suite_names)
+        if extra:
             raise ConfigError(
-                f"sweep file {path}: each model is a name or {{ ref = ..., pretrained = ... }}, got {m!r}"
+                f"sweep file {path}: model {m.ref!r} sets params for {extra[0]!r}, which is not a [[suite]] here"
             )
-    models = _expand_models(top["models"], Path.cwd())
+    digest = hashlib.sha256(text.encode()).hexdigest()
     cells = []
     for s in suites:
         if "name" not in s:
             raise ConfigError(f"every [[suite]] in {path} needs a name")
-        params = {k: tuple(v) if isinstance(v, list) else v for k, v in s.get("params", {}).items()}
-        for ref, pretrained in models:
+        for m in models:
+            params = {**s.get("params", {}), **m.params.get(s["name"], {})}
+            params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
             for seed in s.get("seeds", top.get("seeds", [0])):
                 opts = RunOptions(
                     data=s.get("data", top.get("data")),
                     dataset=s.get("dataset", top.get("dataset")),
                     limit=s.get("limit", top.get("limit")),
                     seed=int(seed),
-                    batch_size=int(s.get("batch_size", top.get("batch_size", 64))),
-                    dtype=s.get("dtype", top.get("dtype", "fp32")),
+                    batch_size=int(m.batch_size or s.get("batch_size", top.get("batch_size", 64))),
+                    dtype=m.dtype or s.get("dtype", top.get("dtype", "fp32")),
                     device=top.get("device"),
-                    pretrained=pretrained,
+                    pretrained=m.pretrained,
                     save_samples=bool(s.get("save_samples", top.get("save_samples", False))),
                     suite_params=params,
                 )
-                cells.append(Cell(model=ref, suite=s["name"], options=opts))
-    spec = SweepSpec(path, tuple(cells), str(top.get("out", "results")))
+                cells.append(Cell(model=m.ref, suite=s["name"], options=opts, sweep_digest=digest))
+    spec = SweepSpec(path, tuple(cells), str(top.get("out", "results")), digest)
     validate_sweep(spec)
     return spec
 
@@ -245,30 +293,62 @@ def _marker(out: str | Path, cell: Cell) -> Path:
     return Path(out) / "cells" / f"{cell.key()}.json"
 
 
-def plan(spec: SweepSpec, out: str | Path) -> list[tuple[Cell, bool]]:
-    """Every cell with whether it is already complete in ``out``."""
-    return [(c, _marker(out, c).is_file()) for c in spec.cells]
+def _config_failure(out: str | Path, cell: Cell) -> str | None:
+    """The recorded configuration error of this cell, if it failed on configuration with this very file."""
+    path = _marker(out, cell).with_suffix(".error.json")
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    same_file = cell.sweep_digest and info.get("sweep_digest") == cell.sweep_digest
+    return info.get("error") if info.get("kind") == "config" and same_file else None
 
 
-def run_cell(cell: Cell, out: str) -> CellStatus:
+def plan(spec: SweepSpec, out: str | Path) -> list[CellStatus]:
+    """Every cell with its state in ``out``: ``skipped`` (complete), ``config-failed`` (failed on its
+    configuration with this sweep file; not retried until the file changes), or ``todo``."""
+    statuses = []
+    for c in spec.cells:
+        if _marker(out, c).is_file():
+            statuses.append(CellStatus(c, "skipped"))
+        elif (error := _config_failure(out, c)) is not None:
+            statuses.append(CellStatus(c, "config-failed", error=error))
+        else:
+            statuses.append(CellStatus(c, "todo"))
+    return statuses
+
+
+def run_cell(cell: Cell, out: str, progress: Progress | None = None) -> CellStatus:
     """Evaluate one cell (resumable per condition); a failure is returned, never raised."""
     from robustbench_vit.runner import evaluate
 
     t0 = time.time()
     try:
-        df = evaluate(cell.model, cell.suite, dataclasses.replace(cell.options, out=out))
+        df = evaluate(
+            cell.model,
+            cell.suite,
+            dataclasses.replace(cell.options, out=out),
+            progress=progress or NullProgress(),
+        )
     except Exception as e:  # a failing cell is reported, not fatal
         msg = f"{type(e).__name__}: {e}"
+        kind = "config" if isinstance(e, CONFIG_ERRORS) else "run"
         err = _marker(out, cell).with_suffix(".error.json")
         err.parent.mkdir(parents=True, exist_ok=True)
         err.write_text(
             json.dumps(
-                {"cell": _describe(cell), "error": msg, "traceback": traceback.format_exc()},
+                {
+                    "cell": _describe(cell),
+                    "kind": kind,
+                    "sweep_digest": cell.sweep_digest,
+                    "error": msg,
+                    "traceback": traceback.format_exc(),
+                },
                 indent=1,
                 default=str,
             )
         )
-        return CellStatus(cell, "failed", time.time() - t0, 0, msg)
+        return CellStatus(cell, "config-failed" if kind == "config" else "failed", time.time() - t0, 0, msg)
     marker = _marker(out, cell)
     marker.parent.mkdir(parents=True, exist_ok=True)
     tmp = marker.with_name(f".{marker.name}.tmp{os.getpid()}")
@@ -284,9 +364,16 @@ def _describe(cell: Cell) -> dict[str, Any]:
     return {"model": cell.model, "suite": cell.suite, "options": dataclasses.asdict(cell.options)}
 
 
-def run_local(cells: list[Cell], out: str, cell_fn: CellFn, **_: Any) -> list[CellStatus]:
-    """Run cells one after the other in this process."""
-    return [cell_fn(c, out) for c in cells]
+def run_local(
+    cells: list[Cell], out: str, cell_fn: CellFn, *, progress: Progress | None = None, **_: Any
+) -> list[CellStatus]:
+    """Run cells one after the other in this process (their conditions and images show in ``progress``)."""
+    progress = progress or NullProgress()
+    statuses = []
+    for c in cells:
+        statuses.append(cell_fn(c, out, progress))  # type: ignore[call-arg]
+        progress.advance("cells")
+    return statuses
 
 
 def _run_ray(cells: list[Cell], out: str, cell_fn: CellFn, **kw: Any) -> list[CellStatus]:
@@ -307,20 +394,19 @@ def run_sweep(
     address: str | None = None,
     num_gpus: float = 0.0,
     max_retries: int = 2,
+    progress: Progress | None = None,
 ) -> list[CellStatus]:
-    """Run every incomplete cell; returns one status per cell (skipped ones included)."""
+    """Run every cell that is neither complete nor failed on its configuration; one status per cell."""
     if executor not in EXECUTORS:
         raise ConfigError(f"executor {executor!r} not in {tuple(EXECUTORS)}")
     out = out or spec.out
-    statuses: list[CellStatus] = []
-    todo = []
-    for cell, done in plan(spec, out):
-        if done:
-            statuses.append(CellStatus(cell, "skipped"))
-        else:
-            todo.append(cell)
+    progress = progress or NullProgress()
+    planned = plan(spec, out)
+    statuses = [st for st in planned if st.status != "todo"]
+    todo = [st.cell for st in planned if st.status == "todo"]
+    progress.start("cells", f"sweep {spec.path.name} ({executor})", len(todo))
     statuses += EXECUTORS[executor](
-        todo, out, run_cell, address=address, num_gpus=num_gpus, max_retries=max_retries
+        todo, out, run_cell, address=address, num_gpus=num_gpus, max_retries=max_retries, progress=progress
     )
     order = {c.key(): i for i, c in enumerate(spec.cells)}
     return sorted(statuses, key=lambda s: order[s.cell.key()])

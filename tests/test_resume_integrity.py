@@ -23,7 +23,7 @@ def test_a_corrupt_finished_file_is_moved_aside_and_recomputed(tmp_path, cifar_c
     f.write_bytes(f.read_bytes()[:50])  # a half-written file (disk full, hand edit)
     again = rbvit.evaluate(str(cifar_card), "clean", out=str(out), **KW)
     assert again.set_index("metric")["value"].to_dict() == first.set_index("metric")["value"].to_dict()
-    assert list(f.parent.glob(f"{f.name}.corrupt-*")) and len(load_results(out)) == len(first)
+    assert list(f.parent.glob(f"_corrupt-*-{f.name}")) and len(load_results(out)) == len(first)
 
 
 @needs_cifar

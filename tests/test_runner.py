@@ -70,3 +70,56 @@ def test_evaluate_accepts_any_module(tmp_path):
     assert m["preprocessing_source"].iat[0].startswith("module:") and m["model"].iat[0] == "test_resnet"
     with pytest.raises(ConfigError, match="preprocessing"):
         rbvit.evaluate(torch.nn.Linear(3, 3), "clean", data=str(CIFAR10_TEST), limit=5, out=None)
+
+
+@needs_cifar
+def test_api_writes_no_files_unless_out_is_given(tmp_path, cifar_card, monkeypatch):
+    import robustbench_vit as rbvit
+
+    monkeypatch.chdir(tmp_path)
+    df = rbvit.evaluate(str(cifar_card), "clean", data=str(CIFAR10_TEST), limit=10, progress=False)
+    assert len(df) and not (tmp_path / "results").exists()
+    rbvit.evaluate(str(cifar_card), "clean", data=str(CIFAR10_TEST), limit=10, out="mine", progress=False)
+    assert list((tmp_path / "mine" / "runs").rglob("*.parquet"))
+
+
+@needs_cifar
+def test_several_suites_in_one_call_share_the_model_and_equal_separate_runs(tmp_path, cifar_card, monkeypatch):
+    import robustbench_vit as rbvit
+    from robustbench_vit.models import loading
+
+    kw = dict(data=str(CIFAR10_TEST), limit=20, progress=False)
+    params = {"fractions": (0.5,), "grids": ("2",)}  # occlusion's and patch_shuffle's own parameters
+    loads = []
+    real_load = loading.load_model
+    monkeypatch.setattr("robustbench_vit.runner.load_model", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    both = rbvit.evaluate(str(cifar_card), ["clean", "occlusion", "patch_shuffle"], suite_params=params, **kw)
+    assert len(loads) == 1 and list(dict.fromkeys(both.suite)) == ["clean", "occlusion", "patch_shuffle"]
+    occ = rbvit.evaluate(str(cifar_card), "occlusion", suite_params={"fractions": (0.5,)}, **kw)
+    shuf = rbvit.evaluate(str(cifar_card), "patch_shuffle,clean", suite_params={"grids": ("2",)}, **kw)
+    key = ["suite", "condition", "metric"]
+    pd = pytest.importorskip("pandas")
+    expect = pd.concat([occ, shuf]).set_index(key)["value"].sort_index()
+    got = both.set_index(key)["value"].sort_index()
+    pd.testing.assert_series_equal(got, expect)
+    with pytest.raises(ConfigError, match="belongs to none of the suites"):
+        rbvit.evaluate(str(cifar_card), "clean,occlusion", suite_params={"fractionz": (0.5,)}, **kw)
+
+
+@needs_cifar
+def test_results_folder_reads_with_plain_pandas_and_duckdb(tmp_path, cifar_card):
+    """The README's two one-liners: pandas.read_parquet on runs/ and DuckDB with hive partitioning."""
+    import pandas as pd
+
+    import robustbench_vit as rbvit
+
+    rbvit.evaluate(
+        str(cifar_card), "clean,occlusion", data=str(CIFAR10_TEST), limit=10, out=str(tmp_path), progress=False
+    )
+    df = pd.read_parquet(tmp_path / "runs")
+    assert set(df["suite"].astype(str)) == {"clean", "occlusion"} and set(df["model"].astype(str)) == {"cifar_vit"}
+    assert len(df) == len(rbvit.load_results(tmp_path))
+    duckdb = pytest.importorskip("duckdb")
+    q = f"SELECT suite, count(*) AS n FROM read_parquet('{tmp_path}/runs/**/*.parquet', hive_partitioning=true) GROUP BY suite"
+    counts = dict(duckdb.sql(q).fetchall())
+    assert counts == df.groupby(df["suite"].astype(str)).size().to_dict()

@@ -58,19 +58,40 @@ def _values(out: Path) -> pd.Series:
 def test_sweep_then_rerun_runs_zero_cells_and_failures_do_not_crash(tmp_path):
     toml = _tiny(
         tmp_path, '[[suite]]\nname = "occlusion"\nparams = { grid = "7" }\n'
-    )  # 7 does not divide 160
+    )  # 7 does not divide 160: a configuration error, found when the model's input size is known
     out = tmp_path / "out"
-    r = subprocess.run(
-        [*RBVIT, "sweep", str(toml), "--out", str(out)], capture_output=True, text=True, timeout=900
-    )
+    sweep = [*RBVIT, "sweep", str(toml), "--out", str(out)]
+    r = subprocess.run(sweep, capture_output=True, text=True, timeout=900)
     assert r.returncode == 1, r.stderr  # failures are reported with exit 1, after every other cell ran
-    assert "done=6 skipped=0 failed=2" in r.stderr
+    assert "done=6 skipped=0 failed=0 config-failed=2" in r.stderr
     assert "does not divide" in r.stdout
-    r = subprocess.run(
-        [*RBVIT, "sweep", str(toml), "--out", str(out)], capture_output=True, text=True, timeout=900
-    )
-    assert "done=0 skipped=6 failed=2" in r.stderr  # only the failing cells are retried
-    assert len(list((out / "cells").glob("*.error.json"))) == 2
+    errors = sorted((out / "cells").glob("*.error.json"))
+    assert len(errors) == 2 and all(json.loads(e.read_text())["kind"] == "config" for e in errors)
+    stamps = [e.stat().st_mtime_ns for e in errors]
+    r = subprocess.run(sweep, capture_output=True, text=True, timeout=900)
+    # the same file: configuration failures are reported again, not retried
+    assert "done=0 skipped=6 failed=0 config-failed=2" in r.stderr
+    assert [e.stat().st_mtime_ns for e in errors] == stamps
+    toml.write_text(toml.read_text() + "# edited\n")  # the file changed: they are retried
+    r = subprocess.run(sweep, capture_output=True, text=True, timeout=900)
+    assert "done=0 skipped=6 failed=0 config-failed=2" in r.stderr
+    assert [e.stat().st_mtime_ns for e in errors] != stamps
+
+
+def test_a_run_time_failure_is_retried_on_the_next_sweep(tmp_path, monkeypatch):
+    from robustbench_vit import runner, sweep
+
+    toml = tmp_path / "s.toml"
+    toml.write_text('[sweep]\nmodels = ["timm:test_vit"]\n[[suite]]\nname = "clean"\n')
+    spec = sweep.load_sweep(toml)
+
+    def boom(*a, **k):
+        raise RuntimeError("CUDA error: an illegal memory access")
+
+    monkeypatch.setattr(runner, "evaluate", boom)
+    (st,) = sweep.run_sweep(spec, str(tmp_path / "out"))
+    assert st.status == "failed" and "illegal memory access" in st.error
+    assert [s.status for s in sweep.plan(spec, tmp_path / "out")] == ["todo"]
 
 
 @needs_imagenet
@@ -209,3 +230,37 @@ def test_committed_ci_leaderboard_is_fresh(tmp_path):
         "stale values in results/leaderboard.parquet"
     )
     assert (ROOT / "results" / "LEADERBOARD.md").read_text().startswith("# Leaderboard")
+
+
+def test_per_model_overrides_reach_only_that_models_cells(tmp_path):
+    from robustbench_vit.errors import ConfigError
+    from robustbench_vit.sweep import load_sweep
+
+    toml = tmp_path / "s.toml"
+    body = """[sweep]
+batch_size = 64
+models = [
+  "timm:test_vit",
+  { ref = "timm:test_resnet", batch_size = 8, dtype = "bf16", params = { occlusion = { grid = "4" } } },
+]
+[[suite]]
+name = "occlusion"
+params = { grid = "8", fractions = [0.5] }
+[[suite]]
+name = "clean"
+"""
+    toml.write_text(body)
+    cells = {(c.model, c.suite): c.options for c in load_sweep(toml).cells}
+    assert dict(cells["timm:test_vit", "occlusion"].suite_params) == {"grid": "8", "fractions": (0.5,)}
+    assert dict(cells["timm:test_resnet", "occlusion"].suite_params) == {"grid": "4", "fractions": (0.5,)}
+    assert cells["timm:test_vit", "clean"].batch_size == 64
+    assert cells["timm:test_resnet", "clean"].batch_size == 8 and cells["timm:test_resnet", "clean"].dtype == "bf16"
+    toml.write_text(body.replace("params = { occlusion", "params = { occlusoin"))
+    with pytest.raises(ConfigError, match="sets params for 'occlusoin'"):
+        load_sweep(toml)
+    toml.write_text(body.replace("batch_size = 8", "batchsize = 8"))
+    with pytest.raises(ConfigError, match="did you mean 'batch_size'"):
+        load_sweep(toml)
+    toml.write_text(body.replace('grid = "4"', "gridz = 4"))
+    with pytest.raises(ConfigError, match="no parameter gridz"):
+        load_sweep(toml)

@@ -8,15 +8,20 @@ so that ``rbvit ls models`` needs no model; a test checks it against timm's tabl
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from robustbench_vit.errors import ConfigError
 from robustbench_vit.registry import Registry
 
 __all__ = ["ModelSpec", "MODELS", "Family", "Source"]
 
 Family = Literal["vit", "cnn", "hybrid", "mlp"]
-Source = Literal["timm", "torchvision", "efficientnet_lite", "card", "entrypoint", "module"]
+Source = Literal["timm", "torchvision", "efficientnet_lite", "card", "entrypoint", "module", "robustbench"]
+
+#: a model name is a results folder name (``model=<name>``) and a leaderboard key: no separators
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +48,13 @@ class ModelSpec:
     params_m: float | None = None
     label_space: str = "imagenet1k"
     paper: str = ""
+
+    def __post_init__(self) -> None:
+        if not _NAME.fullmatch(self.name) or len(self.name) > 120:
+            raise ConfigError(
+                f"model name {self.name!r} cannot name a results folder: use letters, digits and . _ + - "
+                "(at most 120 characters)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,74 @@
+"""How ``rbvit`` prints results on stdout: a rich table in a terminal, tab-separated text when piped, JSON
+lines with ``--json``. Values are never cut: table columns fold instead of ending in an ellipsis, and
+the TSV form writes every number in full."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+import click
+
+__all__ = ["Format", "resolve_format", "emit", "format_option"]
+
+Format = Literal["table", "tsv", "json"]
+
+
+def format_option(f: Any) -> Any:
+    """``--format`` and its ``--json`` shorthand, for every command that prints rows."""
+    f = click.option("--json", "as_json", is_flag=True, help="Shorthand for --format json.")(f)
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["auto", "table", "tsv", "json"]),
+        default="auto",
+        show_default=True,
+        help="Output on stdout: auto = a table in a terminal, TSV when piped; json = one object per line.",
+    )(f)
+
+
+def resolve_format(fmt: str = "auto", as_json: bool = False) -> Format:
+    """``auto`` is a table when stdout is a terminal and TSV otherwise (pipes, files, CI logs)."""
+    if as_json or fmt == "json":
+        return "json"
+    if fmt in ("table", "tsv"):
+        return fmt  # type: ignore[return-value]
+    return "table" if sys.stdout.isatty() else "tsv"
+
+
+def _cell(v: Any, full: bool) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float):
+        return repr(v) if full else (f"{round(v, 4):g}" if v == 0 or 1e-3 <= abs(v) < 1e6 else f"{v:.4g}")
+    if isinstance(v, (list, tuple)):
+        return ", ".join(map(str, v))
+    return str(v)
+
+
+def emit(
+    rows: Iterable[dict[str, Any]], columns: Sequence[str], fmt: Format, title: str | None = None
+) -> None:
+    """Print ``rows`` (dicts) restricted to ``columns`` in the chosen format on stdout."""
+    rows = list(rows)
+    if fmt == "json":
+        for r in rows:
+            click.echo(json.dumps({c: r.get(c) for c in columns}, default=str))
+        return
+    if fmt == "tsv":
+        click.echo("\t".join(columns))
+        for r in rows:
+            click.echo("\t".join(_cell(r.get(c), full=True).replace("\t", " ") for c in columns))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        table.add_row(*[_cell(r.get(c), full=False) for c in columns])
+    Console().print(table)

@@ -1,0 +1,170 @@
+"""The rows of a run: its identity (run id, image set), its shared columns, and the one function that
+turns a condition's typed results into :class:`~robustbench_vit.store.Record` rows."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+
+from robustbench_vit import __version__
+from robustbench_vit.metrics import MetricValue
+from robustbench_vit.models.loading import LoadedModel
+from robustbench_vit.store import Record
+from robustbench_vit.suites import Suite
+from robustbench_vit.suites.base import Condition, Result
+
+__all__ = [
+    "run_id",
+    "image_set_id",
+    "base_row",
+    "records",
+    "results_from_rows",
+    "sample_columns",
+    "concat_samples",
+    "now",
+]
+
+
+def _versions() -> dict[str, str]:
+    import timm
+    import torch
+
+    return {
+        "rbvit_version": __version__,
+        "torch_version": torch.__version__,
+        "timm_version": timm.__version__,
+    }
+
+
+def run_id(model: LoadedModel, suite: Suite, ds_fingerprint: str, indices: np.ndarray, opts: Any) -> str:
+    ident = {
+        "model": model.spec.to_dict(),
+        "weights": model.weights,
+        "data_config": suite.data_config(model).to_dict(),
+        "suite": suite.config(),
+        "dataset": ds_fingerprint,
+        "indices": hashlib.sha256(indices.tobytes()).hexdigest(),
+        "seed": opts.seed,
+        "dtype": opts.dtype,
+        "save_samples": opts.save_samples,
+        # batch-mode masks are drawn once per batch, so results depend on the requested batch size
+        "batch_size": opts.batch_size,
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def image_set_id(ds_fingerprint: str, indices: np.ndarray) -> str:
+    """Which images a run evaluated: the dataset's fingerprint and the exact index list."""
+    h = hashlib.sha256(ds_fingerprint.encode())
+    h.update(np.asarray(indices, dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def records(
+    base: dict[str, Any],
+    results: list[Result],
+    *,
+    batch_size: int,
+    started: dt.datetime,
+    finished: dt.datetime,
+) -> list[dict[str, Any]]:
+    """The only place rows are built: the run's columns plus one condition's result."""
+    return [
+        Record(
+            **base,
+            condition=cond.name,
+            severity=cond.severity,
+            params=json.dumps(dict(cond.params), sort_keys=True, default=str),
+            metric=mv.metric,
+            value=mv.value,
+            n=mv.n,
+            higher_is_better=mv.higher_is_better,
+            source_model=cond.params.get("source_model"),
+            batch_size=batch_size,
+            started_at=started,
+            finished_at=finished,
+        ).to_row()
+        for cond, mv in results
+    ]
+
+
+def results_from_rows(rows: list[dict[str, Any]]) -> list[Result]:
+    """Typed results of rows read back from the store (the resume path)."""
+    return [
+        (
+            Condition(r["condition"], r["severity"], json.loads(r["params"] or "{}")),
+            MetricValue(r["metric"], r["value"], r["n"]),
+        )
+        for r in rows
+    ]
+
+
+def concat_samples(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        k: np.concatenate([np.asarray(p[k]) for p in parts])
+        if isinstance(parts[0][k], np.ndarray)
+        else [v for p in parts for v in p[k]]
+        for k in parts[0]
+    }
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def sample_columns(acc: Any, ds: Any, base: dict[str, Any], cond: Condition) -> dict[str, Any]:
+    s = acc.samples()
+    n = len(s["index"])
+    return {
+        "run_id": [base["run_id"]] * n,
+        "model": [base["model"]] * n,
+        "suite": [base["suite"]] * n,
+        "dataset": [base["dataset"]] * n,
+        "condition": [cond.name] * n,
+        "source_model": [cond.params.get("source_model")] * n,
+        "item": [ds.items[i] for i in s["index"]],
+        **s,
+    }
+
+
+def base_row(
+    m: LoadedModel, suite: Suite, dataset: str, ds: Any, opts: Any, run_id: str, dc: Any
+) -> dict[str, Any]:
+    config = {
+        "model": m.spec.to_dict(),
+        "suite": suite.config(),
+        "options": dataclasses.asdict(opts),
+        "data_config": dc.to_dict(),
+    }
+    return {
+        "run_id": run_id,
+        "model": m.spec.name,
+        "family": m.spec.family,
+        "arch": m.spec.arch,
+        "source": m.spec.source,
+        "weights": m.weights,
+        "suite": suite.name,
+        "suite_version": suite.version,
+        "dataset": dataset,
+        "data_root": str(ds.root),
+        "seed": opts.seed,
+        "limit": opts.limit,
+        "preprocessing": dc.describe(),
+        "input_size": dc.image_size[0],
+        "resize_size": dc.resize_size[0],
+        "crop_pct": dc.crop_pct,
+        "interpolation": dc.interpolation,
+        "crop_mode": dc.crop_mode,
+        "mean": json.dumps(list(dc.mean)),
+        "std": json.dumps(list(dc.std)),
+        "preprocessing_source": dc.source,
+        "device": str(m.device),
+        "dtype": m.dtype,
+        **_versions(),
+        "config": json.dumps(config, sort_keys=True, default=str),
+    }
