@@ -11,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from robustbench_vit.mce import mce, relative_mce
 from robustbench_vit.store import load_results, load_samples
 from robustbench_vit.suites._common import curve_auc
 
-__all__ = ["load", "pivot", "mce_from_rows", "auc_from_rows", "McNemar", "mcnemar"]
+__all__ = ["load", "pivot", "mce_from_rows", "auc_from_rows", "McNemar", "mcnemar", "exact_mcnemar_p"]
 
 load = load_results
 
@@ -66,11 +65,13 @@ class McNemar:
     p_value: float
 
 
-def _binom_two_sided(k: int, n: int) -> float:
-    if n == 0:
+def exact_mcnemar_p(a_only: int, b_only: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts (statsmodels, binomial with p = 1/2)."""
+    if a_only + b_only == 0:
         return 1.0
-    tail = sum(math.comb(n, i) for i in range(0, min(k, n - k) + 1)) / 2**n
-    return min(1.0, 2 * tail)
+    from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
+
+    return float(sm_mcnemar([[0, a_only], [b_only, 0]], exact=True).pvalue)
 
 
 def _row_key(ref: str) -> str:
@@ -121,5 +122,5 @@ def mcnemar(
         b_only,
         float(m.correct_a.mean()),
         float(m.correct_b.mean()),
-        _binom_two_sided(min(a_only, b_only), a_only + b_only),
+        exact_mcnemar_p(a_only, b_only),
     )

@@ -40,14 +40,15 @@ _KEY = ["suite", "dataset", "condition", "metric", "source_model"]
 _GROUP = ["model", "weights", "preprocessing_key", "suite_config", "suite", "dataset"]
 
 
-def wilson_interval(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion ``p`` observed on ``n`` images."""
+def wilson_interval(p: float, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion ``p`` observed on ``n`` images (statsmodels'
+    ``proportion_confint``; ``p * n`` need not be whole, e.g. a mean over occlusion repeats)."""
     if n <= 0 or not math.isfinite(p):
         return (float("nan"), float("nan"))
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(max(p * (1 - p), 0.0) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    from statsmodels.stats.proportion import proportion_confint
+
+    lo, hi = proportion_confint(min(max(p, 0.0), 1.0) * n, n, alpha=alpha, method="wilson")
+    return (max(0.0, float(lo)), min(1.0, float(hi)))
 
 
 def natural_key(text: str) -> tuple:

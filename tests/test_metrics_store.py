@@ -1,4 +1,5 @@
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -30,10 +31,28 @@ def test_ece_known_values():
     )
 
 
-def test_wilson_interval():
-    lo, hi = wilson_interval(0.5, 100)
-    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
-    assert wilson_interval(1.0, 10)[1] == pytest.approx(1.0)
+def _wilson_restated(p: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval as rbvit computed it before statsmodels (the values must not move)."""
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+@pytest.mark.parametrize("p,n", [(0.5, 100), (0.769, 1000), (0.0, 20), (1.0, 10), (0.7777, 90), (0.03, 5000)])
+def test_wilson_interval_equals_the_restated_formula(p, n):
+    assert wilson_interval(p, n) == pytest.approx(_wilson_restated(p, n), abs=1e-9)
+    assert wilson_interval(0.5, 100) == pytest.approx((0.40383153, 0.59616847), abs=1e-8)
+
+
+def test_exact_mcnemar_equals_the_two_sided_binomial_sum():
+    from robustbench_vit.analysis import exact_mcnemar_p
+
+    for a, b in [(3, 12), (0, 5), (7, 7), (40, 61), (0, 0), (1, 0)]:
+        n, k = a + b, min(a, b)
+        restated = 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
+        assert exact_mcnemar_p(a, b) == pytest.approx(restated, rel=1e-12)
+    assert exact_mcnemar_p(3, 12) == pytest.approx(0.03515625)
 
 
 def _row(**kw):

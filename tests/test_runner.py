@@ -84,7 +84,9 @@ def test_api_writes_no_files_unless_out_is_given(tmp_path, cifar_card, monkeypat
 
 
 @needs_cifar
-def test_several_suites_in_one_call_share_the_model_and_equal_separate_runs(tmp_path, cifar_card, monkeypatch):
+def test_several_suites_in_one_call_share_the_model_and_equal_separate_runs(
+    tmp_path, cifar_card, monkeypatch
+):
     import robustbench_vit as rbvit
     from robustbench_vit.models import loading
 
@@ -92,7 +94,9 @@ def test_several_suites_in_one_call_share_the_model_and_equal_separate_runs(tmp_
     params = {"fractions": (0.5,), "grids": ("2",)}  # occlusion's and patch_shuffle's own parameters
     loads = []
     real_load = loading.load_model
-    monkeypatch.setattr("robustbench_vit.runner.load_model", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    monkeypatch.setattr(
+        "robustbench_vit.runner.load_model", lambda *a, **k: loads.append(1) or real_load(*a, **k)
+    )
     both = rbvit.evaluate(str(cifar_card), ["clean", "occlusion", "patch_shuffle"], suite_params=params, **kw)
     assert len(loads) == 1 and list(dict.fromkeys(both.suite)) == ["clean", "occlusion", "patch_shuffle"]
     occ = rbvit.evaluate(str(cifar_card), "occlusion", suite_params={"fractions": (0.5,)}, **kw)
@@ -114,10 +118,17 @@ def test_results_folder_reads_with_plain_pandas_and_duckdb(tmp_path, cifar_card)
     import robustbench_vit as rbvit
 
     rbvit.evaluate(
-        str(cifar_card), "clean,occlusion", data=str(CIFAR10_TEST), limit=10, out=str(tmp_path), progress=False
+        str(cifar_card),
+        "clean,occlusion",
+        data=str(CIFAR10_TEST),
+        limit=10,
+        out=str(tmp_path),
+        progress=False,
     )
     df = pd.read_parquet(tmp_path / "runs")
-    assert set(df["suite"].astype(str)) == {"clean", "occlusion"} and set(df["model"].astype(str)) == {"cifar_vit"}
+    assert set(df["suite"].astype(str)) == {"clean", "occlusion"} and set(df["model"].astype(str)) == {
+        "cifar_vit"
+    }
     assert len(df) == len(rbvit.load_results(tmp_path))
     duckdb = pytest.importorskip("duckdb")
     q = f"SELECT suite, count(*) AS n FROM read_parquet('{tmp_path}/runs/**/*.parquet', hive_partitioning=true) GROUP BY suite"

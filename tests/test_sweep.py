@@ -254,7 +254,10 @@ name = "clean"
     assert dict(cells["timm:test_vit", "occlusion"].suite_params) == {"grid": "8", "fractions": (0.5,)}
     assert dict(cells["timm:test_resnet", "occlusion"].suite_params) == {"grid": "4", "fractions": (0.5,)}
     assert cells["timm:test_vit", "clean"].batch_size == 64
-    assert cells["timm:test_resnet", "clean"].batch_size == 8 and cells["timm:test_resnet", "clean"].dtype == "bf16"
+    assert (
+        cells["timm:test_resnet", "clean"].batch_size == 8
+        and cells["timm:test_resnet", "clean"].dtype == "bf16"
+    )
     toml.write_text(body.replace("params = { occlusion", "params = { occlusoin"))
     with pytest.raises(ConfigError, match="sets params for 'occlusoin'"):
         load_sweep(toml)

@@ -33,6 +33,7 @@ from robustbench_vit.models.cards import read_card
 from robustbench_vit.models.checkpoint import load_state_dict_strict, read_state_dict
 from robustbench_vit.models.identity import weights_identity
 from robustbench_vit.models.names import guess_family, resolve_spec
+from robustbench_vit.models.robustbench_source import load_robustbench
 from robustbench_vit.models.zoo import ModelSpec
 from robustbench_vit.preprocessing import DataConfig, from_timm, from_torchvision
 
@@ -387,4 +388,5 @@ _LOADERS = {
     "efficientnet_lite": _load_efficientnet_lite,
     "card": _load_card,
     "entrypoint": _load_entrypoint,
+    "robustbench": load_robustbench,
 }

@@ -18,7 +18,7 @@ def resolve_spec(ref: str) -> ModelSpec:
     """Map a ``--model`` reference to a :class:`ModelSpec` without building anything.
 
     Zoo names win; then ``timm:<arch[.tag]>``, ``hf-hub:<org>/<name>`` (timm on the Hugging Face hub),
-    ``torchvision:<name>[:<WEIGHTS>]``, a model card ``.json``, a bare timm name (``vit_tiny_patch16_224``,
+    ``torchvision:<name>[:<WEIGHTS>]``, ``robustbench:[<dataset>/]<threat>/<model_id>``, a model card ``.json``, a bare timm name (``vit_tiny_patch16_224``,
     ``resnet18.a1_in1k``), and last ``module:factory``.
     """
     if ref in MODELS:
@@ -30,6 +30,10 @@ def resolve_spec(ref: str) -> ModelSpec:
         return ModelSpec(name=name, source="timm", arch=ref, family=guess_family(name))
     if ref.startswith("torchvision:"):
         return _torchvision_spec(ref)
+    if ref.startswith("robustbench:"):
+        from robustbench_vit.models.robustbench_source import robustbench_spec
+
+        return robustbench_spec(ref)
     if ":" not in ref and not ref.endswith(".json") and _is_timm_name(ref):
         log.info("%r is not a zoo name: resolved as timm:%s", ref, ref)
         return ModelSpec(name=ref.replace("/", "_"), source="timm", arch=ref, family=guess_family(ref))
