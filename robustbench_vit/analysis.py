@@ -7,6 +7,7 @@ Example:
     >>> analysis.pivot(df, suite="occlusion", metric="top1_mean")           # doctest: +SKIP
     >>> analysis.mce_from_rows(df, model="resnet50")                        # doctest: +SKIP
     >>> analysis.mcnemar("results", "vit_b16", "resnet50", suite="clean")   # doctest: +SKIP
+    >>> analysis.relative_to_clean(df).query("suite == 'occlusion'")        # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -21,7 +22,17 @@ from robustbench_vit.mce import mce, relative_mce
 from robustbench_vit.store import load_results, load_samples
 from robustbench_vit.suites._common import curve_auc
 
-__all__ = ["load", "pivot", "mce_from_rows", "auc_from_rows", "McNemar", "mcnemar", "exact_mcnemar_p"]
+__all__ = [
+    "load",
+    "pivot",
+    "mce_from_rows",
+    "auc_from_rows",
+    "relative_to_clean",
+    "ACCURACY_METRICS",
+    "McNemar",
+    "mcnemar",
+    "exact_mcnemar_p",
+]
 
 load = load_results
 
@@ -51,6 +62,31 @@ def auc_from_rows(df: pd.DataFrame, *, model: str, suite: str = "occlusion", x: 
     d = df[(df.suite == suite) & (df.model == model) & (df.metric == "top1")].dropna(subset=[x])
     s = d.groupby(x)["value"].mean()
     return curve_auc(list(s.index), list(s.values))
+
+
+#: accuracy rows that :func:`relative_to_clean` sets beside the clean top-1
+ACCURACY_METRICS = ("top1", "top1_mean", "robust_accuracy", "target_accuracy", "mean_corruption_accuracy")
+#: what makes a clean run the counterpart of a perturbed one: the same network, pixels in, and images
+CLEAN_PAIR_KEY = ["model", "weights", "preprocessing", "image_set", "dtype"]
+
+
+def relative_to_clean(
+    df: pd.DataFrame, *, metrics: tuple[str, ...] = ACCURACY_METRICS, clean_suite: str = "clean"
+) -> pd.DataFrame:
+    """Every accuracy row of the other suites beside the clean top-1 of the same model, weights,
+    preprocessing, image set and dtype: adds ``clean_top1``, ``delta_vs_clean`` (value - clean) and
+    ``relative_to_clean`` (value / clean). Repeated clean runs (other seeds, reruns) count once (the
+    latest), so no row is doubled; a row without a clean counterpart gets NaN (e.g. ImageNet-C files,
+    whose images are not the val images).
+    """
+    clean = df[(df.suite == clean_suite) & (df.metric == "top1")]
+    clean = clean.sort_values("finished_at").drop_duplicates(CLEAN_PAIR_KEY, keep="last")
+    clean = clean[CLEAN_PAIR_KEY + ["value"]].rename(columns={"value": "clean_top1"})
+    rows = df[(df.suite != clean_suite) & df.metric.isin(metrics)]
+    out = rows.merge(clean, on=CLEAN_PAIR_KEY, how="left", validate="many_to_one")
+    out["delta_vs_clean"] = out["value"] - out["clean_top1"]
+    out["relative_to_clean"] = out["value"] / out["clean_top1"]
+    return out
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,8 @@ def grid_label(g: tuple[int, int]) -> str:
 
 
 def mean_std(results: list[Result], *, group_key: str, metric: str = "top1", label: str = "") -> list[Result]:
-    """Mean and std over repeats of ``metric`` for every value of ``params[group_key]``."""
+    """Mean over repeats of ``metric`` for every value of ``params[group_key]``, and its sample standard
+    deviation where it is defined (two or more repeats; with one repeat no ``_std`` row is written)."""
     groups: dict[Any, list[tuple[float, int, Mapping[str, Any]]]] = defaultdict(list)
     for cond, mv in results:
         if mv.metric != metric or cond.name.startswith("summary"):
@@ -70,7 +71,8 @@ def mean_std(results: list[Result], *, group_key: str, metric: str = "top1", lab
         cond = Condition(f"summary/{prefix}{group_key}={key}", None if sev is None else float(sev), params)
         n = int(vals[0][1])
         out.append((cond, MetricValue(f"{metric}_mean", float(v.mean()), n)))
-        out.append((cond, MetricValue(f"{metric}_std", float(v.std(ddof=1)) if len(v) > 1 else 0.0, n)))
+        if len(v) > 1:
+            out.append((cond, MetricValue(f"{metric}_std", float(v.std(ddof=1)), n)))
     return out
 
 
