@@ -1,17 +1,31 @@
 """Standard figures from result rows (matplotlib, Agg backend, PNG files).
 
-Each function takes the DataFrame of :func:`robustbench_vit.store.load_results` and draws one
-curve per model, so several models appear on one figure.
+Each function takes the rows of one dataset (:func:`robustbench_vit.store.load_results`) and draws one
+curve per model; :func:`render_figures` writes one file per figure kind and dataset, so CIFAR and
+ImageNet never share a panel. Accuracy curves carry their 95% Wilson interval over images as a band
+(and the spread over repeats as error bars), and attack / occlusion curves start at the clean point.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["plot_occlusion", "plot_patch_shuffle", "plot_all", "PLOTTERS"]
+__all__ = [
+    "plot_occlusion",
+    "plot_patch_shuffle",
+    "plot_all",
+    "render_figures",
+    "Figure",
+    "PLOTTERS",
+    "FIGURE_SUITES",
+]
+
+ACCURACY = "top-1 accuracy (fraction of images)"
 
 
 def _plt():  # type: ignore[no-untyped-def]
@@ -34,13 +48,46 @@ def _save(fig, path: str | Path, *, dpi: int, tight: bool = True) -> Path:  # ty
     return path
 
 
+def _dataset_of(d: pd.DataFrame) -> str:
+    return ", ".join(sorted(set(d["dataset"]))) if "dataset" in d and len(d) else ""
+
+
 def _per_condition(df: pd.DataFrame, suite: str) -> pd.DataFrame:
     d = df[(df.suite == suite) & (df.metric == "top1") & ~df.condition.str.startswith("summary")]
     return d
 
 
+def _curve(ax, x: np.ndarray, g: pd.DataFrame, key: str, label: str, clean: float | None = None):  # type: ignore[no-untyped-def]
+    """Mean over repeats with +- std error bars and the 95% Wilson band over images; ``clean`` adds the
+    unperturbed point at x = 0 (hollow marker) when the rows have none."""
+    from robustbench_vit.leaderboard import wilson_interval
+
+    s = g.groupby(key).agg(mean=("value", "mean"), std=("value", "std"), n=("n", "max")).sort_index()
+    xs = np.asarray(x if x is not None else s.index, dtype=float)
+    line = ax.errorbar(xs, s["mean"], yerr=s["std"].fillna(0), marker="o", capsize=3, label=label)
+    colour = line[0].get_color()
+    ci = np.array([wilson_interval(m, int(n)) for m, n in zip(s["mean"], s["n"])])
+    ax.fill_between(xs, ci[:, 0], ci[:, 1], color=colour, alpha=0.15, linewidth=0)
+    if clean is not None and not np.isclose(xs, 0).any():
+        ax.plot([0, xs[0]], [clean, s["mean"].iloc[0]], color=colour, ls=":", lw=1)
+        ax.plot([0], [clean], marker="o", mfc="white", color=colour)
+
+
+def clean_top1(df: pd.DataFrame, rows: pd.DataFrame) -> float | None:
+    """The clean-suite top-1 of the same model, weights, preprocessing, image set and dtype as ``rows``."""
+    from robustbench_vit.analysis import CLEAN_PAIR_KEY
+
+    c = df[(df.suite == "clean") & (df.metric == "top1")]
+    if c.empty or rows.empty or not set(CLEAN_PAIR_KEY) <= set(df.columns):
+        return None
+    first = rows.iloc[0]
+    for k in CLEAN_PAIR_KEY:
+        c = c[c[k] == first[k]]
+    return float(c.sort_values("finished_at")["value"].iloc[-1]) if len(c) else None
+
+
 def plot_occlusion(df: pd.DataFrame, path: str | Path) -> Path | None:
-    """Top-1 vs drop fraction (random) and vs attention mass (salient / non-salient), mean +- std over repeats."""
+    """Top-1 vs fraction dropped (random) and vs attention mass dropped (salient / non-salient)."""
     d = _per_condition(df, "occlusion")
     if d.empty:
         return None
@@ -50,19 +97,15 @@ def plot_occlusion(df: pd.DataFrame, path: str | Path) -> Path | None:
     for ax, mode in zip(axes[0], modes):
         dm = d[d["mode"] == mode]
         key = "fraction" if mode == "random" else "lambda"
-        for (model, dataset), g in dm.groupby(["model", "dataset"]):
-            s = g.groupby(key)["value"].agg(["mean", "std"]).sort_index()
-            ax.errorbar(
-                s.index,
-                s["mean"],
-                yerr=s["std"].fillna(0),
-                marker="o",
-                capsize=3,
-                label=f"{model} ({dataset})",
-            )
-        ax.set_xlabel("fraction of cells dropped" if mode == "random" else "attention mass lambda")
-        ax.set_ylabel("top-1 accuracy")
-        ax.set_title(f"PatchDrop: {mode.replace('_', '-')}")
+        for model, g in dm.groupby("model"):
+            _curve(ax, None, g, key, str(model), clean_top1(df, g))
+        ax.set_xlabel(
+            "fraction of grid cells dropped"
+            if mode == "random"
+            else "fraction of attention mass dropped (lambda)"
+        )
+        ax.set_ylabel(ACCURACY)
+        ax.set_title(f"PatchDrop {mode.replace('_', '-')} on {_dataset_of(dm)}", fontsize=10)
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -70,7 +113,7 @@ def plot_occlusion(df: pd.DataFrame, path: str | Path) -> Path | None:
 
 
 def plot_patch_shuffle(df: pd.DataFrame, path: str | Path) -> Path | None:
-    """Top-1 vs number of shuffled patches (grid), mean +- std over repeats."""
+    """Top-1 vs shuffle grid (1x1 is the unshuffled image)."""
     d = _per_condition(df, "patch_shuffle")
     if d.empty:
         return None
@@ -78,39 +121,52 @@ def plot_patch_shuffle(df: pd.DataFrame, path: str | Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 4))
     grids = d.drop_duplicates("patches").sort_values("patches")
     pos = {p: i for i, p in enumerate(grids["patches"])}
-    for (model, dataset), g in d.groupby(["model", "dataset"]):
-        s = g.groupby("patches")["value"].agg(["mean", "std"]).sort_index()
-        ax.errorbar(
-            [pos[p] for p in s.index],
-            s["mean"],
-            yerr=s["std"].fillna(0),
-            marker="o",
-            capsize=3,
-            label=f"{model} ({dataset})",
-        )
+    for model, g in d.groupby("model"):
+        xs = np.array([pos[p] for p in sorted(set(g["patches"]))])
+        _curve(ax, xs, g, "patches", str(model))
     ax.set_xticks(range(len(pos)), grids["grid"].tolist())
-    ax.set_xlabel("shuffle grid")
-    ax.set_ylabel("top-1 accuracy")
-    ax.set_title("Patch shuffling")
+    ax.set_xlabel("shuffle grid (rows x columns of patches)")
+    ax.set_ylabel(ACCURACY)
+    ax.set_title(f"Patch shuffling on {_dataset_of(d)}", fontsize=10)
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path, dpi=120)
 
 
-PLOTTERS = {"occlusion": plot_occlusion, "patch_shuffle": plot_patch_shuffle}
+PLOTTERS: dict[str, Callable[[pd.DataFrame, str | Path], Path | None]] = {
+    "occlusion": plot_occlusion,
+    "patch_shuffle": plot_patch_shuffle,
+}
 
 
-def plot_all(df: pd.DataFrame, out_dir: str | Path, kinds: list[str] | None = None) -> list[Path]:
-    """Render every figure that the rows support into ``out_dir``; returns the written files."""
+@dataclass(frozen=True)
+class Figure:
+    """One written figure: its kind, the dataset it shows, and the file."""
+
+    kind: str
+    dataset: str
+    path: Path
+
+
+def render_figures(df: pd.DataFrame, out_dir: str | Path, kinds: list[str] | None = None) -> list[Figure]:
+    """Every figure the rows support, one file per kind and dataset (``<kind>-<dataset>.png``)."""
+    from robustbench_vit.store import safe_name
+
     written = []
     for kind, fn in PLOTTERS.items():
         if kinds and kind not in kinds:
             continue
-        p = fn(df, Path(out_dir) / f"{kind}.png")
-        if p is not None:
-            written.append(p)
+        for dataset, rows in sorted(df.groupby("dataset"), key=lambda t: str(t[0])) if len(df) else []:
+            p = fn(rows, Path(out_dir) / f"{kind}-{safe_name(str(dataset))}.png")
+            if p is not None:
+                written.append(Figure(kind, str(dataset), p))
     return written
+
+
+def plot_all(df: pd.DataFrame, out_dir: str | Path, kinds: list[str] | None = None) -> list[Path]:
+    """Render every figure that the rows support into ``out_dir``; returns the written files."""
+    return [f.path for f in render_figures(df, out_dir, kinds)]
 
 
 def _heatmap_matrix(g: pd.DataFrame) -> tuple[np.ndarray, list[int]]:
@@ -141,10 +197,10 @@ def plot_fourier_heatmaps(df: pd.DataFrame, path: str | Path) -> Path | None:
             m, cmap="jet", vmin=0, vmax=1, extent=(-half, half, half, -half), interpolation="nearest"
         )
         ax.set_title(f"{model}\n({dataset})", fontsize=9)
-        ax.set_xlabel("frequency v")
-        ax.set_ylabel("frequency u")
+        ax.set_xlabel("horizontal frequency v (cycles per image)")
+        ax.set_ylabel("vertical frequency u (cycles per image)")
     if im is not None:
-        fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="error")
+        fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="top-1 error (fraction of images)")
     return _save(fig, path, dpi=110, tight=False)
 
 
@@ -155,17 +211,22 @@ def plot_fourier_filter(df: pd.DataFrame, path: str | Path) -> Path | None:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for (model, _dataset, kind), g in d.groupby(["model", "dataset", "kind"]):
-        s = g.groupby("radius_fraction")["value"].mean().sort_index()
-        ax.plot(
+    from robustbench_vit.leaderboard import wilson_interval
+
+    for (model, kind), g in d.groupby(["model", "kind"]):
+        s = g.groupby("radius_fraction").agg(mean=("value", "mean"), n=("n", "max")).sort_index()
+        (line,) = ax.plot(
             s.index,
-            s.values,
+            s["mean"],
             marker="o",
             linestyle="-" if kind == "low" else "--",
             label=f"{model} {kind}-pass",
         )
-    ax.set_xlabel("radius / Nyquist radius")
-    ax.set_ylabel("top-1 accuracy")
+        ci = np.array([wilson_interval(m, int(n)) for m, n in zip(s["mean"], s["n"])])
+        ax.fill_between(s.index, ci[:, 0], ci[:, 1], color=line.get_color(), alpha=0.15, linewidth=0)
+    ax.set_xlabel("filter radius (fraction of the Nyquist radius)")
+    ax.set_ylabel(ACCURACY)
+    ax.set_title(f"Fourier filtering on {_dataset_of(d)}", fontsize=10)
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -212,8 +273,8 @@ def plot_corruptions(df: pd.DataFrame, path: str | Path) -> Path | None:
     per = d.groupby(["model", "corruption"])["value"].mean().unstack("model")
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     per.plot.bar(ax=axes[0], width=0.8)
-    axes[0].set_ylabel("error (mean over severities)")
-    axes[0].set_title("Corruption error")
+    axes[0].set_ylabel("top-1 error, mean over severities (fraction)")
+    axes[0].set_title(f"Corruption error on {_dataset_of(d)}", fontsize=10)
     ce = _comparable_complete_errors(d)
     ce = ce.loc[[c for c in ce.index if c in ALEXNET_ERRORS]]
     if not ce.empty:
@@ -229,29 +290,38 @@ def plot_corruptions(df: pd.DataFrame, path: str | Path) -> Path | None:
             transform=axes[1].transAxes,
             fontsize=9,
         )
-    axes[1].set_ylabel("CE (% of AlexNet)")
+    axes[1].set_ylabel("CE (% of AlexNet's error)")
     axes[1].set_title("Corruption error normalised by AlexNet")
     for ax in axes:
         ax.tick_params(axis="x", labelrotation=60)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     return _save(fig, path, dpi=110)
 
 
 def plot_pgd(df: pd.DataFrame, path: str | Path) -> Path | None:
-    """Robust accuracy vs epsilon per model and norm."""
+    """Robust accuracy vs epsilon per model and norm, from the clean accuracy of the same images at 0."""
     d = df[(df.suite == "pgd") & (df.metric == "robust_accuracy")]
     if d.empty:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for (model, norm), g in d.groupby(["model", "norm"]):
-        s = g.groupby("severity")["value"].mean().sort_index()
-        ax.plot(s.index * (255 if norm == "linf" else 1), s.values, marker="o", label=f"{model} ({norm})")
-    ax.set_xlabel("epsilon (x255 for L-inf)")
-    ax.set_ylabel("robust accuracy")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    norms = sorted(set(d["norm"]))
+    fig, axes = plt.subplots(1, len(norms), figsize=(6 * len(norms), 4), squeeze=False)
+    for ax, norm in zip(axes[0], norms):
+        dn = d[d["norm"] == norm]
+        scale = 255 if norm == "linf" else 1
+        for model, g in dn.groupby("model"):
+            g = g.assign(eps_x=g["severity"] * scale)
+            clean = df[(df.suite == "pgd") & (df.metric == "clean_accuracy") & (df.model == model)]
+            _curve(ax, None, g, "eps_x", str(model), float(clean["value"].mean()) if len(clean) else None)
+        ax.set_xlabel(
+            "epsilon (/255 of the [0, 1] pixel range)" if norm == "linf" else "epsilon (L2, [0, 1] pixels)"
+        )
+        ax.set_ylabel("robust accuracy (fraction of images)")
+        ax.set_title(f"PGD {norm} on {_dataset_of(dn)}", fontsize=10)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     return _save(fig, path, dpi=120)
 
 
@@ -273,13 +343,24 @@ def plot_transfer(df: pd.DataFrame, path: str | Path) -> Path | None:
         for j in range(m.shape[1]):
             if np.isfinite(m.values[i, j]):
                 ax.text(j, i, f"{m.values[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
-    ax.set_xlabel("target")
-    ax.set_ylabel("source")
-    ax.set_title(f"fooling rate: {cond}", fontsize=9)
-    fig.colorbar(im, ax=ax, shrink=0.8)
+    ax.set_xlabel("target model")
+    ax.set_ylabel("source model")
+    ax.set_title(f"fooling rate on {_dataset_of(d)}: {cond}", fontsize=9)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="fooling rate (fraction of images)")
     return _save(fig, path, dpi=120)
 
 
 PLOTTERS["corruptions"] = plot_corruptions
 PLOTTERS["pgd"] = plot_pgd
 PLOTTERS["transfer"] = plot_transfer
+
+#: the suites each figure kind draws (the report puts a figure next to those suites' tables)
+FIGURE_SUITES: dict[str, tuple[str, ...]] = {
+    "occlusion": ("occlusion",),
+    "patch_shuffle": ("patch_shuffle",),
+    "fourier_heatmap": ("fourier_heatmap",),
+    "fourier_filter": ("fourier_filter",),
+    "corruptions": ("corruptions", "imagenet_c"),
+    "pgd": ("pgd",),
+    "transfer": ("transfer",),
+}

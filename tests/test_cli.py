@@ -179,7 +179,7 @@ def test_occlusion_and_shuffle_on_cifar(tmp_path, cifar_card):
     assert r.returncode == 2 and "do not divide the 32x32 input" in r.stderr
     r = run("plot", str(tmp_path), "-o", str(tmp_path / "fig"))
     assert r.returncode == 0, r.stderr
-    for name in ("occlusion.png", "patch_shuffle.png"):
+    for name in ("occlusion-cifar10.png", "patch_shuffle-cifar10.png"):
         assert (tmp_path / "fig" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

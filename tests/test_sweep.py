@@ -182,6 +182,15 @@ def test_compare_and_report(tmp_path):
     assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", page), "report must be self-contained"
     n_imgs = page.count("data:image/png;base64,")
     assert n_imgs >= 2 and "<h3>clean on imagenet-samples</h3>" in page
+    text = re.sub(r"<[^>]+>", " ", re.sub(r"data:image/png;base64,[^'\"]+", "", page))
+    assert "`" not in text and not re.search(r"(^|\s)_\w", text), "raw Markdown in the report"
+    assert "<th>col</th>" not in page and "<em>ranked by <code>" in page
+    assert page.count('class="ci"') >= 3  # the Wilson intervals are shown
+    occlusion = page.split("<h3>occlusion on imagenet-samples</h3>")[1].split("<section>")[0]
+    assert (
+        "<table>" in occlusion and 'alt="occlusion on imagenet-samples"' in occlusion
+    )  # figure by its table
+    assert "overflow-x:auto" in page
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium:  # render headlessly and check every figure decoded
         js = tmp_path / "dump.html"
