@@ -5,8 +5,9 @@ Importing the package is cheap: no model is built, no network is touched, and he
 
 Example:
     >>> import robustbench_vit as rbvit
-    >>> records = rbvit.evaluate("efficientnet_lite0", "clean", data="imagenet-samples/val")  # doctest: +SKIP
-    >>> df = rbvit.load_results("results/")  # doctest: +SKIP
+    >>> df = rbvit.evaluate("efficientnet_lite0", ["clean", "occlusion"], data="imagenet-samples/val")  # doctest: +SKIP
+    >>> rbvit.relative_to_clean(df)  # doctest: +SKIP
+    >>> rbvit.load_results("results/")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ _LAZY = {
     "load_results": ("robustbench_vit.store", "load_results"),
     "load_samples": ("robustbench_vit.store", "load_samples"),
     "build_leaderboard": ("robustbench_vit.leaderboard", "build_leaderboard"),
+    "relative_to_clean": ("robustbench_vit.analysis", "relative_to_clean"),
+    "mcnemar": ("robustbench_vit.analysis", "mcnemar"),
 }
 
 __all__ = ["__version__", *_LAZY]
