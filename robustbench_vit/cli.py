@@ -72,6 +72,12 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--subset", type=str, default=None, help="File (or shipped list name) of item ids to evaluate.")
 @click.option("--batch-size", "-b", type=int, default=None)
 @click.option("--device", type=str, default=None, help="auto (cuda > mps > cpu), cpu, cuda, cuda:1 ...")
+@click.option(
+    "--devices",
+    type=str,
+    default=None,
+    help="Split the conditions over local devices, one process each: 0,1,2,3 or cuda:0,cuda:1.",
+)
 @click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default=None)
 @click.option("--seed", type=int, default=None)
 @click.option("--out", type=str, default="results", show_default=True, help="Results folder.")
@@ -93,9 +99,12 @@ def eval_cmd(
     **opts: Any,
 ) -> None:
     """Evaluate one model under one or more suites (-s a,b) and write Parquet rows."""
+    from robustbench_vit.multidevice import parse_devices
     from robustbench_vit.runner import RunOptions, evaluate
 
     kwargs = {k: v for k, v in opts.items() if v is not None and v is not False}
+    if "devices" in kwargs:
+        kwargs["devices"] = parse_devices(kwargs["devices"])
     options = RunOptions(pretrained=not random_weights, suite_params=_parse_params(params), **kwargs)
     df = evaluate(model, suite, options, progress=_UI["progress"])
     out = resolve_format(fmt, as_json)
@@ -238,6 +247,13 @@ def plot_cmd(results: str, out: str | None, kind: tuple[str, ...]) -> None:
     default=None,
     help="GPUs per Ray task (default 1 where CUDA is visible, else 0).",
 )
+@click.option(
+    "--shards",
+    type=int,
+    default=1,
+    show_default=True,
+    help="With --executor ray: split each cell's conditions over this many tasks (GPUs).",
+)
 @click.option("--dry-run", is_flag=True, help="Only validate the file and print the plan.")
 @format_option
 @_friendly
@@ -247,6 +263,7 @@ def sweep_cmd(
     executor: str,
     address: str | None,
     num_gpus: float | None,
+    shards: int,
     dry_run: bool,
     fmt: str,
     as_json: bool,
@@ -267,7 +284,13 @@ def sweep_cmd(
         progress = make_progress(_UI["progress"])
         try:
             statuses = run_sweep(
-                spec, target, executor=executor, address=address, num_gpus=num_gpus, progress=progress
+                spec,
+                target,
+                executor=executor,
+                address=address,
+                num_gpus=num_gpus,
+                progress=progress,
+                shards=shards,
             )
         finally:
             progress.close()

@@ -1,6 +1,7 @@
 """Ray executor for sweeps (optional extra: ``pip install 'robustbench_vit[ray]'``).
 
-Each cell is one Ray task requesting ``num_gpus`` GPUs (0 on CPU machines). Workers write to the
+Each cell is one Ray task requesting ``num_gpus`` GPUs (0 on CPU machines), or with ``--shards N``
+N tasks that each evaluate every N-th condition of the cell, then one short task that writes its summary. Workers write to the
 shared results folder; every finished condition is its own atomically renamed file with a
 deterministic name, so a task that Ray retries after a failure rewrites the same files and never
 duplicates rows. Works with a local ``ray.init()`` and with ``--address`` for a running cluster
@@ -29,9 +30,15 @@ def run_cells_on_ray(
     num_gpus: float = 0.0,
     max_retries: int = 2,
     progress: Any = None,
+    shards: int = 1,
+    shard_fn: Callable[..., Any] | None = None,
 ) -> list:
     """Run ``cell_fn(cell, out)`` for every cell as a Ray task (retried ``max_retries`` times if its worker
-    dies); ``progress`` advances its ``cells`` level as tasks finish, in any order."""
+    dies); ``progress`` advances its ``cells`` level as tasks finish, in any order.
+
+    With ``shards > 1`` every cell first runs as ``shards`` tasks of ``shard_fn(cell, out, k, shards)``
+    (each a share of its conditions, on its own GPU); then ``cell_fn`` per cell only reads the files
+    back, writes the summary and the cell's marker (and computes whatever a failed share left)."""
     try:
         import ray
     except ImportError:
@@ -41,6 +48,9 @@ def run_cells_on_ray(
     if started_here:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     try:
+        if shards > 1 and shard_fn is not None:
+            share = ray.remote(num_gpus=num_gpus, max_retries=max_retries)(shard_fn)
+            ray.get([share.remote(c, out, k, shards) for c in cells for k in range(shards)])
         task = ray.remote(num_gpus=num_gpus, max_retries=max_retries)(cell_fn)
         refs = [task.remote(c, out) for c in cells]
         pending = list(refs)

@@ -138,7 +138,9 @@ def base_row(
     config = {
         "model": m.spec.to_dict(),
         "suite": suite.config(),
-        "options": dataclasses.asdict(opts),
+        "options": {
+            k: v for k, v in dataclasses.asdict(opts).items() if k not in ("shard", "devices")
+        },  # SPLIT_OPTIONS
         "data_config": dc.to_dict(),
     }
     return {

@@ -68,6 +68,11 @@ class RunOptions:
     checkpoint: str | None = None
     cache_dir: str | None = None
     suite_params: Mapping[str, Any] = field(default_factory=dict)
+    #: ``(k, n)``: run only every n-th condition starting at k (a worker's share of a run split over
+    #: devices or Ray tasks); no summary. Results are identical to an unsplit run.
+    shard: tuple[int, int] | None = None
+    #: run the conditions on several local devices at once, one process each (``--devices 0,1``)
+    devices: tuple[str, ...] | None = None
 
     def validate(self) -> None:
         """One-line errors for values no run can use (before any model or image is touched)."""
@@ -81,6 +86,16 @@ class RunOptions:
                 flag = "--" + name.replace("_", "-")
                 raise ConfigError(f"{flag} must be >= {lo}, got {v}")
         autocast_dtype(self.dtype)
+        if self.shard is not None:
+            k, n = self.shard
+            if not (isinstance(k, int) and isinstance(n, int) and n >= 1 and 0 <= k < n):
+                raise ConfigError(f"shard must be (k, n) with 0 <= k < n, got {self.shard!r}")
+        if self.devices is not None and not self.devices:
+            raise ConfigError("--devices needs at least one device")
+
+
+#: options that split a run over processes, never change its numbers (left out of configs and cell keys)
+SPLIT_OPTIONS = ("shard", "devices")
 
 
 def _select(ds_targets: np.ndarray, opts: RunOptions, ds: Any) -> np.ndarray:
@@ -136,6 +151,10 @@ def evaluate(
     opts = dataclasses.replace(options or RunOptions(), **kwargs)
     opts.validate()
     suites = _make_suites(parse_suites(suite), opts.suite_params)
+    if opts.devices:
+        from robustbench_vit.multidevice import evaluate_on_devices
+
+        return evaluate_on_devices(model, suite, opts, progress=progress)
     prog = make_progress(progress)
     try:
         if isinstance(model, nn.Module):
@@ -236,6 +255,8 @@ def _evaluate_one(
         raise RuntimeError(f"suite {suite_obj.name} yields duplicate condition names")
     if opts.out and not writable and not all(store.done(c.name) for c in conds):
         check_writable(opts.out)  # raises the one-line error before any condition is computed
+    if opts.shard is not None:
+        conds = conds[opts.shard[0] :: opts.shard[1]]
     label = f"{loaded.spec.name} | {suite_obj.name} | {dataset_name}"
     prog.start("conditions", label, len(conds))
     for cond in conds:
@@ -261,7 +282,7 @@ def _evaluate_one(
         rows.extend(new)
         results.extend(measured)
         prog.advance("conditions")
-    summary = suite_obj.summarize(results)
+    summary = suite_obj.summarize(results) if opts.shard is None else []
     if summary:
         done = now()
         summary_rows = records(base, summary, batch_size=opts.batch_size, started=done, finished=done)

@@ -43,7 +43,7 @@ import tomllib
 from robustbench_vit import __version__
 from robustbench_vit.errors import CheckpointError, ConfigError, DataError, UnknownNameError
 from robustbench_vit.progress import NullProgress, Progress
-from robustbench_vit.runner import RunOptions
+from robustbench_vit.runner import SPLIT_OPTIONS, RunOptions
 
 __all__ = [
     "Cell",
@@ -52,6 +52,7 @@ __all__ = [
     "validate_sweep",
     "plan",
     "run_cell",
+    "run_shard",
     "run_local",
     "run_sweep",
     "CellStatus",
@@ -75,7 +76,8 @@ class Cell:
 
     def key(self) -> str:
         """Hash of the cell's full configuration and the rbvit version (its marker file's name)."""
-        opts = {k: v for k, v in dataclasses.asdict(self.options).items() if k != "out"}
+        skip = ("out", *SPLIT_OPTIONS)
+        opts = {k: v for k, v in dataclasses.asdict(self.options).items() if k not in skip}
         blob = json.dumps(
             {"model": self.model, "suite": self.suite, "options": opts, "rbvit": __version__},
             sort_keys=True,
@@ -360,6 +362,19 @@ def run_cell(cell: Cell, out: str, progress: Progress | None = None) -> CellStat
     return CellStatus(cell, "done", time.time() - t0, len(df))
 
 
+def run_shard(cell: Cell, out: str, k: int, n: int) -> int:
+    """Every n-th condition of a cell from the k-th (a Ray task's share); returns the rows written. A
+    failure is logged, never raised: the cell's final pass (:func:`run_cell`) computes what is missing."""
+    from robustbench_vit.runner import evaluate
+
+    try:
+        opts = dataclasses.replace(cell.options, out=out, shard=(k, n))
+        return len(evaluate(cell.model, cell.suite, opts, progress=False))
+    except Exception as e:  # noqa: BLE001 - the final pass reports it
+        log.warning("shard %d/%d of %s failed: %s: %s", k, n, cell.label(), type(e).__name__, e)
+        return 0
+
+
 def _describe(cell: Cell) -> dict[str, Any]:
     return {"model": cell.model, "suite": cell.suite, "options": dataclasses.asdict(cell.options)}
 
@@ -395,18 +410,35 @@ def run_sweep(
     num_gpus: float = 0.0,
     max_retries: int = 2,
     progress: Progress | None = None,
+    shards: int = 1,
 ) -> list[CellStatus]:
-    """Run every cell that is neither complete nor failed on its configuration; one status per cell."""
+    """Run every cell that is neither complete nor failed on its configuration; one status per cell.
+
+    ``shards > 1`` (Ray) splits each cell's conditions over that many tasks, so one cell of many
+    conditions (ImageNet-C: 75) spreads over the cluster's GPUs; a last task per cell writes its summary.
+    """
     if executor not in EXECUTORS:
         raise ConfigError(f"executor {executor!r} not in {tuple(EXECUTORS)}")
+    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+        raise ConfigError(f"--shards must be an integer >= 1, got {shards!r}")
+    if shards > 1 and executor != "ray":
+        raise ConfigError("--shards splits cells over Ray tasks: use it with --executor ray")
     out = out or spec.out
     progress = progress or NullProgress()
     planned = plan(spec, out)
     statuses = [st for st in planned if st.status != "todo"]
     todo = [st.cell for st in planned if st.status == "todo"]
     progress.start("cells", f"sweep {spec.path.name} ({executor})", len(todo))
+    extra = {"shards": shards, "shard_fn": run_shard} if shards > 1 else {}
     statuses += EXECUTORS[executor](
-        todo, out, run_cell, address=address, num_gpus=num_gpus, max_retries=max_retries, progress=progress
+        todo,
+        out,
+        run_cell,
+        address=address,
+        num_gpus=num_gpus,
+        max_retries=max_retries,
+        progress=progress,
+        **extra,
     )
     order = {c.key(): i for i, c in enumerate(spec.cells)}
     return sorted(statuses, key=lambda s: order[s.cell.key()])

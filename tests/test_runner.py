@@ -156,3 +156,73 @@ def test_relative_to_clean_pairs_each_condition_once_and_std_needs_two_repeats(t
     rbvit.evaluate(str(cifar_card), "occlusion", suite_params={"fractions": (0.5,), "repeats": 2}, **kw)
     two = rbvit.load_results(tmp_path)
     assert (two.metric == "top1_std").any()
+
+
+@needs_cifar
+def test_devices_split_conditions_over_processes_with_the_rows_of_one_process(tmp_path, cifar_card):
+    """``--devices cpu,cpu``: two processes share the conditions; files and values equal a plain run's."""
+    import json
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from robustbench_vit.store import load_results
+
+    base = [
+        sys.executable,
+        "-m",
+        "robustbench_vit.cli",
+        "-q",
+        "eval",
+        "-m",
+        str(cifar_card),
+        "-s",
+        "occlusion",
+    ]
+    base += [
+        "--data",
+        str(CIFAR10_TEST),
+        "--limit",
+        "20",
+        "-p",
+        "fractions=0,0.25,0.5,0.75",
+        "-p",
+        "repeats=2",
+    ]
+    one = subprocess.run([*base, "--out", str(tmp_path / "one")], capture_output=True, text=True, timeout=600)
+    two = subprocess.run(
+        [*base, "--out", str(tmp_path / "two"), "--devices", "cpu,cpu", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert one.returncode == 0 and two.returncode == 0, two.stderr
+    key = ["suite", "condition", "metric"]
+    a, b = load_results(tmp_path / "one"), load_results(tmp_path / "two")
+
+    def config(
+        df,
+    ):  # what shaped the numbers: the config without the folder and device named on the command line
+        out = {
+            json.dumps({**json.loads(c), "options": {**json.loads(c)["options"], "out": 0, "device": 0}})
+            for c in df.config
+        }
+        return out
+
+    assert not b.duplicated(key).any() and config(a) == config(b) and len(config(a)) == 1
+    pd.testing.assert_series_equal(
+        a.set_index(key)["value"].sort_index(), b.set_index(key)["value"].sort_index()
+    )
+    names = sorted(p.name for p in (tmp_path / "two" / "runs").rglob("*.parquet"))
+    assert names == sorted(p.name for p in (tmp_path / "one" / "runs").rglob("*.parquet"))
+    assert len(two.stdout.splitlines()) == len(a)  # the parent prints every row once
+
+
+def test_devices_are_checked_before_any_process_starts(tmp_path):
+    import robustbench_vit as rbvit
+
+    with pytest.raises(ConfigError, match="--device 'tpu:0' is not a device|not supported"):
+        rbvit.evaluate("timm:test_vit", "clean", devices=("cpu", "tpu:0"), out=str(tmp_path), progress=False)
+    with pytest.raises(ConfigError, match="needs a results folder"):
+        rbvit.evaluate("timm:test_vit", "clean", devices=("cpu", "cpu"), progress=False)
