@@ -61,4 +61,13 @@ def bench_parser(
         )
     ap.add_argument("--device", default=device, help="cpu, cuda, ... (default: auto)")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    ap.add_argument(
+        "--random-weights", action="store_true", help="do not download weights (timing needs none)"
+    )
     return ap
+
+
+def wants_pretrained(args: argparse.Namespace) -> bool:
+    """Pretrained weights unless asked not to, or the model is one of timm's tiny test architectures."""
+    model = getattr(args, "model", "")
+    return not (args.random_weights or model.startswith("timm:test_"))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import bench_parser, timed
+from _common import bench_parser, timed, wants_pretrained
 
 from robustbench_vit.data.cache import ImageCache
 from robustbench_vit.data.registry import open_dataset
@@ -24,7 +24,7 @@ def main() -> None:
     ap = bench_parser(__doc__, model="efficientnet_lite0", data=True, limit=1000, batch_size=128)
     args = ap.parse_args()
 
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    model = load_model(args.model, device=args.device, dtype=args.dtype, pretrained=wants_pretrained(args))
     _, ds = open_dataset(args.data)
     idx = np.arange(min(args.limit, len(ds)))
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,6 +59,7 @@ def main() -> None:
                 data=args.data,
                 limit=len(idx) if len(idx) < len(ds) else None,
                 out=None,
+                progress=False,
                 batch_size=args.batch_size,
                 cache_dir=str(Path(tmp) / "c"),
             )

@@ -8,8 +8,10 @@ Usage: python benchmarks/bench_corruptions.py [--n 64] [--severity 3] [--device 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
-from _common import IMAGENET_SAMPLES, bench_parser, timed
+from _common import bench_parser, timed
 
 from robustbench_vit.data.decode import load_image
 from robustbench_vit.perturbations.corruptions import ALL_CORRUPTIONS, corrupt, reference_corrupt
@@ -17,7 +19,7 @@ from robustbench_vit.preprocessing import DataConfig
 
 
 def main() -> None:
-    ap = bench_parser(__doc__, device="cpu")
+    ap = bench_parser(__doc__, device="cpu", data=True)
     ap.add_argument("--n", type=int, default=64, help="images per torch batch")
     ap.add_argument("--ref-n", type=int, default=32, help="images timed through the reference")
     ap.add_argument("--severity", type=int, default=3)
@@ -25,7 +27,7 @@ def main() -> None:
     args = ap.parse_args()
     dev = torch.device(args.device)
     dc = DataConfig((3, 224, 224), 0.875, "bilinear", (0.5,) * 3, (0.5,) * 3)
-    files = sorted(IMAGENET_SAMPLES.glob("*/*.JPEG"))[: args.n]
+    files = sorted(Path(args.data).glob("*/*.JPEG"))[: args.n]
     x_cpu = torch.stack([load_image(f, dc) for f in files]).float() / 255
     x, x_ref = x_cpu.to(dev), x_cpu[: args.ref_n]
     names = [n for n in ALL_CORRUPTIONS if not args.only or n in args.only.split(",")]

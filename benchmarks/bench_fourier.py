@@ -12,7 +12,7 @@ from __future__ import annotations
 import tempfile
 
 import torch
-from _common import bench_parser, timed
+from _common import bench_parser, timed, wants_pretrained
 
 from robustbench_vit.models.loading import load_model
 from robustbench_vit.perturbations.fourier import half_plane_frequencies
@@ -25,12 +25,10 @@ def main() -> None:
     ap.add_argument("--stride", type=int, default=4)
     args = ap.parse_args()
 
-    model = load_model(
-        args.model, device=args.device, dtype=args.dtype, pretrained=not args.model.startswith("timm:test_")
-    )
+    model = load_model(args.model, device=args.device, dtype=args.dtype, pretrained=wants_pretrained(args))
     n_bases = len(half_plane_frequencies(default_radius(model.data_config.image_size), args.stride))
     with tempfile.TemporaryDirectory() as tmp:
-        common = dict(data=args.data, limit=args.limit, cache_dir=tmp, out=None)
+        common = dict(data=args.data, limit=args.limit, cache_dir=tmp, out=None, progress=False)
         evaluate(model, "clean", batch_size=args.batch_size, **common)  # fill the cache
         t_map = timed(
             lambda: evaluate(

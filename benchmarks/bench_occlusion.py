@@ -17,7 +17,7 @@ from __future__ import annotations
 import tempfile
 
 import torch
-from _common import bench_parser, timed
+from _common import bench_parser, timed, wants_pretrained
 from PIL import Image
 
 from robustbench_vit.data.registry import open_dataset
@@ -30,13 +30,19 @@ def main() -> None:
     ap = bench_parser(__doc__, model="timm:test_vit", data=True, limit=500, batch_size=100)
     args = ap.parse_args()
 
-    pretrained = not args.model.startswith("timm:test_")
-    model = load_model(args.model, device=args.device, dtype=args.dtype, pretrained=pretrained)
+    model = load_model(args.model, device=args.device, dtype=args.dtype, pretrained=wants_pretrained(args))
     dc = model.data_config
     grid = 14 if dc.image_size[0] % 14 == 0 else (10 if dc.image_size[0] % 10 == 0 else 8)
     fractions = tuple(f / 10 for f in range(10))
     with tempfile.TemporaryDirectory() as tmp:
-        common = dict(data=args.data, limit=args.limit, batch_size=args.batch_size, cache_dir=tmp, out=None)
+        common = dict(
+            data=args.data,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            cache_dir=tmp,
+            out=None,
+            progress=False,
+        )
         evaluate(model, "clean", **common)  # fill the cache once (not timed)
         t_sweep = timed(
             lambda: evaluate(

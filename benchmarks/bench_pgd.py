@@ -11,7 +11,7 @@ from __future__ import annotations
 import foolbox as fb
 import torch
 import torch.nn.functional as F
-from _common import bench_parser, timed
+from _common import bench_parser, timed, wants_pretrained
 
 from robustbench_vit.attacks import PGD
 from robustbench_vit.models.loading import load_model
@@ -21,9 +21,9 @@ def main() -> None:
     ap = bench_parser(__doc__, model="timm:resnet18", batch_size=32)
     ap.add_argument("--steps", type=int, default=10)
     args = ap.parse_args()
-    model = load_model(
-        args.model, device=args.device, dtype=args.dtype, pretrained=args.model == "efficientnet_lite0"
-    )
+    # timing needs no weights: only the offline efficientnet-lite0 loads its own
+    pretrained = wants_pretrained(args) and args.model == "efficientnet_lite0"
+    model = load_model(args.model, device=args.device, dtype=args.dtype, pretrained=pretrained)
     x = torch.rand(args.batch_size, 3, *model.data_config.image_size, device=model.device)
     with torch.no_grad():
         y = model(x).argmax(1)

@@ -67,3 +67,12 @@ def write_cifar_card(
     path = folder / "card.json"
     path.write_text(json.dumps(card, indent=1))
     return path
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The non-empty stderr lines that are not progress lines (``HH:MM:SS rbvit: ...``): a failure must be
+    exactly one of them."""
+    import re
+
+    progress = re.compile(r"^\d\d:\d\d:\d\d rbvit: ")
+    return [line for line in stderr.splitlines() if line.strip() and not progress.match(line)]

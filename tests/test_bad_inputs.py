@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CIFAR10_TEST, needs_cifar
+from tests.helpers import CIFAR10_TEST, error_lines, needs_cifar
 
 RBVIT = [sys.executable, "-m", "robustbench_vit.cli"]
 
@@ -176,7 +176,7 @@ PROBES = [
 def test_bad_input_is_one_line(world, name, argv, code, text):
     before = snapshot(world["out"])
     r = run_in_process(*argv(world))
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    lines = error_lines(r.stderr)
     assert r.returncode == code, (name, r.returncode, r.stderr[-2000:])
     assert "Traceback" not in r.stderr and len(lines) == 1, r.stderr[-2000:]
     assert text in lines[0], lines[0]

@@ -12,7 +12,7 @@ import pytest
 from robustbench_vit.data.cache import ImageCache
 from robustbench_vit.data.registry import open_dataset
 from robustbench_vit.preprocessing import DataConfig
-from tests.helpers import CIFAR10_TEST, needs_cifar
+from tests.helpers import CIFAR10_TEST, error_lines, needs_cifar
 
 DC = DataConfig((3, 32, 32), 1.0, "bilinear", (0.5,) * 3, (0.5,) * 3)
 IDX = np.arange(0, 10000, 100)  # 100 images spread over the whole file
@@ -91,7 +91,7 @@ def _eval_cmd(card, tmp_path) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 def _one_line_failure(r) -> str:  # type: ignore[no-untyped-def]
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    lines = error_lines(r.stderr)
     assert r.returncode == 8 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     return lines[0]
 

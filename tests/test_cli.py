@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from robustbench_vit.cli import main
 from robustbench_vit.store import load_results
-from tests.helpers import CIFAR10_TEST, needs_cifar
+from tests.helpers import CIFAR10_TEST, error_lines, needs_cifar
 
 RBVIT = [sys.executable, "-m", "robustbench_vit.cli"]
 
@@ -49,9 +49,7 @@ def test_missing_data_folder(tmp_path):
     r = run(
         "eval", "-m", "timm:test_vit", "-s", "clean", "--data", str(tmp_path / "missing"), "--random-weights"
     )
-    assert (
-        r.returncode == 4 and "data folder not found" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    )
+    assert r.returncode == 4 and "data folder not found" in r.stderr and len(error_lines(r.stderr)) == 1
 
 
 def test_unreadable_image_names_the_file(tmp_path, cifar_card):

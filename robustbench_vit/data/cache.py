@@ -101,5 +101,4 @@ class ImageCache:
 
     def batch(self, indices: Sequence[int]) -> torch.Tensor:
         """uint8 (B, 3, H, W) tensor for cached indices (sorted reads are fastest)."""
-        idx = np.asarray(indices, dtype=np.int64)
-        return torch.from_numpy(np.ascontiguousarray(self.images[idx]))
+        return torch.from_numpy(self.store.rows(indices))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import mmap
 import os
 import zlib
 from collections.abc import Callable, Sequence
@@ -171,6 +172,7 @@ class FilledArray:
             ok = _crc(self.array[ix]) == self.checksums[ix]
             bad.append(ix[~ok])
             self._verified[ix[ok]] = True
+            self.release(ix)
         wrong = np.concatenate(bad) if bad else np.zeros(0, dtype=np.int64)
         if len(wrong):
             log.warning(
@@ -182,6 +184,33 @@ class FilledArray:
                 self.filled[wrong] = False
                 self._save_mask()
         return len(wrong)
+
+    def rows(self, ix: Sequence[int]) -> np.ndarray:
+        """A copy of rows ``ix`` (sorted indices read fastest); their pages leave this process's memory."""
+        ix = np.asarray(ix, dtype=np.int64)
+        out = np.ascontiguousarray(self.array[ix])
+        self.release(ix)
+        return out
+
+    def release(self, ix: np.ndarray) -> None:
+        """Drop the mapped pages of rows ``ix`` from this process (``madvise(MADV_DONTNEED)``): the data
+        stays in the file and the page cache, but a pass over 50k images never holds them all resident,
+        so peak RSS is bounded by a batch, not by the cache size. Only after the rows are written back."""
+        mm = getattr(self.array, "_mmap", None)
+        advice = getattr(mmap, "MADV_DONTNEED", None)
+        if mm is None or advice is None or len(ix) == 0:
+            return
+        page = mmap.PAGESIZE
+        base = self.offset - self.offset % mmap.ALLOCATIONGRANULARITY  # file offset of the map's first byte
+        start = self.offset - base + int(np.min(ix)) * self.row_bytes
+        end = min(self.offset - base + (int(np.max(ix)) + 1) * self.row_bytes, len(mm))
+        # whole pages inside the rows' span; the partial pages at its ends are left mapped
+        lo, hi = -(-start // page) * page, (end // page) * page
+        if hi > lo:
+            try:
+                mm.madvise(advice, lo, hi - lo)
+            except (OSError, ValueError):  # pragma: no cover - advisory only
+                pass
 
     def _reserve(self, ix: np.ndarray) -> None:
         """Allocate the disk blocks of rows ``ix`` before writing them through the memory map."""
@@ -219,6 +248,7 @@ class FilledArray:
                 rows = np.asarray(compute(ix), dtype=self.dtype)
                 self.array[ix] = rows
                 self.array.flush()
+                self.release(ix)
                 self.checksums[ix] = _crc(rows)
                 self.filled[ix] = True
                 self._verified[ix] = True

@@ -59,4 +59,4 @@ class SaliencyStore:
             log.info("computed %d saliency maps with %s", n, self.model.spec.name)
 
     def maps(self, idx: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(self.store.array[idx.numpy()]))
+        return torch.from_numpy(self.store.rows(idx.numpy()))

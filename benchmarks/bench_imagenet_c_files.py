@@ -1,0 +1,67 @@
+"""ImageNet-C from its files: images/s of the ``imagenet_c`` suite (decode of the released 224 px JPEGs,
+cache, forward) vs the model-only forward at the same batch and dtype. Writes synthetic files first
+unless ``--data`` names a real ImageNet-C root.
+
+Target (issue 15): >= 0.8 of the model-only forward on a GPU.
+Usage: python benchmarks/bench_imagenet_c_files.py [--model M] [--data ROOT] [--per-cell N] [--device cuda] [--dtype bf16]
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+from _common import bench_parser, timed, wants_pretrained
+from make_synthetic import write_folder
+
+from robustbench_vit.models.loading import load_model
+from robustbench_vit.runner import evaluate
+
+
+def main() -> None:
+    ap = bench_parser(__doc__, model="timm:test_resnet", batch_size=128)
+    ap.add_argument(
+        "--data", default=None, help="ImageNet-C root (default: synthetic files in a temp folder)"
+    )
+    ap.add_argument("--per-cell", type=int, default=64, help="synthetic images per (corruption, severity)")
+    ap.add_argument("--workers", type=int, default=None, help="decode threads")
+    args = ap.parse_args()
+    model = load_model(args.model, device=args.device, dtype=args.dtype, pretrained=wants_pretrained(args))
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.data) if args.data else Path(tmp) / "imagenet-c"
+        if not args.data:
+            for name in ("gaussian_noise", "contrast"):
+                for sev in range(1, 6):
+                    write_folder(root / name / str(sev), args.per_cell, (224, 224), seed=1000 * sev)
+        n = sum(1 for _ in root.rglob("*.JPEG"))
+        common = dict(
+            data=str(root), batch_size=args.batch_size, out=None, progress=False, workers=args.workers
+        )
+
+        def from_files() -> None:  # a cold cache each time: decode is part of the cost
+            evaluate(model, "imagenet_c", cache_dir=tempfile.mkdtemp(dir=tmp), **common)
+
+        t_files = timed(from_files, model.device)
+    x = torch.rand(args.batch_size, 3, *model.data_config.image_size, device=model.device)
+    n_batches = -(-n // args.batch_size)
+
+    def forward_only() -> None:
+        with torch.no_grad():
+            for _ in range(n_batches):
+                model(x)
+
+    forward_only()
+    t_fwd = timed(forward_only, model.device, repeat=2)
+    files_rate, fwd_rate = n / t_files, n_batches * args.batch_size / t_fwd
+    print(
+        f"model {args.model} on {model.device} ({args.dtype}), {n} ImageNet-C files, batch {args.batch_size}"
+    )
+    print(
+        f"  imagenet_c from files {files_rate:9.1f} img/s vs model-only forward {fwd_rate:9.1f} img/s: "
+        f"ratio {files_rate / fwd_rate:.2f} (target >= 0.8)"
+    )
+
+
+if __name__ == "__main__":
+    main()
