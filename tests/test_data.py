@@ -152,3 +152,26 @@ def test_cache_key_changes_with_geometry(tmp_path):
     a = ImageCache(ds, DC32, tmp_path / "c")
     b = ImageCache(ds, DC32.replace(interpolation="bicubic"), tmp_path / "c")
     assert a.dir != b.dir
+
+
+def test_robustbench_subsets_name_their_images(tmp_path):
+    """RobustBench's evaluation sets as --subset names: CIFAR-10's first 1,000 / 10,000 test images of the
+    batch layout (in batch order) and its 5,000-image ImageNet list (wnid/file ids of a val folder)."""
+    from robustbench_vit.data.subset import builtin_subsets
+
+    assert {"robustbench-cifar10-1000", "robustbench-cifar10-10000", "robustbench-imagenet-5000"} <= set(
+        builtin_subsets()
+    )
+    data = np.random.default_rng(0).integers(0, 255, (1200, 3072), dtype=np.uint8)
+    with open(tmp_path / "test_batch", "wb") as f:
+        pickle.dump({b"data": data, b"labels": [i % 10 for i in range(1200)]}, f)
+    _, ds = open_dataset(tmp_path)
+    assert read_subset("robustbench-cifar10-1000", ds).tolist() == list(range(1000))
+    with pytest.raises(DataError, match="8800 items not in"):
+        read_subset("robustbench-cifar10-10000", ds)  # a 1,200-image batch lacks the rest
+    from importlib import resources
+
+    text = (resources.files("robustbench_vit.subsets") / "robustbench-imagenet-5000.txt").read_text()
+    ids = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    assert len(ids) == len(set(ids)) == 5000
+    assert all(len(i.split("/")[0]) == 9 and i.split("/")[1].startswith("ILSVRC2012_val_") for i in ids)
