@@ -26,10 +26,10 @@ export RBVIT_CACHE="$WORK/cache"
 LOG="$WORK/log"
 
 if [ "$QUICK" = 1 ]; then
-  N=48; B=16; DT=fp32; REF_N=1; PGD_STEPS=2; FOURIER_N=2; PER_CELL=4
+  N=48; B=16; DT=fp32; REF_N=1; PGD_STEPS=2; FOURIER_N=2; PER_CELL=4; AA_N=4
   CNN=timm:test_resnet; VIT=timm:test_vit
 else
-  N=4096; B=256; DT=bf16; REF_N=16; PGD_STEPS=10; FOURIER_N=64; PER_CELL=512
+  N=4096; B=256; DT=bf16; REF_N=16; PGD_STEPS=10; FOURIER_N=64; PER_CELL=512; AA_N=256
   CNN=timm:resnet50; VIT=timm:vit_base_patch16_224
 fi
 COMMON=(--device "$DEVICE" --dtype "$DT" --random-weights)
@@ -51,8 +51,14 @@ for M in "$CNN" "$VIT"; do
   run bench_pgd.py --model "$M" --batch-size "$B" --steps "$PGD_STEPS" "${COMMON[@]}"
 done
 run bench_imagenet_c_files.py --model "$CNN" --per-cell "$PER_CELL" --batch-size "$B" "${COMMON[@]}"
+# AutoAttack needs correctly classified images: the offline pretrained efficientnet-lite0 on real samples
+# when the shared data is there (random weights classify nothing, so no stage would run)
+if [ -d "${RBVIT_DATA:-../shared/data}/imagenet-samples/val" ]; then
+  run bench_autoattack.py --model efficientnet_lite0 --limit "$AA_N" --batch-size "$AA_N" --device "$DEVICE" --dtype "$DT"
+else
+  echo "== AutoAttack vs the package: skipped (needs ../shared/data/imagenet-samples or RBVIT_DATA)"
+fi
 echo "== summary: one line per ratio (device $DEVICE, dtype $DT, batch $B)"
 grep -E "target|speed-up" "$LOG" | grep -v "^==" || true
-echo "== AutoAttack vs the package called directly: not measured (no autoattack suite yet)"
 echo "== pytest -m gpu"
 "$PY" -m pytest -q -m gpu -p no:cacheprovider

@@ -353,6 +353,45 @@ def compare_cmd(
     click.echo(f"exact McNemar p-value: {r.p_value:.4g}")
 
 
+@main.command("worst-case")
+@click.option(
+    "--results", "-r", default="results", help="Results folder with per-sample rows (--save-samples)."
+)
+@click.option("--model", "-m", required=True)
+@click.option(
+    "--suite",
+    "-s",
+    "suites",
+    multiple=True,
+    help="Attack suites to combine (default: autoattack, pgd, transfer).",
+)
+@click.option("--dataset", default=None)
+@click.option("--per-image", default=None, help="Also write each image's outcome to this Parquet file.")
+@format_option
+@_friendly
+def worst_case_cmd(
+    results: str,
+    model: str,
+    suites: tuple[str, ...],
+    dataset: str | None,
+    per_image: str | None,
+    fmt: str,
+    as_json: bool,
+) -> None:
+    """Per-image worst case over every attack at the same norm and epsilon."""
+    from robustbench_vit.worst_case import ATTACK_SUITES, worst_case
+
+    summary, images = worst_case(results, model, suites=suites or ATTACK_SUITES, dataset=dataset)
+    if per_image:
+        images.to_parquet(per_image, index=False)
+    emit(
+        summary.to_dict("records"),
+        list(summary.columns),
+        resolve_format(fmt, as_json),
+        f"worst case of {model}",
+    )
+
+
 @main.command("report")
 @click.argument("results", default="results")
 @click.option("--out", "-o", default="report.html")

@@ -188,6 +188,18 @@ class ClassificationAccumulator:
         self.loss.append(F.cross_entropy(logits, labels, reduction="none").cpu().numpy())
         self.conf.append(probs.max(1).values.cpu().numpy())
 
+    @torch.no_grad()
+    def update_predictions(self, pred: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> None:
+        """Predictions without logits (e.g. AutoAttack's stored outcomes): top-1 is exact; top-5 counts
+        the top-1 hit, loss and confidence are NaN (so no NLL/ECE is reported from these)."""
+        pred, labels = pred.cpu().numpy(), labels.cpu().numpy()
+        self.index.append(indices.cpu().numpy())
+        self.label.append(labels)
+        self.pred.append(pred)
+        self.top5.append(pred == labels)
+        self.loss.append(np.full(len(pred), np.nan, dtype=np.float32))
+        self.conf.append(np.full(len(pred), np.nan, dtype=np.float32))
+
     def _cat(self, name: str) -> np.ndarray:
         parts = getattr(self, name)
         return np.concatenate(parts) if parts else np.zeros(0)

@@ -1,6 +1,7 @@
 """Registered suites. Adding a suite = one module here + one line in this list."""
 
 from robustbench_vit.suites import (  # noqa: F401
+    autoattack,
     clean,
     corruptions,
     fourier,

@@ -1,0 +1,99 @@
+"""Per-image worst case over attacks: an image is robust at a threat (norm, eps) only if every attack
+run on it at that threat (PGD, AutoAttack, transfer from any source) left it correctly classified.
+
+Reads the per-sample rows (``--save-samples``) of the attack suites and the conditions' parameters
+from the metric rows; only images that every selected attack evaluated count, so the worst case is
+never taken over a mix of image sets.
+
+Example:
+    >>> from robustbench_vit.worst_case import worst_case
+    >>> summary, per_image = worst_case("results", "vit_b16")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from robustbench_vit.errors import DataError
+from robustbench_vit.store import load_results, load_samples
+
+__all__ = ["ATTACK_SUITES", "worst_case"]
+
+#: suites whose adversarial per-sample rows take part, in the order "broken by" is reported
+ATTACK_SUITES = ("autoattack", "pgd", "transfer")
+
+
+def _threats(rows: pd.DataFrame) -> pd.DataFrame:
+    """(run_id, condition) -> norm and eps (rounded, so 4/255 from two suites is one threat)."""
+    out = []
+    for r in rows.drop_duplicates(["run_id", "condition"]).itertuples():
+        p = json.loads(r.params or "{}")
+        if "eps" in p:
+            out.append((r.run_id, r.condition, str(p.get("norm", "linf")).lower(), round(float(p["eps"]), 8)))
+    return pd.DataFrame(out, columns=["run_id", "condition", "norm", "eps"])
+
+
+def worst_case(
+    results: str | Path,
+    model: str,
+    *,
+    suites: tuple[str, ...] = ATTACK_SUITES,
+    dataset: str | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(summary, per_image)`` of ``model``'s worst case per (dataset, norm, eps).
+
+    ``summary``: images evaluated by every attack, the attacks, the worst-case robust accuracy and each
+    attack's own robust accuracy on those images. ``per_image``: each image's label, whether it
+    survived every attack, and the first attack (in ``suites`` order) that broke it.
+    """
+    from robustbench_vit.analysis import _row_key
+
+    key = _row_key(model)
+    s = load_samples(results)
+    s = s[(s.model == key) & s.suite.isin(suites)]
+    if dataset:
+        s = s[s.dataset == dataset]
+    # adversarial rows only: not the clean variants, not AutoAttack's per-stage rows
+    s = s[~s.condition.str.endswith("/clean") & ~s.condition.str.contains("/after=", regex=False)]
+    if s.empty:
+        raise DataError(
+            f"no adversarial per-sample rows for {key} in {results}; run {', '.join(suites)} with --save-samples"
+        )
+    s = s.merge(_threats(load_results(results, expand_params=False)), on=["run_id", "condition"], how="inner")
+    s["attack"] = (
+        s.suite + ":" + s.condition + s.source_model.fillna("").map(lambda m: f" from {m}" if m else "")
+    )
+    s["order"] = s.suite.map({n: i for i, n in enumerate(suites)})
+    s = s.sort_values(["order", "attack"], kind="stable")
+    s = s.drop_duplicates(["dataset", "norm", "eps", "attack", "item"], keep="last")
+    summaries, images = [], []
+    for (ds, norm, eps), g in s.groupby(["dataset", "norm", "eps"], sort=True):
+        attacks = list(dict.fromkeys(g.attack))
+        counts = g.groupby("item").attack.nunique()
+        shared = counts[counts == len(attacks)].index
+        g = g[g.item.isin(shared)]
+        robust = g.groupby("item").correct.all()
+        first_broken = g[~g.correct].groupby("item").attack.first()
+        labels = g.groupby("item").label.first()
+        per = pd.DataFrame({"robust": robust, "broken_by": first_broken, "label": labels}).reset_index()
+        per.insert(0, "eps", eps)
+        per.insert(0, "norm", norm)
+        per.insert(0, "dataset", ds)
+        images.append(per)
+        own = g.groupby("attack").correct.mean()
+        summaries.append(
+            {
+                "dataset": ds,
+                "norm": norm,
+                "eps": eps,
+                "n_images": len(shared),
+                "attacks": len(attacks),
+                "worst_case_robust_accuracy": float(robust.mean()) if len(robust) else float("nan"),
+                "strongest_single_attack": float(own.min()) if len(own) else float("nan"),
+                **{f"robust_accuracy[{a}]": float(own.get(a, float("nan"))) for a in attacks},
+            }
+        )
+    return pd.DataFrame(summaries), pd.concat(images, ignore_index=True)

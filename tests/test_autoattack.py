@@ -1,0 +1,293 @@
+"""AutoAttack suite: stages, agreement with the authors' package called directly, gradient-masking and
+randomised-forward checks, resume at the batch in flight."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import CIFAR10_TEST, IMAGENET_SAMPLES, needs_cifar, needs_effnet, needs_imagenet
+
+pytest.importorskip("pyautoattack")
+
+PRE = {
+    "input_size": [3, 32, 32],
+    "mean": [0.0] * 3,
+    "std": [1.0] * 3,
+    "crop_pct": 1.0,
+    "label_space": "cifar10",
+}
+
+
+class Smooth(torch.nn.Module):
+    """A cheap linear CIFAR classifier on 8x8-pooled colour: an 8/255 budget breaks some images, not all."""
+
+    def __init__(self, quantise: bool = False, noisy: bool = False) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.fc = torch.nn.Linear(192, 10)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.randn(10, 192, generator=g))
+            self.fc.bias.zero_()
+        self.quantise, self.noisy = quantise, noisy
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.quantise:  # a non-differentiable input layer: zero gradient almost everywhere
+            x = x + (torch.round(x * 8) / 8 - x).detach()
+            x = x.detach() * 1.0 + 0.0 * x  # the gradient does not reach the input at all
+        z = torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten(1)
+        if self.noisy:
+            z = z + 0.05 * torch.randn_like(z)
+        return self.fc(z)
+
+
+def _eval(model: torch.nn.Module, **params):  # type: ignore[no-untyped-def]
+    import robustbench_vit as rbvit
+
+    kw = {
+        "data": str(CIFAR10_TEST),
+        "limit": params.pop("limit", 60),
+        "batch_size": params.pop("batch_size", 60),
+    }
+    kw["out"] = params.pop("out", None)
+    if "cache_dir" in params:
+        kw["cache_dir"] = params.pop("cache_dir")
+    return rbvit.evaluate(
+        model, "autoattack", preprocessing=PRE, name="smooth", progress=False, suite_params=params, **kw
+    )
+
+
+def _value(df, metric: str, cond_suffix: str = "") -> float:  # type: ignore[no-untyped-def]
+    d = (
+        df[(df.metric == metric) & df.condition.str.endswith(cond_suffix)]
+        if cond_suffix
+        else df[df.metric == metric]
+    )
+    return float(d.value.iloc[0])
+
+
+@needs_cifar
+def test_every_stage_runs_and_robust_accuracy_never_rises(tmp_path):
+    df = _eval(Smooth(), eps="2/255", square_queries=100, limit=200, batch_size=200)
+    stages = df[df.condition.str.contains("/after=")].sort_values(
+        "condition", key=lambda s: s.map(_stage_order)
+    )
+    assert list(stages.condition.str.split("after=").str[1]) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    accs = stages.value.tolist()
+    clean = _value(df, "clean_accuracy")
+    assert clean >= accs[0] and all(a >= b for a, b in zip(accs, accs[1:]))
+    final = df[(df.metric == "robust_accuracy") & df.condition.str.endswith("/standard")].value.iat[0]
+    assert final == accs[-1] and 0 < clean and accs[0] < clean  # the budget breaks some, not all
+    assert _value(df, "randomized_forward") == 0.0
+
+
+_ORDER = {"apgd-ce": 0, "apgd-t": 1, "fab-t": 2, "square": 3}
+
+
+def _stage_order(name: str) -> int:
+    return _ORDER[name.split("after=")[1]]
+
+
+@needs_cifar
+def test_per_image_outcome_equals_the_package_called_directly():
+    """The same images through pyautoattack's own run_standard_evaluation (one batch, same seed)."""
+    from pyautoattack import AutoAttack
+
+    import robustbench_vit as rbvit
+    from robustbench_vit.data.registry import open_dataset
+    from robustbench_vit.data.subset import stratified_limit
+    from robustbench_vit.models.loading import wrap_module
+
+    model = wrap_module(Smooth(), preprocessing=PRE, name="smooth", device="cpu", dtype="fp32")
+    df = rbvit.evaluate(
+        model,
+        "autoattack",
+        data=str(CIFAR10_TEST),
+        limit=200,
+        batch_size=200,
+        progress=False,
+        suite_params={"eps": "2/255", "square_queries": 100},
+        out=None,
+    )
+    _, ds = open_dataset(CIFAR10_TEST)
+    idx = stratified_limit(ds.targets, 200, 0)
+    x = torch.stack([ds.read(int(i)) for i in idx]).float() / 255
+    y = torch.as_tensor(ds.targets[idx])
+    aa = AutoAttack(model, norm="Linf", eps=2 / 255, version="standard", seed=0, device="cpu")
+    aa.square.n_queries = 100
+    aa.apgd.n_iter = aa.apgd_targeted.n_iter = aa.fab.n_iter = 10
+    aa.logger.setLevel(logging.WARNING)
+    x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=200)
+    with torch.no_grad():
+        theirs = (model(x_adv).argmax(1) == y).float().mean().item()
+    ours = df[(df.metric == "robust_accuracy") & df.condition.str.endswith("/standard")].value.iat[0]
+    assert abs(ours - theirs) * 200 <= 1, (ours, theirs)
+    assert theirs < _clean(model, x, y)  # the comparison is not vacuous: the attacks broke images
+
+
+@needs_cifar
+def _clean(model, x, y) -> float:  # type: ignore[no-untyped-def]
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+@needs_cifar
+def test_masked_gradients_are_flagged(caplog):
+    """A quantising input layer hides the gradient: APGD finds nothing, the black-box Square does."""
+    with caplog.at_level(logging.WARNING):
+        df = _eval(
+            Smooth(quantise=True),
+            eps="8/255",
+            aa_version="custom",
+            attacks=("apgd-ce", "square"),
+            square_queries=300,
+            limit=100,
+            batch_size=100,
+        )
+    gain = _value(df, "square_gain")
+    assert gain > 0.002 and any("gradients may be masked" in r.message for r in caplog.records)
+    plain = _eval(
+        Smooth(),
+        eps="2/255",
+        aa_version="custom",
+        attacks=("apgd-ce", "square"),
+        square_queries=300,
+        limit=100,
+        batch_size=100,
+    )
+    assert _value(plain, "square_gain") <= 0.002
+
+
+@needs_cifar
+def test_a_randomised_forward_is_flagged(caplog):
+    with caplog.at_level(logging.WARNING):
+        df = _eval(
+            Smooth(noisy=True),
+            eps="1/255",
+            aa_version="custom",
+            attacks=("apgd-ce",),
+            limit=20,
+            batch_size=20,
+        )
+    assert _value(df, "randomized_forward") == 1.0 and any(
+        "aa_version=rand" in r.message for r in caplog.records
+    )
+
+
+@needs_cifar
+def test_a_killed_run_resumes_at_the_batch_in_flight(tmp_path, monkeypatch):
+    from robustbench_vit.suites import autoattack as suite_module
+
+    params = dict(eps="2/255", aa_version="custom", attacks=("apgd-ce", "apgd-t"), limit=60, batch_size=20)
+    whole = _eval(Smooth(), out=str(tmp_path / "whole"), cache_dir=str(tmp_path / "c1"), **params)
+    real = suite_module.run_stages
+    calls: list[int] = []
+
+    def dies_on_second_batch(*a, **k):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(suite_module, "run_stages", dies_on_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        _eval(Smooth(), out=str(tmp_path / "resumed"), cache_dir=str(tmp_path / "c2"), **params)
+    calls.clear()
+    monkeypatch.setattr(suite_module, "run_stages", lambda *a, **k: calls.append(1) or real(*a, **k))
+    resumed = _eval(Smooth(), out=str(tmp_path / "resumed"), cache_dir=str(tmp_path / "c2"), **params)
+    assert len(calls) == 2  # batches 2 and 3; the finished first batch is not attacked again
+    key = ["condition", "metric"]
+    a = whole.set_index(key)["value"].sort_index()
+    b = resumed.set_index(key)["value"].sort_index()
+    assert np.allclose(a.values, b.values) and list(a.index) == list(b.index)
+
+
+@pytest.mark.slow
+@needs_imagenet
+@needs_effnet
+def test_efficientnet_autoattack_is_below_pgd_and_equals_the_package(tmp_path):
+    """Real weights, 8 shared ImageNet samples, L-inf 0.001: AutoAttack <= PGD-10 on the same images, and
+    the package's own run_standard_evaluation agrees within one image (iterations and queries cut for
+    CPU time on both sides alike)."""
+    from pyautoattack import AutoAttack
+
+    import robustbench_vit as rbvit
+    from robustbench_vit.models.loading import load_model
+
+    model = load_model("efficientnet_lite0", device="cpu")
+    kw = dict(data=str(IMAGENET_SAMPLES), limit=8, batch_size=8, progress=False, out=None, save_samples=True)
+    quick = {"eps": "0.001", "n_iter": 10, "square_queries": 100}
+    aa = rbvit.evaluate(model, "autoattack", suite_params=quick, **kw)
+    pgd = rbvit.evaluate(model, "pgd", suite_params={"epsilons": ("0.001",), "steps": 10}, **kw)
+    ours = aa[(aa.metric == "robust_accuracy") & aa.condition.str.endswith("/standard")].value.iat[0]
+    pgd_acc = pgd[pgd.metric == "robust_accuracy"].value.iat[0]
+    assert ours <= pgd_acc
+    from robustbench_vit.data.cache import ImageCache, default_cache_dir
+    from robustbench_vit.data.registry import open_dataset
+    from robustbench_vit.data.subset import stratified_limit
+
+    _, ds = open_dataset(IMAGENET_SAMPLES)
+    idx = stratified_limit(ds.targets, 8, 0)
+    x = ImageCache(ds, model.data_config, default_cache_dir()).batch(idx).float() / 255
+    y = torch.as_tensor([model.label_space.index_of(ds.classes[t]) for t in ds.targets[idx]])
+    ref = AutoAttack(model, norm="Linf", eps=0.001, version="standard", seed=0, device="cpu")
+    ref.square.n_queries = 100
+    ref.apgd.n_iter = ref.apgd_targeted.n_iter = ref.fab.n_iter = 10
+    ref.logger.setLevel(logging.WARNING)
+    x_adv, _ = ref.run_standard_evaluation(x, y, batch_size=8)
+    with torch.no_grad():
+        theirs = (model(x_adv).argmax(1) == y).float().mean().item()
+    assert abs(ours - theirs) * 8 <= 1, (ours, theirs)
+    clean = aa[aa.metric == "clean_accuracy"].value.iat[0]
+    print(f"clean {clean:.3f}, PGD-10 {pgd_acc:.3f}, AutoAttack {ours:.3f}, package {theirs:.3f}")
+    assert ours < clean  # not vacuous: the attack broke correctly classified images
+
+
+@needs_cifar
+def test_worst_case_over_pgd_and_autoattack_per_image(tmp_path):
+    from click.testing import CliRunner
+
+    import robustbench_vit as rbvit
+    from robustbench_vit.cli import main
+    from robustbench_vit.models.loading import wrap_module
+    from robustbench_vit.worst_case import worst_case
+
+    model = wrap_module(Smooth(), preprocessing=PRE, name="smooth", device="cpu", dtype="fp32")
+    kw = dict(
+        data=str(CIFAR10_TEST),
+        limit=100,
+        batch_size=100,
+        progress=False,
+        out=str(tmp_path),
+        save_samples=True,
+    )
+    rbvit.evaluate(model, "pgd", suite_params={"epsilons": ("2/255", "8/255"), "steps": 3}, **kw)
+    aa = {"eps": "2/255", "aa_version": "custom", "attacks": ("apgd-ce",), "n_iter": 10}
+    rbvit.evaluate(model, "autoattack", suite_params=aa, **kw)
+    summary, per_image = worst_case(tmp_path, "smooth")
+    at2 = summary[summary.eps == round(2 / 255, 8)].iloc[0]
+    assert at2.attacks == 2 and at2.n_images == 100
+    assert at2.worst_case_robust_accuracy <= at2.strongest_single_attack
+    imgs = per_image[per_image.eps == round(2 / 255, 8)]
+    assert len(imgs) == 100 and imgs.robust.mean() == pytest.approx(at2.worst_case_robust_accuracy)
+    assert imgs[~imgs.robust].broken_by.notna().all() and imgs[imgs.robust].broken_by.isna().all()
+    only_pgd = summary[summary.eps == round(8 / 255, 8)].iloc[0]
+    assert only_pgd.attacks == 1  # 8/255 was only run by PGD: its worst case is PGD's own
+    r = CliRunner().invoke(
+        main,
+        [
+            "worst-case",
+            "-r",
+            str(tmp_path),
+            "-m",
+            "smooth",
+            "--json",
+            "--per-image",
+            str(tmp_path / "w.parquet"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert len(r.output.splitlines()) == 2 and (tmp_path / "w.parquet").is_file()
