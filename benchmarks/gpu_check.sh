@@ -27,6 +27,7 @@ LOG="$WORK/log"
 
 if [ "$QUICK" = 1 ]; then
   N=48; B=16; DT=fp32; REF_N=1; PGD_STEPS=2; FOURIER_N=2; PER_CELL=4; AA_N=4
+  ONLY_CORRUPTIONS=gaussian_noise,glass_blur,contrast  # quick: a noise, the numba loop, a colour op
   CNN=timm:test_resnet; VIT=timm:test_vit
 else
   N=4096; B=256; DT=bf16; REF_N=16; PGD_STEPS=10; FOURIER_N=64; PER_CELL=512; AA_N=256
@@ -34,31 +35,34 @@ else
 fi
 COMMON=(--device "$DEVICE" --dtype "$DT" --random-weights)
 
-run() {  # run one benchmark, echo its output and keep it for the summary
-  echo "== [${SECONDS}s] $*" | tee -a "$LOG"
-  (cd benchmarks && "$PY" "$@") 2>&1 | grep -v "^WARNING\|mCE not reported" | tee -a "$LOG"
-}
+JOBS=()
+job() { JOBS+=("$(printf '%q ' "$@")"); }  # one benchmark script and its arguments
 
 "$PY" benchmarks/make_synthetic.py "$WORK/data" --n "$N" >/dev/null
 DATA="$WORK/data/val"
 for M in "$CNN" "$VIT"; do
-  run bench_cache.py --model "$M" --data "$DATA" --limit "$N" --batch-size "$B" "${COMMON[@]}"
+  job bench_cache.py --model "$M" --data "$DATA" --limit "$N" --batch-size "$B" "${COMMON[@]}"
 done
-run bench_occlusion.py --model "$VIT" --data "$DATA" --limit "$N" --batch-size "$B" "${COMMON[@]}"
-run bench_corruptions.py --data "$DATA" --n "$B" --ref-n "$REF_N" --device "$DEVICE"
-run bench_fourier.py --model "$CNN" --data "$DATA" --limit "$FOURIER_N" --batch-size "$B" "${COMMON[@]}"
+job bench_occlusion.py --model "$VIT" --data "$DATA" --limit "$N" --batch-size "$B" "${COMMON[@]}"
+job bench_corruptions.py --data "$DATA" --n "$B" --ref-n "$REF_N" --device "$DEVICE" ${ONLY_CORRUPTIONS:+--only "$ONLY_CORRUPTIONS"}
+job bench_fourier.py --model "$CNN" --data "$DATA" --limit "$FOURIER_N" --batch-size "$B" "${COMMON[@]}"
 for M in "$CNN" "$VIT"; do
-  run bench_pgd.py --model "$M" --batch-size "$B" --steps "$PGD_STEPS" "${COMMON[@]}"
+  job bench_pgd.py --model "$M" --batch-size "$B" --steps "$PGD_STEPS" "${COMMON[@]}"
 done
-run bench_imagenet_c_files.py --model "$CNN" --per-cell "$PER_CELL" --batch-size "$B" "${COMMON[@]}"
+job bench_imagenet_c_files.py --model "$CNN" --per-cell "$PER_CELL" --batch-size "$B" "${COMMON[@]}"
 # AutoAttack needs correctly classified images: the offline pretrained efficientnet-lite0 on real samples
 # when the shared data is there (random weights classify nothing, so no stage would run)
 if [ -d "${RBVIT_DATA:-../shared/data}/imagenet-samples/val" ]; then
-  run bench_autoattack.py --model efficientnet_lite0 --limit "$AA_N" --batch-size "$AA_N" --device "$DEVICE" --dtype "$DT"
+  job bench_autoattack.py --model efficientnet_lite0 --limit "$AA_N" --batch-size "$AA_N" --device "$DEVICE" --dtype "$DT"
 else
   echo "== AutoAttack vs the package: skipped (needs ../shared/data/imagenet-samples or RBVIT_DATA)"
 fi
+# every script in one Python process: torch and timm are imported once
+printf '%s\n' "${JOBS[@]}" | (cd benchmarks && "$PY" _run_many.py) 2>&1 \
+  | grep -v "^WARNING\|mCE not reported" | tee -a "$LOG"
 echo "== summary: one line per ratio (device $DEVICE, dtype $DT, batch $B)"
 grep -E "target|speed-up" "$LOG" | grep -v "^==" || true
-echo "== pytest -m gpu"
-"$PY" -m pytest -q -m gpu -p no:cacheprovider
+if [ -z "${GPU_CHECK_NO_PYTEST:-}" ]; then  # set by the test that runs this script inside pytest
+  echo "== pytest -m gpu"
+  "$PY" -m pytest -q -m gpu -p no:cacheprovider
+fi

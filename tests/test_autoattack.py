@@ -71,7 +71,7 @@ def _value(df, metric: str, cond_suffix: str = "") -> float:  # type: ignore[no-
 
 @needs_cifar
 def test_every_stage_runs_and_robust_accuracy_never_rises(tmp_path):
-    df = _eval(Smooth(), eps="2/255", square_queries=100, limit=200, batch_size=200)
+    df = _eval(Smooth(), eps="2/255", square_queries=100, limit=120, batch_size=120)
     stages = df[df.condition.str.contains("/after=")].sort_values(
         "condition", key=lambda s: s.map(_stage_order)
     )
@@ -209,7 +209,7 @@ def test_a_killed_run_resumes_at_the_batch_in_flight(tmp_path, monkeypatch):
 @needs_imagenet
 @needs_effnet
 def test_efficientnet_autoattack_is_below_pgd_and_equals_the_package(tmp_path):
-    """Real weights, 8 shared ImageNet samples, L-inf 0.001: AutoAttack <= PGD-10 on the same images, and
+    """Real weights, 6 shared ImageNet samples, L-inf 0.001: AutoAttack <= PGD-10 on the same images, and
     the package's own run_standard_evaluation agrees within one image (iterations and queries cut for
     CPU time on both sides alike)."""
     from pyautoattack import AutoAttack
@@ -218,7 +218,7 @@ def test_efficientnet_autoattack_is_below_pgd_and_equals_the_package(tmp_path):
     from robustbench_vit.models.loading import load_model
 
     model = load_model("efficientnet_lite0", device="cpu")
-    kw = dict(data=str(IMAGENET_SAMPLES), limit=8, batch_size=8, progress=False, out=None, save_samples=True)
+    kw = dict(data=str(IMAGENET_SAMPLES), limit=6, batch_size=6, progress=False, out=None, save_samples=True)
     quick = {"eps": "0.001", "n_iter": 10, "square_queries": 100}
     aa = rbvit.evaluate(model, "autoattack", suite_params=quick, **kw)
     pgd = rbvit.evaluate(model, "pgd", suite_params={"epsilons": ("0.001",), "steps": 10}, **kw)
@@ -230,17 +230,17 @@ def test_efficientnet_autoattack_is_below_pgd_and_equals_the_package(tmp_path):
     from robustbench_vit.data.subset import stratified_limit
 
     _, ds = open_dataset(IMAGENET_SAMPLES)
-    idx = stratified_limit(ds.targets, 8, 0)
+    idx = stratified_limit(ds.targets, 6, 0)
     x = ImageCache(ds, model.data_config, default_cache_dir()).batch(idx).float() / 255
     y = torch.as_tensor([model.label_space.index_of(ds.classes[t]) for t in ds.targets[idx]])
     ref = AutoAttack(model, norm="Linf", eps=0.001, version="standard", seed=0, device="cpu")
     ref.square.n_queries = 100
     ref.apgd.n_iter = ref.apgd_targeted.n_iter = ref.fab.n_iter = 10
     ref.logger.setLevel(logging.WARNING)
-    x_adv, _ = ref.run_standard_evaluation(x, y, batch_size=8)
+    x_adv, _ = ref.run_standard_evaluation(x, y, batch_size=6)
     with torch.no_grad():
         theirs = (model(x_adv).argmax(1) == y).float().mean().item()
-    assert abs(ours - theirs) * 8 <= 1, (ours, theirs)
+    assert abs(ours - theirs) * 6 <= 1, (ours, theirs)
     clean = aa[aa.metric == "clean_accuracy"].value.iat[0]
     print(f"clean {clean:.3f}, PGD-10 {pgd_acc:.3f}, AutoAttack {ours:.3f}, package {theirs:.3f}")
     assert ours < clean  # not vacuous: the attack broke correctly classified images

@@ -167,16 +167,14 @@ def test_soak_concurrent_evals_with_random_kills(tmp_path, cifar_card):
             _cmd(cifar_card, shared, job), env=env, capture_output=True, text=True, timeout=600
         )
         assert r.returncode == 0, r.stderr[-2000:]
-    calm_env = {**os.environ, "RBVIT_CACHE": str(tmp_path / "cache-calm")}
-    for job in JOBS:
-        r = subprocess.run(
-            _cmd(cifar_card, tmp_path / "calm", job),
-            env=calm_env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert r.returncode == 0, r.stderr[-2000:]
+    from click.testing import CliRunner
+
+    from robustbench_vit.cli import main
+
+    for job in JOBS:  # the undisturbed reference, in this process (no kills to survive)
+        argv = _cmd(cifar_card, tmp_path / "calm", job)[len(RBVIT) :]
+        r = CliRunner().invoke(main, ["-q", *argv, "--cache-dir", str(tmp_path / "cache-calm")])
+        assert r.exit_code == 0, r.output[-2000:]
     assert kills >= 3
     pd.testing.assert_series_equal(_values(shared), _values(tmp_path / "calm"))
     leftovers = [p for p in shared.rglob("*") if ".tmp" in p.name]

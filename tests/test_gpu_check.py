@@ -26,7 +26,11 @@ RATIOS = [
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_gpu_check_quick_mode_on_cpu_prints_every_ratio():
-    env = {**os.environ, "PYTHON": sys.executable}
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "GPU_CHECK_NO_PYTEST": "1",
+    }  # this pytest runs -m gpu itself
     r = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--device", "cpu", "--quick"],
         capture_output=True,

@@ -82,8 +82,17 @@ def test_eval_into_a_log_prints_progress_lines_and_quiet_prints_none(tmp_path, c
     r = subprocess.run([*RBVIT, *cmd], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "img/s" in r.stderr and "cifar_vit | occlusion | cifar10" in r.stderr
-    quiet = subprocess.run([*RBVIT, "-q", *cmd], capture_output=True, text=True, timeout=600)
-    assert quiet.returncode == 0 and quiet.stderr == ""
+    from click.testing import CliRunner
+
+    from robustbench_vit.cli import main
+
+    runner = (
+        CliRunner(mix_stderr=False)
+        if "mix_stderr" in CliRunner.__init__.__code__.co_varnames
+        else CliRunner()
+    )
+    quiet = runner.invoke(main, ["-q", *cmd])  # in-process: stdout is not a terminal here either
+    assert quiet.exit_code == 0 and quiet.stderr == "", quiet.stderr
     # piped stdout: tab-separated, complete values, no table art and no ellipsis
     header, *rows = quiet.stdout.splitlines()
     assert header.split("\t") == ["model", "suite", "dataset", "condition", "metric", "value", "n"]

@@ -190,14 +190,18 @@ def test_devices_split_conditions_over_processes_with_the_rows_of_one_process(tm
         "-p",
         "repeats=2",
     ]
-    one = subprocess.run([*base, "--out", str(tmp_path / "one")], capture_output=True, text=True, timeout=600)
+    from click.testing import CliRunner
+
+    from robustbench_vit.cli import main
+
+    one = CliRunner().invoke(main, [*base[3:], "--out", str(tmp_path / "one")])  # the plain run, in-process
     two = subprocess.run(
         [*base, "--out", str(tmp_path / "two"), "--devices", "cpu,cpu", "--format", "json"],
         capture_output=True,
         text=True,
         timeout=600,
     )
-    assert one.returncode == 0 and two.returncode == 0, two.stderr
+    assert one.exit_code == 0 and two.returncode == 0, (one.output[-2000:], two.stderr[-2000:])
     key = ["suite", "condition", "metric"]
     a, b = load_results(tmp_path / "one"), load_results(tmp_path / "two")
 
