@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import IMAGENET_SAMPLES, ROOT
 
 RATIOS = [
     "of model-only (target >= 90%)",  # clean eval from the cache vs the model-only forward
@@ -41,5 +41,7 @@ def test_gpu_check_quick_mode_on_cpu_prints_every_ratio():
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     summary = r.stdout.split("== summary", 1)[1]
     for ratio in RATIOS:
+        if ratio == "package / ours time" and not IMAGENET_SAMPLES.is_dir():
+            continue  # AutoAttack needs correctly classified real images: skipped without the shared data
         assert ratio in summary, f"missing ratio {ratio!r}"
     assert summary.count("of model-only (target >= 90%)") == 2  # a CNN and a ViT

@@ -142,15 +142,17 @@ def test_relative_to_clean_pairs_each_condition_once_and_std_needs_two_repeats(t
     from robustbench_vit.analysis import relative_to_clean
 
     kw = dict(data=str(CIFAR10_TEST), limit=20, out=str(tmp_path), progress=False)
-    for seed in (0, 1):  # two clean runs of the same images: must not double the joined rows
-        rbvit.evaluate(str(cifar_card), "clean", seed=seed, **kw)
+    for bs in (10, 20):  # two clean runs (two run ids) of the same images: must not double the joined rows
+        rbvit.evaluate(str(cifar_card), "clean", batch_size=bs, **kw)
     rbvit.evaluate(str(cifar_card), "occlusion", suite_params={"fractions": (0.25, 0.5), "repeats": 1}, **kw)
     df = rbvit.load_results(tmp_path)
     assert not (df.metric == "top1_std").any()  # undefined with one repeat: not written as 0
     rel = relative_to_clean(df)
     occ = df[(df.suite == "occlusion") & df.metric.isin(["top1", "top1_mean"])]
     assert len(rel) == len(occ) and rel["clean_top1"].notna().all()
-    clean = df[(df.suite == "clean") & (df.metric == "top1")].value.iat[0]
+    clean_rows = df[(df.suite == "clean") & (df.metric == "top1")]
+    assert clean_rows.run_id.nunique() == 2 and clean_rows.value.nunique() == 1
+    clean = clean_rows.value.iat[0]
     assert (rel["delta_vs_clean"] == rel["value"] - clean).all()
     assert rel["relative_to_clean"].tolist() == pytest.approx((rel["value"] / clean).tolist())
     rbvit.evaluate(str(cifar_card), "occlusion", suite_params={"fractions": (0.5,), "repeats": 2}, **kw)
