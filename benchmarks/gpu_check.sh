@@ -26,7 +26,7 @@ export RBVIT_CACHE="$WORK/cache"
 LOG="$WORK/log"
 
 if [ "$QUICK" = 1 ]; then
-  N=48; B=16; DT=fp32; REF_N=1; PGD_STEPS=2; FOURIER_N=2; PER_CELL=4; AA_N=4
+  N=48; B=16; DT=fp32; REF_N=1; PGD_STEPS=2; FOURIER_N=2; PER_CELL=4; AA_N=2
   ONLY_CORRUPTIONS=gaussian_noise,glass_blur,contrast  # quick: a noise, the numba loop, a colour op
   CNN=timm:test_resnet; VIT=timm:test_vit
 else
