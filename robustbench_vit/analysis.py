@@ -70,6 +70,14 @@ ACCURACY_METRICS = ("top1", "top1_mean", "robust_accuracy", "target_accuracy", "
 CLEAN_PAIR_KEY = ["model", "weights", "preprocessing", "image_set", "dtype"]
 
 
+def clean_top1_table(df: pd.DataFrame, clean_suite: str = "clean") -> pd.DataFrame:
+    """The latest clean top-1 per :data:`CLEAN_PAIR_KEY` (repeated clean runs count once), as
+    ``CLEAN_PAIR_KEY`` columns plus ``clean_top1``."""
+    clean = df[(df.suite == clean_suite) & (df.metric == "top1")]
+    clean = clean.sort_values("finished_at").drop_duplicates(CLEAN_PAIR_KEY, keep="last")
+    return clean[CLEAN_PAIR_KEY + ["value"]].rename(columns={"value": "clean_top1"})
+
+
 def relative_to_clean(
     df: pd.DataFrame, *, metrics: tuple[str, ...] = ACCURACY_METRICS, clean_suite: str = "clean"
 ) -> pd.DataFrame:
@@ -79,9 +87,7 @@ def relative_to_clean(
     latest), so no row is doubled; a row without a clean counterpart gets NaN (e.g. ImageNet-C files,
     whose images are not the val images).
     """
-    clean = df[(df.suite == clean_suite) & (df.metric == "top1")]
-    clean = clean.sort_values("finished_at").drop_duplicates(CLEAN_PAIR_KEY, keep="last")
-    clean = clean[CLEAN_PAIR_KEY + ["value"]].rename(columns={"value": "clean_top1"})
+    clean = clean_top1_table(df, clean_suite)
     rows = df[(df.suite != clean_suite) & df.metric.isin(metrics)]
     out = rows.merge(clean, on=CLEAN_PAIR_KEY, how="left", validate="many_to_one")
     out["delta_vs_clean"] = out["value"] - out["clean_top1"]

@@ -75,15 +75,12 @@ def _curve(ax, x: np.ndarray, g: pd.DataFrame, key: str, label: str, clean: floa
 
 def clean_top1(df: pd.DataFrame, rows: pd.DataFrame) -> float | None:
     """The clean-suite top-1 of the same model, weights, preprocessing, image set and dtype as ``rows``."""
-    from robustbench_vit.analysis import CLEAN_PAIR_KEY
+    from robustbench_vit.analysis import CLEAN_PAIR_KEY, clean_top1_table
 
-    c = df[(df.suite == "clean") & (df.metric == "top1")]
-    if c.empty or rows.empty or not set(CLEAN_PAIR_KEY) <= set(df.columns):
+    if rows.empty or not set(CLEAN_PAIR_KEY) <= set(df.columns):
         return None
-    first = rows.iloc[0]
-    for k in CLEAN_PAIR_KEY:
-        c = c[c[k] == first[k]]
-    return float(c.sort_values("finished_at")["value"].iloc[-1]) if len(c) else None
+    match = clean_top1_table(df).merge(rows.iloc[:1][CLEAN_PAIR_KEY], on=CLEAN_PAIR_KEY)
+    return float(match["clean_top1"].iloc[0]) if len(match) else None
 
 
 def plot_occlusion(df: pd.DataFrame, path: str | Path) -> Path | None:

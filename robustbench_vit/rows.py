@@ -18,6 +18,10 @@ from robustbench_vit.store import Record
 from robustbench_vit.suites import Suite
 from robustbench_vit.suites.base import Condition, Result
 
+#: run options that split a run over processes and never change its numbers: left out of the recorded
+#: config and of sweep cell keys
+SPLIT_OPTIONS = ("shard", "devices")
+
 __all__ = [
     "run_id",
     "image_set_id",
@@ -138,9 +142,7 @@ def base_row(
     config = {
         "model": m.spec.to_dict(),
         "suite": suite.config(),
-        "options": {
-            k: v for k, v in dataclasses.asdict(opts).items() if k not in ("shard", "devices")
-        },  # SPLIT_OPTIONS
+        "options": {k: v for k, v in dataclasses.asdict(opts).items() if k not in SPLIT_OPTIONS},
         "data_config": dc.to_dict(),
     }
     return {

@@ -94,10 +94,6 @@ class RunOptions:
             raise ConfigError("--devices needs at least one device")
 
 
-#: options that split a run over processes, never change its numbers (left out of configs and cell keys)
-SPLIT_OPTIONS = ("shard", "devices")
-
-
 def _select(ds_targets: np.ndarray, opts: RunOptions, ds: Any) -> np.ndarray:
     if opts.subset:
         idx = read_subset(opts.subset, ds)

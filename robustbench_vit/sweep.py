@@ -43,7 +43,8 @@ import tomllib
 from robustbench_vit import __version__
 from robustbench_vit.errors import CheckpointError, ConfigError, DataError, UnknownNameError
 from robustbench_vit.progress import NullProgress, Progress
-from robustbench_vit.runner import SPLIT_OPTIONS, RunOptions
+from robustbench_vit.rows import SPLIT_OPTIONS
+from robustbench_vit.runner import RunOptions
 
 __all__ = [
     "Cell",

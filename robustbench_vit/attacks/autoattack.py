@@ -58,8 +58,11 @@ def make_autoattack(
     seed: int = 0,
     device: torch.device | str = "cpu",
     n_restarts: int | None = None,
+    n_iter: int | None = None,
+    square_queries: int | None = None,
 ) -> Any:
-    """The package's ``AutoAttack`` object for ``forward`` (its sub-attacks configured by the version)."""
+    """The package's ``AutoAttack`` object for ``forward`` (its sub-attacks configured by the version);
+    ``n_restarts``, ``n_iter`` (APGD, APGD-T, FAB) and ``square_queries`` override the version's."""
     try:
         from pyautoattack import AutoAttack
     except ImportError:
@@ -75,6 +78,10 @@ def make_autoattack(
     )
     if n_restarts:
         aa.apgd.n_restarts = aa.fab.n_restarts = aa.square.n_restarts = n_restarts
+    if n_iter:
+        aa.apgd.n_iter = aa.apgd_targeted.n_iter = aa.fab.n_iter = n_iter
+    if square_queries:
+        aa.square.n_queries = square_queries
     return aa
 
 

@@ -161,9 +161,9 @@ class AutoAttackSuite(Suite):
             seed=ctx.seed,
             device=ctx.device,
             n_restarts=self.n_restarts or None,
+            n_iter=cond.params["n_iter"],
+            square_queries=cond.params["square_queries"],
         )
-        aa.square.n_queries = cond.params["square_queries"]
-        aa.apgd.n_iter = aa.apgd_targeted.n_iter = aa.fab.n_iter = cond.params["n_iter"]
         clean = ClassificationAccumulator()
         per_stage = [ClassificationAccumulator() for _ in stages]
         randomized = 0.0
