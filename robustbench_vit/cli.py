@@ -134,38 +134,9 @@ def ls_cmd(kind: str, name: str | None, fmt: str, as_json: bool) -> None:
             params, ["name", "type", "default", "allowed values"], resolve_format(fmt), f"rbvit suite {name}"
         )
         return
-    if kind == "models":
-        from robustbench_vit.models.zoo import MODELS
+    from robustbench_vit.catalog import catalog
 
-        rows = [
-            {
-                "name": s.name,
-                "family": s.family,
-                "params_m": s.params_m,
-                "source": s.source,
-                "arch": s.arch,
-                "paper": s.paper,
-            }
-            for _, s in MODELS.items()
-        ]
-    elif kind == "suites":
-        from robustbench_vit.suites import SUITES
-
-        rows = [
-            {
-                "name": n,
-                "paper": c.paper,
-                "metrics": ",".join(c.metrics),
-                "doc": (c.__doc__ or "").strip().splitlines()[0],
-            }
-            for n, c in SUITES.items()
-        ]
-    else:
-        from robustbench_vit.data.registry import DATASETS
-
-        rows = [
-            {"name": s.name, "description": s.description, "layouts": s.layouts} for _, s in DATASETS.items()
-        ]
+    rows = catalog(kind)  # type: ignore[arg-type]
     if as_json or fmt == "json":
         click.echo(json.dumps(rows, indent=1))
         return

@@ -1,0 +1,41 @@
+"""What ``rbvit ls`` lists: one row per registered model, suite or dataset (registry data only; nothing
+is built or downloaded)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+__all__ = ["catalog"]
+
+
+def catalog(kind: Literal["models", "suites", "datasets"]) -> list[dict[str, Any]]:
+    """Rows describing every entry of one registry."""
+    if kind == "models":
+        from robustbench_vit.models.zoo import MODELS
+
+        return [
+            {
+                "name": s.name,
+                "family": s.family,
+                "params_m": s.params_m,
+                "source": s.source,
+                "arch": s.arch,
+                "paper": s.paper,
+            }
+            for _, s in MODELS.items()
+        ]
+    if kind == "suites":
+        from robustbench_vit.suites import SUITES
+
+        return [
+            {
+                "name": n,
+                "paper": c.paper,
+                "metrics": ",".join(c.metrics),
+                "doc": (c.__doc__ or "").strip().splitlines()[0],
+            }
+            for n, c in SUITES.items()
+        ]
+    from robustbench_vit.data.registry import DATASETS
+
+    return [{"name": s.name, "description": s.description, "layouts": s.layouts} for _, s in DATASETS.items()]
