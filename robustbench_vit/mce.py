@@ -127,6 +127,7 @@ CORRUPTION_HEADLINE: tuple[tuple[str, str], ...] = (
     ("summary/mce", "mce"),
     ("summary/relative_mce", "relative_mce"),
     ("summary/benchmark", "mean_corruption_accuracy"),
+    ("summary/benchmark", "ece_mean"),
     ("summary/extra", "mean_corruption_accuracy"),
 )
 
@@ -145,13 +146,16 @@ def corruption_summary(results: list[tuple[Any, MetricValue]]) -> list[tuple[Any
     from robustbench_vit.suites.base import Condition
 
     err: dict[tuple[str, int], float] = {}
+    ece: dict[tuple[str, int], float] = {}
     clean_err = None
     n = 0
     tables = set()
     for cond, mv in results:
+        p = cond.params
+        if mv.metric == "ece" and p.get("corruption") not in (None, "clean"):
+            ece[(p["corruption"], int(p["severity"]))] = mv.value
         if mv.metric != "error":
             continue
-        p = cond.params
         n = mv.n
         tables.add(p.get("param_table", "imagenet_c_files"))
         if p["corruption"] == "clean":
@@ -177,6 +181,9 @@ def corruption_summary(results: list[tuple[Any, MetricValue]]) -> list[tuple[Any
             1 - np.mean(list(bench.values())),
             {"cells": len(bench)},
         )
+    bench_ece = [v for k, v in ece.items() if k[0] in BENCHMARK_CORRUPTIONS]
+    if bench_ece:
+        add("summary/benchmark", "ece_mean", float(np.mean(bench_ece)), {"cells": len(bench_ece)})
     for c in ALL_CORRUPTIONS:
         cells = [err[(c, s)] for s in SEVERITIES if (c, s) in err]
         if cells:

@@ -25,6 +25,9 @@ __all__ = [
     "MetricValue",
     "ClassificationAccumulator",
     "expected_calibration_error",
+    "rms_calibration_error",
+    "aurra",
+    "CALIBRATION_METRICS",
 ]
 
 
@@ -104,6 +107,31 @@ register_metric(
     description="expected calibration error, 15 bins",
     compute=lambda acc: expected_calibration_error(acc._cat("conf"), acc.correct()),
 )
+register_metric(
+    "brier",
+    higher_is_better=False,
+    proportion=False,
+    description="Brier score: mean squared distance of the softmax to the one-hot label (summed over classes)",
+    compute=lambda acc: _mean_or_nan(acc._cat("brier")),
+)
+register_metric(
+    "rms_calibration_error",
+    higher_is_better=False,
+    proportion=False,
+    description="RMS calibration error, adaptive bins of 100 images (Hendrycks et al., natural adversarial examples)",
+    compute=lambda acc: rms_calibration_error(acc._cat("conf"), acc.correct()),
+)
+register_metric(
+    "aurra",
+    higher_is_better=True,
+    proportion=False,
+    description="area under the response rate-accuracy curve (Hendrycks et al., natural adversarial examples)",
+    compute=lambda acc: aurra(acc._cat("conf"), acc.correct()),
+)
+
+#: calibration metrics every classification suite reports for each condition (issue: calibration under shift)
+CALIBRATION_METRICS: tuple[str, ...] = ("nll", "ece", "brier")
+
 # suite formulas
 for _name, _hib, _prop, _desc in (
     ("top1_mean", True, True, "mean top-1 over repeats"),
@@ -126,6 +154,7 @@ for _name, _hib, _prop, _desc in (
     ("error_mean", False, False, "mean error over a Fourier map"),
     ("error_low_freq", False, False, "mean error over the low-frequency half of a Fourier map"),
     ("error_high_freq", False, False, "mean error over the high-frequency half of a Fourier map"),
+    ("ece_mean", False, False, "mean expected calibration error over corruption cells"),
 ):
     register_metric(_name, higher_is_better=_hib, proportion=_prop, description=_desc)
 
@@ -163,8 +192,39 @@ def expected_calibration_error(conf: np.ndarray, correct: np.ndarray, bins: int 
     return float(ece / len(conf))
 
 
+def rms_calibration_error(conf: np.ndarray, correct: np.ndarray, bin_size: int = 100) -> float:
+    """RMS calibration error as the natural-adversarial-examples reference computes it (``calib_err``, p=2).
+
+    Images are sorted by confidence and cut into bins of ``bin_size`` (the last bin also takes the
+    remainder); the reference's loop then stops before that last bin, so it is not counted, and we
+    keep that for comparability. Each counted bin adds ``n_b / n * (mean conf - accuracy)^2``; the
+    result is the square root. NaN with fewer than two bins (under ``2 * bin_size`` images).
+    """
+    n = len(conf)
+    if n // bin_size < 2:
+        return float("nan")
+    order = np.argsort(conf, kind="stable")
+    c, k = np.asarray(conf, dtype=np.float64)[order], np.asarray(correct, dtype=np.float64)[order]
+    starts = np.arange(0, (n // bin_size - 1) * bin_size, bin_size)  # every bin but the last
+    total = 0.0
+    for s in starts:
+        gap = c[s : s + bin_size].mean() - k[s : s + bin_size].mean()
+        total += bin_size / n * gap * gap
+    return float(np.sqrt(total))
+
+
+def aurra(conf: np.ndarray, correct: np.ndarray) -> float:
+    """Area under the response rate-accuracy curve: answer the most confident images first; the mean over
+    response rates of the accuracy on the answered images."""
+    if len(conf) == 0:
+        return float("nan")
+    order = np.argsort(-np.asarray(conf, dtype=np.float64), kind="stable")
+    hits = np.cumsum(np.asarray(correct, dtype=np.float64)[order])
+    return float(np.mean(hits / np.arange(1, len(hits) + 1)))
+
+
 class ClassificationAccumulator:
-    """Top-1/top-5/NLL/ECE over a stream of (logits, labels, dataset indices)."""
+    """Top-1/top-5/NLL/ECE/Brier over a stream of (logits, labels, dataset indices)."""
 
     def __init__(self) -> None:
         self.index: list[np.ndarray] = []
@@ -173,6 +233,7 @@ class ClassificationAccumulator:
         self.top5: list[np.ndarray] = []
         self.loss: list[np.ndarray] = []
         self.conf: list[np.ndarray] = []
+        self.brier: list[np.ndarray] = []
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> None:
@@ -187,6 +248,8 @@ class ClassificationAccumulator:
         self.top5.append((topk == labels[:, None]).any(1).cpu().numpy())
         self.loss.append(F.cross_entropy(logits, labels, reduction="none").cpu().numpy())
         self.conf.append(probs.max(1).values.cpu().numpy())
+        p_true = probs.gather(1, labels[:, None]).squeeze(1)
+        self.brier.append(((probs * probs).sum(1) - 2 * p_true + 1).cpu().numpy())
 
     @torch.no_grad()
     def update_predictions(self, pred: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> None:
@@ -199,6 +262,7 @@ class ClassificationAccumulator:
         self.top5.append(pred == labels)
         self.loss.append(np.full(len(pred), np.nan, dtype=np.float32))
         self.conf.append(np.full(len(pred), np.nan, dtype=np.float32))
+        self.brier.append(np.full(len(pred), np.nan, dtype=np.float32))
 
     def _cat(self, name: str) -> np.ndarray:
         parts = getattr(self, name)

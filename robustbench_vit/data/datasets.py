@@ -21,7 +21,14 @@ from robustbench_vit.data.decode import read_rgb
 from robustbench_vit.errors import DataError
 from robustbench_vit.labels import CIFAR10_CLASSES
 
-__all__ = ["ImageDataset", "image_folder", "flat_folder", "cifar10_batches", "IMAGE_EXTENSIONS"]
+__all__ = [
+    "ImageDataset",
+    "image_folder",
+    "flat_folder",
+    "cifar10_batches",
+    "concat_datasets",
+    "IMAGE_EXTENSIONS",
+]
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff", ".gif")
 
@@ -184,3 +191,31 @@ def cifar10_batches(root: str | Path, *, split: str = "test") -> ImageDataset:
         lambda i: torch.from_numpy(data[i].copy()),
         fp,
     )
+
+
+def concat_datasets(parts: list[tuple[str, ImageDataset]], classes: tuple[str, ...]) -> ImageDataset:
+    """One dataset of several (e.g. ImageNet-O followed by its in-distribution ImageNet val images):
+    items keep their order and are prefixed ``<name>/``; every part's classes must be among ``classes``."""
+    pos = {c: i for i, c in enumerate(classes)}
+    items: list[str] = []
+    targets: list[np.ndarray] = []
+    owner: list[tuple[int, ImageDataset]] = []  # (first index, part) in order
+    h = hashlib.sha256(b"concat")
+    for name, ds in parts:
+        extra = sorted(set(ds.classes) - set(pos))
+        if extra:
+            raise DataError(
+                f"{ds.root}: classes {', '.join(extra[:5])} are not among the {len(classes)} expected"
+            )
+        owner.append((len(items), ds))
+        items.extend(f"{name}/{it}" for it in ds.items)
+        targets.append(np.asarray([pos[ds.classes[t]] for t in ds.targets], dtype=np.int64))
+        h.update(f"{name}\0{ds.fingerprint}\n".encode())
+    starts = np.asarray([o[0] for o in owner])
+
+    def read(i: int) -> torch.Tensor:
+        k = int(np.searchsorted(starts, i, side="right")) - 1
+        return owner[k][1].read(i - owner[k][0])
+
+    root = parts[0][1].root
+    return ImageDataset("concat", root, classes, items, np.concatenate(targets), read, h.hexdigest()[:16])

@@ -7,6 +7,7 @@ from robustbench_vit.suites import (  # noqa: F401
     fourier,
     imagenet_ar,
     imagenet_c,
+    imagenet_o,
     occlusion,
     patch_shuffle,
     pgd,

@@ -29,7 +29,7 @@ import torch
 from robustbench_vit.data.cache import ImageCache
 from robustbench_vit.data.datasets import ImageDataset
 from robustbench_vit.errors import ConfigError, RbvitError
-from robustbench_vit.metrics import ClassificationAccumulator, MetricValue
+from robustbench_vit.metrics import CALIBRATION_METRICS, ClassificationAccumulator, MetricValue
 from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.preprocessing import DataConfig
 from robustbench_vit.registry import Registry
@@ -161,6 +161,9 @@ class Suite:
     paper: ClassVar[str] = ""
     metrics: ClassVar[tuple[str, ...]] = ("top1",)
     needs_grad: ClassVar[bool] = False
+    #: calibration metrics reported for every condition besides ``metrics`` (suites whose conditions are
+    #: not classification under shift, e.g. attacks, override :meth:`condition_metrics` instead)
+    calibration: ClassVar[tuple[str, ...]] = CALIBRATION_METRICS
     #: (condition glob, metric) pairs shown in the Markdown leaderboard (default: every condition)
     headline: ClassVar[tuple[tuple[str, str], ...]] = ()
 
@@ -221,8 +224,10 @@ class Suite:
         return np.asarray([model.label_space.index_of(c) for c in ds.classes], dtype=np.int64)
 
     def condition_metrics(self, results: list[tuple[Condition, ClassificationAccumulator]]) -> list[Result]:
-        """Metric values of one finished condition; default: ``self.metrics`` for every variant."""
-        return [(var, mv) for var, acc in results for mv in acc.results(self.metrics)]
+        """Metric values of one finished condition; default: ``self.metrics`` and the calibration metrics
+        (NLL, ECE, Brier) for every variant."""
+        names = tuple(dict.fromkeys((*self.metrics, *self.calibration)))
+        return [(var, mv) for var, acc in results for mv in acc.results(names)]
 
     def expand_results(self, results: list[Result]) -> list[Result]:
         """Extra results derived from one finished condition's (e.g. mirrored Fourier bases)."""

@@ -60,6 +60,8 @@ class FourierHeatmap(Suite):
     version: ClassVar[int] = 2
     paper: ClassVar[str] = "Yin et al. 2019, A Fourier Perspective on Model Robustness in Computer Vision"
     metrics: ClassVar[tuple[str, ...]] = ("error",)
+    #: a heat map is an error map over hundreds of bases (the paper's protocol); no calibration rows per basis
+    calibration: ClassVar[tuple[str, ...]] = ()
     headline: ClassVar[tuple[tuple[str, str], ...]] = (
         ("summary/fourier", "error_high_freq"),
         ("summary/fourier", "error_low_freq"),

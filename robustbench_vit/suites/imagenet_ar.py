@@ -1,7 +1,8 @@
 """``imagenet_a`` / ``imagenet_r``: 200-class natural adversarial examples (Hendrycks et al. 2021,
 "Natural Adversarial Examples") and renditions (Hendrycks et al. 2021, "The Many Faces of
 Robustness"). Logits are always restricted to the 200 ImageNet-1k classes of the dataset (timm's
-shipped index lists); top-1 is on the 200-way problem. With ``clean_data`` (an ImageNet val
+shipped index lists); top-1 is on the 200-way problem, and so are the calibration metrics (softmax over
+the 200 logits, as the papers' evaluation code): NLL, ECE, Brier, RMS calibration error and AURRA. With ``clean_data`` (an ImageNet val
 folder) the clean accuracy on the same 200 classes and the difference are reported too.
 """
 
@@ -28,9 +29,12 @@ __all__ = ["ImageNetA", "ImageNetR"]
 class _Subset200(Suite):
     dataset_name: ClassVar[str] = ""
     handles_class_subset: ClassVar[bool] = True
-    metrics: ClassVar[tuple[str, ...]] = ("top1", "top5")
+    #: RMS calibration error and AURRA as the natural-adversarial-examples paper reports them
+    metrics: ClassVar[tuple[str, ...]] = ("top1", "top5", "rms_calibration_error", "aurra")
     headline: ClassVar[tuple[tuple[str, str], ...]] = (
         ("imagenet-*", "top1"),
+        ("imagenet-*", "rms_calibration_error"),
+        ("imagenet-*", "aurra"),
         ("clean-200", "top1"),
         ("summary/diff", "top1_diff"),
     )
