@@ -89,6 +89,21 @@ for _spec in (
         "imagenet-v2", "ImageNet-V2 (1000 classes, folders named 0..999 or wnids)", "<root>/<class>/*.jpeg"
     ),
     DatasetSpec("imagenet-sketch", "ImageNet-Sketch (1000 wnid folders)", "<root>/<wnid>/*.JPEG"),
+    DatasetSpec(
+        "imagenet-o",
+        "ImageNet-O anomalies (200 wnid folders) + ImageNet val of the same classes (suite imagenet_o)",
+        "<root>/<wnid>/*.jpg",
+    ),
+    DatasetSpec(
+        "cue-conflict",
+        "texture-vs-shape cue-conflict images (suite shape_bias)",
+        "<root>/<category>/<shape><i>-<texture><j>.png (16 categories)",
+    ),
+    DatasetSpec(
+        "shape16",
+        "any folder of the 16 entry-level categories, e.g. Stylized-ImageNet or sketch (suite shape_bias)",
+        "<root>/<category>/<image> (16 categories)",
+    ),
 ):
     DATASETS.add(_spec.name, _spec)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -368,7 +369,8 @@ def wrap_module(
     for key, t in sorted(net.state_dict().items()):
         digest.update(key.encode())
         digest.update(t.detach().cpu().contiguous().numpy().tobytes())
-    name = name or type(net).__name__.lower()
+    # the class name as a folder-safe default (e.g. a private ``_Probe`` class becomes ``probe``)
+    name = name or re.sub(r"[^A-Za-z0-9._+-]", "-", type(net).__name__.lower()).lstrip("._+-") or "module"
     spec = ModelSpec(
         name=name,
         source="module",

@@ -11,6 +11,7 @@ from robustbench_vit.suites import (  # noqa: F401
     occlusion,
     patch_shuffle,
     pgd,
+    shape_bias,
     transfer,
 )
 from robustbench_vit.suites.base import SUITES, Condition, EvalContext, Suite, make_suite, register_suite
