@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.models.loading import LoadedModel
+from robustbench_vit.models.probes import attention_from_tokens
 
 __all__ = ["cls_attention", "patch_grid"]
 
@@ -55,13 +56,8 @@ def cls_attention(model: LoadedModel, x: torch.Tensor, *, head: int | str = 1) -
         net.forward_features(model.module.normalize(x))
     finally:
         hook.remove()
-    tokens = captured[0].float()
-    b, n, c = tokens.shape
-    nh = attn.num_heads
-    qkv = F.linear(tokens, attn.qkv.weight.float(), None if attn.qkv.bias is None else attn.qkv.bias.float())
-    q, k, _ = qkv.reshape(b, n, 3, nh, c // nh).permute(2, 0, 3, 1, 4)
-    q, k = attn.q_norm(q), attn.k_norm(k)
-    weights = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, heads, N, N)
+    weights = attention_from_tokens(attn, captured[0].float())  # (B, heads, N, N)
+    b, nh = weights.shape[:2]
     prefix = int(getattr(net, "num_prefix_tokens", 1))
     cls_to_patch = weights[:, :, 0, prefix:]
     if head == "mean":

@@ -11,6 +11,7 @@ from robustbench_vit.suites import (  # noqa: F401
     occlusion,
     patch_shuffle,
     pgd,
+    representations,
     shape_bias,
     transfer,
 )
