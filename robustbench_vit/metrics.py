@@ -24,6 +24,7 @@ __all__ = [
     "PROPORTIONS",
     "MetricValue",
     "ClassificationAccumulator",
+    "PrecomputedResults",
     "expected_calibration_error",
     "rms_calibration_error",
     "aurra",
@@ -294,3 +295,12 @@ class ClassificationAccumulator:
             "correct": self.correct(),
             "loss": self._cat("loss").astype(np.float32),
         }
+
+
+class PrecomputedResults(ClassificationAccumulator):
+    """The finished results of a pass that is not per-image classification (CKA, sequence stability):
+    ``values`` are (condition, metric value) pairs; there are no per-image predictions, so no sample rows."""
+
+    def __init__(self, values: list, n: int) -> None:
+        super().__init__()
+        self.values, self.images = values, n

@@ -34,7 +34,8 @@ class DataConfig:
     Attributes:
         input_size: (channels, height, width) the model takes.
         crop_pct: fraction of the resized image kept by the center crop (timm semantics:
-            the short side is resized to ``floor(size / crop_pct)``, then ``size`` is cropped).
+            the short side is resized to ``floor(size / crop_pct)``, then ``size`` is cropped; above 1 the
+            crop is larger than the resized image, which is centred on black padding, as ImageNet-P's canvas).
         interpolation: resize filter.
         mean / std: normalisation applied inside the model wrapper.
         crop_mode: ``center`` (keep aspect, resize short side) or ``squash`` (resize both sides).
@@ -54,8 +55,8 @@ class DataConfig:
             raise ConfigError(f"interpolation {self.interpolation!r} not in {INTERPOLATIONS}")
         if self.crop_mode not in CROP_MODES:
             raise ConfigError(f"crop_mode {self.crop_mode!r} not in {CROP_MODES}")
-        if not 0 < self.crop_pct <= 1:
-            raise ConfigError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+        if not 0 < self.crop_pct <= 2:
+            raise ConfigError(f"crop_pct must be in (0, 2], got {self.crop_pct}")
         if len(self.input_size) != 3 or len(self.mean) != 3 or len(self.std) != 3:
             raise ConfigError("input_size, mean and std need 3 entries each (RGB)")
         if self.input_size[0] != 3 or min(self.input_size[1:]) < 1:

@@ -8,6 +8,7 @@ from robustbench_vit.suites import (  # noqa: F401
     imagenet_ar,
     imagenet_c,
     imagenet_o,
+    imagenet_p,
     occlusion,
     patch_shuffle,
     pgd,

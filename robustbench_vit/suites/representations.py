@@ -22,7 +22,12 @@ import numpy as np
 
 from robustbench_vit.cka import MinibatchCKA
 from robustbench_vit.errors import ConfigError
-from robustbench_vit.metrics import ClassificationAccumulator, MetricValue, register_metric
+from robustbench_vit.metrics import (
+    ClassificationAccumulator,
+    MetricValue,
+    PrecomputedResults,
+    register_metric,
+)
 from robustbench_vit.models import probes
 from robustbench_vit.suites.base import Condition, EvalContext, Result, Suite, register_suite
 
@@ -39,14 +44,6 @@ for _name, _desc in (
     register_metric(_name, higher_is_better=True, proportion=False, description=_desc)
 
 Analysis = Literal["cka", "attention_distance", "block_accuracy"]
-
-
-class _Measured(ClassificationAccumulator):
-    """The results of one analysis pass (no per-image predictions, so no per-sample rows)."""
-
-    def __init__(self, values: list[Result], n: int) -> None:
-        super().__init__()
-        self.values, self.images = values, n
 
 
 def _has_attention(ctx: EvalContext) -> bool:
@@ -128,7 +125,7 @@ class Representations(Suite):
     ) -> list[tuple[Condition, ClassificationAccumulator]]:
         run = {"cka": self._cka, "attention_distance": self._attention, "block_accuracy": self._blocks}
         values, n = run[cond.name.split("/")[0]](ctx, cond, bs)
-        return [(cond, _Measured(values, n))]
+        return [(cond, PrecomputedResults(values, n))]
 
     def condition_metrics(self, results: list[tuple[Condition, ClassificationAccumulator]]) -> list[Result]:
         return [r for _, acc in results for r in acc.values]  # type: ignore[attr-defined]

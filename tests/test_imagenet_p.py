@@ -1,0 +1,300 @@
+"""imagenet_p: stability metrics against the reference evaluation loop, generated sequences against the
+reference generator's operations (PIL, OpenCV, imagecorruptions' ImageMagick motion blur), both data
+paths end to end, baseline normalisation, and a real model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms as T
+import torchvision.transforms.functional as TF
+from PIL import Image
+from scipy.stats import rankdata
+from torch import nn
+
+import robustbench_vit as rbvit
+from robustbench_vit.models.loading import wrap_module
+from robustbench_vit.perturbations import sequences as seq
+from robustbench_vit.stability import flip_probability, top5_distance, top5_indices
+from tests.helpers import IMAGENET_SAMPLES, needs_effnet, needs_imagenet
+
+# --- metrics: the reference's flip_prob / ranking_dist, restated --------------------------------------
+CUM = np.cumsum(np.asarray([0] + [1] * 5 + [0] * (999 - 5)))
+
+
+def _ref_dist(sigma: np.ndarray) -> float:
+    return float(np.sum(np.abs(CUM[:5] - CUM[sigma - 1][:5])))
+
+
+def _ref_metrics(logits: np.ndarray, noise: bool, difficulty: int) -> tuple[float, float]:
+    """(flip probability, top-5 distance) over videos, as ImageNet-P/test.py computes them."""
+    step = 1 if noise else difficulty
+    fp = t5 = 0.0
+    for vid in logits:  # (frames, classes)
+        preds = vid.argmax(1)
+        ranks = [rankdata(-f, method="ordinal").astype(np.int64) for f in vid]
+        flips, dists = [], []
+        for i in range(step):
+            prev_pred, perm1 = preds[i], ranks[i]
+            inv = np.argsort(perm1)
+            for pred, rank in zip(preds[i::step][1:], ranks[i::step][1:]):
+                flips.append(int(prev_pred != pred))
+                dists.append(_ref_dist(rank[inv]))
+                if not noise:
+                    prev_pred, perm1 = pred, rank
+                    inv = np.argsort(perm1)
+        fp += np.mean(flips) / len(logits)
+        t5 += np.mean(dists) / len(logits)
+    return fp, t5
+
+
+@pytest.mark.parametrize("noise, difficulty", [(True, 1), (False, 1), (False, 2), (False, 3)])
+def test_stability_metrics_match_the_reference_loop(noise, difficulty):
+    rng = np.random.default_rng(difficulty + 10 * noise)
+    base = rng.normal(size=(6, 1, 1000)) * 2
+    logits = np.round(base + rng.normal(size=(6, 31, 1000)) * 0.6, 1)  # rounded: ties in the ranks
+    fp_ref, t5_ref = _ref_metrics(logits, noise, difficulty)
+    t = top5_indices(torch.from_numpy(logits).permute(1, 0, 2))  # (frames, videos, 5)
+    stride = 1 if noise else difficulty
+    assert float(flip_probability(t, noise, stride).mean()) == pytest.approx(fp_ref, abs=1e-12)
+    assert float(top5_distance(t, noise, stride).mean()) == pytest.approx(t5_ref, abs=1e-12)
+
+
+def test_a_model_that_never_changes_its_mind_is_perfectly_stable():
+    logits = top5_indices(torch.randn(1, 4, 1000).expand(31, 4, 1000))
+    for noise in (True, False):
+        assert (
+            float(flip_probability(logits, noise).max()) == 0
+            and float(top5_distance(logits, noise).max()) == 0
+        )
+
+
+# --- generated sequences against the reference's operations -----------------------------------------
+def _source() -> Image.Image:
+    f = next((IMAGENET_SAMPLES / "n01440764").iterdir())
+    return T.Resize(256)(Image.open(f).convert("RGB"))
+
+
+def _canvas(img: Image.Image) -> torch.Tensor:
+    t = TF.pil_to_tensor(img)
+    return TF.center_crop(t, [seq.CANVAS, seq.CANVAS]).float().div(255)[None]
+
+
+def _close(ours: torch.Tensor, ref: np.ndarray, mean_levels: float, p99_levels: float) -> None:
+    """Frames agree within ``mean_levels`` uint8 levels on average and ``p99_levels`` at the 99th percentile."""
+    a = ours.permute(1, 2, 0).numpy() * 255
+    d = np.abs(a - ref.astype(np.float64))
+    assert d.mean() <= mean_levels and np.percentile(d, 99) <= p99_levels, (d.mean(), np.percentile(d, 99))
+
+
+@needs_imagenet
+@pytest.mark.parametrize(
+    "name", ["translate", "rotate", "scale", "zoom_blur", "tilt", "brightness", "motion_blur"]
+)
+def test_generated_frames_follow_the_reference_generator(name):
+    import skimage.color as skcolor
+    from imagecorruptions.corruptions import _motion_blur
+
+    img = _source()
+    frames = seq.generate(name, _canvas(img), torch.Generator().manual_seed(0))[:, 0]
+    crop = T.CenterCrop(224)
+    x = np.asarray(img)
+    picks = (0, 7, 19, 30) if name != "translate" else (0, 5, 20, 40)
+    avg = T.ToTensor()(crop(img))
+    for i in range(1, 31 if name == "zoom_blur" else 0):  # zoom blur accumulates every frame
+        z = crop(TF.affine(img, 0, [0, 0], 1 + 0.004 * i, [0.0], interpolation=T.InterpolationMode.BILINEAR))
+        avg += T.ToTensor()(z)
+        if i in picks:
+            ref = np.asarray(T.ToPILImage()(avg / (i + 1)))
+            _close(frames[i], ref, 0.6, 3)
+    for i in picks:
+        if name == "translate":
+            ref = np.asarray(crop(TF.affine(img, 0, [i - 20, 0], 1, [0.0])))
+        elif name == "rotate":
+            ref = np.asarray(
+                crop(TF.affine(img, i - 15, [0, 0], 1.0, [0.0], interpolation=T.InterpolationMode.BILINEAR))
+            )
+        elif name == "scale":
+            s = (i * 2.5 + 40) / 100.0
+            ref = np.asarray(
+                crop(TF.affine(img, 0, [0, 0], s, [0.0], interpolation=T.InterpolationMode.BILINEAR))
+            )
+        elif name == "tilt":
+            h, w = x.shape[:2]
+            mat = seq.tilt_matrix(h, w, i - 15).numpy()
+            ref = np.asarray(crop(Image.fromarray(cv2.warpPerspective(x, mat, (w, h)))))
+        elif name == "brightness":
+            hsv = skcolor.rgb2hsv(np.asarray(crop(img)) / 255.0)
+            hsv[:, :, 2] = np.clip(hsv[:, :, 2] + (i - 15) * 2 / 100.0, 0, 1)
+            ref = np.uint8(skcolor.hsv2rgb(hsv) * 255)
+        elif name == "motion_blur":
+            blurred = _motion_blur(np.asarray(crop(img)), radius=10, sigma=3, angle=(i - 30) * 4)
+            ref = np.clip(np.round(blurred), 0, 255)
+        else:
+            continue
+        _close(frames[i], ref, 0.6, 3)
+
+
+@needs_imagenet
+def test_snow_frames_follow_the_reference_with_the_same_draws():
+    from imagecorruptions.corruptions import _motion_blur
+    from scipy.ndimage import zoom as scizoom
+
+    img = T.CenterCrop(224)(_source())
+    x = np.asarray(img) / 255.0
+    noise = np.random.default_rng(0).normal(size=(224, 224), loc=0.05, scale=0.3)
+    ours = seq.snow_sequence(
+        torch.from_numpy(x).permute(2, 0, 1)[None].float(), torch.from_numpy(noise)[None, None]
+    )
+    # reference: clipped_zoom x3 (order 1, centre trim), threshold, 8-bit layer, blur, brighten, add
+    ch = int(np.ceil(224 / 3))
+    top = (224 - ch) // 2
+    z = scizoom(noise[top : top + ch, top : top + ch], 3, order=1)
+    t = (z.shape[0] - 224) // 2
+    z = z[t : t + 224, t : t + 224]
+    z[z < 0.5] = 0
+    layer = (np.clip(z, 0, 1) * 255).astype(np.uint8)
+    gray = cv2.cvtColor(np.float32(x), cv2.COLOR_RGB2GRAY)[..., None]
+    base = 0.85 * x + 0.15 * np.maximum(x, gray * 1.5 + 0.5)
+    for i in (0, 15, 30):
+        s = np.clip(np.round(_motion_blur(layer, 14, 4, i * 4 - 150)), 0, 255)[..., None] / 255.0
+        ref = np.uint8(np.clip(base + s + np.rot90(s, k=2), 0, 1) * 255)
+        _close(ours[i][0], ref, 0.6, 3)
+
+
+def test_noise_sequences_start_clean_and_have_the_reference_strength():
+    g = torch.Generator().manual_seed(0)
+    x = torch.full((2, 3, seq.CANVAS, seq.CANVAS), 0.5)
+    for d, sigma in enumerate(seq.NOISE_LEVELS["gaussian_noise"], start=1):
+        f = seq.generate("gaussian_noise", x, g, d)
+        assert torch.equal(f[0], x[:, :, :224, :224]) and f.shape[0] == 31
+        assert float((f[1:] - 0.5).std()) == pytest.approx(sigma, rel=0.05)
+    for d, lam in enumerate(seq.NOISE_LEVELS["shot_noise"], start=1):
+        f = seq.generate("shot_noise", x, g, d)
+        assert float(f[1:].var()) == pytest.approx(0.5 / lam, rel=0.1)  # Poisson: variance = x / lambda
+
+
+# --- the suite end to end ---------------------------------------------------------------------------
+class _Tiny(nn.Module):
+    """A deterministic 1000-way linear classifier over 8x8-pooled pixels (a stand-in with real sensitivity)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.w = nn.Parameter(torch.randn(1000, 3 * 64, generator=g))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten(1) @ self.w.T
+
+
+PRE = {
+    "input_size": (3, 224, 224),
+    "crop_pct": 0.875,
+    "interpolation": "bilinear",
+    "mean": (0.5,) * 3,
+    "std": (0.25,) * 3,
+}
+
+
+def _write_videos(root: Path, n_per: int = 2) -> Path:
+    """The released layout: <type>/<wnid>/<name>.mp4, frames from generated sequences (lossless-ish H.264)."""
+    import av
+
+    wnids = sorted(p.name for p in IMAGENET_SAMPLES.iterdir())[:n_per]
+    for p in seq.SEQUENCES:
+        for w in wnids:
+            img = T.Resize(256)(Image.open(next((IMAGENET_SAMPLES / w).iterdir())).convert("RGB"))
+            frames = seq.generate(p, _canvas(img), torch.Generator().manual_seed(1))[:, 0]
+            out = root / p / w / f"{w}_seq.mp4"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with av.open(str(out), "w") as box:
+                stream = box.add_stream("libx264", rate=1)
+                stream.width = stream.height = 224
+                stream.pix_fmt = "yuv444p"
+                stream.options = {"crf": "0"}
+                for f in frames:
+                    arr = (f.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+                    box.mux(stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")))
+                box.mux(stream.encode())
+    return root
+
+
+@needs_imagenet
+def test_files_and_generated_paths_agree_and_baseline_normalises(tmp_path):
+    pytest.importorskip("av")
+    root = _write_videos(tmp_path / "imagenet-p")
+    net = _Tiny()
+    kw = dict(preprocessing=PRE, progress=False, batch_size=62)
+    files = rbvit.evaluate(
+        net, "imagenet_p", data=str(root), suite_params={"source": "files"}, name="tiny", **kw
+    )
+    cells = files[~files.condition.str.startswith("summary")]
+    assert len(cells) == 20 and set(cells.n) == {2}
+    # the decoded videos are the frames written (H.264 at crf 0 in 4:4:4 loses only the colour rounding)
+    from robustbench_vit.suites.imagenet_p import read_video
+
+    video = sorted((root / "rotate").glob("*/*.mp4"))[0]
+    frames = read_video(video).float() / 255
+    img = T.Resize(256)(Image.open(next((IMAGENET_SAMPLES / video.parent.name).iterdir())).convert("RGB"))
+    written = seq.generate("rotate", _canvas(img), torch.Generator().manual_seed(1))[:, 0]
+    assert frames.shape == written.shape and float((frames - written).abs().mean()) * 255 < 1.0
+    # the suite's numbers are the stability metrics of the network's logits on those frames
+    wrapped = wrap_module(net, preprocessing=PRE)
+    for c in ("rotate/d=1", "gaussian_noise/d=1"):
+        p = c.split("/")[0]
+        logits = torch.stack(
+            [wrapped(read_video(v).float() / 255) for v in sorted((root / p).glob("*/*.mp4"))], 1
+        )
+        logits = top5_indices(logits)
+        noise = seq.SEQUENCES[p].noise
+        got = cells.set_index(["condition", "metric"]).value
+        assert got[(c, "flip_probability")] == pytest.approx(float(flip_probability(logits, noise).mean()))
+        assert got[(c, "top5_distance")] == pytest.approx(float(top5_distance(logits, noise).mean()))
+    # baseline: the same network saved under the baseline's name gives FR = 1 for every type, mFR = 1
+    rbvit.evaluate(
+        net,
+        "imagenet_p",
+        data=str(root),
+        suite_params={"source": "files"},
+        name="alexnet",
+        out=str(tmp_path / "base"),
+        **kw,
+    )
+    norm = rbvit.evaluate(
+        net, "imagenet_p", data=str(root), name="tiny", **kw,
+        suite_params={"source": "files", "baseline": str(tmp_path / "base")},
+    )  # fmt: skip
+    v = norm.set_index(["condition", "metric"]).value
+    fr = norm[norm.metric == "flip_rate"]
+    assert len(fr) == sum(1 for c in cells.itertuples() if c.metric == "flip_probability" and c.value > 0)
+    assert np.allclose(fr.value, 1.0)
+    if len(fr) == 10:
+        assert v[("summary/mfr", "mfr")] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+@needs_imagenet
+@needs_effnet
+def test_a_real_model_flips_more_under_stronger_noise():
+    df = rbvit.evaluate(
+        "efficientnet_lite0",
+        "imagenet_p",
+        data=str(IMAGENET_SAMPLES),
+        limit=4,
+        batch_size=124,
+        progress=False,
+        suite_params={"perturbations": "gaussian_noise,translate", "difficulties": "1,3"},
+    )
+    v = df.set_index(["condition", "metric"]).value
+    weak, strong = (
+        v[("gaussian_noise/d=1", "flip_probability")],
+        v[("gaussian_noise/d=3", "flip_probability")],
+    )
+    assert 0 <= weak <= strong < 0.6
+    assert v[("gaussian_noise/d=1", "top5_distance")] < v[("gaussian_noise/d=3", "top5_distance")]
+    # translation by 1 px flips a trained network rarely; by 3 px (stride 3) more often
+    assert v[("translate/d=1", "flip_probability")] <= v[("translate/d=3", "flip_probability")] < 0.5
