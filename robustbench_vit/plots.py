@@ -361,3 +361,6 @@ FIGURE_SUITES: dict[str, tuple[str, ...]] = {
     "pgd": ("pgd",),
     "transfer": ("transfer",),
 }
+
+# the analysis suites' figures register themselves into PLOTTERS / FIGURE_SUITES
+from robustbench_vit import plots_analysis as _plots_analysis  # noqa: E402, F401

@@ -96,7 +96,8 @@ class DataConfig:
         r, c = self.resize_size, self.image_size
         rs = str(r[0]) if r[0] == r[1] else f"{r[0]}x{r[1]}"
         cs = str(c[0]) if c[0] == c[1] else f"{c[0]}x{c[1]}"
-        return f"resize {rs} / crop {cs} {self.interpolation} ({self.crop_mode})"
+        cut = "crop" if self.crop_pct <= 1 else "centre on black"  # crop_pct > 1: a canvas around the image
+        return f"resize {rs} / {cut} {cs} {self.interpolation} ({self.crop_mode})"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

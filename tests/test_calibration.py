@@ -107,3 +107,16 @@ def test_a_real_model_is_less_calibrated_under_corruption(tmp_path):
     for m in ("nll", "brier"):
         assert noisy[m] > clean[m], m
     assert 0 < clean.ece < 0.3 and 0 < noisy.ece < 0.5 and 0 < clean.brier < noisy.brier < 2.0
+
+
+@needs_imagenet
+def test_imagenet_a_reports_the_natural_adversarial_calibration_metrics(tmp_path):
+    from tests.test_imagenet_ar import _ar_fixture
+
+    root = _ar_fixture(tmp_path / "imagenet-a", "imagenet-a")
+    df = rbvit.evaluate(
+        "timm:test_resnet", "imagenet_a", data=str(root), pretrained=False, batch_size=100, progress=False
+    )
+    v = df.set_index("metric").value
+    assert {"rms_calibration_error", "aurra", "ece", "nll", "brier"} <= set(v.index)
+    assert 0 <= v["rms_calibration_error"] <= 1 and 0 <= v["aurra"] <= 1  # 200 images: one counted bin

@@ -100,7 +100,7 @@ def test_card_on_cifar_clean_no_resizing(tmp_path, cifar_card):
     )
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines()]
-    assert {x["metric"] for x in rows} == {"top1", "top5", "nll", "ece"}
+    assert {x["metric"] for x in rows} == {"top1", "top5", "nll", "ece", "brier"}
     df = load_results(tmp_path)
     assert (
         (df["input_size"] == 32).all() and (df["resize_size"] == 32).all() and (df["crop_pct"] == 1.0).all()

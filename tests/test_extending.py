@@ -59,7 +59,9 @@ def test_a_new_suite_and_metric_run_end_to_end(tmp_path, cifar_card):
         suite_params={"amounts": "0,1", "mode": "mean"},
     )
     assert set(df.condition) == {"amount=0.0", "amount=1.0"}
-    assert set(df.metric) == {"top1", "mean_confidence_example"} and df["higher_is_better"].all()
+    # every classification suite also reports the calibration metrics (``calibration = ()`` opts out)
+    assert set(df.metric) == {"top1", "mean_confidence_example", "nll", "ece", "brier"}
+    assert df[df.metric.isin(["top1", "mean_confidence_example"])]["higher_is_better"].all()
     board = build_leaderboard(tmp_path)
     conf = board[board.metric == "mean_confidence_example"]
     assert len(conf) == 2 and conf["ci_low"].isna().all()  # not a proportion: no Wilson interval

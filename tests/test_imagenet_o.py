@@ -125,3 +125,40 @@ def test_imagenet_o_input_errors(tmp_path):
             suite_params={"clean_data": str(IMAGENET_SAMPLES)},
             **kw,
         )
+
+
+class _Confident(torch.nn.Module):
+    """Logits whose scale follows the image's brightness: bright (in-distribution) images get a confident
+    softmax, dark ones (the fixture's anomalies) a flat one."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = torch.Generator().manual_seed(0)
+        base = torch.randn(1000, generator=g)
+        return x.mean((1, 2, 3))[:, None] * 40 * base[None]
+
+
+def test_a_detector_that_separates_perfectly_scores_one(tmp_path):
+    wnids = get_label_space_wnids()[:6]
+    for k, w in enumerate(wnids):
+        for root, level in ((tmp_path / "o", 10), (tmp_path / "val", 240)):
+            (root / w).mkdir(parents=True)
+            Image.fromarray(np.full((16, 16, 3), level + k, np.uint8)).save(root / w / f"{k}.png")
+    pre = {
+        "input_size": (3, 16, 16),
+        "crop_pct": 1.0,
+        "interpolation": "bilinear",
+        "mean": (0,) * 3,
+        "std": (1,) * 3,
+    }
+    df = rbvit.evaluate(
+        _Confident(), "imagenet_o", data=str(tmp_path / "o"), preprocessing=pre, progress=False,
+        suite_params={"clean_data": str(tmp_path / "val")},
+    )  # fmt: skip
+    v = df.set_index("metric").value
+    assert v["auroc"] == 1.0 and v["aupr"] == 1.0 and v["fpr95"] == 0.0 and v["ood_share"] == 0.5
+
+
+def get_label_space_wnids() -> list[str]:
+    from robustbench_vit.labels import get_label_space
+
+    return list(get_label_space("imagenet1k").wnids)
