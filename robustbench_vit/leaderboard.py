@@ -194,13 +194,15 @@ def _labels(agg: pd.DataFrame, all_variants: bool) -> list[str]:
 
 
 def headline_rows(board: pd.DataFrame, suite: str) -> pd.DataFrame:
-    """The rows of ``suite`` its class declares as headline (all rows when it declares none)."""
+    """The rows of ``suite`` its class declares as headline (when it declares none: every condition of its
+    own ``metrics``, not the calibration metrics every condition carries; all rows of an unknown suite)."""
     from robustbench_vit.suites import SUITES
 
     g = board[board.suite == suite]
-    pairs = SUITES.get(suite).headline if suite in SUITES else ()
-    if not pairs:
+    if suite not in SUITES:
         return g.assign(_h=0)
+    cls = SUITES.get(suite)
+    pairs = cls.headline or tuple(("*", m) for m in cls.metrics)
     order = np.full(len(g), -1)
     for i, (pat, metric) in reversed(list(enumerate(pairs))):
         hit = g["condition"].map(lambda c, p=pat: fnmatch.fnmatch(c, p)).to_numpy()

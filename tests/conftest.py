@@ -9,6 +9,15 @@ import pytest
 
 from tests.helpers import write_cifar_card
 
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # pytest -n N: split the cores between the workers (and the processes they start), so N workers do
+    # not each run a full-width thread pool on the same cores
+    _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    os.environ["OMP_NUM_THREADS"] = _threads
+    import torch
+
+    torch.set_num_threads(int(_threads))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:

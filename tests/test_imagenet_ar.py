@@ -66,7 +66,8 @@ def test_ar_fixture_masked_and_unmasked_refused(tmp_path, name):
     )
     assert r.returncode == 0, r.stderr
     rows = [json.loads(x) for x in r.stdout.splitlines()]
-    assert {x["metric"] for x in rows} == {"top1", "top5"} and all(x["n"] == 200 for x in rows)
+    metrics = {"top1", "top5", "nll", "ece", "brier", "rms_calibration_error", "aurra"}
+    assert {x["metric"] for x in rows} == metrics and all(x["n"] == 200 for x in rows)
 
 
 @pytest.mark.slow
