@@ -29,7 +29,12 @@ import torch
 from robustbench_vit.data.cache import ImageCache
 from robustbench_vit.data.datasets import ImageDataset
 from robustbench_vit.errors import ConfigError, RbvitError
-from robustbench_vit.metrics import CALIBRATION_METRICS, ClassificationAccumulator, MetricValue
+from robustbench_vit.metrics import (
+    CALIBRATION_METRICS,
+    ClassificationAccumulator,
+    MetricValue,
+    PrecomputedResults,
+)
 from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.preprocessing import DataConfig
 from robustbench_vit.registry import Registry
@@ -227,7 +232,13 @@ class Suite:
         """Metric values of one finished condition; default: ``self.metrics`` and the calibration metrics
         (NLL, ECE, Brier) for every variant."""
         names = tuple(dict.fromkeys((*self.metrics, *self.calibration)))
-        return [(var, mv) for var, acc in results for mv in acc.results(names)]
+        out: list[Result] = []
+        for var, acc in results:
+            if isinstance(acc, PrecomputedResults):  # a suite's own pass (CKA, sequences) measured these
+                out.extend(acc.values)
+            else:
+                out.extend((var, mv) for mv in acc.results(names))
+        return out
 
     def expand_results(self, results: list[Result]) -> list[Result]:
         """Extra results derived from one finished condition's (e.g. mirrored Fourier bases)."""

@@ -239,9 +239,6 @@ class ImageNetP(Suite):
         ]
         return [(cond, PrecomputedResults(values, n))]
 
-    def condition_metrics(self, results: list[tuple[Condition, ClassificationAccumulator]]) -> list[Result]:
-        return [r for _, acc in results for r in acc.values]  # type: ignore[attr-defined]
-
     # --- summaries --------------------------------------------------------------------------------
     def _baseline_table(self) -> dict[tuple[str, int, str], float]:
         from robustbench_vit.store import load_results

@@ -127,9 +127,6 @@ class Representations(Suite):
         values, n = run[cond.name.split("/")[0]](ctx, cond, bs)
         return [(cond, PrecomputedResults(values, n))]
 
-    def condition_metrics(self, results: list[tuple[Condition, ClassificationAccumulator]]) -> list[Result]:
-        return [r for _, acc in results for r in acc.values]  # type: ignore[attr-defined]
-
     # --- analyses -------------------------------------------------------------------------------------
     def _cka(self, ctx: EvalContext, cond: Condition, bs: int) -> tuple[list[Result], int]:
         p = cond.params
