@@ -298,3 +298,17 @@ def test_a_real_model_flips_more_under_stronger_noise():
     assert v[("gaussian_noise/d=1", "top5_distance")] < v[("gaussian_noise/d=3", "top5_distance")]
     # translation by 1 px flips a trained network rarely; by 3 px (stride 3) more often
     assert v[("translate/d=1", "flip_probability")] <= v[("translate/d=3", "flip_probability")] < 0.5
+
+
+def test_released_layout_errors_name_the_folder(tmp_path):
+    from robustbench_vit.errors import DataError
+
+    kw = dict(preprocessing=PRE, progress=False, suite_params={"source": "files"})
+    with pytest.raises(DataError, match="ImageNet-P folder not found"):
+        rbvit.evaluate(_Tiny(), "imagenet_p", data=str(tmp_path / "missing"), **kw)
+    (tmp_path / "p" / "rotate").mkdir(parents=True)
+    with pytest.raises(DataError, match="no <wnid>/\\*.mp4 sequences"):
+        rbvit.evaluate(_Tiny(), "imagenet_p", data=str(tmp_path / "p"), **kw)
+    (tmp_path / "q" / "zebra").mkdir(parents=True)
+    with pytest.raises(DataError, match="has none of the folders"):
+        rbvit.evaluate(_Tiny(), "imagenet_p", data=str(tmp_path / "q"), **kw)

@@ -124,7 +124,11 @@ class ImageNetP(Suite):
             raise DataError(
                 "imagenet_p source=files needs --data PATH to the ImageNet-P folder (<perturbation>/<wnid>/*.mp4)"
             )
-        root = Path(data)
+        root = Path(data).expanduser()
+        if not root.is_dir():
+            raise DataError(
+                f"ImageNet-P folder not found: {root} (pass --data PATH to <perturbation>/<wnid>/*.mp4)"
+            )
         first = next((root / p for p in self.perturbations if (root / p).is_dir()), None)
         if first is None:
             raise DataError(f"{root} has none of the folders {', '.join(self.perturbations)}")
