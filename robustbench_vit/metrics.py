@@ -301,6 +301,6 @@ class PrecomputedResults(ClassificationAccumulator):
     """The finished results of a pass that is not per-image classification (CKA, sequence stability):
     ``values`` are (condition, metric value) pairs; there are no per-image predictions, so no sample rows."""
 
-    def __init__(self, values: list, n: int) -> None:
+    def __init__(self, values: list) -> None:
         super().__init__()
-        self.values, self.images = values, n
+        self.values = values

@@ -7,11 +7,10 @@ from the class token to every patch token, for one head or averaged over heads.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.models.loading import LoadedModel
-from robustbench_vit.models.probes import attention_from_tokens
+from robustbench_vit.models.probes import attention_from_tokens, resize_to
 
 __all__ = ["cls_attention", "patch_grid"]
 
@@ -46,9 +45,7 @@ def cls_attention(model: LoadedModel, x: torch.Tensor, *, head: int | str = 1) -
     """
     _check(model)
     net = model.net
-    h, w = model.data_config.image_size
-    if x.shape[-2:] != (h, w):
-        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    x = resize_to(x, model.data_config.image_size)
     captured: list[torch.Tensor] = []
     attn = net.blocks[-1].attn
     hook = attn.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))

@@ -23,7 +23,14 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.functional import _get_inverse_affine_matrix
 
-from robustbench_vit.perturbations.corruptions._ops import clipped_zoom, dev_gen, motion_blur, rgb_to_gray
+from robustbench_vit.perturbations.corruptions._ops import (
+    clipped_zoom,
+    dev_gen,
+    motion_blur,
+    quantize_floor,
+    rgb_to_gray,
+)
+from robustbench_vit.perturbations.corruptions.digital import brightness
 
 __all__ = [
     "CANVAS",
@@ -68,10 +75,6 @@ SEQUENCES: dict[str, SequenceSpec] = {
 
 #: noise strength per difficulty (1, 2, 3): Gaussian sigma and Poisson photon count of the reference
 NOISE_LEVELS = {"gaussian_noise": (0.03, 0.05, 0.08), "shot_noise": (300.0, 120.0, 60.0)}
-
-
-def _floor8(x: torch.Tensor) -> torch.Tensor:
-    return torch.floor(x.clamp(0, 1) * 255) / 255
 
 
 def _round8(x: torch.Tensor) -> torch.Tensor:
@@ -186,12 +189,6 @@ def _tilt(canvas: torch.Tensor, ext: torch.Tensor, degrees: float) -> torch.Tens
     return _sample(canvas, src_x, src_y)
 
 
-def _brightness(x: torch.Tensor, c: float) -> torch.Tensor:
-    v = x.amax(1, keepdim=True)
-    new_v = (v + c).clamp(0, 1)
-    return torch.where(v > 0, x * (new_v / v.clamp_min(1e-12)), new_v.expand_as(x))
-
-
 def snow_sequence(x: torch.Tensor, layer: torch.Tensor) -> list[torch.Tensor]:
     """The 31 snow frames of (B, 3, 224, 224) crops from (B, 1, 224, 224) N(0.05, 0.3) draws: the layer is
     zoomed x3 (centre, order 1), thresholded at 0.5 and stored as 8 bits, then per frame motion-blurred
@@ -199,12 +196,12 @@ def snow_sequence(x: torch.Tensor, layer: torch.Tensor) -> list[torch.Tensor]:
     layer = clipped_zoom(layer, 3)
     top = (layer.shape[-2] - CROP) // 2
     layer = layer[..., top : top + CROP, top : top + CROP]
-    layer = _floor8(torch.where(layer < 0.5, torch.zeros_like(layer), layer))
+    layer = quantize_floor(torch.where(layer < 0.5, torch.zeros_like(layer), layer))
     base = 0.85 * x + 0.15 * torch.maximum(x, rgb_to_gray(x) * 1.5 + 0.5)
     frames = []
     for i in range(31):
         s = _round8(motion_blur(layer, 14, 4.0, [i * 4.0 - 150] * len(x))).to(x.dtype)
-        frames.append(_floor8(base + s + torch.rot90(s, 2, dims=(-2, -1))))
+        frames.append(quantize_floor(base + s + torch.rot90(s, 2, dims=(-2, -1))))
     return frames
 
 
@@ -220,12 +217,12 @@ def generate(
         sigma = NOISE_LEVELS[name][difficulty - 1]
         g = dev_gen(x, generator)
         frames = [x] + [
-            _floor8(x + sigma * torch.randn(x.shape, generator=g, device=x.device)) for _ in range(30)
+            quantize_floor(x + sigma * torch.randn(x.shape, generator=g, device=x.device)) for _ in range(30)
         ]
     elif name == "shot_noise":
         lam = NOISE_LEVELS[name][difficulty - 1]
         g = dev_gen(x, generator)
-        frames = [x] + [_floor8(torch.poisson(x * lam, generator=g) / lam) for _ in range(30)]
+        frames = [x] + [quantize_floor(torch.poisson(x * lam, generator=g) / lam) for _ in range(30)]
     elif name == "motion_blur":
         frames = [_round8(motion_blur(x, 10, 3.0, [(i - 30) * 4.0] * len(x))) for i in range(31)]
     elif name == "zoom_blur":
@@ -233,13 +230,13 @@ def generate(
         frames = [x]
         for i in range(1, 31):
             total = total + _round8(_affine(canvas, ext, 0.0, (0, 0), 1 + 0.004 * i)).double()
-            frames.append(_floor8((total / (i + 1)).to(x.dtype)))
+            frames.append(quantize_floor((total / (i + 1)).to(x.dtype)))
     elif name == "snow":
         g = dev_gen(x, generator)
         noise = torch.randn(len(x), 1, CROP, CROP, generator=g, device=x.device, dtype=torch.float64)
         frames = snow_sequence(x, noise * 0.3 + 0.05)
     elif name == "brightness":
-        frames = [_floor8(_brightness(x, (i - 15) * 2 / 100.0)) for i in range(31)]
+        frames = [quantize_floor(brightness(x, (i - 15) * 2 / 100.0)) for i in range(31)]
     elif name == "translate":
         frames = [_round8(_affine(canvas, ext, 0.0, (i - 20, 0), 1.0)) for i in range(41)]
     elif name == "rotate":

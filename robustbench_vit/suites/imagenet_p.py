@@ -241,7 +241,7 @@ class ImageNetP(Suite):
             (cond, MetricValue("flip_probability", float(fp.mean()), n)),
             (cond, MetricValue("top5_distance", float(t5d.mean()), n)),
         ]
-        return [(cond, PrecomputedResults(values, n))]
+        return [(cond, PrecomputedResults(values))]
 
     # --- summaries --------------------------------------------------------------------------------
     def _baseline_table(self) -> dict[tuple[str, int, str], float]:

@@ -124,11 +124,10 @@ class Representations(Suite):
         self, ctx: EvalContext, cond: Condition, bs: int
     ) -> list[tuple[Condition, ClassificationAccumulator]]:
         run = {"cka": self._cka, "attention_distance": self._attention, "block_accuracy": self._blocks}
-        values, n = run[cond.name.split("/")[0]](ctx, cond, bs)
-        return [(cond, PrecomputedResults(values, n))]
+        return [(cond, PrecomputedResults(run[cond.name.split("/")[0]](ctx, cond, bs)))]
 
     # --- analyses -------------------------------------------------------------------------------------
-    def _cka(self, ctx: EvalContext, cond: Condition, bs: int) -> tuple[list[Result], int]:
+    def _cka(self, ctx: EvalContext, cond: Condition, bs: int) -> list[Result]:
         p = cond.params
         la = list(p["layers"])
         other = self._other(ctx)
@@ -162,9 +161,9 @@ class Representations(Suite):
                 }
                 c = Condition(f"{cond.name}/{a}|{b}", None, params)
                 out.append((c, MetricValue("cka", float(cka[i, j]), acc.n)))
-        return out, acc.n
+        return out
 
-    def _attention(self, ctx: EvalContext, cond: Condition, bs: int) -> tuple[list[Result], int]:
+    def _attention(self, ctx: EvalContext, cond: Condition, bs: int) -> list[Result]:
         total, n = None, 0
         for x, _y, idx in ctx.batches(bs):
             d = probes.mean_attention_distance(ctx.model, probes.attention_weights(ctx.model, x))
@@ -182,9 +181,9 @@ class Representations(Suite):
                     {"block": b, "head": h, "depth": probes.depth_fraction(b, dist.shape[0]), "unit": "px"},
                 )
                 out.append((c, MetricValue("attention_distance", float(dist[b, h]), n)))
-        return out, n
+        return out
 
-    def _blocks(self, ctx: EvalContext, cond: Condition, bs: int) -> tuple[list[Result], int]:
+    def _blocks(self, ctx: EvalContext, cond: Condition, bs: int) -> list[Result]:
         accs: list[ClassificationAccumulator] = []
         for x, y, idx in ctx.batches(bs):
             per_block = probes.block_logits(ctx.model, x)
@@ -202,7 +201,7 @@ class Representations(Suite):
                 {"block": b, "depth": probes.depth_fraction(b, len(accs))},
             )
             out += [(c, mv) for mv in acc.results(("top1", "top5"))]
-        return out, accs[0].n if accs else 0
+        return out
 
     def summarize(self, results: list[Result]) -> list[Result]:
         out: list[Result] = []
