@@ -60,6 +60,20 @@ def test_aggregation_matches_the_reference_mapping():
     assert (aggregate_16(logits).argmax(1).numpy() == ref.argmax(1)).all()
 
 
+def test_suite_scores_decide_as_the_reference_even_for_vanishing_probabilities():
+    """Very confident logits leave most category means far below 1e-30; the suite's scores must still rank
+    them as the reference's means do (no clamp or log that ties them)."""
+    from types import SimpleNamespace
+
+    from robustbench_vit.suites.shape_bias import ShapeBias
+
+    logits = torch.randn(64, 1000, generator=torch.Generator().manual_seed(1)) * 60
+    probs = logits.softmax(1).numpy()
+    ref = np.stack([[np.mean(np.take(p, shape16_indices()[c])) for c in CATS] for p in probs]).argmax(1)
+    scores = ShapeBias().logits(SimpleNamespace(model=lambda x: x), logits)
+    assert (scores.argmax(1).numpy() == ref).all()
+
+
 class _Oracle(nn.Module):
     """Reads the shape category from the red channel and the texture category from the green channel of a
     fixture image and answers one of them with an ImageNet class of that category."""
@@ -127,3 +141,48 @@ def test_folders_outside_the_sixteen_categories_are_refused(tmp_path):
         rbvit.evaluate(
             _Oracle("shape"), "shape_bias", data=str(tmp_path / "d"), preprocessing=PRE, progress=False
         )
+
+
+class _Random(nn.Module):
+    """A fixed random linear 1000-way classifier over pooled pixels: arbitrary, mixed decisions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(1000, 3 * 16, generator=torch.Generator().manual_seed(3)) * 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1) @ self.w.T
+
+
+def test_shape_bias_equals_the_model_vs_human_analysis_restated(tmp_path):
+    """Decisions of an arbitrary model, then model-vs-human's ShapeBias.analysis restated on a DataFrame:
+    drop shape == texture rows, fractions over every row, bias = shape / (shape + texture)."""
+    import pandas as pd
+
+    root = _cue_conflict(tmp_path / "cc")
+    net = _Random()
+    df = rbvit.evaluate(net, "shape_bias", data=str(root), preprocessing=PRE, progress=False)
+    got = df.set_index("metric").value
+    files = sorted(root.glob("*/*.png"))
+    x = (
+        torch.stack([torch.from_numpy(np.asarray(Image.open(f))).permute(2, 0, 1) for f in files]).float()
+        / 255
+    )
+    with torch.no_grad():
+        probs = net(x).softmax(1).numpy()
+    rows = []
+    for f, p in zip(files, probs):
+        agg = [np.mean(np.take(p, shape16_indices()[c])) for c in CATS]
+        rows.append(
+            {"object_response": CATS[int(np.argmax(agg))], "category": f.parent.name, "imagename": f.name}
+        )
+    ref = pd.DataFrame(rows)
+    ref["correct_texture"] = ref["imagename"].apply(texture_category)
+    ref["correct_shape"] = ref["category"]
+    df2 = ref.loc[ref.correct_shape != ref.correct_texture]
+    shape = len(df2.loc[df2.object_response == df2.correct_shape]) / len(ref)
+    texture = len(df2.loc[df2.object_response == df2.correct_texture]) / len(ref)
+    assert 0 < shape + texture  # the arbitrary model does take some cue decisions
+    assert got["shape_fraction"] == pytest.approx(shape)
+    assert got["texture_fraction"] == pytest.approx(texture)
+    assert got["shape_bias"] == pytest.approx(shape / (shape + texture))

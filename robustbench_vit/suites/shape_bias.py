@@ -122,8 +122,10 @@ class ShapeBias(Suite):
         return np.asarray([pos[c] for c in ds.classes], dtype=np.int64)
 
     def logits(self, ctx: EvalContext, x: torch.Tensor) -> torch.Tensor:
-        # log of the averaged probabilities: the argmax is model-vs-human's decision
-        return aggregate_16(ctx.model(x)).clamp_min(1e-30).log()
+        # the 16 averaged probabilities themselves as scores: their argmax is model-vs-human's decision. A log
+        # (or a clamp before it) would tie categories whose means differ below float32 resolution there, and
+        # only top-1/top-5 are read from these scores (``calibration = ()``).
+        return aggregate_16(ctx.model(x))
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:
         if not self._is_cue_conflict(ctx.dataset):
