@@ -52,9 +52,9 @@ def _dataset_of(d: pd.DataFrame) -> str:
     return ", ".join(sorted(set(d["dataset"]))) if "dataset" in d and len(d) else ""
 
 
-def _per_condition(df: pd.DataFrame, suite: str) -> pd.DataFrame:
-    d = df[(df.suite == suite) & (df.metric == "top1") & ~df.condition.str.startswith("summary")]
-    return d
+def _per_condition(df: pd.DataFrame, suite: str, metric: str = "top1") -> pd.DataFrame:
+    """The rows of ``metric`` for every condition of ``suite`` (no summaries)."""
+    return df[(df.suite == suite) & (df.metric == metric) & ~df.condition.str.startswith("summary")]
 
 
 def _curve(ax, x: np.ndarray, g: pd.DataFrame, key: str, label: str, clean: float | None = None):  # type: ignore[no-untyped-def]

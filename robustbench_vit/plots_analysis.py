@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from robustbench_vit.plots import FIGURE_SUITES, PLOTTERS, _dataset_of, _plt, _save
+from robustbench_vit.plots import FIGURE_SUITES, PLOTTERS, _dataset_of, _per_condition, _plt, _save
 
 __all__ = [
     "plot_cka",
@@ -20,14 +20,9 @@ __all__ = [
 ]
 
 
-def _cells(df: pd.DataFrame, suite: str | list[str], metric: str) -> pd.DataFrame:
-    suites = [suite] if isinstance(suite, str) else suite
-    return df[df.suite.isin(suites) & (df.metric == metric) & ~df.condition.str.startswith("summary")]
-
-
 def plot_cka(df: pd.DataFrame, path: str | Path) -> Path | None:
     """One CKA heat map (layer x layer) per model and comparison, depth increasing down and right."""
-    d = _cells(df, "representations", "cka")
+    d = _per_condition(df, "representations", "cka")
     if d.empty or "index_a" not in d:
         return None
     groups = list(d.groupby(["model", "model_b"]))
@@ -47,8 +42,8 @@ def plot_cka(df: pd.DataFrame, path: str | Path) -> Path | None:
 def plot_attention_distance(df: pd.DataFrame, path: str | Path) -> Path | None:
     """Mean attention distance of every head vs relative depth (dots) with the per-block mean (line), and
     class-token accuracy per block."""
-    att = _cells(df, "representations", "attention_distance")
-    blocks = _cells(df, "representations", "top1")
+    att = _per_condition(df, "representations", "attention_distance")
+    blocks = _per_condition(df, "representations", "top1")
     if att.empty and blocks.empty:
         return None
     plt = _plt()
@@ -86,10 +81,10 @@ def _bars(ax, table: pd.DataFrame, ylabel: str, title: str) -> None:  # type: ig
 
 def plot_imagenet_p(df: pd.DataFrame, path: str | Path) -> Path | None:
     """Flip probability and top-5 distance per perturbation type (difficulty 1) for every model."""
-    fp = _cells(df, "imagenet_p", "flip_probability")
+    fp = _per_condition(df, "imagenet_p", "flip_probability")
     if fp.empty:
         return None
-    t5 = _cells(df, "imagenet_p", "top5_distance")
+    t5 = _per_condition(df, "imagenet_p", "top5_distance")
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
     for ax, d, label in ((axes[0], fp, "flip probability"), (axes[1], t5, "top-5 distance")):
@@ -106,7 +101,7 @@ def plot_imagenet_p(df: pd.DataFrame, path: str | Path) -> Path | None:
 
 def plot_shape_bias(df: pd.DataFrame, path: str | Path) -> Path | None:
     """Shape bias per model (0 = always texture, 1 = always shape; humans are near 0.96 in Geirhos et al.)."""
-    d = _cells(df, "shape_bias", "shape_bias")
+    d = _per_condition(df, "shape_bias", "shape_bias")
     if d.empty:
         return None
     plt = _plt()

@@ -61,7 +61,6 @@ class ImageNetO(Suite):
     paper: ClassVar[str] = "Hendrycks et al. 2021, Natural Adversarial Examples (ImageNet-O)"
     metrics: ClassVar[tuple[str, ...]] = ("aupr", "auroc", "fpr95")
     calibration: ClassVar[tuple[str, ...]] = ()
-    handles_class_subset: ClassVar[bool] = True
     headline: ClassVar[tuple[tuple[str, str], ...]] = (("*", "aupr"), ("*", "auroc"), ("*", "fpr95"))
 
     clean_data: str = ""
