@@ -312,3 +312,28 @@ def test_released_layout_errors_name_the_folder(tmp_path):
     (tmp_path / "q" / "zebra").mkdir(parents=True)
     with pytest.raises(DataError, match="has none of the folders"):
         rbvit.evaluate(_Tiny(), "imagenet_p", data=str(tmp_path / "q"), **kw)
+
+
+@needs_imagenet
+@pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise"])
+def test_noise_frames_are_the_reference_formula_with_the_same_draws(name):
+    """Frames 1..30 restated with numpy as make_imagenet_p.py writes them (``np.uint8`` of the clipped noisy
+    image), fed the draws our generator makes: the device generator seeded from the batch generator."""
+    from robustbench_vit.perturbations.corruptions._ops import dev_gen
+
+    canvas = _canvas(_source())
+    frames = seq.generate(name, canvas, torch.Generator().manual_seed(7), difficulty=2)[:, 0]
+    x = frames[0]  # the clean 224 crop
+    g = dev_gen(canvas, torch.Generator().manual_seed(7))
+    level = seq.NOISE_LEVELS[name][1]
+    xn = x.numpy().astype(np.float64)
+    for i in range(1, 31):
+        if name == "gaussian_noise":
+            draw = torch.randn((1, *x.shape), generator=g)[0].numpy()
+            ref = np.uint8(255 * np.clip(xn + level * draw, 0, 1))
+        else:
+            draw = torch.poisson(torch.from_numpy(xn)[None].float() * level, generator=g)[0].numpy()
+            ref = np.uint8(255 * np.clip(draw / level, 0, 1))
+        got = np.round(frames[i].numpy().astype(np.float64) * 255)
+        assert np.abs(got - ref).max() <= 1, i  # float32 vs float64 at the truncation edge
+        assert (got == ref).mean() > 0.999, i
