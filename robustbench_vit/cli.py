@@ -86,6 +86,12 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--random-weights", is_flag=True, help="Do not load pretrained weights (tests, timing).")
 @click.option("--save-samples", is_flag=True, help="Also write per-sample rows (index, label, pred, loss).")
 @click.option("--workers", type=int, default=None, help="Decode threads for the image cache.")
+@click.option(
+    "--decode",
+    type=click.Choice(["auto", "cpu", "device"]),
+    default=None,
+    help="Decode image files on CPU threads, or in batches on the model's device (auto: on a GPU if any).",
+)
 @click.option("--cache-dir", type=str, default=None, help="Decoded-image cache (default $RBVIT_CACHE).")
 @format_option
 @_friendly

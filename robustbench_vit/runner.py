@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from torch import nn
 
 from robustbench_vit.data.cache import ImageCache, default_cache_dir
@@ -64,6 +65,9 @@ class RunOptions:
     out: str | None = None
     save_samples: bool = False
     workers: int | None = None
+    #: where image files are decoded: ``auto`` (in batches on the model's GPU when it has one, else CPU
+    #: threads), ``cpu``, or ``device`` (batches on the model's device, whatever it is)
+    decode: str = "auto"
     pretrained: bool = True
     checkpoint: str | None = None
     cache_dir: str | None = None
@@ -86,12 +90,24 @@ class RunOptions:
                 flag = "--" + name.replace("_", "-")
                 raise ConfigError(f"{flag} must be >= {lo}, got {v}")
         autocast_dtype(self.dtype)
+        if self.decode not in DECODE_CHOICES:
+            raise ConfigError(f"--decode must be one of {', '.join(DECODE_CHOICES)}, got {self.decode!r}")
         if self.shard is not None:
             k, n = self.shard
             if not (isinstance(k, int) and isinstance(n, int) and n >= 1 and 0 <= k < n):
                 raise ConfigError(f"shard must be (k, n) with 0 <= k < n, got {self.shard!r}")
         if self.devices is not None and not self.devices:
             raise ConfigError("--devices needs at least one device")
+
+
+DECODE_CHOICES = ("auto", "cpu", "device")
+
+
+def decode_device(choice: str, device: torch.device) -> torch.device | None:
+    """The device that decodes image files in batches for ``--decode choice`` (``None``: CPU threads)."""
+    if choice == "device" or (choice == "auto" and device.type == "cuda"):
+        return device
+    return None
 
 
 def _select(ds_targets: np.ndarray, opts: RunOptions, ds: Any) -> np.ndarray:
@@ -218,7 +234,7 @@ def _evaluate_one(
     indices = _select(ds.targets, opts, ds)
     cache_root = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()
     data_cfg = suite_obj.data_config(loaded)
-    cache = ImageCache(ds, data_cfg, cache_root)
+    cache = ImageCache(ds, data_cfg, cache_root, decode_device=decode_device(opts.decode, loaded.device))
     todo = cache.missing(indices) if suite_obj.uses_run_cache else []
     images = functools.partial(prog.advance, "images")
     if len(todo):

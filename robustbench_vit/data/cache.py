@@ -10,6 +10,11 @@ Layout of one cache entry (``<cache_dir>/<dataset fingerprint>-<geometry key>/``
 Only the indices a run asks for are decoded (``--limit`` decodes just the subset), in parallel
 worker threads; every chunk is flushed before it is marked filled, so an interrupted fill resumes
 where it stopped. A file lock makes concurrent runs on one cache safe.
+
+With a CUDA ``decode_device`` and a dataset of files, a chunk's files are read by the threads and
+decoded and resized together on the GPU (:func:`~robustbench_vit.data.decode.decode_batch`). nvjpeg's
+pixels differ from libjpeg-turbo's by about a uint8 level, so such a cache is its own entry (its
+folder name ends in ``-nvjpeg``): every entry holds exactly what one decoder produced.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import numpy as np
 import torch
 
 from robustbench_vit.data.datasets import ImageDataset
-from robustbench_vit.data.decode import apply_geometry
+from robustbench_vit.data.decode import apply_geometry, decode_batch
 from robustbench_vit.data.filled import FilledArray
 from robustbench_vit.preprocessing import DataConfig
 
@@ -34,6 +39,7 @@ __all__ = ["ImageCache", "default_cache_dir"]
 log = logging.getLogger(__name__)
 
 _CHUNK = 64
+_DEVICE_CHUNK = 256  # images per device decode call: a batch that keeps nvjpeg busy
 
 
 def default_cache_dir() -> Path:
@@ -45,14 +51,25 @@ def default_cache_dir() -> Path:
 class ImageCache:
     """The decoded, resized uint8 images of one dataset under one model geometry."""
 
-    def __init__(self, dataset: ImageDataset, data_config: DataConfig, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        data_config: DataConfig,
+        cache_dir: Path | None = None,
+        *,
+        decode_device: torch.device | str | None = None,
+    ) -> None:
         self.dataset = dataset
         self.data_config = data_config
+        #: where files are decoded in batches (``None``: per image on CPU threads)
+        self.decode_device = None if decode_device is None else torch.device(decode_device)
+        if dataset.encoded is None:
+            self.decode_device = None  # not files (CIFAR batches): nothing to batch-decode
+        self.decoder = "nvjpeg" if self.decode_device and self.decode_device.type == "cuda" else "cpu"
         h, w = data_config.image_size
         self.shape = (len(dataset), 3, h, w)
-        self.dir = (
-            Path(cache_dir or default_cache_dir()) / f"{dataset.fingerprint}-{data_config.geometry_key()}"
-        )
+        key = data_config.geometry_key() + ("-nvjpeg" if self.decoder == "nvjpeg" else "")
+        self.dir = Path(cache_dir or default_cache_dir()) / f"{dataset.fingerprint}-{key}"
         self.store = FilledArray(self.dir, self.shape, np.uint8)
         if self.store.created:
             meta = {
@@ -61,6 +78,7 @@ class ImageCache:
                 "n": self.shape[0],
                 "geometry": self.data_config.geometry(),
                 "fingerprint": self.dataset.fingerprint,
+                "decoder": self.decoder,
             }
             (self.dir / "meta.json").write_text(json.dumps(meta, indent=1))
 
@@ -86,17 +104,26 @@ class ImageCache:
     ) -> int:
         """Decode every index not yet cached (or corrupted on disk); returns how many were decoded."""
         workers = workers or min(8, os.cpu_count() or 1)
-        dc, read = self.data_config, self.dataset.read
+        dc, ds = self.data_config, self.dataset
         with ThreadPoolExecutor(max_workers=workers) as pool:
 
             def decode(ix: np.ndarray) -> np.ndarray:
                 return np.stack(
-                    [img.numpy() for img in pool.map(lambda j: apply_geometry(read(int(j)), dc), ix)]
+                    [img.numpy() for img in pool.map(lambda j: apply_geometry(ds.read(int(j)), dc), ix)]
                 )
 
-            n = self.store.fill(indices, decode, chunk=_CHUNK, progress=progress)
+            def decode_on_device(ix: np.ndarray) -> np.ndarray:
+                datas = list(pool.map(lambda j: ds.encoded(int(j)), ix))  # type: ignore[misc]
+                names = [str(ds.root / ds.items[int(j)]) for j in ix]
+                return decode_batch(datas, names, dc, self.decode_device).numpy()  # type: ignore[arg-type]
+
+            if self.decode_device is None:
+                n = self.store.fill(indices, decode, chunk=_CHUNK, progress=progress)
+            else:
+                n = self.store.fill(indices, decode_on_device, chunk=_DEVICE_CHUNK, progress=progress)
         if n:
-            log.info("decoded %d images into %s with %d workers", n, self.dir, workers)
+            where = "CPU threads" if self.decode_device is None else f"batches on {self.decode_device}"
+            log.info("decoded %d images into %s (%s, %d reader threads)", n, self.dir, where, workers)
         return n
 
     def batch(self, indices: Sequence[int]) -> torch.Tensor:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robustbench_vit.data.decode import read_rgb
+from robustbench_vit.data.decode import read_bytes, read_rgb
 from robustbench_vit.errors import DataError
 from robustbench_vit.labels import CIFAR10_CLASSES
 
@@ -44,6 +44,8 @@ class ImageDataset:
         items: stable item ids (relative paths), in index order.
         targets: int64 array, dataset class of every item.
         read: index -> uint8 (3, H, W) RGB tensor, full resolution.
+        encoded: index -> the item's encoded file bytes (uint8 1-D), for decoders that take a batch
+            of files at once (the GPU data path); ``None`` when items are not files.
     """
 
     kind: str
@@ -53,6 +55,7 @@ class ImageDataset:
     targets: np.ndarray
     read: Callable[[int], torch.Tensor] = field(repr=False)
     fingerprint: str = ""
+    encoded: Callable[[int], torch.Tensor] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -110,6 +113,7 @@ def image_folder(root: str | Path, *, classes: list[str] | None = None) -> Image
         np.asarray(targets, dtype=np.int64),
         lambda i: read_rgb(root / items[i]),
         fp,
+        lambda i: read_bytes(root / items[i]),
     )
 
 
@@ -142,7 +146,16 @@ def flat_folder(root: str | Path, labels: str | Path) -> ImageDataset:
     items = [p.name for p in files]
     targets = np.asarray([cidx[by_stem[p.stem]] for p in files], dtype=np.int64)
     fp = _fingerprint("flat", root, items, [p.stat().st_size for p in files])
-    return ImageDataset("flat", root, classes, items, targets, lambda i: read_rgb(root / items[i]), fp)
+    return ImageDataset(
+        "flat",
+        root,
+        classes,
+        items,
+        targets,
+        lambda i: read_rgb(root / items[i]),
+        fp,
+        lambda i: read_bytes(root / items[i]),
+    )
 
 
 class _ArrayOnlyUnpickler(pickle.Unpickler):
@@ -213,9 +226,27 @@ def concat_datasets(parts: list[tuple[str, ImageDataset]], classes: tuple[str, .
         h.update(f"{name}\0{ds.fingerprint}\n".encode())
     starts = np.asarray([o[0] for o in owner])
 
-    def read(i: int) -> torch.Tensor:
+    def part(i: int) -> tuple[int, ImageDataset]:
         k = int(np.searchsorted(starts, i, side="right")) - 1
-        return owner[k][1].read(i - owner[k][0])
+        return i - owner[k][0], owner[k][1]
 
+    def read(i: int) -> torch.Tensor:
+        j, ds = part(i)
+        return ds.read(j)
+
+    def encoded(i: int) -> torch.Tensor:
+        j, ds = part(i)
+        return ds.encoded(j)  # type: ignore[misc]
+
+    files = all(ds.encoded is not None for _, ds in parts)
     root = parts[0][1].root
-    return ImageDataset("concat", root, classes, items, np.concatenate(targets), read, h.hexdigest()[:16])
+    return ImageDataset(
+        "concat",
+        root,
+        classes,
+        items,
+        np.concatenate(targets),
+        read,
+        h.hexdigest()[:16],
+        encoded if files else None,
+    )

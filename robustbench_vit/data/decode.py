@@ -3,23 +3,35 @@
 torchvision.io decodes about 2x faster than PIL per core; PIL is the fallback for formats it
 does not read. Resizing uses torchvision's antialiased tensor resize with the model's
 interpolation, following timm's eval transform (short side to ``floor(size / crop_pct)``,
-then center crop).
+then center crop). The geometry runs on whatever device its input is on.
+
+:func:`decode_batch` is the GPU data path: the JPEGs of a batch go to ``decode_jpeg`` in one call
+on the device (nvjpeg on CUDA), are resized there, and come back as one uint8 batch; formats the
+device decoder does not read fall back to the CPU decoder one by one.
 """
 
 from __future__ import annotations
 
+import io
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
-from torchvision.io import ImageReadMode, decode_image
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms import InterpolationMode
 
 from robustbench_vit.errors import DataError
 from robustbench_vit.preprocessing import DataConfig
 
-__all__ = ["read_rgb", "apply_geometry", "load_image"]
+__all__ = ["read_bytes", "decode_rgb", "read_rgb", "apply_geometry", "load_image", "decode_batch", "is_jpeg"]
+
+log = logging.getLogger(__name__)
+
+#: encoded bytes sent to one device decode call (bounds the decoded batch in device memory)
+DEVICE_DECODE_BYTES = 64 * 2**20
 
 _INTERP = {
     "bilinear": InterpolationMode.BILINEAR,
@@ -29,24 +41,37 @@ _INTERP = {
 }
 
 
-def read_rgb(path: str | Path) -> torch.Tensor:
-    """Read an image file as a uint8 (3, H, W) RGB tensor; an unreadable file raises ``DataError``."""
+def read_bytes(path: str | Path) -> torch.Tensor:
+    """The encoded bytes of an image file as a uint8 1-D tensor; a missing file raises ``DataError``."""
     path = Path(path)
     try:
-        data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
-        return decode_image(data, mode=ImageReadMode.RGB)
+        return torch.from_numpy(np.fromfile(path, dtype=np.uint8))
     except FileNotFoundError:
         raise DataError(f"image not found: {path}") from None
+    except OSError as e:
+        raise DataError(f"cannot read image {path}: {e.strerror or e}") from None
+
+
+def decode_rgb(data: torch.Tensor, name: str | Path = "<bytes>") -> torch.Tensor:
+    """Decode encoded bytes on the CPU to a uint8 (3, H, W) RGB tensor; undecodable bytes raise
+    ``DataError`` naming ``name``."""
+    try:
+        return decode_image(data, mode=ImageReadMode.RGB)
     except (RuntimeError, ValueError):
         pass
     try:  # formats torchvision.io does not decode (gif, tiff, some CMYK/progressive files)
         from PIL import Image
 
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data.numpy().tobytes())) as im:
             arr = np.asarray(im.convert("RGB"))
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
     except Exception as e:
-        raise DataError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+        raise DataError(f"cannot read image {name}: {type(e).__name__}: {e}") from None
+
+
+def read_rgb(path: str | Path) -> torch.Tensor:
+    """Read an image file as a uint8 (3, H, W) RGB tensor; an unreadable file raises ``DataError``."""
+    return decode_rgb(read_bytes(path), path)
 
 
 def apply_geometry(img: torch.Tensor, dc: DataConfig) -> torch.Tensor:
@@ -70,3 +95,55 @@ def apply_geometry(img: torch.Tensor, dc: DataConfig) -> torch.Tensor:
 
 def load_image(path: str | Path, dc: DataConfig) -> torch.Tensor:
     return apply_geometry(read_rgb(path), dc)
+
+
+def is_jpeg(data: torch.Tensor) -> bool:
+    """Whether encoded bytes start with the JPEG SOI marker."""
+    return data.numel() > 3 and data[:3].tolist() == [0xFF, 0xD8, 0xFF]
+
+
+def _decode_jpegs(datas: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
+    """``decode_jpeg`` on ``device`` in calls of at most ``DEVICE_DECODE_BYTES``; ``None`` where the
+    device decoder rejects an image (a failed call is retried image by image)."""
+    out: list[torch.Tensor | None] = []
+    start = 0
+    while start < len(datas):
+        stop, size = start, 0
+        while stop < len(datas) and (stop == start or size + datas[stop].numel() <= DEVICE_DECODE_BYTES):
+            size += datas[stop].numel()
+            stop += 1
+        group = datas[start:stop]
+        try:
+            out.extend(decode_jpeg(group, mode=ImageReadMode.RGB, device=device))
+        except RuntimeError:
+            for d in group:
+                try:
+                    out.append(decode_jpeg(d, mode=ImageReadMode.RGB, device=device))
+                except RuntimeError:
+                    out.append(None)
+        start = stop
+    return out
+
+
+def decode_batch(
+    datas: Sequence[torch.Tensor], names: Sequence[str | Path], dc: DataConfig, device: torch.device | str
+) -> torch.Tensor:
+    """Decode and resize a batch of encoded images on ``device``; uint8 (B, 3, h, w) on the CPU.
+
+    JPEGs are decoded together by ``decode_jpeg`` on the device; other formats, and JPEGs the device
+    decoder rejects (CMYK, say), are decoded on the CPU as :func:`read_rgb` does and moved there.
+    """
+    device = torch.device(device)
+    jpeg = [i for i, d in enumerate(datas) if is_jpeg(d)]
+    decoded: dict[int, torch.Tensor | None] = dict(zip(jpeg, _decode_jpegs([datas[i] for i in jpeg], device)))
+    out = []
+    for i, data in enumerate(datas):
+        img = decoded.get(i)
+        if img is None:
+            if i in decoded:
+                log.debug("device decoder rejected %s; decoding it on the CPU", names[i])
+            img = decode_rgb(data, names[i]).to(device)
+        out.append(apply_geometry(img, dc))
+    if not out:
+        return torch.empty((0, 3, *dc.image_size), dtype=torch.uint8)
+    return torch.stack(out).cpu()

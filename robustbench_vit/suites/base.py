@@ -116,7 +116,9 @@ class EvalContext:
     ) -> EvalContext:
         """This context on another image folder (a clean counterpart, one ImageNet-C cell): its images
         decoded into the same cache root under ``data_config``, labels mapped by ``label_map``."""
-        cache = ImageCache(dataset, data_config, self.cache.dir.parent)
+        cache = ImageCache(
+            dataset, data_config, self.cache.dir.parent, decode_device=self.cache.decode_device
+        )
         cache.ensure(indices)
         return dataclasses.replace(
             self, dataset=dataset, cache=cache, indices=indices, labels=label_map[dataset.targets]

@@ -131,7 +131,7 @@ class ImageNetO(Suite):
 def _subset(ds: ImageDataset, keep: np.ndarray) -> ImageDataset:
     """The images ``keep`` of a dataset (same classes), with its own fingerprint."""
     items = [ds.items[i] for i in keep]
-    read = ds.read
+    read, encoded = ds.read, ds.encoded
     return ImageDataset(
         ds.kind,
         ds.root,
@@ -140,4 +140,5 @@ def _subset(ds: ImageDataset, keep: np.ndarray) -> ImageDataset:
         ds.targets[keep],
         lambda i: read(int(keep[i])),
         hashlib.sha256(f"{ds.fingerprint}:{keep.tolist()}".encode()).hexdigest()[:16],
+        None if encoded is None else lambda i: encoded(int(keep[i])),
     )
