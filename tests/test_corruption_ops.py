@@ -88,6 +88,24 @@ def test_chamfer_distance_matches_opencv(blobs):
         np.testing.assert_allclose(np.minimum(ours[b], 20), np.minimum(ref, 20), atol=1e-4)
 
 
+@pytest.mark.parametrize("density", [0.0, 0.0005, 0.01, 0.2])
+def test_relaxed_chamfer_distance_equals_the_raster_passes(blobs, density):
+    """The GPU formulation (parallel steps, capped) gives exactly the raster passes' capped distances,
+    on spatter's edges and on random sparse seeds (long distances, borders), and cv2's within its
+    fixed-point rounding."""
+    edges = torch.from_numpy(np.stack([cv2.Canny(b, 50, 150) for b in blobs]) > 0)
+    seeds = torch.rand(3, 70, 90, generator=torch.Generator().manual_seed(int(density * 1e4))) < density
+    for zero in (edges, seeds):
+        for cap in (20.0, 7.5):
+            relaxed = spatter.chamfer_distance_relaxed(zero, cap)
+            assert torch.equal(relaxed, spatter.chamfer_distance(zero).clamp(max=cap))
+    for b in range(len(blobs)):
+        ref = cv2.distanceTransform(255 - edges[b].numpy().astype(np.uint8) * 255, cv2.DIST_L2, 5)
+        np.testing.assert_allclose(
+            spatter.chamfer_distance_relaxed(edges[b : b + 1], 20)[0].numpy(), np.minimum(ref, 20), atol=1e-4
+        )
+
+
 def test_equalize_hist_and_box_blur_match_opencv(blobs):
     ours = spatter.equalize_hist(torch.from_numpy(blobs).float()).numpy()
     for b in range(len(blobs)):

@@ -9,6 +9,8 @@ integer/rounding conventions so the result matches the reference to the pixel fo
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -49,29 +51,29 @@ def canny(u8: torch.Tensor, low: int = 50, high: int = 150) -> torch.Tensor:
     return _hysteresis(weak, weak & (mag > high))
 
 
-def _hysteresis(weak: torch.Tensor, strong: torch.Tensor) -> torch.Tensor:
-    """Grow ``strong`` through 8-connected ``weak`` pixels until nothing changes (boolean dilations)."""
+def _hysteresis(weak: torch.Tensor, strong: torch.Tensor, steps_per_check: int = 4) -> torch.Tensor:
+    """Grow ``strong`` through 8-connected ``weak`` pixels until nothing changes (boolean dilations;
+    the fixed point is checked every few dilations, since each check waits for the device)."""
     h, w = weak.shape[-2:]
-    candidates = weak & ~strong
     edges = strong
     while True:
-        p = edges.new_zeros(edges.shape[0], h + 2, w + 2)
-        p[:, 1:-1, 1:-1] = edges
-        near = (
-            p[:, :-2, :-2]
-            | p[:, :-2, 1:-1]
-            | p[:, :-2, 2:]
-            | p[:, 1:-1, :-2]
-            | p[:, 1:-1, 2:]
-            | p[:, 2:, :-2]
-            | p[:, 2:, 1:-1]
-            | p[:, 2:, 2:]
-        )
-        added = candidates & near
-        if not bool(added.any()):
+        before = edges
+        for _ in range(steps_per_check):
+            p = edges.new_zeros(edges.shape[0], h + 2, w + 2)
+            p[:, 1:-1, 1:-1] = edges
+            near = (
+                p[:, :-2, :-2]
+                | p[:, :-2, 1:-1]
+                | p[:, :-2, 2:]
+                | p[:, 1:-1, :-2]
+                | p[:, 1:-1, 2:]
+                | p[:, 2:, :-2]
+                | p[:, 2:, 1:-1]
+                | p[:, 2:, 2:]
+            )
+            edges = edges | (weak & near)
+        if torch.equal(edges, before):
             return edges
-        edges = edges | added
-        candidates = candidates & ~added
 
 
 #: cv2's DIST_L2 5x5 chamfer weights (float32 values, as OpenCV stores them)
@@ -98,6 +100,48 @@ def chamfer_distance(zero: torch.Tensor) -> torch.Tensor:
             else:
                 d[:, i, 2:-2] = torch.cummin((cand + j[2:-2]).flip(1), dim=1).values.flip(1) - j[2:-2]
     return d[:, 2:-2, 2:-2].float()
+
+
+_MOVES = (  # the 5x5 mask's 16 moves, by weight: edge neighbours, diagonals, knight moves
+    (_A, ((0, 1), (0, -1), (1, 0), (-1, 0))),
+    (_B, ((1, 1), (1, -1), (-1, 1), (-1, -1))),
+    (_C, ((1, 2), (1, -2), (-1, 2), (-1, -2), (2, 1), (2, -1), (-2, 1), (-2, -1))),
+)
+
+
+def chamfer_distance_relaxed(zero: torch.Tensor, cap: float) -> torch.Tensor:
+    """``chamfer_distance(zero).clamp(max=cap)`` in parallel steps instead of 2H sequential rows.
+
+    Each step lowers every pixel to its best neighbour's distance plus the move's weight, over the
+    mask's 16 moves at once: after k steps every distance reached by a path of at most k moves is
+    final. Moves weigh at least 1, so ``ceil(cap)`` steps settle every distance up to ``cap``, and a
+    larger one is still larger (it only ever falls to its true value), so capping gives the same
+    result. Sums of the float32 weights are exact in float64, so the order of the additions (the
+    raster passes' or these steps') cannot change a value. A GPU runs a step in a few launches
+    where the raster passes take thousands; on a CPU the passes are cheaper.
+    """
+    b, h, w = zero.shape
+    d = torch.where(zero, 0.0, _FAR).double()
+    for step in range(math.ceil(cap / _A)):
+        p = F.pad(d, (2, 2, 2, 2), value=_FAR)
+        new = d
+        for weight, moves in _MOVES:
+            best = None
+            for dy, dx in moves:
+                view = p[:, 2 + dy : 2 + dy + h, 2 + dx : 2 + dx + w]
+                best = view if best is None else torch.minimum(best, view)
+            new = torch.minimum(new, best + weight)  # type: ignore[operator]
+        if step % 4 == 3 and torch.equal(new, d):  # settled early (checked now and then: a sync)
+            break
+        d = new
+    return d.float().clamp(max=cap)
+
+
+def capped_chamfer_distance(zero: torch.Tensor, cap: float) -> torch.Tensor:
+    """``chamfer_distance(zero).clamp(max=cap)``: raster passes on a CPU, parallel steps elsewhere."""
+    if zero.device.type == "cpu":
+        return chamfer_distance(zero).clamp(max=cap)
+    return chamfer_distance_relaxed(zero, cap)
 
 
 def _correlate3(z: torch.Tensor, k: list[list[float]]) -> torch.Tensor:
@@ -147,7 +191,7 @@ def spatter_with(x: torch.Tensor, c: tuple, noise: torch.Tensor) -> torch.Tensor
     liquid = torch.where(liquid < c[3], torch.zeros_like(liquid), liquid)
     if c[5] == 0:
         u8 = torch.floor(liquid * 255).clamp(0, 255)
-        dist = chamfer_distance(canny(u8)).clamp(max=20)  # distance to the nearest edge
+        dist = capped_chamfer_distance(canny(u8), 20)  # distance to the nearest edge
         dist = torch.floor((box3(dist.double()) * (1 / 9)).float())  # float32 in, float64 sums (as cv2)
         dist = equalize_hist(dist)
         dist = torch.round(_correlate3(dist, _EMBOSS)).clamp(0, 255)
