@@ -148,7 +148,7 @@ def test_glass_permutation_reproduces_the_reference_loop():
     h, w = 40, 36
     idx = np.arange(h * w, dtype=np.int64).reshape(h, w)
     img = np.stack([idx % 256, idx // 256, np.zeros_like(idx)], axis=-1).astype(np.uint8)
-    for delta, iters, seed in ((1, 2, 0), (2, 1, 7), (4, 2, 123)):
+    for delta, iters, seed in ((1, 2, 0), (2, 1, 7), (3, 2, 2**31 - 2), (4, 2, 123)):  # 3: rejections
         ref = _shuffle_pixels_njit_glass_blur(h, w, img.copy(), (0.0, delta, iters), seed)
         ref_idx = ref[..., 0].astype(np.int64) + 256 * ref[..., 1].astype(np.int64)
         ours = glass_permutations(h, w, delta, iters, [seed])[0].numpy()
