@@ -185,10 +185,16 @@ class FilledArray:
                 self._save_mask()
         return len(wrong)
 
-    def rows(self, ix: Sequence[int]) -> np.ndarray:
-        """A copy of rows ``ix`` (sorted indices read fastest); their pages leave this process's memory."""
+    def rows(self, ix: Sequence[int], out: np.ndarray | None = None) -> np.ndarray:
+        """A copy of rows ``ix`` (sorted indices read fastest), into ``out`` when given (a page-locked
+        buffer, say); their pages leave this process's memory."""
         ix = np.asarray(ix, dtype=np.int64)
-        out = np.ascontiguousarray(self.array[ix])
+        if out is None:
+            out = np.ascontiguousarray(self.array[ix])
+        else:
+            if len(ix) and (ix.min() < 0 or ix.max() >= len(self.array)):
+                raise IndexError(f"rows {ix.min()}..{ix.max()} outside 0..{len(self.array) - 1}")
+            np.take(self.array, ix, axis=0, out=out, mode="clip")  # "raise" would copy through a buffer
         self.release(ix)
         return out
 

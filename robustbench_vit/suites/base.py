@@ -14,7 +14,6 @@ import difflib
 import hashlib
 import json
 import logging
-import threading
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -28,6 +27,7 @@ import torch
 
 from robustbench_vit.data.cache import ImageCache
 from robustbench_vit.data.datasets import ImageDataset
+from robustbench_vit.data.loader import device_batches
 from robustbench_vit.errors import ConfigError, RbvitError
 from robustbench_vit.metrics import (
     CALIBRATION_METRICS,
@@ -125,26 +125,8 @@ class EvalContext:
         )
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Yield ``(x in [0,1] float on device, labels, dataset indices)``; reads one batch ahead."""
-        chunks = [self.indices[i : i + batch_size] for i in range(0, len(self.indices), batch_size)]
-        pin = self.device.type == "cuda"
-
-        def load(ix: np.ndarray) -> torch.Tensor:
-            t = self.cache.batch(ix)
-            return t.pin_memory() if pin else t
-
-        nxt: list[torch.Tensor] = []
-        for k, ix in enumerate(chunks):
-            cur = nxt.pop() if nxt else load(ix)
-            th = None
-            if k + 1 < len(chunks):
-                th = threading.Thread(target=lambda j=k + 1: nxt.append(load(chunks[j])))
-                th.start()
-            x = cur.to(self.device, non_blocking=True).float().div_(255.0)
-            y = torch.from_numpy(self.labels[ix]).to(self.device)
-            yield x, y, torch.from_numpy(ix)
-            if th is not None:
-                th.join()
+        """Yield ``(x in [0,1] float on device, labels, dataset indices)``, read ahead (see loader)."""
+        return device_batches(self.cache, self.indices, self.labels, self.device, batch_size)
 
 
 SUITES: Registry[type[Suite]] = Registry("suite")
