@@ -224,17 +224,28 @@ def aurra(conf: np.ndarray, correct: np.ndarray) -> float:
     return float(np.mean(hits / np.arange(1, len(hits) + 1)))
 
 
+_DEVICE_COLUMNS = ("label", "pred", "top5", "loss", "conf", "brier")
+_HOST_DTYPES = {
+    "label": np.int64,
+    "pred": np.int64,
+    "top5": bool,
+    "loss": np.float32,
+    "conf": np.float32,
+    "brier": np.float32,
+}
+
+
 class ClassificationAccumulator:
-    """Top-1/top-5/NLL/ECE/Brier over a stream of (logits, labels, dataset indices)."""
+    """Top-1/top-5/NLL/ECE/Brier over a stream of (logits, labels, dataset indices).
+
+    A batch's statistics stay on the model's device until they are read: copying them out per batch
+    would make the host wait for the device after every batch, leaving it idle while the next batch is
+    prepared. All values round-trip exactly (integers and float32 through float64).
+    """
 
     def __init__(self) -> None:
-        self.index: list[np.ndarray] = []
-        self.label: list[np.ndarray] = []
-        self.pred: list[np.ndarray] = []
-        self.top5: list[np.ndarray] = []
-        self.loss: list[np.ndarray] = []
-        self.conf: list[np.ndarray] = []
-        self.brier: list[np.ndarray] = []
+        self._columns: dict[str, list[np.ndarray]] = {c: [] for c in ("index", *_DEVICE_COLUMNS)}
+        self._pending: list[torch.Tensor] = []  # (B, 6) float64 per batch, on the device
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> None:
@@ -243,35 +254,51 @@ class ClassificationAccumulator:
         k = min(5, logits.shape[1])
         topk = logits.topk(k, dim=1).indices
         probs = logits.softmax(1)
-        self.index.append(indices.cpu().numpy())
-        self.label.append(labels.cpu().numpy())
-        self.pred.append(topk[:, 0].cpu().numpy())
-        self.top5.append((topk == labels[:, None]).any(1).cpu().numpy())
-        self.loss.append(F.cross_entropy(logits, labels, reduction="none").cpu().numpy())
-        self.conf.append(probs.max(1).values.cpu().numpy())
         p_true = probs.gather(1, labels[:, None]).squeeze(1)
-        self.brier.append(((probs * probs).sum(1) - 2 * p_true + 1).cpu().numpy())
+        stats = (
+            labels,
+            topk[:, 0],
+            (topk == labels[:, None]).any(1),
+            F.cross_entropy(logits, labels, reduction="none"),
+            probs.max(1).values,
+            (probs * probs).sum(1) - 2 * p_true + 1,
+        )
+        self._pending.append(torch.stack([s.double() for s in stats], 1))
+        self._columns["index"].append(np.asarray(indices.cpu().numpy()))
+
+    def _flush(self) -> None:
+        """Copy the statistics still on the device to the host (one transfer)."""
+        if not self._pending:
+            return
+        block = torch.cat(self._pending).cpu().numpy()
+        self._pending.clear()
+        for j, name in enumerate(_DEVICE_COLUMNS):
+            self._columns[name].append(block[:, j].astype(_HOST_DTYPES[name]))
 
     @torch.no_grad()
     def update_predictions(self, pred: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> None:
         """Predictions without logits (e.g. AutoAttack's stored outcomes): top-1 is exact; top-5 counts
         the top-1 hit, loss and confidence are NaN (so no NLL/ECE is reported from these)."""
+        self._flush()  # keep the batches in order
         pred, labels = pred.cpu().numpy(), labels.cpu().numpy()
-        self.index.append(indices.cpu().numpy())
-        self.label.append(labels)
-        self.pred.append(pred)
-        self.top5.append(pred == labels)
-        self.loss.append(np.full(len(pred), np.nan, dtype=np.float32))
-        self.conf.append(np.full(len(pred), np.nan, dtype=np.float32))
-        self.brier.append(np.full(len(pred), np.nan, dtype=np.float32))
+        nan = np.full(len(pred), np.nan, dtype=np.float32)
+        c = self._columns
+        c["index"].append(indices.cpu().numpy())
+        c["label"].append(labels)
+        c["pred"].append(pred)
+        c["top5"].append(pred == labels)
+        for name in ("loss", "conf", "brier"):
+            c[name].append(nan)
 
     def _cat(self, name: str) -> np.ndarray:
-        parts = getattr(self, name)
+        if name != "index":
+            self._flush()
+        parts = self._columns[name]
         return np.concatenate(parts) if parts else np.zeros(0)
 
     @property
     def n(self) -> int:
-        return int(sum(len(p) for p in self.index))
+        return int(sum(len(p) for p in self._columns["index"]))
 
     def correct(self) -> np.ndarray:
         return self._cat("pred") == self._cat("label")

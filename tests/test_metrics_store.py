@@ -103,3 +103,23 @@ def test_leaderboard_ranks_by_direction():
         and board[board.metric == "nll"]["ci_low"].isna().all()
     )
     assert "| a |" in render_markdown(board)
+
+
+def test_accumulator_keeps_batches_in_order_across_deferred_and_host_updates():
+    """Statistics wait on the device until read; predictions-only batches in between keep their place."""
+    g = torch.Generator().manual_seed(0)
+    acc = ClassificationAccumulator()
+    logits = torch.randn(6, 4, generator=g)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+    acc.update(logits[:3], labels[:3], torch.tensor([10, 11, 12]))
+    acc.update_predictions(torch.tensor([2, 2]), torch.tensor([2, 0]), torch.tensor([13, 14]))
+    acc.update(logits[3:], labels[3:], torch.tensor([15, 16, 17]))
+    assert acc.n == 8
+    s = acc.samples()
+    assert s["index"].tolist() == [10, 11, 12, 13, 14, 15, 16, 17]
+    assert s["label"].tolist() == [0, 1, 2, 2, 0, 3, 0, 1]
+    pred = logits.argmax(1).tolist()
+    assert s["pred"].tolist() == pred[:3] + [2, 2] + pred[3:]
+    loss = torch.nn.functional.cross_entropy(logits, labels, reduction="none").numpy()
+    np.testing.assert_array_equal(s["loss"][[0, 1, 2, 5, 6, 7]], loss)  # float32, exactly
+    assert np.isnan(s["loss"][3:5]).all() and s["loss"].dtype == np.float32

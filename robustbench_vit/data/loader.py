@@ -24,12 +24,16 @@ __all__ = ["device_batches", "READ_AHEAD"]
 READ_AHEAD = 3
 
 
-def _read(cache: ImageCache, ix: np.ndarray, pin: bool) -> torch.Tensor:
+def _read(
+    cache: ImageCache, labels: np.ndarray, ix: np.ndarray, pin: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels of one batch on the host (page-locked for a CUDA copy)."""
+    y = torch.from_numpy(np.ascontiguousarray(labels[ix]))
     if not pin:
-        return cache.batch(ix)
+        return cache.batch(ix), y
     buf = torch.empty((len(ix), *cache.shape[1:]), dtype=torch.uint8, pin_memory=True)
     cache.store.rows(ix, out=buf.numpy())
-    return buf
+    return buf, y.pin_memory()
 
 
 def device_batches(
@@ -50,33 +54,33 @@ def device_batches(
     cuda = device.type == "cuda"
     side = torch.cuda.Stream(device) if cuda else None
     pool = ThreadPoolExecutor(max_workers=max(1, read_ahead), thread_name_prefix="rbvit-read")
-    pending: deque[Future[torch.Tensor]] = deque()
+    pending: deque[Future[tuple[torch.Tensor, torch.Tensor]]] = deque()
 
-    def fetch(k: int) -> torch.Tensor | None:
-        """Batch ``k`` on the device as uint8 (copied on the side stream), keeping the readers busy."""
+    def fetch(k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Batch ``k`` on the device, images still uint8 (copied on the side stream); keeps the readers
+        busy. No copy here waits for the device: the model's queue is never drained between batches."""
         while len(pending) < read_ahead and k + len(pending) < len(chunks):
-            pending.append(pool.submit(_read, cache, chunks[k + len(pending)], cuda))
+            pending.append(pool.submit(_read, cache, labels, chunks[k + len(pending)], cuda))
         if k >= len(chunks):
             return None
-        host = pending.popleft().result()
+        host_x, host_y = pending.popleft().result()
         if side is None:
-            return host
+            return host_x, host_y
         with torch.cuda.stream(side):
-            return host.to(device, non_blocking=True)
+            return host_x.to(device, non_blocking=True), host_y.to(device, non_blocking=True)
 
     try:
         staged = fetch(0)
         for k, ix in enumerate(chunks):
-            cur = staged
-            assert cur is not None
+            assert staged is not None
+            cur_x, y = staged
             if side is not None:
                 main = torch.cuda.current_stream(device)
                 main.wait_stream(side)  # the copy of batch k is done before the model reads it
-                cur.record_stream(main)  # and its memory is not reused while the model still reads it
+                cur_x.record_stream(main)  # and its memory is not reused while the model still reads it
+                y.record_stream(main)
             staged = fetch(k + 1)  # batch k + 1's copy overlaps the model's work on batch k
-            x = cur.float().div_(255.0)
-            y = torch.from_numpy(labels[ix]).to(device)
-            yield x, y, torch.from_numpy(ix)
+            yield cur_x.float().div_(255.0), y, torch.from_numpy(ix)
     finally:
         for f in pending:
             f.cancel()
