@@ -66,3 +66,7 @@ if [ -z "${GPU_CHECK_NO_PYTEST:-}" ]; then  # set by the test that runs this scr
   echo "== pytest -m gpu"
   "$PY" -m pytest -q -m gpu -p no:cacheprovider
 fi
+if [ "$QUICK" = 0 ]; then  # last, as it compiles for a minute or two: does torch.compile / CUDA graphs pay?
+  echo "== torch.compile vs eager (model-only forward)"
+  (cd benchmarks && "$PY" bench_compile.py --model "$VIT" --batch-size "$B" "${COMMON[@]}") 2>&1 | grep -v "^W[0-9]"
+fi

@@ -9,7 +9,7 @@ import torch
 
 from robustbench_vit.errors import ConfigError
 
-__all__ = ["select_device", "autocast_dtype", "autocast", "DTYPES"]
+__all__ = ["select_device", "autocast_dtype", "autocast", "to_device", "DTYPES"]
 
 DTYPES = ("fp32", "bf16", "fp16")
 
@@ -60,3 +60,19 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
         return
     with torch.autocast(device_type=device.type, dtype=dtype):
         yield
+
+
+def to_device(t: torch.Tensor, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``t.to(device, dtype)`` without making the host wait for the device.
+
+    A plain ``.to("cuda")`` of a pageable CPU tensor synchronises the stream: the host waits until all
+    queued work (the previous batch's forward pass) is done, and the GPU then idles while the next
+    batch is prepared. Here a CPU tensor bound for CUDA is copied through page-locked memory without
+    blocking, ordered on the current stream (PyTorch's caching host allocator keeps the buffer until
+    the copy has run).
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        t = t.pin_memory().to(device, non_blocking=True)
+        return t if dtype is None else t.to(dtype)
+    return t.to(device) if dtype is None else t.to(device, dtype)

@@ -83,3 +83,25 @@ def test_cuda_batches_equal_cpu_batches(cache):
         junk = torch.empty(xg.numel() * 4, device="cuda").fill_(7.0)  # memory churn
         assert xg.is_cuda and torch.equal(xg.cpu(), xc) and torch.equal(yg.cpu(), yc) and torch.equal(ig, ic)
         del junk
+
+
+def test_to_device_matches_to():
+    from robustbench_vit.device import to_device
+
+    t = torch.arange(12, dtype=torch.float64).reshape(3, 4) / 7
+    assert torch.equal(to_device(t, "cpu"), t) and to_device(t, "cpu", torch.float32).dtype == torch.float32
+    assert torch.equal(to_device(t, "cpu", torch.float32), t.to(torch.float32))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_to_device_on_cuda_is_exact_while_the_stream_is_busy():
+    from robustbench_vit.device import to_device
+
+    t = torch.rand(256, 1000, dtype=torch.float64)
+    ref = t.clone()
+    torch.cuda._sleep(50_000_000)  # the stream is busy: the copy is queued behind it
+    got = to_device(t, "cuda", torch.float32)
+    t.zero_()  # the caller may reuse its tensor at once: the copy reads a private pinned buffer
+    assert got.dtype == torch.float32 and got.is_cuda
+    assert torch.equal(got.cpu(), ref.float())

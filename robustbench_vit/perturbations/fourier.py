@@ -12,6 +12,7 @@ from typing import Literal, get_args
 
 import torch
 
+from robustbench_vit.device import to_device
 from robustbench_vit.errors import ConfigError
 
 __all__ = [
@@ -78,8 +79,8 @@ def fourier_noise(
     """
     b, c = x.shape[:2]
     k = basis.shape[0]
-    signs = (torch.randint(0, 2, (k, b, c), generator=generator) * 2 - 1).to(x.device, x.dtype)
-    out = x.unsqueeze(0) + eps * signs[..., None, None] * basis.to(x.device, x.dtype)[:, None, None]
+    signs = to_device(torch.randint(0, 2, (k, b, c), generator=generator) * 2 - 1, x.device, x.dtype)
+    out = x.unsqueeze(0) + eps * signs[..., None, None] * to_device(basis, x.device, x.dtype)[:, None, None]
     out = out.reshape(k * b, *x.shape[1:])
     return out.clamp_(0.0, 1.0) if clamp else out
 

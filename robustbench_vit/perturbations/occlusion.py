@@ -15,6 +15,7 @@ from typing import Literal, get_args
 
 import torch
 
+from robustbench_vit.device import to_device
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.perturbations.grid import as_grid, cell_size
 
@@ -88,7 +89,7 @@ def drop_cells(
     """
     b, _, h, w = x.shape
     ch, cw = cell_size(h, w, (cell_mask.shape[1], cell_mask.shape[2]))
-    pix = cell_mask.to(x.device).repeat_interleave(ch, 1).repeat_interleave(cw, 2)  # (B, H, W)
+    pix = to_device(cell_mask, x.device).repeat_interleave(ch, 1).repeat_interleave(cw, 2)  # (B, H, W)
     if offset:
         oh, ow = ch // 2, cw // 2
         shifted = torch.zeros_like(pix)
@@ -165,5 +166,5 @@ def saliency_patch_drop(
     ``salient=True`` drops the top cells holding ``mass`` of the saliency; ``salient=False``
     keeps only them and drops the rest.
     """
-    top = mass_mask(saliency.to(x.device), mass)
+    top = mass_mask(to_device(saliency, x.device), mass)
     return drop_cells(x, top if salient else ~top, fill=fill, generator=generator)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from robustbench_vit.device import to_device
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.perturbations.grid import as_grid, cell_size
 
@@ -56,6 +57,6 @@ def patch_shuffle(
     n = gh * gw
     patches = x.reshape(b, c, gh, ph, gw, pw).permute(0, 2, 4, 1, 3, 5).reshape(b, n, c, ph, pw)
     rows = 1 if mask_mode == "batch" else b
-    perm = torch.rand(rows, n, generator=generator).argsort(dim=1).to(x.device).expand(b, n)
+    perm = to_device(torch.rand(rows, n, generator=generator).argsort(dim=1), x.device).expand(b, n)
     shuffled = torch.gather(patches, 1, perm.view(b, n, 1, 1, 1).expand_as(patches))
     return shuffled.reshape(b, gh, gw, c, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)

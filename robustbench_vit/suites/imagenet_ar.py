@@ -17,6 +17,7 @@ import torch
 from robustbench_vit.data.datasets import ImageDataset, image_folder
 from robustbench_vit.data.registry import open_dataset, subset_synsets
 from robustbench_vit.data.subset import stratified_limit
+from robustbench_vit.device import to_device
 from robustbench_vit.errors import ConfigError, DataError
 from robustbench_vit.metrics import MetricValue
 from robustbench_vit.models.loading import LoadedModel
@@ -71,7 +72,7 @@ class _Subset200(Suite):
 
     def logits(self, ctx: EvalContext, x: torch.Tensor) -> torch.Tensor:
         _, idx = self._mask(ctx.model)
-        return ctx.model(x)[:, idx.to(x.device)]
+        return ctx.model(x)[:, to_device(idx, x.device)]
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:
         conds = [Condition(self.dataset_name, None, {"classes": 200, "masked": True})]

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from robustbench_vit.device import to_device
+
 
 def dev_gen(x: torch.Tensor, generator: torch.Generator | None) -> torch.Generator:
     """A generator on ``x``'s device, seeded from the CPU ``generator`` (reproducible per device)."""
@@ -92,8 +94,8 @@ def gaussian_filter(
     """
     sh, sw = (sigma, sigma) if isinstance(sigma, (int, float)) else sigma
     h, w = x.shape[-2:]
-    mh = _filter_matrix(h, float(sh), truncate, mode).to(x.device, x.dtype) if sh > 1e-15 else None
-    mw = _filter_matrix(w, float(sw), truncate, mode).to(x.device, x.dtype) if sw > 1e-15 else None
+    mh = to_device(_filter_matrix(h, float(sh), truncate, mode), x.device, x.dtype) if sh > 1e-15 else None
+    mw = to_device(_filter_matrix(w, float(sw), truncate, mode), x.device, x.dtype) if sw > 1e-15 else None
     if mh is not None:  # scipy skips an axis whose sigma is zero
         x = mh @ x
     if mw is not None:
@@ -127,7 +129,7 @@ def fft_correlate(x: torch.Tensor, k: torch.Tensor, mode: str) -> torch.Tensor:
     z = pad_2d(x.to(dtype), rh, rw, mode)
     big_h, big_w = z.shape[-2:]
     kp = torch.zeros(*k.shape[:-2], big_h, big_w, device=x.device, dtype=dtype)
-    kp[..., :kh, :kw] = k.to(x.device, dtype).flip(-2, -1)
+    kp[..., :kh, :kw] = to_device(k, x.device, dtype).flip(-2, -1)
     if k.dim() == 3:
         kp = kp[:, None]
     size = (_fast_size(big_h), _fast_size(big_w))  # zero-padding further leaves the valid region intact

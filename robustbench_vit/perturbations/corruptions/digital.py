@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from robustbench_vit.device import to_device
 from robustbench_vit.perturbations.corruptions._ops import box_matrix, gaussian_filter, symmetric_index
 
 
@@ -52,11 +53,11 @@ def pixelate(x: torch.Tensor, c: float, upsample: str = "nearest") -> torch.Tens
     upsampling; PIL keeps uint8 between the two resizes, so do we."""
     h, w = x.shape[-2:]
     sh, sw = int(h * c), int(w * c)
-    mh, mw = box_matrix(h, sh).to(x.device), box_matrix(w, sw).to(x.device)
+    mh, mw = to_device(box_matrix(h, sh), x.device), to_device(box_matrix(w, sw), x.device)
     small = torch.floor(mh @ (x * 255) @ mw.T + 0.5) / 255  # PIL rounds half up
     if upsample == "nearest":
         return F.interpolate(small, size=(h, w), mode="nearest-exact")
-    uh, uw = box_matrix(sh, h).to(x.device), box_matrix(sw, w).to(x.device)
+    uh, uw = to_device(box_matrix(sh, h), x.device), to_device(box_matrix(sw, w), x.device)
     return torch.floor(uh @ (small * 255) @ uw.T + 0.5) / 255
 
 
@@ -85,10 +86,10 @@ def elastic_with(
     the reference; pixels are resampled bilinearly with half-sample reflection."""
     h, w = x.shape[-2:]
     dx = (
-        gaussian_filter(ux.to(x.device, torch.float64), sigma, mode="symmetric", truncate=3) * alpha
+        gaussian_filter(to_device(ux, x.device, torch.float64), sigma, mode="symmetric", truncate=3) * alpha
     ).float()
     dy = (
-        gaussian_filter(uy.to(x.device, torch.float64), sigma, mode="symmetric", truncate=3) * alpha
+        gaussian_filter(to_device(uy, x.device, torch.float64), sigma, mode="symmetric", truncate=3) * alpha
     ).float()
     rows = torch.arange(h, device=x.device, dtype=torch.float64).view(1, h, 1) + dy.double()
     cols = torch.arange(w, device=x.device, dtype=torch.float64).view(1, 1, w) + dx.double()
@@ -131,7 +132,7 @@ def elastic_cifar_with(
     )
     grid_px = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).reshape(-1, 3) @ inv  # (B, H*W, 2) as (x, y)
     norm = torch.tensor([2 / (w - 1), 2 / (h - 1)], dtype=torch.float64)
-    grid = (grid_px * norm - 1).reshape(b, h, w, 2).to(x.device, x.dtype)
+    grid = to_device((grid_px * norm - 1).reshape(b, h, w, 2), x.device, x.dtype)
     # align_corners=True reflects about the edge pixel centres: OpenCV's BORDER_REFLECT_101
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
     return elastic_with(x, c[0], (c[1], c[1]), ux, uy) if c[0] else x

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from robustbench_vit.device import to_device
 from robustbench_vit.perturbations.corruptions._ops import (
     clipped_zoom,
     disk_kernel,
@@ -123,7 +124,7 @@ def glass_blur_with_seeds(x: torch.Tensor, c: tuple[float, int, int], seeds: lis
     """Blur, quantise to uint8 (as the reference), shuffle pixels locally (exact swap loop), blur again."""
     b, ch, h, w = x.shape
     y = quantize_floor(gaussian_filter(x, c[0], mode="nearest"))
-    perm = glass_permutations(h, w, c[1], c[2], seeds).to(x.device).long()
+    perm = to_device(glass_permutations(h, w, c[1], c[2], seeds), x.device).long()
     y = torch.gather(y.reshape(b, ch, h * w), 2, perm[:, None, :].expand(b, ch, h * w)).reshape(b, ch, h, w)
     return gaussian_filter(y, c[0], mode="nearest")
 

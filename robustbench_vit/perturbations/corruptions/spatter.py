@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from robustbench_vit.device import to_device
 from robustbench_vit.perturbations.corruptions._ops import gaussian_filter, pad_2d
 
 _WATER = torch.tensor([175.0, 238.0, 238.0]) / 255  # pale turquoise
@@ -187,7 +188,7 @@ _EMBOSS = [[-2, -1, 0], [-1, 1, 1], [0, 1, 2]]
 
 def spatter_with(x: torch.Tensor, c: tuple, noise: torch.Tensor) -> torch.Tensor:
     """Spatter from a given noise layer ``noise`` (B, H, W) ~ N(c[0], c[1])."""
-    liquid = gaussian_filter(noise.to(x.device, torch.float64), c[2], mode="nearest")
+    liquid = gaussian_filter(to_device(noise, x.device, torch.float64), c[2], mode="nearest")
     liquid = torch.where(liquid < c[3], torch.zeros_like(liquid), liquid)
     if c[5] == 0:
         u8 = torch.floor(liquid * 255).clamp(0, 255)
@@ -198,10 +199,10 @@ def spatter_with(x: torch.Tensor, c: tuple, noise: torch.Tensor) -> torch.Tensor
         dist = torch.round(box3(dist) * (1 / 9))  # uint8 blur: integer sums, rounded
         m = (u8.float() * dist)[:, None]
         m = m / m.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12) * c[4]
-        return x + m * _WATER.to(x.device).view(1, 3, 1, 1)
+        return x + m * to_device(_WATER, x.device).view(1, 3, 1, 1)
     m = gaussian_filter((liquid > c[3]).float(), c[4], mode="nearest")
     m = torch.where(m < 0.8, torch.zeros_like(m), m)[:, None]
-    return x * (1 - m) + m * _MUD.to(x.device).view(1, 3, 1, 1)
+    return x * (1 - m) + m * to_device(_MUD, x.device).view(1, 3, 1, 1)
 
 
 def spatter(x: torch.Tensor, c: tuple, gen: torch.Generator) -> torch.Tensor:

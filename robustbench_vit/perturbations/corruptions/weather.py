@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from robustbench_vit.device import to_device
 from robustbench_vit.perturbations.corruptions._ops import clipped_zoom, dev_gen, motion_blur, rgb_to_gray
 
 
@@ -24,7 +25,7 @@ def plasma_fractal(
     step, wibble = mapsize, 100.0
 
     def wibbled(a: torch.Tensor) -> torch.Tensor:
-        return a / 4 + wibble * (uniform(tuple(a.shape[1:])).to(device, a.dtype) * 2 - 1) * wibble
+        return a / 4 + wibble * (to_device(uniform(tuple(a.shape[1:])), device, a.dtype) * 2 - 1) * wibble
 
     while step >= 2:
         half = step // 2
