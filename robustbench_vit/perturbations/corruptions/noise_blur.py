@@ -76,27 +76,65 @@ _PERMUTE = None
 
 def _glass_permuter():  # noqa: ANN202 - returns a numba dispatcher
     """Compile (once) the reference's sequential local pixel-"swap" loop, run on an index map instead of
-    pixels. Numba is the reference's own dependency; seeding numba's generator inside the compiled
-    function gives exactly the draws the reference makes for the same seed."""
+    pixels, with the draws the reference makes for the same seed.
+
+    The reference seeds numba's Mersenne Twister and calls ``np.random.randint(-delta, delta)`` per
+    value: one 32-bit output, masked to the range's bit width, rejected past the range (numpy's
+    legacy algorithm, which numba follows). The generator is written out here (MT19937 seeding,
+    twist, tempering) so each value costs a few integer operations instead of a library call:
+    about 2x faster, and the same stream (a test checks against the reference's own loop).
+    """
     global _PERMUTE
     if _PERMUTE is None:
         from numba import njit
 
         @njit(cache=False, nogil=True)
+        def twist(mt: np.ndarray) -> None:  # pragma: no cover - compiled
+            for i in range(624):
+                j = i + 1 if i < 623 else 0
+                m = i + 397 if i < 227 else i - 227
+                y = (mt[i] & 0x80000000) | (mt[j] & 0x7FFFFFFF)
+                mt[i] = mt[m] ^ (y >> 1) ^ ((y & 1) * 0x9908B0DF)
+
+        @njit(cache=False, nogil=True)
         def permutation(
             h: int, w: int, delta: int, iterations: int, seed: int
-        ) -> np.ndarray:  # pragma: no cover
-            np.random.seed(seed)
+        ) -> np.ndarray:  # pragma: no cover - compiled
+            mt = np.empty(624, np.int64)  # 32-bit words held in int64: no overflow in the seeding product
+            mt[0] = seed & 0xFFFFFFFF
+            for i in range(1, 624):
+                mt[i] = (1812433253 * (mt[i - 1] ^ (mt[i - 1] >> 30)) + i) & 0xFFFFFFFF
+            pos = 624
+            top = 2 * delta - 1  # randint(-delta, delta) is -delta + a value in 0..top
+            mask = 1
+            while mask < top:
+                mask = (mask << 1) | 1
             idx = np.arange(h * w).reshape(h, w)
             for _ in range(iterations):
                 for r in range(h - delta, delta, -1):
                     for q in range(w - delta, delta, -1):
-                        dx = np.random.randint(-delta, delta)  # the reference draws size=(2,): the
-                        dy = np.random.randint(-delta, delta)  # same stream, without an allocation
-                        r2, q2 = r + dy, q + dx
+                        dx = dy = 0
+                        for k in range(2):  # the reference draws (dx, dy) per pixel
+                            while True:
+                                if pos == 624:
+                                    twist(mt)
+                                    pos = 0
+                                y = mt[pos]
+                                pos += 1
+                                y ^= y >> 11
+                                y ^= (y << 7) & 0x9D2C5680
+                                y ^= (y << 15) & 0xEFC60000
+                                y ^= y >> 18
+                                v = y & mask
+                                if v <= top:
+                                    break
+                            if k == 0:
+                                dx = v - delta
+                            else:
+                                dy = v - delta
                         # The reference "swaps" two pixel views of an (H, W, 3) array, which copies
                         # (r2, q2) into (r, q) and leaves (r2, q2) as it was; so do we.
-                        idx[r, q] = idx[r2, q2]
+                        idx[r, q] = idx[r + dy, q + dx]
             return idx.reshape(-1).astype(np.int32)  # half the bytes to ship to a GPU
 
         _PERMUTE = permutation
@@ -113,7 +151,7 @@ def glass_permutations(h: int, w: int, delta: int, iterations: int, seeds: list[
     workers = min(len(seeds), os.cpu_count() or 1)
     if workers <= 1:
         return torch.from_numpy(np.stack([fn(h, w, delta, iterations, int(s)) for s in seeds]))
-    # the compiled loop releases the GIL; numba's generator is per thread and seeded inside each call
+    # the compiled loop releases the GIL; each call holds its own generator state
     with ThreadPoolExecutor(workers) as pool:
         return torch.from_numpy(
             np.stack(list(pool.map(lambda s: fn(h, w, delta, iterations, int(s)), seeds)))
