@@ -44,7 +44,7 @@ def main() -> None:
         print(
             f"glass_blur severity {sev} (delta {c[1]}, {c[2]} iterations), {h} px: ours {args.n / ours:8.0f} img/s "
             f"on {cores} threads ({1e3 * ours * cores / args.n:.2f} ms per image per core) vs the reference loop "
-            f"{args.n / ref:7.0f} img/s on one: {ref / ours:.1f}x"
+            f"{args.n / ref:7.0f} img/s on one: speed-up {ref / ours:.1f}x"
         )
 
 

@@ -26,11 +26,11 @@ export RBVIT_CACHE="$WORK/cache"
 LOG="$WORK/log"
 
 if [ "$QUICK" = 1 ]; then
-  N=48; B=16; DT=fp32; REF_N=1; PGD_STEPS=2; FOURIER_N=2; PER_CELL=4; AA_N=2
+  N=48; B=16; DT=fp32; REF_N=1; PGD_STEPS=2; FOURIER_N=2; PER_CELL=4; AA_N=2; GLASS_N=4
   ONLY_CORRUPTIONS=gaussian_noise,glass_blur,contrast  # quick: a noise, the numba loop, a colour op
   CNN=timm:test_resnet; VIT=timm:test_vit
 else
-  N=4096; B=256; DT=bf16; REF_N=16; PGD_STEPS=10; FOURIER_N=64; PER_CELL=512; AA_N=256
+  N=4096; B=256; DT=bf16; REF_N=16; PGD_STEPS=10; FOURIER_N=64; PER_CELL=512; AA_N=256; GLASS_N=64
   CNN=timm:resnet50; VIT=timm:vit_base_patch16_224
 fi
 COMMON=(--device "$DEVICE" --dtype "$DT" --random-weights)
@@ -45,6 +45,7 @@ for M in "$CNN" "$VIT"; do
 done
 job bench_occlusion.py --model "$VIT" --data "$DATA" --limit "$N" --batch-size "$B" "${COMMON[@]}"
 job bench_corruptions.py --data "$DATA" --n "$B" --ref-n "$REF_N" --device "$DEVICE" ${ONLY_CORRUPTIONS:+--only "$ONLY_CORRUPTIONS"}
+job bench_glass.py --n "$GLASS_N"  # CPU threads: can glass blur's index maps keep up with the GPU?
 job bench_fourier.py --model "$CNN" --data "$DATA" --limit "$FOURIER_N" --batch-size "$B" "${COMMON[@]}"
 for M in "$CNN" "$VIT"; do
   job bench_pgd.py --model "$M" --batch-size "$B" --steps "$PGD_STEPS" "${COMMON[@]}"

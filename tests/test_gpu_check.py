@@ -19,6 +19,7 @@ RATIOS = [
     "x fwd+bwd (target <= 1.15x)",  # PGD step
     "foolbox / ours",  # PGD vs foolbox
     "imagenet_c from files",  # ImageNet-C files vs the model-only forward
+    "glass_blur severity 5",  # glass blur index maps vs the reference loop
     "package / ours time",  # AutoAttack vs the package called directly
 ]
 
