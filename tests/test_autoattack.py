@@ -53,8 +53,9 @@ def _eval(model: torch.nn.Module, **params):  # type: ignore[no-untyped-def]
         "batch_size": params.pop("batch_size", 60),
     }
     kw["out"] = params.pop("out", None)
-    if "cache_dir" in params:
-        kw["cache_dir"] = params.pop("cache_dir")
+    for opt in ("cache_dir", "shard"):
+        if opt in params:
+            kw[opt] = params.pop(opt)
     return rbvit.evaluate(
         model, "autoattack", preprocessing=PRE, name="smooth", progress=False, suite_params=params, **kw
     )
@@ -202,6 +203,37 @@ def test_a_killed_run_resumes_at_the_batch_in_flight(tmp_path, monkeypatch):
     a = whole.set_index(key)["value"].sort_index()
     b = resumed.set_index(key)["value"].sort_index()
     assert np.allclose(a.values, b.values) and list(a.index) == list(b.index)
+
+
+@needs_cifar
+def test_shards_split_the_batches_and_the_final_pass_attacks_nothing(tmp_path, monkeypatch):
+    """Under a shard (k, n) AutoAttack attacks every n-th batch of its one condition and writes no rows;
+    the unsharded final pass (as Ray and --devices run it) assembles the rows a single run gives."""
+    from robustbench_vit.suites import autoattack as suite_module
+
+    params = dict(eps="2/255", aa_version="custom", attacks=("apgd-ce", "apgd-t"), limit=60, batch_size=20)
+    whole = _eval(Smooth(), out=str(tmp_path / "whole"), cache_dir=str(tmp_path / "c1"), **params)
+    real = suite_module.run_stages
+    attacked: list[list[int]] = []
+    monkeypatch.setattr(
+        suite_module,
+        "run_stages",
+        lambda aa, f, x, y, st: attacked[-1].append(len(y)) or real(aa, f, x, y, st),
+    )
+    out = tmp_path / "sharded"
+    for k in range(2):
+        attacked.append([])
+        rows = _eval(Smooth(), out=str(out), cache_dir=str(tmp_path / "c2"), shard=(k, 2), **params)
+        assert rows.empty
+    assert attacked == [[20, 20], [20]]  # batches 0 and 2, then batch 1
+    assert not list(out.rglob("*.parquet"))  # shards store outcomes, not rows
+    attacked.append([])
+    final = _eval(Smooth(), out=str(out), cache_dir=str(tmp_path / "c2"), **params)
+    assert attacked[-1] == []  # every batch was attacked by a shard
+    key = ["condition", "metric"]
+    a = whole.set_index(key)["value"].sort_index()
+    b = final.set_index(key)["value"].sort_index()
+    assert list(a.index) == list(b.index) and np.array_equal(a.values, b.values, equal_nan=True)
 
 
 @pytest.mark.slow

@@ -131,3 +131,34 @@ def test_full_disk_for_the_results_is_one_line_and_leaves_no_partial_file(tmp_pa
     )
     assert "no space left" in _one_line_failure(r)
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+
+
+def test_non_exclusive_fills_of_disjoint_rows_run_in_parallel_and_merge(tmp_path):
+    """AutoAttack's shards: two openers (as two processes) fill disjoint rows at the same time; each
+    compute waits for the other to start, which deadlocks if a fill held the lock while computing."""
+    import threading
+
+    from robustbench_vit.data.filled import FilledArray
+
+    started = [threading.Event(), threading.Event()]
+
+    def filler(k: int) -> None:
+        store = FilledArray(tmp_path / "outcomes", (8, 3), np.int64)
+
+        def compute(ix: np.ndarray) -> np.ndarray:
+            started[k].set()
+            assert started[1 - k].wait(timeout=20), "the other fill never started: fills were serialised"
+            return np.stack([ix * 10 + j for j in range(3)], 1)
+
+        store.fill(np.arange(k, 8, 2), compute, chunk=4, exclusive=False)
+
+    threads = [threading.Thread(target=filler, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    store = FilledArray(tmp_path / "outcomes", (8, 3), np.int64)
+    assert store.filled.all() and len(store.missing(np.arange(8))) == 0
+    np.testing.assert_array_equal(
+        store.rows(np.arange(8)), np.stack([np.arange(8) * 10 + j for j in range(3)], 1)
+    )

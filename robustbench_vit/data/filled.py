@@ -238,27 +238,50 @@ class FilledArray:
         *,
         chunk: int,
         progress: Callable[[int], None] | None = None,
+        exclusive: bool = True,
     ) -> int:
         """Compute and store every row of ``indices`` that is missing or fails its checksum.
 
         ``compute(ix)`` returns the rows for the sorted index array ``ix``. Rows are flushed before they
         are marked filled, so a killed fill resumes where it stopped. Returns how many rows were computed.
+        ``exclusive`` holds the folder's lock while computing, so a concurrent fill of the same rows
+        waits and then finds them done (the image cache); ``False`` computes outside the lock and only
+        stores under it, so processes filling disjoint rows (AutoAttack's shards) run in parallel.
         """
+        if exclusive:
+            with self.lock:
+                todo = self._todo(indices)
+                for s in range(0, len(todo), chunk):
+                    ix = todo[s : s + chunk]
+                    self._reserve(ix)
+                    self._store(ix, np.asarray(compute(ix), dtype=self.dtype))
+                    if progress:
+                        progress(len(ix))
+                return len(todo)
         with self.lock:
-            self._reload_mask()
-            self.verify(indices)
-            todo = np.sort(self.missing(indices))
-            for s in range(0, len(todo), chunk):
-                ix = todo[s : s + chunk]
+            todo = self._todo(indices)
+        for s in range(0, len(todo), chunk):
+            ix = todo[s : s + chunk]
+            rows = np.asarray(compute(ix), dtype=self.dtype)
+            with self.lock:
+                self._reload_mask()  # keep the rows other processes stored meanwhile
                 self._reserve(ix)
-                rows = np.asarray(compute(ix), dtype=self.dtype)
-                self.array[ix] = rows
-                self.array.flush()
-                self.release(ix)
-                self.checksums[ix] = _crc(rows)
-                self.filled[ix] = True
-                self._verified[ix] = True
-                self._save_mask()
-                if progress:
-                    progress(len(ix))
-            return len(todo)
+                self._store(ix, rows)
+            if progress:
+                progress(len(ix))
+        return len(todo)
+
+    def _todo(self, indices: Sequence[int]) -> np.ndarray:
+        self._reload_mask()
+        self.verify(indices)
+        return np.sort(self.missing(indices))
+
+    def _store(self, ix: np.ndarray, rows: np.ndarray) -> None:
+        """Write rows ``ix``, flush them, then mark them filled (atomically); under the lock."""
+        self.array[ix] = rows
+        self.array.flush()
+        self.release(ix)
+        self.checksums[ix] = _crc(rows)
+        self.filled[ix] = True
+        self._verified[ix] = True
+        self._save_mask()

@@ -12,6 +12,7 @@ Per-sample rows carry each stage's prediction, so the first attack that broke an
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -82,6 +83,7 @@ class AutoAttackSuite(Suite):
         "parameter-free attacks (AutoAttack)"
     )
     needs_grad: ClassVar[bool] = True
+    splits_batches: ClassVar[bool] = True  # one long condition: shards (Ray, --devices) share its batches
     headline: ClassVar[tuple[tuple[str, str], ...]] = tuple(
         (f"*/{v}", m)
         for v in ("standard", "plus", "rand", "custom")
@@ -143,6 +145,15 @@ class AutoAttackSuite(Suite):
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
         return FilledArray(ctx.workdir / f"autoattack-{digest}", (len(ctx.dataset), 3), np.int64)
 
+    def prefill(self, ctx: EvalContext, cond: Condition, shard: tuple[int, int]) -> None:
+        """Attack batches ``k, k + n, ...`` (the same batches as an unsharded run: same size, same
+        images, so the same random starts) and store their outcomes for the final pass."""
+        bs = max(1, ctx.batch_size // len(self.variants(cond)))  # the batch size run_condition starts with
+        chunks = [ctx.indices[i : i + bs] for i in range(0, len(ctx.indices), bs)]
+        mine = chunks[shard[0] :: shard[1]]
+        if mine:
+            self._run(dataclasses.replace(ctx, indices=np.concatenate(mine)), cond, bs)
+
     def _run(
         self, ctx: EvalContext, cond: Condition, bs: int
     ) -> list[tuple[Condition, ClassificationAccumulator]]:
@@ -182,7 +193,7 @@ class AutoAttackSuite(Suite):
                 out = run_stages(aa, forward, x[pos], y[pos], stages)
                 return torch.stack(out, 1).cpu().numpy()
 
-            store.fill(ix_np, compute, chunk=len(ix_np))
+            store.fill(ix_np, compute, chunk=len(ix_np), exclusive=False)  # shards attack in parallel
             rows = torch.from_numpy(store.rows(ix_np)).to(y.device)
             clean_pred, broken_at, adv_pred = rows[:, 0], rows[:, 1], rows[:, 2]
             for s, acc in enumerate(per_stage):

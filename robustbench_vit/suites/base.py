@@ -161,6 +161,10 @@ class Suite:
     #: suites whose every condition reads its own folder (ImageNet-C) set this False: the runner then
     #: skips decoding the run-level dataset into the cache
     uses_run_cache: ClassVar[bool] = True
+    #: suites with few, long conditions (AutoAttack) set this: under a shard ``(k, n)`` they compute and
+    #: store every k-th batch of each condition (:meth:`prefill`) instead of every k-th condition, and
+    #: the unsharded final pass assembles the rows from what the shards stored
+    splits_batches: ClassVar[bool] = False
 
     # --- what subclasses implement ------------------------------------------------------------
     def conditions(self, ctx: EvalContext) -> list[Condition]:
@@ -236,6 +240,10 @@ class Suite:
     def summarize(self, results: list[Result]) -> list[Result]:
         """Aggregates over conditions (mean over repeats, AUC, mCE ...), as ``summary/...`` results."""
         return []
+
+    def prefill(self, ctx: EvalContext, cond: Condition, shard: tuple[int, int]) -> None:
+        """Compute and store batches ``k, k + n, ...`` of ``cond`` (for ``splits_batches`` suites)."""
+        raise NotImplementedError(f"{self.name} does not split its conditions' batches")
 
     # --- provided ------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
