@@ -4,6 +4,8 @@ run option. The CUDA agreement test runs under ``-m gpu``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -83,9 +85,33 @@ def test_device_decode_calls_are_bounded_in_bytes(tmp_path, monkeypatch):
     monkeypatch.setattr(decode, "decode_jpeg", counting)
     monkeypatch.setattr(decode, "DEVICE_DECODE_BYTES", 3000)
     got = decode_batch([ds.encoded(i) for i in range(len(ds))], ds.items, DC, "cpu")
-    n_jpeg = sum(decode.is_jpeg(ds.encoded(i)) for i in range(len(ds)))
+    n_jpeg = sum(decode._for_device_decoder(ds.encoded(i)) for i in range(len(ds)))
     assert sum(n for n, _ in calls) == n_jpeg and len(calls) > 1
     assert all(size <= 3000 or n == 1 for n, size in calls)  # an image larger than the bound goes alone
+    assert torch.equal(got, _cpu_reference(ds, DC))
+
+
+def test_cmyk_jpegs_stay_on_the_cpu_decoder(tmp_path, monkeypatch):
+    """nvjpeg does not convert CMYK: such files never reach the device decoder (read from the frame header,
+    past large APP segments), the others do."""
+    ds = image_folder(_mixed_folder(tmp_path))
+    comps = {Path(it).name: decode.jpeg_components(ds.encoded(i)) for i, it in enumerate(ds.items)}
+    assert comps == {
+        "rgb420.jpg": 3,
+        "rgb444.jpg": 3,
+        "progressive.jpg": 3,
+        "gray.jpg": 1,
+        "cmyk.jpg": 4,
+        "lossless.png": None,
+    }
+    exif = tmp_path / "exif.jpg"
+    Image.new("RGB", (8, 8)).save(exif, exif=b"Exif\x00\x00" + bytes(40000))
+    assert decode.jpeg_components(read_bytes(exif)) == 3
+    seen = []
+    real = decode.decode_jpeg
+    monkeypatch.setattr(decode, "decode_jpeg", lambda data, **kw: seen.extend(data) or real(data, **kw))
+    got = decode_batch([ds.encoded(i) for i in range(len(ds))], ds.items, DC, "cpu")
+    assert len(seen) == 4 and all(decode.jpeg_components(d) in (1, 3) for d in seen)
     assert torch.equal(got, _cpu_reference(ds, DC))
 
 

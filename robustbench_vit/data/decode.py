@@ -102,6 +102,37 @@ def is_jpeg(data: torch.Tensor) -> bool:
     return data.numel() > 3 and data[:3].tolist() == [0xFF, 0xD8, 0xFF]
 
 
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers (not DHT, JPG, DAC)
+
+
+def jpeg_components(data: torch.Tensor) -> int | None:
+    """Colour components of a JPEG from its frame header (1 gray, 3 YCbCr/RGB, 4 CMYK/YCCK); ``None``
+    when no frame header precedes the scan."""
+    b = data.numpy().tobytes()
+    pos = 2
+    while pos + 4 <= len(b):
+        if b[pos] != 0xFF:
+            return None
+        marker = b[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 2
+        elif marker in _SOF:
+            return b[pos + 9] if pos + 9 < len(b) else None
+        elif marker == 0xDA:  # start of scan: no frame header seen
+            return None
+        else:
+            pos += 2 + ((b[pos + 2] << 8) | b[pos + 3])
+    return None
+
+
+def _for_device_decoder(data: torch.Tensor) -> bool:
+    """JPEGs nvjpeg decodes to RGB: gray or 3-component; CMYK/YCCK (4) stay with libjpeg on the CPU, as
+    nvjpeg does not convert them (torchvision's own tests leave them out)."""
+    return is_jpeg(data) and jpeg_components(data) in (1, 3)
+
+
 def _decode_jpegs(datas: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
     """``decode_jpeg`` on ``device`` in calls of at most ``DEVICE_DECODE_BYTES``; ``None`` where the
     device decoder rejects an image (a failed call is retried image by image)."""
@@ -130,11 +161,11 @@ def decode_batch(
 ) -> torch.Tensor:
     """Decode and resize a batch of encoded images on ``device``; uint8 (B, 3, h, w) on the CPU.
 
-    JPEGs are decoded together by ``decode_jpeg`` on the device; other formats, and JPEGs the device
-    decoder rejects (CMYK, say), are decoded on the CPU as :func:`read_rgb` does and moved there.
+    JPEGs are decoded together by ``decode_jpeg`` on the device; other formats, CMYK JPEGs and any JPEG
+    the device decoder rejects are decoded on the CPU as :func:`read_rgb` does and moved there.
     """
     device = torch.device(device)
-    jpeg = [i for i, d in enumerate(datas) if is_jpeg(d)]
+    jpeg = [i for i, d in enumerate(datas) if _for_device_decoder(d)]
     decoded: dict[int, torch.Tensor | None] = dict(zip(jpeg, _decode_jpegs([datas[i] for i in jpeg], device)))
     out = []
     for i, data in enumerate(datas):
