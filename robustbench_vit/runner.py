@@ -286,6 +286,7 @@ def _evaluate_one(
         return _prefill_share(suite_obj, ctx, conds, store, opts), loaded
     if opts.shard is not None:
         conds = conds[opts.shard[0] :: opts.shard[1]]
+    suite_obj.upcoming(ctx, [c for c in conds if not (opts.out and store.done(c.name))])
     label = f"{loaded.spec.name} | {suite_obj.name} | {dataset_name}"
     prog.start("conditions", label, len(conds))
     for cond in conds:

@@ -95,3 +95,55 @@ def test_imagenet_c_fixture_end_to_end(tmp_path):
         text=True,
     )
     assert r.returncode == 4 and "not found" in r.stderr
+
+
+@needs_imagenet
+def test_the_next_cell_is_decoded_while_the_current_one_runs(tmp_path, monkeypatch):
+    """Every cell after the first is decoded by the prefetch thread, cells a resumed run skips are not
+    decoded at all, and the rows equal those of a run without prefetching."""
+    import threading
+
+    import robustbench_vit as rbvit
+    from robustbench_vit.data.cache import ImageCache
+    from robustbench_vit.suites.imagenet_c import ImageNetC
+
+    root = _imagenet_c_fixture(tmp_path / "imagenet-c", n=4)
+    fills: list[tuple[str, str]] = []
+    real = ImageCache.ensure
+
+    def recording(self, indices, **kw):  # type: ignore[no-untyped-def]
+        n = real(self, indices, **kw)
+        if n:
+            cell = "/".join(Path(self.dataset.root).parts[-2:])
+            fills.append((cell, threading.current_thread().name))
+        return n
+
+    monkeypatch.setattr(ImageCache, "ensure", recording)
+    kw = dict(data=str(root), progress=False, pretrained=False, limit=4, batch_size=2)
+
+    def run(out: str, cache: str):  # type: ignore[no-untyped-def]
+        return rbvit.evaluate(
+            "timm:test_resnet", "imagenet_c", out=str(tmp_path / out), cache_dir=str(tmp_path / cache), **kw
+        )
+
+    with_prefetch = run("a", "ca")
+    cells = [c for c, _ in fills]
+    assert cells[0] == "brightness/1" and len(cells) == len(set(cells)) == 6
+    assert all(t == "rbvit-prefetch" for _, t in fills[1:]) and fills[0][1] != "rbvit-prefetch"
+
+    fills.clear()
+    monkeypatch.setattr(ImageNetC, "upcoming", lambda self, ctx, conds: None)
+    without = run("b", "cb")
+    assert all(t != "rbvit-prefetch" for _, t in fills)
+    key = ["condition", "metric"]
+    a, b = (f.set_index(key)["value"].sort_index() for f in (with_prefetch, without))
+    assert list(a.index) == list(b.index) and np.allclose(a.values, b.values, equal_nan=True)
+
+    # a resumed run: the finished cells are neither computed nor decoded again
+    fills.clear()
+    monkeypatch.undo()
+    monkeypatch.setattr(ImageCache, "ensure", recording)
+    for f in (tmp_path / "a").rglob("*gaussian_noise*"):
+        f.unlink()
+    run("a", "cc")
+    assert sorted(c for c, _ in fills) == ["gaussian_noise/1", "gaussian_noise/3", "gaussian_noise/5"]

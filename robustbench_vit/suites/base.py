@@ -189,6 +189,10 @@ class Suite:
     def prepare(self, ctx: EvalContext) -> None:
         """Once per run, before any condition (e.g. compute saliency maps)."""
 
+    def upcoming(self, ctx: EvalContext, conds: list[Condition]) -> None:
+        """The conditions this run will compute, in order (finished and other shards' left out), so a
+        suite can prepare the next one's data while the current one runs (ImageNet-C)."""
+
     def perturb(
         self,
         x: torch.Tensor,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -141,7 +142,33 @@ class ImageNetC(Suite):
             )
         return conds
 
+    def upcoming(self, ctx: EvalContext, conds: list[Condition]) -> None:
+        ctx.state["upcoming"] = list(conds)
+
     def condition_context(self, ctx: EvalContext, cond: Condition) -> EvalContext:
+        """The cell's folder, decoded; the next cell this run computes is decoded meanwhile in a
+        background thread, so decoding overlaps the model's work instead of preceding it."""
+        running = ctx.state.pop("prefetch", None)
+        if running is not None:
+            running.join()  # it decoded this cell (or failed: then the call below decodes it)
+        ready = ctx.state.setdefault("prefetched", {}).pop(cond.name, None)
+        names = [c.name for c in ctx.state.get("upcoming", [])]
+        if cond.name in names and names.index(cond.name) + 1 < len(names):
+            nxt = ctx.state["upcoming"][names.index(cond.name) + 1]
+            thread = threading.Thread(
+                target=self._prefetch, args=(ctx, nxt), name="rbvit-prefetch", daemon=True
+            )
+            thread.start()
+            ctx.state["prefetch"] = thread
+        return ready if ready is not None else self._cell_context(ctx, cond)
+
+    def _prefetch(self, ctx: EvalContext, cond: Condition) -> None:
+        try:
+            ctx.state["prefetched"][cond.name] = self._cell_context(ctx, cond)
+        except Exception as e:  # noqa: BLE001 - the condition itself decodes again and reports it
+            log.debug("prefetch of %s failed: %s", cond.name, e)
+
+    def _cell_context(self, ctx: EvalContext, cond: Condition) -> EvalContext:
         p = cond.params
         if p["corruption"] == "clean":
             folder, dc = Path(self.clean_data), ctx.model.data_config  # the standard clean evaluation
