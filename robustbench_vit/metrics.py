@@ -224,8 +224,8 @@ def aurra(conf: np.ndarray, correct: np.ndarray) -> float:
     return float(np.mean(hits / np.arange(1, len(hits) + 1)))
 
 
-_DEVICE_COLUMNS = ("label", "pred", "top5", "loss", "conf", "brier")
-_HOST_DTYPES = {
+#: the statistics kept on the device per batch, in their stacked order, with their host dtypes
+_DEVICE_COLUMNS = {
     "label": np.int64,
     "pred": np.int64,
     "top5": bool,
@@ -264,7 +264,7 @@ class ClassificationAccumulator:
             (probs * probs).sum(1) - 2 * p_true + 1,
         )
         self._pending.append(torch.stack([s.double() for s in stats], 1))
-        self._columns["index"].append(np.asarray(indices.cpu().numpy()))
+        self._columns["index"].append(indices.cpu().numpy())
 
     def _flush(self) -> None:
         """Copy the statistics still on the device to the host (one transfer)."""
@@ -272,8 +272,8 @@ class ClassificationAccumulator:
             return
         block = torch.cat(self._pending).cpu().numpy()
         self._pending.clear()
-        for j, name in enumerate(_DEVICE_COLUMNS):
-            self._columns[name].append(block[:, j].astype(_HOST_DTYPES[name]))
+        for j, (name, dtype) in enumerate(_DEVICE_COLUMNS.items()):
+            self._columns[name].append(block[:, j].astype(dtype))
 
     @torch.no_grad()
     def update_predictions(self, pred: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> None:

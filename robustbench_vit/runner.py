@@ -183,21 +183,6 @@ def evaluate(
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
-def _prefill_share(
-    suite_obj: Suite, ctx: EvalContext, conds: list, store: RunStore, opts: RunOptions
-) -> pd.DataFrame:
-    """A shard's part of a ``splits_batches`` suite: its batches of every unfinished condition, stored for
-    the final pass; returns the rows of the conditions already finished (nothing new is written)."""
-    rows: list[dict[str, Any]] = []
-    for cond in conds:
-        if opts.out and store.done(cond.name):
-            rows.extend(store.read(cond.name))
-            continue
-        log.info("%s: batches %d::%d of %s", suite_obj.name, opts.shard[0], opts.shard[1], cond.name)  # type: ignore[index]
-        suite_obj.prefill(ctx, cond, opts.shard)  # type: ignore[arg-type]
-    return rows_to_frame(rows)
-
-
 def _make_suites(items: list[str | Suite], params: Mapping[str, Any]) -> list[Suite]:
     """Suite objects; with several suites each gets the parameters it has, and a parameter that none of
     them has is an error (so a typo is never silently ignored)."""
@@ -282,9 +267,9 @@ def _evaluate_one(
         raise RuntimeError(f"suite {suite_obj.name} yields duplicate condition names")
     if opts.out and not writable and not all(store.done(c.name) for c in conds):
         check_writable(opts.out)  # raises the one-line error before any condition is computed
-    if opts.shard is not None and suite_obj.splits_batches:
-        return _prefill_share(suite_obj, ctx, conds, store, opts), loaded
-    if opts.shard is not None:
+    # a shard takes every n-th condition, or (splits_batches) every n-th batch of each condition
+    prefill_only = opts.shard is not None and suite_obj.splits_batches
+    if opts.shard is not None and not prefill_only:
         conds = conds[opts.shard[0] :: opts.shard[1]]
     suite_obj.upcoming(ctx, [c for c in conds if not (opts.out and store.done(c.name))])
     label = f"{loaded.spec.name} | {suite_obj.name} | {dataset_name}"
@@ -295,6 +280,11 @@ def _evaluate_one(
             old = store.read(cond.name)
             rows.extend(old)
             results.extend(results_from_rows(old))
+            prog.advance("conditions")
+            continue
+        if prefill_only:  # this shard's batches, stored for the unsharded final pass: no rows yet
+            log.info("%s: batches %d::%d of %s", suite_obj.name, *opts.shard, cond.name)  # type: ignore[misc]
+            suite_obj.prefill(ctx, cond, opts.shard)  # type: ignore[arg-type]
             prog.advance("conditions")
             continue
         prog.start("images", f"{label} | {cond.name}", len(indices))

@@ -126,6 +126,10 @@ class ImageCache:
             log.info("decoded %d images into %s (%s, %d reader threads)", n, self.dir, where, workers)
         return n
 
-    def batch(self, indices: Sequence[int]) -> torch.Tensor:
-        """uint8 (B, 3, H, W) tensor for cached indices (sorted reads are fastest)."""
-        return torch.from_numpy(self.store.rows(indices))
+    def batch(self, indices: Sequence[int], out: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 (B, 3, H, W) tensor for cached indices (sorted reads are fastest), read into ``out``
+        when given (a page-locked buffer)."""
+        if out is None:
+            return torch.from_numpy(self.store.rows(indices))
+        self.store.rows(indices, out=out.numpy())
+        return out

@@ -32,8 +32,7 @@ def _read(
     if not pin:
         return cache.batch(ix), y
     buf = torch.empty((len(ix), *cache.shape[1:]), dtype=torch.uint8, pin_memory=True)
-    cache.store.rows(ix, out=buf.numpy())
-    return buf, y.pin_memory()
+    return cache.batch(ix, out=buf), y.pin_memory()
 
 
 def device_batches(

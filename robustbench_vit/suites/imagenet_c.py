@@ -152,9 +152,9 @@ class ImageNetC(Suite):
         if running is not None:
             running.join()  # it decoded this cell (or failed: then the call below decodes it)
         ready = ctx.state.setdefault("prefetched", {}).pop(cond.name, None)
-        names = [c.name for c in ctx.state.get("upcoming", [])]
-        if cond.name in names and names.index(cond.name) + 1 < len(names):
-            nxt = ctx.state["upcoming"][names.index(cond.name) + 1]
+        order = ctx.state.get("upcoming", [])
+        nxt = next((order[k + 1] for k, c in enumerate(order[:-1]) if c.name == cond.name), None)
+        if nxt is not None:
             thread = threading.Thread(
                 target=self._prefetch, args=(ctx, nxt), name="rbvit-prefetch", daemon=True
             )

@@ -121,7 +121,7 @@ def chamfer_distance_relaxed(zero: torch.Tensor, cap: float) -> torch.Tensor:
     raster passes' or these steps') cannot change a value. A GPU runs a step in a few launches
     where the raster passes take thousands; on a CPU the passes are cheaper.
     """
-    b, h, w = zero.shape
+    _, h, w = zero.shape
     d = torch.where(zero, 0.0, _FAR).double()
     for step in range(math.ceil(cap / _A)):
         p = F.pad(d, (2, 2, 2, 2), value=_FAR)
