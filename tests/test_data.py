@@ -147,6 +147,20 @@ def test_cache_fills_only_requested_and_resumes(tmp_path):
     assert torch.equal(b[2], apply_geometry(ds.read(7), DC32))
 
 
+def test_cache_refuses_to_read_images_it_has_not_decoded(tmp_path):
+    """An unfilled slot holds zeros, which would pass for a black image: reading one is an error, and a
+    slot another process filled meanwhile is read (the mask is reloaded first)."""
+    ds = image_folder(_folder(tmp_path / "d", per=10))
+    cache = ImageCache(ds, DC32, tmp_path / "cache")
+    cache.ensure([0, 1])
+    with pytest.raises(LookupError, match="not computed yet"):
+        cache.batch([1, 2])
+    with pytest.raises(LookupError, match="first 3"):
+        cache.batch([0, 3], out=torch.empty(2, 3, 32, 32, dtype=torch.uint8))
+    ImageCache(ds, DC32, tmp_path / "cache").ensure([2])  # another process
+    assert torch.equal(cache.batch([1, 2])[1], apply_geometry(ds.read(2), DC32))
+
+
 def test_cache_key_changes_with_geometry(tmp_path):
     ds = image_folder(_folder(tmp_path / "d"))
     a = ImageCache(ds, DC32, tmp_path / "c")

@@ -187,13 +187,22 @@ class FilledArray:
 
     def rows(self, ix: Sequence[int], out: np.ndarray | None = None) -> np.ndarray:
         """A copy of rows ``ix`` (sorted indices read fastest), into ``out`` when given (a page-locked
-        buffer, say); their pages leave this process's memory."""
+        buffer, say); their pages leave this process's memory. Every row must be filled: an unfilled
+        row reads as zeros, which would pass for a black image."""
         ix = np.asarray(ix, dtype=np.int64)
+        if len(ix) and (ix.min() < 0 or ix.max() >= len(self.array)):
+            raise IndexError(f"rows {ix.min()}..{ix.max()} outside 0..{len(self.array) - 1}")
+        if not self.filled[ix].all():
+            self._reload_mask()  # filled by another process since we looked
+            if not self.filled[ix].all():
+                todo = ix[~self.filled[ix]]
+                raise LookupError(
+                    f"{self.dir}: {len(todo)} requested rows (first {int(todo[0])}) are not computed yet; "
+                    "fill them first (ImageCache.ensure)"
+                )
         if out is None:
             out = np.ascontiguousarray(self.array[ix])
         else:
-            if len(ix) and (ix.min() < 0 or ix.max() >= len(self.array)):
-                raise IndexError(f"rows {ix.min()}..{ix.max()} outside 0..{len(self.array) - 1}")
             np.take(self.array, ix, axis=0, out=out, mode="clip")  # "raise" would copy through a buffer
         self.release(ix)
         return out
