@@ -72,7 +72,8 @@ def main() -> None:
         t_ours = time.perf_counter() - t
         _, ds = open_dataset(common["data"])
         idx = stratified_limit(ds.targets, args.limit, 0)
-        cache = ImageCache(ds, model.data_config, tmp)  # the CPU decoder's entry: filled here if the run used nvjpeg
+        # the CPU decoder's cache entry, filled here if the suite's run decoded with nvjpeg
+        cache = ImageCache(ds, model.data_config, tmp)
         cache.ensure(idx)
         x = cache.batch(idx).to(model.device).float() / 255
         y = torch.as_tensor(
