@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import numpy as np
+import torch
 
 from robustbench_vit import __version__
 from robustbench_vit.metrics import MetricValue
@@ -136,6 +137,21 @@ def sample_columns(acc: Any, ds: Any, base: dict[str, Any], cond: Condition) -> 
     }
 
 
+def accelerator(device: torch.device) -> dict[str, Any] | None:
+    """The GPU and the float32 settings a CUDA run computed with: ``float32`` convolutions run as TF32
+    on Ampere and newer unless ``torch.backends.cudnn.allow_tf32`` is off (PyTorch's default is on),
+    matmuls only if ``torch.backends.cuda.matmul.allow_tf32`` is on. ``None`` off CUDA."""
+    if device.type != "cuda":
+        return None
+    return {
+        "name": torch.cuda.get_device_name(device),
+        "capability": ".".join(map(str, torch.cuda.get_device_capability(device))),
+        "cuda": torch.version.cuda,
+        "cudnn_tf32": bool(torch.backends.cudnn.allow_tf32),
+        "matmul_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+    }
+
+
 def base_row(
     m: LoadedModel, suite: Suite, dataset: str, ds: Any, opts: Any, run_id: str, dc: Any
 ) -> dict[str, Any]:
@@ -144,6 +160,7 @@ def base_row(
         "suite": suite.config(),
         "options": {k: v for k, v in dataclasses.asdict(opts).items() if k not in SPLIT_OPTIONS},
         "data_config": dc.to_dict(),
+        "accelerator": accelerator(m.device),
     }
     return {
         "run_id": run_id,

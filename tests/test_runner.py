@@ -232,3 +232,31 @@ def test_devices_are_checked_before_any_process_starts(tmp_path):
         rbvit.evaluate("timm:test_vit", "clean", devices=("cpu", "tpu:0"), out=str(tmp_path), progress=False)
     with pytest.raises(ConfigError, match="needs a results folder"):
         rbvit.evaluate("timm:test_vit", "clean", devices=("cpu", "cpu"), progress=False)
+
+
+def test_rows_record_the_gpu_and_its_float32_settings(monkeypatch):
+    """fp32 convolutions on a CUDA GPU run as TF32 under PyTorch's default: the row's config says so,
+    with the GPU's name; off CUDA the entry is null."""
+    from robustbench_vit.rows import accelerator
+
+    assert accelerator(torch.device("cpu")) is None
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d: "NVIDIA H200")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d: (9, 0))
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:  # cuBLAS's flag is not a plain attribute, so monkeypatch could not undo it
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, False
+        got = accelerator(torch.device("cuda", 0))
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    assert got["name"] == "NVIDIA H200" and got["capability"] == "9.0"
+    assert got["cudnn_tf32"] is True and got["matmul_tf32"] is False
+
+
+@needs_cifar
+def test_cpu_rows_have_a_null_accelerator(cifar_card):
+    import json
+
+    from robustbench_vit.runner import evaluate
+
+    df = evaluate(str(cifar_card), "clean", data=str(CIFAR10_TEST), limit=8, out=None, progress=False)
+    assert all(json.loads(c)["accelerator"] is None for c in df.config)
