@@ -56,7 +56,7 @@ PYEOF
 # correctness first: the device-agreement tests, then the speed figures
 if [ -z "${GPU_CHECK_NO_PYTEST:-}" ]; then  # set by the test that runs this script inside pytest
   echo "== pytest -m gpu" | tee -a "$LOG"
-  "$PY" -m pytest -q -m gpu -p no:cacheprovider -rs 2>&1 | tee -a "$LOG"
+  "$PY" -m pytest -q -m gpu -p no:cacheprovider -rsP 2>&1 | tee -a "$LOG"  # -rP: the agreement figures printed
   [ "${PIPESTATUS[0]}" = 0 ] || FAILED+=("pytest -m gpu")
 fi
 

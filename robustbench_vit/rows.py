@@ -153,14 +153,25 @@ def accelerator(device: torch.device) -> dict[str, Any] | None:
 
 
 def base_row(
-    m: LoadedModel, suite: Suite, dataset: str, ds: Any, opts: Any, run_id: str, dc: Any
+    m: LoadedModel,
+    suite: Suite,
+    dataset: str,
+    ds: Any,
+    opts: Any,
+    run_id: str,
+    dc: Any,
+    decoder: str = "cpu",
 ) -> dict[str, Any]:
+    """The columns every row of one run shares. ``decoder`` is the one that filled the image cache
+    (``cpu``: libjpeg-turbo/PIL per image; ``nvjpeg``: batches on the GPU), which ``--decode auto`` leaves
+    to the device."""
     config = {
         "model": m.spec.to_dict(),
         "suite": suite.config(),
         "options": {k: v for k, v in dataclasses.asdict(opts).items() if k not in SPLIT_OPTIONS},
         "data_config": dc.to_dict(),
         "accelerator": accelerator(m.device),
+        "decoder": decoder,
     }
     return {
         "run_id": run_id,

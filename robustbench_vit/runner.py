@@ -256,7 +256,7 @@ def _evaluate_one(
     store = RunStore(
         opts.out or "results", suite=suite_obj.name, model=loaded.spec.name, dataset=dataset_name, run_id=rid
     )
-    base = base_row(loaded, suite_obj, dataset_name, ds, opts, rid, data_cfg)
+    base = base_row(loaded, suite_obj, dataset_name, ds, opts, rid, data_cfg, cache.decoder)
     base.update(image_set=image_set_id(ds.fingerprint, indices), n_images=len(indices))
     rows: list[dict[str, Any]] = []
     results: list[Result] = []  # every condition's typed results, new and resumed, for the summary

@@ -1,9 +1,10 @@
 """The batched (GPU) data path: ``decode_batch`` and the cache filled through it give the pixels of the
 per-image CPU path; formats the device decoder does not take fall back per image; ``--decode`` is a
-run option. The CUDA agreement test runs under ``-m gpu``."""
+run option. The CUDA agreement tests (nvjpeg vs the CPU, an auto-decoded run) run under ``-m gpu``."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -182,24 +183,76 @@ def test_run_option_decode(tmp_path):
     cols = ["condition", "metric", "value", "n"]
     assert frames[0][cols].equals(frames[1][cols])
     assert '"decode": "device"' in frames[1]["config"].iloc[0]
+    # the decoder that filled the cache: on a CPU, batched or not, it is the CPU's
+    assert all(json.loads(c)["decoder"] == "cpu" for f in frames for c in f["config"])
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+def _agreement(cpu: torch.Tensor, gpu: torch.Tensor, what: str) -> None:
+    """Nearly every value within one uint8 level; prints the figures (gpu_check shows them)."""
+    diff = (cpu.int() - gpu.int()).abs()
+    within = (diff <= 1).float().mean().item()
+    print(
+        f"{what}: within 1 level {within:.5f}, mean |diff| {diff.float().mean():.4f}, max {int(diff.max())}"
+    )
+    assert within >= 0.99 and diff.float().mean() < 0.5
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@needs_cuda
+def test_nvjpeg_decode_agrees_with_cpu_on_written_files(tmp_path):
+    """nvjpeg vs libjpeg-turbo on the mixed folder (4:2:0, 4:4:4, progressive, gray; CMYK and PNG go to the
+    CPU), after the eval geometry. Needs no shared data, so it runs on a bare GPU machine."""
+    synthetic = image_folder(_mixed_folder(tmp_path))
+    got = decode_batch([synthetic.encoded(i) for i in range(len(synthetic))], synthetic.items, DC, "cuda")
+    _agreement(_cpu_reference(synthetic, DC), got, "written files")
+
+
+@pytest.mark.gpu
+@needs_cuda
 @needs_imagenet
-def test_nvjpeg_decode_agrees_with_cpu_within_one_level(tmp_path):
-    """nvjpeg vs libjpeg-turbo, after the eval geometry: nearly every value within one uint8 level."""
+def test_nvjpeg_decode_agrees_with_cpu_within_one_level():
+    """nvjpeg vs libjpeg-turbo on the real samples, after two eval geometries."""
     ds = image_folder(IMAGENET_SAMPLES)
     idx = range(0, len(ds), 8)
     datas = [ds.encoded(i) for i in idx]
     names = [ds.items[i] for i in idx]
     for dc in (DataConfig((3, 224, 224), 0.875, "bilinear", (0.5,) * 3, (0.5,) * 3), DC):
-        cpu = decode_batch(datas, names, dc, "cpu").int()
-        gpu = decode_batch(datas, names, dc, "cuda").int()
-        diff = (cpu - gpu).abs()
-        within = (diff <= 1).float().mean().item()
-        print(f"{dc.describe()}: within 1 level {within:.5f}, mean |diff| {diff.float().mean():.4f}")
-        assert within >= 0.99 and diff.float().mean() < 0.5
-    synthetic = image_folder(_mixed_folder(tmp_path))
-    got = decode_batch([synthetic.encoded(i) for i in range(len(synthetic))], synthetic.items, DC, "cuda")
-    assert ((got.int() - _cpu_reference(synthetic, DC).int()).abs() <= 1).float().mean() >= 0.99
+        _agreement(
+            decode_batch(datas, names, dc, "cpu"), decode_batch(datas, names, dc, "cuda"), dc.describe()
+        )
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_auto_decodes_on_the_gpu_and_rows_say_so(tmp_path):
+    """``--decode auto`` on CUDA fills an nvjpeg cache entry, rows name the decoder, and the numbers
+    match a CPU-decoded run within an image."""
+    from robustbench_vit.runner import RunOptions, evaluate
+
+    root = _mixed_folder(tmp_path / "data")
+    runs = {
+        d: evaluate(
+            "timm:test_resnet",
+            "clean",
+            RunOptions(
+                data=str(root),
+                pretrained=False,
+                decode=d,
+                device="cuda",
+                cache_dir=str(tmp_path / d),
+                batch_size=4,
+            ),
+        )
+        for d in ("cpu", "auto")
+    }
+    assert {json.loads(c)["decoder"] for c in runs["auto"].config} == {"nvjpeg"}
+    assert {json.loads(c)["decoder"] for c in runs["cpu"].config} == {"cpu"}
+    assert any(p.name.endswith("-nvjpeg") for p in (tmp_path / "auto").iterdir())
+    a, b = (runs[d].set_index("metric").value for d in ("cpu", "auto"))
+    n = float(runs["cpu"].n.iloc[0])
+    assert (
+        abs(a["top1"] - b["top1"]) <= 1 / n + 1e-9 and abs(a["nll"] - b["nll"]) < 0.01 * abs(a["nll"]) + 1e-3
+    )
