@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from robustbench_vit.attacks.base import Attack
+from robustbench_vit.device import to_device
 from robustbench_vit.errors import ConfigError
 
 __all__ = ["PGD", "KEEP", "DI_RESIZE_RATIO", "input_diversity", "translation_kernel", "cross_entropy_loss"]
@@ -120,7 +121,7 @@ class PGD(Attack):
             d = d / d.flatten(1).norm(dim=1).view(-1, *[1] * (x.dim() - 1))
             r = torch.rand(x.shape[0], generator=generator) ** (1.0 / x[0].numel())
             noise = d * (r * self.eps).view(-1, *[1] * (x.dim() - 1))
-        return (x + noise.to(x.device, x.dtype)).clamp(0, 1)
+        return (x + to_device(noise, x.device, x.dtype)).clamp(0, 1)
 
     def run(self, forward, x, y, *, generator):  # type: ignore[no-untyped-def]
         x = x.detach().float()
@@ -144,7 +145,8 @@ class PGD(Attack):
             if self.keep == "first_success" and isinstance(out, torch.Tensor) and self.di_prob == 0:
                 pred = out.detach().argmax(1)
                 hit = (pred == y if self.targeted else pred != y) & ~found
-                best[hit] = x_adv.detach()[hit]
+                # a where, not best[hit] = ...: boolean indexing would make the host wait every step
+                best = torch.where(hit.view(-1, *[1] * (x.dim() - 1)), x_adv.detach(), best)
                 found |= hit
             grad = grad.float()
             if kernel is not None:
