@@ -102,6 +102,21 @@ def test_saliency_patch_drop(device, salient):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_saliency_maps(device):
+    """The class-token attention that salient / non-salient PatchDrop ranks cells by (a ViT's last block)."""
+    from robustbench_vit.models.attention import cls_attention
+    from robustbench_vit.models.loading import load_model
+
+    x = images(2, 160)
+    maps = []
+    for d in ("cpu", device):
+        torch.manual_seed(0)
+        m = load_model("timm:test_vit", device=d, pretrained=False)
+        maps.append(cls_attention(m, x.to(d), head="mean").cpu())
+    assert maps[0].shape == maps[1].shape and torch.allclose(maps[0], maps[1], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_patch_shuffle(device):
     x = images()
     for grid, mode, crop in [
@@ -194,15 +209,20 @@ def _tiny_cnn(device: str) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_pgd(device, norm):
-    """Same random start (drawn on the CPU), nearly the same steps: sign(grad) flips only where the
-    gradient is ~0 (and the next step sees that pixel), so at least 98% of pixels agree, all in the ball."""
+@pytest.mark.parametrize(
+    "norm, extra",
+    [("linf", {}), ("l2", {}), ("linf", {"momentum": 1.0, "di_prob": 1.0, "ti_kernel": 5})],
+    ids=["linf", "l2", "mi-di-ti"],
+)
+def test_pgd(device, norm, extra):
+    """Same random start and input-diversity draws (on the CPU), nearly the same steps: sign(grad) flips
+    only where the gradient is ~0 (and the next step sees that pixel), so at least 98% of pixels agree,
+    all in the ball. The transfer suite's momentum, DI and TI variants included."""
     from robustbench_vit.attacks.pgd import PGD
 
     x, y = images(4, 64), torch.tensor([0, 1, 2, 3])
     eps = 8 / 255 if norm == "linf" else 0.5
-    atk = PGD(norm=norm, eps=eps, steps=3, step_size=eps / 4)
+    atk = PGD(norm=norm, eps=eps, steps=3, step_size=eps / 4, **extra)
     a = atk(_tiny_cnn("cpu"), x, y, generator=gen(9)).x_adv
     b = atk(_tiny_cnn(device), x.to(device), y.to(device), generator=gen(9)).x_adv
     assert b.device.type == device
