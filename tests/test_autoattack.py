@@ -236,6 +236,37 @@ def test_shards_split_the_batches_and_the_final_pass_attacks_nothing(tmp_path, m
     assert list(a.index) == list(b.index) and np.array_equal(a.values, b.values, equal_nan=True)
 
 
+@needs_cifar
+def test_a_shard_out_of_gpu_memory_leaves_its_batches_to_the_final_pass(tmp_path, monkeypatch, caplog):
+    """A shard that runs out of memory keeps what it stored and ends without error; the final pass
+    attacks the batches it left, and the rows are a single run's."""
+    from robustbench_vit.suites import autoattack as suite_module
+
+    params = dict(eps="2/255", aa_version="custom", attacks=("apgd-ce",), limit=60, batch_size=20)
+    whole = _eval(Smooth(), cache_dir=str(tmp_path / "c1"), **params)
+    real = suite_module.run_stages
+    attacked: list[int] = []
+
+    def oom_on_the_second_batch(aa, f, x, y, st):  # type: ignore[no-untyped-def]
+        attacked.append(len(y))
+        if len(attacked) == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        return real(aa, f, x, y, st)
+
+    monkeypatch.setattr(suite_module, "run_stages", oom_on_the_second_batch)
+    with caplog.at_level("WARNING"):
+        assert _eval(Smooth(), cache_dir=str(tmp_path / "c2"), shard=(0, 1), **params).empty
+    assert attacked == [20, 20] and "shard 0/1: out of GPU memory at batch size 20" in caplog.text
+    monkeypatch.setattr(
+        suite_module, "run_stages", lambda aa, f, x, y, st: attacked.append(len(y)) or real(aa, f, x, y, st)
+    )
+    final = _eval(Smooth(), cache_dir=str(tmp_path / "c2"), **params)
+    assert attacked[2:] == [20, 20]  # the batch that ran out of memory and the one never reached
+    key = ["condition", "metric"]
+    a, b = (df.set_index(key)["value"].sort_index() for df in (whole, final))
+    assert list(a.index) == list(b.index) and np.array_equal(a.values, b.values, equal_nan=True)
+
+
 @pytest.mark.slow
 @needs_imagenet
 @needs_effnet

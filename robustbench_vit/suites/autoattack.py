@@ -151,8 +151,23 @@ class AutoAttackSuite(Suite):
         bs = max(1, ctx.batch_size // len(self.variants(cond)))  # the batch size run_condition starts with
         chunks = [ctx.indices[i : i + bs] for i in range(0, len(ctx.indices), bs)]
         mine = chunks[shard[0] :: shard[1]]
-        if mine:
+        if not mine:
+            return
+        try:
             self._run(dataclasses.replace(ctx, indices=np.concatenate(mine)), cond, bs)
+        except torch.OutOfMemoryError:
+            # the outcomes stored so far stay; a shard cannot halve its batch on its own (the batch
+            # size keys the random starts), so the final pass attacks what is missing as a single
+            # run does: at this size, halving it for every batch if it runs out of memory too
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            log.warning(
+                "%s shard %d/%d: out of GPU memory at batch size %d; the final pass attacks its batches",
+                self.name,
+                shard[0],
+                shard[1],
+                bs,
+            )
 
     def _run(
         self, ctx: EvalContext, cond: Condition, bs: int
