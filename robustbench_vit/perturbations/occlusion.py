@@ -166,5 +166,7 @@ def saliency_patch_drop(
     ``salient=True`` drops the top cells holding ``mass`` of the saliency; ``salient=False``
     keeps only them and drops the rest.
     """
-    top = mass_mask(to_device(saliency, x.device), mass)
+    # ranked and summed on the CPU (a few hundred values per image), like the random masks: the same
+    # maps select the same cells on every device, whatever order a GPU's sum and scan add in
+    top = to_device(mass_mask(saliency.cpu(), mass), x.device)
     return drop_cells(x, top if salient else ~top, fill=fill, generator=generator)
