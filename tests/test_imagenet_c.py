@@ -128,8 +128,10 @@ def test_the_next_cell_is_decoded_while_the_current_one_runs(tmp_path, monkeypat
 
     with_prefetch = run("a", "ca")
     cells = [c for c, _ in fills]
-    assert cells[0] == "brightness/1" and len(cells) == len(set(cells)) == 6
-    assert all(t == "rbvit-prefetch" for _, t in fills[1:]) and fills[0][1] != "rbvit-prefetch"
+    assert len(cells) == len(set(cells)) == 6
+    # the first cell is decoded by the run's own thread while the second is already being prefetched:
+    # which of the two finishes first is a race, so the check is by thread, not by order
+    assert [c for c, t in fills if t != "rbvit-prefetch"] == ["brightness/1"]
 
     fills.clear()
     monkeypatch.setattr(ImageNetC, "upcoming", lambda self, ctx, conds: None)
