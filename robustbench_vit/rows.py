@@ -160,7 +160,7 @@ def base_row(
     opts: Any,
     run_id: str,
     dc: Any,
-    decoder: str = "cpu",
+    decoder: str,
 ) -> dict[str, Any]:
     """The columns every row of one run shares. ``decoder`` is the one that filled the image cache
     (``cpu``: libjpeg-turbo/PIL per image; ``nvjpeg``: batches on the GPU), which ``--decode auto`` leaves

@@ -194,8 +194,8 @@ class FilledArray:
             raise IndexError(f"rows {ix.min()}..{ix.max()} outside 0..{len(self.array) - 1}")
         if not self.filled[ix].all():
             self._reload_mask()  # filled by another process since we looked
-            if not self.filled[ix].all():
-                todo = ix[~self.filled[ix]]
+            todo = self.missing(ix)
+            if len(todo):
                 raise LookupError(
                     f"{self.dir}: {len(todo)} requested rows (first {int(todo[0])}) are not computed yet; "
                     "fill them first (ImageCache.ensure)"

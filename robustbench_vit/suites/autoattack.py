@@ -159,8 +159,7 @@ class AutoAttackSuite(Suite):
             # the outcomes stored so far stay; a shard cannot halve its batch on its own (the batch
             # size keys the random starts), so the final pass attacks what is missing as a single
             # run does: at this size, halving it for every batch if it runs out of memory too
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            torch.cuda.empty_cache()  # as run_condition does after an out-of-memory error
             log.warning(
                 "%s shard %d/%d: out of GPU memory at batch size %d; the final pass attacks its batches",
                 self.name,
