@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from robustbench_vit import __version__
 from robustbench_vit.cli_errors import DEBUG as _DEBUG
@@ -28,7 +29,32 @@ err = Console(stderr=True)
 _UI: dict[str, Any] = {"progress": "auto"}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrors(click.Group):
+    """Usage errors (an unknown option, a missing argument, a bad value) as one line on stderr, exit 2,
+    like every other rbvit error; ``-h`` still prints the full help."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as e:
+            cmd = e.ctx.command_path if e.ctx else "rbvit"
+            err.print(
+                f"[red]error:[/red] {escape(' '.join(e.format_message().split()))} (see {escape(cmd)} -h)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            sys.exit(e.exit_code)
+        except click.Abort:
+            err.print("[red]error:[/red] interrupted", highlight=False)
+            sys.exit(130)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            err.print(f"[red]error:[/red] {escape(' '.join(e.format_message().split()))}", highlight=False)
+            sys.exit(e.exit_code)
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rbvit")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-v info, -vv debug).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output (errors and results only).")
@@ -45,6 +71,20 @@ def main(verbose: int, quiet: bool, progress: str, debug: bool) -> None:
     _UI["progress"] = "off" if quiet else progress
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _require_results(results: str) -> Any:
+    """The verified rows of a results folder; an empty, foreign or wholly damaged folder is an error
+    (exit 4), so no existing board or report is overwritten with an empty one."""
+    from robustbench_vit.errors import DataError
+    from robustbench_vit.store import load_results
+
+    rows = load_results(results, expand_params=False)
+    if rows.empty:
+        raise DataError(
+            f"no rbvit results in {results} (no readable, verified runs/**/*.parquet); run rbvit eval first"
+        )
+    return rows
 
 
 def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -167,7 +207,7 @@ def leaderboard_cmd(
     """Aggregate a results folder into ranked tables (Parquet + Markdown)."""
     from robustbench_vit.leaderboard import build_leaderboard, write_leaderboard
 
-    board = build_leaderboard(results, all_variants=all_variants)
+    board = build_leaderboard(_require_results(results), all_variants=all_variants)
     pq_path, md_path = write_leaderboard(board, results, parquet=out, markdown=markdown)
     if as_json or fmt == "json":
         click.echo(board.to_json(orient="records"))
@@ -232,6 +272,11 @@ def plot_cmd(results: str, out: str | None, kind: tuple[str, ...]) -> None:
     help="With --executor ray: split each cell's conditions over this many tasks (GPUs).",
 )
 @click.option("--dry-run", is_flag=True, help="Only validate the file and print the plan.")
+@click.option(
+    "--allow-entrypoints",
+    is_flag=True,
+    help="Let the file name module:factory models (imported and called); off by default: a sweep file is data.",
+)
 @format_option
 @_friendly
 def sweep_cmd(
@@ -242,6 +287,7 @@ def sweep_cmd(
     num_gpus: float | None,
     shards: int,
     dry_run: bool,
+    allow_entrypoints: bool,
     fmt: str,
     as_json: bool,
 ) -> None:
@@ -249,7 +295,7 @@ def sweep_cmd(
     from robustbench_vit.progress import make_progress
     from robustbench_vit.sweep import load_sweep, plan, run_sweep
 
-    spec = load_sweep(file)
+    spec = load_sweep(file, allow_entrypoints=allow_entrypoints)
     target = out or spec.out
     if dry_run:
         statuses = plan(spec, target)
@@ -377,6 +423,7 @@ def report_cmd(results: str, out: str) -> None:
     """Write one self-contained HTML page with the leaderboards and figures."""
     from robustbench_vit.report import write_report
 
+    _require_results(results)
     click.echo(str(write_report(results, out)))
 
 

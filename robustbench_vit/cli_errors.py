@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from robustbench_vit.errors import RbvitError
 
@@ -27,7 +28,8 @@ DEBUG = {"on": False}
 
 
 def _fail(message: str, code: int) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True, markup=True)
+    # the message is text, never markup: "[sweep]" or "[[suite]]" must print as written
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True, markup=True)
     sys.exit(code)
 
 
@@ -60,6 +62,8 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except OSError as e:
             what = f" {e.filename}" if e.filename else ""
             _fail(f"cannot access{what}: {e.strerror or _one_line(e)}", EXIT_OS)
+        except OverflowError as e:
+            _fail(f"a number is out of range: {_one_line(e)}", EXIT_CONFIG)
         except (ValueError, TypeError) as e:
             _fail(f"invalid input: {_one_line(e)} (rerun with --debug for the traceback)", EXIT_CONFIG)
         except RuntimeError as e:

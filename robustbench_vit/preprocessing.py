@@ -55,6 +55,12 @@ class DataConfig:
             raise ConfigError(f"interpolation {self.interpolation!r} not in {INTERPOLATIONS}")
         if self.crop_mode not in CROP_MODES:
             raise ConfigError(f"crop_mode {self.crop_mode!r} not in {CROP_MODES}")
+        numbers = (self.crop_pct, *self.mean, *self.std)
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers):
+            raise ConfigError(
+                f"crop_pct, mean and std must be finite numbers, got crop_pct={self.crop_pct}, "
+                f"mean={list(self.mean)}, std={list(self.std)}"
+            )
         if not 0 < self.crop_pct <= 2:
             raise ConfigError(f"crop_pct must be in (0, 2], got {self.crop_pct}")
         if len(self.input_size) != 3 or len(self.mean) != 3 or len(self.std) != 3:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 from typing import Any
 
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 
 from robustbench_vit import __version__
+from robustbench_vit.identity import digest, loaded_model_identity, run_key
 from robustbench_vit.metrics import MetricValue
 from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.store import Record
@@ -46,28 +46,29 @@ def _versions() -> dict[str, str]:
     }
 
 
-def run_id(model: LoadedModel, suite: Suite, ds_fingerprint: str, indices: np.ndarray, opts: Any) -> str:
-    ident = {
-        "model": model.spec.to_dict(),
-        "weights": model.weights,
-        "data_config": suite.data_config(model).to_dict(),
-        "suite": suite.config(),
-        "dataset": ds_fingerprint,
-        "indices": hashlib.sha256(indices.tobytes()).hexdigest(),
+def run_id(model: LoadedModel, suite: Suite, data_identity: str, opts: Any, decoder: str) -> str:
+    """The run's key (:func:`robustbench_vit.identity.run_key`): the loaded model's identity, the content
+    identity of the evaluated images, the suite's configuration and geometry, and the options that change
+    a number (the decoder too: nvjpeg's pixels differ from libjpeg's by about a level)."""
+    geometry = suite.data_config(model).to_dict()
+    geometry.pop("source", None)
+    options = {
         "seed": opts.seed,
         "dtype": opts.dtype,
         "save_samples": opts.save_samples,
         # batch-mode masks are drawn once per batch, so results depend on the requested batch size
         "batch_size": opts.batch_size,
+        "decoder": decoder,
+        "geometry": geometry,
     }
-    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return run_key(
+        model=loaded_model_identity(model), data=data_identity, suite=suite.config(), options=options
+    )
 
 
-def image_set_id(ds_fingerprint: str, indices: np.ndarray) -> str:
-    """Which images a run evaluated: the dataset's fingerprint and the exact index list."""
-    h = hashlib.sha256(ds_fingerprint.encode())
-    h.update(np.asarray(indices, dtype=np.int64).tobytes())
-    return h.hexdigest()[:16]
+def image_set_id(data_identity: str) -> str:
+    """Which images a run evaluated: the content identity of the selected items (ids, bytes, classes)."""
+    return data_identity[:16]
 
 
 def records(
@@ -161,6 +162,8 @@ def base_row(
     run_id: str,
     dc: Any,
     decoder: str,
+    n_images: int,
+    data_identity: str = "",
 ) -> dict[str, Any]:
     """The columns every row of one run shares. ``decoder`` is the one that filled the image cache
     (``cpu``: libjpeg-turbo/PIL per image; ``nvjpeg``: batches on the GPU), which ``--decode auto`` leaves
@@ -172,6 +175,13 @@ def base_row(
         "data_config": dc.to_dict(),
         "accelerator": accelerator(m.device),
         "decoder": decoder,
+        # the content identity the run id was derived from, part by part (digests of each part)
+        "identity": {
+            "model": digest(loaded_model_identity(m)),
+            "weights": m.identity.get("weights"),
+            "data": data_identity,
+            "suite": digest(suite.identity(opts.cache_dir)),
+        },
     }
     return {
         "run_id": run_id,
@@ -185,7 +195,8 @@ def base_row(
         "dataset": dataset,
         "data_root": str(ds.root),
         "seed": opts.seed,
-        "limit": opts.limit,
+        # what --limit took (a limit above the set's size takes the whole set: the clamped number)
+        "limit": None if opts.limit is None else min(opts.limit, n_images),
         "preprocessing": dc.describe(),
         "input_size": dc.image_size[0],
         "resize_size": dc.resize_size[0],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from robustbench_vit.data.cache import ImageCache, default_cache_dir
+from robustbench_vit.data.cache import ImageCache, content_identity, default_cache_dir
 from robustbench_vit.data.registry import MASKED_DATASETS
 from robustbench_vit.data.subset import read_subset, stratified_limit
 from robustbench_vit.device import autocast_dtype, select_device
@@ -41,7 +42,7 @@ from robustbench_vit.rows import (
 )
 from robustbench_vit.store import RunStore, check_writable, params_as_columns, probe_writable, rows_to_frame
 from robustbench_vit.suites import SUITES, EvalContext, Suite, make_suite
-from robustbench_vit.suites.base import Result
+from robustbench_vit.suites.base import Result, check_fields
 
 __all__ = ["RunOptions", "evaluate", "parse_suites"]
 
@@ -80,15 +81,28 @@ class RunOptions:
 
     def validate(self) -> None:
         """One-line errors for values no run can use (before any model or image is touched)."""
-        for name, lo in (("batch_size", 1), ("limit", 1), ("seed", 0), ("workers", 1)):
+        for name, lo, hi in (
+            ("batch_size", 1, 1 << 20),
+            ("limit", 1, (1 << 63) - 1),
+            ("seed", 0, (1 << 63) - 1),
+            ("workers", 1, 1024),
+        ):
             v = getattr(self, name)
             if v is None:
                 continue
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ConfigError(f"{name} must be an integer, got {v!r}")
-            if v < lo:
+            if not lo <= v <= hi:
                 flag = "--" + name.replace("_", "-")
-                raise ConfigError(f"{flag} must be >= {lo}, got {v}")
+                raise ConfigError(f"{flag} must be between {lo} and {hi}, got {v}")
+        for name in ("data", "dataset", "labels", "subset", "device", "checkpoint", "cache_dir", "out"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, (str, os.PathLike)):
+                raise ConfigError(f"{name} must be a path or name (a string), got {type(v).__name__} {v!r}")
+        if not isinstance(self.suite_params, Mapping):
+            raise ConfigError(
+                f"suite_params must be a mapping of parameter names to values, got {self.suite_params!r}"
+            )
         autocast_dtype(self.dtype)
         if self.decode not in DECODE_CHOICES:
             raise ConfigError(f"--decode must be one of {', '.join(DECODE_CHOICES)}, got {self.decode!r}")
@@ -110,7 +124,8 @@ def decode_device(choice: str, device: torch.device) -> torch.device | None:
     return None
 
 
-def _select(ds_targets: np.ndarray, opts: RunOptions, ds: Any) -> np.ndarray:
+def select_indices(ds_targets: np.ndarray, opts: RunOptions, ds: Any) -> np.ndarray:
+    """The dataset indices a run evaluates (``--subset``, then ``--limit``: class-stratified, seeded)."""
     if opts.subset:
         idx = read_subset(opts.subset, ds)
         return idx[stratified_limit(ds_targets[idx], opts.limit, opts.seed)] if opts.limit else idx
@@ -121,11 +136,17 @@ def _select(ds_targets: np.ndarray, opts: RunOptions, ds: Any) -> np.ndarray:
 
 def parse_suites(suite: str | Suite | Sequence[str | Suite]) -> list[str | Suite]:
     """``"clean,occlusion"``, ``["clean", "occlusion"]`` or one suite -> a list, in order, without repeats."""
+    if not isinstance(suite, (str, Suite, list, tuple)):
+        raise ConfigError(
+            f"suite must be a name, 'a,b', a Suite or a list of them, got {type(suite).__name__}"
+        )
     items = (
         suite.split(",") if isinstance(suite, str) else [suite] if isinstance(suite, Suite) else list(suite)
     )
     out: list[str | Suite] = []
     for s in items:
+        if not isinstance(s, (str, Suite)):
+            raise ConfigError(f"a suite is a name or a Suite, got {type(s).__name__} {s!r}")
         s = s.strip() if isinstance(s, str) else s
         if s == "":
             raise ConfigError("empty suite name in the suite list (write --suite a,b)")
@@ -160,7 +181,16 @@ def evaluate(
         >>> df.query("suite == 'clean'").set_index("metric").value["top1"]  # doctest: +SKIP
         >>> evaluate(timm.create_model("resnet18", pretrained=True), "clean", out="results")  # doctest: +SKIP
     """
-    opts = dataclasses.replace(options or RunOptions(), **kwargs)
+    if not isinstance(model, (str, LoadedModel, nn.Module)):
+        raise ConfigError(
+            f"model must be a name, a card path, a LoadedModel or an nn.Module, got {type(model).__name__}"
+        )
+    if options is not None and not isinstance(options, RunOptions):
+        raise ConfigError(f"options must be a RunOptions, got {type(options).__name__}")
+    try:
+        opts = dataclasses.replace(options or RunOptions(), **kwargs)
+    except TypeError as e:
+        raise ConfigError(f"evaluate() got an unknown option: {e}") from None
     opts.validate()
     suites = _make_suites(parse_suites(suite), opts.suite_params)
     if opts.devices:
@@ -183,14 +213,54 @@ def evaluate(
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
+def _check_output_width(loaded: LoadedModel, data_cfg: Any) -> None:
+    """One forward of a black image: the model's logits must have one column per class of its label space
+    (1000 logits on CIFAR-10 would score 0 silently; 7 would fail deep inside a metric)."""
+    classes = loaded.label_space.num_classes
+    if loaded.label_space.name == "none" or not classes:
+        return
+    with torch.no_grad():
+        width = loaded(torch.zeros((1, 3, *data_cfg.image_size), device=loaded.device)).shape[-1]
+    if width != classes:
+        raise ConfigError(
+            f"model {loaded.spec.name} returns {width} logits but its label space "
+            f"{loaded.label_space.name!r} has {classes} classes; give the model its label space "
+            "(preprocessing={'label_space': ...} or the card's label_space)"
+        )
+
+
+def _finished_conditions(
+    suite_obj: Suite, ctx: EvalContext, conds: list[Any], store: RunStore
+) -> dict[str, str | None]:
+    """Conditions whose verified results exist for the content they read now: ``name -> inputs key``
+    (``None`` for conditions that read the run's images, which the run id already identifies). A
+    condition reading images of its own (an ImageNet-C cell) is reused only while those images' identity
+    equals the one its file was computed from; nothing is hashed for conditions with no file yet."""
+    finished: dict[str, str | None] = {}
+    for cond in conds:
+        variants = store.input_variants(cond.name)
+        if not variants:
+            if store.done(cond.name):
+                finished[cond.name] = None
+            continue
+        inputs = suite_obj.condition_inputs(ctx, cond)
+        if inputs is not None and inputs[:12] in variants and store.done(cond.name, inputs):
+            finished[cond.name] = inputs
+    return finished
+
+
 def _make_suites(items: list[str | Suite], params: Mapping[str, Any]) -> list[Suite]:
     """Suite objects; with several suites each gets the parameters it has, and a parameter that none of
     them has is an error (so a typo is never silently ignored)."""
     if len(items) == 1:
-        return [items[0] if isinstance(items[0], Suite) else make_suite(items[0], params)]
+        if isinstance(items[0], Suite):
+            check_fields(items[0])
+            return [items[0]]
+        return [make_suite(items[0], params)]
     suites, used = [], set()
     for item in items:
         if isinstance(item, Suite):
+            check_fields(item)  # built in Python: its values get the same checks as -p values
             suites.append(item)
             continue
         fields = {f.name for f in dataclasses.fields(SUITES.get(item))}
@@ -228,18 +298,24 @@ def _evaluate_one(
             dtype=opts.dtype,  # type: ignore[arg-type]
             pretrained=opts.pretrained,
             checkpoint=opts.checkpoint,
+            cache_dir=opts.cache_dir,
         )
+    _check_output_width(loaded, loaded.data_config)
     class_map = suite_obj.label_map(ds, loaded)
     labels = class_map[ds.targets]
-    indices = _select(ds.targets, opts, ds)
+    indices = select_indices(ds.targets, opts, ds)
     cache_root = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()
     data_cfg = suite_obj.data_config(loaded)
     cache = ImageCache(ds, data_cfg, cache_root, decode_device=decode_device(opts.decode, loaded.device))
-    todo = cache.missing(indices) if suite_obj.uses_run_cache else []
-    images = functools.partial(prog.advance, "images")
-    if len(todo):
-        prog.start("images", f"decode {dataset_name} ({data_cfg.describe()})", len(todo))
+    if suite_obj.uses_run_cache:
+        todo = cache.missing(indices)
+        images = functools.partial(prog.advance, "images")
+        if len(todo):
+            prog.start("images", f"decode {dataset_name} ({data_cfg.describe()})", len(todo))
         cache.ensure(indices, workers=opts.workers, progress=images)
+        data_identity = cache.identity(indices)
+    else:  # each condition reads its own images (ImageNet-C cells), identified per condition
+        data_identity = content_identity(ds, indices, np.zeros((len(indices), 32), dtype=np.uint8))
     ctx = EvalContext(
         model=loaded,
         dataset=ds,
@@ -250,14 +326,17 @@ def _evaluate_one(
         batch_size=opts.batch_size,
         seed=opts.seed,
         workdir=cache.dir / "suites",
-        on_batch=images,
+        on_batch=functools.partial(prog.advance, "images"),
+        identity=data_identity,
     )
-    rid = run_id(loaded, suite_obj, ds.fingerprint, indices, opts)
+    rid = run_id(loaded, suite_obj, data_identity, opts, cache.decoder)
     store = RunStore(
         opts.out or "results", suite=suite_obj.name, model=loaded.spec.name, dataset=dataset_name, run_id=rid
     )
-    base = base_row(loaded, suite_obj, dataset_name, ds, opts, rid, data_cfg, cache.decoder)
-    base.update(image_set=image_set_id(ds.fingerprint, indices), n_images=len(indices))
+    base = base_row(
+        loaded, suite_obj, dataset_name, ds, opts, rid, data_cfg, cache.decoder, len(indices), data_identity
+    )
+    base.update(image_set=image_set_id(data_identity), n_images=len(indices))
     rows: list[dict[str, Any]] = []
     results: list[Result] = []  # every condition's typed results, new and resumed, for the summary
     suite_obj.prepare(ctx)
@@ -265,19 +344,21 @@ def _evaluate_one(
     names = [c.name for c in conds]
     if len(set(names)) != len(names):
         raise RuntimeError(f"suite {suite_obj.name} yields duplicate condition names")
-    if opts.out and not writable and not all(store.done(c.name) for c in conds):
+    reusable = _finished_conditions(suite_obj, ctx, conds, store) if opts.out else {}
+    if opts.out and not writable and len(reusable) < len(conds):
         check_writable(opts.out)  # raises the one-line error before any condition is computed
     # a shard takes every n-th condition, or (splits_batches) every n-th batch of each condition
     prefill_only = opts.shard is not None and suite_obj.splits_batches
     if opts.shard is not None and not prefill_only:
         conds = conds[opts.shard[0] :: opts.shard[1]]
-    suite_obj.upcoming(ctx, [c for c in conds if not (opts.out and store.done(c.name))])
+    suite_obj.upcoming(ctx, [c for c in conds if c.name not in reusable])
     label = f"{loaded.spec.name} | {suite_obj.name} | {dataset_name}"
     prog.start("conditions", label, len(conds))
     for cond in conds:
-        if opts.out and store.done(cond.name):
-            log.info("skip %s (already in %s)", cond.name, store.path(cond.name))
-            old = store.read(cond.name)
+        if cond.name in reusable:
+            inputs = reusable[cond.name]
+            log.info("skip %s (already in %s)", cond.name, store.path(cond.name, inputs))
+            old = store.read(cond.name, inputs)
             rows.extend(old)
             results.extend(results_from_rows(old))
             prog.advance("conditions")
@@ -298,7 +379,7 @@ def _evaluate_one(
         if opts.save_samples:
             samples = concat_samples([sample_columns(acc, ds, base, var) for var, acc in accs])
         if opts.out:
-            store.write(cond.name, new, samples)
+            store.write(cond.name, new, samples, inputs=ctx.state.get("inputs", {}).get(cond.name))
         rows.extend(new)
         results.extend(measured)
         prog.advance("conditions")

@@ -9,6 +9,11 @@ Each file is written to a temporary name and renamed into place, so a killed run
 complete files; rerunning the same command (same ``run_id``) skips every condition whose file
 exists. The columns are documented in ``results/README.md`` and fixed by :data:`SCHEMA`.
 
+Nothing read back is trusted unverified: every file carries the SHA-256 of its decoded rows in its
+key-value metadata (``rbvit.sha256``), checked on every read (resume, leaderboard, compare, report).
+A file that fails the check (a flipped bit, an edit by hand) or has none is a damaged file: the resume
+moves it aside and recomputes the condition; readers skip it with a warning naming it.
+
 The partition columns (``suite``, ``model``) are stored dictionary-encoded, the type the hive readers
 give the ``suite=``/``model=`` folder names, so ``pandas.read_parquet("results/runs")``,
 ``pyarrow.dataset`` and DuckDB's ``hive_partitioning`` read the folder as one table; model names are
@@ -33,6 +38,8 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from robustbench_vit.data.filled import remove_orphaned_temp_files
 
 log = logging.getLogger(__name__)
 
@@ -152,39 +159,12 @@ def safe_name(s: str) -> str:
     return _SAFE.sub("_", s).strip("_")[:120] or "_"
 
 
-_TMP = re.compile(r"^\..+\.tmp(\d+)$")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_orphaned_temp_files(folder: Path) -> int:
-    """Delete ``.<name>.tmp<pid>`` files whose writing process is gone (left by a kill -9)."""
-    removed = 0
-    if not folder.is_dir():
-        return 0
-    for p in folder.iterdir():
-        m = _TMP.match(p.name)
-        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
-            try:
-                p.unlink()
-                removed += 1
-            except OSError:
-                pass
-    return removed
-
-
 def probe_writable(out: str | Path) -> bool:
     """Whether results can be written to ``out`` (a folder that is a file is an error at once)."""
     from robustbench_vit.errors import ResultsError
 
+    if Path(out).exists() and not Path(out).is_dir():
+        check_writable(out)  # raises: a file where the results folder should be
     try:
         check_writable(out)
         return True
@@ -194,11 +174,11 @@ def probe_writable(out: str | Path) -> bool:
 
 def check_writable(out: str | Path) -> Path:
     """The results folder exists (or can be made) and takes a file; else a one-line error naming it."""
-    from robustbench_vit.errors import ConfigError, ResultsError
+    from robustbench_vit.errors import ResultsError
 
     root = Path(out)
     if root.exists() and not root.is_dir():
-        raise ConfigError(f"--out {root} is a file; pass a folder for the results")
+        raise ResultsError(f"--out {root} is a file; pass a folder for the results")
     try:
         root.mkdir(parents=True, exist_ok=True)
         probe = root / f".rbvit-write-probe-{os.getpid()}"
@@ -209,13 +189,45 @@ def check_writable(out: str | Path) -> Path:
     return root
 
 
+#: the key-value metadata entry holding the SHA-256 of a file's decoded rows
+CONTENT_KEY = b"rbvit.sha256"
+
+
+def table_digest(table: pa.Table) -> str:
+    """SHA-256 of a table's decoded rows (the values a reader gets), independent of its encoding."""
+    import hashlib
+
+    text = json.dumps(table.to_pylist(), sort_keys=True, default=str)
+    return hashlib.sha256(f"{table.num_rows}\n{text}".encode()).hexdigest()
+
+
+class UnverifiedFile(ValueError):
+    """A results file whose rows fail (or lack) their stored SHA-256."""
+
+
+def read_verified(path: Path, schema: pa.Schema | None = None) -> pa.Table:
+    """A Parquet file written by :func:`atomic_write_table`, read (with ``schema``) and checked against the
+    digest of its rows; :class:`UnverifiedFile` when the rows are not what was written."""
+    table = pq.read_table(path, schema=schema, partitioning=None)
+    meta = pq.read_schema(path).metadata or {}
+    stored = meta.get(CONTENT_KEY)
+    if stored is None:
+        raise UnverifiedFile("it carries no content hash (written by an rbvit before 0.2, or not by rbvit)")
+    if table_digest(table) != stored.decode(errors="replace"):
+        raise UnverifiedFile("its rows do not match their stored SHA-256 (the file was damaged or edited)")
+    return table
+
+
 def atomic_write_table(table: pa.Table, path: Path) -> None:
-    """Write ``table`` to ``path`` through a temp file + rename (readers never see a partial file).
-    A full disk is a one-line :class:`ResultsError` naming the folder; the temp file is removed."""
+    """Write ``table`` to ``path`` through a temp file + rename (readers never see a partial file), with
+    the SHA-256 of its rows in the metadata (:func:`read_verified`). A full disk is a one-line
+    :class:`ResultsError` naming the folder; the temp file is removed."""
     from robustbench_vit.data.filled import no_space_error
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    meta = {**(table.schema.metadata or {}), CONTENT_KEY: table_digest(table).encode()}
+    table = table.replace_schema_metadata(meta)
     try:
         pq.write_table(table, tmp)
         with open(tmp, "rb") as f:
@@ -238,39 +250,58 @@ class RunStore:
         for d in (self.runs_dir, self.samples_dir):
             remove_orphaned_temp_files(d)
         #: rows of finished files already read and verified by :meth:`done` in this run
-        self._verified: dict[str, list[dict[str, Any]]] = {}
+        self._verified: dict[Path, list[dict[str, Any]]] = {}
 
-    def path(self, condition_key: str) -> Path:
-        return self.runs_dir / f"{self.prefix}-{safe_name(condition_key)}.parquet"
+    def path(self, condition_key: str, inputs: str | None = None) -> Path:
+        """The file of a condition; ``inputs`` (the content identity of images the condition reads besides
+        the run's, see :meth:`Suite.condition_inputs`) becomes part of its name."""
+        tail = f"@{inputs[:12]}" if inputs else ""
+        return self.runs_dir / f"{self.prefix}-{safe_name(condition_key)}{tail}.parquet"
 
-    def done(self, condition_key: str) -> bool:
-        """A finished, readable file exists. An unreadable one (truncated by a full disk, edited by
-        hand) is moved aside as ``_corrupt-<time>-<name>`` with a warning, so the condition is recomputed
-        (the ``_`` prefix keeps it out of every Parquet dataset reader)."""
-        path = self.path(condition_key)
-        if condition_key in self._verified:
+    def input_variants(self, condition_key: str) -> list[str]:
+        """The ``inputs`` keys of the files this run holds for a condition (their images' identities)."""
+        stem = f"{self.prefix}-{safe_name(condition_key)}@"
+        if not self.runs_dir.is_dir():
+            return []
+        return [p.name[len(stem) : -len(".parquet")] for p in self.runs_dir.glob(f"{stem}*.parquet")]
+
+    def retire_other_inputs(self, condition_key: str, inputs: str) -> None:
+        """Move aside this condition's files computed from other images (``_stale-...``, kept, never read)."""
+        for other in self.input_variants(condition_key):
+            if other != inputs[:12]:
+                path = self.path(condition_key, other)
+                os.replace(path, path.with_name(f"_stale-{int(time.time())}-{path.name}"))
+                log.info("%s was computed from other images; moved aside", path.name)
+
+    def done(self, condition_key: str, inputs: str | None = None) -> bool:
+        """A finished, verified file exists. A damaged one (truncated by a full disk, a flipped bit, edited
+        by hand: its rows fail their SHA-256) is moved aside as ``_corrupt-<time>-<name>`` with a warning,
+        so the condition is recomputed (the ``_`` prefix keeps it out of every Parquet dataset reader)."""
+        path = self.path(condition_key, inputs)
+        if path in self._verified:
             return True
         if not path.is_file():
             return False
         try:
-            self._verified[condition_key] = pq.read_table(path, schema=SCHEMA, partitioning=None).to_pylist()
+            self._verified[path] = read_verified(path, SCHEMA).to_pylist()
             return True
         except (OSError, pa.ArrowException, ValueError) as e:
             aside = path.with_name(f"_corrupt-{int(time.time())}-{path.name}")
             os.replace(path, aside)
             log.warning(
-                "moved unreadable results file %s aside to %s (%s); recomputing it",
+                "moved damaged results file %s aside to %s (%s); recomputing it",
                 path,
                 aside.name,
                 " ".join(str(e).split())[:120],
             )
             return False
 
-    def read(self, condition_key: str) -> list[dict[str, Any]]:
+    def read(self, condition_key: str, inputs: str | None = None) -> list[dict[str, Any]]:
         """The rows of a finished condition (read once: :meth:`done` keeps what it verified)."""
-        if condition_key in self._verified:
-            return self._verified[condition_key]
-        return pq.read_table(self.path(condition_key), schema=SCHEMA, partitioning=None).to_pylist()
+        path = self.path(condition_key, inputs)
+        if path in self._verified:
+            return self._verified[path]
+        return read_verified(path, SCHEMA).to_pylist()
 
     def write_if_changed(
         self,
@@ -292,15 +323,22 @@ class RunStore:
         return self.write(condition_key, rows)
 
     def write(
-        self, condition_key: str, rows: list[dict[str, Any]], samples: dict[str, Any] | None = None
+        self,
+        condition_key: str,
+        rows: list[dict[str, Any]],
+        samples: dict[str, Any] | None = None,
+        inputs: str | None = None,
     ) -> Path:
         """Write samples first, then the metric rows: a metric file implies its samples exist."""
+        path = self.path(condition_key, inputs)
         if samples is not None:
-            spath = self.samples_dir / f"{self.prefix}-{safe_name(condition_key)}.parquet"
-            atomic_write_table(pa.Table.from_pydict(samples, schema=SAMPLE_SCHEMA), spath)
-        path = self.path(condition_key)
+            atomic_write_table(
+                pa.Table.from_pydict(samples, schema=SAMPLE_SCHEMA), self.samples_dir / path.name
+            )
         atomic_write_table(pa.Table.from_pylist(rows, schema=SCHEMA), path)
-        self._verified.pop(condition_key, None)
+        self._verified.pop(path, None)
+        if inputs:
+            self.retire_other_inputs(condition_key, inputs)
         return path
 
 
@@ -318,7 +356,7 @@ def read_rows_file(path: Path, schema: pa.Schema = None) -> pa.Table | None:  # 
         if missing:
             log.warning("skipping %s: not an rbvit results file (no %s column)", path, ", ".join(missing))
             return None
-        return _plain_strings(pq.read_table(path, schema=schema, partitioning=None))
+        return _plain_strings(read_verified(path, schema))
     except (OSError, pa.ArrowException, ValueError) as e:
         log.warning("skipping unreadable results file %s: %s", path, " ".join(str(e).split())[:200])
         return None

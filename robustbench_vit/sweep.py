@@ -46,6 +46,7 @@ __all__ = [
     "load_sweep",
     "validate_sweep",
     "plan",
+    "cell_identity",
     "run_cell",
     "run_shard",
     "run_local",
@@ -90,12 +91,59 @@ def _config_failure(out: str | Path, cell: Cell) -> str | None:
     return info.get("error") if info.get("kind") == "config" and same_file else None
 
 
+def cell_identity(cell: Cell) -> str | None:
+    """The content identity of everything a cell's numbers depend on, as it is now: its configuration, the
+    model's (whole spec, weights bytes, card content), the selected images' (ids, bytes, classes) and the
+    suite's (parameters, referenced models). ``None`` where that cannot be known without running the cell
+    (an entry point's weights come from code; a suite reading images of its own per condition): such a
+    cell always runs, and the runner reuses its finished conditions after checking their inputs."""
+    from robustbench_vit.data.cache import current_identity
+    from robustbench_vit.identity import digest
+    from robustbench_vit.models.identity import model_identity
+    from robustbench_vit.models.loading import resolve_spec
+    from robustbench_vit.runner import select_indices
+    from robustbench_vit.suites import make_suite
+
+    opts = cell.options
+    spec = resolve_spec(cell.model)
+    suite = make_suite(cell.suite, opts.suite_params)
+    if spec.source in ("entrypoint", "module") or suite.reads_other_images():
+        return None
+    _, ds = suite.open_data(opts.data, opts.dataset, opts.labels)
+    indices = select_indices(ds.targets, opts, ds)
+    return digest(
+        {
+            "cell": cell.key(),
+            "model": model_identity(
+                spec, pretrained=opts.pretrained, checkpoint=opts.checkpoint, cache_dir=opts.cache_dir
+            ),
+            "data": current_identity(ds, indices, Path(opts.cache_dir) if opts.cache_dir else None),
+            "suite": suite.identity(opts.cache_dir),
+        }
+    )
+
+
+def _complete(out: str | Path, cell: Cell) -> bool:
+    """The cell's marker records the content identity the cell has now (see :func:`cell_identity`)."""
+    try:
+        recorded = json.loads(_marker(out, cell).read_text()).get("identity")
+    except (OSError, ValueError, AttributeError):
+        return False
+    try:
+        current = cell_identity(cell)
+    except Exception as e:  # noqa: BLE001 - an input that cannot be read now: run the cell, it reports
+        log.debug("cannot identify %s: %s", cell.label(), e)
+        return False
+    return current is not None and recorded == current
+
+
 def plan(spec: SweepSpec, out: str | Path) -> list[CellStatus]:
-    """Every cell with its state in ``out``: ``skipped`` (complete), ``config-failed`` (failed on its
-    configuration with this sweep file; not retried until the file changes), or ``todo``."""
+    """Every cell with its state in ``out``: ``skipped`` (complete for the content its inputs have now:
+    weights, card, images, labels, parameters), ``config-failed`` (failed on its configuration with this
+    sweep file; not retried until the file changes), or ``todo``."""
     statuses = []
     for c in spec.cells:
-        if _marker(out, c).is_file():
+        if _complete(out, c):
             statuses.append(CellStatus(c, "skipped"))
         elif (error := _config_failure(out, c)) is not None:
             statuses.append(CellStatus(c, "config-failed", error=error))
@@ -110,6 +158,7 @@ def run_cell(cell: Cell, out: str, progress: Progress | None = None) -> CellStat
 
     t0 = time.time()
     try:
+        identity = cell_identity(cell)  # what the cell is computed from (recorded before it runs)
         df = evaluate(
             cell.model,
             cell.suite,
@@ -139,7 +188,10 @@ def run_cell(cell: Cell, out: str, progress: Progress | None = None) -> CellStat
     marker.parent.mkdir(parents=True, exist_ok=True)
     tmp = marker.with_name(f".{marker.name}.tmp{os.getpid()}")
     tmp.write_text(
-        json.dumps({"cell": _describe(cell), "rows": len(df), "finished": time.time()}, default=str)
+        json.dumps(
+            {"cell": _describe(cell), "identity": identity, "rows": len(df), "finished": time.time()},
+            default=str,
+        )
     )
     os.replace(tmp, marker)
     marker.with_suffix(".error.json").unlink(missing_ok=True)

@@ -160,16 +160,23 @@ def _check_table(table: Any, allowed: dict[str, type], where: str) -> None:
             raise ConfigError(f"{where}: seeds must be integers >= 0, got {seed!r}")
 
 
-def validate_sweep(spec: SweepSpec) -> None:
+def validate_sweep(spec: SweepSpec, *, allow_entrypoints: bool = False) -> None:
     """Every cell's model name, suite, parameters and data folder, checked before any cell runs
-    (no model is built and no image read): a typo fails the whole sweep at once, --dry-run included."""
+    (no model is built and no image read): a typo fails the whole sweep at once, --dry-run included.
+
+    A sweep file is data, like a model card: a ``module:factory`` model would import and call code, so it
+    is refused unless the user passes ``--allow-entrypoints`` on the command line."""
     from robustbench_vit.models.loading import resolve_spec
     from robustbench_vit.suites import make_suite
 
     seen: set[str] = set()
     for cell in spec.cells:
         if cell.model not in seen:
-            resolve_spec(cell.model)
+            if resolve_spec(cell.model).source == "entrypoint" and not allow_entrypoints:
+                raise ConfigError(
+                    f"sweep file {spec.path}: model {cell.model!r} names code to run (module:factory); a sweep "
+                    "file is data: name timm/torchvision models or cards, or pass --allow-entrypoints"
+                )
             seen.add(cell.model)
         make_suite(cell.suite, cell.options.suite_params)
         cell.options.validate()
@@ -178,7 +185,7 @@ def validate_sweep(spec: SweepSpec) -> None:
             raise DataError(f"sweep {spec.path}: data folder not found: {data}")
 
 
-def load_sweep(path: str | Path) -> SweepSpec:
+def load_sweep(path: str | Path, *, allow_entrypoints: bool = False) -> SweepSpec:
     """Parse a sweep TOML into its cells (relative paths are relative to the file's folder's parent
     project root, i.e. the current working directory, as on the command line)."""
     path = Path(path)
@@ -234,5 +241,5 @@ def load_sweep(path: str | Path) -> SweepSpec:
                 )
                 cells.append(Cell(model=m.ref, suite=s["name"], options=opts, sweep_digest=digest))
     spec = SweepSpec(path, tuple(cells), str(top.get("out", "results")), digest)
-    validate_sweep(spec)
+    validate_sweep(spec, allow_entrypoints=allow_entrypoints)
     return spec

@@ -8,10 +8,13 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from robustbench_vit.errors import ConfigError
+from robustbench_vit.runner import evaluate
 from tests.helpers import CIFAR10_TEST, error_lines, needs_cifar
 
 RBVIT = [sys.executable, "-m", "robustbench_vit.cli"]
@@ -158,7 +161,7 @@ PROBES = [
         8,
         "cannot write results",
     ),
-    ("out is a file", lambda w: _eval(w, "-s", "clean", out=w["root"] / "a_file"), 2, "a_file"),
+    ("out is a file", lambda w: _eval(w, "-s", "clean", out=w["root"] / "a_file"), 8, "a_file"),
     ("timm typo", lambda w: _eval(w, "-s", "clean", model="timm:vit_tinyy"), 3, "did you mean"),
     ("pgd eps=5", lambda w: _eval(w, "-s", "pgd", "-p", "epsilons=5"), 2, "[0, 1]"),
     ("unknown suite", lambda w: _eval(w, "-s", "occlusoin"), 3, "occlusion"),
@@ -168,7 +171,98 @@ PROBES = [
         4,
         "nope",
     ),
+    # issue 24: numbers no run can use, refused where they are parsed
+    ("pgd eps=nan", lambda w: _eval(w, "-s", "pgd", "-p", "epsilons=nan"), 2, "nan"),
+    ("pgd rel_step=-1", lambda w: _eval(w, "-s", "pgd", "-p", "rel_step=-1"), 2, "rel_step"),
+    ("fractions=nan", lambda w: _eval(w, "-s", "occlusion", "-p", "fractions=nan"), 2, "fractions='nan'"),
+    (
+        "transfer eps=inf",
+        lambda w: _eval(w, "-s", "transfer", "-p", "source=timm:test_vit", "-p", "eps=inf"),
+        2,
+        "inf",
+    ),
+    ("card std Infinity", lambda w: _card_text(w, "c4", '"std": Infinity'), 5, "Infinity"),
+    ("card weights null", lambda w: _card(w, "c5", weights=None), 5, "c5.json"),
+    ("card num_classes text", lambda w: _card(w, "c6", num_classes="ten"), 5, "num_classes"),
+    ("card is a FIFO", lambda w: _eval(w, "-s", "clean", model=_fifo(w)), 5, "not a regular file"),
+    (
+        "card links to /dev/zero",
+        lambda w: _eval(w, "-s", "clean", model=_zero_link(w)),
+        5,
+        "not a regular file",
+    ),
+    ("seed overflow", lambda w: _eval(w, "-s", "clean", "--seed", str(2**70)), 2, "--seed"),
+    ("limit overflow", lambda w: _eval(w, "-s", "clean", limit=str(2**70)), 2, "--limit"),
+    ("empty subset", lambda w: _eval(w, "-s", "clean", "--subset", _empty_subset(w)), 4, "names no items"),
+    (
+        "cache dir not writable",
+        lambda w: _eval(w, "-s", "clean", "--cache-dir", str(w["root"] / "a_file" / "c")),
+        8,
+        "image cache",
+    ),
+    ("unknown option", lambda w: _eval(w, "-s", "clean", "--bogus"), 2, "--bogus"),
+    ("missing --suite", lambda w: _eval(w), 2, "--suite"),
+    (
+        "toml entry point",
+        lambda w: _sweep(w, "t8", "--dry-run", models='["tempfile:mkdtemp"]'),
+        2,
+        "--allow-entrypoints",
+    ),
+    (
+        "toml entry point os:system",
+        lambda w: _sweep(w, "t9", "--dry-run", models='["os:system"]'),
+        2,
+        "names code to run",
+    ),
+    (
+        "toml message keeps [sweep]",
+        lambda w: _sweep(w, "t10", top="limt = 10"),
+        2,
+        "[sweep] has no key 'limt'",
+    ),
+    ("leaderboard empty folder", lambda w: ["leaderboard", str(_empty_dir(w))], 4, "no rbvit results"),
+    (
+        "report empty folder",
+        lambda w: ["report", str(_empty_dir(w)), "-o", str(w["root"] / "r.html")],
+        4,
+        "no rbvit results",
+    ),
 ]
+
+
+def _card_text(w, name: str, replace: str) -> list[str]:
+    """A card whose JSON text holds ``replace`` in place of its std (non-standard JSON constants)."""
+    path = Path(w["write_card"](name))
+    text = json.dumps(json.loads(path.read_text()))
+    path.write_text(text.replace('"std": [0.247, 0.2435, 0.2616]', replace))
+    assert replace in path.read_text()
+    return _eval(w, "-s", "clean", model=str(path))
+
+
+def _fifo(w) -> str:
+    path = w["root"] / "fifo.json"
+    if not path.exists():
+        os.mkfifo(path)
+    return str(path)
+
+
+def _zero_link(w) -> str:
+    path = w["root"] / "zero.json"
+    if not path.exists():
+        path.symlink_to("/dev/zero")
+    return str(path)
+
+
+def _empty_subset(w) -> str:
+    path = w["root"] / "empty-subset.txt"
+    path.write_text("# nothing\n")
+    return str(path)
+
+
+def _empty_dir(w) -> Path:
+    path = w["root"] / "empty-results"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 @needs_cifar
@@ -182,6 +276,73 @@ def test_bad_input_is_one_line(world, name, argv, code, text):
     assert text in lines[0], lines[0]
     assert snapshot(world["out"]) == before, "a result file changed"
     assert not (world["root"] / "resutls").exists()
+    assert (
+        not (world["root"] / "r.html").exists()
+        and not (world["root"] / "empty-results" / "leaderboard.parquet").exists()
+    )
+    assert not (Path(tempfile.gettempdir()) / "rbvit-probe-marker").exists()
+
+
+#: the Python API: wrong argument types and values are the project's own errors, never AttributeError
+API_PROBES = [
+    ("model is a number", lambda w: evaluate(123, "clean"), ConfigError),
+    ("suite is a number", lambda w: evaluate(w["card"], 7), ConfigError),
+    ("options not RunOptions", lambda w: evaluate(w["card"], "clean", options={"limit": 1}), ConfigError),
+    ("unknown keyword", lambda w: evaluate(w["card"], "clean", limt=3), ConfigError),
+    ("data is a number", lambda w: evaluate(w["card"], "clean", data=5), ConfigError),
+    ("suite_params a list", lambda w: evaluate(w["card"], "clean", suite_params=[1]), ConfigError),
+    ("seed overflow", lambda w: evaluate(w["card"], "clean", seed=2**70), ConfigError),
+    (
+        "1000 logits on CIFAR-10",
+        lambda w: evaluate(
+            _timm_module(1000),
+            "clean",
+            data=str(CIFAR10_TEST),
+            limit=10,
+            preprocessing={**_CIFAR_PRE, "label_space": "cifar10"},
+        ),
+        ConfigError,
+    ),
+    (
+        "7 logits on CIFAR-10",
+        lambda w: evaluate(
+            _timm_module(7),
+            "clean",
+            data=str(CIFAR10_TEST),
+            limit=10,
+            preprocessing={**_CIFAR_PRE, "label_space": "cifar10"},
+        ),
+        ConfigError,
+    ),
+    (
+        "Suite built in Python with nan",
+        lambda w: evaluate(w["card"], _nan_pgd(), data=str(CIFAR10_TEST)),
+        ConfigError,
+    ),
+]
+
+_CIFAR_PRE = {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 1.0}
+
+
+def _timm_module(classes: int):
+    import timm
+
+    return timm.create_model("test_resnet", pretrained=False, num_classes=classes)
+
+
+def _nan_pgd():
+    from robustbench_vit.suites.pgd import PGDSuite
+
+    return PGDSuite(rel_step=float("nan"))
+
+
+@needs_cifar
+@pytest.mark.parametrize("name,call,error", API_PROBES, ids=[p[0] for p in API_PROBES])
+def test_api_bad_input_raises_the_projects_errors(world, name, call, error, tmp_path):
+    before = snapshot(world["out"])
+    with pytest.raises(error):
+        call(world)
+    assert snapshot(world["out"]) == before
 
 
 @needs_cifar

@@ -6,6 +6,7 @@ Pixel contract: images and adversarial examples are RGB in [0, 1]; ``eps`` is me
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -25,13 +26,14 @@ LossFn = Callable[[torch.Tensor | list[torch.Tensor], torch.Tensor], torch.Tenso
 
 
 def parse_eps(value: str | float) -> float:
-    """``"4/255"`` -> 0.01568..., ``"0.5"`` -> 0.5."""
-    if isinstance(value, (int, float)):
-        return float(value)
+    """``"4/255"`` -> 0.01568..., ``"0.5"`` -> 0.5; NaN, infinities and negative values are refused."""
     try:
-        return float(Fraction(value.strip()))
-    except (ValueError, ZeroDivisionError):
+        eps = float(value) if isinstance(value, (int, float)) else float(Fraction(value.strip()))
+    except (ValueError, ZeroDivisionError, OverflowError):
         raise ConfigError(f"epsilon {value!r} must be a number or a fraction like 4/255") from None
+    if not math.isfinite(eps) or eps < 0:
+        raise ConfigError(f"epsilon {value!r} must be a finite number >= 0")
+    return eps
 
 
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:

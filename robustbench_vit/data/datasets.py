@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from robustbench_vit.data.decode import read_bytes, read_rgb
+from robustbench_vit.data.digests import stat_tuple
 from robustbench_vit.errors import DataError
 from robustbench_vit.labels import CIFAR10_CLASSES
 
@@ -46,6 +48,10 @@ class ImageDataset:
         read: index -> uint8 (3, H, W) RGB tensor, full resolution.
         encoded: index -> the item's encoded file bytes (uint8 1-D), for decoders that take a batch
             of files at once (the GPU data path); ``None`` when items are not files.
+        fingerprint: the dataset's *layout* (kind, resolved root, item ids): names the cache folder. What
+            the items hold is identified by content (:meth:`ImageCache.identity`), never by this.
+        file: index -> the item's file (``None`` when items are not files: their pixels are hashed).
+        stats: (N, 4) int64 stat tuples of the files when they were listed (see :mod:`.digests`).
     """
 
     kind: str
@@ -56,16 +62,54 @@ class ImageDataset:
     read: Callable[[int], torch.Tensor] = field(repr=False)
     fingerprint: str = ""
     encoded: Callable[[int], torch.Tensor] | None = field(default=None, repr=False)
+    file: Callable[[int], Path] | None = field(default=None, repr=False)
+    stats: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.items)
 
+    def class_of(self, i: int) -> str:
+        return self.classes[int(self.targets[i])]
 
-def _fingerprint(kind: str, root: Path, items: list[str], sizes: list[int]) -> str:
+
+def _fingerprint(kind: str, root: Path, items: list[str]) -> str:
     h = hashlib.sha256(f"{kind}\0{root.resolve()}\0".encode())
-    for it, sz in zip(items, sizes):
-        h.update(f"{it}\0{sz}\n".encode())
+    for it in items:
+        h.update(f"{it}\n".encode())
     return h.hexdigest()[:16]
+
+
+def _list_images(folder: Path) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """``(file name, stat tuple)`` of the image files in ``folder``, sorted by name (one ``scandir``)."""
+    out = []
+    with os.scandir(folder) as it:
+        for e in it:
+            if os.path.splitext(e.name)[1].lower() not in IMAGE_EXTENSIONS:
+                continue
+            try:
+                if not e.is_file():
+                    continue
+                out.append((e.name, stat_tuple(e.stat())))
+            except OSError:
+                continue
+    return sorted(out)
+
+
+def _file_dataset(
+    kind: str, root: Path, classes: tuple[str, ...], items: list[str], targets: list[int], stats: list
+) -> ImageDataset:
+    return ImageDataset(
+        kind,
+        root,
+        classes,
+        items,
+        np.asarray(targets, dtype=np.int64),
+        lambda i: read_rgb(root / items[i]),
+        _fingerprint(kind, root, items),
+        lambda i: read_bytes(root / items[i]),
+        lambda i: root / items[i],
+        np.asarray(stats, dtype=np.int64).reshape(-1, 4),
+    )
 
 
 def _require_dir(root: Path, what: str) -> Path:
@@ -95,26 +139,15 @@ def image_folder(root: str | Path, *, classes: list[str] | None = None) -> Image
         raise DataError(f"{root} has no class sub-folders (expected <root>/<class>/<image>)")
     items: list[str] = []
     targets: list[int] = []
-    sizes: list[int] = []
+    stats: list[tuple[int, int, int, int]] = []
     for ci, cls in enumerate(found):
-        for p in sorted((root / cls).iterdir()):
-            if _is_image(p):
-                items.append(f"{cls}/{p.name}")
-                targets.append(ci)
-                sizes.append(p.stat().st_size)
+        for name, st in _list_images(root / cls):
+            items.append(f"{cls}/{name}")
+            targets.append(ci)
+            stats.append(st)
     if not items:
         raise DataError(f"{root} has class folders but no images ({', '.join(IMAGE_EXTENSIONS)})")
-    fp = _fingerprint("folder", root, items, sizes)
-    return ImageDataset(
-        "folder",
-        root,
-        tuple(found),
-        items,
-        np.asarray(targets, dtype=np.int64),
-        lambda i: read_rgb(root / items[i]),
-        fp,
-        lambda i: read_bytes(root / items[i]),
-    )
+    return _file_dataset("folder", root, tuple(found), items, targets, stats)
 
 
 def flat_folder(root: str | Path, labels: str | Path) -> ImageDataset:
@@ -135,27 +168,17 @@ def flat_folder(root: str | Path, labels: str | Path) -> ImageDataset:
         if len(parts) < 2 or parts[0].lower() in ("imageid", "file", "filename", "image"):
             continue
         by_stem[Path(parts[0]).stem] = parts[1]
-    files = sorted(p for p in root.iterdir() if _is_image(p))
+    files = _list_images(root)
     if not files:
         raise DataError(f"no images in {root}")
-    missing = [p.name for p in files if p.stem not in by_stem]
+    stems = [Path(name).stem for name, _ in files]
+    missing = [name for (name, _), stem in zip(files, stems) if stem not in by_stem]
     if missing:
         raise DataError(f"label file {labels} has no label for {len(missing)} images, e.g. {missing[0]}")
-    classes = tuple(sorted({by_stem[p.stem] for p in files}))
+    classes = tuple(sorted({by_stem[stem] for stem in stems}))
     cidx = {c: i for i, c in enumerate(classes)}
-    items = [p.name for p in files]
-    targets = np.asarray([cidx[by_stem[p.stem]] for p in files], dtype=np.int64)
-    fp = _fingerprint("flat", root, items, [p.stat().st_size for p in files])
-    return ImageDataset(
-        "flat",
-        root,
-        classes,
-        items,
-        targets,
-        lambda i: read_rgb(root / items[i]),
-        fp,
-        lambda i: read_bytes(root / items[i]),
-    )
+    targets = [cidx[by_stem[stem]] for stem in stems]
+    return _file_dataset("flat", root, classes, [n for n, _ in files], targets, [st for _, st in files])
 
 
 class _ArrayOnlyUnpickler(pickle.Unpickler):
@@ -194,7 +217,7 @@ def cifar10_batches(root: str | Path, *, split: str = "test") -> ImageDataset:
         targets.extend(int(t) for t in d[b"labels"])
     data = np.concatenate(arrays)
     items = [f"{split}/{i:05d}" for i in range(len(data))]
-    fp = hashlib.sha256(b"cifar10-batches\0" + data.tobytes()).hexdigest()[:16]
+    fp = _fingerprint("cifar10-batches", root, items)
     return ImageDataset(
         "cifar10-batches",
         root,
@@ -238,7 +261,11 @@ def concat_datasets(parts: list[tuple[str, ImageDataset]], classes: tuple[str, .
         j, ds = part(i)
         return ds.encoded(j)  # type: ignore[misc]
 
-    files = all(ds.encoded is not None for _, ds in parts)
+    def file(i: int) -> Path:
+        j, ds = part(i)
+        return ds.file(j)  # type: ignore[misc]
+
+    files = all(ds.file is not None and ds.stats is not None for _, ds in parts)
     root = parts[0][1].root
     return ImageDataset(
         "concat",
@@ -249,4 +276,6 @@ def concat_datasets(parts: list[tuple[str, ImageDataset]], classes: tuple[str, .
         read,
         h.hexdigest()[:16],
         encoded if files else None,
+        file if files else None,
+        np.concatenate([ds.stats for _, ds in parts]) if files else None,  # type: ignore[misc]
     )

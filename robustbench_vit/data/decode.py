@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,19 +54,85 @@ def read_bytes(path: str | Path) -> torch.Tensor:
         raise DataError(f"cannot read image {path}: {e.strerror or e}") from None
 
 
+def max_image_pixels() -> int:
+    """The largest image (width x height) rbvit decodes: ``$RBVIT_MAX_IMAGE_PIXELS`` (``rbvit
+    --max-image-pixels``), else PIL's default decompression-bomb limit."""
+    from PIL import Image
+
+    env = os.environ.get("RBVIT_MAX_IMAGE_PIXELS")
+    return int(env) if env else int(Image.MAX_IMAGE_PIXELS or 89_478_485)
+
+
+def _header(data: torch.Tensor, name: str | Path) -> tuple[str, tuple[int, int]]:
+    """``(PIL mode, (width, height))`` from the header alone; a decompression bomb is refused here, before
+    a single pixel is decoded."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data.numpy().tobytes())) as im:
+                mode, size = im.mode, im.size
+    except Image.DecompressionBombError:
+        mode, size = "", (max_image_pixels() + 1, 1)
+    except Exception:  # noqa: BLE001 - not a format PIL knows: torchvision decides below
+        return "", (0, 0)
+    limit = max_image_pixels()
+    if size[0] * size[1] > limit:
+        raise DataError(
+            f"image {name} has {size[0]}x{size[1]} pixels, over the limit of {limit} (a decompression bomb?); "
+            "raise it with --max-image-pixels N if the image is genuine"
+        )
+    return mode, size
+
+
+#: PIL modes whose values have no standard 8-bit scale (32-bit integers, floats): refused, never guessed
+_UNSCALED_MODES = ("I", "F", "I;32", "I;32B", "F;32", "F;32B")
+
+
+def _to_uint8(img: torch.Tensor) -> torch.Tensor:
+    """16-bit samples to 8 bits by their high byte (what PIL does for 16-bit RGB): 65535 -> 255."""
+    if img.dtype == torch.uint8:
+        return img
+    if img.dtype == torch.uint16:
+        return (img.to(torch.int32) >> 8).to(torch.uint8)
+    raise DataError(f"unsupported pixel type {img.dtype}")
+
+
 def decode_rgb(data: torch.Tensor, name: str | Path = "<bytes>") -> torch.Tensor:
     """Decode encoded bytes on the CPU to a uint8 (3, H, W) RGB tensor; undecodable bytes raise
-    ``DataError`` naming ``name``."""
+    ``DataError`` naming ``name``.
+
+    Every mode reads as PIL reads it, in 8-bit RGB: bilevel, gray, palette, gray/RGB with alpha (alpha
+    dropped), CMYK; 16-bit gray or RGB (PNG, TIFF) by the high byte of each sample, never the low; the
+    first frame of an animated GIF/WebP. 32-bit integer and float images have no standard 8-bit scale and
+    are refused; an image over :func:`max_image_pixels` is refused before it is decoded."""
+    mode, _ = _header(data, name)
+    if mode in _UNSCALED_MODES:
+        raise DataError(
+            f"image {name} has {mode!r} pixels (32-bit integer or float), which have no standard 8-bit "
+            "scale; convert it to an 8- or 16-bit image"
+        )
     try:
-        return decode_image(data, mode=ImageReadMode.RGB)
+        img = decode_image(data, mode=ImageReadMode.RGB)
+        if img.ndim == 4:  # an animated image: its first frame
+            img = img[0]
+        return _to_uint8(img).contiguous()
     except (RuntimeError, ValueError):
         pass
-    try:  # formats torchvision.io does not decode (gif, tiff, some CMYK/progressive files)
+    try:  # formats torchvision.io does not decode (tiff, some CMYK/progressive files)
         from PIL import Image
 
         with Image.open(io.BytesIO(data.numpy().tobytes())) as im:
-            arr = np.asarray(im.convert("RGB"))
+            im.seek(0)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+                arr16 = np.asarray(im, dtype=np.uint16)
+                arr = np.repeat((arr16 >> 8).astype(np.uint8)[..., None], 3, axis=2)
+            else:
+                arr = np.asarray(im.convert("RGB"))
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+    except DataError:
+        raise
     except Exception as e:
         raise DataError(f"cannot read image {name}: {type(e).__name__}: {e}") from None
 
@@ -165,6 +233,8 @@ def decode_batch(
     the device decoder rejects are decoded on the CPU as :func:`read_rgb` does and moved there.
     """
     device = torch.device(device)
+    for d, name in zip(datas, names):
+        _header(d, name)  # a decompression bomb is refused before any decoder sees it
     jpeg = [i for i, d in enumerate(datas) if _for_device_decoder(d)]
     decoded: dict[int, torch.Tensor | None] = dict(zip(jpeg, _decode_jpegs([datas[i] for i in jpeg], device)))
     out = []

@@ -6,11 +6,15 @@ Layout of a folder:
 - ``images.npy``: the (N, ...) array, a sparse file whose rows are filled on demand;
 - ``filled.npy``: bool (N,), which rows hold data (written atomically after the rows are flushed);
 - ``checksums.npy``: uint32 (N,), CRC-32 of each filled row (written with the mask);
+- ``sources.npy`` (tagged arrays): uint8 (N, 32), the content digest of what each row was computed
+  from (an image file's SHA-256): a row whose tag differs from its input's current digest is recomputed;
 - ``.lock``: a file lock held while rows are written, so concurrent runs never interleave.
 
 What is never trusted: a truncated ``images.npy`` (its size is checked against its header and rows
-past the end are refilled), and row contents (CRC-checked once per process before a run uses them;
-bad rows are refilled). Disk space for a chunk is reserved (``posix_fallocate``) before it is written
+past the end are refilled), row contents (CRC-checked once per process before a run uses them;
+bad rows are refilled), and the bookkeeping files themselves: a damaged header or mask, checksum or
+tag file (a flipped bit, a truncated write) makes the folder rebuild or its rows recompute, never an
+error. Disk space for a chunk is reserved (``posix_fallocate``) before it is written
 through the memory map, so a full disk is a one-line error instead of a SIGBUS.
 """
 
@@ -20,6 +24,7 @@ import errno
 import logging
 import mmap
 import os
+import re
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,11 +34,40 @@ from filelock import FileLock
 
 from robustbench_vit.errors import ResultsError
 
-__all__ = ["FilledArray", "atomic_save"]
+__all__ = ["FilledArray", "atomic_save", "remove_orphaned_temp_files"]
 
 log = logging.getLogger(__name__)
 
 _NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+_TMP = re.compile(r"^\..+\.tmp(\d+)$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_orphaned_temp_files(folder: Path) -> int:
+    """Delete ``.<name>.tmp<pid>`` files whose writing process is gone (left by a kill -9)."""
+    removed = 0
+    if not folder.is_dir():
+        return 0
+    for p in folder.iterdir():
+        m = _TMP.match(p.name)
+        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            try:
+                p.unlink()
+                removed += 1
+            except OSError:
+                pass
+    return removed
 
 
 def atomic_save(path: Path, arr: np.ndarray) -> None:
@@ -69,6 +103,20 @@ def _header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
         return tuple(shape), np.dtype(dtype), f.tell()
 
 
+def _load_array(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+    """A small bookkeeping array, or ``None`` when it is missing or damaged (any parse error, a shape or
+    dtype other than expected)."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except Exception:  # noqa: BLE001 - a flipped header byte raises TokenError, SyntaxError, ValueError ...
+        return None
+    if arr.shape != shape or arr.dtype != dtype:
+        return None
+    if dtype == np.bool_:
+        arr = arr.view(np.uint8) != 0  # a flipped bit in a flag byte reads as a plain True, not as 0x02
+    return arr
+
+
 def _crc(rows: np.ndarray) -> np.ndarray:
     return np.asarray([zlib.crc32(np.ascontiguousarray(r).data) for r in rows], dtype=np.uint32)
 
@@ -76,12 +124,16 @@ def _crc(rows: np.ndarray) -> np.ndarray:
 class FilledArray:
     """``folder/images.npy`` of ``shape``/``dtype`` with its filled mask, row checksums and lock."""
 
-    def __init__(self, folder: Path, shape: tuple[int, ...], dtype: type | np.dtype) -> None:
+    def __init__(
+        self, folder: Path, shape: tuple[int, ...], dtype: type | np.dtype, *, tagged: bool = False
+    ) -> None:
         self.dir = Path(folder)
+        self.tagged = tagged
         self.dir.mkdir(parents=True, exist_ok=True)
         self.shape, self.dtype = tuple(int(s) for s in shape), np.dtype(dtype)
         self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
         self.lock = FileLock(str(self.dir / ".lock"))
+        remove_orphaned_temp_files(self.dir)  # left by a run killed while it saved the mask
         self._verified = np.zeros(self.shape[0], dtype=bool)
         with self.lock:
             self.created = self._open()
@@ -92,18 +144,19 @@ class FilledArray:
         if path.exists() and filled_path.exists():
             try:
                 shape, dtype, offset = _header(path)
-                filled = np.load(filled_path)
-            except (OSError, ValueError) as e:
+            except Exception as e:  # noqa: BLE001 - a damaged header: rebuild, never fail every later run
                 log.warning("cache %s is unreadable (%s); rebuilding", self.dir, e)
             else:
-                if shape == self.shape and dtype == self.dtype and filled.shape == (self.shape[0],):
+                filled = _load_array(filled_path, (self.shape[0],), np.dtype(bool))
+                if shape == self.shape and dtype == self.dtype and filled is not None:
                     self.offset = offset
                     self.filled = filled
                     self.checksums = self._load_checksums()
+                    self.tags = self._load_tags()
                     self._repair_truncation(path)
                     self.array = np.load(path, mmap_mode="r+")
                     return False
-                log.warning("cache %s has a stale shape; rebuilding", self.dir)
+                log.warning("cache %s has a stale shape or a damaged mask; rebuilding", self.dir)
         try:
             self.array = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=self.shape)
         except OSError as e:
@@ -111,20 +164,32 @@ class FilledArray:
         self.offset = int(self.array.offset)
         self.filled = np.zeros(self.shape[0], dtype=bool)
         self.checksums = np.zeros(self.shape[0], dtype=np.uint32)
+        self.tags = np.zeros(self._tag_shape, dtype=np.uint8)
         self._save_mask()
         return True
 
+    @property
+    def _tag_shape(self) -> tuple[int, int]:
+        return (self.shape[0], 32 if self.tagged else 0)
+
     def _load_checksums(self) -> np.ndarray:
-        try:
-            c = np.load(self.dir / "checksums.npy")
-            if c.shape == (self.shape[0],):
-                return c
-        except (OSError, ValueError):
-            pass
+        c = _load_array(self.dir / "checksums.npy", (self.shape[0],), np.dtype(np.uint32))
+        if c is not None:
+            return c
         # no (valid) checksums: rows cannot be verified, so they are recomputed
-        log.warning("cache %s has no row checksums; its rows will be recomputed", self.dir)
+        log.warning("cache %s has no valid row checksums; its rows will be recomputed", self.dir)
         self.filled[:] = False
         return np.zeros(self.shape[0], dtype=np.uint32)
+
+    def _load_tags(self) -> np.ndarray:
+        if not self.tagged:
+            return np.zeros(self._tag_shape, dtype=np.uint8)
+        t = _load_array(self.dir / "sources.npy", self._tag_shape, np.dtype(np.uint8))
+        if t is not None:
+            return t
+        log.warning("cache %s has no valid source digests; its rows will be recomputed", self.dir)
+        self.filled[:] = False
+        return np.zeros(self._tag_shape, dtype=np.uint8)
 
     def _repair_truncation(self, path: Path) -> None:
         expected = self.offset + self.row_bytes * self.shape[0]
@@ -147,20 +212,35 @@ class FilledArray:
     # --- state ---------------------------------------------------------------------------------
     def _save_mask(self) -> None:
         atomic_save(self.dir / "checksums.npy", self.checksums)
+        if self.tagged:
+            atomic_save(self.dir / "sources.npy", self.tags)
         atomic_save(self.dir / "filled.npy", self.filled)
 
     def _reload_mask(self) -> None:
-        """Rows another process filled since we opened the folder."""
-        try:
-            filled, sums = np.load(self.dir / "filled.npy"), np.load(self.dir / "checksums.npy")
-        except (OSError, ValueError):
-            return
-        if filled.shape == self.filled.shape and sums.shape == self.checksums.shape:
-            self.filled, self.checksums = filled, sums
+        """Rows another process filled since we opened the folder (damaged files are ignored: our own
+        state stays, and the next write replaces them)."""
+        n = self.shape[0]
+        filled = _load_array(self.dir / "filled.npy", (n,), np.dtype(bool))
+        sums = _load_array(self.dir / "checksums.npy", (n,), np.dtype(np.uint32))
+        tags = (
+            _load_array(self.dir / "sources.npy", self._tag_shape, np.dtype(np.uint8))
+            if self.tagged
+            else self.tags
+        )
+        if filled is not None and sums is not None and tags is not None:
+            self.filled, self.checksums, self.tags = filled, sums, tags
 
-    def missing(self, indices: Sequence[int]) -> np.ndarray:
+    def missing(self, indices: Sequence[int], tags: np.ndarray | None = None) -> np.ndarray:
+        """Indices not filled, or (with ``tags``, one row per index) whose stored tag differs."""
         idx = np.asarray(indices, dtype=np.int64)
-        return idx[~self.filled[idx]]
+        bad = ~self.filled[idx]
+        if tags is not None and self.tagged:
+            bad |= (self.tags[idx] != np.asarray(tags, dtype=np.uint8)).any(axis=1)
+        return idx[bad]
+
+    def tags_of(self, indices: Sequence[int]) -> np.ndarray:
+        """The stored source digests of rows ``indices`` ((n, 32) uint8)."""
+        return self.tags[np.asarray(indices, dtype=np.int64)].copy()
 
     def verify(self, indices: Sequence[int], chunk: int = 256) -> int:
         """CRC-check filled rows among ``indices`` not yet checked by this process; bad rows become unfilled."""
@@ -248,10 +328,13 @@ class FilledArray:
         chunk: int,
         progress: Callable[[int], None] | None = None,
         exclusive: bool = True,
+        tags: np.ndarray | None = None,
     ) -> int:
-        """Compute and store every row of ``indices`` that is missing or fails its checksum.
+        """Compute and store every row of ``indices`` that is missing, fails its checksum, or (``tags``:
+        the expected source digest of each index) was computed from other content.
 
-        ``compute(ix)`` returns the rows for the sorted index array ``ix``. Rows are flushed before they
+        ``compute(ix)`` returns the rows for the sorted index array ``ix`` (in a tagged array: ``(rows,
+        row_tags)``, the digests of what the rows were really computed from). Rows are flushed before they
         are marked filled, so a killed fill resumes where it stopped. Returns how many rows were computed.
         ``exclusive`` holds the folder's lock while computing, so a concurrent fill of the same rows
         waits and then finds them done (the image cache); ``False`` computes outside the lock and only
@@ -259,37 +342,53 @@ class FilledArray:
         """
         if exclusive:
             with self.lock:
-                todo = self._todo(indices)
+                todo = self._todo(indices, tags)
                 for s in range(0, len(todo), chunk):
                     ix = todo[s : s + chunk]
                     self._reserve(ix)
-                    self._store(ix, np.asarray(compute(ix), dtype=self.dtype))
+                    self._store(ix, *self._computed(compute, ix))
                     if progress:
                         progress(len(ix))
                 return len(todo)
         with self.lock:
-            todo = self._todo(indices)
+            todo = self._todo(indices, tags)
         for s in range(0, len(todo), chunk):
             ix = todo[s : s + chunk]
-            rows = np.asarray(compute(ix), dtype=self.dtype)
+            rows, row_tags = self._computed(compute, ix)
             with self.lock:
                 self._reload_mask()  # keep the rows other processes stored meanwhile
                 self._reserve(ix)
-                self._store(ix, rows)
+                self._store(ix, rows, row_tags)
             if progress:
                 progress(len(ix))
         return len(todo)
 
-    def _todo(self, indices: Sequence[int]) -> np.ndarray:
+    def _computed(
+        self, compute: Callable[[np.ndarray], object], ix: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        out = compute(ix)
+        if isinstance(out, tuple):
+            rows, row_tags = out
+            return np.asarray(rows, dtype=self.dtype), np.asarray(row_tags, dtype=np.uint8)
+        if self.tagged:
+            raise TypeError("a tagged array's compute returns (rows, row_tags)")
+        return np.asarray(out, dtype=self.dtype), None
+
+    def _todo(self, indices: Sequence[int], tags: np.ndarray | None = None) -> np.ndarray:
         self._reload_mask()
         self.verify(indices)
-        return np.sort(self.missing(indices))
+        idx = np.asarray(indices, dtype=np.int64)
+        order = np.argsort(idx, kind="stable")
+        missing = self.missing(idx[order], None if tags is None else np.asarray(tags)[order])
+        return np.unique(missing)
 
-    def _store(self, ix: np.ndarray, rows: np.ndarray) -> None:
+    def _store(self, ix: np.ndarray, rows: np.ndarray, row_tags: np.ndarray | None = None) -> None:
         """Write rows ``ix``, flush them, then mark them filled (atomically); under the lock."""
         self.array[ix] = rows
         self.array.flush()
         self.release(ix)
+        if row_tags is not None:
+            self.tags[ix] = row_tags
         self.checksums[ix] = _crc(rows)
         self.filled[ix] = True
         self._verified[ix] = True

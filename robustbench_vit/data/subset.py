@@ -64,4 +64,6 @@ def read_subset(spec: str, ds: ImageDataset) -> np.ndarray:
     missing = [w for w in wanted if w not in pos]
     if missing:
         raise DataError(f"subset {spec!r}: {len(missing)} items not in {ds.root}, e.g. {missing[0]}")
+    if not wanted:
+        raise DataError(f"subset {spec!r} names no items (one relative path per line)")
     return np.sort(np.asarray([pos[w] for w in wanted], dtype=np.int64))

@@ -28,6 +28,8 @@ entry point ``module:factory`` is accepted only where the user typed it: the com
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,10 @@ from typing import Any
 from robustbench_vit.errors import CheckpointError, RbvitError
 from robustbench_vit.preprocessing import DataConfig
 
-__all__ = ["ModelCard", "read_card", "CARD_SOURCES"]
+__all__ = ["ModelCard", "read_card", "read_card_json", "CARD_SOURCES", "MAX_CARD_BYTES"]
+
+#: a card is a few hundred bytes; anything larger is not a card (and is never read whole)
+MAX_CARD_BYTES = 1 << 20
 
 _REQUIRED = ("arch", "num_classes", "input_size", "mean", "std", "label_space", "weights")
 #: the only builders a card may name
@@ -93,17 +98,42 @@ class ModelCard:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def read_card(path: str | Path) -> ModelCard:
-    """Parse and validate a model card; errors name the card and the missing or bad field."""
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number a card may hold")
+
+
+def read_card_json(path: str | Path) -> dict[str, Any]:
+    """The JSON object of a card file, read safely: only a regular file (never a FIFO or a device behind a
+    link), at most :data:`MAX_CARD_BYTES`, strict JSON (no NaN/Infinity)."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text())
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise CheckpointError(f"model card not found: {path}") from None
-    except json.JSONDecodeError as e:
+    except OSError as e:
+        raise CheckpointError(f"cannot read model card {path}: {e.strerror or e}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise CheckpointError(f"model card {path} is not a regular file")
+        if st.st_size > MAX_CARD_BYTES:
+            raise CheckpointError(
+                f"model card {path} is {st.st_size} bytes; a card is at most {MAX_CARD_BYTES}"
+            )
+        data = f.read(MAX_CARD_BYTES + 1)
+    try:
+        raw = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError) as e:
         raise CheckpointError(f"model card {path} is not valid JSON: {e}") from None
     if not isinstance(raw, dict):
         raise CheckpointError(f"model card {path} must be a JSON object")
+    return raw
+
+
+def read_card(path: str | Path) -> ModelCard:
+    """Parse and validate a model card; errors name the card and the missing or bad field."""
+    path = Path(path)
+    raw = read_card_json(path)
     missing = [k for k in _REQUIRED if k not in raw]
     if missing:
         raise CheckpointError(f"model card {path} is missing: {', '.join(missing)}")
@@ -119,13 +149,21 @@ def read_card(path: str | Path) -> ModelCard:
         dc = DataConfig.from_dict(raw, source=f"card:{path.name}")
     except RbvitError as e:
         raise CheckpointError(f"model card {path}: {e}") from None
+    if not isinstance(raw["weights"], str) or not raw["weights"]:
+        raise CheckpointError(f"model card {path}: weights must be a file name, got {raw['weights']!r}")
+    nc = raw["num_classes"]
+    if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
+        raise CheckpointError(f"model card {path}: num_classes must be an integer >= 1, got {nc!r}")
+    for key in ("name", "family"):
+        if key in raw and not isinstance(raw[key], str):
+            raise CheckpointError(f"model card {path}: {key} must be a string, got {raw[key]!r}")
     weights = (path.parent / raw["weights"]).resolve()
     return ModelCard(
         path=path.resolve(),
         name=str(raw.get("name") or path.stem),
         arch=str(raw["arch"]),
         source=str(raw.get("source", "timm")),
-        num_classes=int(raw["num_classes"]),
+        num_classes=nc,
         family=str(raw.get("family", "cnn")),
         data_config=dc,
         label_space=raw["label_space"],

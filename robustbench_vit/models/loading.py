@@ -15,7 +15,7 @@ import hashlib
 import importlib
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from robustbench_vit.errors import (
 from robustbench_vit.labels import LabelSpace, get_label_space
 from robustbench_vit.models.cards import read_card
 from robustbench_vit.models.checkpoint import load_state_dict_strict, read_state_dict
-from robustbench_vit.models.identity import weights_identity
+from robustbench_vit.models.identity import model_identity
 from robustbench_vit.models.names import guess_family, resolve_spec
 from robustbench_vit.models.robustbench_source import load_robustbench
 from robustbench_vit.models.zoo import ModelSpec
@@ -86,6 +86,9 @@ class LoadedModel:
     device: torch.device
     dtype: str
     weights: str
+    #: what the load was made of (:func:`robustbench_vit.models.identity.model_identity`, plus the tensors'
+    #: digest for modules and entry points); completed by :func:`robustbench_vit.identity.loaded_model_identity`
+    identity: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x)
@@ -104,6 +107,7 @@ def load_model(
     pretrained: bool = True,
     checkpoint: str | None = None,
     channels_last: bool | None = None,
+    cache_dir: str | Path | None = None,
 ) -> LoadedModel:
     """Build the network, load weights, wrap it to take [0, 1] RGB, move it, set ``eval()``.
 
@@ -114,6 +118,8 @@ def load_model(
         pretrained: ``False`` builds random weights (tests, timing).
         checkpoint: local weights file (safetensors or weights-only torch) instead of the hub.
         channels_last: memory format; default on for CNNs on CUDA.
+        cache_dir: the cache whose content index remembers weights files' digests (default: the image
+            cache's root).
     """
     if isinstance(spec, str):
         spec = resolve_spec(spec)
@@ -127,7 +133,11 @@ def load_model(
         torch.manual_seed(int(hashlib.sha256(spec.arch.encode()).hexdigest()[:8], 16))
         net, data_cfg, label_space, weights = loader(spec, pretrained=pretrained, checkpoint=checkpoint)
     # a local weights file is named by its content: overwriting it in place changes every key derived from it
-    ident = weights_identity(spec, pretrained=pretrained, checkpoint=checkpoint)
+    identity = model_identity(spec, pretrained=pretrained, checkpoint=checkpoint, cache_dir=cache_dir)
+    ident = identity["weights"]
+    if spec.source == "entrypoint":  # code decides what it returns: identify the tensors it returned
+        ident = f"sha256:{state_digest(net)}"
+        identity["weights"] = ident
     if ident.startswith("sha256:") and ident not in weights:
         weights = f"{weights} {ident[:23]}"
     module = PixelModel(net, data_cfg.mean, data_cfg.std, amp).eval().requires_grad_(False)
@@ -136,7 +146,18 @@ def load_model(
         channels_last = dev.type == "cuda" and spec.family == "cnn"
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
-    return LoadedModel(spec, module, data_cfg, label_space, dev, dtype, weights)
+    return LoadedModel(spec, module, data_cfg, label_space, dev, dtype, weights, identity)
+
+
+def state_digest(net: nn.Module) -> str:
+    """SHA-256 (hex) of a module's state: every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for key, t in sorted(net.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        digest.update(f"{key}\0{t.dtype}\0{tuple(t.shape)}\n".encode())
+        if t.numel():
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 # --- per-source loaders: (spec, pretrained, checkpoint) -> (net, data_cfg, label_space, weights) --
@@ -365,10 +386,7 @@ def wrap_module(
         if isinstance(cfg, DataConfig)
         else DataConfig.from_dict(cfg, source=f"module:{type(net).__name__}")
     )
-    digest = hashlib.sha256()
-    for key, t in sorted(net.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    state = state_digest(net)
     # the class name as a folder-safe default (e.g. a private ``_Probe`` class becomes ``probe``)
     name = name or re.sub(r"[^A-Za-z0-9._+-]", "-", type(net).__name__.lower()).lstrip("._+-") or "module"
     spec = ModelSpec(
@@ -380,8 +398,9 @@ def wrap_module(
     )
     dev, amp = select_device(device), autocast_dtype(dtype)
     module = PixelModel(net, data_cfg.mean, data_cfg.std, amp).eval().requires_grad_(False).to(dev)
-    weights = f"module sha256:{digest.hexdigest()[:16]}"
-    return LoadedModel(spec, module, data_cfg, get_label_space(label), dev, dtype, weights)
+    weights = f"module sha256:{state[:16]}"
+    identity = {"spec": spec.to_dict(), "pretrained": True, "weights": f"sha256:{state}"}
+    return LoadedModel(spec, module, data_cfg, get_label_space(label), dev, dtype, weights, identity)
 
 
 _LOADERS = {

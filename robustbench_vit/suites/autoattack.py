@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -26,8 +25,9 @@ from robustbench_vit.attacks import parse_eps
 from robustbench_vit.attacks.autoattack import AANorm, make_autoattack, run_stages, stages_of
 from robustbench_vit.data.filled import FilledArray
 from robustbench_vit.errors import ConfigError
+from robustbench_vit.identity import derived_key, loaded_model_identity
 from robustbench_vit.metrics import ClassificationAccumulator, MetricValue, register_metric
-from robustbench_vit.suites.base import Condition, EvalContext, Result, Suite, register_suite
+from robustbench_vit.suites.base import NON_NEGATIVE, Condition, EvalContext, Result, Suite, register_suite
 from robustbench_vit.suites.pgd import adversarial_metrics
 
 __all__ = ["AutoAttackSuite", "default_eps", "SQUARE_GAIN_ALERT"]
@@ -94,9 +94,9 @@ class AutoAttackSuite(Suite):
     attacks: tuple[AttackName, ...] = ()
     norm: AANorm = "linf"
     eps: str = "auto"
-    n_restarts: int = 0
-    square_queries: int = 0
-    n_iter: int = 0
+    n_restarts: Annotated[int, NON_NEGATIVE] = 0
+    square_queries: Annotated[int, NON_NEGATIVE] = 0
+    n_iter: Annotated[int, NON_NEGATIVE] = 0
 
     def __post_init__(self) -> None:
         stages_of(self.aa_version, self.attacks)
@@ -132,17 +132,14 @@ class AutoAttackSuite(Suite):
 
     def _store(self, ctx: EvalContext, cond: Condition, bs: int) -> FilledArray:
         """Per dataset image: (clean pred, first stage that broke it, its adversarial pred)."""
-        key = {
-            "model": ctx.model.spec.to_dict(),
-            "weights": ctx.model.weights,
-            "data_config": ctx.model.data_config.to_dict(),
-            "dtype": ctx.model.dtype,
-            "dataset": ctx.dataset.fingerprint,
-            "params": cond.params,
-            "seed": ctx.seed,
-            "batch_size": bs,  # AutoAttack's random starts are drawn per batch
-        }
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        digest = derived_key(
+            model=loaded_model_identity(ctx.model),
+            images=ctx.identity,
+            labels=hashlib.sha256(np.ascontiguousarray(ctx.labels, dtype=np.int64).tobytes()).hexdigest(),
+            params=cond.params,
+            seed=ctx.seed,
+            batch_size=bs,  # AutoAttack's random starts are drawn per batch
+        )
         return FilledArray(ctx.workdir / f"autoattack-{digest}", (len(ctx.dataset), 3), np.int64)
 
     def prefill(self, ctx: EvalContext, cond: Condition, shard: tuple[int, int]) -> None:

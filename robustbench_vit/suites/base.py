@@ -14,6 +14,7 @@ import difflib
 import hashlib
 import json
 import logging
+import math
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -41,6 +42,7 @@ from robustbench_vit.registry import Registry
 
 __all__ = [
     "Condition",
+    "ConditionData",
     "EvalContext",
     "Result",
     "Suite",
@@ -51,6 +53,7 @@ __all__ = [
     "seed_of",
     "make_suite",
     "check_fields",
+    "Range",
 ]
 
 log = logging.getLogger(__name__)
@@ -89,6 +92,8 @@ class Condition:
 
 #: one measured value: the condition (name, severity, params) it belongs to and the metric value
 Result = tuple[Condition, MetricValue]
+#: the images a condition reads instead of the run's: (dataset, geometry, indices, label map)
+ConditionData = tuple[ImageDataset, DataConfig, np.ndarray, np.ndarray]
 
 
 @dataclass
@@ -106,6 +111,9 @@ class EvalContext:
     workdir: Path
     on_batch: Callable[[int], None] | None = None
     state: dict[str, Any] = field(default_factory=dict)  # per-run artifacts a suite prepares
+    #: content identity of the evaluated images (:meth:`ImageCache.identity`): every artifact a suite
+    #: stores per image (saliency maps, adversarials, attack outcomes) is keyed by it
+    identity: str = ""
 
     @property
     def device(self) -> torch.device:
@@ -121,7 +129,12 @@ class EvalContext:
         )
         cache.ensure(indices)
         return dataclasses.replace(
-            self, dataset=dataset, cache=cache, indices=indices, labels=label_map[dataset.targets]
+            self,
+            dataset=dataset,
+            cache=cache,
+            indices=indices,
+            labels=label_map[dataset.targets],
+            identity=cache.identity(indices),
         )
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -182,9 +195,27 @@ class Suite:
         """Geometry the images are decoded with (default: the model's own preprocessing)."""
         return model.data_config
 
+    def condition_data(self, ctx: EvalContext, cond: Condition) -> ConditionData | None:
+        """Images a condition reads instead of the run's: ``(dataset, geometry, indices, label map)`` (an
+        ImageNet-C cell, a clean counterpart); default ``None``, the run's images."""
+        return None
+
     def condition_context(self, ctx: EvalContext, cond: Condition) -> EvalContext:
-        """Data a condition reads (default: the run's); ImageNet-C swaps in one folder per condition."""
-        return ctx
+        """The context a condition is evaluated in: the run's, or :meth:`condition_data` decoded."""
+        data = self.condition_data(ctx, cond)
+        return ctx if data is None else ctx.for_dataset(*data)
+
+    @final
+    def condition_inputs(self, ctx: EvalContext, cond: Condition) -> str | None:
+        """Content identity of the images :meth:`condition_data` names, as they are now (files whose stat
+        tuple changed are hashed, nothing is decoded); ``None`` for conditions that read the run's images.
+        A finished condition is reused only while this equals what it was computed from."""
+        data = self.condition_data(ctx, cond)
+        if data is None:
+            return None
+        ds, dc, idx, _ = data
+        cache = ImageCache(ds, dc, ctx.cache.root, decode_device=ctx.cache.decode_device)
+        return cache.current_identity(idx)
 
     def prepare(self, ctx: EvalContext) -> None:
         """Once per run, before any condition (e.g. compute saliency maps)."""
@@ -249,9 +280,34 @@ class Suite:
         """Compute and store batches ``k, k + n, ...`` of ``cond`` (for ``splits_batches`` suites)."""
         raise NotImplementedError(f"{self.name} does not split its conditions' batches")
 
+    def referenced_models(self) -> dict[str, tuple[str, bool]]:
+        """Models a suite builds besides the evaluated one (a transfer source, a saliency model), as
+        ``parameter -> (reference, pretrained)``: their content identity is part of the run's."""
+        return {}
+
+    def reads_other_images(self) -> bool:
+        """Whether some condition reads images besides the run's (:meth:`condition_data`, or videos): a
+        sweep cannot tell from the run's images alone whether such a cell is complete, so it runs it
+        (its finished conditions are reused after their inputs are checked)."""
+        return type(self).condition_data is not Suite.condition_data or not self.uses_run_cache
+
     # --- provided ------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         return {"suite": self.name, "version": self.version, **dataclasses.asdict(self)}
+
+    def identity(self, cache_dir: str | Path | None = None) -> dict[str, Any]:
+        """The suite's part of a run's identity: its configuration and the content identity of every
+        model it references (a source checkpoint overwritten in place changes the key)."""
+        from robustbench_vit.models.identity import model_identity
+        from robustbench_vit.models.names import resolve_spec
+
+        refs: dict[str, Any] = {}
+        for param, (ref, pretrained) in self.referenced_models().items():
+            try:
+                refs[param] = model_identity(resolve_spec(ref), pretrained=pretrained, cache_dir=cache_dir)
+            except RbvitError:  # the evaluated model itself (named by its card's name): already identified
+                refs[param] = {"ref": ref}
+        return {**self.config(), **({"models": refs} if refs else {})}
 
     @final
     def run_condition(
@@ -277,9 +333,13 @@ class Suite:
     def _run(
         self, ctx: EvalContext, cond: Condition, bs: int
     ) -> list[tuple[Condition, ClassificationAccumulator]]:
-        ctx = self.condition_context(ctx, cond)
+        run_ctx = self.condition_context(ctx, cond)
+        if run_ctx is not ctx:  # what this condition read, for the runner to key its file by
+            ctx.state.setdefault("inputs", {})[cond.name] = run_ctx.identity
+        ctx = run_ctx
         variants = self.variants(cond)
         accs = [ClassificationAccumulator() for _ in variants]
+        finite = torch.ones((), dtype=torch.bool, device=ctx.device)  # checked once, after the loop
         for x, y, idx in ctx.batches(bs):
             gen = batch_generator(ctx.seed, self.name, cond.name, int(idx[0]))
             with torch.set_grad_enabled(self.needs_grad):
@@ -291,20 +351,62 @@ class Suite:
                 raise RuntimeError(
                     f"{self.name}.perturb returned {logits.shape[0]} images for {len(variants)} x {b}"
                 )
+            finite &= torch.isfinite(logits).all()
             for v, acc in enumerate(accs):
                 acc.update(logits[v * b : (v + 1) * b], y, idx)
             if ctx.on_batch:
                 ctx.on_batch(b)
+        if not bool(finite):
+            log.warning(
+                "%s: the model returned NaN or infinite logits under %s; its metrics count them as errors",
+                ctx.model.spec.name,
+                cond.name,
+            )
         return list(zip(variants, accs))
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a numeric suite parameter, declared in its type: ``Annotated[float, Range(0, 1)]``
+    (``lo_open``: the lower bound itself is excluded). NaN and infinities never pass any parameter."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+
+    def allows(self, v: float) -> bool:
+        if not math.isfinite(v):
+            return False
+        if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
+            return False
+        return self.hi is None or v <= self.hi
+
+    def describe(self) -> str:
+        lo = "" if self.lo is None else f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        hi = "" if self.hi is None else f"<= {self.hi:g}"
+        return " and ".join(p for p in (lo, hi) if p) or "finite"
+
+
+#: common ranges
+POSITIVE = Range(0, lo_open=True)
+AT_LEAST_ONE = Range(1)
+NON_NEGATIVE = Range(0)
+UNIT = Range(0, 1)
+
+
 def _coerce(value: Any, typ: Any, name: str) -> Any:
     """``value`` (a ``-p key=value`` string, or a TOML / Python value) as a value of the field type ``typ``:
     ``Literal`` choices, tuples (comma-separated), optional values (``none``), strict booleans, numbers."""
     origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if origin is typing.Annotated:
+        number = _coerce(value, args[0], name)
+        for r in args[1:]:
+            if isinstance(r, Range) and number is not None and not r.allows(number):
+                raise ConfigError(f"suite parameter {name}={value!r} must be a finite number {r.describe()}")
+        return number
     if origin in (typing.Union, types.UnionType) and type(None) in args:
         if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
             return None
@@ -349,6 +451,8 @@ def _coerce(value: Any, typ: Any, name: str) -> Any:
             number = int(number)
         if not isinstance(number, (int, float)):
             raise ConfigError(f"suite parameter {name}={value!r} must be a number")
+        if not math.isfinite(number):
+            raise ConfigError(f"suite parameter {name}={value!r} must be a finite number")
         return typ(number)
     if typ is str and not isinstance(value, str):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -359,7 +463,7 @@ def _coerce(value: Any, typ: Any, name: str) -> Any:
 
 def check_fields(suite: Suite) -> None:
     """Every field of a suite instance holds a value of its declared type (choices included)."""
-    hints = typing.get_type_hints(type(suite))
+    hints = typing.get_type_hints(type(suite), include_extras=True)
     for f in dataclasses.fields(suite):
         value = getattr(suite, f.name)
         if _coerce(value, hints[f.name], f.name) != value:
@@ -378,7 +482,7 @@ def make_suite(name: str, params: Mapping[str, Any] | None = None) -> Suite:
         raise ConfigError(
             f"suite {name!r} has no parameter {', '.join(unknown)}{hint} (has: {', '.join(fields) or 'none'})"
         )
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     kwargs = {k: _coerce(v, hints[k], k) for k, v in params.items()}
     try:
         return cls(**kwargs)

@@ -6,13 +6,16 @@ import dataclasses
 import typing
 from typing import Any
 
-from robustbench_vit.suites.base import SUITES
+from robustbench_vit.suites.base import SUITES, Range
 
 __all__ = ["describe_suite"]
 
 
 def _type_name(hint: Any) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Annotated:
+        ranges = [r.describe() for r in args[1:] if isinstance(r, Range)]
+        return f"{_type_name(args[0])} ({', '.join(ranges)})" if ranges else _type_name(args[0])
     if origin is typing.Literal:
         return "choice"
     if origin is tuple:
@@ -34,7 +37,7 @@ def _choices(hint: Any) -> list[Any]:
 def describe_suite(name: str) -> dict[str, Any]:
     """Name, paper, metrics, summary line and one entry per parameter of a registered suite."""
     cls = SUITES.get(name)
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     params = []
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -23,7 +23,16 @@ from robustbench_vit.perturbations.fourier import (
     frequency_filter,
     half_plane_frequencies,
 )
-from robustbench_vit.suites.base import Condition, EvalContext, Result, Suite, register_suite
+from robustbench_vit.suites.base import (
+    AT_LEAST_ONE,
+    POSITIVE,
+    Condition,
+    EvalContext,
+    Range,
+    Result,
+    Suite,
+    register_suite,
+)
 
 __all__ = ["FourierHeatmap", "FourierFilter", "default_eps", "default_radius"]
 
@@ -68,10 +77,10 @@ class FourierHeatmap(Suite):
         ("summary/fourier", "error_mean"),
     )
 
-    eps: float | None = None
-    radius: int | None = None
-    stride: int = 1
-    bases_per_pass: int = 16
+    eps: Annotated[float, POSITIVE] | None = None
+    radius: Annotated[int, AT_LEAST_ONE] | None = None
+    stride: Annotated[int, AT_LEAST_ONE] = 1
+    bases_per_pass: Annotated[int, AT_LEAST_ONE] = 16
     clamp: bool = True
 
     def _setup(self, ctx: EvalContext) -> tuple[float, int]:
@@ -194,8 +203,15 @@ class FourierFilter(Suite):
     )
 
     kinds: tuple[FilterKind, ...] = ("low", "high")
-    radius_fractions: tuple[float, ...] = (0.0625, 0.125, 0.25, 0.5, 0.75, 1.0)
-    band_width: float = 0.125
+    radius_fractions: tuple[Annotated[float, Range(0, 2, lo_open=True)], ...] = (
+        0.0625,
+        0.125,
+        0.25,
+        0.5,
+        0.75,
+        1.0,
+    )
+    band_width: Annotated[float, POSITIVE] = 0.125
     soft: bool = False
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:

@@ -9,7 +9,7 @@ folder) the clean accuracy on the same 200 classes and the difference are report
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 import torch
@@ -21,7 +21,15 @@ from robustbench_vit.device import to_device
 from robustbench_vit.errors import ConfigError, DataError
 from robustbench_vit.metrics import MetricValue
 from robustbench_vit.models.loading import LoadedModel
-from robustbench_vit.suites.base import Condition, EvalContext, Result, Suite, register_suite
+from robustbench_vit.suites.base import (
+    NON_NEGATIVE,
+    Condition,
+    ConditionData,
+    EvalContext,
+    Result,
+    Suite,
+    register_suite,
+)
 
 __all__ = ["ImageNetA", "ImageNetR"]
 
@@ -41,7 +49,7 @@ class _Subset200(Suite):
     )
 
     clean_data: str = ""
-    clean_limit: int = 0
+    clean_limit: Annotated[int, NON_NEGATIVE] = 0
 
     def open_data(self, data, dataset, labels):  # type: ignore[no-untyped-def]
         if data is None:
@@ -82,9 +90,9 @@ class _Subset200(Suite):
             )
         return conds
 
-    def condition_context(self, ctx: EvalContext, cond: Condition) -> EvalContext:
+    def condition_data(self, ctx: EvalContext, cond: Condition) -> ConditionData | None:
         if cond.name != "clean-200":
-            return ctx
+            return None
         wnids, _ = self._mask(ctx.model)
         try:
             ds = image_folder(self.clean_data, classes=wnids)
@@ -93,7 +101,7 @@ class _Subset200(Suite):
         idx = np.arange(len(ds))
         if self.clean_limit:
             idx = stratified_limit(ds.targets, self.clean_limit, ctx.seed)
-        return ctx.for_dataset(ds, ctx.cache.data_config, idx, self.label_map(ds, ctx.model))
+        return ds, ctx.cache.data_config, idx, self.label_map(ds, ctx.model)
 
     def summarize(self, results: list[Result]) -> list[Result]:
         top1 = {c.name: mv for c, mv in results if mv.metric == "top1"}

@@ -35,7 +35,14 @@ from robustbench_vit.mce import (
 from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.perturbations.corruptions.tables import CorruptionName
 from robustbench_vit.preprocessing import DataConfig
-from robustbench_vit.suites.base import Condition, EvalContext, Result, Suite, register_suite
+from robustbench_vit.suites.base import (
+    Condition,
+    ConditionData,
+    EvalContext,
+    Result,
+    Suite,
+    register_suite,
+)
 
 __all__ = ["ImageNetC", "find_corruption_folders"]
 
@@ -169,6 +176,10 @@ class ImageNetC(Suite):
             log.debug("prefetch of %s failed: %s", cond.name, e)
 
     def _cell_context(self, ctx: EvalContext, cond: Condition) -> EvalContext:
+        return ctx.for_dataset(*self.condition_data(ctx, cond))
+
+    def condition_data(self, ctx: EvalContext, cond: Condition) -> ConditionData:
+        """The cell's folder (or the clean folder), the images of the run's selection in it."""
         p = cond.params
         if p["corruption"] == "clean":
             folder, dc = Path(self.clean_data), ctx.model.data_config  # the standard clean evaluation
@@ -184,7 +195,7 @@ class ImageNetC(Suite):
             idx = np.arange(len(ds)) if full else stratified_limit(ds.targets, len(ctx.indices), ctx.seed)
         else:
             idx = np.asarray([pos[w] for w in wanted], dtype=np.int64)
-        return ctx.for_dataset(ds, dc, idx, self.label_map(ds, ctx.model))
+        return ds, dc, idx, self.label_map(ds, ctx.model)
 
     def summarize(self, results: list[Result]) -> list[Result]:
         return corruption_summary(results)

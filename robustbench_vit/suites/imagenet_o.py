@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from robustbench_vit.errors import ConfigError, DataError
 from robustbench_vit.metrics import ClassificationAccumulator, MetricValue, register_metric
 from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.ood import aupr, auroc, fpr_at_recall
-from robustbench_vit.suites.base import Condition, EvalContext, Result, Suite, register_suite
+from robustbench_vit.suites.base import NON_NEGATIVE, Condition, EvalContext, Result, Suite, register_suite
 
 __all__ = ["ImageNetO", "OOD_PART", "ID_PART"]
 
@@ -64,7 +64,7 @@ class ImageNetO(Suite):
     headline: ClassVar[tuple[tuple[str, str], ...]] = (("*", "aupr"), ("*", "auroc"), ("*", "fpr95"))
 
     clean_data: str = ""
-    clean_limit: int = 0
+    clean_limit: Annotated[int, NON_NEGATIVE] = 0
 
     def open_data(self, data, dataset, labels):  # type: ignore[no-untyped-def]
         if data is None:
@@ -131,7 +131,7 @@ class ImageNetO(Suite):
 def _subset(ds: ImageDataset, keep: np.ndarray) -> ImageDataset:
     """The images ``keep`` of a dataset (same classes), with its own fingerprint."""
     items = [ds.items[i] for i in keep]
-    read, encoded = ds.read, ds.encoded
+    read, encoded, file = ds.read, ds.encoded, ds.file
     return ImageDataset(
         ds.kind,
         ds.root,
@@ -141,4 +141,6 @@ def _subset(ds: ImageDataset, keep: np.ndarray) -> ImageDataset:
         lambda i: read(int(keep[i])),
         hashlib.sha256(f"{ds.fingerprint}:{keep.tolist()}".encode()).hexdigest()[:16],
         None if encoded is None else lambda i: encoded(int(keep[i])),
+        None if file is None else lambda i: file(int(keep[i])),
+        None if ds.stats is None else ds.stats[keep],
     )

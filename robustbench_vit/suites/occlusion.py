@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 
@@ -20,7 +20,15 @@ from robustbench_vit.perturbations.occlusion import (
     saliency_patch_drop,
 )
 from robustbench_vit.suites._common import curve_auc, grid_label, mean_std, parse_grid
-from robustbench_vit.suites.base import Condition, EvalContext, Result, Suite, register_suite
+from robustbench_vit.suites.base import (
+    AT_LEAST_ONE,
+    UNIT,
+    Condition,
+    EvalContext,
+    Result,
+    Suite,
+    register_suite,
+)
 from robustbench_vit.suites.saliency import SaliencyStore
 
 __all__ = ["Occlusion"]
@@ -58,13 +66,13 @@ class Occlusion(Suite):
     )
 
     modes: tuple[Mode, ...] = ("random",)
-    fractions: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    fractions: tuple[Annotated[float, UNIT], ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
     grid: str = "auto"
     fill: Fill = "zero"
     mask_mode: MaskMode = "batch"
     offset: bool = False
-    repeats: int = 1
-    lambdas: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    repeats: Annotated[int, AT_LEAST_ONE] = 1
+    lambdas: tuple[Annotated[float, UNIT], ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
     saliency_model: str = "dino_s16"
     head: str = "1"
 
@@ -114,6 +122,10 @@ class Occlusion(Suite):
                     }
                     conds.append(Condition(f"{mode}/lambda={lam:.2f}", lam, params))
         return conds
+
+    def referenced_models(self) -> dict[str, tuple[str, bool]]:
+        salient = any(m != "random" for m in self.modes)
+        return {"saliency_model": (self.saliency_model, True)} if salient else {}
 
     def prepare(self, ctx: EvalContext) -> None:
         if any(m != "random" for m in self.modes):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 
@@ -11,7 +11,7 @@ from robustbench_vit.errors import ConfigError
 from robustbench_vit.perturbations.occlusion import MaskMode
 from robustbench_vit.perturbations.patch_shuffle import patch_shuffle
 from robustbench_vit.suites._common import grid_label, mean_std, parse_grid
-from robustbench_vit.suites.base import Condition, EvalContext, Result, Suite, register_suite
+from robustbench_vit.suites.base import AT_LEAST_ONE, Condition, EvalContext, Result, Suite, register_suite
 
 __all__ = ["PatchShuffle"]
 
@@ -37,7 +37,7 @@ class PatchShuffle(Suite):
     grids: tuple[str, ...] = ("1", "2", "2x4", "4", "4x8", "8", "auto")
     mask_mode: MaskMode = "batch"
     crop: bool = False
-    repeats: int = 1
+    repeats: Annotated[int, AT_LEAST_ONE] = 1
 
     def __post_init__(self) -> None:
         if self.repeats < 1:

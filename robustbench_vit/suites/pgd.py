@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 
@@ -14,7 +14,16 @@ from robustbench_vit.attacks.base import Norm
 from robustbench_vit.attacks.pgd import Keep
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.metrics import ClassificationAccumulator, MetricValue
-from robustbench_vit.suites.base import Condition, EvalContext, Suite, derive_seed, register_suite, seed_of
+from robustbench_vit.suites.base import (
+    AT_LEAST_ONE,
+    POSITIVE,
+    Condition,
+    EvalContext,
+    Suite,
+    derive_seed,
+    register_suite,
+    seed_of,
+)
 
 __all__ = ["PGDSuite", "default_epsilons", "adversarial_metrics"]
 
@@ -77,10 +86,10 @@ class PGDSuite(Suite):
 
     norm: Norm = "linf"
     epsilons: tuple[str, ...] = ()
-    steps: int = 10
-    rel_step: float = 2.5
+    steps: Annotated[int, AT_LEAST_ONE] = 10
+    rel_step: Annotated[float, POSITIVE] = 2.5
     random_start: bool = True
-    restarts: int = 1
+    restarts: Annotated[int, AT_LEAST_ONE] = 1
     targeted: bool = False
     backend: Literal["torch", "foolbox"] = "torch"
     keep: Keep = "first_success"

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from robustbench_vit.data.filled import FilledArray
+from robustbench_vit.identity import derived_key, loaded_model_identity
 from robustbench_vit.models.attention import cls_attention, patch_grid
 from robustbench_vit.models.loading import LoadedModel, load_model
 from robustbench_vit.store import safe_name
@@ -38,10 +39,9 @@ class SaliencyStore:
         else:
             sal_model = load_model(model_ref, device=str(ctx.device), dtype=ctx.model.dtype)
         grid = patch_grid(sal_model)
-        d = (
-            ctx.workdir
-            / f"saliency-{safe_name(sal_model.spec.name)}-{safe_name(sal_model.weights)}-head{head}"
-        )
+        # the maps are a function of the saliency model's content and of the images' content
+        key = derived_key(model=loaded_model_identity(sal_model), head=head, images=ctx.identity)
+        d = ctx.workdir / f"saliency-{safe_name(sal_model.spec.name)}-head{head}-{key}"
         d.mkdir(parents=True, exist_ok=True)
         shape = (len(ctx.dataset), *grid)
         return cls(d, sal_model, head, FilledArray(d, shape, np.float32))

@@ -25,12 +25,10 @@ uint8 next to the decoded images, and reused by every target model with the same
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -41,11 +39,22 @@ from robustbench_vit.attacks.pgd import DI_RESIZE_RATIO
 from robustbench_vit.attacks.self_ensemble import SelfEnsemble
 from robustbench_vit.data.filled import FilledArray
 from robustbench_vit.errors import ConfigError
+from robustbench_vit.identity import canonical_json, derived_key
 from robustbench_vit.metrics import MetricValue
-from robustbench_vit.models.identity import weights_identity
+from robustbench_vit.models.identity import model_identity
 from robustbench_vit.models.loading import load_model, resolve_spec
 from robustbench_vit.store import safe_name
-from robustbench_vit.suites.base import Condition, EvalContext, Suite, batch_generator, register_suite
+from robustbench_vit.suites.base import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    POSITIVE,
+    UNIT,
+    Condition,
+    EvalContext,
+    Suite,
+    batch_generator,
+    register_suite,
+)
 
 __all__ = ["Transfer"]
 
@@ -86,14 +95,14 @@ class Transfer(Suite):
     source_pretrained: bool = True
     attack: Attack = "pgd"
     eps: str = "16/255"
-    steps: int = 10
+    steps: Annotated[int, AT_LEAST_ONE] = 10
     step: str = ""
-    momentum: float = 1.0
+    momentum: Annotated[float, NON_NEGATIVE] = 1.0
     di: bool = False
-    di_prob: float = 1.0
+    di_prob: Annotated[float, UNIT] = 1.0
     ti: bool = False
-    ti_kernel: int = 15
-    ti_sigma: float = 3.0
+    ti_kernel: Annotated[int, AT_LEAST_ONE] = 15
+    ti_sigma: Annotated[float, POSITIVE] = 3.0
     ensemble: str = "none"
     population: Population = "both_correct"
 
@@ -111,6 +120,8 @@ class Transfer(Suite):
             raise ConfigError(
                 f"eps {self.eps!r} must be in (0, 1] (L-inf in [0, 1] pixel space, e.g. 16/255)"
             )
+        if self.step and not 0 < parse_eps(self.step) <= 1:
+            raise ConfigError(f"step {self.step!r} must be in (0, 1] (e.g. 1.6/255)")
 
     def _attack_config(self) -> dict:
         eps = parse_eps(self.eps)
@@ -180,23 +191,22 @@ class Transfer(Suite):
         flags = self._state["source_correct"]
         return np.asarray(flags[index], dtype=bool)
 
+    def referenced_models(self) -> dict[str, tuple[str, bool]]:
+        return {"source": (self.source, self.source_pretrained)}
+
     # --- crafting (once per source x config x subset; cached as uint8) ----------------------------
     def prepare(self, ctx: EvalContext) -> None:
         cfg = self._attack_config()
         src_ref = self.source
         spec = resolve_spec(src_ref)
-        weights = weights_identity(spec, pretrained=self.source_pretrained)
-        ident = json.dumps(
-            {
-                "source": src_ref,
-                "source_weights": weights,
-                "source_pretrained": self.source_pretrained,
-                **cfg,
-                "seed": ctx.seed,
-            },
-            sort_keys=True,
-        )
-        key = hashlib.sha256(ident.encode()).hexdigest()[:12]
+        parts = {
+            "source": model_identity(spec, pretrained=self.source_pretrained, cache_dir=ctx.cache.root),
+            **cfg,
+            "seed": ctx.seed,
+            "images": ctx.identity,  # the crafted pixels are a function of the evaluated images' content
+        }
+        ident = canonical_json(parts)
+        key = derived_key(**parts)[:12]
         d = ctx.cache.dir / f"adv-{safe_name(src_ref)[-40:]}-{key}"
         store = FilledArray(d, ctx.cache.shape, np.uint8)
         src_correct = _open_flags(d / "source_correct.npy", ctx.cache.shape[0])
@@ -245,7 +255,7 @@ class Transfer(Suite):
         store.fill(ctx.indices, craft, chunk=ctx.batch_size)
         ctx.state["adv_images"] = store.array
         ctx.state["source_name"] = spec.name
-        ctx.state["source_weights"] = weights
+        ctx.state["source_weights"] = parts["source"]["weights"]
         self._state["source_correct"] = src_correct
 
     @property

@@ -1,0 +1,73 @@
+"""One content identity: every key a number is stored or reused under derives from here.
+
+A result is a function of its inputs' *content*, so its key is a hash of that content, never of names,
+paths or sizes:
+
+- **model** (:func:`robustbench_vit.models.identity.model_identity`, completed by
+  :func:`loaded_model_identity`): the whole resolved spec, the SHA-256 of the weights file (or the
+  loaded tensors of a module or entry point), a card's whole content (``arch``, ``kwargs``,
+  ``num_classes``, ``label_space`` in order), the preprocessing and the label space's classes in order;
+- **data** (:meth:`robustbench_vit.data.cache.ImageCache.identity`): every selected item's id, the SHA-256
+  of its file (or pixels) and its dataset class (so a labels file or a class folder takes part);
+- **parameters**: the suite's configuration and the run options that change a number, canonicalised
+  (:func:`canonical_json`: sorted keys, tuples as lists, no NaN or infinity).
+
+Keys built from these: the run id (:func:`run_key`, and from it every results file), the sweep cell's
+completeness (:func:`robustbench_vit.sweep.plan`), the transfer suite's crafted adversarials, the
+saliency maps and the AutoAttack outcome stores (all under :func:`derived_key`). The decoded-image
+cache tags each slot with its source file's digest (:mod:`robustbench_vit.data.filled`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+__all__ = ["canonical_json", "digest", "run_key", "derived_key", "loaded_model_identity"]
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise ValueError(f"a non-finite number ({obj}) cannot be part of an identity")
+    if isinstance(obj, Path):
+        return str(obj)
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
+
+
+def canonical_json(obj: Any) -> str:
+    """The one canonical text of a JSON-able value: sorted keys, tuples as lists, compact separators."""
+    return json.dumps(_plain(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def digest(obj: Any) -> str:
+    """SHA-256 (hex) of :func:`canonical_json`."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+
+
+def run_key(*, model: dict[str, Any], data: str, suite: dict[str, Any], options: dict[str, Any]) -> str:
+    """The run id: 12 hex digits of the digest of everything that shapes a run's numbers."""
+    return digest({"model": model, "data": data, "suite": suite, "options": options})[:12]
+
+
+def derived_key(**parts: Any) -> str:
+    """16 hex digits naming an artifact computed from ``parts`` (saliency maps, adversarials, outcomes)."""
+    return digest(parts)[:16]
+
+
+def loaded_model_identity(loaded: Any) -> dict[str, Any]:
+    """A loaded model's identity: what its load recorded, its preprocessing and its label space in order."""
+    return {
+        **loaded.identity,
+        "data_config": {k: v for k, v in loaded.data_config.to_dict().items() if k != "source"},
+        "label_space": digest([loaded.label_space.names, loaded.label_space.wnids]),
+        "dtype": loaded.dtype,
+    }

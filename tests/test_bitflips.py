@@ -1,0 +1,102 @@
+"""One flipped bit anywhere in a results file or a cache file is detected (recomputed, logged) or
+provably harmless: no flip changes a reported number, and none stops a later run."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from robustbench_vit.runner import evaluate
+from robustbench_vit.store import load_results
+from tests.helpers import CIFAR10_TEST, needs_cifar
+
+RNG = np.random.default_rng(24)
+
+
+def flip(path, bit: int) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[bit // 8] ^= 1 << (bit % 8)
+    path.write_bytes(bytes(raw))
+
+
+def values(df):
+    return df.sort_values(["condition", "metric"]).set_index(["condition", "metric"]).value
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, cifar_card):
+    root = tmp_path_factory.mktemp("flips")
+
+    def ev(out, cache):
+        return evaluate(
+            str(cifar_card),
+            "clean",
+            data=str(CIFAR10_TEST),
+            limit=20,
+            out=str(out),
+            cache_dir=str(cache),
+            progress=False,
+        )
+
+    truth = values(ev(root / "out", root / "cache"))
+    return root, ev, truth
+
+
+@needs_cifar
+def test_flipped_bits_in_a_results_file_never_reach_a_reader(run):
+    root, _, truth = run
+    (file,) = (root / "out" / "runs").rglob("*.parquet")
+    pristine = file.read_bytes()
+    nbits = len(pristine) * 8
+    for bit in RNG.choice(nbits, size=400, replace=False):
+        file.write_bytes(pristine)
+        flip(file, int(bit))
+        read = load_results(root / "out", expand_params=False)
+        if len(read):  # a flip the reader cannot see (it changed no decoded value) ...
+            assert values(read).equals(truth), f"bit {bit} changed a value"  # ... is harmless
+    file.write_bytes(pristine)
+
+
+@needs_cifar
+def test_a_damaged_results_file_is_recomputed_on_resume(run):
+    root, ev, truth = run
+    out = root / "out2"
+    ev(out, root / "cache")
+    (file,) = (out / "runs").rglob("*.parquet")
+    pristine = file.read_bytes()
+    for bit in RNG.choice(len(pristine) * 8, size=12, replace=False):
+        file.write_bytes(pristine)
+        flip(file, int(bit))
+        assert values(ev(out, root / "cache")).equals(truth)
+        assert values(load_results(out, expand_params=False)).equals(truth)
+        for aside in file.parent.glob("_corrupt-*"):
+            aside.unlink()
+        (file,) = (out / "runs").rglob("*.parquet")
+
+
+@needs_cifar
+@pytest.mark.parametrize("name", ["images.npy", "filled.npy", "checksums.npy", "sources.npy", "identity"])
+def test_flipped_bits_in_cache_files_are_rebuilt_never_fatal(run, name):
+    root, ev, truth = run
+    cache = root / f"cache-{name}"
+    shutil.copytree(root / "cache", cache)
+    if name == "identity":
+        paths = sorted((cache / "identity").glob("*.npz"))
+    else:
+        paths = sorted(cache.glob(f"*/{name}"))
+    assert paths
+    for k in range(6):
+        for path in paths:
+            pristine = path.read_bytes()
+            # headers first (where a flip used to be fatal), then anywhere in the file
+            bit = (
+                int(RNG.integers(0, min(len(pristine), 128) * 8))
+                if k < 3
+                else int(RNG.integers(0, len(pristine) * 8))
+            )
+            flip(path, bit)
+        out = root / f"out-{name}-{k}"
+        assert values(ev(out, cache)).equals(truth), f"{name}: flip {k} changed a number"
+        shutil.rmtree(out)

@@ -1,0 +1,231 @@
+"""A number is a function of its inputs' content: change one input part, and eval, a fresh --out on the
+same cache, and a sweep all recompute and give the value a from-scratch run gives; change nothing, and
+everything resumes with zero recomputation."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from robustbench_vit.data import digests
+from robustbench_vit.runner import evaluate
+from robustbench_vit.suites.base import Suite
+from robustbench_vit.sweep import load_sweep, run_sweep
+from tests.helpers import CIFAR10_TEST, needs_cifar, write_cifar_card
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+@pytest.fixture(autouse=True)
+def _settled(monkeypatch):
+    """Trust stat tuples at once (files written by a test are seconds young): this exercises the stat
+    tuple itself, not the racy-file rule that would re-hash them anyway."""
+    monkeypatch.setattr(digests, "SETTLED_NS", -(10**12))
+
+
+@pytest.fixture()
+def world(tmp_path):
+    """A CIFAR card, a class-folder dataset of uncompressed PPM files (every file the same size), a flat
+    copy with a labels file, and a counter of evaluated conditions."""
+    card = write_cifar_card(tmp_path / "card")
+    data = tmp_path / "data"
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    lines = []
+    for c in CLASSES:
+        (data / c).mkdir(parents=True)
+        for k, src in enumerate(sorted((CIFAR10_TEST / c).iterdir())[:3]):
+            img = Image.open(src).convert("RGB")
+            img.save(data / c / f"{k}.ppm")
+            img.save(flat / f"{c}-{k}.ppm")
+            lines.append(f"{c}-{k}.ppm {c}")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(lines) + "\n")
+    return {"root": tmp_path, "card": card, "data": data, "flat": flat, "labels": labels}
+
+
+class Counter:
+    def __init__(self, monkeypatch):
+        self.conditions = 0
+        real = Suite._run
+
+        def counting(suite, ctx, cond, bs):
+            self.conditions += 1
+            return real(suite, ctx, cond, bs)
+
+        monkeypatch.setattr(Suite, "_run", counting)
+
+
+def nll(df) -> float:
+    return float(df.query("metric == 'nll'").value.iloc[0])
+
+
+def run(world, out, cache, **kw):
+    kw.setdefault("data", str(world["data"]))
+    return evaluate(str(world["card"]), "clean", out=str(out), cache_dir=str(cache), progress=False, **kw)
+
+
+def truth(world, tag, **kw):
+    """A from-scratch evaluation: a brand-new cache and results folder."""
+    return nll(run(world, world["root"] / f"truth-{tag}", world["root"] / f"truth-cache-{tag}", **kw))
+
+
+def _rewrite_card(world, **changes):
+    card = json.loads(world["card"].read_text())
+    card.update(changes)
+    world["card"].write_text(json.dumps(card))
+
+
+def _swap_image(world):
+    """Replace one image by another of the same byte size (PPM): the name and size stay."""
+    a, b = world["data"] / "cat" / "0.ppm", world["data"] / "dog" / "1.ppm"
+    assert a.stat().st_size == b.stat().st_size
+    st = a.stat()
+    a.write_bytes(b.read_bytes())
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))  # as cp -p / touch -r would leave it
+
+
+def _overwrite_weights(world):
+    """New weights in place, with the old size and mtime (only ctime betrays the change)."""
+    from safetensors.torch import save_file
+    import timm
+    import torch
+
+    path = world["card"].parent / "weights.safetensors"
+    st = path.stat()
+    torch.manual_seed(123)
+    net = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, num_classes=10, img_size=32, patch_size=4, depth=2
+    )
+    save_file(net.state_dict(), str(path))
+    assert path.stat().st_size == st.st_size
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+CHANGES = {
+    "weights_same_size_and_mtime": lambda w: _overwrite_weights(w),
+    "card_kwargs": lambda w: _rewrite_card(
+        w, kwargs={"img_size": 32, "patch_size": 4, "depth": 2, "act_layer": "relu"}
+    ),
+    "label_order": lambda w: _rewrite_card(w, label_space=list(reversed(CLASSES))),
+    "same_size_image_replaced": _swap_image,
+}
+
+
+@needs_cifar
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_a_changed_input_is_recomputed_by_eval_fresh_out_and_sweep(world, change, monkeypatch):
+    root, cache, out = world["root"], world["root"] / "cache", world["root"] / "out"
+    toml = root / "sweep.toml"
+    toml.write_text(
+        f'[sweep]\nout = "{root / "sweep-out"}"\ndata = "{world["data"]}"\nmodels = ["{world["card"]}"]\n'
+        '[[suite]]\nname = "clean"\n'
+    )
+    before = nll(run(world, out, cache))
+    assert [s.status for s in run_sweep(load_sweep(toml))] == ["done"]
+
+    counter = Counter(monkeypatch)
+    assert nll(run(world, out, cache)) == before  # unchanged: resumed ...
+    assert [s.status for s in run_sweep(load_sweep(toml))] == ["skipped"]
+    assert counter.conditions == 0  # ... with zero recomputation
+
+    CHANGES[change](world)
+    expected = truth(world, change)
+    assert expected != before
+    assert nll(run(world, out, cache)) == expected  # the same --out recomputes
+    assert nll(run(world, root / "fresh-out", cache)) == expected  # a fresh --out on the same cache
+    statuses = run_sweep(load_sweep(toml))
+    assert [s.status for s in statuses] == ["done"]  # the sweep reruns the cell
+    from robustbench_vit.store import load_results
+
+    rows = load_results(root / "sweep-out").query("metric == 'nll'")
+    assert expected in rows.value.tolist()
+    latest = rows.sort_values("finished_at").value.iloc[-1]
+    assert latest == expected
+
+
+@needs_cifar
+def test_a_changed_labels_file_is_recomputed(world):
+    cache, out = world["root"] / "cache", world["root"] / "out"
+    kw = {"data": str(world["flat"]), "labels": str(world["labels"])}
+    before = run(world, out, cache, **kw)
+    lines = world["labels"].read_text().splitlines()
+    relabelled = [f"{ln.split()[0]} {CLASSES[(CLASSES.index(ln.split()[1]) + 1) % 10]}" for ln in lines]
+    world["labels"].write_text("\n".join(relabelled) + "\n")
+    expected = truth(world, "labels", **kw)
+    after = run(world, out, cache, **kw)
+    assert nll(after) == expected != nll(before)
+    assert after.image_set.iloc[0] != before.image_set.iloc[0]
+
+
+@needs_cifar
+def test_a_suite_parameter_change_is_a_new_run(world, monkeypatch):
+    cache, out = world["root"] / "cache", world["root"] / "out"
+    kw = {"data": str(world["data"])}
+    ev = lambda p: evaluate(  # noqa: E731
+        str(world["card"]),
+        "patch_shuffle",
+        out=str(out),
+        cache_dir=str(cache),
+        progress=False,
+        suite_params=p,
+        **kw,
+    )
+    a = ev({"grids": (2,)})
+    counter = Counter(monkeypatch)
+    b = ev({"grids": (4,)})
+    assert counter.conditions > 0 and a.run_id.iloc[0] != b.run_id.iloc[0]
+
+
+def test_touched_file_is_hashed_once_then_trusted(tmp_path):
+    """git-index behaviour: an unchanged stat tuple is trusted; a changed one (ctime, inode) re-hashes; an
+    index whose bytes were flipped is discarded, never trusted."""
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"a" * 1000)
+    index = digests.DigestIndex(tmp_path / "idx", "files")
+    d1 = index.digest_of("w", f)
+    index.save()
+    st = f.stat()
+    f.write_bytes(b"b" * 1000)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime
+    again = digests.DigestIndex(tmp_path / "idx", "files")
+    assert not np.array_equal(again.digest_of("w", f), d1)
+    again.save()
+    raw = bytearray((tmp_path / "idx" / "files.npz").read_bytes())
+    raw[len(raw) // 2] ^= 0x10
+    (tmp_path / "idx" / "files.npz").write_bytes(bytes(raw))
+    damaged = digests.DigestIndex(tmp_path / "idx", "files")
+    assert damaged._entries == {}
+
+
+def test_young_files_are_not_remembered(tmp_path, monkeypatch):
+    monkeypatch.setattr(digests, "SETTLED_NS", 10**12)  # every file is "young"
+    f = tmp_path / "x"
+    f.write_bytes(b"x")
+    _, stat, _ = digests.hash_file(f)
+    assert stat is None
+
+
+@needs_cifar
+def test_unchanged_run_resumes_without_decoding(world, monkeypatch):
+    cache, out = world["root"] / "cache", world["root"] / "out"
+    run(world, out, cache)
+    from robustbench_vit.data import cache as cache_mod
+
+    decoded = []
+    real = cache_mod.read_item
+
+    def spy(ds, index, j):
+        decoded.append(j)
+        return real(ds, index, j)
+
+    monkeypatch.setattr(cache_mod, "read_item", spy)
+    run(world, world["root"] / "other-out", cache)  # a fresh --out on the warm cache: the model runs
+    assert decoded == []  # ... but no image file is read: their stat tuples are unchanged
+    shutil.rmtree(world["root"] / "other-out")
