@@ -14,10 +14,10 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.markup import escape
 
 from robustbench_vit import __version__
 from robustbench_vit.cli_errors import DEBUG as _DEBUG
+from robustbench_vit.cli_errors import OneLineErrorsGroup
 from robustbench_vit.cli_errors import friendly as _friendly
 from robustbench_vit.cli_output import emit, format_option, resolve_format
 from robustbench_vit.errors import RbvitError
@@ -29,32 +29,7 @@ err = Console(stderr=True)
 _UI: dict[str, Any] = {"progress": "auto"}
 
 
-class _OneLineErrors(click.Group):
-    """Usage errors (an unknown option, a missing argument, a bad value) as one line on stderr, exit 2,
-    like every other rbvit error; ``-h`` still prints the full help."""
-
-    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        try:
-            return super().main(*args, standalone_mode=False, **kwargs)
-        except click.UsageError as e:
-            cmd = e.ctx.command_path if e.ctx else "rbvit"
-            err.print(
-                f"[red]error:[/red] {escape(' '.join(e.format_message().split()))} (see {escape(cmd)} -h)",
-                highlight=False,
-                soft_wrap=True,
-            )
-            sys.exit(e.exit_code)
-        except click.Abort:
-            err.print("[red]error:[/red] interrupted", highlight=False)
-            sys.exit(130)
-        except click.exceptions.Exit as e:
-            sys.exit(e.exit_code)
-        except click.ClickException as e:
-            err.print(f"[red]error:[/red] {escape(' '.join(e.format_message().split()))}", highlight=False)
-            sys.exit(e.exit_code)
-
-
-@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrorsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rbvit")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-v info, -vv debug).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output (errors and results only).")
@@ -65,26 +40,23 @@ class _OneLineErrors(click.Group):
     help="auto: live bars in a terminal, plain lines every few seconds otherwise.",
 )
 @click.option("--debug", is_flag=True, help="Show the full traceback of an error instead of one line.")
-def main(verbose: int, quiet: bool, progress: str, debug: bool) -> None:
+@click.option(
+    "--max-image-pixels",
+    type=click.IntRange(1),
+    default=None,
+    help="Largest image (width x height) to decode; larger ones are refused as decompression bombs "
+    "(default: PIL's limit, 89,478,485; env RBVIT_MAX_IMAGE_PIXELS).",
+)
+def main(verbose: int, quiet: bool, progress: str, debug: bool, max_image_pixels: int | None) -> None:
     """Robustness benchmark for Vision Transformers and CNNs."""
+    import os
+
+    if max_image_pixels is not None:  # read by the decoder, in this process and the ones it starts
+        os.environ["RBVIT_MAX_IMAGE_PIXELS"] = str(max_image_pixels)
     _DEBUG["on"] = debug
     _UI["progress"] = "off" if quiet else progress
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-
-
-def _require_results(results: str) -> Any:
-    """The verified rows of a results folder; an empty, foreign or wholly damaged folder is an error
-    (exit 4), so no existing board or report is overwritten with an empty one."""
-    from robustbench_vit.errors import DataError
-    from robustbench_vit.store import load_results
-
-    rows = load_results(results, expand_params=False)
-    if rows.empty:
-        raise DataError(
-            f"no rbvit results in {results} (no readable, verified runs/**/*.parquet); run rbvit eval first"
-        )
-    return rows
 
 
 def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -174,7 +146,8 @@ def ls_cmd(kind: str, name: str | None, fmt: str, as_json: bool) -> None:
             return
         click.echo(f"{info['name']} v{info['version']}: {info['summary']}\n{info['paper']}")
         params = [
-            {**p, "default": str(p["default"]), "allowed values": p["choices"]} for p in info["parameters"]
+            {**p, "default": str(p["default"]), "allowed values": p["choices"] or p["range"] or ""}
+            for p in info["parameters"]
         ]
         emit(
             params, ["name", "type", "default", "allowed values"], resolve_format(fmt), f"rbvit suite {name}"
@@ -206,8 +179,9 @@ def leaderboard_cmd(
 ) -> None:
     """Aggregate a results folder into ranked tables (Parquet + Markdown)."""
     from robustbench_vit.leaderboard import build_leaderboard, write_leaderboard
+    from robustbench_vit.store import require_results
 
-    board = build_leaderboard(_require_results(results), all_variants=all_variants)
+    board = build_leaderboard(require_results(results), all_variants=all_variants)
     pq_path, md_path = write_leaderboard(board, results, parquet=out, markdown=markdown)
     if as_json or fmt == "json":
         click.echo(board.to_json(orient="records"))
@@ -422,8 +396,9 @@ def worst_case_cmd(
 def report_cmd(results: str, out: str) -> None:
     """Write one self-contained HTML page with the leaderboards and figures."""
     from robustbench_vit.report import write_report
+    from robustbench_vit.store import require_results
 
-    _require_results(results)
+    require_results(results)
     click.echo(str(write_report(results, out)))
 
 

@@ -9,12 +9,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import click
 from rich.console import Console
 from rich.markup import escape
 
 from robustbench_vit.errors import RbvitError
 
-__all__ = ["friendly", "DEBUG"]
+__all__ = ["friendly", "DEBUG", "OneLineErrorsGroup"]
 
 err = Console(stderr=True)
 
@@ -80,3 +81,28 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             )
 
     return wrapper
+
+
+class OneLineErrorsGroup(click.Group):
+    """Usage errors (an unknown option, a missing argument, a bad value) as one line on stderr, exit 2,
+    like every other rbvit error; ``-h`` still prints the full help."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as e:
+            cmd = e.ctx.command_path if e.ctx else "rbvit"
+            err.print(
+                f"[red]error:[/red] {escape(' '.join(e.format_message().split()))} (see {escape(cmd)} -h)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            sys.exit(e.exit_code)
+        except click.Abort:
+            err.print("[red]error:[/red] interrupted", highlight=False)
+            sys.exit(130)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            err.print(f"[red]error:[/red] {escape(' '.join(e.format_message().split()))}", highlight=False)
+            sys.exit(e.exit_code)

@@ -379,7 +379,8 @@ def _evaluate_one(
         if opts.save_samples:
             samples = concat_samples([sample_columns(acc, ds, base, var) for var, acc in accs])
         if opts.out:
-            store.write(cond.name, new, samples, inputs=ctx.state.get("inputs", {}).get(cond.name))
+            inputs = ctx.state.get("inputs", {}).get(cond.name) or suite_obj.condition_inputs(ctx, cond)
+            store.write(cond.name, new, samples, inputs=inputs)
         rows.extend(new)
         results.extend(measured)
         prog.advance("conditions")

@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from robustbench_vit.data.filled import remove_orphaned_temp_files
+from robustbench_vit.verified_parquet import atomic_write_table, read_verified
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ __all__ = [
     "RunStore",
     "load_results",
     "load_samples",
+    "require_results",
     "atomic_write_table",
 ]
 
@@ -189,55 +191,6 @@ def check_writable(out: str | Path) -> Path:
     return root
 
 
-#: the key-value metadata entry holding the SHA-256 of a file's decoded rows
-CONTENT_KEY = b"rbvit.sha256"
-
-
-def table_digest(table: pa.Table) -> str:
-    """SHA-256 of a table's decoded rows (the values a reader gets), independent of its encoding."""
-    import hashlib
-
-    text = json.dumps(table.to_pylist(), sort_keys=True, default=str)
-    return hashlib.sha256(f"{table.num_rows}\n{text}".encode()).hexdigest()
-
-
-class UnverifiedFile(ValueError):
-    """A results file whose rows fail (or lack) their stored SHA-256."""
-
-
-def read_verified(path: Path, schema: pa.Schema | None = None) -> pa.Table:
-    """A Parquet file written by :func:`atomic_write_table`, read (with ``schema``) and checked against the
-    digest of its rows; :class:`UnverifiedFile` when the rows are not what was written."""
-    table = pq.read_table(path, schema=schema, partitioning=None)
-    meta = pq.read_schema(path).metadata or {}
-    stored = meta.get(CONTENT_KEY)
-    if stored is None:
-        raise UnverifiedFile("it carries no content hash (written by an rbvit before 0.2, or not by rbvit)")
-    if table_digest(table) != stored.decode(errors="replace"):
-        raise UnverifiedFile("its rows do not match their stored SHA-256 (the file was damaged or edited)")
-    return table
-
-
-def atomic_write_table(table: pa.Table, path: Path) -> None:
-    """Write ``table`` to ``path`` through a temp file + rename (readers never see a partial file), with
-    the SHA-256 of its rows in the metadata (:func:`read_verified`). A full disk is a one-line
-    :class:`ResultsError` naming the folder; the temp file is removed."""
-    from robustbench_vit.data.filled import no_space_error
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    meta = {**(table.schema.metadata or {}), CONTENT_KEY: table_digest(table).encode()}
-    table = table.replace_schema_metadata(meta)
-    try:
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise no_space_error(e, path.parent, table.nbytes) from None
-
-
 class RunStore:
     """The files of one run (model x suite x dataset x config) under a results folder."""
 
@@ -270,7 +223,9 @@ class RunStore:
         for other in self.input_variants(condition_key):
             if other != inputs[:12]:
                 path = self.path(condition_key, other)
-                os.replace(path, path.with_name(f"_stale-{int(time.time())}-{path.name}"))
+                for p in (path, self.samples_dir / path.name):  # its per-sample rows go with it
+                    if p.is_file():
+                        os.replace(p, p.with_name(f"_stale-{int(time.time())}-{p.name}"))
                 log.info("%s was computed from other images; moved aside", path.name)
 
     def done(self, condition_key: str, inputs: str | None = None) -> bool:
@@ -393,6 +348,19 @@ def load_results(path: str | Path = "results", *, expand_params: bool = True) ->
     folder = path / "runs" if (path / "runs").is_dir() else path
     df = _read_folder(folder, SCHEMA)
     return params_as_columns(df) if expand_params else df
+
+
+def require_results(path: str | Path) -> pd.DataFrame:
+    """The verified rows of a results folder; an empty, foreign or wholly damaged folder is a
+    :class:`DataError` (exit 4), so no existing board or report is overwritten with an empty one."""
+    from robustbench_vit.errors import DataError
+
+    rows = load_results(path, expand_params=False)
+    if rows.empty:
+        raise DataError(
+            f"no rbvit results in {path} (no readable, verified runs/**/*.parquet); run rbvit eval first"
+        )
+    return rows
 
 
 def params_as_columns(df: pd.DataFrame) -> pd.DataFrame:

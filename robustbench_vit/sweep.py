@@ -157,8 +157,12 @@ def run_cell(cell: Cell, out: str, progress: Progress | None = None) -> CellStat
     from robustbench_vit.runner import evaluate
 
     t0 = time.time()
+    try:  # what the cell is computed from, recorded before it runs
+        identity = cell_identity(cell)
+    except Exception as e:  # noqa: BLE001 - unreadable inputs: the run below reports them
+        log.debug("cannot identify %s: %s", cell.label(), e)
+        identity = None
     try:
-        identity = cell_identity(cell)  # what the cell is computed from (recorded before it runs)
         df = evaluate(
             cell.model,
             cell.suite,

@@ -79,7 +79,7 @@ def test_ray_worker_killed_mid_cell_is_retried_without_duplicates(tmp_path):
         "RBVIT_CACHE": str(tmp_path / "cache"),
     }
     calm = subprocess.run(
-        [*RBVIT, "sweep", str(toml), "--out", str(tmp_path / "calm")],
+        [*RBVIT, "sweep", "--allow-entrypoints", str(toml), "--out", str(tmp_path / "calm")],
         capture_output=True,
         text=True,
         timeout=600,
@@ -90,7 +90,18 @@ def test_ray_worker_killed_mid_cell_is_retried_without_duplicates(tmp_path):
     env_kill = {**env, "RBVIT_TEST_KILL_MARKER": str(marker), "RBVIT_TEST_KILL_AFTER": "5"}
     r = subprocess.run(
         # conditions split over 3 tasks per cell (condition-level Ray work); one task is killed mid-way
-        [*RBVIT, "sweep", str(toml), "--out", str(tmp_path / "ray"), "--executor", "ray", "--shards", "3"],
+        [
+            *RBVIT,
+            "sweep",
+            "--allow-entrypoints",
+            str(toml),
+            "--out",
+            str(tmp_path / "ray"),
+            "--executor",
+            "ray",
+            "--shards",
+            "3",
+        ],
         capture_output=True,
         text=True,
         timeout=900,

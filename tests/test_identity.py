@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,9 +92,9 @@ def _swap_image(world):
 
 def _overwrite_weights(world):
     """New weights in place, with the old size and mtime (only ctime betrays the change)."""
-    from safetensors.torch import save_file
     import timm
     import torch
+    from safetensors.torch import save_file
 
     path = world["card"].parent / "weights.safetensors"
     st = path.stat()
@@ -229,3 +228,29 @@ def test_unchanged_run_resumes_without_decoding(world, monkeypatch):
     run(world, world["root"] / "other-out", cache)  # a fresh --out on the warm cache: the model runs
     assert decoded == []  # ... but no image file is read: their stat tuples are unchanged
     shutil.rmtree(world["root"] / "other-out")
+
+
+@needs_cifar
+def test_a_limit_above_the_set_records_what_was_taken(world):
+    df = run(world, world["root"] / "out", world["root"] / "cache", limit=10**6)
+    assert set(df["limit"]) == {30} and set(df["n_images"]) == {30}
+
+
+@needs_cifar
+def test_non_finite_logits_are_reported(world, caplog):
+    import torch
+
+    class NaNNet(torch.nn.Module):
+        def forward(self, x):
+            return torch.full((x.shape[0], 10), float("nan"))
+
+    pre = {
+        "input_size": [3, 32, 32],
+        "mean": [0.5] * 3,
+        "std": [0.5] * 3,
+        "crop_pct": 1.0,
+        "label_space": "cifar10",
+    }
+    with caplog.at_level("WARNING"):
+        evaluate(NaNNet(), "clean", data=str(world["data"]), preprocessing=pre, progress=False)
+    assert any("NaN or infinite logits" in r.getMessage() for r in caplog.records)

@@ -149,3 +149,47 @@ def test_the_next_cell_is_decoded_while_the_current_one_runs(tmp_path, monkeypat
         f.unlink()
     run("a", "cc")
     assert sorted(c for c, _ in fills) == ["gaussian_noise/1", "gaussian_noise/3", "gaussian_noise/5"]
+
+
+@needs_imagenet
+def test_a_cell_image_replaced_in_place_recomputes_that_cell_only(tmp_path, monkeypatch):
+    """A condition that reads its own folder is reused only while that folder's images are unchanged:
+    one JPEG of one cell replaced in place (name kept, mtime restored) recomputes that cell alone."""
+    import os
+
+    import robustbench_vit as rbvit
+    from robustbench_vit.data import digests
+    from robustbench_vit.suites.base import Suite
+
+    monkeypatch.setattr(digests, "SETTLED_NS", -(10**12))  # trust the young files' stat tuples
+    root = _imagenet_c_fixture(tmp_path / "imagenet-c", n=4)
+    kw = dict(data=str(root), progress=False, pretrained=False, limit=4, batch_size=2)
+
+    def run(out: str = "out", cache: str = "cache"):  # type: ignore[no-untyped-def]
+        df = rbvit.evaluate(
+            "timm:test_resnet", "imagenet_c", out=str(tmp_path / out), cache_dir=str(tmp_path / cache), **kw
+        )
+        return df.query("metric == 'nll'").set_index("condition")["value"]
+
+    before = run()
+    computed: list[str] = []
+    real = Suite._run
+
+    def counting(self, ctx, cond, bs):  # type: ignore[no-untyped-def]
+        computed.append(cond.name)
+        return real(self, ctx, cond, bs)
+
+    monkeypatch.setattr(Suite, "_run", counting)
+    assert run().equals(before) and computed == []  # unchanged: every cell reused
+
+    target = sorted((root / "brightness" / "3").glob("*/*.JPEG"))[0]
+    donor = sorted((root / "brightness" / "3").glob("*/*.JPEG"))[1]
+    st = target.stat()
+    target.write_bytes(donor.read_bytes())
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    after = run()
+    assert computed == ["brightness/3"]
+    truth = run("fresh-out", "fresh-cache")
+    assert after["brightness/3"] == truth["brightness/3"] != before["brightness/3"]
+    runs = tmp_path / "out" / "runs"
+    assert len(list(runs.rglob("_stale-*brightness_3@*.parquet"))) == 1  # the old cell, moved aside

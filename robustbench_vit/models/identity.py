@@ -18,7 +18,7 @@ from typing import Any
 from robustbench_vit.data.digests import DigestIndex
 from robustbench_vit.models.zoo import ModelSpec
 
-__all__ = ["file_sha256", "weights_identity", "model_identity"]
+__all__ = ["file_sha256", "files_identity", "weights_identity", "model_identity"]
 
 
 def _files_index(cache_dir: str | Path | None) -> DigestIndex:
@@ -35,6 +35,20 @@ def file_sha256(path: str | Path, *, cache_dir: str | Path | None = None) -> str
     digest = index.digest_of(str(p), p)
     index.save()
     return digest.tobytes().hex()
+
+
+def files_identity(paths: list[Path], *, cache_dir: str | Path | None = None) -> str:
+    """SHA-256 over the names and content digests of ``paths`` (re-hashing only changed files)."""
+    import hashlib
+
+    index = _files_index(cache_dir)
+    h = hashlib.sha256()
+    for p in paths:
+        p = Path(p).resolve()
+        h.update(f"{p.name}\0".encode())
+        h.update(index.digest_of(str(p), p).tobytes())
+    index.save()
+    return h.hexdigest()
 
 
 def weights_identity(

@@ -14,8 +14,6 @@ import difflib
 import hashlib
 import json
 import logging
-import math
-import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +37,15 @@ from robustbench_vit.metrics import (
 from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.preprocessing import DataConfig
 from robustbench_vit.registry import Registry
+from robustbench_vit.suites.params import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    POSITIVE,
+    UNIT,
+    Range,
+    check_fields,
+    coerce,
+)
 
 __all__ = [
     "Condition",
@@ -54,6 +61,10 @@ __all__ = [
     "make_suite",
     "check_fields",
     "Range",
+    "POSITIVE",
+    "AT_LEAST_ONE",
+    "NON_NEGATIVE",
+    "UNIT",
 ]
 
 log = logging.getLogger(__name__)
@@ -205,11 +216,21 @@ class Suite:
         data = self.condition_data(ctx, cond)
         return ctx if data is None else ctx.for_dataset(*data)
 
+    def condition_files(self, ctx: EvalContext, cond: Condition) -> list[Path] | None:
+        """Files other than images a condition reads (ImageNet-P's released videos); default ``None``."""
+        return None
+
     @final
     def condition_inputs(self, ctx: EvalContext, cond: Condition) -> str | None:
-        """Content identity of the images :meth:`condition_data` names, as they are now (files whose stat
-        tuple changed are hashed, nothing is decoded); ``None`` for conditions that read the run's images.
-        A finished condition is reused only while this equals what it was computed from."""
+        """Content identity of what a condition reads besides the run's images, as it is now (files whose
+        stat tuple changed are hashed, nothing is decoded): the images :meth:`condition_data` names or the
+        files :meth:`condition_files` lists; ``None`` for conditions that read the run's images only. A
+        finished condition is reused only while this equals what it was computed from."""
+        files = self.condition_files(ctx, cond)
+        if files is not None:
+            from robustbench_vit.models.identity import files_identity
+
+            return files_identity(files, cache_dir=ctx.cache.root)
         data = self.condition_data(ctx, cond)
         if data is None:
             return None
@@ -289,7 +310,11 @@ class Suite:
         """Whether some condition reads images besides the run's (:meth:`condition_data`, or videos): a
         sweep cannot tell from the run's images alone whether such a cell is complete, so it runs it
         (its finished conditions are reused after their inputs are checked)."""
-        return type(self).condition_data is not Suite.condition_data or not self.uses_run_cache
+        overrides = (
+            type(self).condition_data is not Suite.condition_data
+            or type(self).condition_files is not Suite.condition_files
+        )
+        return overrides or not self.uses_run_cache
 
     # --- provided ------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -365,111 +390,6 @@ class Suite:
         return list(zip(variants, accs))
 
 
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-
-
-@dataclass(frozen=True)
-class Range:
-    """Bounds of a numeric suite parameter, declared in its type: ``Annotated[float, Range(0, 1)]``
-    (``lo_open``: the lower bound itself is excluded). NaN and infinities never pass any parameter."""
-
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-
-    def allows(self, v: float) -> bool:
-        if not math.isfinite(v):
-            return False
-        if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
-            return False
-        return self.hi is None or v <= self.hi
-
-    def describe(self) -> str:
-        lo = "" if self.lo is None else f"{'>' if self.lo_open else '>='} {self.lo:g}"
-        hi = "" if self.hi is None else f"<= {self.hi:g}"
-        return " and ".join(p for p in (lo, hi) if p) or "finite"
-
-
-#: common ranges
-POSITIVE = Range(0, lo_open=True)
-AT_LEAST_ONE = Range(1)
-NON_NEGATIVE = Range(0)
-UNIT = Range(0, 1)
-
-
-def _coerce(value: Any, typ: Any, name: str) -> Any:
-    """``value`` (a ``-p key=value`` string, or a TOML / Python value) as a value of the field type ``typ``:
-    ``Literal`` choices, tuples (comma-separated), optional values (``none``), strict booleans, numbers."""
-    origin, args = typing.get_origin(typ), typing.get_args(typ)
-    if origin is typing.Annotated:
-        number = _coerce(value, args[0], name)
-        for r in args[1:]:
-            if isinstance(r, Range) and number is not None and not r.allows(number):
-                raise ConfigError(f"suite parameter {name}={value!r} must be a finite number {r.describe()}")
-        return number
-    if origin in (typing.Union, types.UnionType) and type(None) in args:
-        if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
-            return None
-        return _coerce(value, next(a for a in args if a is not type(None)), name)
-    if origin is tuple:
-        inner = args[0] if args else str
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)):
-            raise ConfigError(
-                f"suite parameter {name}={value!r} must be a list (comma-separated on the command line)"
-            )
-        return tuple(_coerce(v.strip() if isinstance(v, str) else v, inner, name) for v in items if v != "")
-    if origin is typing.Literal:
-        v = value.strip() if isinstance(value, str) else value
-        if isinstance(v, str) and args and all(isinstance(a, int) and not isinstance(a, bool) for a in args):
-            try:
-                v = int(v)  # e.g. severities=1,3
-            except ValueError:
-                pass
-        if v not in args:
-            raise ConfigError(f"suite parameter {name}={value!r} is not one of: {', '.join(map(str, args))}")
-        return v
-    if typ is bool:
-        if isinstance(value, bool):
-            return value
-        v = str(value).strip().lower()
-        if v not in _TRUE + _FALSE:
-            raise ConfigError(
-                f"suite parameter {name}={value!r} must be one of true/false, 1/0, yes/no, on/off"
-            )
-        return v in _TRUE
-    if typ in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"suite parameter {name}={value!r} must be a number")
-        try:
-            number = typ(value) if isinstance(value, str) else value
-        except ValueError:
-            raise ConfigError(f"suite parameter {name}={value!r} is not a valid {typ.__name__}") from None
-        if typ is int and isinstance(number, float):
-            if not number.is_integer():
-                raise ConfigError(f"suite parameter {name}={value!r} must be an integer")
-            number = int(number)
-        if not isinstance(number, (int, float)):
-            raise ConfigError(f"suite parameter {name}={value!r} must be a number")
-        if not math.isfinite(number):
-            raise ConfigError(f"suite parameter {name}={value!r} must be a finite number")
-        return typ(number)
-    if typ is str and not isinstance(value, str):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)  # e.g. grid = 8 in a TOML file
-        raise ConfigError(f"suite parameter {name}={value!r} must be a string")
-    return value
-
-
-def check_fields(suite: Suite) -> None:
-    """Every field of a suite instance holds a value of its declared type (choices included)."""
-    hints = typing.get_type_hints(type(suite), include_extras=True)
-    for f in dataclasses.fields(suite):
-        value = getattr(suite, f.name)
-        if _coerce(value, hints[f.name], f.name) != value:
-            raise ConfigError(f"suite parameter {f.name}={value!r} does not match its type {hints[f.name]}")
-
-
 def make_suite(name: str, params: Mapping[str, Any] | None = None) -> Suite:
     """Instantiate a registered suite; string values (from ``--param k=v``) are coerced to field types."""
     cls = SUITES.get(name)
@@ -483,7 +403,7 @@ def make_suite(name: str, params: Mapping[str, Any] | None = None) -> Suite:
             f"suite {name!r} has no parameter {', '.join(unknown)}{hint} (has: {', '.join(fields) or 'none'})"
         )
     hints = typing.get_type_hints(cls, include_extras=True)
-    kwargs = {k: _coerce(v, hints[k], k) for k, v in params.items()}
+    kwargs = {k: coerce(v, hints[k], k) for k, v in params.items()}
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:

@@ -11,11 +11,19 @@ from robustbench_vit.suites.base import SUITES, Range
 __all__ = ["describe_suite"]
 
 
+def _range(hint: Any) -> str | None:
+    """The declared range of a numeric parameter (``>= 1``, ``>= 0 and <= 1``), ``None`` if it has none."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Annotated:
+        return next((r.describe() for r in args[1:] if isinstance(r, Range)), None)
+    inner = [a for a in args if a is not type(None) and a is not Ellipsis]
+    return _range(inner[0]) if inner and origin is not typing.Literal else None
+
+
 def _type_name(hint: Any) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Annotated:
-        ranges = [r.describe() for r in args[1:] if isinstance(r, Range)]
-        return f"{_type_name(args[0])} ({', '.join(ranges)})" if ranges else _type_name(args[0])
+        return _type_name(args[0])
     if origin is typing.Literal:
         return "choice"
     if origin is tuple:
@@ -47,6 +55,7 @@ def describe_suite(name: str) -> dict[str, Any]:
                 "type": _type_name(hints[f.name]),
                 "default": list(default) if isinstance(default, tuple) else default,
                 "choices": _choices(hints[f.name]),
+                "range": _range(hints[f.name]),
             }
         )
     doc = (cls.__doc__ or "").strip()

@@ -185,6 +185,13 @@ class ImageNetP(Suite):
             raise DataError("imagenet_p: no perturbation folder to evaluate")
         return conds
 
+    def condition_files(self, ctx: EvalContext, cond: Condition) -> list[Path] | None:
+        """The released sequences a condition reads (``source=files``): their bytes identify it."""
+        if self.source == "generated":
+            return None
+        folder = Path(ctx.dataset.root) / cond.params["folder"]
+        return [folder / f"{ctx.dataset.items[i]}.mp4" for i in ctx.indices]
+
     # --- evaluation -------------------------------------------------------------------------------
     def _sequences(self, ctx: EvalContext, cond: Condition, per_step: int):  # type: ignore[no-untyped-def]
         """Yield (frames (T, B, 3, 224, 224) in [0, 1] on the device, batch size) per step."""
@@ -195,7 +202,7 @@ class ImageNetP(Suite):
                 yield seq.generate(p, x, gen, d), len(idx)
             return
         folder = Path(ctx.dataset.root) / cond.params["folder"]
-        paths = [folder / f"{ctx.dataset.items[i]}.mp4" for i in ctx.indices]
+        paths = self.condition_files(ctx, cond) or []
         with ThreadPoolExecutor(4) as pool:
             for s in range(0, len(paths), per_step):
                 videos = list(pool.map(read_video, paths[s : s + per_step]))

@@ -1,0 +1,65 @@
+"""Parquet files that vouch for their own rows: written atomically with the SHA-256 of their decoded rows
+in the key-value metadata (``rbvit.sha256``), and read back only when the rows still match it.
+
+A flipped bit in a page, an edit by hand or a truncated write changes the decoded rows (or makes the file
+unreadable); either way :func:`read_verified` refuses the file, so no damaged value is ever returned. A
+flip that leaves every decoded value as written is harmless by construction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = ["CONTENT_KEY", "table_digest", "UnverifiedFile", "read_verified", "atomic_write_table"]
+
+#: the key-value metadata entry holding the SHA-256 of a file's decoded rows
+CONTENT_KEY = b"rbvit.sha256"
+
+
+def table_digest(table: pa.Table) -> str:
+    """SHA-256 of a table's decoded rows (the values a reader gets), independent of its encoding."""
+    text = json.dumps(table.to_pylist(), sort_keys=True, default=str)
+    return hashlib.sha256(f"{table.num_rows}\n{text}".encode()).hexdigest()
+
+
+class UnverifiedFile(ValueError):
+    """A results file whose rows fail (or lack) their stored SHA-256."""
+
+
+def read_verified(path: Path, schema: pa.Schema | None = None) -> pa.Table:
+    """A Parquet file written by :func:`atomic_write_table`, read (with ``schema``) and checked against the
+    digest of its rows; :class:`UnverifiedFile` when the rows are not what was written."""
+    table = pq.read_table(path, schema=schema, partitioning=None)
+    meta = pq.read_schema(path).metadata or {}
+    stored = meta.get(CONTENT_KEY)
+    if stored is None:
+        raise UnverifiedFile("it carries no content hash (written by an rbvit before 0.2, or not by rbvit)")
+    if table_digest(table) != stored.decode(errors="replace"):
+        raise UnverifiedFile("its rows do not match their stored SHA-256 (the file was damaged or edited)")
+    return table
+
+
+def atomic_write_table(table: pa.Table, path: Path) -> None:
+    """Write ``table`` to ``path`` through a temp file + rename (readers never see a partial file), with
+    the SHA-256 of its rows in the metadata (:func:`read_verified`). A full disk is a one-line
+    :class:`ResultsError` naming the folder; the temp file is removed."""
+    from robustbench_vit.data.filled import no_space_error
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    meta = {**(table.schema.metadata or {}), CONTENT_KEY: table_digest(table).encode()}
+    table = table.replace_schema_metadata(meta)
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise no_space_error(e, path.parent, table.nbytes) from None
