@@ -353,3 +353,105 @@ def test_worst_case_over_pgd_and_autoattack_per_image(tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert len(r.output.splitlines()) == 2 and (tmp_path / "w.parquet").is_file()
+
+
+def _package_outcomes(model, x, y, version: str, bs: int, n_iter: int, queries: int) -> torch.Tensor:
+    """Per-image robustness from the package itself: one fresh ``AutoAttack`` per batch, configured as its
+    own documentation says (version, seed), the quick-look budget set on it, APGD's checkpoints derived
+    from n_iter the way APGD's constructor derives them (restated here)."""
+    from pyautoattack import AutoAttack
+
+    robust = []
+    for s in range(0, len(y), bs):
+        xb, yb = x[s : s + bs], y[s : s + bs]
+        aa = AutoAttack(model, norm="Linf", eps=2 / 255, version=version, seed=0, device="cpu")
+        aa.logger.setLevel(logging.WARNING)
+        for apgd in (aa.apgd, aa.apgd_targeted):
+            apgd.n_iter = apgd.n_iter_orig = n_iter
+            apgd.n_iter_2, apgd.n_iter_min = max(int(0.22 * n_iter), 1), max(int(0.06 * n_iter), 1)
+            apgd.size_decr = max(int(0.03 * n_iter), 1)
+        aa.fab.n_iter = n_iter
+        aa.square.n_queries = queries
+        x_adv, _ = aa.run_standard_evaluation(xb, yb, batch_size=len(yb))
+        with torch.no_grad():
+            robust.append(model(x_adv).argmax(1) == yb)
+    return torch.cat(robust)
+
+
+@needs_cifar
+@pytest.mark.parametrize("version", ["standard", "plus", "rand"])
+def test_every_version_equals_the_package_image_by_image_over_three_batches(tmp_path, version):
+    """Three batches through one suite run (one AutoAttack object, as the suite keeps it) against the
+    package: every image's final outcome is the package's. Before the fix, ``plus`` ran untargeted FAB
+    with FAB-T's single restart from the second batch on."""
+    import robustbench_vit as rbvit
+    from robustbench_vit.data.registry import open_dataset
+    from robustbench_vit.data.subset import stratified_limit
+    from robustbench_vit.models.loading import wrap_module
+    from robustbench_vit.store import load_samples
+
+    model = wrap_module(Smooth(), preprocessing=PRE, name="smooth", device="cpu", dtype="fp32")
+    bs, n, n_iter, queries = 20, 60, 10, 50
+    rbvit.evaluate(
+        model,
+        "autoattack",
+        data=str(CIFAR10_TEST),
+        limit=n,
+        batch_size=bs,
+        progress=False,
+        save_samples=True,
+        out=str(tmp_path / "out"),
+        cache_dir=str(tmp_path / "cache"),
+        suite_params={"eps": "2/255", "square_queries": queries, "n_iter": n_iter, "aa_version": version},
+    )
+    samples = load_samples(tmp_path / "out")
+    final = samples[samples.condition == f"linf/eps=2/255/{version}"].sort_values("index")
+    _, ds = open_dataset(CIFAR10_TEST)
+    idx = stratified_limit(ds.targets, n, 0)
+    assert final["index"].tolist() == idx.tolist()
+    x = torch.stack([ds.read(int(i)) for i in idx]).float() / 255
+    y = torch.as_tensor(ds.targets[idx])
+    theirs = _package_outcomes(model, x, y, version, bs, n_iter, queries)
+    ours = torch.as_tensor(final["correct"].to_numpy().copy())
+    assert torch.equal(ours, theirs), (version, ours.sum().item(), theirs.sum().item())
+    assert theirs.sum() < _clean(model, x, y) * n  # not vacuous: the attacks broke images
+
+
+def test_the_n_iter_override_rescales_apgd_checkpoints():
+    from robustbench_vit.attacks.autoattack import make_autoattack
+
+    aa = make_autoattack(Smooth(), norm="linf", eps=2 / 255, version="standard", n_iter=10)
+    for apgd in (aa.apgd, aa.apgd_targeted):
+        assert (apgd.n_iter, apgd.n_iter_2, apgd.n_iter_min, apgd.size_decr) == (10, 2, 1, 1)
+    full = make_autoattack(Smooth(), norm="linf", eps=2 / 255, version="standard")
+    assert (full.apgd.n_iter, full.apgd.n_iter_2, full.apgd.n_iter_min, full.apgd.size_decr) == (
+        100,
+        22,
+        6,
+        3,
+    )
+
+
+def test_plus_runs_untargeted_fab_with_its_five_restarts_in_every_batch():
+    """The per-batch loop must configure every stage as the package does: FAB-T's single restart must not
+    leak into the next batch's untargeted FAB (it did: from the second batch on, plus ran FAB with 1)."""
+    from robustbench_vit.attacks.autoattack import make_autoattack, run_stages, stages_of
+
+    model = Smooth()
+    aa = make_autoattack(model, norm="linf", eps=1e-6, version="plus", n_iter=2, square_queries=2)
+    calls = []
+
+    def spy(x, y):  # record how FAB is configured, attack nothing (every image stays robust)
+        calls.append((aa.fab.targeted, aa.fab.n_restarts))
+        return x
+
+    for name in ("apgd", "apgd_targeted", "square"):
+        getattr(aa, name).perturb = lambda x, y: x
+    aa.fab.perturb = spy
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        x = torch.rand(8, 3, 32, 32, generator=g)
+        with torch.no_grad():
+            y = model(x).argmax(1)  # correctly classified: every stage runs
+        run_stages(aa, model, x, y, stages_of("plus"))
+    assert calls == [(False, 5), (True, 1)] * 3

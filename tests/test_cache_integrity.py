@@ -162,3 +162,18 @@ def test_non_exclusive_fills_of_disjoint_rows_run_in_parallel_and_merge(tmp_path
     np.testing.assert_array_equal(
         store.rows(np.arange(8)), np.stack([np.arange(8) * 10 + j for j in range(3)], 1)
     )
+
+
+@needs_cifar
+def test_temp_files_of_killed_fills_are_removed(cache_dir):
+    c = _fresh(cache_dir)
+    c.ensure(IDX[:5])
+    dead = 2**22 + 12345  # no such process
+    orphans = [c.dir / f".filled.npy.tmp{dead}", c.dir / f".checksums.npy.tmp{dead}"]
+    for p in orphans:
+        p.write_bytes(b"half a mask")
+    mine = c.dir / f".sources.npy.tmp{__import__('os').getpid()}"
+    mine.write_bytes(b"in flight")
+    _fresh(cache_dir)
+    assert not any(p.exists() for p in orphans) and mine.exists()
+    mine.unlink()

@@ -21,7 +21,15 @@ import torch
 
 from robustbench_vit.errors import ConfigError
 
-__all__ = ["VERSIONS", "ATTACKS", "stages_of", "make_autoattack", "run_stages", "AANorm"]
+__all__ = [
+    "VERSIONS",
+    "ATTACKS",
+    "stages_of",
+    "make_autoattack",
+    "run_stages",
+    "set_apgd_iterations",
+    "AANorm",
+]
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +87,25 @@ def make_autoattack(
     if n_restarts:
         aa.apgd.n_restarts = aa.fab.n_restarts = aa.square.n_restarts = n_restarts
     if n_iter:
-        aa.apgd.n_iter = aa.apgd_targeted.n_iter = aa.fab.n_iter = n_iter
+        for apgd in (aa.apgd, aa.apgd_targeted):
+            set_apgd_iterations(apgd, n_iter)
+        aa.fab.n_iter = n_iter
     if square_queries:
         aa.square.n_queries = square_queries
+    # untargeted FAB's restarts as the version set them: the package runs every FAB stage over the whole
+    # set before FAB-T sets 1 restart, so FAB (``plus``) always has these; batch by batch we restore them
+    aa.rbvit_fab_restarts = aa.fab.n_restarts
     return aa
+
+
+def set_apgd_iterations(apgd: Any, n_iter: int) -> None:
+    """``n_iter`` APGD iterations with the step-size checkpoints APGD derives from its own ``n_iter``
+    when constructed (``autopgd_base.APGDAttack.__init__``: first checkpoint at 22%, minimum period 6%,
+    decrease 3% of the iterations); setting ``n_iter`` alone would keep the 100-iteration schedule."""
+    apgd.n_iter = apgd.n_iter_orig = n_iter
+    apgd.n_iter_2 = max(int(0.22 * n_iter), 1)
+    apgd.n_iter_min = max(int(0.06 * n_iter), 1)
+    apgd.size_decr = max(int(0.03 * n_iter), 1)
 
 
 def _run_attack(aa: Any, attack: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -94,8 +117,8 @@ def _run_attack(aa: Any, attack: str, x: torch.Tensor, y: torch.Tensor) -> torch
         return aa.apgd.perturb(x, y)
     if attack in ("fab", "fab-t"):
         aa.fab.targeted = attack == "fab-t"
-        if attack == "fab-t":
-            aa.fab.n_restarts = 1
+        # FAB-T runs 1 restart (as the package sets it); FAB the version's, even after an earlier batch's FAB-T
+        aa.fab.n_restarts = 1 if attack == "fab-t" else aa.rbvit_fab_restarts
         aa.fab.seed = seed
         return aa.fab.perturb(x, y)
     if attack == "square":

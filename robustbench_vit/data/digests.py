@@ -56,15 +56,25 @@ def sha256_bytes(data: bytes | memoryview | np.ndarray) -> np.ndarray:
     return np.frombuffer(hashlib.sha256(data).digest(), dtype=np.uint8).copy()
 
 
-def hash_file(path: str | Path) -> tuple[np.ndarray, tuple[int, int, int, int] | None, bytes]:
+def hash_file(
+    path: str | Path, *, keep: bool = True
+) -> tuple[np.ndarray, tuple[int, int, int, int] | None, bytes]:
     """``(digest, stat tuple, bytes)`` of a file; the stat tuple is ``None`` when the file changed while it
-    was read or is too young to be remembered (:data:`SETTLED_NS`)."""
+    was read or is too young to be remembered (:data:`SETTLED_NS`). ``keep=False`` streams the file
+    (a multi-GB checkpoint is never held in memory) and returns no bytes."""
     with open(path, "rb") as f:
         before = stat_tuple(os.fstat(f.fileno()))
-        data = f.read()
+        if keep:
+            data = f.read()
+            digest = sha256_bytes(data)
+        else:
+            data, h = b"", hashlib.sha256()
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+            digest = np.frombuffer(h.digest(), dtype=np.uint8).copy()
         after = stat_tuple(os.fstat(f.fileno()))
     settled = time.time_ns() - after[2] > SETTLED_NS
-    return sha256_bytes(data), (after if before == after and settled else None), data
+    return digest, (after if before == after and settled else None), data
 
 
 def _check(names: np.ndarray, stats: np.ndarray, digests: np.ndarray) -> str:
@@ -160,7 +170,7 @@ class DigestIndex:
         digests, known = self.lookup([name], np.asarray([st], dtype=np.int64))
         if known[0]:
             return digests[0]
-        digest, stat, _ = hash_file(path)
+        digest, stat, _ = hash_file(path, keep=False)
         self.record(name, stat, digest)
         return digest
 

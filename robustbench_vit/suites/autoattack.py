@@ -120,6 +120,8 @@ class AutoAttackSuite(Suite):
             "n_restarts": self.n_restarts,
             "square_queries": self.square_queries or 5000,
             "n_iter": self.n_iter or 100,
+            # APGD's step-size checkpoints follow n_iter (22% / 6% / 3%), as APGD sets them for its own
+            "apgd_checkpoints": "scaled to n_iter",
         }
         return [Condition(f"{self.norm}/eps={e}/{self.aa_version}", parse_eps(e), params)]
 
