@@ -89,3 +89,63 @@ def test_imagenet_a_layout_with_real_weights_and_clean_diff(tmp_path):
     assert top1["imagenet-a"] == pytest.approx(top1["clean-200"])
     assert df.set_index("metric").loc["top1_diff", "value"] == pytest.approx(0.0)
     assert top1["imagenet-a"] > 0.7
+
+
+@needs_imagenet
+@pytest.mark.parametrize("name", ["imagenet-a", "imagenet-r"])
+def test_reference_preprocessing_is_the_papers_transform(tmp_path, name):
+    """preprocessing=reference equals the papers' eval.py restated: PIL Resize(256), CenterCrop(224),
+    ToTensor, Normalize(ImageNet) for a model whose own preprocessing is something else entirely."""
+    import numpy as np
+    import timm
+    import torch
+    import torchvision.transforms as T
+    from PIL import Image
+
+    import robustbench_vit as rbvit
+
+    root = _ar_fixture(tmp_path / name, name)
+    torch.manual_seed(0)
+    net = timm.create_model("test_resnet", pretrained=False, num_classes=1000).eval()
+    own = {
+        "input_size": [3, 160, 160],
+        "crop_pct": 1.0,
+        "interpolation": "bicubic",
+        "mean": [0.5] * 3,
+        "std": [0.3] * 3,
+    }
+    suite = name.replace("-", "_")
+    df = rbvit.evaluate(
+        net,
+        suite,
+        data=str(root),
+        preprocessing=own,
+        name="tiny",
+        progress=False,
+        limit=40,
+        suite_params={"preprocessing": "reference"},
+        save_samples=True,
+        out=str(tmp_path / "out"),
+    )
+    from robustbench_vit.store import load_samples
+
+    samples = load_samples(tmp_path / "out").sort_values("index")
+    wnids, idx = subset_synsets(name)
+    tf = T.Compose(
+        [
+            T.Resize(256),
+            T.CenterCrop(224),
+            T.ToTensor(),
+            T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
+    x = torch.stack([tf(Image.open(root / item).convert("RGB")) for item in samples["item"]])
+    with torch.no_grad():
+        logits = net(x)[:, idx]
+    y = torch.as_tensor([wnids.index(it.split("/")[0]) for it in samples["item"]])
+    ref_loss = torch.nn.functional.cross_entropy(logits, y, reduction="none").numpy()
+    # PIL's resize vs torchvision's antialiased tensor resize: within a uint8 level, so losses agree closely
+    assert np.abs(samples["loss"].to_numpy() - ref_loss).max() < 0.02
+    assert (samples["pred"].to_numpy() == logits.argmax(1).numpy()).mean() >= 0.95
+    assert set(df.params.map(lambda p: json.loads(p)["preprocessing"])) == {"reference"}
+    assert "reference" in df.preprocessing_source.iloc[0] and set(df.input_size) == {224}

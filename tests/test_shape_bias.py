@@ -4,6 +4,7 @@ restatement of the reference's aggregation."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -186,3 +187,32 @@ def test_shape_bias_equals_the_model_vs_human_analysis_restated(tmp_path):
     assert got["shape_fraction"] == pytest.approx(shape)
     assert got["texture_fraction"] == pytest.approx(texture)
     assert got["shape_bias"] == pytest.approx(shape / (shape + texture))
+
+
+def test_reference_geometry_sees_the_whole_image_even_for_a_cropping_model(tmp_path):
+    """model-vs-human feeds the cue-conflict images whole; a crop-0.875 model's own preprocessing would cut
+    12.5% of each side. The default (reference) caches the whole image; geometry=model the cropped one."""
+    from robustbench_vit.data.cache import ImageCache
+    from robustbench_vit.data.registry import open_dataset
+    from robustbench_vit.models.loading import wrap_module
+    from robustbench_vit.suites import make_suite
+
+    root = tmp_path / "cc"
+    arr = np.zeros((16, 16, 3), np.uint8)
+    arr[0, :, 0] = 255  # a red top row: inside the image, outside a 0.875 centre crop
+    (root / "cat").mkdir(parents=True)
+    Image.fromarray(arr).save(root / "cat" / "cat1-dog1.png")
+    pre = {**PRE, "input_size": [3, 16, 16], "crop_pct": 0.875, "interpolation": "bilinear"}
+    model = wrap_module(_Oracle("shape"), preprocessing=pre, name="oracle")
+    _, ds = open_dataset(root)
+    seen = {}
+    for geometry in ("reference", "model"):
+        dc = make_suite("shape_bias", {"geometry": geometry}).data_config(model)
+        cache = ImageCache(ds, dc, tmp_path / "cache")
+        cache.ensure([0])
+        seen[geometry] = cache.batch([0])[0].numpy().transpose(1, 2, 0)
+    assert np.array_equal(seen["reference"], arr)  # the image as it is
+    assert seen["model"][0, :, 0].max() < 255  # the crop lost the top row
+    df = rbvit.evaluate(model, "shape_bias", data=str(root), progress=False)
+    assert set(df.params.map(lambda p: json.loads(p)["geometry"])) == {"reference"}
+    assert "no crop" in df.preprocessing_source.iloc[0] or "whole image" in df.preprocessing_source.iloc[0]

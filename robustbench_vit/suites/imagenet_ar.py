@@ -9,7 +9,7 @@ folder) the clean accuracy on the same 200 classes and the difference are report
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from robustbench_vit.device import to_device
 from robustbench_vit.errors import ConfigError, DataError
 from robustbench_vit.metrics import MetricValue
 from robustbench_vit.models.loading import LoadedModel
+from robustbench_vit.preprocessing import DataConfig
 from robustbench_vit.suites.base import (
     NON_NEGATIVE,
     Condition,
@@ -30,6 +31,7 @@ from robustbench_vit.suites.base import (
     Suite,
     register_suite,
 )
+from robustbench_vit.suites.reference_preprocessing import reference_data_config, reference_input
 
 __all__ = ["ImageNetA", "ImageNetR"]
 
@@ -50,6 +52,14 @@ class _Subset200(Suite):
 
     clean_data: str = ""
     clean_limit: Annotated[int, NON_NEGATIVE] = 0
+    #: ``model``: the model's own preprocessing; ``reference``: the paper's Resize 256 / CenterCrop 224 /
+    #: ImageNet mean-std for every model, which is what the published tables used
+    preprocessing: Literal["model", "reference"] = "model"
+
+    def data_config(self, model: LoadedModel) -> DataConfig:
+        if self.preprocessing == "reference":
+            return reference_data_config(model.data_config)
+        return model.data_config
 
     def open_data(self, data, dataset, labels):  # type: ignore[no-untyped-def]
         if data is None:
@@ -80,14 +90,15 @@ class _Subset200(Suite):
 
     def logits(self, ctx: EvalContext, x: torch.Tensor) -> torch.Tensor:
         _, idx = self._mask(ctx.model)
+        if self.preprocessing == "reference":
+            x = reference_input(ctx.model, x)
         return ctx.model(x)[:, to_device(idx, x.device)]
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:
-        conds = [Condition(self.dataset_name, None, {"classes": 200, "masked": True})]
+        pre = {"classes": 200, "masked": True, "preprocessing": self.preprocessing}
+        conds = [Condition(self.dataset_name, None, pre)]
         if self.clean_data:
-            conds.append(
-                Condition("clean-200", None, {"classes": 200, "masked": True, "clean_data": self.clean_data})
-            )
+            conds.append(Condition("clean-200", None, {**pre, "clean_data": self.clean_data}))
         return conds
 
     def condition_data(self, ctx: EvalContext, cond: Condition) -> ConditionData | None:
@@ -115,7 +126,11 @@ class _Subset200(Suite):
 @register_suite("imagenet_a")
 @dataclass(frozen=True)
 class ImageNetA(_Subset200):
-    """ImageNet-A top-1/top-5 on the 200-way problem; ``clean_data`` adds clean-200 accuracy and the diff."""
+    """ImageNet-A top-1/top-5 on the 200-way problem (``preprocessing=reference``: the paper's tables' transform).
+
+    ``clean_data`` adds clean-200 accuracy and the diff. ``preprocessing=reference`` evaluates every model
+    with Resize 256 / CenterCrop 224 / ImageNet mean-std, as the paper's ``eval.py`` does (its tables);
+    ``model`` (default) uses the model's own preprocessing."""
 
     paper: ClassVar[str] = "Hendrycks et al. 2021, Natural Adversarial Examples"
     dataset_name: ClassVar[str] = "imagenet-a"
@@ -124,7 +139,11 @@ class ImageNetA(_Subset200):
 @register_suite("imagenet_r")
 @dataclass(frozen=True)
 class ImageNetR(_Subset200):
-    """ImageNet-R top-1/top-5 on the 200-way problem; ``clean_data`` adds clean-200 accuracy and the diff."""
+    """ImageNet-R top-1/top-5 on the 200-way problem (``preprocessing=reference``: the paper's tables' transform).
+
+    ``clean_data`` adds clean-200 accuracy and the diff. ``preprocessing=reference`` evaluates every model
+    with Resize 256 / CenterCrop 224 / ImageNet mean-std, as the paper's ``eval.py`` does (its tables);
+    ``model`` (default) uses the model's own preprocessing."""
 
     paper: ClassVar[str] = "Hendrycks et al. 2021, The Many Faces of Robustness"
     dataset_name: ClassVar[str] = "imagenet-r"

@@ -27,6 +27,7 @@ from robustbench_vit.data.datasets import ImageDataset
 from robustbench_vit.errors import ConfigError, DataError
 from robustbench_vit.metrics import ClassificationAccumulator, MetricValue, register_metric
 from robustbench_vit.models.loading import LoadedModel
+from robustbench_vit.preprocessing import DataConfig
 from robustbench_vit.suites.base import Condition, EvalContext, Result, Suite, register_suite
 
 __all__ = ["ShapeBias", "shape16_indices", "texture_category", "aggregate_16"]
@@ -80,6 +81,10 @@ class ShapeBias(Suite):
     Parameters:
         mode: ``auto`` (cue conflict when every file name has the ``<shape>-<texture>`` form),
             ``cue_conflict`` or ``accuracy``.
+        geometry: ``reference`` (default; model-vs-human feeds the 224 px images as they are: no crop,
+            the whole image resized to the model's input size, a no-op at 224) or ``model`` (the model's
+            own resize + centre crop, which drops 12.5% of each side at crop_pct 0.875). Rows record it
+            (``preprocessing`` and the condition's ``geometry``).
     """
 
     paper: ClassVar[str] = (
@@ -91,6 +96,17 @@ class ShapeBias(Suite):
     headline: ClassVar[tuple[tuple[str, str], ...]] = (("cue-conflict", "shape_bias"), ("16-class", "top1"))
 
     mode: Literal["auto", "cue_conflict", "accuracy"] = "auto"
+    geometry: Literal["reference", "model"] = "reference"
+
+    def data_config(self, model: LoadedModel) -> DataConfig:
+        dc = model.data_config
+        if self.geometry == "model":
+            return dc
+        return dc.replace(
+            crop_pct=1.0,
+            crop_mode="squash",
+            source=f"{dc.source}; shape_bias reference: whole image, no crop",
+        )
 
     def open_data(self, data, dataset, labels):  # type: ignore[no-untyped-def]
         if data is None:
@@ -129,7 +145,13 @@ class ShapeBias(Suite):
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:
         if not self._is_cue_conflict(ctx.dataset):
-            return [Condition("16-class", None, {"classes": 16, "aggregation": "mean probability"})]
+            return [
+                Condition(
+                    "16-class",
+                    None,
+                    {"classes": 16, "aggregation": "mean probability", "geometry": self.geometry},
+                )
+            ]
         cats = list(shape16_indices())
         names = [it.rsplit("/", 1)[-1] for it in ctx.dataset.items]
         textures = [texture_category(n) for n in names]
@@ -139,6 +161,7 @@ class ShapeBias(Suite):
         params = {
             "classes": 16,
             "aggregation": "mean probability",
+            "geometry": self.geometry,
             # texture category of every dataset image, one hex digit each (sorted category order)
             "texture_codes": "".join(f"{cats.index(t):x}" for t in textures),
         }
