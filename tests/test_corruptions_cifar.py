@@ -102,6 +102,8 @@ def test_deterministic_cifar_tables_match_make_cifar_c(cifar, name, severity):
     ref = _as_tensor([_make_cifar_c(name, img, c) for img in _u8(cifar)])
     ours = corrupt(cifar, name, severity, table="cifar10")
     diff = (ours - ref).abs() * 255
+    if name == "pixelate":  # Pillow's BOX resampling restated pixel for pixel
+        assert diff.max() < 1e-3, (severity, diff.max().item())
     assert diff.max() <= 1 + 1e-3 and diff.mean() < 0.35, (
         name,
         severity,

@@ -337,3 +337,51 @@ def test_noise_frames_are_the_reference_formula_with_the_same_draws(name):
         got = np.round(frames[i].numpy().astype(np.float64) * 255)
         assert np.abs(got - ref).max() <= 1, i  # float32 vs float64 at the truncation edge
         assert (got == ref).mean() > 0.999, i
+
+
+@needs_imagenet
+def test_the_baseline_is_found_by_its_typed_name_and_must_share_the_images(tmp_path):
+    """The documented AlexNet run records ``alexnet.tv_imagenet1k_v1``; ``baseline_model=alexnet`` finds it.
+    A baseline computed on other images (or another seed) is refused, never used to normalise."""
+    net = _Tiny()
+    kw = dict(preprocessing=PRE, progress=False, batch_size=62, data=str(IMAGENET_SAMPLES))
+    params = {"perturbations": "gaussian_noise,rotate"}
+    rbvit.evaluate(
+        net,
+        "imagenet_p",
+        name="alexnet.tv_imagenet1k_v1",
+        out=str(tmp_path / "base"),
+        limit=2,
+        suite_params=params,
+        **kw,
+    )
+    norm = rbvit.evaluate(
+        net,
+        "imagenet_p",
+        name="tiny",
+        limit=2,
+        suite_params={**params, "baseline": str(tmp_path / "base")},
+        **kw,
+    )
+    assert (norm.metric == "flip_rate").any() or (norm.metric == "top5_distance_rate").any()
+    from robustbench_vit.errors import DataError
+
+    with pytest.raises(DataError, match="other images or another seed"):
+        rbvit.evaluate(
+            net,
+            "imagenet_p",
+            name="tiny",
+            limit=3,
+            suite_params={**params, "baseline": str(tmp_path / "base")},
+            **kw,
+        )
+    with pytest.raises(DataError, match="other images or another seed"):
+        rbvit.evaluate(
+            net,
+            "imagenet_p",
+            name="tiny",
+            limit=2,
+            seed=1,
+            suite_params={**params, "baseline": str(tmp_path / "base")},
+            **kw,
+        )

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
+import pandas as pd
 import torch
 
 from robustbench_vit.data.datasets import ImageDataset
@@ -250,12 +251,34 @@ class ImageNetP(Suite):
         ]
         return [(cond, PrecomputedResults(values))]
 
+    def prepare(self, ctx: EvalContext) -> None:
+        # what the baseline rows must have been computed on: the same images (the ``image_set`` column is
+        # the first 16 hex digits of the run's content identity) and the same seed
+        object.__setattr__(self, "_run_images", (ctx.identity[:16], ctx.seed))
+
     # --- summaries --------------------------------------------------------------------------------
+    def _baseline_rows(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The baseline model's rows, found by what the user typed (``alexnet``) or by the name rows
+        record for it (``torchvision:alexnet`` -> ``alexnet.tv_imagenet1k_v1``)."""
+        from robustbench_vit.analysis import _row_key
+
+        typed = self.baseline_model
+        names = {typed, _row_key(typed)}
+        if ":" not in typed:
+            names.add(_row_key(f"torchvision:{typed}"))
+        models = sorted(m for m in set(df.model) if m in names or m.split(".")[0] == typed)
+        if len(models) > 1:
+            raise DataError(
+                f"baseline {self.baseline}: {typed!r} names several models ({', '.join(models)}); "
+                "pass -p baseline_model=<one of them>"
+            )
+        return df[df.model.isin(models)]
+
     def _baseline_table(self) -> dict[tuple[str, int, str], float]:
         from robustbench_vit.store import load_results
 
         df = load_results(self.baseline)
-        df = df[(df.suite == self.name) & (df.model == self.baseline_model)]
+        df = self._baseline_rows(df[df.suite == self.name])
         if "sequences" in df:
             df = df[df["sequences"] == self.source]
         df = df[~df.condition.str.startswith("summary")]
@@ -263,6 +286,17 @@ class ImageNetP(Suite):
             raise DataError(
                 f"baseline {self.baseline}: no imagenet_p rows of model {self.baseline_model!r} with source={self.source}"
             )
+        images, seed = getattr(self, "_run_images", (None, None))
+        if images is not None:
+            same = df[(df.image_set == images) & (df.seed == seed)]
+            if same.empty:
+                raise DataError(
+                    f"baseline {self.baseline}: the {self.baseline_model} rows were computed on other images or "
+                    f"another seed (image_set {sorted(set(df.image_set))[:3]}, seeds {sorted(set(df.seed))}; this "
+                    f"run: image_set {images}, seed {seed}); rerun the baseline with the same --data, --limit, "
+                    "--subset and --seed"
+                )
+            df = same.sort_values("finished_at").drop_duplicates(["condition", "metric"], keep="last")
         return {
             (r.perturbation, int(r.difficulty), r.metric): float(r.value)
             for r in df.itertuples()

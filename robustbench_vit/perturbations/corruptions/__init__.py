@@ -88,7 +88,10 @@ OPS: dict[str, CorruptionOp] = {
     "glass_blur": lambda x, c, g, t: noise_blur.glass_blur(x, c, g),
     "motion_blur": lambda x, c, g, t: noise_blur.motion_blur_random(x, c, g),
     "zoom_blur": lambda x, c, g, t: noise_blur.zoom_blur(x, c, trim=_trim(t)),
-    "snow": lambda x, c, g, t: weather.snow(x, c, g, trim=_trim(t)),
+    # the make_*_c scripts floor the layer before and after ImageMagick's blur; imagecorruptions rounds once
+    "snow": lambda x, c, g, t: weather.snow(
+        x, c, g, trim=_trim(t), quantize="round" if t == "imagenet" else "floor"
+    ),
     "frost": lambda x, c, g, t: weather.frost(x, c, g, style=t),
     "fog": lambda x, c, g, t: weather.fog(x, c, dev_gen(x, g)),
     "spatter": lambda x, c, g, t: spatter.spatter(x, c, dev_gen(x, g)),

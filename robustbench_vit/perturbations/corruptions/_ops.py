@@ -194,9 +194,9 @@ def motion_blur(x: torch.Tensor, radius: int, sigma: float, angles: list[float])
 
 
 @functools.lru_cache(maxsize=64)
-def box_matrix(n_in: int, n_out: int) -> torch.Tensor:
+def box_matrix(n_in: int, n_out: int, *, exact: bool = False) -> torch.Tensor:
     """(n_out, n_in) weights of PIL's BOX resampling (pixel-centre membership, normalised); for
-    upsampling PIL keeps a support of half an input pixel."""
+    upsampling PIL keeps a support of half an input pixel. ``exact``: float64, as Pillow computes them."""
     scale = n_in / n_out
     fscale = max(scale, 1.0)
     m = torch.zeros(n_out, n_in, dtype=torch.float64)
@@ -208,7 +208,37 @@ def box_matrix(n_in: int, n_out: int) -> torch.Tensor:
             if -0.5 < t <= 0.5:  # PIL's box_filter
                 m[j, i] = 1.0
         m[j] /= m[j].sum()
-    return m.float()
+    return m if exact else m.float()
+
+
+#: Pillow's fixed-point resampling precision for 8-bit images (``Resample.c``: 32 - 8 - 2 bits)
+PIL_PRECISION_BITS = 22
+
+
+def _fixed_point(m: torch.Tensor) -> torch.Tensor:
+    """Pillow's ``normalize_coeffs_8bpc``: each double coefficient times 2**22, rounded half away from 0."""
+    k = m.double() * (1 << PIL_PRECISION_BITS)
+    return torch.where(k < 0, torch.ceil(k - 0.5), torch.floor(k + 0.5))
+
+
+def pil_box_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``Image.resize(size, Image.BOX)`` of uint8 images given as [0, 1] floats, pixel for pixel: Pillow
+    resamples horizontally first into an 8-bit image, then vertically, each pass accumulating integer
+    levels times fixed-point coefficients from 2**21 and shifting right by 22 bits, clamped to 0..255.
+    The integer sums (< 2**40) are exact in float64, so the matmuls reproduce them on any device."""
+    h, w = x.shape[-2:]
+    oh, ow = size
+    half = float(1 << (PIL_PRECISION_BITS - 1))
+    scale = float(1 << PIL_PRECISION_BITS)
+    levels = torch.round(x.double() * 255)
+    out = levels
+    if ow != w:
+        kw = to_device(_fixed_point(box_matrix(w, ow, exact=True)), x.device)
+        out = torch.floor((out @ kw.T + half) / scale).clamp(0, 255)
+    if oh != h:
+        kh = to_device(_fixed_point(box_matrix(h, oh, exact=True)), x.device)
+        out = torch.floor((kh @ out + half) / scale).clamp(0, 255)
+    return (out / 255).to(x.dtype)
 
 
 def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:

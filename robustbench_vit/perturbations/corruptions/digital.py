@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from robustbench_vit.device import to_device
-from robustbench_vit.perturbations.corruptions._ops import box_matrix, gaussian_filter, symmetric_index
+from robustbench_vit.perturbations.corruptions._ops import gaussian_filter, pil_box_resize, symmetric_index
 
 
 def _value_scale(x: torch.Tensor, new_v: torch.Tensor) -> torch.Tensor:
@@ -50,15 +50,14 @@ def jpeg_compression(x: torch.Tensor, quality: int) -> torch.Tensor:
 
 def pixelate(x: torch.Tensor, c: float, upsample: str = "nearest") -> torch.Tensor:
     """PIL BOX downsampling to int(size * c), then NEAREST (imagecorruptions) or BOX (make_cifar_c)
-    upsampling; PIL keeps uint8 between the two resizes, so do we."""
+    upsampling, each as Pillow computes it on uint8 images (two fixed-point passes with a uint8 rounding
+    between them: :func:`pil_box_resize`), so the result equals the reference pixel for pixel."""
     h, w = x.shape[-2:]
     sh, sw = int(h * c), int(w * c)
-    mh, mw = to_device(box_matrix(h, sh), x.device), to_device(box_matrix(w, sw), x.device)
-    small = torch.floor(mh @ (x * 255) @ mw.T + 0.5) / 255  # PIL rounds half up
+    small = pil_box_resize(x, (sh, sw))
     if upsample == "nearest":
         return F.interpolate(small, size=(h, w), mode="nearest-exact")
-    uh, uw = to_device(box_matrix(sh, h), x.device), to_device(box_matrix(sw, w), x.device)
-    return torch.floor(uh @ (small * 255) @ uw.T + 0.5) / 255
+    return pil_box_resize(small, (h, w))
 
 
 def remap_bilinear(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:

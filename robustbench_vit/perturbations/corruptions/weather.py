@@ -132,34 +132,55 @@ def frost(
 
 
 def snow_with(
-    x: torch.Tensor, c: tuple, noise: torch.Tensor, angles: list[float], trim: str = "corner"
+    x: torch.Tensor,
+    c: tuple,
+    noise: torch.Tensor,
+    angles: list[float],
+    trim: str = "corner",
+    quantize: str = "round",
 ) -> torch.Tensor:
     """Snow from given draws: ``noise`` (B, H, W) ~ N(c[0], c[1]) and per-image blur angles in degrees.
 
     The noise is zoomed by c[2] (centre crop, order-1), thresholded at c[3], motion-blurred (radius c[4],
-    sigma c[5]), rounded to uint8, cropped to H x W (``corner``: top-left as imagecorruptions,
+    sigma c[5]), quantised to uint8, cropped to H x W (``corner``: top-left as imagecorruptions,
     ``centre`` as make_cifar_c) and added twice (as is and rotated 180 degrees) to the image, which is
     first brightened towards its grey level with weight 1 - c[6].
+
+    ``quantize``: ``round`` as imagecorruptions (``np.round`` after its own blur); ``floor`` as
+    make_imagenet_c.py / make_cifar_c.py, which store the layer as an 8-bit image before ImageMagick's
+    blur (``astype(np.uint8)``: the floor) and get ImageMagick's 8-bit result back (the floor of the
+    exact blur).
     """
     h, w = x.shape[-2:]
     layer = clipped_zoom(noise[:, None].to(x.device, torch.float64), c[2])  # float64 as the reference: the
     # layer is rounded to uint8 below, and float32 would move values across the rounding boundaries
     layer = torch.where(layer < c[3], torch.zeros_like(layer), layer).clamp(0, 1)
+    if quantize == "floor":
+        layer = torch.floor(layer * 255) / 255
     if trim == "centre":  # make_cifar_c trims the zoomed layer before blurring it
         top, left = (layer.shape[-2] - h) // 2, (layer.shape[-1] - w) // 2
         layer = layer[..., top : top + h, left : left + w]
     layer = motion_blur(layer, c[4], c[5], angles)
-    layer = torch.round(layer * 255).clamp(0, 255) / 255
+    if quantize == "floor":  # 1e-9 levels: an exact integer blurred in float64 must not drop a level
+        layer = torch.floor(layer * 255 + 1e-9).clamp(0, 255) / 255
+    else:
+        layer = torch.round(layer * 255).clamp(0, 255) / 255
     layer = layer[..., :h, :w].to(x.dtype)
     x = c[6] * x + (1 - c[6]) * torch.maximum(x, rgb_to_gray(x) * 1.5 + 0.5)
     return x + layer + torch.rot90(layer, 2, dims=(-2, -1))
 
 
-def snow(x: torch.Tensor, c: tuple, generator: torch.Generator | None, trim: str = "corner") -> torch.Tensor:
+def snow(
+    x: torch.Tensor,
+    c: tuple,
+    generator: torch.Generator | None,
+    trim: str = "corner",
+    quantize: str = "round",
+) -> torch.Tensor:
     b, _, h, w = x.shape
     noise = (
         torch.randn(b, h, w, generator=dev_gen(x, generator), device=x.device, dtype=torch.float64) * c[1]
         + c[0]
     )
     angles = (torch.rand(b, generator=generator, dtype=torch.float64) * 90 - 135).tolist()
-    return snow_with(x, c, noise, angles, trim)
+    return snow_with(x, c, noise, angles, trim, quantize)
