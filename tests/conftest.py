@@ -26,6 +26,27 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def _checkout_files() -> set[str]:
+    """Files under the checkout's results/ and tests/ (what a test could write by mistake)."""
+    root = Path(__file__).resolve().parents[1]
+    return {
+        str(p.relative_to(root))
+        for d in ("results", "tests")
+        for p in (root / d).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _checkout_stays_clean():
+    """Tests never write inside the checkout: every file a test session leaves under results/ or tests/ is
+    an error (a run without --out writes to ./results, which the committed leaderboard would then read)."""
+    before = _checkout_files()
+    yield
+    new = sorted(_checkout_files() - before)
+    assert not new, f"tests wrote inside the checkout: {new[:5]}"
+
+
 @pytest.fixture(scope="session")
 def cifar_card(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_cifar_card(tmp_path_factory.mktemp("card"))

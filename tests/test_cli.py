@@ -288,8 +288,9 @@ def test_salient_and_non_salient_occlusion_with_cached_saliency(tmp_path, cifar_
     df = load_results(tmp_path / "o")
     top1 = df[df.metric == "top1"].set_index("condition")["value"]
     clean = run(
-        "eval", "-m", str(cifar_card), "-s", "clean", "--data", str(CIFAR10_TEST), "--limit", "30", "--json"
-    )
+        "eval", "-m", str(cifar_card), "-s", "clean", "--data", str(CIFAR10_TEST), "--limit", "30", "--json",
+        "--out", str(tmp_path / "clean"),
+    )  # fmt: skip
     clean_top1 = next(json.loads(x)["value"] for x in clean.stdout.splitlines() if '"top1"' in x)
     assert top1["non_salient/lambda=1.00"] == clean_top1  # keeping all attention mass keeps the image
     maps = list(Path(os.environ["RBVIT_CACHE"]).rglob("saliency-*/filled.npy"))
