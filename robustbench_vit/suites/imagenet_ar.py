@@ -9,7 +9,7 @@ folder) the clean accuracy on the same 200 classes and the difference are report
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar
 
 import numpy as np
 import torch
@@ -21,7 +21,6 @@ from robustbench_vit.device import to_device
 from robustbench_vit.errors import ConfigError, DataError
 from robustbench_vit.metrics import MetricValue
 from robustbench_vit.models.loading import LoadedModel
-from robustbench_vit.preprocessing import DataConfig
 from robustbench_vit.suites.base import (
     NON_NEGATIVE,
     Condition,
@@ -31,13 +30,13 @@ from robustbench_vit.suites.base import (
     Suite,
     register_suite,
 )
-from robustbench_vit.suites.reference_preprocessing import reference_data_config, reference_input
+from robustbench_vit.suites.reference_preprocessing import WithReferencePreprocessing
 
 __all__ = ["ImageNetA", "ImageNetR"]
 
 
 @dataclass(frozen=True)
-class _Subset200(Suite):
+class _Subset200(WithReferencePreprocessing, Suite):
     dataset_name: ClassVar[str] = ""
     handles_class_subset: ClassVar[bool] = True
     #: RMS calibration error and AURRA as the natural-adversarial-examples paper reports them
@@ -52,14 +51,6 @@ class _Subset200(Suite):
 
     clean_data: str = ""
     clean_limit: Annotated[int, NON_NEGATIVE] = 0
-    #: ``model``: the model's own preprocessing; ``reference``: the paper's Resize 256 / CenterCrop 224 /
-    #: ImageNet mean-std for every model, which is what the published tables used
-    preprocessing: Literal["model", "reference"] = "model"
-
-    def data_config(self, model: LoadedModel) -> DataConfig:
-        if self.preprocessing == "reference":
-            return reference_data_config(model.data_config)
-        return model.data_config
 
     def open_data(self, data, dataset, labels):  # type: ignore[no-untyped-def]
         if data is None:
@@ -90,8 +81,7 @@ class _Subset200(Suite):
 
     def logits(self, ctx: EvalContext, x: torch.Tensor) -> torch.Tensor:
         _, idx = self._mask(ctx.model)
-        if self.preprocessing == "reference":
-            x = reference_input(ctx.model, x)
+        x = self.model_input(ctx.model, x)
         return ctx.model(x)[:, to_device(idx, x.device)]
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar
 
 import numpy as np
 import torch
@@ -26,9 +26,8 @@ from robustbench_vit.errors import ConfigError, DataError
 from robustbench_vit.metrics import ClassificationAccumulator, MetricValue, register_metric
 from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.ood import aupr, auroc, fpr_at_recall
-from robustbench_vit.preprocessing import DataConfig
 from robustbench_vit.suites.base import NON_NEGATIVE, Condition, EvalContext, Result, Suite, register_suite
-from robustbench_vit.suites.reference_preprocessing import reference_data_config, reference_input
+from robustbench_vit.suites.reference_preprocessing import WithReferencePreprocessing
 
 __all__ = ["ImageNetO", "OOD_PART", "ID_PART"]
 
@@ -51,7 +50,7 @@ register_metric(
 
 @register_suite("imagenet_o")
 @dataclass(frozen=True)
-class ImageNetO(Suite):
+class ImageNetO(WithReferencePreprocessing, Suite):
     """AUPR, AUROC and FPR95 of maximum-softmax-probability OOD detection, ImageNet-O vs ImageNet val.
 
     Parameters:
@@ -67,14 +66,6 @@ class ImageNetO(Suite):
 
     clean_data: str = ""
     clean_limit: Annotated[int, NON_NEGATIVE] = 0
-    #: ``model``: the model's own preprocessing; ``reference``: the paper's Resize 256 / CenterCrop 224 /
-    #: ImageNet mean-std for every model, which is what the published tables used
-    preprocessing: Literal["model", "reference"] = "model"
-
-    def data_config(self, model: LoadedModel) -> DataConfig:
-        if self.preprocessing == "reference":
-            return reference_data_config(model.data_config)
-        return model.data_config
 
     def open_data(self, data, dataset, labels):  # type: ignore[no-untyped-def]
         if data is None:
@@ -108,8 +99,7 @@ class ImageNetO(Suite):
         mask = ctx.state.get("mask")
         if mask is None:
             mask = ctx.state["mask"] = self._mask(ctx.dataset, ctx.model).to(x.device)
-        if self.preprocessing == "reference":
-            x = reference_input(ctx.model, x)
+        x = self.model_input(ctx.model, x)
         return ctx.model(x)[:, mask]
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:

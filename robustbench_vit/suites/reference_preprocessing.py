@@ -9,13 +9,22 @@ normalisation by re-expressing the [0, 1] input so the model's own normalisation
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 
 from robustbench_vit.device import to_device
 from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.preprocessing import DataConfig
 
-__all__ = ["REFERENCE_MEAN", "REFERENCE_STD", "reference_data_config", "reference_input"]
+__all__ = [
+    "REFERENCE_MEAN",
+    "REFERENCE_STD",
+    "reference_data_config",
+    "reference_input",
+    "WithReferencePreprocessing",
+]
 
 #: torchvision's / the papers' ImageNet statistics
 REFERENCE_MEAN = (0.485, 0.456, 0.406)
@@ -41,3 +50,21 @@ def reference_input(model: LoadedModel, x: torch.Tensor) -> torch.Tensor:
     mean = to_device(torch.tensor(REFERENCE_MEAN).view(1, 3, 1, 1), x.device)
     std = to_device(torch.tensor(REFERENCE_STD).view(1, 3, 1, 1), x.device)
     return (x - mean) / std * model.module.std + model.module.mean
+
+
+@dataclass(frozen=True)
+class WithReferencePreprocessing:
+    """The ``preprocessing`` parameter of a suite (mixed in before :class:`Suite`): ``model`` (default) uses
+    the model's own preprocessing; ``reference`` the papers' Resize 256 / CenterCrop 224 / ImageNet
+    mean-std for every model, which is what their published tables used."""
+
+    preprocessing: Literal["model", "reference"] = "model"
+
+    def data_config(self, model: LoadedModel) -> DataConfig:
+        if self.preprocessing == "reference":
+            return reference_data_config(model.data_config)
+        return model.data_config
+
+    def model_input(self, model: LoadedModel, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as the model must receive it under this preprocessing."""
+        return reference_input(model, x) if self.preprocessing == "reference" else x
