@@ -143,6 +143,8 @@ def run_stages(
     clean, the index of the first stage that broke the image, or ``len(stages)`` when none did;
     ``adv_pred`` is the prediction on the example that broke it (the clean prediction otherwise).
     """
+    if not hasattr(aa, "rbvit_fab_restarts"):  # an AutoAttack object not made by make_autoattack
+        aa.rbvit_fab_restarts = aa.fab.n_restarts
     with torch.no_grad():
         clean_pred = forward(x).argmax(1)
     broken_at = torch.full_like(y, len(stages))
