@@ -19,7 +19,7 @@ __version__ = "0.2.0"
 
 #: public name -> (module, attribute), imported on first use
 _LAZY = {
-    "evaluate": ("robustbench_vit.runner", "evaluate"),
+    "evaluate": ("robustbench_vit.api", "evaluate"),
     "RunOptions": ("robustbench_vit.runner", "RunOptions"),
     "load_model": ("robustbench_vit.models.loading", "load_model"),
     "LoadedModel": ("robustbench_vit.models.loading", "LoadedModel"),

@@ -117,8 +117,9 @@ def eval_cmd(
     **opts: Any,
 ) -> None:
     """Evaluate one model under one or more suites (-s a,b) and write Parquet rows."""
+    from robustbench_vit.api import evaluate
     from robustbench_vit.multidevice import parse_devices
-    from robustbench_vit.runner import RunOptions, evaluate
+    from robustbench_vit.runner import RunOptions
 
     kwargs = {k: v for k, v in opts.items() if v is not None and v is not False}
     if "devices" in kwargs:

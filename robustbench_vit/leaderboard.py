@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from robustbench_vit.metrics import PROPORTIONS
+from robustbench_vit.statistics import wilson_interval
 from robustbench_vit.store import atomic_write_table, load_results
 
 __all__ = [
@@ -38,17 +39,6 @@ __all__ = [
 _KEY = ["suite", "dataset", "condition", "metric", "source_model"]
 #: what makes two runs of one model comparable: same weights, preprocessing and suite configuration
 _GROUP = ["model", "weights", "preprocessing_key", "suite_config", "suite", "dataset"]
-
-
-def wilson_interval(p: float, n: int, alpha: float = 0.05) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion ``p`` observed on ``n`` images (statsmodels'
-    ``proportion_confint``; ``p * n`` need not be whole, e.g. a mean over occlusion repeats)."""
-    if n <= 0 or not math.isfinite(p):
-        return (float("nan"), float("nan"))
-    from statsmodels.stats.proportion import proportion_confint
-
-    lo, hi = proportion_confint(min(max(p, 0.0), 1.0) * n, n, alpha=alpha, method="wilson")
-    return (max(0.0, float(lo)), min(1.0, float(hi)))
 
 
 def natural_key(text: str) -> tuple:

@@ -8,12 +8,22 @@ ImageNet never share a panel. Accuracy curves carry their 95% Wilson interval ov
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from robustbench_vit.figures_base import (
+    FIGURE_SUITES,
+    PLOTTERS,
+    RUN_FIGURES,
+    _dataset_of,
+    _per_condition,
+    _plt,
+    _save,
+)
+from robustbench_vit.statistics import wilson_interval
 
 __all__ = [
     "plot_occlusion",
@@ -23,45 +33,15 @@ __all__ = [
     "Figure",
     "PLOTTERS",
     "FIGURE_SUITES",
+    "run_figures",
 ]
 
 ACCURACY = "top-1 accuracy (fraction of images)"
 
 
-def _plt():  # type: ignore[no-untyped-def]
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str | Path, *, dpi: int, tight: bool = True) -> Path:  # type: ignore[no-untyped-def]
-    """Lay out (optionally), write the PNG (creating its folder) and free the figure."""
-    if tight:
-        fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    _plt().close(fig)
-    return path
-
-
-def _dataset_of(d: pd.DataFrame) -> str:
-    return ", ".join(sorted(set(d["dataset"]))) if "dataset" in d and len(d) else ""
-
-
-def _per_condition(df: pd.DataFrame, suite: str, metric: str = "top1") -> pd.DataFrame:
-    """The rows of ``metric`` for every condition of ``suite`` (no summaries)."""
-    return df[(df.suite == suite) & (df.metric == metric) & ~df.condition.str.startswith("summary")]
-
-
 def _curve(ax, x: np.ndarray, g: pd.DataFrame, key: str, label: str, clean: float | None = None):  # type: ignore[no-untyped-def]
     """Mean over repeats with +- std error bars and the 95% Wilson band over images; ``clean`` adds the
     unperturbed point at x = 0 (hollow marker) when the rows have none."""
-    from robustbench_vit.leaderboard import wilson_interval
-
     s = g.groupby(key).agg(mean=("value", "mean"), std=("value", "std"), n=("n", "max")).sort_index()
     xs = np.asarray(x if x is not None else s.index, dtype=float)
     line = ax.errorbar(xs, s["mean"], yerr=s["std"].fillna(0), marker="o", capsize=3, label=label)
@@ -131,10 +111,8 @@ def plot_patch_shuffle(df: pd.DataFrame, path: str | Path) -> Path | None:
     return _save(fig, path, dpi=120)
 
 
-PLOTTERS: dict[str, Callable[[pd.DataFrame, str | Path], Path | None]] = {
-    "occlusion": plot_occlusion,
-    "patch_shuffle": plot_patch_shuffle,
-}
+PLOTTERS["occlusion"] = plot_occlusion
+PLOTTERS["patch_shuffle"] = plot_patch_shuffle
 
 
 @dataclass(frozen=True)
@@ -208,8 +186,6 @@ def plot_fourier_filter(df: pd.DataFrame, path: str | Path) -> Path | None:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
-    from robustbench_vit.leaderboard import wilson_interval
-
     for (model, kind), g in d.groupby(["model", "kind"]):
         s = g.groupby("radius_fraction").agg(mean=("value", "mean"), n=("n", "max")).sort_index()
         (line,) = ax.plot(
@@ -351,16 +327,37 @@ PLOTTERS["corruptions"] = plot_corruptions
 PLOTTERS["pgd"] = plot_pgd
 PLOTTERS["transfer"] = plot_transfer
 
-#: the suites each figure kind draws (the report puts a figure next to those suites' tables)
-FIGURE_SUITES: dict[str, tuple[str, ...]] = {
-    "occlusion": ("occlusion",),
-    "patch_shuffle": ("patch_shuffle",),
-    "fourier_heatmap": ("fourier_heatmap",),
-    "fourier_filter": ("fourier_filter",),
-    "corruptions": ("corruptions", "imagenet_c"),
-    "pgd": ("pgd",),
-    "transfer": ("transfer",),
-}
+FIGURE_SUITES.update(
+    {
+        "occlusion": ("occlusion",),
+        "patch_shuffle": ("patch_shuffle",),
+        "fourier_heatmap": ("fourier_heatmap",),
+        "fourier_filter": ("fourier_filter",),
+        "corruptions": ("corruptions", "imagenet_c"),
+        "pgd": ("pgd",),
+        "transfer": ("transfer",),
+    }
+)
+
+
+def _fourier_heatmap_of_run(frame: pd.DataFrame, out: Path) -> list[Path]:
+    """The heat map of one finished fourier_heatmap run (written beside its results)."""
+    df = frame[(frame.metric == "error") & frame["u"].notna()] if "u" in frame else frame.iloc[:0]
+    if df.empty:
+        return []
+    name = f"fourier_heatmap-{df['model'].iloc[0]}-{df['dataset'].iloc[0]}.png".replace("/", "_")
+    p = plot_fourier_heatmaps(df, out / name)
+    return [p] if p else []
+
+
+RUN_FIGURES["fourier_heatmap"] = _fourier_heatmap_of_run
+
+
+def run_figures(suite: str, frame: pd.DataFrame, out: Path) -> list[Path]:
+    """The figures a finished run of ``suite`` writes under ``out`` (none for most suites)."""
+    fn = RUN_FIGURES.get(suite)
+    return fn(frame, out) if fn else []
+
 
 # the analysis suites' figures register themselves into PLOTTERS / FIGURE_SUITES
 from robustbench_vit import plots_analysis as _plots_analysis  # noqa: E402, F401

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from robustbench_vit.plots import FIGURE_SUITES, PLOTTERS, _dataset_of, _per_condition, _plt, _save
+from robustbench_vit.figures_base import FIGURE_SUITES, PLOTTERS, _dataset_of, _per_condition, _plt, _save
 
 __all__ = [
     "plot_cka",

@@ -193,10 +193,10 @@ def evaluate(
         raise ConfigError(f"evaluate() got an unknown option: {e}") from None
     opts.validate()
     suites = _make_suites(parse_suites(suite), opts.suite_params)
-    if opts.devices:
-        from robustbench_vit.multidevice import evaluate_on_devices
-
-        return evaluate_on_devices(model, suite, opts, progress=progress)
+    if opts.devices:  # several processes: robustbench_vit.evaluate (api.py) chooses that executor
+        raise ConfigError(
+            "devices: call robustbench_vit.evaluate (or rbvit eval --devices), which starts one process per device"
+        )
     prog = make_progress(progress)
     try:
         if isinstance(model, nn.Module):
@@ -393,6 +393,8 @@ def _evaluate_one(
         rows.extend(summary_rows)
     frame = rows_to_frame(rows)
     if opts.out:
-        for path in suite_obj.write_artifacts(params_as_columns(frame), Path(opts.out) / "figures"):
+        from robustbench_vit.plots import run_figures  # figures register by suite name (results side)
+
+        for path in run_figures(suite_obj.name, params_as_columns(frame), Path(opts.out) / "figures"):
             log.info("wrote %s", path)
     return frame, loaded

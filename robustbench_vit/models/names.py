@@ -7,7 +7,7 @@ from pathlib import Path
 
 from robustbench_vit.errors import ConfigError, UnknownNameError
 from robustbench_vit.models.cards import read_card
-from robustbench_vit.models.zoo import MODELS, ModelSpec
+from robustbench_vit.models.zoo import MODELS, ModelSpec, guess_family
 
 __all__ = ["resolve_spec", "guess_family"]
 
@@ -105,10 +105,3 @@ def _check_timm_name(arch: str) -> None:
         f"; did you mean {', '.join('timm:' + c for c in close)}?" if close else " (see timm.list_models())"
     )
     raise UnknownNameError(f"timm has no architecture {base!r}{hint}")
-
-
-def guess_family(arch: str) -> str:
-    a = arch.lower()
-    if any(k in a for k in ("vit", "deit", "swin", "cait", "pit", "xcit", "beit", "twins")):
-        return "vit"
-    return "mlp" if "mixer" in a else "cnn"

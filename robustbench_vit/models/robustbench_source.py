@@ -62,7 +62,7 @@ def _zoo() -> Any:
 
 def robustbench_spec(ref: str) -> ModelSpec:
     """The spec of a RobustBench reference, built without downloading anything."""
-    from robustbench_vit.models.names import guess_family
+    from robustbench_vit.models.zoo import guess_family
 
     dataset, threat, model_id = parse_robustbench_ref(ref)
     zoo = _zoo()

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.registry import Registry
 
-__all__ = ["ModelSpec", "MODELS", "Family", "Source"]
+__all__ = ["ModelSpec", "MODELS", "Family", "Source", "guess_family"]
 
 Family = Literal["vit", "cnn", "hybrid", "mlp"]
 Source = Literal["timm", "torchvision", "efficientnet_lite", "card", "entrypoint", "module", "robustbench"]
@@ -58,6 +58,14 @@ class ModelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def guess_family(arch: str) -> str:
+    """The family of an architecture outside the zoo, from its name (``vit`` / ``mlp`` / ``cnn``)."""
+    a = arch.lower()
+    if any(k in a for k in ("vit", "deit", "swin", "cait", "pit", "xcit", "beit", "twins")):
+        return "vit"
+    return "mlp" if "mixer" in a else "cnn"
 
 
 MODELS: Registry[ModelSpec] = Registry("model")

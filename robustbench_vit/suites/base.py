@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, ClassVar, final
 
 import numpy as np
-import pandas as pd
 import torch
 
 from robustbench_vit.data.cache import ImageCache
@@ -286,11 +285,6 @@ class Suite:
 
     def expand_results(self, results: list[Result]) -> list[Result]:
         """Extra results derived from one finished condition's (e.g. mirrored Fourier bases)."""
-        return []
-
-    def write_artifacts(self, frame: pd.DataFrame, out: Path) -> list[Path]:
-        """Files derived from a finished run (e.g. a heat-map PNG) under ``out``; ``frame`` holds its rows
-        with the condition parameters as columns. Default none."""
         return []
 
     def summarize(self, results: list[Result]) -> list[Result]:

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, ClassVar
 
 import numpy as np
-import pandas as pd
 import torch
 
 from robustbench_vit.errors import ConfigError
@@ -173,16 +171,6 @@ class FourierHeatmap(Suite):
             (cond, MetricValue("error_low_freq", float(e[d <= radius / 2].mean()), n)),
             (cond, MetricValue("error_high_freq", high, n)),
         ]
-
-    def write_artifacts(self, frame: pd.DataFrame, out: Path) -> list[Path]:
-        from robustbench_vit.plots import plot_fourier_heatmaps
-
-        df = frame[(frame.metric == "error") & frame["u"].notna()] if "u" in frame else frame.iloc[:0]
-        if df.empty:
-            return []
-        name = f"fourier_heatmap-{df['model'].iloc[0]}-{df['dataset'].iloc[0]}.png".replace("/", "_")
-        p = plot_fourier_heatmaps(df, out / name)
-        return [p] if p else []
 
 
 @register_suite("fourier_filter")
