@@ -119,6 +119,7 @@ def _expand_models(entries: list[Any], base: Path, where: str) -> list[ModelEntr
 _TOP_KEYS = {
     "out": str,
     "data": str,
+    "labels": str,
     "dataset": str,
     "limit": int,
     "seeds": list,
@@ -230,6 +231,7 @@ def load_sweep(path: str | Path, *, allow_entrypoints: bool = False) -> SweepSpe
                 opts = RunOptions(
                     data=s.get("data", top.get("data")),
                     dataset=s.get("dataset", top.get("dataset")),
+                    labels=s.get("labels", top.get("labels")),
                     limit=s.get("limit", top.get("limit")),
                     seed=int(seed),
                     batch_size=int(m.batch_size or s.get("batch_size", top.get("batch_size", 64))),

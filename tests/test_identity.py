@@ -149,37 +149,54 @@ def test_a_changed_input_is_recomputed_by_eval_fresh_out_and_sweep(world, change
     assert latest == expected
 
 
-@needs_cifar
-def test_a_changed_labels_file_is_recomputed(world):
-    cache, out = world["root"] / "cache", world["root"] / "out"
-    kw = {"data": str(world["flat"]), "labels": str(world["labels"])}
-    before = run(world, out, cache, **kw)
+def _relabel(world):
     lines = world["labels"].read_text().splitlines()
-    relabelled = [f"{ln.split()[0]} {CLASSES[(CLASSES.index(ln.split()[1]) + 1) % 10]}" for ln in lines]
-    world["labels"].write_text("\n".join(relabelled) + "\n")
-    expected = truth(world, "labels", **kw)
-    after = run(world, out, cache, **kw)
-    assert nll(after) == expected != nll(before)
-    assert after.image_set.iloc[0] != before.image_set.iloc[0]
+    shifted = [f"{ln.split()[0]} {CLASSES[(CLASSES.index(ln.split()[1]) + 1) % 10]}" for ln in lines]
+    world["labels"].write_text("\n".join(shifted) + "\n")
 
 
 @needs_cifar
-def test_a_suite_parameter_change_is_a_new_run(world, monkeypatch):
-    cache, out = world["root"] / "cache", world["root"] / "out"
-    kw = {"data": str(world["data"])}
-    ev = lambda p: evaluate(  # noqa: E731
-        str(world["card"]),
-        "patch_shuffle",
-        out=str(out),
-        cache_dir=str(cache),
-        progress=False,
-        suite_params=p,
-        **kw,
-    )
-    a = ev({"grids": (2,)})
-    counter = Counter(monkeypatch)
-    b = ev({"grids": (4,)})
-    assert counter.conditions > 0 and a.run_id.iloc[0] != b.run_id.iloc[0]
+@pytest.mark.parametrize("change", ["labels_file", "suite_parameter"])
+def test_a_changed_labels_file_or_parameter_is_recomputed_by_eval_fresh_out_and_sweep(
+    world, change, monkeypatch
+):
+    """A flat folder relabelled through its labels file, or a suite parameter changed (in the call and in
+    the sweep file): eval, a fresh --out on the same cache and the sweep give the from-scratch value."""
+    root, cache, out = world["root"], world["root"] / "cache", world["root"] / "out"
+    kw = {"data": str(world["flat"]), "labels": str(world["labels"])}
+    suite, params = ("clean", {}) if change == "labels_file" else ("patch_shuffle", {"grids": ("2",)})
+
+    def ev(where, p):
+        return evaluate(str(world["card"]), suite, out=str(where), cache_dir=str(cache), progress=False,
+                        suite_params=p, **kw)  # fmt: skip
+
+    def toml(p):
+        text = (f'[sweep]\nout = "{root / "sweep-out"}"\ndata = "{world["flat"]}"\nlabels = "{world["labels"]}"\n'
+                f'models = ["{world["card"]}"]\n[[suite]]\nname = "{suite}"\n')  # fmt: skip
+        if p:
+            text += 'params = { grids = ["' + p["grids"][0] + '"] }\n'
+        (root / "sweep.toml").write_text(text)
+        return load_sweep(root / "sweep.toml")
+
+    metric = "nll" if change == "labels_file" else "top1"
+    value = lambda df: float(df.query(f"metric == '{metric}'").sort_values("condition").value.iloc[0])  # noqa: E731
+    first = ev(out, params)
+    before = value(first)
+    assert [s.status for s in run_sweep(toml(params))] == ["done"]
+    assert [s.status for s in run_sweep(toml(params))] == ["skipped"]
+    if change == "labels_file":
+        _relabel(world)
+    else:
+        params = {"grids": ("4",)}
+    expected = value(evaluate(str(world["card"]), suite, out=str(root / "truth"), cache_dir=str(root / "truth-cache"),
+                              progress=False, suite_params=params, **kw))  # fmt: skip
+    after = ev(out, params)
+    assert value(after) == expected
+    assert value(ev(root / "fresh-out", params)) == expected
+    assert [s.status for s in run_sweep(toml(params))] == ["done"]
+    assert after.run_id.iloc[0] != first.run_id.iloc[0]
+    if change == "labels_file":  # the labels are part of the image set's identity
+        assert expected != before and after.image_set.iloc[0] != first.image_set.iloc[0]
 
 
 def test_touched_file_is_hashed_once_then_trusted(tmp_path):
