@@ -12,9 +12,10 @@ Attacks follow ATViT (Naseer et al. 2022, ICLR; github.com/Muzammal-Naseer/ATViT
 - Every image runs every iteration (no early stop): the returned example is the last iterate.
 - Self-ensemble (``ensemble=all``): the loss sums the cross-entropy of the class token of every block.
 - Fooling rate: target prediction on the adversarial image differs from its prediction on the clean
-  image. The paper evaluates on 5000 images that its source and target models classify correctly;
-  ``population=both_correct`` (default) restricts to images both the source and the target classify
-  correctly, ``fooling_rate_all`` is over every image.
+  image. ATViT evaluates every source/target pair on one fixed list of 5,000 ImageNet val images (its
+  ``data/image_list.json``, 5 per class) and divides by all 5,000: ``fooling_rate_all`` over those
+  images is its figure. ``population=both_correct`` (default) is rbvit's stricter restriction to images
+  both the source and the target classify correctly, not the paper's population.
 
 Deliberate differences: the clean images come from the target's own preprocessing (the reference uses
 resize 256 / crop 224 for every model); a source with another input size sees them resized bilinearly.
