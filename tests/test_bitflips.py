@@ -100,3 +100,32 @@ def test_flipped_bits_in_cache_files_are_rebuilt_never_fatal(run, name):
         out = root / f"out-{name}-{k}"
         assert values(ev(out, cache)).equals(truth), f"{name}: flip {k} changed a number"
         shutil.rmtree(out)
+
+
+@needs_cifar
+def test_flipped_bits_in_the_transfer_source_flags_never_move_the_population(
+    tmp_path, cifar_card, cifar_cnn_card
+):
+    """The source-correct flags decide the both_correct population: they are CRC-checked rows, so a damaged
+    flag is recomputed instead of moving an image in or out of the population."""
+    params = {"source": str(cifar_card), "attack": "fgsm"}
+
+    def ev(out):
+        return evaluate(
+            str(cifar_cnn_card), "transfer", data=str(CIFAR10_TEST), limit=40, out=str(out),
+            cache_dir=str(tmp_path / "cache"), progress=False, suite_params=params,
+        )  # fmt: skip
+
+    truth = values(ev(tmp_path / "out"))
+    (flags,) = (tmp_path / "cache").rglob("source_correct/images.npy")
+    header = flags.read_bytes()[:128]
+    offset = len(header) if b"\n" not in header else header.index(b"\n") + 1
+    from robustbench_vit.data.registry import open_dataset
+    from robustbench_vit.data.subset import stratified_limit
+
+    evaluated = stratified_limit(open_dataset(CIFAR10_TEST)[1].targets, 40, 0)
+    for k, row in enumerate(RNG.choice(evaluated, size=6, replace=False)):  # a flag of an evaluated image
+        raw = bytearray(flags.read_bytes())
+        raw[offset + int(row)] ^= 1 << int(RNG.integers(0, 8))
+        flags.write_bytes(bytes(raw))
+        assert values(ev(tmp_path / f"out{k}")).equals(truth), k

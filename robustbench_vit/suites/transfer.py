@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
 import numpy as np
@@ -189,8 +188,8 @@ class Transfer(Suite):
         ]
 
     def _source_correct(self, index: np.ndarray) -> np.ndarray:
-        flags = self._state["source_correct"]
-        return np.asarray(flags[index], dtype=bool)
+        flags: FilledArray = self._state["source_correct"]
+        return flags.rows(np.asarray(index, dtype=np.int64))[:, 0].astype(bool)
 
     def referenced_models(self) -> dict[str, tuple[str, bool]]:
         return {"source": (self.source, self.source_pretrained)}
@@ -210,12 +209,14 @@ class Transfer(Suite):
         key = derived_key(**parts)[:12]
         d = ctx.cache.dir / f"adv-{safe_name(src_ref)[-40:]}-{key}"
         store = FilledArray(d, ctx.cache.shape, np.uint8)
-        src_correct = _open_flags(d / "source_correct.npy", ctx.cache.shape[0])
+        # whether the source classifies each image correctly: CRC-checked rows like the images, so a damaged
+        # flag is recomputed instead of silently moving an image in or out of the both_correct population
+        src_correct = FilledArray(d / "source_correct", (ctx.cache.shape[0], 1), np.uint8)
         (d / "config.json").write_text(ident)
         crafter: dict = {}
 
-        def craft(ix: np.ndarray) -> np.ndarray:
-            if not crafter:  # the source is built only when something is left to craft
+        def build() -> None:
+            if not crafter:  # the source is built only when something is left to compute
                 source = load_model(
                     src_ref, device=str(ctx.device), dtype=ctx.model.dtype, pretrained=self.source_pretrained
                 )
@@ -236,24 +237,35 @@ class Transfer(Suite):
                     ),
                 )
                 log.info("crafting adversarial examples on %s", source.spec.name)
+
+        def source_input(ix: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+            x8 = ctx.cache.batch(ix).to(ctx.device)
+            y = torch.from_numpy(ctx.labels[ix]).to(ctx.device)
+            return x8, x8.float() / 255, y, x8.shape[-2:] != crafter["source"].data_config.image_size
+
+        def flags(ix: np.ndarray) -> np.ndarray:
+            build()
+            source = crafter["source"]
+            _, x, y, resize = source_input(ix)
+            with torch.no_grad():
+                pred = source(fwd_input(x, source.data_config.image_size) if resize else x).argmax(1)
+            return (pred == y).to(torch.uint8).cpu().numpy()[:, None]
+
+        def craft(ix: np.ndarray) -> np.ndarray:
+            build()
             source, forward = crafter["source"], crafter["forward"]
             h, w = source.data_config.image_size
-            x8 = ctx.cache.batch(ix).to(ctx.device)
-            x = x8.float() / 255
-            y = torch.from_numpy(ctx.labels[ix]).to(ctx.device)
-            resize = x.shape[-2:] != (h, w)
+            x8, x, y, resize = source_input(ix)
 
             def fwd(t: torch.Tensor):  # type: ignore[no-untyped-def]
                 return forward(fwd_input(t, (h, w)) if resize else t)
 
-            with torch.no_grad():
-                src_correct[ix] = (source(fwd_input(x, (h, w)) if resize else x).argmax(1) == y).cpu().numpy()
-            src_correct.flush()  # flushed before the rows are marked filled
             gen = batch_generator(ctx.seed, "transfer", key, int(ix[0]))
             adv = crafter["attack"](fwd, x, y, generator=gen, predict=source).x_adv
             return quantize_in_ball(adv, x8, cfg["eps"]).cpu().numpy()
 
         store.fill(ctx.indices, craft, chunk=ctx.batch_size)
+        src_correct.fill(ctx.indices, flags, chunk=ctx.batch_size)
         ctx.state["adv_images"] = store.array
         ctx.state["source_name"] = spec.name
         ctx.state["source_weights"] = parts["source"]["weights"]
@@ -294,12 +306,3 @@ def quantize_in_ball(adv: torch.Tensor, x8: torch.Tensor, eps: float) -> torch.T
     r = round(eps * 255 + 1e-6)
     adv8 = torch.minimum(torch.maximum((adv * 255).round(), x8.float() - r), x8.float() + r)
     return adv8.clamp(0, 255).to(torch.uint8)
-
-
-def _open_flags(path: Path, n: int) -> np.ndarray:
-    """A bool (n,) memory map next to the adversarial images (rows valid where ``filled``)."""
-    if path.exists():
-        arr = np.load(path, mmap_mode="r+")
-        if arr.shape == (n,):
-            return arr
-    return np.lib.format.open_memmap(path, mode="w+", dtype=bool, shape=(n,))
