@@ -4,18 +4,16 @@ sweep chooses between its local and Ray executors. The runner itself never start
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 from torch import nn
 
-from robustbench_vit.errors import ConfigError
 from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.multidevice import evaluate_on_devices
 from robustbench_vit.progress import Progress
-from robustbench_vit.runner import RunOptions, _make_suites, parse_suites
+from robustbench_vit.runner import RunOptions, _make_suites, parse_suites, run_options
 from robustbench_vit.runner import evaluate as evaluate_here
 from robustbench_vit.suites import Suite
 
@@ -35,14 +33,8 @@ def evaluate(
     """Evaluate a model under one or more suites (see :func:`robustbench_vit.runner.evaluate`); with
     ``devices=(...)`` the conditions are split over one process per device, and the rows equal one
     process's."""
-    if options is not None and not isinstance(options, RunOptions):
-        raise ConfigError(f"options must be a RunOptions, got {type(options).__name__}")
-    try:
-        opts = dataclasses.replace(options or RunOptions(), **kwargs)
-    except TypeError as e:
-        raise ConfigError(f"evaluate() got an unknown option: {e}") from None
+    opts = run_options(options, kwargs)
     if not opts.devices:
         return evaluate_here(model, suite, opts, progress=progress, preprocessing=preprocessing, name=name)
-    opts.validate()
     _make_suites(parse_suites(suite), opts.suite_params)  # parameter errors before any process starts
     return evaluate_on_devices(model, suite, opts, progress=progress)

@@ -124,6 +124,19 @@ def decode_device(choice: str, device: torch.device) -> torch.device | None:
     return None
 
 
+def run_options(options: RunOptions | None, changes: Mapping[str, Any]) -> RunOptions:
+    """``options`` (default ``RunOptions()``) with keyword ``changes``, validated; a wrong type or an
+    unknown option is a :class:`ConfigError`."""
+    if options is not None and not isinstance(options, RunOptions):
+        raise ConfigError(f"options must be a RunOptions, got {type(options).__name__}")
+    try:
+        opts = dataclasses.replace(options or RunOptions(), **changes)
+    except TypeError as e:
+        raise ConfigError(f"evaluate() got an unknown option: {e}") from None
+    opts.validate()
+    return opts
+
+
 def select_indices(ds_targets: np.ndarray, opts: RunOptions, ds: Any) -> np.ndarray:
     """The dataset indices a run evaluates (``--subset``, then ``--limit``: class-stratified, seeded)."""
     if opts.subset:
@@ -185,13 +198,7 @@ def evaluate(
         raise ConfigError(
             f"model must be a name, a card path, a LoadedModel or an nn.Module, got {type(model).__name__}"
         )
-    if options is not None and not isinstance(options, RunOptions):
-        raise ConfigError(f"options must be a RunOptions, got {type(options).__name__}")
-    try:
-        opts = dataclasses.replace(options or RunOptions(), **kwargs)
-    except TypeError as e:
-        raise ConfigError(f"evaluate() got an unknown option: {e}") from None
-    opts.validate()
+    opts = run_options(options, kwargs)
     suites = _make_suites(parse_suites(suite), opts.suite_params)
     if opts.devices:  # several processes: robustbench_vit.evaluate (api.py) chooses that executor
         raise ConfigError(

@@ -1,0 +1,138 @@
+"""The evaluable model: :class:`PixelModel` (takes RGB in [0, 1], normalises inside) and :class:`LoadedModel`
+(the model with everything a row records about it); any ``nn.Module`` as one (:func:`wrap_module`, the
+notebook path), and the content digest that identifies a module's weights when no file does."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustbench_vit.device import autocast, autocast_dtype, select_device
+from robustbench_vit.errors import ConfigError
+from robustbench_vit.labels import LabelSpace, get_label_space
+from robustbench_vit.models.zoo import ModelSpec, guess_family
+from robustbench_vit.preprocessing import DataConfig
+
+__all__ = ["PixelModel", "LoadedModel", "state_digest", "wrap_module"]
+
+
+class PixelModel(nn.Module):
+    """Wraps a network so it takes float RGB in [0, 1] (N, 3, H, W) and returns fp32 logits.
+
+    Normalisation (mean/std) happens here, inside the model, so perturbations and attacks never
+    see normalised tensors and epsilons stay in pixel space.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        amp_dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.amp_dtype = amp_dtype
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(x)
+        with autocast(x.device, self.amp_dtype):
+            out = self.net(x)
+        if isinstance(out, (tuple, list)):  # e.g. distilled heads in train mode
+            out = out[0]
+        return out.float()
+
+
+@dataclass
+class LoadedModel:
+    """A ready-to-evaluate model and everything a result row needs to know about it."""
+
+    spec: ModelSpec
+    module: PixelModel
+    data_config: DataConfig
+    label_space: LabelSpace
+    device: torch.device
+    dtype: str
+    weights: str
+    #: what the load was made of (:func:`robustbench_vit.models.identity.model_identity`, plus the tensors'
+    #: digest for modules and entry points); completed by :func:`robustbench_vit.identity.loaded_model_identity`
+    identity: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+    @property
+    def net(self) -> nn.Module:
+        """The unwrapped network (takes normalised input)."""
+        return self.module.net
+
+
+def state_digest(net: nn.Module) -> str:
+    """SHA-256 (hex) of a module's state: every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for key, t in sorted(net.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        digest.update(f"{key}\0{t.dtype}\0{tuple(t.shape)}\n".encode())
+        if t.numel():
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def wrap_module(
+    net: nn.Module,
+    *,
+    preprocessing: dict[str, Any] | DataConfig | None = None,
+    name: str | None = None,
+    device: str | None = None,
+    dtype: str = "fp32",
+) -> LoadedModel:
+    """Any ``nn.Module`` that takes normalised input, ready to evaluate (the notebook path).
+
+    Preprocessing comes from ``preprocessing`` (a :class:`DataConfig` or a timm-style dict: ``input_size``,
+    ``mean``, ``std``, optional ``crop_pct``, ``interpolation``, ``label_space``) or, when absent, from the
+    module's timm ``pretrained_cfg``. The weights are identified by a hash of the module's tensors, so a
+    resumed run never mixes two states of one module.
+    """
+    cfg: Any = preprocessing
+    if cfg is None:
+        pcfg = getattr(net, "pretrained_cfg", None) or getattr(net, "default_cfg", None)
+        if not pcfg:
+            raise ConfigError(
+                f"{type(net).__name__} has no timm pretrained_cfg: pass preprocessing={{'input_size': [3, H, W], "
+                "'mean': [...], 'std': [...], 'crop_pct': ..., 'interpolation': ..., 'label_space': ...}}"
+            )
+        from timm.data import resolve_data_config
+
+        cfg = dict(resolve_data_config(pretrained_cfg=dict(pcfg)))
+        name = name or pcfg.get("architecture")
+    label = cfg.get("label_space", "imagenet1k") if isinstance(cfg, dict) else "imagenet1k"
+    data_cfg = (
+        cfg
+        if isinstance(cfg, DataConfig)
+        else DataConfig.from_dict(cfg, source=f"module:{type(net).__name__}")
+    )
+    state = state_digest(net)
+    # the class name as a folder-safe default (e.g. a private ``_Probe`` class becomes ``probe``)
+    name = name or re.sub(r"[^A-Za-z0-9._+-]", "-", type(net).__name__.lower()).lstrip("._+-") or "module"
+    spec = ModelSpec(
+        name=name,
+        source="module",
+        arch=f"{type(net).__module__}.{type(net).__qualname__}",
+        family=guess_family(name),  # type: ignore[arg-type]
+        label_space=label if isinstance(label, str) else "card",
+    )
+    dev, amp = select_device(device), autocast_dtype(dtype)
+    module = PixelModel(net, data_cfg.mean, data_cfg.std, amp).eval().requires_grad_(False).to(dev)
+    weights = f"module sha256:{state[:16]}"
+    identity = {"spec": spec.to_dict(), "pretrained": True, "weights": f"sha256:{state}"}
+    return LoadedModel(spec, module, data_cfg, get_label_space(label), dev, dtype, weights, identity)
