@@ -14,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -30,6 +32,12 @@ from robustbench_vit.errors import (
 from robustbench_vit.labels import LabelSpace, get_label_space
 from robustbench_vit.models.cards import read_card
 from robustbench_vit.models.checkpoint import load_state_dict_strict, read_state_dict
+from robustbench_vit.models.hub import (
+    downloads_possible,
+    offline_unless_reachable,
+    torch_cache_dir,
+    unavailable,
+)
 from robustbench_vit.models.identity import model_identity
 from robustbench_vit.models.modules import LoadedModel, PixelModel, state_digest, wrap_module
 from robustbench_vit.models.names import resolve_spec
@@ -96,12 +104,20 @@ def load_model(
 
 
 def _hub_error(spec: ModelSpec, err: Exception) -> WeightsUnavailableError:
-    return WeightsUnavailableError(
-        f"cannot fetch pretrained weights for {spec.name} ({spec.source}:{spec.arch}): "
-        f"{type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}. "
-        "Offline? pass --checkpoint FILE.safetensors, or fill the Hugging Face cache (HF_HOME) "
-        "online once and rerun with HF_HUB_OFFLINE=1"
-    )
+    """One line naming the model, the cache its weights would come from and the variable that moves it."""
+    hub = "torch" if spec.source == "torchvision" or _timm_uses_torch_hub(spec.arch) else "hf"
+    return unavailable(spec.name, f"{spec.source}:{spec.arch}", err, hub=hub)
+
+
+def _timm_uses_torch_hub(arch: str) -> bool:
+    """Whether timm fetches this tag from a URL into torch's hub cache rather than from the HF hub."""
+    try:
+        import timm
+
+        cfg = timm.get_pretrained_cfg(arch)
+    except Exception:  # noqa: BLE001 - unknown or untagged: timm's default is the HF hub
+        return False
+    return bool(cfg is not None and not cfg.hf_hub_id and cfg.url)
 
 
 def _load_timm(spec: ModelSpec, *, pretrained: bool, checkpoint: str | None) -> tuple:
@@ -116,7 +132,8 @@ def _load_timm(spec: ModelSpec, *, pretrained: bool, checkpoint: str | None) -> 
         load_state_dict_strict(net, read_state_dict(checkpoint), checkpoint)
         return net, data_cfg, label_space, f"checkpoint:{checkpoint}"
     try:
-        net = timm.create_model(spec.arch, pretrained=pretrained)
+        with offline_unless_reachable():  # offline: cached weights load, missing ones fail at once
+            net = timm.create_model(spec.arch, pretrained=pretrained)
     except RuntimeError as e:
         if "Unknown model" in str(e):
             raise RbvitError(f"timm has no model {spec.arch!r} (see timm.list_models())") from None
@@ -135,7 +152,8 @@ def _load_hf_hub(spec: ModelSpec, *, pretrained: bool, checkpoint: str | None) -
     from timm.data import resolve_model_data_config
 
     try:
-        net = timm.create_model(spec.arch, pretrained=pretrained and not checkpoint)
+        with offline_unless_reachable():
+            net = timm.create_model(spec.arch, pretrained=pretrained and not checkpoint)
     except (RuntimeError, OSError, ValueError, ConnectionError) as e:
         raise _hub_error(spec, e) from None
     if checkpoint:
@@ -173,6 +191,10 @@ def _load_torchvision(spec: ModelSpec, *, pretrained: bool, checkpoint: str | No
             load_state_dict_strict(net, read_state_dict(checkpoint), checkpoint)
         tag = f"checkpoint:{checkpoint}" if checkpoint else "random"
     else:
+        url = getattr(weights, "url", "")
+        cached = (torch_cache_dir() / os.path.basename(url)).is_file() if url else True
+        if not cached and not downloads_possible(urlparse(url).hostname or ""):
+            raise _hub_error(spec, ConnectionError("no network"))  # before torch.hub prints "Downloading"
         try:
             net = builder(weights=weights)
         except (OSError, RuntimeError, ValueError) as e:
