@@ -73,7 +73,8 @@ def test_ls_suites_name_shows_parameters_types_defaults_and_choices():
         params["attack"]["choices"] == ["fgsm", "pgd", "mifgsm", "dim"]
         and params["attack"]["default"] == "pgd"
     )
-    assert params["population"]["default"] == "both_correct" and params["ti_kernel"]["type"] == "int"
+    assert params["population"]["default"] == "auto" and params["ti_kernel"]["type"] == "int"
+    assert params["preset"]["choices"] == ["none", "atvit"]
     assert "Naseer" in info["paper"]
     bad = subprocess.run(
         [sys.executable, "-m", "robustbench_vit.cli", "ls", "suites", "occlusoin"],

@@ -110,12 +110,14 @@ def test_cached_adversarials_respect_the_ball(tmp_path, cifar_card):
         cache_dir=str(tmp_path),
         suite_params={"source": str(cifar_card), "attack": "fgsm"},
     )
+    from robustbench_vit.attacks.storage import decode_adversarial
+
     adv_dir = next(tmp_path.rglob("adv-*"))
-    adv = np.load(adv_dir / "images.npy", mmap_mode="r")
-    clean = np.load(adv_dir.parent / "images.npy", mmap_mode="r")
     filled = np.load(adv_dir / "filled.npy")
-    diff = np.abs(adv[filled].astype(int) - clean[filled].astype(int))
-    assert filled.sum() == 20 and diff.max() <= 16 and diff.max() > 0
+    adv = decode_adversarial(np.load(adv_dir / "images.npy", mmap_mode="r")[filled]).numpy() * 255
+    clean = np.load(adv_dir.parent / "images.npy", mmap_mode="r")[filled].astype(np.float32)
+    diff = np.abs(adv - clean)
+    assert filled.sum() == 20 and diff.max() <= 16 + 1e-3 and diff.max() > 0
 
 
 def test_transfer_needs_a_source():
@@ -231,7 +233,8 @@ def test_atvit_defaults_are_recorded():
         and dim["ti_sigma"] == 3.0
         and dim["di_resize_ratio"] == pytest.approx(256 / 224)
     )
-    assert make_suite("transfer", {"source": "x:y"}).population == "both_correct"
+    assert make_suite("transfer", {"source": "x:y"}).effective_population == "both_correct"
+    assert make_suite("transfer", {"source": "x:y", "preset": "atvit"}).effective_population == "all"
     with pytest.raises(ConfigError, match="population"):
         make_suite("transfer", {"source": "x:y", "population": "some"})
 
@@ -267,11 +270,13 @@ def test_every_crafted_image_reaches_eps(tmp_path, cifar_card, attack, ensemble)
         suite_params={"source": str(cifar_card), "attack": attack, "ensemble": ensemble},
     )
     adv_dir = next(tmp_path.rglob("adv-*"))
-    adv = np.load(adv_dir / "images.npy", mmap_mode="r")
-    clean = np.load(adv_dir.parent / "images.npy", mmap_mode="r")
+    from robustbench_vit.attacks.storage import decode_adversarial
+
     filled = np.load(adv_dir / "filled.npy")
-    per_image = np.abs(adv[filled].astype(int) - clean[filled].astype(int)).reshape(filled.sum(), -1).max(1)
-    assert filled.sum() == 30 and (per_image == 16).all()
+    adv = decode_adversarial(np.load(adv_dir / "images.npy", mmap_mode="r")[filled]).numpy() * 255
+    clean = np.load(adv_dir.parent / "images.npy", mmap_mode="r")[filled].astype(np.float32)
+    per_image = np.abs(adv - clean).reshape(filled.sum(), -1).max(1)
+    assert filled.sum() == 30 and np.allclose(per_image, 16, atol=1e-3)
 
 
 @needs_cifar
@@ -291,3 +296,86 @@ def test_fooling_rate_population(tmp_path, cifar_card, cifar_cnn_card):
     ).set_index("metric")
     assert everyone.loc["fooling_rate", "n"] == 60
     assert everyone.loc["fooling_rate", "value"] == pytest.approx(df.loc["fooling_rate_all", "value"])
+
+
+# --- ATViT's image lists and preset (issue 25 §2) ---------------------------------------------------
+def test_atvit_lists_are_shipped_as_published():
+    import collections
+    import json
+    import re
+
+    from robustbench_vit.data.subset import builtin_subsets, shipped_subset_items
+    from tests.helpers import SHARED
+
+    for name, per_class, published in [
+        ("atvit-imagenet-5000", 5, "atvit_image_list.json"),
+        ("atvit-imagenet-1000", 1, "atvit_image_list_1k.json"),
+    ]:
+        assert name in builtin_subsets()
+        items = shipped_subset_items(name)
+        assert len(items) == len(set(items)) == 1000 * per_class
+        assert all(re.fullmatch(r"n\d{8}/ILSVRC2012_val_\d{8}\.JPEG", it) for it in items)
+        assert set(collections.Counter(it.split("/")[0] for it in items).values()) == {per_class}
+        ref = SHARED / "reference" / published
+        if ref.is_file():  # the published file, in its order
+            assert items == json.loads(ref.read_text())["images"]
+
+
+def _atvit_folder(root, n_side=(20, 28)):
+    """A val folder holding exactly ATViT's 1,000-image list (small random JPEGs under its names)."""
+    from PIL import Image
+
+    from robustbench_vit.data.subset import shipped_subset_items
+
+    rng = np.random.default_rng(0)
+    for it in shipped_subset_items("atvit-imagenet-1000"):
+        p = root / it
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (*n_side, 3), dtype=np.uint8)).save(p, quality=95)
+    return root
+
+
+def test_preset_atvit_needs_its_image_list(tmp_path):
+    import robustbench_vit as rbvit
+
+    data = _atvit_folder(tmp_path / "val")
+    params = {"source": "timm:test_vit", "source_pretrained": False, "attack": "fgsm", "preset": "atvit"}
+    with pytest.raises(ConfigError, match="--subset atvit-imagenet-5000"):
+        rbvit.evaluate(
+            "timm:test_vit", "transfer", data=str(data), limit=50, pretrained=False, out=None,
+            cache_dir=str(tmp_path / "c"), suite_params=params,
+        )
+    with pytest.raises(ConfigError, match="drop population=both_correct"):
+        rbvit.evaluate(
+            "timm:test_vit", "transfer", data=str(data), subset="atvit-imagenet-1000", pretrained=False,
+            out=None, cache_dir=str(tmp_path / "c"), suite_params={**params, "population": "both_correct"},
+        )
+
+
+def test_preset_atvit_divides_by_the_whole_list(tmp_path):
+    import robustbench_vit as rbvit
+
+    data = _atvit_folder(tmp_path / "val")
+    params = {"source": "timm:test_vit", "source_pretrained": False, "attack": "fgsm", "preset": "atvit"}
+    df = rbvit.evaluate(
+        "timm:test_vit", "transfer", data=str(data), subset="atvit-imagenet-1000", pretrained=False,
+        out=str(tmp_path / "out"), cache_dir=str(tmp_path / "c"), suite_params=params, batch_size=250,
+    )
+    fr = df.set_index("metric").loc["fooling_rate"]
+    assert fr["n"] == 1000 and '"population": "all"' in fr["params"]
+    assert "atvit-imagenet-1000" in fr["params"]
+    assert fr["value"] == pytest.approx(df.set_index("metric").loc["fooling_rate_all", "value"])
+    # ATViT's geometry: Resize 256 / CenterCrop 224 (crop 0.875, bilinear) at the model's input size
+    assert fr["crop_pct"] == pytest.approx(0.875) and fr["interpolation"] == "bilinear"
+
+
+def test_stored_adversarials_are_the_float_iterate():
+    """uint8 + float16 residual storage returns the attack's iterate to ~1e-6 (uint8 moved it 0.5/255)."""
+    from robustbench_vit.attacks.storage import decode_adversarial, encode_adversarial
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 16, 16, generator=g)
+    adv = (x + (torch.rand(x.shape, generator=g) * 2 - 1) * 16 / 255).clamp(0, 1)
+    back = decode_adversarial(encode_adversarial(adv))
+    assert (back - adv).abs().max() < 2e-6
+    assert ((adv * 255).round() / 255 - adv).abs().max() > 0.4 / 255  # what uint8 storage lost

@@ -10,7 +10,7 @@ import numpy as np
 from robustbench_vit.data.datasets import ImageDataset
 from robustbench_vit.errors import DataError
 
-__all__ = ["stratified_limit", "read_subset", "builtin_subsets"]
+__all__ = ["stratified_limit", "read_subset", "builtin_subsets", "shipped_subset_items"]
 
 
 def stratified_limit(targets: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
@@ -44,6 +44,18 @@ def builtin_subsets() -> list[str]:
     )
 
 
+def shipped_subset_items(name: str) -> list[str]:
+    """The relative paths of a list shipped in ``robustbench_vit/subsets`` (``#`` lines are comments)."""
+    shipped = resources.files("robustbench_vit.subsets") / f"{name}.txt"
+    if not shipped.is_file():
+        raise DataError(f"no shipped subset {name!r} ({', '.join(builtin_subsets())})")
+    return _items(shipped.read_text())
+
+
+def _items(text: str) -> list[str]:
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+
+
 def read_subset(spec: str, ds: ImageDataset) -> np.ndarray:
     """Indices of the items named by a subset file (one relative path per line, ``#`` comments).
 
@@ -51,15 +63,13 @@ def read_subset(spec: str, ds: ImageDataset) -> np.ndarray:
     """
     path = Path(spec)
     if not path.is_file():
-        shipped = resources.files("robustbench_vit.subsets") / f"{spec}.txt"
-        if not shipped.is_file():
+        if spec not in builtin_subsets():
             raise DataError(
                 f"subset {spec!r} is neither a file nor a shipped list ({', '.join(builtin_subsets())})"
             )
-        text = shipped.read_text()
+        wanted = shipped_subset_items(spec)
     else:
-        text = path.read_text()
-    wanted = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+        wanted = _items(path.read_text())
     pos = {it: i for i, it in enumerate(ds.items)}
     missing = [w for w in wanted if w not in pos]
     if missing:

@@ -14,18 +14,25 @@ Attacks follow ATViT (Naseer et al. 2022, ICLR; github.com/Muzammal-Naseer/ATViT
 - Fooling rate: target prediction on the adversarial image differs from its prediction on the clean
   image. ATViT evaluates every source/target pair on one fixed list of 5,000 ImageNet val images (its
   ``data/image_list.json``, 5 per class) and divides by all 5,000: ``fooling_rate_all`` over those
-  images is its figure. ``population=both_correct`` (default) is rbvit's stricter restriction to images
-  both the source and the target classify correctly, not the paper's population.
+  images is its figure. ``preset=atvit`` is that configuration in one word: ATViT's shipped list
+  (``--subset atvit-imagenet-5000``, or ``atvit-imagenet-1000`` as its ``test.py`` passes), its geometry
+  (Resize 256 / CenterCrop 224, bilinear, each model's own mean/std) and ``population=all``. Without the
+  preset, ``population`` defaults to ``both_correct``: rbvit's stricter restriction to images both the
+  source and the target classify correctly, which is not the paper's population.
 
-Deliberate differences: the clean images come from the target's own preprocessing (the reference uses
-resize 256 / crop 224 for every model); a source with another input size sees them resized bilinearly.
+Deliberate differences (without ``preset=atvit``): the clean images come from the target's own
+preprocessing (the reference uses resize 256 / crop 224 for every model); a source with another input size sees them resized bilinearly.
 ``di``/``ti`` may be combined with any attack (the reference has DI only inside ``dim``).
-Adversarial images are crafted once per (source weights, attack config, dataset subset), stored as
-uint8 next to the decoded images, and reused by every target model with the same input geometry.
+Adversarial images are crafted once per (source weights, attack config, dataset subset), stored next to
+the decoded images as uint8 plus the float16 residual (:mod:`robustbench_vit.attacks.storage`: the last
+iterate to ~1e-6, as the reference feeds it; plain uint8 storage moved 3-5 of 100 target predictions at
+1/255 in ``benchmarks/bench_transfer_storage.py``), and reused by every target model with the same
+input geometry.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
@@ -37,12 +44,15 @@ import torch.nn.functional as F
 from robustbench_vit.attacks import PGD, parse_eps
 from robustbench_vit.attacks.pgd import DI_RESIZE_RATIO
 from robustbench_vit.attacks.self_ensemble import SelfEnsemble
+from robustbench_vit.attacks.storage import STORAGE, decode_adversarial, encode_adversarial, stored_shape
 from robustbench_vit.data.filled import FilledArray
+from robustbench_vit.data.subset import shipped_subset_items
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.identity import canonical_json, derived_key
 from robustbench_vit.metrics import MetricValue
 from robustbench_vit.models.identity import model_identity
-from robustbench_vit.models.loading import load_model, resolve_spec
+from robustbench_vit.models.loading import LoadedModel, load_model, resolve_spec
+from robustbench_vit.preprocessing import DataConfig
 from robustbench_vit.store import safe_name
 from robustbench_vit.suites.base import (
     AT_LEAST_ONE,
@@ -61,7 +71,10 @@ __all__ = ["Transfer"]
 log = logging.getLogger(__name__)
 
 Attack = Literal["fgsm", "pgd", "mifgsm", "dim"]
-Population = Literal["both_correct", "all"]
+Population = Literal["auto", "both_correct", "all"]
+Preset = Literal["none", "atvit"]
+#: the image lists ATViT evaluates on (shipped in ``robustbench_vit/subsets``)
+ATVIT_LISTS = ("atvit-imagenet-5000", "atvit-imagenet-1000")
 #: ATViT's PGD step, a constant whatever eps
 PGD_STEP = "2/255"
 
@@ -81,11 +94,15 @@ class Transfer(Suite):
         di: input diversity on any attack (implied by ``dim``); di_prob (1.0).
         ti: translation-invariant gradients, Gaussian ``ti_kernel`` (15) x ``ti_kernel``, ``ti_sigma`` (3).
         ensemble: ``none`` (source logits), ``all``, ``last`` or a block list (ViT self-ensemble).
-        population: ``both_correct`` (images source and target both classify correctly) or ``all``.
+        population: ``both_correct`` (images source and target both classify correctly) or ``all``;
+            ``auto`` (default): ``all`` with ``preset=atvit``, else ``both_correct``.
+        preset: ``atvit``: ATViT's configuration (its image list, which the run must select with
+            ``--subset atvit-imagenet-5000``; Resize 256 / CenterCrop 224 geometry; population ``all``).
     """
 
-    #: 2: ATViT defaults, every image runs every iteration, fooling rate over ``population``
-    version: ClassVar[int] = 2
+    #: 2: ATViT defaults, every image runs every iteration, fooling rate over ``population``;
+    #: 3: adversarials stored as the float iterate (uint8 + float16 residual), not rounded to uint8
+    version: ClassVar[int] = 3
     paper: ClassVar[str] = (
         "Naseer et al. 2022, On Improving Adversarial Transferability of Vision Transformers"
     )
@@ -104,9 +121,12 @@ class Transfer(Suite):
     ti_kernel: Annotated[int, AT_LEAST_ONE] = 15
     ti_sigma: Annotated[float, POSITIVE] = 3.0
     ensemble: str = "none"
-    population: Population = "both_correct"
+    population: Population = "auto"
+    preset: Preset = "none"
 
     def __post_init__(self) -> None:
+        if self.preset == "atvit" and self.population == "both_correct":
+            raise ConfigError("preset=atvit divides by every image of ATViT's list: drop population=both_correct")
         if not self.source:
             raise ConfigError("transfer needs a source model: -p source=<model>")
         if not 0 <= self.di_prob <= 1:
@@ -146,6 +166,7 @@ class Transfer(Suite):
             "ensemble": self.ensemble,
             "keep": "last",
             "random_start": False,
+            "storage": STORAGE,
         }
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:
@@ -159,10 +180,32 @@ class Transfer(Suite):
         params = {
             "source_model": ctx.state.get("source_name", self.source),
             "source_weights": ctx.state.get("source_weights", ""),
-            "population": self.population,
+            **({"image_list": ctx.state["image_list"]} if "image_list" in ctx.state else {}),
+            "population": self.effective_population,
+            "preset": self.preset,
             **cfg,
         }
         return [Condition(f"{tag}/eps={self.eps}", cfg["eps"], params)]
+
+    @property
+    def effective_population(self) -> str:
+        if self.population != "auto":
+            return self.population
+        return "all" if self.preset == "atvit" else "both_correct"
+
+    def data_config(self, model: LoadedModel) -> DataConfig:
+        """``preset=atvit``: ATViT's Resize 256 / CenterCrop 224 (bilinear) at the model's input size, its
+        own mean/std (as ``test.py``'s ``get_model``); otherwise the model's own preprocessing."""
+        dc = model.data_config
+        if self.preset != "atvit":
+            return dc
+        return dataclasses.replace(
+            dc,
+            crop_pct=224 / 256,
+            interpolation="bilinear",
+            crop_mode="center",
+            source=f"ATViT: Resize(256), CenterCrop(224), bilinear; model's own mean/std ({dc.describe()})",
+        )
 
     def variants(self, cond: Condition) -> list[Condition]:
         return [Condition(f"{cond.name}/clean", 0.0, {**cond.params, "variant": "clean"}), cond]
@@ -194,8 +237,21 @@ class Transfer(Suite):
     def referenced_models(self) -> dict[str, tuple[str, bool]]:
         return {"source": (self.source, self.source_pretrained)}
 
-    # --- crafting (once per source x config x subset; cached as uint8) ----------------------------
+    # --- crafting (once per source x config x subset; cached as uint8 + residual) ----------------------------
+    def _check_image_list(self, ctx: EvalContext) -> str:
+        """The ATViT list the run evaluates (``preset=atvit`` refuses any other image set)."""
+        chosen = {ctx.dataset.items[i] for i in ctx.indices}
+        for name in ATVIT_LISTS:
+            if chosen == set(shipped_subset_items(name)):
+                return name
+        raise ConfigError(
+            f"preset=atvit evaluates ATViT's image list, not these {len(chosen)} images: "
+            f"add --subset {ATVIT_LISTS[0]} (ImageNet val in wnid folders)"
+        )
+
     def prepare(self, ctx: EvalContext) -> None:
+        if self.preset == "atvit":
+            ctx.state["image_list"] = self._check_image_list(ctx)
         cfg = self._attack_config()
         src_ref = self.source
         spec = resolve_spec(src_ref)
@@ -208,7 +264,7 @@ class Transfer(Suite):
         ident = canonical_json(parts)
         key = derived_key(**parts)[:12]
         d = ctx.cache.dir / f"adv-{safe_name(src_ref)[-40:]}-{key}"
-        store = FilledArray(d, ctx.cache.shape, np.uint8)
+        store = FilledArray(d, stored_shape(ctx.cache.shape), np.uint8)
         # whether the source classifies each image correctly: CRC-checked rows like the images, so a damaged
         # flag is recomputed instead of silently moving an image in or out of the both_correct population
         src_correct = FilledArray(d / "source_correct", (ctx.cache.shape[0], 1), np.uint8)
@@ -255,14 +311,14 @@ class Transfer(Suite):
             build()
             source, forward = crafter["source"], crafter["forward"]
             h, w = source.data_config.image_size
-            x8, x, y, resize = source_input(ix)
+            _, x, y, resize = source_input(ix)
 
             def fwd(t: torch.Tensor):  # type: ignore[no-untyped-def]
                 return forward(fwd_input(t, (h, w)) if resize else t)
 
             gen = batch_generator(ctx.seed, "transfer", key, int(ix[0]))
             adv = crafter["attack"](fwd, x, y, generator=gen, predict=source).x_adv
-            return quantize_in_ball(adv, x8, cfg["eps"]).cpu().numpy()
+            return encode_adversarial(adv)
 
         store.fill(ctx.indices, craft, chunk=ctx.batch_size)
         src_correct.fill(ctx.indices, flags, chunk=ctx.batch_size)
@@ -289,20 +345,11 @@ class Transfer(Suite):
         ctx: EvalContext,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        adv = (
-            torch.from_numpy(np.ascontiguousarray(ctx.state["adv_images"][idx.numpy()])).to(x.device).float()
-            / 255
-        )
-        return torch.cat([x, adv])
+        adv = decode_adversarial(ctx.state["adv_images"][idx.numpy()], x.device)
+        return torch.cat([x, adv.to(x.dtype)])
 
 
 def fwd_input(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Resize a batch to a source model's input size (bilinear), as the crafting forward does."""
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
-
-def quantize_in_ball(adv: torch.Tensor, x8: torch.Tensor, eps: float) -> torch.Tensor:
-    """uint8 storage of adversarial images, rounded and kept inside the L-inf ball of the uint8 clean image."""
-    r = round(eps * 255 + 1e-6)
-    adv8 = torch.minimum(torch.maximum((adv * 255).round(), x8.float() - r), x8.float() + r)
-    return adv8.clamp(0, 255).to(torch.uint8)
