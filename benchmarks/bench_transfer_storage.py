@@ -25,11 +25,11 @@ import torch
 from _common import bench_parser, wants_pretrained
 
 from robustbench_vit.attacks import PGD
+from robustbench_vit.attacks.storage import decode_adversarial, encode_adversarial
 from robustbench_vit.data.cache import ImageCache
 from robustbench_vit.data.registry import open_dataset
 from robustbench_vit.data.subset import stratified_limit
 from robustbench_vit.models.loading import load_model
-from robustbench_vit.attacks.storage import decode_adversarial, encode_adversarial
 
 
 def quantize_in_ball(adv: torch.Tensor, x8: torch.Tensor, eps: float) -> torch.Tensor:
@@ -58,18 +58,28 @@ def main() -> None:
 
     clean_pred = target(x8.float() / 255)
     print(f"{args.model} on {model.device}, {len(idx)} images; target = the model on mirrored images")
-    print(f"{'attack':>7} {'eps':>6} {'format':>15} {'max move':>10} {'preds moved':>12} {'fool rate':>10} {'float32':>8}")
+    print(
+        f"{'attack':>7} {'eps':>6} {'format':>15} {'max move':>10} {'preds moved':>12} {'fool rate':>10} {'float32':>8}"
+    )
     for attack in ("mifgsm", "dim"):
         for e in (float(v) for v in args.eps.split(",")):
             eps = e / 255
             pgd = PGD(
-                norm="linf", eps=eps, steps=10, step_size=eps / 10, random_start=False, momentum=1.0,
-                di_prob=1.0 if attack == "dim" else 0.0, keep="last",
+                norm="linf",
+                eps=eps,
+                steps=10,
+                step_size=eps / 10,
+                random_start=False,
+                momentum=1.0,
+                di_prob=1.0 if attack == "dim" else 0.0,
+                keep="last",
             )
-            adv = torch.cat([
-                pgd(model, (xb.float() / 255), yb, generator=torch.Generator().manual_seed(i)).x_adv
-                for i, (xb, yb) in enumerate(zip(x8.split(args.batch_size), y.split(args.batch_size)))
-            ])
+            adv = torch.cat(
+                [
+                    pgd(model, (xb.float() / 255), yb, generator=torch.Generator().manual_seed(i)).x_adv
+                    for i, (xb, yb) in enumerate(zip(x8.split(args.batch_size), y.split(args.batch_size)))
+                ]
+            )
             ref_pred = target(adv)
             ref_fool = (ref_pred != clean_pred).float().mean().item()
             formats = {

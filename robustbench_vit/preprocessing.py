@@ -61,8 +61,8 @@ class DataConfig:
                 f"crop_pct, mean and std must be finite numbers, got crop_pct={self.crop_pct}, "
                 f"mean={list(self.mean)}, std={list(self.std)}"
             )
-        if not 0 < self.crop_pct <= 2:
-            raise ConfigError(f"crop_pct must be in (0, 2], got {self.crop_pct}")
+        if not 0 < self.crop_pct <= 3:  # above 1: a canvas around the image (ImageNet-P's is 576/256)
+            raise ConfigError(f"crop_pct must be in (0, 3], got {self.crop_pct}")
         if len(self.input_size) != 3 or len(self.mean) != 3 or len(self.std) != 3:
             raise ConfigError("input_size, mean and std need 3 entries each (RGB)")
         if self.input_size[0] != 3 or min(self.input_size[1:]) < 1:

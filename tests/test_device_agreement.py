@@ -164,14 +164,18 @@ def _canvas(b: int = 2) -> torch.Tensor:
     return images(b, size=seq.CANVAS, seed=4)
 
 
+def _ext(b: int = 2) -> torch.Tensor:
+    return seq.canvas_extent([(seq.CANVAS, seq.CANVAS)] * b)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", DETERMINISTIC_SEQUENCES)
 def test_deterministic_sequences(device, name):
     """Frames on multiples of 1/255: a value on a rounding edge may land one level apart (a GPU kernel's
     fused multiply-adds round differently, and floored values sit on edges), never more."""
     c = _canvas()
-    a = seq.generate(name, c, gen(0))
-    b = seq.generate(name, c.to(device), gen(0))
+    a = seq.generate(name, c, _ext(), gen(0))
+    b = seq.generate(name, c.to(device), _ext(), gen(0))
     assert b.device.type == device and b.shape == a.shape
     d = levels(a, b)
     assert d.max() <= 1 + 1e-3 and d.mean() < 0.1, (float(d.max()), float(d.mean()))
@@ -183,8 +187,8 @@ def test_noise_sequences(device, name):
     """Drawn with a generator on the device: the first frame is the image, and every frame's distance
     from it has the CPU's statistics."""
     c = _canvas()
-    a = seq.generate(name, c, gen(0), difficulty=2)
-    b = seq.generate(name, c.to(device), gen(0), difficulty=2).cpu()
+    a = seq.generate(name, c, _ext(), gen(0), difficulty=2)
+    b = seq.generate(name, c.to(device), _ext(), gen(0), difficulty=2).cpu()
     assert b.shape == a.shape and 0 <= b.min() and b.max() <= 1
     if name != "snow":
         assert levels(a[0], b[0]).max() <= 1e-3

@@ -74,14 +74,28 @@ def test_a_model_that_never_changes_its_mind_is_perfectly_stable():
 
 
 # --- generated sequences against the reference's operations -----------------------------------------
-def _source() -> Image.Image:
-    f = next((IMAGENET_SAMPLES / "n01440764").iterdir())
+def _source(wnid: str = "n01440764") -> Image.Image:
+    """A shared sample resized to 256 on its short side; ``black-border``: the tench with its own black
+    frame (40 px left and right, 24 px top), which detecting the image from the padding would cut off."""
+    if wnid == "black-border":
+        img = np.asarray(_source()).copy()
+        img[:24], img[:, :40], img[:, -40:] = 0, 0, 0
+        return Image.fromarray(img)
+    f = next((IMAGENET_SAMPLES / wnid).iterdir())
     return T.Resize(256)(Image.open(f).convert("RGB"))
+
+
+#: the tench (4:3), a 2.8:1 strainer wider than the canvas, a 1:2.4 cobra, a black-framed image
+SOURCES = ["n01440764", "n04332243", "n01748264", "black-border"]
 
 
 def _canvas(img: Image.Image) -> torch.Tensor:
     t = TF.pil_to_tensor(img)
     return TF.center_crop(t, [seq.CANVAS, seq.CANVAS]).float().div(255)[None]
+
+
+def _ext(img: Image.Image) -> torch.Tensor:
+    return seq.canvas_extent([(img.height, img.width)])
 
 
 def _close(ours: torch.Tensor, ref: np.ndarray, mean_levels: float, p99_levels: float) -> None:
@@ -92,18 +106,21 @@ def _close(ours: torch.Tensor, ref: np.ndarray, mean_levels: float, p99_levels: 
 
 
 @needs_imagenet
+@pytest.mark.parametrize("source", SOURCES)
 @pytest.mark.parametrize(
     "name", ["translate", "rotate", "scale", "zoom_blur", "tilt", "brightness", "motion_blur"]
 )
-def test_generated_frames_follow_the_reference_generator(name):
+def test_generated_frames_follow_the_reference_generator(name, source):
+    """Every frame against the reference's operations on the whole short-side-256 image, also for images
+    wider than the canvas (``scale``'s first frames show their sides) and images with a black border."""
     import skimage.color as skcolor
     from imagecorruptions.corruptions import _motion_blur
 
-    img = _source()
-    frames = seq.generate(name, _canvas(img), torch.Generator().manual_seed(0))[:, 0]
+    img = _source(source)
+    frames = seq.generate(name, _canvas(img), _ext(img), torch.Generator().manual_seed(0))[:, 0]
     crop = T.CenterCrop(224)
     x = np.asarray(img)
-    picks = (0, 7, 19, 30) if name != "translate" else (0, 5, 20, 40)
+    picks = (0, 3, 7, 19, 30) if name != "translate" else (0, 5, 20, 40)
     avg = T.ToTensor()(crop(img))
     for i in range(1, 31 if name == "zoom_blur" else 0):  # zoom blur accumulates every frame
         z = crop(TF.affine(img, 0, [0, 0], 1 + 0.004 * i, [0.0], interpolation=T.InterpolationMode.BILINEAR))
@@ -140,6 +157,33 @@ def test_generated_frames_follow_the_reference_generator(name):
 
 
 @needs_imagenet
+def test_carried_extent_is_where_the_cache_puts_each_image(tmp_path):
+    """The suite's canvas (decoded by the image cache) holds each image exactly at the extent computed from
+    the file's size: black outside it, the image's own pixels (as torchvision places them) inside."""
+    from robustbench_vit.data.cache import ImageCache
+    from robustbench_vit.data.registry import open_dataset
+    from robustbench_vit.suites import make_suite
+    from robustbench_vit.suites.imagenet_p import image_extents
+
+    _, ds = open_dataset(str(IMAGENET_SAMPLES))
+    wide = [i for i, it in enumerate(ds.items) if it.split("/")[0] in ("n04332243", "n01748264", "n04238763")]
+    idx = np.asarray(sorted(set(range(0, len(ds), 97)) | set(wide)))
+    model = wrap_module(_Tiny(), preprocessing=PRE)
+    cache = ImageCache(ds, make_suite("imagenet_p", {}).data_config(model), tmp_path / "c")
+    cache.ensure(idx)
+    canvas = cache.batch(idx)
+    for c, (top, left, h, w), i in zip(canvas, image_extents(ds, idx.tolist()).long().tolist(), idx):
+        inside = torch.zeros(c.shape[-2:], dtype=torch.bool)
+        inside[max(top, 0) : top + h, max(left, 0) : left + w] = True
+        assert not c[:, ~inside].any(), ds.items[i]
+        ref = TF.pil_to_tensor(T.Resize(256)(Image.open(ds.root / ds.items[i]).convert("RGB")))
+        assert tuple(ref.shape[-2:]) == (h, w)
+        rows, cols = int(inside.any(1).sum()), int(inside.any(0).sum())
+        window = ref[:, max(-top, 0) : max(-top, 0) + rows, max(-left, 0) : max(-left, 0) + cols]
+        assert (c[:, inside].float() - window.reshape(3, -1).float()).abs().mean() < 2.0, ds.items[i]
+
+
+@needs_imagenet
 def test_snow_frames_follow_the_reference_with_the_same_draws():
     from imagecorruptions.corruptions import _motion_blur
     from scipy.ndimage import zoom as scizoom
@@ -169,12 +213,13 @@ def test_snow_frames_follow_the_reference_with_the_same_draws():
 def test_noise_sequences_start_clean_and_have_the_reference_strength():
     g = torch.Generator().manual_seed(0)
     x = torch.full((2, 3, seq.CANVAS, seq.CANVAS), 0.5)
+    full = torch.tensor([[0.0, 0.0, seq.CANVAS, seq.CANVAS]] * 2, dtype=torch.float64)
     for d, sigma in enumerate(seq.NOISE_LEVELS["gaussian_noise"], start=1):
-        f = seq.generate("gaussian_noise", x, g, d)
+        f = seq.generate("gaussian_noise", x, full, g, d)
         assert torch.equal(f[0], x[:, :, :224, :224]) and f.shape[0] == 31
         assert float((f[1:] - 0.5).std()) == pytest.approx(sigma, rel=0.05)
     for d, lam in enumerate(seq.NOISE_LEVELS["shot_noise"], start=1):
-        f = seq.generate("shot_noise", x, g, d)
+        f = seq.generate("shot_noise", x, full, g, d)
         assert float(f[1:].var()) == pytest.approx(0.5 / lam, rel=0.1)  # Poisson: variance = x / lambda
 
 
@@ -208,7 +253,7 @@ def _write_videos(root: Path, n_per: int = 2) -> Path:
     for p in seq.SEQUENCES:
         for w in wnids:
             img = T.Resize(256)(Image.open(next((IMAGENET_SAMPLES / w).iterdir())).convert("RGB"))
-            frames = seq.generate(p, _canvas(img), torch.Generator().manual_seed(1))[:, 0]
+            frames = seq.generate(p, _canvas(img), _ext(img), torch.Generator().manual_seed(1))[:, 0]
             out = root / p / w / f"{w}_seq.mp4"
             out.parent.mkdir(parents=True, exist_ok=True)
             with av.open(str(out), "w") as box:
@@ -240,7 +285,7 @@ def test_files_and_generated_paths_agree_and_baseline_normalises(tmp_path):
     video = sorted((root / "rotate").glob("*/*.mp4"))[0]
     frames = read_video(video).float() / 255
     img = T.Resize(256)(Image.open(next((IMAGENET_SAMPLES / video.parent.name).iterdir())).convert("RGB"))
-    written = seq.generate("rotate", _canvas(img), torch.Generator().manual_seed(1))[:, 0]
+    written = seq.generate("rotate", _canvas(img), _ext(img), torch.Generator().manual_seed(1))[:, 0]
     assert frames.shape == written.shape and float((frames - written).abs().mean()) * 255 < 1.0
     # the suite's numbers are the stability metrics of the network's logits on those frames
     wrapped = wrap_module(net, preprocessing=PRE)
@@ -322,7 +367,7 @@ def test_noise_frames_are_the_reference_formula_with_the_same_draws(name):
     from robustbench_vit.perturbations.corruptions._ops import dev_gen
 
     canvas = _canvas(_source())
-    frames = seq.generate(name, canvas, torch.Generator().manual_seed(7), difficulty=2)[:, 0]
+    frames = seq.generate(name, canvas, _ext(_source()), torch.Generator().manual_seed(7), difficulty=2)[:, 0]
     x = frames[0]  # the clean 224 crop
     g = dev_gen(canvas, torch.Generator().manual_seed(7))
     level = seq.NOISE_LEVELS[name][1]

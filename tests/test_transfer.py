@@ -342,13 +342,25 @@ def test_preset_atvit_needs_its_image_list(tmp_path):
     params = {"source": "timm:test_vit", "source_pretrained": False, "attack": "fgsm", "preset": "atvit"}
     with pytest.raises(ConfigError, match="--subset atvit-imagenet-5000"):
         rbvit.evaluate(
-            "timm:test_vit", "transfer", data=str(data), limit=50, pretrained=False, out=None,
-            cache_dir=str(tmp_path / "c"), suite_params=params,
+            "timm:test_vit",
+            "transfer",
+            data=str(data),
+            limit=50,
+            pretrained=False,
+            out=None,
+            cache_dir=str(tmp_path / "c"),
+            suite_params=params,
         )
     with pytest.raises(ConfigError, match="drop population=both_correct"):
         rbvit.evaluate(
-            "timm:test_vit", "transfer", data=str(data), subset="atvit-imagenet-1000", pretrained=False,
-            out=None, cache_dir=str(tmp_path / "c"), suite_params={**params, "population": "both_correct"},
+            "timm:test_vit",
+            "transfer",
+            data=str(data),
+            subset="atvit-imagenet-1000",
+            pretrained=False,
+            out=None,
+            cache_dir=str(tmp_path / "c"),
+            suite_params={**params, "population": "both_correct"},
         )
 
 
@@ -358,8 +370,15 @@ def test_preset_atvit_divides_by_the_whole_list(tmp_path):
     data = _atvit_folder(tmp_path / "val")
     params = {"source": "timm:test_vit", "source_pretrained": False, "attack": "fgsm", "preset": "atvit"}
     df = rbvit.evaluate(
-        "timm:test_vit", "transfer", data=str(data), subset="atvit-imagenet-1000", pretrained=False,
-        out=str(tmp_path / "out"), cache_dir=str(tmp_path / "c"), suite_params=params, batch_size=250,
+        "timm:test_vit",
+        "transfer",
+        data=str(data),
+        subset="atvit-imagenet-1000",
+        pretrained=False,
+        out=str(tmp_path / "out"),
+        cache_dir=str(tmp_path / "c"),
+        suite_params=params,
+        batch_size=250,
     )
     fr = df.set_index("metric").loc["fooling_rate"]
     assert fr["n"] == 1000 and '"population": "all"' in fr["params"]

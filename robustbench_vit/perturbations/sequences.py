@@ -8,10 +8,14 @@ or ImageMagick produced the pixels). The released sequences were then H.264-enco
 skip that lossy step.
 
 Input is a *canvas*: the short-side-256 image centred on a ``CANVAS`` x ``CANVAS`` black square (the
-cache decodes it so). The image's extent on the canvas is recovered from the black padding, so the
-reference's crop offsets, centre and (for tilt) focal length ``sqrt(w^2 + h^2)`` are those of the
-image itself; parts of images wider than ``CANVAS / 256`` = 1.375:1 fall outside the canvas and show black
-in the most zoomed-out scale frames (where the reference shows the image).
+cache decodes it so, as torchvision's ``center_crop`` pads and crops), and the image's *extent*: where the
+whole short-side-256 image lies in canvas coordinates (:func:`canvas_extent`, from the file's size; its
+origin is negative when the image is wider than the canvas). Transforms use the whole image's extent
+as the reference does (centre ``(w/2, h/2)``, tilt's focal length ``sqrt(w^2 + h^2)``, crop offsets),
+and every output pixel reads inside the canvas: the most zoomed-out frame (``scale`` 0.4) samples
+``224 / 0.4 = 560`` px around the centre, so a 576 px canvas holds every pixel any frame shows. The
+extent is carried, never detected from the black padding (an image whose own border is black would
+be mis-located).
 """
 
 from __future__ import annotations
@@ -39,13 +43,14 @@ __all__ = [
     "SEQUENCES",
     "NOISE_LEVELS",
     "SequenceSpec",
-    "image_extent",
+    "canvas_extent",
     "generate",
     "snow_sequence",
     "tilt_matrix",
 ]
 
-RESIZE, CROP, CANVAS = 256, 224, 352
+#: the canvas holds the 560 px window the most zoomed-out ``scale`` frame samples (+ bilinear margin)
+RESIZE, CROP, CANVAS = 256, 224, 576
 
 
 @dataclass(frozen=True)
@@ -81,16 +86,21 @@ def _round8(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x.clamp(0, 1) * 255) / 255
 
 
-def image_extent(canvas: torch.Tensor) -> torch.Tensor:
-    """(B, 4) float64 ``top, left, height, width`` of the image inside each black-padded canvas."""
-    lit = canvas.amax(1) > 0  # (B, H, W)
+def canvas_extent(sizes: list[tuple[int, int]], canvas: int = CANVAS) -> torch.Tensor:
+    """(B, 4) float64 ``top, left, height, width`` of each short-side-256 image in canvas coordinates,
+    from the ``(height, width)`` of the original files: torchvision's ``Resize(256)`` size rule (the long
+    side truncated), then ``center_crop`` to ``canvas`` (pad ``(canvas - side) // 2`` before, or crop
+    ``round((side - canvas) / 2)``, halves to even), as the image cache decodes the canvas."""
     out = []
-    for m in lit:
-        rows, cols = torch.nonzero(m.any(1)).flatten(), torch.nonzero(m.any(0)).flatten()
-        if len(rows) == 0:  # an all-black image: assume it fills the canvas square
-            out.append([0, 0, m.shape[0], m.shape[1]])
-            continue
-        out.append([int(rows[0]), int(cols[0]), int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)])
+    for h0, w0 in sizes:
+        short, long = min(h0, w0), max(h0, w0)
+        long_r = int(RESIZE * long / short)
+        h, w = (RESIZE, long_r) if h0 <= w0 else (long_r, RESIZE)
+
+        def origin(side: int) -> int:
+            return (canvas - side) // 2 if side < canvas else -int(round((side - canvas) / 2.0))
+
+        out.append([origin(h), origin(w), h, w])
     return torch.tensor(out, dtype=torch.float64)
 
 
@@ -108,8 +118,8 @@ def _crop(canvas: torch.Tensor, ext: torch.Tensor) -> torch.Tensor:
 
 def _sample(canvas: torch.Tensor, src_x: torch.Tensor, src_y: torch.Tensor) -> torch.Tensor:
     """Bilinear samples of the canvas at continuous coordinates (pixel centres at k + 0.5), black outside."""
-    size = canvas.shape[-1]
-    grid = torch.stack([2 * src_x / size - 1, 2 * src_y / size - 1], -1).to(canvas.dtype)
+    height, width = canvas.shape[-2:]
+    grid = torch.stack([2 * src_x / width - 1, 2 * src_y / height - 1], -1).to(canvas.dtype)
     return F.grid_sample(canvas, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -206,11 +216,14 @@ def snow_sequence(x: torch.Tensor, layer: torch.Tensor) -> list[torch.Tensor]:
 
 
 def generate(
-    name: str, canvas: torch.Tensor, generator: torch.Generator, difficulty: int = 1
+    name: str, canvas: torch.Tensor, ext: torch.Tensor, generator: torch.Generator, difficulty: int = 1
 ) -> torch.Tensor:
-    """(frames, B, 3, 224, 224) frames in [0, 1] of sequence ``name`` for (B, 3, CANVAS, CANVAS) canvases."""
+    """(frames, B, 3, 224, 224) frames in [0, 1] of sequence ``name`` for (B, 3, CANVAS, CANVAS) canvases
+    holding images at ``ext`` (:func:`canvas_extent`)."""
     spec = SEQUENCES[name]
-    ext = image_extent(canvas)
+    if ext.shape != (len(canvas), 4):
+        raise ValueError(f"extent must be (B, 4) for {len(canvas)} canvases, got {tuple(ext.shape)}")
+    ext = ext.to(torch.float64).cpu()
     x = _crop(canvas, ext)
     frames: list[torch.Tensor] = []
     if name == "gaussian_noise":

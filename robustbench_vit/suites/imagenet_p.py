@@ -97,6 +97,8 @@ class ImageNetP(Suite):
         baseline_model: the baseline's model name in that folder (default ``alexnet``).
     """
 
+    #: 2: generated sequences transform the whole short-side-256 image (576 px canvas, carried extent)
+    version: ClassVar[int] = 2
     paper: ClassVar[str] = "Hendrycks & Dietterich 2019, Benchmarking Neural Network Robustness (ImageNet-P)"
     metrics: ClassVar[tuple[str, ...]] = ("flip_probability", "top5_distance")
     calibration: ClassVar[tuple[str, ...]] = ()
@@ -147,7 +149,7 @@ class ImageNetP(Suite):
         )
 
     def data_config(self, model: LoadedModel) -> DataConfig:
-        """Generated sequences start from the short-side-256 image on a black 352 px square (see sequences)."""
+        """Generated sequences start from the short-side-256 image on a black 576 px square (see sequences)."""
         dc = model.data_config
         if self.source == "files":
             return dc
@@ -200,7 +202,7 @@ class ImageNetP(Suite):
         if self.source == "generated":
             for x, _y, idx in ctx.batches(per_step):
                 gen = batch_generator(ctx.seed, self.name, cond.name, int(idx[0]))
-                yield seq.generate(p, x, gen, d), len(idx)
+                yield seq.generate(p, x, image_extents(ctx.dataset, idx.tolist()), gen, d), len(idx)
             return
         folder = Path(ctx.dataset.root) / cond.params["folder"]
         paths = self.condition_files(ctx, cond) or []
@@ -358,3 +360,23 @@ class ImageNetP(Suite):
                     len(rates[rate]),
                 )
         return out
+
+
+def image_extents(ds: ImageDataset, indices: list[int]) -> torch.Tensor:
+    """Where each image lies on its generated-sequence canvas (:func:`sequences.canvas_extent`), from the
+    size in the file's header (the pixels of array datasets): carried with the canvas, never detected."""
+    from PIL import Image
+
+    sizes = []
+    for i in indices:
+        path = ds.file(i) if ds.file is not None else None
+        if path is None:
+            sizes.append(tuple(ds.read(i).shape[-2:]))
+            continue
+        try:
+            with Image.open(path) as im:
+                w, h = im.size
+        except Exception as e:  # noqa: BLE001 - the decoder read it into the cache; say which file
+            raise DataError(f"image {path}: size unreadable ({e})") from None
+        sizes.append((h, w))
+    return seq.canvas_extent(sizes)

@@ -126,7 +126,9 @@ class Transfer(Suite):
 
     def __post_init__(self) -> None:
         if self.preset == "atvit" and self.population == "both_correct":
-            raise ConfigError("preset=atvit divides by every image of ATViT's list: drop population=both_correct")
+            raise ConfigError(
+                "preset=atvit divides by every image of ATViT's list: drop population=both_correct"
+            )
         if not self.source:
             raise ConfigError("transfer needs a source model: -p source=<model>")
         if not 0 <= self.di_prob <= 1:
@@ -352,4 +354,3 @@ class Transfer(Suite):
 def fwd_input(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Resize a batch to a source model's input size (bilinear), as the crafting forward does."""
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
