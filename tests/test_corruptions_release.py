@@ -267,3 +267,43 @@ def test_the_release_table_floors_snow_and_imagecorruptions_rounds(images, monke
     corrupt(images[:1], "snow", 2, table="imagenet_c_release", generator=g)
     corrupt(images[:1], "snow", 2, table="imagenet", generator=g)
     assert seen == ["floor", "round"]
+
+
+@pytest.mark.parametrize("name", ["brightness", "saturate"])
+@pytest.mark.parametrize("table", ["imagenet_c_release", "imagenet"])
+def test_hsv_corruptions_equal_the_skimage_round_trip_exactly(images, name, table):
+    """brightness and saturate as make_imagenet_c / imagecorruptions write them: ``np.array(x) / 255.``,
+    skimage's rgb2hsv, the channel change, hsv2rgb, ``np.uint8(np.clip(x, 0, 1) * 255)``: every value equal
+    (about 96% of the values are exact integers before the floor, so the arithmetic order decides)."""
+    for severity in range(1, 6):
+        c = TABLES[table][name][severity - 1]
+        ref = []
+        for img in _u8(images):
+            hsv = sk.color.rgb2hsv(np.array(img) / 255.0)
+            if name == "brightness":
+                hsv[:, :, 2] = np.clip(hsv[:, :, 2] + c, 0, 1)
+            else:
+                hsv[:, :, 1] = np.clip(hsv[:, :, 1] * c[0] + c[1], 0, 1)
+            ref.append(np.uint8(np.clip(sk.color.hsv2rgb(hsv), 0, 1) * 255))
+        ours = corrupt(images, name, severity, table=table)
+        assert np.array_equal(_u8(ours), np.stack(ref)), (
+            name,
+            severity,
+            int((_u8(ours) != np.stack(ref)).sum()),
+        )
+
+
+def test_hsv_round_trip_handles_grey_ties_and_saturated_pixels():
+    """Every tie of the maximum (grey, two equal channels), black and white, through the same skimage calls."""
+    from robustbench_vit.perturbations.corruptions.digital import brightness, saturate
+
+    levels = np.array([0, 1, 127, 128, 254, 255], dtype=np.uint8)
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 1, 3)
+    x = torch.from_numpy(grid).permute(2, 0, 1)[None].float() / 255
+    for fn, c, ch in [(brightness, 0.3, 2), (saturate, (5, 0.1), 1), (saturate, (0.1, 0), 1)]:
+        hsv = sk.color.rgb2hsv(grid / 255.0)
+        hsv[..., ch] = (
+            np.clip(hsv[..., ch] + c, 0, 1) if ch == 2 else np.clip(hsv[..., ch] * c[0] + c[1], 0, 1)
+        )
+        ref = np.uint8(np.clip(sk.color.hsv2rgb(hsv), 0, 1) * 255)
+        assert np.array_equal(_u8(fn(x, c))[0], ref)

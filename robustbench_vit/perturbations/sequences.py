@@ -249,7 +249,7 @@ def generate(
         noise = torch.randn(len(x), 1, CROP, CROP, generator=g, device=x.device, dtype=torch.float64)
         frames = snow_sequence(x, noise * 0.3 + 0.05)
     elif name == "brightness":
-        frames = [quantize_floor(brightness(x, (i - 15) * 2 / 100.0)) for i in range(31)]
+        frames = [brightness(x, (i - 15) * 2 / 100.0) for i in range(31)]  # floored as np.uint8 does
     elif name == "translate":
         frames = [_round8(_affine(canvas, ext, 0.0, (i - 20, 0), 1.0)) for i in range(41)]
     elif name == "rotate":

@@ -102,8 +102,9 @@ OPS: dict[str, CorruptionOp] = {
     "contrast": _plain(digital.contrast),
     "saturate": _plain(digital.saturate),
 }
-#: outputs already on the uint8 grid (as PIL returns them): not quantised again
-ON_UINT8_GRID = frozenset({"pixelate", "jpeg_compression"})
+#: outputs already on the uint8 grid (as PIL returns them, or floored in float64 as the HSV round trip
+#: must be: its last bit decides the level): not quantised again
+ON_UINT8_GRID = frozenset({"pixelate", "jpeg_compression", "brightness", "saturate"})
 assert set(OPS) == set(ALL_CORRUPTIONS), "every corruption in the tables needs an op"
 
 

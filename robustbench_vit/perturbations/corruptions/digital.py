@@ -9,15 +9,66 @@ from robustbench_vit.device import to_device
 from robustbench_vit.perturbations.corruptions._ops import gaussian_filter, pil_box_resize, symmetric_index
 
 
-def _value_scale(x: torch.Tensor, new_v: torch.Tensor) -> torch.Tensor:
-    """Replace HSV value V = max(r, g, b) by ``new_v`` keeping hue and saturation."""
-    v = x.amax(dim=1, keepdim=True)
-    scaled = x * (new_v / v.clamp_min(1e-12))
-    return torch.where(v > 0, scaled, new_v.expand_as(x))
+def on_uint8_grid_float64(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float64; values on the uint8 grid become exactly ``k / 255.`` (what ``np.array(img) / 255.``
+    gives the reference), others are widened as they are."""
+    v = x.double() * 255
+    k = v.round()
+    return torch.where((v - k).abs() < 1e-3, k / 255.0, x.double())
+
+
+def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) float64 RGB -> HSV with skimage's ``rgb2hsv`` arithmetic, operation by operation (ties of
+    the maximum resolve as its successive assignments do: blue over green over red)."""
+    r, g, b = rgb.unbind(1)
+    v = rgb.amax(1)
+    delta = v - rgb.amin(1)  # np.ptp
+    zero = delta == 0
+    s = torch.where(zero, torch.zeros_like(v), delta / torch.where(zero, torch.ones_like(v), v))
+    safe = torch.where(zero, torch.ones_like(delta), delta)
+    h = torch.zeros_like(v)
+    h = torch.where(r == v, (g - b) / safe, h)
+    h = torch.where(g == v, 2.0 + (b - r) / safe, h)
+    h = torch.where(b == v, 4.0 + (r - g) / safe, h)
+    h = torch.fmod(h / 6.0, 1.0)  # numpy's % 1.0: fmod, then + 1 where negative
+    h = torch.where(h < 0, h + 1.0, h)
+    h = torch.where(zero, torch.zeros_like(h), h)
+    return torch.stack([h, s, v], 1)
+
+
+def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) float64 HSV -> RGB with skimage's ``hsv2rgb`` arithmetic."""
+    h, s, v = hsv.unbind(1)
+    hi = torch.floor(h * 6)
+    f = h * 6 - hi
+    p = v * (1 - s)
+    q = v * (1 - f * s)
+    t = v * (1 - (1 - f) * s)
+    sector = (hi.to(torch.int64) % 256 % 6)[:, None].expand(-1, 3, -1, -1)  # astype(np.uint8) % 6
+    choices = torch.stack(
+        [
+            torch.stack((v, t, p), 1),
+            torch.stack((q, v, p), 1),
+            torch.stack((p, v, t), 1),
+            torch.stack((p, q, v), 1),
+            torch.stack((t, p, v), 1),
+            torch.stack((v, p, q), 1),
+        ]
+    )
+    return torch.gather(choices, 0, sector[None]).squeeze(0)
+
+
+def _floored(rgb: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``np.uint8(np.clip(rgb, 0, 1) * 255)`` in float64, back in [0, 1] in ``like``'s dtype."""
+    return (torch.floor(rgb.clamp(0, 1) * 255) / 255).to(like.dtype)
 
 
 def brightness(x: torch.Tensor, c: float) -> torch.Tensor:
-    return _value_scale(x, (x.amax(dim=1, keepdim=True) + c).clamp(0, 1))
+    """HSV value V <- clip(V + c, 0, 1), as the reference scripts through skimage (float64, the same
+    operations in the same order), returned floored to the uint8 grid as their ``np.uint8`` stores it."""
+    hsv = rgb_to_hsv(on_uint8_grid_float64(x))
+    hsv[:, 2] = (hsv[:, 2] + c).clamp(0, 1)
+    return _floored(hsv_to_rgb(hsv), x)
 
 
 def contrast(x: torch.Tensor, c: float) -> torch.Tensor:
@@ -26,15 +77,12 @@ def contrast(x: torch.Tensor, c: float) -> torch.Tensor:
 
 
 def saturate(x: torch.Tensor, c: tuple[float, float]) -> torch.Tensor:
-    """HSV saturation S <- clip(S * mul + add, 0, 1), hue and value kept (skimage conventions)."""
+    """HSV saturation S <- clip(S * mul + add, 0, 1) through skimage's arithmetic (see :func:`brightness`),
+    floored to the uint8 grid."""
     mul, add = c
-    v = x.amax(dim=1, keepdim=True)
-    s = torch.where(v > 0, (v - x.amin(dim=1, keepdim=True)) / v.clamp_min(1e-12), torch.zeros_like(v))
-    s_new = (s * mul + add).clamp(0, 1)
-    out = v - (v - x) * s_new / s.clamp_min(1e-12)
-    # grey pixels have hue 0 (red): r = V, g = b = V (1 - S')
-    grey = torch.cat([v, v * (1 - s_new), v * (1 - s_new)], dim=1)
-    return torch.where(s > 0, out, grey)
+    hsv = rgb_to_hsv(on_uint8_grid_float64(x))
+    hsv[:, 1] = (hsv[:, 1] * mul + add).clamp(0, 1)
+    return _floored(hsv_to_rgb(hsv), x)
 
 
 def jpeg_compression(x: torch.Tensor, quality: int) -> torch.Tensor:
