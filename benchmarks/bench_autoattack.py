@@ -24,8 +24,8 @@ from _common import IMAGENET_SAMPLES, bench_parser, wants_pretrained
 from robustbench_vit.data.cache import ImageCache
 from robustbench_vit.data.registry import open_dataset
 from robustbench_vit.data.subset import stratified_limit
+from robustbench_vit.engine.runner import evaluate
 from robustbench_vit.models.loading import load_model
-from robustbench_vit.runner import evaluate
 
 
 def _relabelled(model, data: str, limit: int, tmp: Path) -> Path:

@@ -17,8 +17,8 @@ from _common import bench_parser, timed, wants_pretrained
 
 from robustbench_vit.data.cache import ImageCache
 from robustbench_vit.data.registry import open_dataset
+from robustbench_vit.engine.runner import evaluate
 from robustbench_vit.models.loading import load_model
-from robustbench_vit.runner import evaluate
 
 
 def main() -> None:

@@ -18,9 +18,9 @@ import time
 import torch
 from _common import bench_parser, sync, wants_pretrained
 
-from robustbench_vit.cka import MinibatchCKA, gram, hsic1
 from robustbench_vit.data.cache import ImageCache
 from robustbench_vit.data.registry import open_dataset
+from robustbench_vit.metrics.cka import MinibatchCKA, gram, hsic1
 from robustbench_vit.models import probes
 from robustbench_vit.models.loading import load_model
 

@@ -14,8 +14,8 @@ import torch
 from _common import bench_parser, timed
 
 from robustbench_vit.data.decode import load_image
+from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.perturbations.corruptions import ALL_CORRUPTIONS, corrupt, reference_corrupt
-from robustbench_vit.preprocessing import DataConfig
 
 
 def main() -> None:

@@ -14,9 +14,9 @@ import tempfile
 import torch
 from _common import bench_parser, timed, wants_pretrained
 
+from robustbench_vit.engine.runner import evaluate
 from robustbench_vit.models.loading import load_model
 from robustbench_vit.perturbations.fourier import half_plane_frequencies
-from robustbench_vit.runner import evaluate
 from robustbench_vit.suites.fourier import default_radius
 
 

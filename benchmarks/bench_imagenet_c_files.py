@@ -16,8 +16,8 @@ import torch
 from _common import bench_parser, timed, wants_pretrained
 from make_synthetic import write_folder
 
+from robustbench_vit.engine.runner import evaluate
 from robustbench_vit.models.loading import load_model
-from robustbench_vit.runner import evaluate
 
 
 def main() -> None:

@@ -52,7 +52,7 @@ def main() -> None:
         cmd = [
             sys.executable,
             "-m",
-            "robustbench_vit.cli",
+            "robustbench_vit.cli.commands",
             "-q",
             "eval",
             "-m",

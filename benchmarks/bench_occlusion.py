@@ -21,9 +21,9 @@ from _common import bench_parser, timed, wants_pretrained
 from PIL import Image
 
 from robustbench_vit.data.registry import open_dataset
+from robustbench_vit.engine.runner import evaluate
 from robustbench_vit.models.loading import load_model
 from robustbench_vit.perturbations import random_patch_drop
-from robustbench_vit.runner import evaluate
 
 
 def main() -> None:

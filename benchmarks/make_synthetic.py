@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from robustbench_vit.labels import get_label_space
+from robustbench_vit.data.labels import get_label_space
 
 
 def _image(seed: int, w: int, h: int) -> Image.Image:

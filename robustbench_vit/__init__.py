@@ -20,19 +20,19 @@ __version__ = "0.2.0"
 #: public name -> (module, attribute), imported on first use
 _LAZY = {
     "evaluate": ("robustbench_vit.api", "evaluate"),
-    "RunOptions": ("robustbench_vit.runner", "RunOptions"),
+    "RunOptions": ("robustbench_vit.engine.runner", "RunOptions"),
     "load_model": ("robustbench_vit.models.loading", "load_model"),
     "LoadedModel": ("robustbench_vit.models.loading", "LoadedModel"),
     "ModelSpec": ("robustbench_vit.models.zoo", "ModelSpec"),
     "MODELS": ("robustbench_vit.models.zoo", "MODELS"),
     "SUITES": ("robustbench_vit.suites", "SUITES"),
     "DATASETS": ("robustbench_vit.data.registry", "DATASETS"),
-    "METRICS": ("robustbench_vit.metrics", "METRICS"),
-    "load_results": ("robustbench_vit.store", "load_results"),
-    "load_samples": ("robustbench_vit.store", "load_samples"),
-    "build_leaderboard": ("robustbench_vit.leaderboard", "build_leaderboard"),
-    "relative_to_clean": ("robustbench_vit.analysis", "relative_to_clean"),
-    "mcnemar": ("robustbench_vit.analysis", "mcnemar"),
+    "METRICS": ("robustbench_vit.metrics.accumulators", "METRICS"),
+    "load_results": ("robustbench_vit.storage.store", "load_results"),
+    "load_samples": ("robustbench_vit.storage.store", "load_samples"),
+    "build_leaderboard": ("robustbench_vit.results.leaderboard", "build_leaderboard"),
+    "relative_to_clean": ("robustbench_vit.results.analysis", "relative_to_clean"),
+    "mcnemar": ("robustbench_vit.results.analysis", "mcnemar"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -10,11 +10,12 @@ from typing import Any
 import pandas as pd
 from torch import nn
 
+from robustbench_vit.engine.multidevice import evaluate_on_devices
+from robustbench_vit.engine.progress import Progress
+from robustbench_vit.engine.runner import RunOptions, _make_suites, parse_suites, run_options
+from robustbench_vit.engine.runner import evaluate as evaluate_here
 from robustbench_vit.models.loading import LoadedModel
-from robustbench_vit.multidevice import evaluate_on_devices
-from robustbench_vit.progress import Progress
-from robustbench_vit.runner import RunOptions, _make_suites, parse_suites, run_options
-from robustbench_vit.runner import evaluate as evaluate_here
+from robustbench_vit.results.figures.plots import draw_run_figures
 from robustbench_vit.suites import Suite
 
 __all__ = ["evaluate"]
@@ -30,11 +31,15 @@ def evaluate(
     name: str | None = None,
     **kwargs: Any,
 ) -> pd.DataFrame:
-    """Evaluate a model under one or more suites (see :func:`robustbench_vit.runner.evaluate`); with
+    """Evaluate a model under one or more suites (see :func:`robustbench_vit.engine.runner.evaluate`); with
     ``devices=(...)`` the conditions are split over one process per device, and the rows equal one
     process's."""
     opts = run_options(options, kwargs)
     if not opts.devices:
-        return evaluate_here(model, suite, opts, progress=progress, preprocessing=preprocessing, name=name)
-    _make_suites(parse_suites(suite), opts.suite_params)  # parameter errors before any process starts
-    return evaluate_on_devices(model, suite, opts, progress=progress)
+        df = evaluate_here(model, suite, opts, progress=progress, preprocessing=preprocessing, name=name)
+    else:
+        _make_suites(parse_suites(suite), opts.suite_params)  # parameter errors before any process starts
+        df = evaluate_on_devices(model, suite, opts, progress=progress)
+    if opts.out and opts.shard is None:
+        draw_run_figures(df, opts.out)
+    return df

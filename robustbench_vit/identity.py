@@ -13,7 +13,7 @@ paths or sizes:
   (:func:`canonical_json`: sorted keys, tuples as lists, no NaN or infinity).
 
 Keys built from these: the run id (:func:`run_key`, and from it every results file), the sweep cell's
-completeness (:func:`robustbench_vit.sweep.plan`), the transfer suite's crafted adversarials, the
+completeness (:func:`robustbench_vit.sweeps.run.plan`), the transfer suite's crafted adversarials, the
 saliency maps and the AutoAttack outcome stores (all under :func:`derived_key`). The decoded-image
 cache tags each slot with its source file's digest (:mod:`robustbench_vit.data.filled`).
 """

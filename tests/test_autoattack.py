@@ -313,9 +313,9 @@ def test_worst_case_over_pgd_and_autoattack_per_image(tmp_path):
     from click.testing import CliRunner
 
     import robustbench_vit as rbvit
-    from robustbench_vit.cli import main
+    from robustbench_vit.cli.commands import main
     from robustbench_vit.models.loading import wrap_module
-    from robustbench_vit.worst_case import worst_case
+    from robustbench_vit.results.worst_case import worst_case
 
     model = wrap_module(Smooth(), preprocessing=PRE, name="smooth", device="cpu", dtype="fp32")
     kw = dict(
@@ -388,7 +388,7 @@ def test_every_version_equals_the_package_image_by_image_over_three_batches(tmp_
     from robustbench_vit.data.registry import open_dataset
     from robustbench_vit.data.subset import stratified_limit
     from robustbench_vit.models.loading import wrap_module
-    from robustbench_vit.store import load_samples
+    from robustbench_vit.storage.store import load_samples
 
     model = wrap_module(Smooth(), preprocessing=PRE, name="smooth", device="cpu", dtype="fp32")
     bs, n, n_iter, queries = 20, 60, 10, 50

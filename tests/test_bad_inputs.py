@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from robustbench_vit.engine.runner import evaluate
 from robustbench_vit.errors import ConfigError
-from robustbench_vit.runner import evaluate
 from tests.helpers import CIFAR10_TEST, error_lines, needs_cifar
 
-RBVIT = [sys.executable, "-m", "robustbench_vit.cli"]
+RBVIT = [sys.executable, "-m", "robustbench_vit.cli.commands"]
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -29,7 +29,7 @@ def run_in_process(*args: str) -> subprocess.CompletedProcess:
     milliseconds instead of a Python start and a torch import each."""
     from click.testing import CliRunner
 
-    from robustbench_vit.cli import main
+    from robustbench_vit.cli.commands import main
 
     res = CliRunner().invoke(main, list(args))
     if res.exception is not None and not isinstance(res.exception, SystemExit):

@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from robustbench_vit.runner import evaluate
-from robustbench_vit.store import load_results
+from robustbench_vit.engine.runner import evaluate
+from robustbench_vit.storage.store import load_results
 from tests.helpers import CIFAR10_TEST, needs_cifar
 
 RNG = np.random.default_rng(24)

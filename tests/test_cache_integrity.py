@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from robustbench_vit.data.cache import ImageCache
+from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.data.registry import open_dataset
-from robustbench_vit.preprocessing import DataConfig
 from tests.helpers import CIFAR10_TEST, error_lines, needs_cifar
 
 DC = DataConfig((3, 32, 32), 1.0, "bilinear", (0.5,) * 3, (0.5,) * 3)
@@ -73,7 +73,7 @@ def _eval_cmd(card, tmp_path) -> list[str]:  # type: ignore[no-untyped-def]
     return [
         sys.executable,
         "-m",
-        "robustbench_vit.cli",
+        "robustbench_vit.cli.commands",
         "eval",
         "-m",
         str(card),

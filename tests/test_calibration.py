@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import robustbench_vit as rbvit
-from robustbench_vit.metrics import ClassificationAccumulator, aurra, rms_calibration_error
+from robustbench_vit.metrics.accumulators import ClassificationAccumulator, aurra, rms_calibration_error
 from tests.helpers import CIFAR10_TEST, IMAGENET_SAMPLES, needs_cifar, needs_effnet, needs_imagenet
 
 

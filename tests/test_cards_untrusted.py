@@ -42,7 +42,7 @@ def test_card_never_runs_code(tmp_path, card):
         [
             sys.executable,
             "-m",
-            "robustbench_vit.cli",
+            "robustbench_vit.cli.commands",
             "eval",
             "-m",
             str(path),

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.perturbations.corruptions import (
     ALL_CORRUPTIONS,
@@ -13,7 +14,6 @@ from robustbench_vit.perturbations.corruptions import (
     corrupt,
     reference_corrupt,
 )
-from robustbench_vit.preprocessing import DataConfig
 from tests.helpers import IMAGENET_SAMPLES, needs_effnet, needs_imagenet
 
 DETERMINISTIC = (
@@ -203,13 +203,13 @@ def test_corruptions_suite_through_cli(tmp_path):
     import subprocess
     import sys
 
-    from robustbench_vit.store import load_results
+    from robustbench_vit.storage.store import load_results
 
     r = subprocess.run(
         [
             sys.executable,
             "-m",
-            "robustbench_vit.cli",
+            "robustbench_vit.cli.commands",
             "eval",
             "-m",
             "timm:test_resnet",
@@ -256,7 +256,7 @@ def test_torch_backend_accuracy_matches_reference_on_real_model(tmp_path):
     (their draws differ between backends; sigma = sqrt(discordant images) / n)."""
     import robustbench_vit as rbvit
     from robustbench_vit.perturbations.corruptions import ALL_CORRUPTIONS
-    from robustbench_vit.store import load_samples
+    from robustbench_vit.storage.store import load_samples
 
     params = {"corruptions": ALL_CORRUPTIONS, "severities": (3,), "table": "imagenet"}
     correct = {}

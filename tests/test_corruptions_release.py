@@ -26,7 +26,7 @@ def images() -> torch.Tensor:
     """4 real ImageNet samples (resize 256 / crop 224) when the shared data is there, else smooth noise."""
     if IMAGENET_SAMPLES.is_dir():
         from robustbench_vit.data.decode import load_image
-        from robustbench_vit.preprocessing import DataConfig
+        from robustbench_vit.data.preprocessing import DataConfig
 
         dc = DataConfig((3, S, S), 224 / 256, "bilinear", (0.5,) * 3, (0.5,) * 3)
         files = sorted(IMAGENET_SAMPLES.rglob("*.JPEG"))[::250][:4]
@@ -162,7 +162,7 @@ def test_jpeg_store_is_pil_quality_85(images):
 
 
 def test_suite_decodes_as_make_imagenet_c_then_maps_to_the_model_geometry():
-    from robustbench_vit.preprocessing import DataConfig
+    from robustbench_vit.data.preprocessing import DataConfig
     from robustbench_vit.suites import make_suite
     from robustbench_vit.suites.corruptions import _as_released_file_to_model
 
@@ -186,8 +186,8 @@ def test_suite_decodes_as_make_imagenet_c_then_maps_to_the_model_geometry():
 
 def _rows(table: str | None, severities=(1, 2, 3, 4, 5)) -> list:
     """Typed (condition, error) results of every benchmark corruption at ``severities``."""
-    from robustbench_vit.mce import BENCHMARK_CORRUPTIONS
-    from robustbench_vit.metrics import MetricValue
+    from robustbench_vit.metrics.accumulators import MetricValue
+    from robustbench_vit.metrics.mce import BENCHMARK_CORRUPTIONS
     from robustbench_vit.suites.base import Condition
 
     rows = []
@@ -204,7 +204,7 @@ def _rows(table: str | None, severities=(1, 2, 3, 4, 5)) -> list:
     "table,comparable", [(None, True), ("imagenet_c_release", True), ("imagenet", False), ("cifar10", False)]
 )
 def test_mce_only_for_tables_comparable_with_the_files(table, comparable):
-    from robustbench_vit.mce import corruption_summary
+    from robustbench_vit.suites.corruption_summary import corruption_summary
 
     out = corruption_summary(_rows(table))
     metrics = {mv.metric for _, mv in out}
@@ -216,7 +216,7 @@ def test_mce_only_for_tables_comparable_with_the_files(table, comparable):
 def test_corruption_figure_never_normalises_incomparable_or_partial_errors():
     import pandas as pd
 
-    from robustbench_vit.plots import _comparable_complete_errors
+    from robustbench_vit.results.figures.plots import _comparable_complete_errors
 
     def frame(results, model="m"):
         return pd.DataFrame([{**c.params, "value": mv.value, "model": model} for c, mv in results])

@@ -8,11 +8,11 @@ from PIL import Image
 from robustbench_vit.data.cache import ImageCache
 from robustbench_vit.data.datasets import cifar10_batches, flat_folder, image_folder
 from robustbench_vit.data.decode import apply_geometry, load_image
+from robustbench_vit.data.labels import get_label_space
+from robustbench_vit.data.preprocessing import DataConfig, from_timm
 from robustbench_vit.data.registry import open_dataset
 from robustbench_vit.data.subset import read_subset, stratified_limit
 from robustbench_vit.errors import DataError
-from robustbench_vit.labels import get_label_space
-from robustbench_vit.preprocessing import DataConfig, from_timm
 from tests.helpers import CIFAR10_TEST, IMAGENET_SAMPLES, needs_cifar, needs_imagenet
 
 DC32 = DataConfig((3, 32, 32), 1.0, "bilinear", (0.5,) * 3, (0.5,) * 3)

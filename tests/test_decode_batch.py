@@ -16,8 +16,8 @@ from robustbench_vit.data import decode
 from robustbench_vit.data.cache import ImageCache
 from robustbench_vit.data.datasets import cifar10_batches, concat_datasets, flat_folder, image_folder
 from robustbench_vit.data.decode import apply_geometry, decode_batch, read_bytes, read_rgb
+from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.errors import ConfigError, DataError
-from robustbench_vit.preprocessing import DataConfig
 from tests.helpers import IMAGENET_SAMPLES, needs_imagenet
 
 A, B = "n01440764", "n01443537"  # ImageNet wnids, so a run maps the folders onto the label space
@@ -167,7 +167,7 @@ def test_flat_and_concat_datasets_carry_encoded_bytes(tmp_path):
 
 
 def test_run_option_decode(tmp_path):
-    from robustbench_vit.runner import RunOptions, evaluate
+    from robustbench_vit.engine.runner import RunOptions, evaluate
 
     with pytest.raises(ConfigError, match="--decode must be one of"):
         RunOptions(decode="gpu").validate()
@@ -230,7 +230,7 @@ def test_nvjpeg_decode_agrees_with_cpu_within_one_level():
 def test_auto_decodes_on_the_gpu_and_rows_say_so(tmp_path):
     """``--decode auto`` on CUDA fills an nvjpeg cache entry, rows name the decoder, and the numbers
     match a CPU-decoded run within an image."""
-    from robustbench_vit.runner import RunOptions, evaluate
+    from robustbench_vit.engine.runner import RunOptions, evaluate
 
     root = _mixed_folder(tmp_path / "data")
     runs = {

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from robustbench_vit.metrics import ClassificationAccumulator
+from robustbench_vit.metrics.accumulators import ClassificationAccumulator
 from robustbench_vit.perturbations import patch_shuffle, random_patch_drop, saliency_patch_drop
 from robustbench_vit.perturbations import sequences as seq
 from robustbench_vit.perturbations.fourier import (
@@ -274,7 +274,7 @@ CONTINUOUS = ("nll", "ece", "brier")  # and their means; every other metric coun
 def _folder(root, n: int = 24):
     from PIL import Image
 
-    from robustbench_vit.labels import get_label_space
+    from robustbench_vit.data.labels import get_label_space
 
     wnids = get_label_space("imagenet1k").wnids
     x = images(n, 96, seed=11)
@@ -298,7 +298,7 @@ def test_whole_runs_agree(device, tmp_path):
     """Every row of seven suites: identical on a second CPU run; on the device, which loads, perturbs and
     attacks there, within two images' worth for counted metrics and 0.1% for NLL, ECE and Brier (which
     move with every pixel: the random network's top-1 is 0 on both, so they carry the comparison)."""
-    from robustbench_vit.runner import evaluate
+    from robustbench_vit.engine.runner import evaluate
     from robustbench_vit.suites import make_suite
 
     data = str(_folder(tmp_path / "data"))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from robustbench_vit.errors import ConfigError
-from robustbench_vit.metrics import METRICS, register_metric
+from robustbench_vit.metrics.accumulators import METRICS, register_metric
 from robustbench_vit.suites import SUITES, Condition, Suite, make_suite, register_suite
 from tests.helpers import CIFAR10_TEST, needs_cifar
 
@@ -47,7 +47,7 @@ def _register_example() -> None:
 @needs_cifar
 def test_a_new_suite_and_metric_run_end_to_end(tmp_path, cifar_card):
     import robustbench_vit as rbvit
-    from robustbench_vit.leaderboard import build_leaderboard
+    from robustbench_vit.results.leaderboard import build_leaderboard
 
     _register_example()
     df = rbvit.evaluate(

@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from robustbench_vit.store import load_results
+from robustbench_vit.storage.store import load_results
 from tests.helpers import CIFAR10_TEST, needs_cifar
 
-RBVIT = [sys.executable, "-m", "robustbench_vit.cli"]
+RBVIT = [sys.executable, "-m", "robustbench_vit.cli.commands"]
 KEY = ["run_id", "model", "suite", "dataset", "condition", "metric"]
 
 #: a tiny CIFAR model as a module:factory entry point that SIGKILLs its own process after a number of
@@ -180,7 +180,7 @@ def test_soak_concurrent_evals_with_random_kills(tmp_path, cifar_card):
         assert r.returncode == 0, r.stderr[-2000:]
     from click.testing import CliRunner
 
-    from robustbench_vit.cli import main
+    from robustbench_vit.cli.commands import main
 
     for job in JOBS:  # the undisturbed reference, in this process (no kills to survive)
         argv = _cmd(cifar_card, tmp_path / "calm", job)[len(RBVIT) :]

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from robustbench_vit.data import digests
-from robustbench_vit.runner import evaluate
+from robustbench_vit.engine.runner import evaluate
 from robustbench_vit.suites.base import Suite
-from robustbench_vit.sweep import load_sweep, run_sweep
+from robustbench_vit.sweeps.run import load_sweep, run_sweep
 from tests.helpers import CIFAR10_TEST, needs_cifar, write_cifar_card
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -141,7 +141,7 @@ def test_a_changed_input_is_recomputed_by_eval_fresh_out_and_sweep(world, change
     assert nll(run(world, root / "fresh-out", cache)) == expected  # a fresh --out on the same cache
     statuses = run_sweep(load_sweep(toml))
     assert [s.status for s in statuses] == ["done"]  # the sweep reruns the cell
-    from robustbench_vit.store import load_results
+    from robustbench_vit.storage.store import load_results
 
     rows = load_results(root / "sweep-out").query("metric == 'nll'")
     assert expected in rows.value.tolist()

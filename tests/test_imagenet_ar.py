@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from robustbench_vit.data.labels import get_label_space
 from robustbench_vit.data.registry import subset_synsets
-from robustbench_vit.labels import get_label_space
 from tests.helpers import IMAGENET_SAMPLES, REFERENCE, needs_effnet, needs_imagenet
 
 CSV = REFERENCE / "robustbench_imagenet_c_unaggregated.csv"
-RBVIT = [sys.executable, "-m", "robustbench_vit.cli"]
+RBVIT = [sys.executable, "-m", "robustbench_vit.cli.commands"]
 
 
 @pytest.mark.parametrize("name", ["imagenet-a", "imagenet-r"])
@@ -127,7 +127,7 @@ def test_reference_preprocessing_is_the_papers_transform(tmp_path, name):
         save_samples=True,
         out=str(tmp_path / "out"),
     )
-    from robustbench_vit.store import load_samples
+    from robustbench_vit.storage.store import load_samples
 
     samples = load_samples(tmp_path / "out").sort_values("index")
     wnids, idx = subset_synsets(name)

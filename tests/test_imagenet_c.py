@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from robustbench_vit.store import load_results
+from robustbench_vit.storage.store import load_results
 from tests.helpers import IMAGENET_SAMPLES, REFERENCE, needs_imagenet
 
 CSV = REFERENCE / "robustbench_imagenet_c_unaggregated.csv"
-RBVIT = [sys.executable, "-m", "robustbench_vit.cli"]
+RBVIT = [sys.executable, "-m", "robustbench_vit.cli.commands"]
 
 
 def _imagenet_c_fixture(root: Path, n: int = 12) -> Path:

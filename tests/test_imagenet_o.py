@@ -12,7 +12,7 @@ from PIL import Image
 
 import robustbench_vit as rbvit
 from robustbench_vit.errors import ConfigError, DataError
-from robustbench_vit.ood import aupr, auroc, fpr_at_recall
+from robustbench_vit.metrics.ood import aupr, auroc, fpr_at_recall
 from tests.helpers import IMAGENET_SAMPLES, needs_imagenet
 
 
@@ -68,7 +68,7 @@ def test_imagenet_o_fixture_against_an_independent_loop(tmp_path):
     from sklearn.metrics import average_precision_score, roc_auc_score
     from torchvision import transforms as T
 
-    from robustbench_vit.labels import get_label_space
+    from robustbench_vit.data.labels import get_label_space
     from robustbench_vit.models.loading import load_model
 
     loaded = load_model("timm:test_vit", device="cpu", pretrained=False)
@@ -159,6 +159,6 @@ def test_a_detector_that_separates_perfectly_scores_one(tmp_path):
 
 
 def get_label_space_wnids() -> list[str]:
-    from robustbench_vit.labels import get_label_space
+    from robustbench_vit.data.labels import get_label_space
 
     return list(get_label_space("imagenet1k").wnids)

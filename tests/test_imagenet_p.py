@@ -17,9 +17,9 @@ from scipy.stats import rankdata
 from torch import nn
 
 import robustbench_vit as rbvit
+from robustbench_vit.metrics.stability import flip_probability, top5_distance, top5_indices
 from robustbench_vit.models.loading import wrap_module
 from robustbench_vit.perturbations import sequences as seq
-from robustbench_vit.stability import flip_probability, top5_distance, top5_indices
 from tests.helpers import IMAGENET_SAMPLES, needs_effnet, needs_imagenet
 
 # --- metrics: the reference's flip_prob / ranking_dist, restated --------------------------------------

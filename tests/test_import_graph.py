@@ -91,3 +91,44 @@ def test_suites_never_import_figures_or_the_runner():
                 if t.split(".")[1] in ("plots", "plots_analysis", "figures_base", "runner", "cli", "report")
             }
             assert not bad, f"{module} imports {bad}"
+
+
+#: the layers, lowest first: a module may import its own layer and the ones below, never one above
+LAYERS = [
+    {"", "errors", "registry", "device", "identity"},  # "": the package root (version, lazy public names)
+    {"data", "subsets"},
+    {"models"},
+    {"perturbations", "attacks"},
+    {"metrics", "storage"},
+    {"suites"},
+    {"engine"},
+    {"results"},
+    {"sweeps"},
+    {"api"},
+    {"cli"},
+]
+
+
+def _layer(module: str) -> int:
+    part = module.split(".")[1] if "." in module else ""
+    return next(i for i, names in enumerate(LAYERS) if part in names)
+
+
+def layering_violations(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{a} -> {b}" for a, bs in graph.items() for b in bs if _layer(b) > _layer(a))
+
+
+def test_lower_layers_never_import_higher_ones():
+    graph = import_graph()
+    assert {m.split(".")[1] for m in graph if "." in m} <= set().union(*LAYERS), (
+        "a new subpackage needs a layer"
+    )
+    assert layering_violations(graph) == []
+
+
+def test_the_layer_check_finds_an_upward_import():
+    graph = {
+        "robustbench_vit.data.cache": {"robustbench_vit.engine.runner"},
+        "robustbench_vit.engine.runner": set(),
+    }
+    assert layering_violations(graph) == ["robustbench_vit.data.cache -> robustbench_vit.engine.runner"]

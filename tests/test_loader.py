@@ -14,7 +14,7 @@ from PIL import Image
 from robustbench_vit.data.cache import ImageCache
 from robustbench_vit.data.datasets import image_folder
 from robustbench_vit.data.loader import device_batches
-from robustbench_vit.preprocessing import DataConfig
+from robustbench_vit.data.preprocessing import DataConfig
 
 DC = DataConfig((3, 24, 24), 1.0, "bilinear", (0.5,) * 3, (0.5,) * 3)
 

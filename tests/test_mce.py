@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robustbench_vit.mce import (
+from robustbench_vit.metrics.mce import (
     ALEXNET_ERRORS,
     BENCHMARK_CORRUPTIONS,
     MissingMeasurementError,
@@ -18,7 +18,7 @@ from robustbench_vit.mce import (
 from tests.helpers import REFERENCE
 
 CSV = REFERENCE / "robustbench_imagenet_c_unaggregated.csv"
-RBVIT = [sys.executable, "-m", "robustbench_vit.cli"]
+RBVIT = [sys.executable, "-m", "robustbench_vit.cli.commands"]
 
 
 def _errors(row: pd.Series) -> dict[tuple[str, int], float]:

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from robustbench_vit.leaderboard import build_leaderboard, render_markdown, wilson_interval
-from robustbench_vit.metrics import ClassificationAccumulator, expected_calibration_error
-from robustbench_vit.store import SCHEMA, RunStore, load_results
+from robustbench_vit.metrics.accumulators import ClassificationAccumulator, expected_calibration_error
+from robustbench_vit.results.leaderboard import build_leaderboard, render_markdown, wilson_interval
+from robustbench_vit.storage.store import SCHEMA, RunStore, load_results
 
 
 def test_accumulator_top1_top5_nll():
@@ -46,7 +46,7 @@ def test_wilson_interval_equals_the_restated_formula(p, n):
 
 
 def test_exact_mcnemar_equals_the_two_sided_binomial_sum():
-    from robustbench_vit.analysis import exact_mcnemar_p
+    from robustbench_vit.results.analysis import exact_mcnemar_p
 
     for a, b in [(3, 12), (0, 5), (7, 7), (40, 61), (0, 0), (1, 0)]:
         n, k = a + b, min(a, b)

@@ -12,7 +12,7 @@ import pytest
 from robustbench_vit.models import hub
 from tests.helpers import CIFAR10_TEST, error_lines, needs_cifar
 
-RBVIT = [sys.executable, "-m", "robustbench_vit.cli"]
+RBVIT = [sys.executable, "-m", "robustbench_vit.cli.commands"]
 offline_only = pytest.mark.skipif(
     hub.downloads_possible() or hub.downloads_possible("download.pytorch.org"),
     reason="this machine can download weights",

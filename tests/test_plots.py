@@ -7,8 +7,8 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from robustbench_vit import plots
-from robustbench_vit.leaderboard import wilson_interval
+from robustbench_vit.results.figures import plots
+from robustbench_vit.results.leaderboard import wilson_interval
 
 
 def _rows(dataset: str, model: str, values: dict[float, float], n: int = 100) -> list[dict]:
@@ -82,7 +82,7 @@ def test_no_clean_point_from_other_images(tmp_path, captured):
 
 
 def test_report_captions_render_inline_markdown():
-    from robustbench_vit.report import inline_markdown
+    from robustbench_vit.results.report import inline_markdown
 
     html = inline_markdown("_ranked by `summary/random/fraction=0.5 top1_mean`; seeds 0 <all>_")
     assert (

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 import robustbench_vit as rbvit
-from robustbench_vit.plots import FIGURE_SUITES, PLOTTERS, render_figures
-from robustbench_vit.store import load_results
+from robustbench_vit.results.figures.plots import FIGURE_SUITES, PLOTTERS, render_figures
+from robustbench_vit.storage.store import load_results
 from tests.helpers import CIFAR10_TEST, IMAGENET_SAMPLES, needs_cifar, needs_imagenet
 from tests.test_shape_bias import PRE, _cue_conflict, _Oracle
 
@@ -45,7 +45,7 @@ def test_analysis_figures_from_real_rows(tmp_path, cifar_card):
         [
             sys.executable,
             "-m",
-            "robustbench_vit.cli",
+            "robustbench_vit.cli.commands",
             "plot",
             str(out),
             "--kind",

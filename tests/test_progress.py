@@ -8,10 +8,16 @@ import sys
 
 import pytest
 
-from robustbench_vit.progress import LogProgress, NullProgress, RichProgress, TqdmProgress, make_progress
+from robustbench_vit.engine.progress import (
+    LogProgress,
+    NullProgress,
+    RichProgress,
+    TqdmProgress,
+    make_progress,
+)
 from tests.helpers import CIFAR10_TEST, needs_cifar
 
-RBVIT = [sys.executable, "-m", "robustbench_vit.cli"]
+RBVIT = [sys.executable, "-m", "robustbench_vit.cli.commands"]
 
 
 class FakeClock:
@@ -41,7 +47,7 @@ def test_log_progress_writes_a_line_per_condition_and_at_most_every_interval():
 def test_make_progress_picks_the_display_for_where_it_runs(monkeypatch):
     assert isinstance(make_progress(False), NullProgress) and isinstance(make_progress("off"), NullProgress)
     assert isinstance(make_progress("auto", stream=io.StringIO()), LogProgress)  # not a terminal
-    monkeypatch.setattr("robustbench_vit.progress.in_notebook", lambda: True)
+    monkeypatch.setattr("robustbench_vit.engine.progress.in_notebook", lambda: True)
     assert isinstance(make_progress("auto"), TqdmProgress)
     mine = NullProgress()
     assert make_progress(mine) is mine
@@ -84,7 +90,7 @@ def test_eval_into_a_log_prints_progress_lines_and_quiet_prints_none(tmp_path, c
     assert "img/s" in r.stderr and "cifar_vit | occlusion | cifar10" in r.stderr
     from click.testing import CliRunner
 
-    from robustbench_vit.cli import main
+    from robustbench_vit.cli.commands import main
 
     runner = (
         CliRunner(mix_stderr=False)
@@ -104,7 +110,7 @@ def test_eval_into_a_log_prints_progress_lines_and_quiet_prints_none(tmp_path, c
 def test_piped_tables_keep_long_values_whole():
     from click.testing import CliRunner
 
-    from robustbench_vit.cli import main
+    from robustbench_vit.cli.commands import main
 
     r = CliRunner().invoke(main, ["ls", "models"])
     assert r.exit_code == 0
@@ -118,7 +124,7 @@ def test_piped_tables_keep_long_values_whole():
 def test_sweep_dry_run_prints_its_plan_in_every_format(tmp_path, fmt):
     from click.testing import CliRunner
 
-    from robustbench_vit.cli import main
+    from robustbench_vit.cli.commands import main
 
     toml = tmp_path / "s.toml"
     toml.write_text('[sweep]\nmodels = ["timm:test_vit"]\n[[suite]]\nname = "clean"\n')

@@ -1,10 +1,11 @@
-"""README stays true: its command synopsis names only options the CLI has, and its sweep example loads."""
+"""README stays true: its command synopsis names only options the CLI has, and the sweep example of
+docs/scaling-out.md loads."""
 
 from __future__ import annotations
 
 import re
 
-from robustbench_vit.cli import main
+from robustbench_vit.cli.commands import main
 from tests.helpers import ROOT
 
 README = (ROOT / "README.md").read_text()
@@ -28,9 +29,12 @@ def test_every_option_in_the_synopsis_exists():
 
 
 def test_the_per_model_override_example_loads(tmp_path):
-    from robustbench_vit.sweep import load_sweep
+    from robustbench_vit.sweeps.run import load_sweep
 
-    block = README.split("A model table overrides per model:", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
+    scaling = (ROOT / "docs" / "scaling-out.md").read_text()
+    block = (
+        scaling.split("A model table overrides per model:", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
+    )
     toml = tmp_path / "s.toml"
     toml.write_text(f'[sweep]\n{block}\n[[suite]]\nname = "occlusion"\n')
     cells = {c.model: c.options for c in load_sweep(toml).cells}

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from robustbench_vit.store import load_results
+from robustbench_vit.storage.store import load_results
 from tests.helpers import IMAGENET_SAMPLES, needs_effnet, needs_imagenet
 
 pytestmark = [pytest.mark.slow, needs_imagenet, needs_effnet]
@@ -25,7 +25,7 @@ def test_clean_top1_through_cli(tmp_path):
         [
             sys.executable,
             "-m",
-            "robustbench_vit.cli",
+            "robustbench_vit.cli.commands",
             "eval",
             "--model",
             "efficientnet_lite0",

@@ -61,7 +61,7 @@ def test_ls_suites_name_shows_parameters_types_defaults_and_choices():
     import sys
 
     r = subprocess.run(
-        [sys.executable, "-m", "robustbench_vit.cli", "ls", "suites", "transfer", "--json"],
+        [sys.executable, "-m", "robustbench_vit.cli.commands", "ls", "suites", "transfer", "--json"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -77,7 +77,7 @@ def test_ls_suites_name_shows_parameters_types_defaults_and_choices():
     assert params["preset"]["choices"] == ["none", "atvit"]
     assert "Naseer" in info["paper"]
     bad = subprocess.run(
-        [sys.executable, "-m", "robustbench_vit.cli", "ls", "suites", "occlusoin"],
+        [sys.executable, "-m", "robustbench_vit.cli.commands", "ls", "suites", "occlusoin"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import robustbench_vit as rbvit
-from robustbench_vit.cka import MinibatchCKA, gram, hsic1
+from robustbench_vit.metrics.cka import MinibatchCKA, gram, hsic1
 from robustbench_vit.models import probes
 from robustbench_vit.models.loading import load_model
 from tests.helpers import CIFAR10_TEST, IMAGENET_SAMPLES, needs_cifar, needs_imagenet

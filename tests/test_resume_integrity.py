@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import robustbench_vit as rbvit
-from robustbench_vit.store import load_results
+from robustbench_vit.storage.store import load_results
 from tests.helpers import CIFAR10_TEST, needs_cifar
 
 KW = dict(data=str(CIFAR10_TEST), limit=20)

@@ -10,7 +10,7 @@ from tests.helpers import CIFAR10_TEST, IMAGENET_SAMPLES, needs_cifar
 
 @needs_cifar
 def test_cuda_oom_halves_the_batch_and_records_it(monkeypatch, tmp_path, cifar_card):
-    from robustbench_vit.runner import evaluate
+    from robustbench_vit.engine.runner import evaluate
 
     calls = []
     original = Suite._run
@@ -95,7 +95,7 @@ def test_several_suites_in_one_call_share_the_model_and_equal_separate_runs(
     loads = []
     real_load = loading.load_model
     monkeypatch.setattr(
-        "robustbench_vit.runner.load_model", lambda *a, **k: loads.append(1) or real_load(*a, **k)
+        "robustbench_vit.engine.runner.load_model", lambda *a, **k: loads.append(1) or real_load(*a, **k)
     )
     both = rbvit.evaluate(str(cifar_card), ["clean", "occlusion", "patch_shuffle"], suite_params=params, **kw)
     assert len(loads) == 1 and list(dict.fromkeys(both.suite)) == ["clean", "occlusion", "patch_shuffle"]
@@ -139,7 +139,7 @@ def test_results_folder_reads_with_plain_pandas_and_duckdb(tmp_path, cifar_card)
 @needs_cifar
 def test_relative_to_clean_pairs_each_condition_once_and_std_needs_two_repeats(tmp_path, cifar_card):
     import robustbench_vit as rbvit
-    from robustbench_vit.analysis import relative_to_clean
+    from robustbench_vit.results.analysis import relative_to_clean
 
     kw = dict(data=str(CIFAR10_TEST), limit=20, out=str(tmp_path), progress=False)
     for bs in (10, 20):  # two clean runs (two run ids) of the same images: must not double the joined rows
@@ -169,12 +169,12 @@ def test_devices_split_conditions_over_processes_with_the_rows_of_one_process(tm
 
     import pandas as pd
 
-    from robustbench_vit.store import load_results
+    from robustbench_vit.storage.store import load_results
 
     base = [
         sys.executable,
         "-m",
-        "robustbench_vit.cli",
+        "robustbench_vit.cli.commands",
         "-q",
         "eval",
         "-m",
@@ -194,7 +194,7 @@ def test_devices_split_conditions_over_processes_with_the_rows_of_one_process(tm
     ]
     from click.testing import CliRunner
 
-    from robustbench_vit.cli import main
+    from robustbench_vit.cli.commands import main
 
     one = CliRunner().invoke(main, [*base[3:], "--out", str(tmp_path / "one")])  # the plain run, in-process
     two = subprocess.run(
@@ -237,7 +237,7 @@ def test_devices_are_checked_before_any_process_starts(tmp_path):
 def test_rows_record_the_gpu_and_its_float32_settings(monkeypatch):
     """fp32 convolutions on a CUDA GPU run as TF32 under PyTorch's default: the row's config says so,
     with the GPU's name; off CUDA the entry is null."""
-    from robustbench_vit.rows import accelerator
+    from robustbench_vit.engine.rows import accelerator
 
     assert accelerator(torch.device("cpu")) is None
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d: "NVIDIA H200")
@@ -256,7 +256,7 @@ def test_rows_record_the_gpu_and_its_float32_settings(monkeypatch):
 def test_cpu_rows_have_a_null_accelerator(cifar_card):
     import json
 
-    from robustbench_vit.runner import evaluate
+    from robustbench_vit.engine.runner import evaluate
 
     df = evaluate(str(cifar_card), "clean", data=str(CIFAR10_TEST), limit=8, out=None, progress=False)
     assert all(json.loads(c)["accelerator"] is None for c in df.config)

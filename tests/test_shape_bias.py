@@ -14,8 +14,8 @@ from PIL import Image
 from torch import nn
 
 import robustbench_vit as rbvit
+from robustbench_vit.data.labels import get_label_space
 from robustbench_vit.errors import DataError
-from robustbench_vit.labels import get_label_space
 from robustbench_vit.suites.shape_bias import aggregate_16, shape16_indices, texture_category
 
 CATS = sorted(shape16_indices())

@@ -11,7 +11,7 @@ from robustbench_vit.suites._common import auto_grid_side, parse_grid
 
 
 def _zoo_sizes() -> set[tuple[int, int]]:
-    from robustbench_vit.preprocessing import from_timm
+    from robustbench_vit.data.preprocessing import from_timm
 
     sizes = {(160, 160), (32, 32)}  # a 160 px model (issue report) and CIFAR
     for name in MODELS.names():

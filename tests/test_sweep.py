@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robustbench_vit.store import load_results
+from robustbench_vit.storage.store import load_results
 from tests.helpers import IMAGENET_SAMPLES, ROOT, needs_effnet, needs_imagenet
 
-RBVIT = [sys.executable, "-m", "robustbench_vit.cli"]
+RBVIT = [sys.executable, "-m", "robustbench_vit.cli.commands"]
 
 TINY = f"""
 [sweep]
@@ -79,7 +79,8 @@ def test_sweep_then_rerun_runs_zero_cells_and_failures_do_not_crash(tmp_path):
 
 
 def test_a_run_time_failure_is_retried_on_the_next_sweep(tmp_path, monkeypatch):
-    from robustbench_vit import runner, sweep
+    from robustbench_vit.engine import runner
+    from robustbench_vit.sweeps import run as sweep
 
     toml = tmp_path / "s.toml"
     toml.write_text('[sweep]\nmodels = ["timm:test_vit"]\n[[suite]]\nname = "clean"\n')
@@ -250,7 +251,7 @@ def test_committed_ci_leaderboard_is_fresh(tmp_path):
 
 def test_per_model_overrides_reach_only_that_models_cells(tmp_path):
     from robustbench_vit.errors import ConfigError
-    from robustbench_vit.sweep import load_sweep
+    from robustbench_vit.sweeps.run import load_sweep
 
     toml = tmp_path / "s.toml"
     body = """[sweep]

@@ -52,7 +52,7 @@ def test_every_timm_entry_resolves_offline_without_building(name, monkeypatch):
 
 
 def test_preprocessing_is_derived_from_timm():
-    from robustbench_vit.preprocessing import from_timm
+    from robustbench_vit.data.preprocessing import from_timm
 
     dc = from_timm(MODELS.get("vit_b16").arch)
     cfg = timm.get_pretrained_cfg(MODELS.get("vit_b16").arch)

@@ -34,8 +34,8 @@ from robustbench_vit.data.datasets import ImageDataset
 from robustbench_vit.data.decode import apply_geometry, decode_batch, decode_rgb
 from robustbench_vit.data.digests import DigestIndex, hash_file, sha256_bytes
 from robustbench_vit.data.filled import FilledArray
+from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.errors import DataError, ResultsError
-from robustbench_vit.preprocessing import DataConfig
 
 __all__ = ["ImageCache", "default_cache_dir", "content_identity", "current_identity", "item_digests"]
 

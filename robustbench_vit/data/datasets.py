@@ -20,8 +20,8 @@ import torch
 
 from robustbench_vit.data.decode import read_bytes, read_rgb
 from robustbench_vit.data.digests import stat_tuple
+from robustbench_vit.data.labels import CIFAR10_CLASSES
 from robustbench_vit.errors import DataError
-from robustbench_vit.labels import CIFAR10_CLASSES
 
 __all__ = [
     "ImageDataset",

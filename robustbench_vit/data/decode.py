@@ -25,8 +25,8 @@ import torchvision.transforms.v2.functional as TF
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms import InterpolationMode
 
+from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.errors import DataError
-from robustbench_vit.preprocessing import DataConfig
 
 __all__ = ["read_bytes", "decode_rgb", "read_rgb", "apply_geometry", "load_image", "decode_batch", "is_jpeg"]
 

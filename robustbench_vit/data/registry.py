@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from robustbench_vit.data.datasets import ImageDataset, cifar10_batches, flat_folder, image_folder
+from robustbench_vit.data.labels import is_wnid
 from robustbench_vit.errors import DataError
-from robustbench_vit.labels import is_wnid
 from robustbench_vit.registry import Registry
 
 __all__ = [
@@ -180,6 +180,6 @@ def _guess_name(ds: ImageDataset) -> str:
                 return name
     if all(is_wnid(c) for c in ds.classes):
         return "imagenet-samples" if len(ds) == len(ds.classes) == 1000 else "imagenet-val"
-    from robustbench_vit.labels import CIFAR10_CLASSES
+    from robustbench_vit.data.labels import CIFAR10_CLASSES
 
     return "cifar10" if tuple(ds.classes) == CIFAR10_CLASSES else "folder"

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.errors import CheckpointError, RbvitError
-from robustbench_vit.preprocessing import DataConfig
 
 __all__ = ["ModelCard", "read_card", "read_card_json", "CARD_SOURCES", "MAX_CARD_BYTES"]
 

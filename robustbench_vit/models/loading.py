@@ -22,6 +22,8 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from robustbench_vit.data.labels import LabelSpace, get_label_space
+from robustbench_vit.data.preprocessing import DataConfig, from_timm, from_torchvision
 from robustbench_vit.device import autocast_dtype, select_device
 from robustbench_vit.errors import (
     CheckpointError,
@@ -29,7 +31,6 @@ from robustbench_vit.errors import (
     RbvitError,
     WeightsUnavailableError,
 )
-from robustbench_vit.labels import LabelSpace, get_label_space
 from robustbench_vit.models.cards import read_card
 from robustbench_vit.models.checkpoint import load_state_dict_strict, read_state_dict
 from robustbench_vit.models.hub import (
@@ -43,7 +44,6 @@ from robustbench_vit.models.modules import LoadedModel, PixelModel, state_digest
 from robustbench_vit.models.names import resolve_spec
 from robustbench_vit.models.robustbench_source import load_robustbench
 from robustbench_vit.models.zoo import ModelSpec
-from robustbench_vit.preprocessing import DataConfig, from_timm, from_torchvision
 
 __all__ = ["PixelModel", "LoadedModel", "resolve_spec", "load_model", "wrap_module", "state_digest"]
 

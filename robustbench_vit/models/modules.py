@@ -12,11 +12,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustbench_vit.data.labels import LabelSpace, get_label_space
+from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.device import autocast, autocast_dtype, select_device
 from robustbench_vit.errors import ConfigError
-from robustbench_vit.labels import LabelSpace, get_label_space
 from robustbench_vit.models.zoo import ModelSpec, guess_family
-from robustbench_vit.preprocessing import DataConfig
 
 __all__ = ["PixelModel", "LoadedModel", "state_digest", "wrap_module"]
 

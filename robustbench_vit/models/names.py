@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from robustbench_vit.errors import ConfigError, UnknownNameError
+from robustbench_vit.errors import ConfigError, RbvitError, UnknownNameError
 from robustbench_vit.models.cards import read_card
 from robustbench_vit.models.zoo import MODELS, ModelSpec, guess_family
 
@@ -105,3 +105,12 @@ def _check_timm_name(arch: str) -> None:
         f"; did you mean {', '.join('timm:' + c for c in close)}?" if close else " (see timm.list_models())"
     )
     raise UnknownNameError(f"timm has no architecture {base!r}{hint}")
+
+
+def row_key(ref: str) -> str:
+    """The ``model`` value rows carry for a reference (``timm:x`` and ``x`` are one model); a name that only
+    exists in the results (an ``nn.Module``'s ``name=``) is its own key."""
+    try:
+        return resolve_spec(ref).name
+    except RbvitError:
+        return ref

@@ -16,9 +16,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.errors import ConfigError, UnknownNameError, WeightsUnavailableError
 from robustbench_vit.models.zoo import ModelSpec
-from robustbench_vit.preprocessing import DataConfig
 
 __all__ = ["parse_robustbench_ref", "robustbench_spec", "load_robustbench", "config_from_transforms"]
 
@@ -128,7 +128,7 @@ def load_robustbench(spec: ModelSpec, *, pretrained: bool, checkpoint: str | Non
     """(net, data_cfg, label_space, weights tag) of a RobustBench model through the package's own loader."""
     import torch
 
-    from robustbench_vit.labels import get_label_space
+    from robustbench_vit.data.labels import get_label_space
     from robustbench_vit.models.checkpoint import load_state_dict_strict, read_state_dict
 
     dataset, threat, model_id = parse_robustbench_ref(PREFIX + spec.arch)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from robustbench_vit.errors import ConfigError
-from robustbench_vit.metrics import MetricValue
+from robustbench_vit.metrics.accumulators import MetricValue
 from robustbench_vit.suites.base import Condition, Result
 
 __all__ = ["AUTO_CELL_PX", "auto_grid_side", "parse_grid", "grid_label", "mean_std", "curve_auc"]

@@ -26,7 +26,7 @@ from robustbench_vit.attacks.autoattack import AANorm, make_autoattack, run_stag
 from robustbench_vit.data.filled import FilledArray
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.identity import derived_key, loaded_model_identity
-from robustbench_vit.metrics import ClassificationAccumulator, MetricValue, register_metric
+from robustbench_vit.metrics.accumulators import ClassificationAccumulator, MetricValue, register_metric
 from robustbench_vit.suites.base import NON_NEGATIVE, Condition, EvalContext, Result, Suite, register_suite
 from robustbench_vit.suites.pgd import adversarial_metrics
 

@@ -26,15 +26,15 @@ import torch
 from robustbench_vit.data.cache import ImageCache
 from robustbench_vit.data.datasets import ImageDataset
 from robustbench_vit.data.loader import device_batches
+from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.errors import ConfigError, RbvitError
-from robustbench_vit.metrics import (
+from robustbench_vit.metrics.accumulators import (
     CALIBRATION_METRICS,
     ClassificationAccumulator,
     MetricValue,
     PrecomputedResults,
 )
 from robustbench_vit.models.loading import LoadedModel
-from robustbench_vit.preprocessing import DataConfig
 from robustbench_vit.registry import Registry
 from robustbench_vit.suites.params import (
     AT_LEAST_ONE,

@@ -15,8 +15,13 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from robustbench_vit.data.decode import apply_geometry
+from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.errors import ConfigError
-from robustbench_vit.mce import BENCHMARK_CORRUPTIONS, CORRUPTION_HEADLINE, SEVERITIES, corruption_summary
+from robustbench_vit.metrics.mce import (
+    BENCHMARK_CORRUPTIONS,
+    CORRUPTION_HEADLINE,
+    SEVERITIES,
+)
 from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.perturbations.corruptions import (
     corrupt,
@@ -31,8 +36,8 @@ from robustbench_vit.perturbations.corruptions.tables import (
     Severity,
     TableName,
 )
-from robustbench_vit.preprocessing import DataConfig
 from robustbench_vit.suites.base import Condition, EvalContext, Result, Suite, register_suite, seed_of
+from robustbench_vit.suites.corruption_summary import corruption_summary
 
 __all__ = ["Corruptions", "validation_of"]
 

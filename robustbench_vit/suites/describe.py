@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
+from pathlib import Path
 from typing import Any
 
 from robustbench_vit.suites.base import SUITES, Range
 
-__all__ = ["describe_suite"]
+__all__ = ["describe_suite", "parameters_markdown", "sync_parameter_tables", "PARAMS_BEGIN", "PARAMS_END"]
+
+#: the generated block of a suite's docs page (``docs/suites/NAME.md``)
+PARAMS_BEGIN = (
+    "<!-- parameters: generated from `rbvit ls suites NAME --json`; tests/test_docs.py keeps it in sync -->"
+)
+PARAMS_END = "<!-- end parameters -->"
 
 
 def _range(hint: Any) -> str | None:
@@ -67,3 +75,46 @@ def describe_suite(name: str) -> dict[str, Any]:
         "summary": doc.splitlines()[0] if doc else "",
         "parameters": params,
     }
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "" or value == []:
+        return "" if value is None or value == [] else '`""`'
+    text = value if isinstance(value, str) else json.dumps(value)
+    return "`" + text.replace("|", "\\|") + "`"
+
+
+def parameters_markdown(info: dict[str, Any]) -> str:
+    """The parameter table of :func:`describe_suite`'s output as a Markdown table (the docs pages' block)."""
+    out = ["| parameter | type | default | allowed values |", "|---|---|---|---|"]
+    for p in info["parameters"]:
+        allowed = ", ".join(f"`{c}`" for c in p["choices"]) if p["choices"] else (p["range"] or "")
+        out.append(f"| `{p['name']}` | {p['type']} | {_cell(p['default'])} | {allowed} |")
+    return "\n".join(out)
+
+
+def sync_parameter_tables(folder: str | Path, *, write: bool = False) -> list[str]:
+    """Suites whose page in ``folder`` lacks its block or shows other parameters than the registry; with
+    ``write`` the blocks are regenerated (``python -m robustbench_vit.suites.describe docs/suites``)."""
+    stale = []
+    for name in SUITES.names():
+        page = Path(folder) / f"{name}.md"
+        text = page.read_text() if page.is_file() else ""
+        if PARAMS_BEGIN not in text or PARAMS_END not in text:
+            stale.append(name)
+            continue
+        head, rest = text.split(PARAMS_BEGIN, 1)
+        current, tail = rest.split(PARAMS_END, 1)
+        wanted = "\n" + parameters_markdown(describe_suite(name)) + "\n"
+        if current != wanted:
+            stale.append(name)
+            if write:
+                page.write_text(head + PARAMS_BEGIN + wanted + PARAMS_END + tail)
+    return stale
+
+
+if __name__ == "__main__":
+    import sys
+
+    left = sync_parameter_tables(sys.argv[1] if len(sys.argv) > 1 else "docs/suites", write=True)
+    print("regenerated:", ", ".join(left) or "none")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from robustbench_vit.errors import ConfigError
-from robustbench_vit.metrics import MetricValue
+from robustbench_vit.metrics.accumulators import MetricValue
 from robustbench_vit.perturbations.fourier import (
     FilterKind,
     fourier_basis,

@@ -19,7 +19,7 @@ from robustbench_vit.data.registry import open_dataset, subset_synsets
 from robustbench_vit.data.subset import stratified_limit
 from robustbench_vit.device import to_device
 from robustbench_vit.errors import ConfigError, DataError
-from robustbench_vit.metrics import MetricValue
+from robustbench_vit.metrics.accumulators import MetricValue
 from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.suites.base import (
     NON_NEGATIVE,

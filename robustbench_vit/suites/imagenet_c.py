@@ -23,18 +23,17 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from robustbench_vit.data.datasets import image_folder
+from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.data.subset import stratified_limit
 from robustbench_vit.errors import DataError
-from robustbench_vit.mce import (
+from robustbench_vit.metrics.mce import (
     BENCHMARK_CORRUPTIONS,
     CORRUPTION_HEADLINE,
     EXTRA_CORRUPTIONS,
     SEVERITIES,
-    corruption_summary,
 )
 from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.perturbations.corruptions.tables import CorruptionName
-from robustbench_vit.preprocessing import DataConfig
 from robustbench_vit.suites.base import (
     Condition,
     ConditionData,
@@ -43,6 +42,7 @@ from robustbench_vit.suites.base import (
     Suite,
     register_suite,
 )
+from robustbench_vit.suites.corruption_summary import corruption_summary
 
 __all__ = ["ImageNetC", "find_corruption_folders"]
 

@@ -23,9 +23,9 @@ from robustbench_vit.data.datasets import ImageDataset, concat_datasets, image_f
 from robustbench_vit.data.registry import open_dataset
 from robustbench_vit.data.subset import stratified_limit
 from robustbench_vit.errors import ConfigError, DataError
-from robustbench_vit.metrics import ClassificationAccumulator, MetricValue, register_metric
+from robustbench_vit.metrics.accumulators import ClassificationAccumulator, MetricValue, register_metric
+from robustbench_vit.metrics.ood import aupr, auroc, fpr_at_recall
 from robustbench_vit.models.loading import LoadedModel
-from robustbench_vit.ood import aupr, auroc, fpr_at_recall
 from robustbench_vit.suites.base import NON_NEGATIVE, Condition, EvalContext, Result, Suite, register_suite
 from robustbench_vit.suites.reference_preprocessing import WithReferencePreprocessing
 

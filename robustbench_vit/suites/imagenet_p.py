@@ -27,18 +27,18 @@ import pandas as pd
 import torch
 
 from robustbench_vit.data.datasets import ImageDataset
+from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.errors import ConfigError, DataError
-from robustbench_vit.metrics import (
+from robustbench_vit.metrics.accumulators import (
     ClassificationAccumulator,
     MetricValue,
     PrecomputedResults,
     register_metric,
 )
+from robustbench_vit.metrics.stability import flip_probability, top5_distance, top5_indices
 from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.models.probes import resize_to
 from robustbench_vit.perturbations import sequences as seq
-from robustbench_vit.preprocessing import DataConfig
-from robustbench_vit.stability import flip_probability, top5_distance, top5_indices
 from robustbench_vit.suites.base import Condition, EvalContext, Result, Suite, batch_generator, register_suite
 
 __all__ = ["ImageNetP", "read_video"]
@@ -262,12 +262,12 @@ class ImageNetP(Suite):
     def _baseline_rows(self, df: pd.DataFrame) -> pd.DataFrame:
         """The baseline model's rows, found by what the user typed (``alexnet``) or by the name rows
         record for it (``torchvision:alexnet`` -> ``alexnet.tv_imagenet1k_v1``)."""
-        from robustbench_vit.analysis import _row_key
+        from robustbench_vit.models.names import row_key
 
         typed = self.baseline_model
-        names = {typed, _row_key(typed)}
+        names = {typed, row_key(typed)}
         if ":" not in typed:
-            names.add(_row_key(f"torchvision:{typed}"))
+            names.add(row_key(f"torchvision:{typed}"))
         models = sorted(m for m in set(df.model) if m in names or m.split(".")[0] == typed)
         if len(models) > 1:
             raise DataError(
@@ -277,7 +277,7 @@ class ImageNetP(Suite):
         return df[df.model.isin(models)]
 
     def _baseline_table(self) -> dict[tuple[str, int, str], float]:
-        from robustbench_vit.store import load_results
+        from robustbench_vit.storage.store import load_results
 
         df = load_results(self.baseline)
         df = self._baseline_rows(df[df.suite == self.name])

@@ -10,7 +10,7 @@ from typing import Annotated, ClassVar, Literal
 import torch
 
 from robustbench_vit.errors import ConfigError
-from robustbench_vit.metrics import MetricValue
+from robustbench_vit.metrics.accumulators import MetricValue
 from robustbench_vit.perturbations.grid import cell_size
 from robustbench_vit.perturbations.occlusion import (
     Fill,

@@ -13,7 +13,7 @@ from robustbench_vit.attacks import PGD, parse_eps
 from robustbench_vit.attacks.base import Norm
 from robustbench_vit.attacks.pgd import Keep
 from robustbench_vit.errors import ConfigError
-from robustbench_vit.metrics import ClassificationAccumulator, MetricValue
+from robustbench_vit.metrics.accumulators import ClassificationAccumulator, MetricValue
 from robustbench_vit.suites.base import (
     AT_LEAST_ONE,
     POSITIVE,

@@ -14,9 +14,9 @@ from typing import Literal
 
 import torch
 
+from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.device import to_device
 from robustbench_vit.models.loading import LoadedModel
-from robustbench_vit.preprocessing import DataConfig
 
 __all__ = [
     "REFERENCE_MEAN",

@@ -20,14 +20,14 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from robustbench_vit.cka import MinibatchCKA
 from robustbench_vit.errors import ConfigError
-from robustbench_vit.metrics import (
+from robustbench_vit.metrics.accumulators import (
     ClassificationAccumulator,
     MetricValue,
     PrecomputedResults,
     register_metric,
 )
+from robustbench_vit.metrics.cka import MinibatchCKA
 from robustbench_vit.models import probes
 from robustbench_vit.suites.base import Condition, EvalContext, Result, Suite, register_suite
 

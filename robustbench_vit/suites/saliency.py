@@ -18,7 +18,7 @@ from robustbench_vit.data.filled import FilledArray
 from robustbench_vit.identity import derived_key, loaded_model_identity
 from robustbench_vit.models.attention import cls_attention, patch_grid
 from robustbench_vit.models.loading import LoadedModel, load_model
-from robustbench_vit.store import safe_name
+from robustbench_vit.storage.store import safe_name
 
 __all__ = ["SaliencyStore"]
 

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from robustbench_vit.data.datasets import ImageDataset
+from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.errors import ConfigError, DataError
-from robustbench_vit.metrics import ClassificationAccumulator, MetricValue, register_metric
+from robustbench_vit.metrics.accumulators import ClassificationAccumulator, MetricValue, register_metric
 from robustbench_vit.models.loading import LoadedModel
-from robustbench_vit.preprocessing import DataConfig
 from robustbench_vit.suites.base import Condition, EvalContext, Result, Suite, register_suite
 
 __all__ = ["ShapeBias", "shape16_indices", "texture_category", "aggregate_16"]

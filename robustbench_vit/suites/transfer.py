@@ -46,14 +46,14 @@ from robustbench_vit.attacks.pgd import DI_RESIZE_RATIO
 from robustbench_vit.attacks.self_ensemble import SelfEnsemble
 from robustbench_vit.attacks.storage import STORAGE, decode_adversarial, encode_adversarial, stored_shape
 from robustbench_vit.data.filled import FilledArray
+from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.data.subset import shipped_subset_items
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.identity import canonical_json, derived_key
-from robustbench_vit.metrics import MetricValue
+from robustbench_vit.metrics.accumulators import MetricValue
 from robustbench_vit.models.identity import model_identity
 from robustbench_vit.models.loading import LoadedModel, load_model, resolve_spec
-from robustbench_vit.preprocessing import DataConfig
-from robustbench_vit.store import safe_name
+from robustbench_vit.storage.store import safe_name
 from robustbench_vit.suites.base import (
     AT_LEAST_ONE,
     NON_NEGATIVE,

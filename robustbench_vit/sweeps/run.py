@@ -1,5 +1,5 @@
 """Declarative sweeps: a TOML file names models x suites x datasets; ``rbvit sweep FILE`` plans the
-cells (file format and validation: :mod:`robustbench_vit.sweep_file`), skips those already complete
+cells (file format and validation: :mod:`robustbench_vit.sweeps.file`), skips those already complete
 (same cell key), runs the rest locally or as Ray tasks, and
 never crashes on a failing cell. A cell that failed at run time is retried on the next run; one that
 failed on its configuration (unknown name, bad parameter, bad checkpoint) is reported as
@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from robustbench_vit.engine.progress import NullProgress, Progress
 from robustbench_vit.errors import CheckpointError, ConfigError, UnknownNameError
-from robustbench_vit.progress import NullProgress, Progress
-from robustbench_vit.sweep_file import Cell, SweepSpec, load_sweep, validate_sweep
+from robustbench_vit.sweeps.file import Cell, SweepSpec, load_sweep, validate_sweep
 
 __all__ = [
     "Cell",
@@ -98,10 +98,10 @@ def cell_identity(cell: Cell) -> str | None:
     (an entry point's weights come from code; a suite reading images of its own per condition): such a
     cell always runs, and the runner reuses its finished conditions after checking their inputs."""
     from robustbench_vit.data.cache import current_identity
+    from robustbench_vit.engine.runner import select_indices
     from robustbench_vit.identity import digest
     from robustbench_vit.models.identity import model_identity
     from robustbench_vit.models.loading import resolve_spec
-    from robustbench_vit.runner import select_indices
     from robustbench_vit.suites import make_suite
 
     opts = cell.options
@@ -154,7 +154,8 @@ def plan(spec: SweepSpec, out: str | Path) -> list[CellStatus]:
 
 def run_cell(cell: Cell, out: str, progress: Progress | None = None) -> CellStatus:
     """Evaluate one cell (resumable per condition); a failure is returned, never raised."""
-    from robustbench_vit.runner import evaluate
+    from robustbench_vit.engine.runner import evaluate
+    from robustbench_vit.results.figures.plots import draw_run_figures
 
     t0 = time.time()
     try:  # what the cell is computed from, recorded before it runs
@@ -169,6 +170,7 @@ def run_cell(cell: Cell, out: str, progress: Progress | None = None) -> CellStat
             dataclasses.replace(cell.options, out=out),
             progress=progress or NullProgress(),
         )
+        draw_run_figures(df, out)
     except Exception as e:  # a failing cell is reported, not fatal
         msg = f"{type(e).__name__}: {e}"
         kind = "config" if isinstance(e, CONFIG_ERRORS) else "run"
@@ -205,7 +207,7 @@ def run_cell(cell: Cell, out: str, progress: Progress | None = None) -> CellStat
 def run_shard(cell: Cell, out: str, k: int, n: int) -> int:
     """Every n-th condition of a cell from the k-th (a Ray task's share); returns the rows written. A
     failure is logged, never raised: the cell's final pass (:func:`run_cell`) computes what is missing."""
-    from robustbench_vit.runner import evaluate
+    from robustbench_vit.engine.runner import evaluate
 
     try:
         opts = dataclasses.replace(cell.options, out=out, shard=(k, n))
@@ -232,7 +234,7 @@ def run_local(
 
 
 def _run_ray(cells: list[Cell], out: str, cell_fn: CellFn, **kw: Any) -> list[CellStatus]:
-    from robustbench_vit.ray_executor import run_cells_on_ray
+    from robustbench_vit.sweeps.ray_executor import run_cells_on_ray
 
     return run_cells_on_ray(cells, out, cell_fn, **kw)
 

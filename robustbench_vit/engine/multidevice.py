@@ -33,7 +33,7 @@ def parse_devices(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
 
 def _worker(model: str, suite: Any, opts: Any, progress: Any, errors: Any, k: int) -> None:
     """One device's share; its error (one line) goes back to the parent through ``errors``."""
-    from robustbench_vit.runner import evaluate
+    from robustbench_vit.engine.runner import evaluate
 
     try:
         evaluate(model, suite, opts, progress=progress)
@@ -45,7 +45,7 @@ def _worker(model: str, suite: Any, opts: Any, progress: Any, errors: Any, k: in
 def evaluate_on_devices(model: Any, suite: Any, opts: Any, *, progress: Any = "auto") -> pd.DataFrame:
     """Split the conditions of ``evaluate(model, suite, opts)`` over ``opts.devices`` (one process each)."""
     from robustbench_vit.device import select_device
-    from robustbench_vit.runner import evaluate
+    from robustbench_vit.engine.runner import evaluate
 
     if not isinstance(model, str):
         raise ConfigError(

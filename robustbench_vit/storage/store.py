@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from robustbench_vit.data.filled import remove_orphaned_temp_files
-from robustbench_vit.verified_parquet import atomic_write_table, read_verified
+from robustbench_vit.storage.verified_parquet import atomic_write_table, read_verified
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ import click
 from rich.console import Console
 
 from robustbench_vit import __version__
-from robustbench_vit.cli_errors import DEBUG as _DEBUG
-from robustbench_vit.cli_errors import OneLineErrorsGroup
-from robustbench_vit.cli_errors import friendly as _friendly
-from robustbench_vit.cli_output import emit, format_option, resolve_format
+from robustbench_vit.cli.errors import DEBUG as _DEBUG
+from robustbench_vit.cli.errors import OneLineErrorsGroup
+from robustbench_vit.cli.errors import friendly as _friendly
+from robustbench_vit.cli.output import emit, format_option, resolve_format
 from robustbench_vit.errors import RbvitError
 
 __all__ = ["main"]
@@ -118,8 +118,8 @@ def eval_cmd(
 ) -> None:
     """Evaluate one model under one or more suites (-s a,b) and write Parquet rows."""
     from robustbench_vit.api import evaluate
-    from robustbench_vit.multidevice import parse_devices
-    from robustbench_vit.runner import RunOptions
+    from robustbench_vit.engine.multidevice import parse_devices
+    from robustbench_vit.engine.runner import RunOptions
 
     kwargs = {k: v for k, v in opts.items() if v is not None and v is not False}
     if "devices" in kwargs:
@@ -154,7 +154,7 @@ def ls_cmd(kind: str, name: str | None, fmt: str, as_json: bool) -> None:
             params, ["name", "type", "default", "allowed values"], resolve_format(fmt), f"rbvit suite {name}"
         )
         return
-    from robustbench_vit.catalog import catalog
+    from robustbench_vit.cli.catalog import catalog
 
     rows = catalog(kind)  # type: ignore[arg-type]
     if as_json or fmt == "json":
@@ -179,8 +179,8 @@ def leaderboard_cmd(
     results: str, out: str | None, markdown: str | None, all_variants: bool, fmt: str, as_json: bool
 ) -> None:
     """Aggregate a results folder into ranked tables (Parquet + Markdown)."""
-    from robustbench_vit.leaderboard import build_leaderboard, write_leaderboard
-    from robustbench_vit.store import require_results
+    from robustbench_vit.results.leaderboard import build_leaderboard, write_leaderboard
+    from robustbench_vit.storage.store import require_results
 
     board = build_leaderboard(require_results(results), all_variants=all_variants)
     pq_path, md_path = write_leaderboard(board, results, parquet=out, markdown=markdown)
@@ -213,8 +213,8 @@ def leaderboard_cmd(
 @_friendly
 def plot_cmd(results: str, out: str | None, kind: tuple[str, ...]) -> None:
     """Render the standard figures (one curve per model) from a results folder to PNG."""
-    from robustbench_vit.plots import PLOTTERS, plot_all
-    from robustbench_vit.store import load_results
+    from robustbench_vit.results.figures.plots import PLOTTERS, plot_all
+    from robustbench_vit.storage.store import load_results
 
     unknown = [k for k in kind if k not in PLOTTERS]
     if unknown:
@@ -267,8 +267,8 @@ def sweep_cmd(
     as_json: bool,
 ) -> None:
     """Run a declarative sweep (models x suites x datasets), skipping complete cells."""
-    from robustbench_vit.progress import make_progress
-    from robustbench_vit.sweep import load_sweep, plan, run_sweep
+    from robustbench_vit.engine.progress import make_progress
+    from robustbench_vit.sweeps.run import load_sweep, plan, run_sweep
 
     spec = load_sweep(file, allow_entrypoints=allow_entrypoints)
     target = out or spec.out
@@ -340,7 +340,7 @@ def compare_cmd(
     """Paired exact McNemar test: do two models differ on the same images?"""
     import dataclasses
 
-    from robustbench_vit.analysis import mcnemar
+    from robustbench_vit.results.analysis import mcnemar
 
     r = mcnemar(results, model_a, model_b, suite=suite, condition=condition, dataset=dataset)
     if as_json:
@@ -377,7 +377,7 @@ def worst_case_cmd(
     as_json: bool,
 ) -> None:
     """Per-image worst case over every attack at the same norm and epsilon."""
-    from robustbench_vit.worst_case import ATTACK_SUITES, worst_case
+    from robustbench_vit.results.worst_case import ATTACK_SUITES, worst_case
 
     summary, images = worst_case(results, model, suites=suites or ATTACK_SUITES, dataset=dataset)
     if per_image:
@@ -396,8 +396,8 @@ def worst_case_cmd(
 @_friendly
 def report_cmd(results: str, out: str) -> None:
     """Write one self-contained HTML page with the leaderboards and figures."""
-    from robustbench_vit.report import write_report
-    from robustbench_vit.store import require_results
+    from robustbench_vit.results.report import write_report
+    from robustbench_vit.storage.store import require_results
 
     require_results(results)
     click.echo(str(write_report(results, out)))

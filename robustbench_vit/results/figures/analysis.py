@@ -1,6 +1,6 @@
 """Figures of the analysis suites: representations (CKA, attention distance, block accuracy), ImageNet-P
 stability, ImageNet-O detection, shape bias and calibration under shift. Registered into
-:data:`robustbench_vit.plots.PLOTTERS` like the robustness figures."""
+:data:`robustbench_vit.results.figures.plots.PLOTTERS` like the robustness figures."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from robustbench_vit.figures_base import FIGURE_SUITES, PLOTTERS, _dataset_of, _per_condition, _plt, _save
+from robustbench_vit.results.figures.base import (
+    FIGURE_SUITES,
+    PLOTTERS,
+    _dataset_of,
+    _per_condition,
+    _plt,
+    _save,
+)
 
 __all__ = [
     "plot_cka",

@@ -18,9 +18,9 @@ from pathlib import Path
 import pandas as pd
 
 from robustbench_vit import __version__
-from robustbench_vit.leaderboard import build_leaderboard, suite_tables
-from robustbench_vit.plots import FIGURE_SUITES, Figure, render_figures
-from robustbench_vit.store import load_results
+from robustbench_vit.results.figures.plots import FIGURE_SUITES, Figure, render_figures
+from robustbench_vit.results.leaderboard import build_leaderboard, suite_tables
+from robustbench_vit.storage.store import load_results
 
 __all__ = ["write_report", "inline_markdown"]
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from robustbench_vit.metrics import PROPORTIONS
-from robustbench_vit.statistics import wilson_interval
-from robustbench_vit.store import atomic_write_table, load_results
+from robustbench_vit.metrics.accumulators import PROPORTIONS
+from robustbench_vit.metrics.statistics import wilson_interval
+from robustbench_vit.storage.store import atomic_write_table, load_results
 
 __all__ = [
     "wilson_interval",

@@ -27,10 +27,8 @@ from robustbench_vit.data.cache import ImageCache, content_identity, default_cac
 from robustbench_vit.data.registry import MASKED_DATASETS
 from robustbench_vit.data.subset import read_subset, stratified_limit
 from robustbench_vit.device import autocast_dtype, select_device
-from robustbench_vit.errors import ConfigError
-from robustbench_vit.models.loading import LoadedModel, load_model, resolve_spec, wrap_module
-from robustbench_vit.progress import Progress, make_progress
-from robustbench_vit.rows import (
+from robustbench_vit.engine.progress import Progress, make_progress
+from robustbench_vit.engine.rows import (
     base_row,
     concat_samples,
     image_set_id,
@@ -40,7 +38,14 @@ from robustbench_vit.rows import (
     run_id,
     sample_columns,
 )
-from robustbench_vit.store import RunStore, check_writable, params_as_columns, probe_writable, rows_to_frame
+from robustbench_vit.errors import ConfigError
+from robustbench_vit.models.loading import LoadedModel, load_model, resolve_spec, wrap_module
+from robustbench_vit.storage.store import (
+    RunStore,
+    check_writable,
+    probe_writable,
+    rows_to_frame,
+)
 from robustbench_vit.suites import SUITES, EvalContext, Suite, make_suite
 from robustbench_vit.suites.base import Result, check_fields
 
@@ -398,10 +403,5 @@ def _evaluate_one(
         if opts.out:
             store.write_if_changed("summary", summary_rows)
         rows.extend(summary_rows)
-    frame = rows_to_frame(rows)
-    if opts.out:
-        from robustbench_vit.plots import run_figures  # figures register by suite name (results side)
-
-        for path in run_figures(suite_obj.name, params_as_columns(frame), Path(opts.out) / "figures"):
-            log.info("wrote %s", path)
-    return frame, loaded
+    # figures are drawn by the caller from the returned rows (results.figures.plots.draw_run_figures)
+    return rows_to_frame(rows), loaded

@@ -1,5 +1,5 @@
 """The rows of a run: its identity (run id, image set), its shared columns, and the one function that
-turns a condition's typed results into :class:`~robustbench_vit.store.Record` rows."""
+turns a condition's typed results into :class:`~robustbench_vit.storage.store.Record` rows."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import torch
 
 from robustbench_vit import __version__
 from robustbench_vit.identity import digest, loaded_model_identity, run_key
-from robustbench_vit.metrics import MetricValue
+from robustbench_vit.metrics.accumulators import MetricValue
 from robustbench_vit.models.loading import LoadedModel
-from robustbench_vit.store import Record
+from robustbench_vit.storage.store import Record
 from robustbench_vit.suites import Suite
 from robustbench_vit.suites.base import Condition, Result
 

@@ -1,6 +1,6 @@
 """Standard figures from result rows (matplotlib, Agg backend, PNG files).
 
-Each function takes the rows of one dataset (:func:`robustbench_vit.store.load_results`) and draws one
+Each function takes the rows of one dataset (:func:`robustbench_vit.storage.store.load_results`) and draws one
 curve per model; :func:`render_figures` writes one file per figure kind and dataset, so CIFAR and
 ImageNet never share a panel. Accuracy curves carry their 95% Wilson interval over images as a band
 (and the spread over repeats as error bars), and attack / occlusion curves start at the clean point.
@@ -8,13 +8,15 @@ ImageNet never share a panel. Accuracy curves carry their 95% Wilson interval ov
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from robustbench_vit.figures_base import (
+from robustbench_vit.metrics.statistics import wilson_interval
+from robustbench_vit.results.figures.base import (
     FIGURE_SUITES,
     PLOTTERS,
     RUN_FIGURES,
@@ -23,7 +25,8 @@ from robustbench_vit.figures_base import (
     _plt,
     _save,
 )
-from robustbench_vit.statistics import wilson_interval
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "plot_occlusion",
@@ -34,6 +37,7 @@ __all__ = [
     "PLOTTERS",
     "FIGURE_SUITES",
     "run_figures",
+    "draw_run_figures",
 ]
 
 ACCURACY = "top-1 accuracy (fraction of images)"
@@ -55,7 +59,7 @@ def _curve(ax, x: np.ndarray, g: pd.DataFrame, key: str, label: str, clean: floa
 
 def clean_top1(df: pd.DataFrame, rows: pd.DataFrame) -> float | None:
     """The clean-suite top-1 of the same model, weights, preprocessing, image set and dtype as ``rows``."""
-    from robustbench_vit.analysis import CLEAN_PAIR_KEY, clean_top1_table
+    from robustbench_vit.results.analysis import CLEAN_PAIR_KEY, clean_top1_table
 
     if rows.empty or not set(CLEAN_PAIR_KEY) <= set(df.columns):
         return None
@@ -126,7 +130,7 @@ class Figure:
 
 def render_figures(df: pd.DataFrame, out_dir: str | Path, kinds: list[str] | None = None) -> list[Figure]:
     """Every figure the rows support, one file per kind and dataset (``<kind>-<dataset>.png``)."""
-    from robustbench_vit.store import safe_name
+    from robustbench_vit.storage.store import safe_name
 
     written = []
     for kind, fn in PLOTTERS.items():
@@ -213,7 +217,7 @@ PLOTTERS["fourier_filter"] = plot_fourier_filter
 def _comparable_complete_errors(d: pd.DataFrame) -> pd.DataFrame:
     """Mean error over severities per (corruption, model), only for cells that AlexNet's ImageNet-C errors
     may normalise: rows from the files or the make_imagenet_c table, with all five severities."""
-    from robustbench_vit.mce import COMPARABLE_TABLES, SEVERITIES
+    from robustbench_vit.metrics.mce import COMPARABLE_TABLES, SEVERITIES
 
     table = (
         d["param_table"].fillna("imagenet_c_files")
@@ -231,7 +235,7 @@ def _comparable_complete_errors(d: pd.DataFrame) -> pd.DataFrame:
 
 def plot_corruptions(df: pd.DataFrame, path: str | Path) -> Path | None:
     """Error per corruption (mean over severities) for several models, and CE normalised by AlexNet."""
-    from robustbench_vit.mce import ALEXNET_ERRORS
+    from robustbench_vit.metrics.mce import ALEXNET_ERRORS
 
     d = df[
         df.suite.isin(["corruptions", "imagenet_c"])
@@ -359,5 +363,21 @@ def run_figures(suite: str, frame: pd.DataFrame, out: Path) -> list[Path]:
     return fn(frame, out) if fn else []
 
 
+def draw_run_figures(frame: pd.DataFrame, out: str | Path) -> list[Path]:
+    """The figures of every suite in a finished run's rows, under ``out/figures`` (what ``rbvit eval
+    --out`` and a sweep cell draw after the run; the runner itself draws nothing)."""
+    from robustbench_vit.storage.store import params_as_columns
+
+    paths: list[Path] = []
+    if not len(frame):
+        return paths
+    for suite, part in frame.groupby("suite", sort=False):
+        if suite in RUN_FIGURES:
+            paths += run_figures(str(suite), params_as_columns(part), Path(out) / "figures")
+    for path in paths:
+        log.info("wrote %s", path)
+    return paths
+
+
 # the analysis suites' figures register themselves into PLOTTERS / FIGURE_SUITES
-from robustbench_vit import plots_analysis as _plots_analysis  # noqa: E402, F401
+from robustbench_vit.results.figures import analysis as _analysis_figures  # noqa: E402, F401

@@ -2,7 +2,7 @@
 paired model comparisons from per-sample rows.
 
 Example:
-    >>> from robustbench_vit import analysis
+    >>> from robustbench_vit.results import analysis
     >>> df = analysis.load("results")                                       # doctest: +SKIP
     >>> analysis.pivot(df, suite="occlusion", metric="top1_mean")           # doctest: +SKIP
     >>> analysis.mce_from_rows(df, model="resnet50")                        # doctest: +SKIP
@@ -18,8 +18,9 @@ from pathlib import Path
 import pandas as pd
 
 from robustbench_vit.errors import DataError
-from robustbench_vit.mce import mce, relative_mce
-from robustbench_vit.store import load_results, load_samples
+from robustbench_vit.metrics.mce import mce, relative_mce
+from robustbench_vit.models.names import row_key
+from robustbench_vit.storage.store import load_results, load_samples
 from robustbench_vit.suites._common import curve_auc
 
 __all__ = [
@@ -116,17 +117,6 @@ def exact_mcnemar_p(a_only: int, b_only: int) -> float:
     return float(sm_mcnemar([[0, a_only], [b_only, 0]], exact=True).pvalue)
 
 
-def _row_key(ref: str) -> str:
-    """The ``model`` value rows carry for a reference (``timm:x`` and ``x`` are one model)."""
-    from robustbench_vit.errors import RbvitError
-    from robustbench_vit.models.names import resolve_spec
-
-    try:
-        return resolve_spec(ref).name
-    except RbvitError:
-        return ref  # a name that only exists in the results (e.g. an nn.Module's name=)
-
-
 def mcnemar(
     results: str | Path | pd.DataFrame,
     model_a: str,
@@ -141,7 +131,7 @@ def mcnemar(
     Models are named as on the command line (``timm:resnet50``, a card path ...): each is mapped to the
     canonical key its rows are stored under.
     """
-    model_a, model_b = _row_key(model_a), _row_key(model_b)
+    model_a, model_b = row_key(model_a), row_key(model_b)
     s = results if isinstance(results, pd.DataFrame) else load_samples(results)
     s = s[s.suite == suite]
     if dataset:

@@ -6,7 +6,7 @@ from the metric rows; only images that every selected attack evaluated count, so
 never taken over a mix of image sets.
 
 Example:
-    >>> from robustbench_vit.worst_case import worst_case
+    >>> from robustbench_vit.results.worst_case import worst_case
     >>> summary, per_image = worst_case("results", "vit_b16")   # doctest: +SKIP
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from robustbench_vit.errors import DataError
-from robustbench_vit.store import load_results, load_samples
+from robustbench_vit.storage.store import load_results, load_samples
 
 __all__ = ["ATTACK_SUITES", "worst_case"]
 
@@ -49,9 +49,9 @@ def worst_case(
     attack's own robust accuracy on those images. ``per_image``: each image's label, whether it
     survived every attack, and the first attack (in ``suites`` order) that broke it.
     """
-    from robustbench_vit.analysis import _row_key
+    from robustbench_vit.models.names import row_key
 
-    key = _row_key(model)
+    key = row_key(model)
     s = load_samples(results)
     s = s[(s.model == key) & s.suite.isin(suites)]
     if dataset:

@@ -3,7 +3,7 @@
 Every key, type, model name, suite, suite parameter and data folder is checked before any cell runs
 (``--dry-run`` included), with "did you mean" errors. A model may be a table of per-model overrides
 (``{ ref, pretrained, batch_size, dtype, params = { <suite> = {...} } }``). Running the cells is
-:mod:`robustbench_vit.sweep`'s job.
+:mod:`robustbench_vit.sweeps.run`'s job.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any
 import tomllib
 
 from robustbench_vit import __version__
+from robustbench_vit.engine.rows import SPLIT_OPTIONS
+from robustbench_vit.engine.runner import RunOptions
 from robustbench_vit.errors import ConfigError, DataError
-from robustbench_vit.rows import SPLIT_OPTIONS
-from robustbench_vit.runner import RunOptions
 
 __all__ = ["Cell", "SweepSpec", "ModelEntry", "load_sweep", "validate_sweep"]
 

@@ -1,0 +1,61 @@
+"""docs/ stays true: every registered suite has its page, the page's parameter table is what
+``rbvit ls suites NAME --json`` says, every parameter the page names exists, and README is a short door
+whose links all resolve."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from robustbench_vit.cli.commands import main
+from robustbench_vit.suites import SUITES
+from robustbench_vit.suites.describe import PARAMS_BEGIN, PARAMS_END, parameters_markdown
+from tests.helpers import ROOT
+
+DOCS = ROOT / "docs"
+README = (ROOT / "README.md").read_text()
+
+
+def _ls_json(name: str) -> dict:
+    res = CliRunner().invoke(main, ["ls", "suites", name, "--json"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.output)
+
+
+@pytest.mark.parametrize("name", SUITES.names())
+def test_every_suite_has_a_page_whose_parameters_match_the_cli(name):
+    page = DOCS / "suites" / f"{name}.md"
+    assert page.is_file(), f"docs/suites/{name}.md is missing"
+    text = page.read_text()
+    assert PARAMS_BEGIN in text and PARAMS_END in text, f"{page}: no generated parameter block"
+    block = text.split(PARAMS_BEGIN, 1)[1].split(PARAMS_END, 1)[0].strip()
+    info = _ls_json(name)
+    assert block == parameters_markdown(info), (
+        f"{page}: parameters out of date; run python -m robustbench_vit.suites.describe docs/suites"
+    )
+    # every parameter the prose sets (`name=value`, -p name=value) is one of this suite's
+    params = {p["name"] for p in info["parameters"]}
+    prose = text.split(PARAMS_BEGIN, 1)[0]
+    named = set(re.findall(r"(?:`|-p )([a-z_][a-z0-9_]*)=", prose))
+    assert named <= params, f"{page} names parameters {sorted(named - params)} that {name} does not have"
+    cited = info["paper"].split(",")[0].split(" (")[0]
+    assert cited in text or name == "clean", f"{page} does not cite {info['paper']}"
+
+
+def test_pages_without_a_suite_are_not_left_behind():
+    pages = {p.stem for p in (DOCS / "suites").glob("*.md")} - {"index"}
+    assert pages == set(SUITES.names())
+
+
+def test_readme_is_a_short_door_with_working_links():
+    assert len(README.splitlines()) < 250
+    for name in SUITES.names():
+        assert f"docs/suites/{name}.md" in README, f"README does not link the {name} page"
+    pages = [ROOT / "README.md", *DOCS.rglob("*.md")]
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if not target.startswith(("http://", "https://")):
+                assert (page.parent / target).exists(), f"{page.relative_to(ROOT)} links a missing {target}"
