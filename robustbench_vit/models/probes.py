@@ -19,6 +19,7 @@ from robustbench_vit.models.loading import LoadedModel
 __all__ = [
     "attention_from_tokens",
     "auto_layers",
+    "layer_table",
     "layer_outputs",
     "attention_weights",
     "mean_attention_distance",
@@ -31,26 +32,91 @@ def _children(net: nn.Module, prefix: str) -> list[str]:
     return [f"{prefix}.{n}" for n, _ in mod.named_children()]
 
 
+def _called_children(net: nn.Module, prefix: str) -> list[str]:
+    """The children of a container, descending through containers that forward never calls
+    (an ``nn.ModuleList`` is iterated by its parent's ``forward``, never called itself)."""
+    out = []
+    for n, m in net.get_submodule(prefix).named_children():
+        name = f"{prefix}.{n}" if prefix else n
+        out += _called_children(net, name) if isinstance(m, nn.ModuleList) else [name]
+    return out
+
+
+def _largest_block_list(net: nn.Module) -> str | None:
+    """The container holding the most sub-blocks (a network's main sequence of blocks), shallowest first."""
+    best: tuple[int, int, str] | None = None
+    for name, m in net.named_modules():
+        if name and isinstance(m, (nn.Sequential, nn.ModuleList)):
+            key = (len(list(m.children())), -name.count("."), name)
+            if key[0] >= 2 and (best is None or key[:2] > best[:2]):
+                best = key
+    return best[2] if best else None
+
+
 def auto_layers(net: nn.Module) -> list[str]:
-    """The module names whose outputs represent the network's depth (see the module docstring)."""
+    """The module names whose outputs represent the network's depth (see the module docstring): a
+    transformer's ``blocks``, a ResNet's ``layer<k>`` blocks, ``stages``, timm's ``feature_info``, else the
+    children of the network's largest block container (``_blocks`` of an EfficientNet-Lite, say), else its
+    called children."""
     names = dict(net.named_modules())
     if isinstance(names.get("blocks"), (nn.Sequential, nn.ModuleList)):
-        return _children(net, "blocks")
+        return _called_children(net, "blocks")
     res = [f"layer{k}" for k in range(1, 5) if f"layer{k}" in names]
     if res:
-        return [c for s in res for c in _children(net, s)]
-    if "stages" in names:
+        return [c for s in res for c in _called_children(net, s)]
+    if isinstance(names.get("stages"), (nn.Sequential, nn.ModuleList)):
         out = []
-        for s in _children(net, "stages"):
-            out += _children(net, f"{s}.blocks") if f"{s}.blocks" in names else [s]
+        for s in _called_children(net, "stages"):
+            out += _called_children(net, f"{s}.blocks") if f"{s}.blocks" in names else [s]
         return out
     info = getattr(net, "feature_info", None)
     if info is not None:
         try:
-            return [m for m in info.module_name()]
+            mods = [m for m in info.module_name() if m in names]
+            if mods:
+                return mods
         except (AttributeError, TypeError):
             pass
-    return [n for n, _ in net.named_children()]
+    container = _largest_block_list(net)
+    if container is not None:
+        return [c for sibling in _sibling_lists(net, container) for c in _called_children(net, sibling)]
+    return _called_children(net, "")
+
+
+def _sibling_lists(net: nn.Module, container: str) -> list[str]:
+    """``layers.2.blocks`` -> ``layers.0.blocks``, ``layers.1.blocks``, ... (the same list in every stage)."""
+    parts = container.split(".")
+    k = max((i for i, p in enumerate(parts) if p.isdigit()), default=None)
+    if k is None:
+        return [container]
+    names = dict(net.named_modules())
+    parent = ".".join(parts[:k])
+    siblings = []
+    for idx, _ in net.get_submodule(parent).named_children():
+        name = ".".join([*parts[:k], idx, *parts[k + 1 :]])
+        if name in names:
+            siblings.append(name)
+    return siblings
+
+
+def layer_table(net: nn.Module) -> list[dict[str, object]]:
+    """Every module of ``net`` (``rbvit ls layers``): name, type, parameters, whether ``layers=auto`` picks
+    it; ``nn.ModuleList`` containers are marked, since forward never calls them."""
+    auto = set(auto_layers(net))
+    rows = []
+    for name, m in net.named_modules():
+        if not name:
+            continue
+        rows.append(
+            {
+                "name": name,
+                "type": type(m).__name__
+                + (" (container, never called)" if isinstance(m, nn.ModuleList) else ""),
+                "params": sum(p.numel() for p in m.parameters()),
+                "auto": "yes" if name in auto else "",
+            }
+        )
+    return rows
 
 
 def check_layers(net: nn.Module, layers: Sequence[str]) -> list[str]:
@@ -94,6 +160,12 @@ def layer_outputs(
     finally:
         for h in hooks:
             h.remove()
+    silent = [n for n in layers if n not in captured]
+    if silent:
+        raise ConfigError(
+            f"module {silent[0]!r} of {model.spec.name} never runs in forward (a container?): name the modules "
+            f"inside it; rbvit ls layers {model.spec.name} lists them"
+        )
     return [captured[n] for n in layers], logits
 
 
