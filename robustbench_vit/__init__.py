@@ -20,6 +20,7 @@ __version__ = "0.2.0"
 #: public name -> (module, attribute), imported on first use
 _LAZY = {
     "evaluate": ("robustbench_vit.api", "evaluate"),
+    "benchmark": ("robustbench_vit.benchmarking", "benchmark"),
     "RunOptions": ("robustbench_vit.engine.runner", "RunOptions"),
     "load_model": ("robustbench_vit.models.loading", "load_model"),
     "LoadedModel": ("robustbench_vit.models.loading", "LoadedModel"),

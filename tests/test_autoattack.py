@@ -80,7 +80,7 @@ def test_every_stage_runs_and_robust_accuracy_never_rises(tmp_path):
     accs = stages.value.tolist()
     clean = _value(df, "clean_accuracy")
     assert clean >= accs[0] and all(a >= b for a, b in zip(accs, accs[1:]))
-    final = df[(df.metric == "robust_accuracy") & df.condition.str.endswith("/standard")].value.iat[0]
+    final = df[(df.metric == "robust_accuracy") & df.condition.str.endswith("/standard-reduced")].value.iat[0]
     assert final == accs[-1] and 0 < clean and accs[0] < clean  # the budget breaks some, not all
     assert _value(df, "randomized_forward") == 0.0
 
@@ -124,7 +124,7 @@ def test_per_image_outcome_equals_the_package_called_directly():
     x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=200)
     with torch.no_grad():
         theirs = (model(x_adv).argmax(1) == y).float().mean().item()
-    ours = df[(df.metric == "robust_accuracy") & df.condition.str.endswith("/standard")].value.iat[0]
+    ours = df[(df.metric == "robust_accuracy") & df.condition.str.endswith("/standard-reduced")].value.iat[0]
     assert abs(ours - theirs) * 200 <= 1, (ours, theirs)
     assert theirs < _clean(model, x, y)  # the comparison is not vacuous: the attacks broke images
 
@@ -284,7 +284,7 @@ def test_efficientnet_autoattack_is_below_pgd_and_equals_the_package(tmp_path):
     quick = {"eps": "0.001", "n_iter": 10, "square_queries": 100}
     aa = rbvit.evaluate(model, "autoattack", suite_params=quick, **kw)
     pgd = rbvit.evaluate(model, "pgd", suite_params={"epsilons": ("0.001",), "steps": 10}, **kw)
-    ours = aa[(aa.metric == "robust_accuracy") & aa.condition.str.endswith("/standard")].value.iat[0]
+    ours = aa[(aa.metric == "robust_accuracy") & aa.condition.str.endswith("/standard-reduced")].value.iat[0]
     pgd_acc = pgd[pgd.metric == "robust_accuracy"].value.iat[0]
     assert ours <= pgd_acc
     from robustbench_vit.data.cache import ImageCache, default_cache_dir
@@ -455,3 +455,17 @@ def test_plus_runs_untargeted_fab_with_its_five_restarts_in_every_batch():
             y = model(x).argmax(1)  # correctly classified: every stage runs
         run_stages(aa, model, x, y, stages_of("plus"))
     assert calls == [(False, 5), (True, 1)] * 3
+
+
+def test_a_reduced_budget_is_named_after_what_ran():
+    """``n_iter``/``square_queries``/``n_restarts`` overrides never carry the version's name alone: a quick
+    look can never be ranked beside a standard evaluation."""
+    from robustbench_vit.suites import make_suite
+
+    def label(**p):  # type: ignore[no-untyped-def]
+        return make_suite("autoattack", p).label
+
+    assert label() == "standard" and label(aa_version="plus") == "plus"
+    assert label(n_iter=10) == "standard-reduced" and label(square_queries=100) == "standard-reduced"
+    assert label(n_restarts=3) == "standard-modified" and label(aa_version="rand", n_iter=5) == "rand-reduced"
+    assert label(aa_version="custom", attacks="apgd-ce", n_iter=10) == "custom"

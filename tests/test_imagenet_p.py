@@ -430,3 +430,27 @@ def test_the_baseline_is_found_by_its_typed_name_and_must_share_the_images(tmp_p
             suite_params={**params, "baseline": str(tmp_path / "base")},
             **kw,
         )
+
+
+@needs_imagenet
+def test_progress_counts_every_difficulty(tmp_path):
+    """The frames of a non-noise type are computed once for all difficulties: the later difficulties still
+    report their sequences as done (they showed 0/N images, 0.0 img/s)."""
+    import io
+
+    from robustbench_vit.engine.progress import LogProgress
+
+    stream = io.StringIO()
+    rbvit.evaluate(
+        _Tiny(),
+        "imagenet_p",
+        data=str(IMAGENET_SAMPLES),
+        limit=3,
+        preprocessing=PRE,
+        name="tiny",
+        progress=LogProgress(stream, interval=0.0),
+        cache_dir=str(tmp_path),
+        suite_params={"perturbations": "rotate", "difficulties": "1,2,3"},
+    )
+    done = [ln for ln in stream.getvalue().splitlines() if "images," in ln and "done" in ln]
+    assert len([ln for ln in done if "rotate/d=" in ln]) == 3 and not any(" 0/3 images" in ln for ln in done)

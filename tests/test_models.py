@@ -189,3 +189,29 @@ def test_hf_hub_offline_is_a_clear_weights_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(WeightsUnavailableError, match="resnet18.a1_in1k"):
         load_model("hf-hub:timm/resnet18.a1_in1k", device="cpu")
+
+
+def test_random_weights_are_named_so():
+    """A model built without its pretrained weights says so in its name (rows, plots, legends); a checkpoint
+    or an nn.Module keeps its own name, and lookups by the plain name still find it."""
+    from robustbench_vit.models.names import stored_key
+
+    m = load_model("timm:test_vit", pretrained=False, device="cpu")
+    assert m.spec.name == "test_vit.random" and m.weights == "random"
+    assert load_model("resnet18", pretrained=False, device="cpu").spec.name == "resnet18.random"
+    assert stored_key("timm:test_vit", ["test_vit.random", "x"]) == "test_vit.random"
+    assert stored_key("resnet18", ["resnet18", "resnet18.random"]) == "resnet18"
+
+
+def test_timm_tags_and_typos_are_unknown_names_with_suggestions():
+    """A pretrained tag timm does not have is exit 3 (unknown name) with timm's tags, not a failed download;
+    a typo in a bare timm name gets timm's closest names."""
+    with pytest.raises(
+        UnknownNameError, match=r"no pretrained tag 'augreg_in21k_ft_in1kk'.*augreg_in21k_ft_in1k"
+    ):
+        resolve_spec("vit_base_patch16_224.augreg_in21k_ft_in1kk")
+    with pytest.raises(UnknownNameError, match=r"resnet18 has no pretrained tag 'nope'.*resnet18\."):
+        resolve_spec("timm:resnet18.nope")
+    with pytest.raises(UnknownNameError, match=r"timm has timm:convnext_tiny"):
+        resolve_spec("convnext_tiyn")
+    assert resolve_spec("resnet18.a1_in1k").arch == "resnet18.a1_in1k"

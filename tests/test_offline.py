@@ -57,3 +57,34 @@ def test_the_hub_client_runs_offline_only_inside_the_block(monkeypatch):
     monkeypatch.setattr(hub, "downloads_possible", lambda *a: True)
     with hub.offline_unless_reachable() as offline:
         assert not offline and constants.HF_HUB_OFFLINE == before
+
+
+def test_a_library_with_its_own_handler_is_not_repeated():
+    """rbvit's root handler never prints a record that the library's own handler printed already (the hub
+    client's retry warnings appeared twice)."""
+    import io
+    import logging
+
+    from robustbench_vit.cli.output import configure_logging
+
+    own, root_out = io.StringIO(), io.StringIO()
+    lib = logging.getLogger("fakehub.download")
+    parent = logging.getLogger("fakehub")
+    parent.addHandler(logging.StreamHandler(own))
+    plain = logging.getLogger("rbvit_probe")
+    saved = list(logging.root.handlers)
+    try:
+        for h in saved:
+            logging.root.removeHandler(h)
+        configure_logging(logging.WARNING)
+        logging.root.handlers[0].setStream(root_out)  # type: ignore[attr-defined]
+        lib.warning("retrying in 1s")
+        plain.warning("from rbvit")
+    finally:
+        for h in list(logging.root.handlers):
+            logging.root.removeHandler(h)
+        for h in saved:
+            logging.root.addHandler(h)
+        parent.handlers.clear()
+    assert own.getvalue().count("retrying") == 1 and "retrying" not in root_out.getvalue()
+    assert "from rbvit" in root_out.getvalue()

@@ -23,7 +23,9 @@ def test_every_analysis_kind_is_registered_with_its_suites():
 
 @needs_imagenet
 @needs_cifar
-def test_analysis_figures_from_real_rows(tmp_path, cifar_card):
+def test_analysis_figures_from_real_rows(tmp_path, cifar_card, caplog):
+    """Every analysis figure kind from real rows, with its layout checked mechanically (no text outside the
+    canvas, no legend over bars, no tight_layout warning)."""
     out = tmp_path / "res"
     kw = dict(out=str(out), progress=False)
     rbvit.evaluate(
@@ -37,7 +39,10 @@ def test_analysis_figures_from_real_rows(tmp_path, cifar_card):
         str(cifar_card), ["clean", "corruptions"], data=str(CIFAR10_TEST), limit=40,
         suite_params={"corruptions": "contrast", "severities": "1,5"}, **kw,
     )  # fmt: skip
-    figures = render_figures(load_results(out), tmp_path / "fig")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="robustbench_vit.results.figures.base"):
+        figures = render_figures(load_results(out), tmp_path / "fig")
+    assert [r.getMessage() for r in caplog.records if r.name.endswith("figures.base")] == []
     kinds = {f.kind for f in figures}
     assert {"cka", "attention_distance", "imagenet_p", "shape_bias", "calibration"} <= kinds
     assert all(f.path.stat().st_size > 5000 for f in figures)

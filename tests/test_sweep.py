@@ -247,6 +247,23 @@ def test_committed_ci_leaderboard_is_fresh(tmp_path):
         "stale values in results/leaderboard.parquet"
     )
     assert (ROOT / "results" / "LEADERBOARD.md").read_text().startswith("# Leaderboard")
+    # every figure of the regenerated rows passes the mechanical layout check (text inside, legends beside)
+    import logging
+
+    from robustbench_vit.results.figures.base import layout_problems  # noqa: F401 - the check _save runs
+    from robustbench_vit.results.figures.plots import render_figures
+    from robustbench_vit.storage.store import load_results
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("robustbench_vit.results.figures.base")
+    logger.addHandler(handler)
+    try:
+        figures = render_figures(load_results(out), tmp_path / "figures")
+    finally:
+        logger.removeHandler(handler)
+    assert len(figures) >= 6 and [r.getMessage() for r in records if r.levelno >= logging.WARNING] == []
 
 
 def test_per_model_overrides_reach_only_that_models_cells(tmp_path):

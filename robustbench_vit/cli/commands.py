@@ -19,8 +19,8 @@ from robustbench_vit import __version__
 from robustbench_vit.cli.errors import DEBUG as _DEBUG
 from robustbench_vit.cli.errors import OneLineErrorsGroup
 from robustbench_vit.cli.errors import friendly as _friendly
-from robustbench_vit.cli.output import emit, format_option, resolve_format
-from robustbench_vit.errors import RbvitError
+from robustbench_vit.cli.output import configure_logging, emit, format_option, resolve_format
+from robustbench_vit.errors import ConfigError, RbvitError
 
 __all__ = ["main"]
 
@@ -31,12 +31,18 @@ _UI: dict[str, Any] = {"progress": "auto"}
 
 @click.group(cls=OneLineErrorsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rbvit")
-@click.option("-v", "--verbose", count=True, help="More log output on stderr (-v info, -vv debug).")
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="More log output on stderr (-v info, -vv debug; default: warnings only).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output (errors and results only).")
 @click.option(
     "--progress",
     type=click.Choice(["auto", "rich", "log", "off"]),
     default="auto",
+    show_default=True,
     help="auto: live bars in a terminal, plain lines every few seconds otherwise.",
 )
 @click.option("--debug", is_flag=True, help="Show the full traceback of an error instead of one line.")
@@ -56,7 +62,7 @@ def main(verbose: int, quiet: bool, progress: str, debug: bool, max_image_pixels
     _DEBUG["on"] = debug
     _UI["progress"] = "off" if quiet else progress
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging(level)
 
 
 def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -82,7 +88,7 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--labels", type=str, default=None, help="Label file for a flat image folder.")
 @click.option("--limit", type=int, default=None, help="Class-stratified seeded subset of N images.")
 @click.option("--subset", type=str, default=None, help="File (or shipped list name) of item ids to evaluate.")
-@click.option("--batch-size", "-b", type=int, default=None)
+@click.option("--batch-size", "-b", type=int, default=None, help="Images per forward pass (default 64).")
 @click.option("--device", type=str, default=None, help="auto (cuda > mps > cpu), cpu, cuda, cuda:1 ...")
 @click.option(
     "--devices",
@@ -90,8 +96,13 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
     default=None,
     help="Split the conditions over local devices, one process each: 0,1,2,3 or cuda:0,cuda:1.",
 )
-@click.option("--dtype", type=click.Choice(["fp32", "bf16", "fp16"]), default=None)
-@click.option("--seed", type=int, default=None)
+@click.option(
+    "--dtype",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    default=None,
+    help="Autocast precision (default fp32).",
+)
+@click.option("--seed", type=int, default=None, help="Seed of every random draw (default 0).")
 @click.option("--out", type=str, default="results", show_default=True, help="Results folder.")
 @click.option("--param", "-p", "params", multiple=True, help="Suite parameter key=value (repeatable).")
 @click.option("--checkpoint", type=str, default=None, help="Local weights (safetensors / weights-only .pth).")
@@ -105,7 +116,21 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
     help="Decode image files on CPU threads, or in batches on the model's device (auto: on a GPU if any).",
 )
 @click.option("--cache-dir", type=str, default=None, help="Decoded-image cache (default $RBVIT_CACHE).")
-@format_option
+@click.option(
+    "--img-size", type=click.IntRange(1), default=None, help="Override the input side (timm validate.py)."
+)
+@click.option(
+    "--crop-pct", type=float, default=None, help="Override the centre-crop fraction (timm validate.py)."
+)
+@click.option(
+    "--interpolation",
+    type=click.Choice(["bilinear", "bicubic", "nearest", "lanczos"]),
+    default=None,
+    help="Override the resize filter (timm validate.py).",
+)
+@click.option("--mean", type=str, default=None, help="Override the normalisation mean, e.g. 0.5,0.5,0.5.")
+@click.option("--std", type=str, default=None, help="Override the normalisation std, e.g. 0.5,0.5,0.5.")
+@format_option(long=True)
 @_friendly
 def eval_cmd(
     model: str,
@@ -118,32 +143,60 @@ def eval_cmd(
 ) -> None:
     """Evaluate one model under one or more suites (-s a,b) and write Parquet rows."""
     from robustbench_vit.api import evaluate
+    from robustbench_vit.cli.summary import SUMMARY_COLUMNS, reuse_line, summary_rows
     from robustbench_vit.engine.multidevice import parse_devices
     from robustbench_vit.engine.runner import RunOptions
 
+    pre = {k: opts.pop(k) for k in ("img_size", "crop_pct", "interpolation", "mean", "std")}
+    for k in ("mean", "std"):
+        if pre[k] is not None:
+            try:
+                pre[k] = tuple(float(v) for v in pre[k].split(","))
+            except ValueError:
+                raise ConfigError(
+                    f"--{k} takes comma-separated numbers, e.g. 0.5,0.5,0.5; got {pre[k]!r}"
+                ) from None
     kwargs = {k: v for k, v in opts.items() if v is not None and v is not False}
+    kwargs["override_preprocessing"] = {k: v for k, v in pre.items() if v is not None}
     if "devices" in kwargs:
         kwargs["devices"] = parse_devices(kwargs["devices"])
     options = RunOptions(pretrained=not random_weights, suite_params=_parse_params(params), **kwargs)
     df = evaluate(model, suite, options, progress=_UI["progress"])
-    out = resolve_format(fmt, as_json)
+    note = reuse_line(df)
+    if note and _UI["progress"] != "off":
+        click.echo(note, err=True)
+    out = "table" if fmt == "long" else resolve_format(fmt, as_json)
+    if out == "table" and fmt != "long":  # people read the headline; the files hold every row
+        title = f"{df.model.iat[0]}: headline metrics (percent; fractions in the Parquet files; --format long: every row)"
+        emit(summary_rows(df), SUMMARY_COLUMNS, "table", title)
+        return
     cols = ["model", "suite", "dataset", "condition", "metric", "value", "n"]
     emit(df.to_dict("records"), cols + (["preprocessing", "run_id"] if out == "json" else []), out)
 
 
 @main.command("ls")
-@click.argument("kind", type=click.Choice(["models", "suites", "datasets"]))
+@click.argument("kind", type=click.Choice(["models", "suites", "datasets", "layers"]))
 @click.argument("name", required=False)
 @format_option
 @_friendly
 def ls_cmd(kind: str, name: str | None, fmt: str, as_json: bool) -> None:
-    """List the model zoo, the suites, or the datasets; ``ls suites NAME`` shows one suite's parameters."""
+    """List the model zoo, the suites, or the datasets; "ls suites NAME" shows one suite's parameters,
+    "ls layers MODEL" the modules that -p layers= may name."""
+    if kind == "layers":
+        if not name:
+            raise ConfigError("ls layers needs a model: rbvit ls layers MODEL")
+        from robustbench_vit.cli.catalog import layers
+
+        rows = layers(name)
+        cols = ["name", "type", "params", "auto"]
+        emit(rows, cols, resolve_format(fmt, as_json), f"rbvit layers {name}")
+        return
     if kind == "suites" and name:
         from robustbench_vit.suites.describe import describe_suite
 
         info = describe_suite(name)
         if as_json or fmt == "json":
-            click.echo(json.dumps(info, indent=1, default=str))
+            click.echo(json.dumps(info, default=str))  # one object, on one line
             return
         click.echo(f"{info['name']} v{info['version']}: {info['summary']}\n{info['paper']}")
         params = [
@@ -157,10 +210,7 @@ def ls_cmd(kind: str, name: str | None, fmt: str, as_json: bool) -> None:
     from robustbench_vit.cli.catalog import catalog
 
     rows = catalog(kind)  # type: ignore[arg-type]
-    if as_json or fmt == "json":
-        click.echo(json.dumps(rows, indent=1))
-        return
-    emit(rows, list(rows[0]), resolve_format(fmt), f"rbvit {kind}")
+    emit(rows, list(rows[0]), resolve_format(fmt, as_json), f"rbvit {kind}")  # json: one object per line
 
 
 @main.command("leaderboard")
@@ -185,7 +235,8 @@ def leaderboard_cmd(
     board = build_leaderboard(require_results(results), all_variants=all_variants)
     pq_path, md_path = write_leaderboard(board, results, parquet=out, markdown=markdown)
     if as_json or fmt == "json":
-        click.echo(board.to_json(orient="records"))
+        for line in board.to_json(orient="records", lines=True).splitlines():  # one object per line
+            click.echo(line)
         return
     cols = [
         "suite",
@@ -231,7 +282,13 @@ def plot_cmd(results: str, out: str | None, kind: tuple[str, ...]) -> None:
 @click.option(
     "--out", "-o", default=None, help="Results folder (default: the file's [sweep] out, else results/)."
 )
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Run the cells in this process, or as Ray tasks.",
+)
 @click.option("--address", default=None, help="Ray cluster address (default: start a local Ray).")
 @click.option(
     "--num-gpus",
@@ -319,14 +376,18 @@ def sweep_cmd(
 @click.argument("model_a")
 @click.argument("model_b")
 @click.option(
-    "--results", "-r", default="results", help="Results folder with per-sample rows (--save-samples)."
+    "--results",
+    "-r",
+    default="results",
+    show_default=True,
+    help="Results folder with per-sample rows (--save-samples).",
 )
-@click.option("--suite", "-s", default="clean")
+@click.option("--suite", "-s", default="clean", show_default=True, help="Suite whose per-image rows to pair.")
 @click.option(
     "--condition", default=None, help="Condition to compare (default: all shared conditions pooled)."
 )
-@click.option("--dataset", default=None)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--dataset", default=None, help="Dataset to compare on (default: every shared one).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @_friendly
 def compare_cmd(
     model_a: str,
@@ -353,9 +414,13 @@ def compare_cmd(
 
 @main.command("worst-case")
 @click.option(
-    "--results", "-r", default="results", help="Results folder with per-sample rows (--save-samples)."
+    "--results",
+    "-r",
+    default="results",
+    show_default=True,
+    help="Results folder with per-sample rows (--save-samples).",
 )
-@click.option("--model", "-m", required=True)
+@click.option("--model", "-m", required=True, help="Model whose per-image worst case to take.")
 @click.option(
     "--suite",
     "-s",
@@ -363,7 +428,7 @@ def compare_cmd(
     multiple=True,
     help="Attack suites to combine (default: autoattack, pgd, transfer).",
 )
-@click.option("--dataset", default=None)
+@click.option("--dataset", default=None, help="Restrict to one dataset (default: each separately).")
 @click.option("--per-image", default=None, help="Also write each image's outcome to this Parquet file.")
 @format_option
 @_friendly
@@ -392,7 +457,7 @@ def worst_case_cmd(
 
 @main.command("report")
 @click.argument("results", default="results")
-@click.option("--out", "-o", default="report.html")
+@click.option("--out", "-o", default="report.html", show_default=True, help="HTML file to write.")
 @_friendly
 def report_cmd(results: str, out: str) -> None:
     """Write one self-contained HTML page with the leaderboards and figures."""

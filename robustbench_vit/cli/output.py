@@ -1,10 +1,12 @@
 """How ``rbvit`` prints results on stdout: a rich table in a terminal, tab-separated text when piped, JSON
 lines with ``--json``. Values are never cut: table columns fold instead of ending in an ellipsis, and
-the TSV form writes every number in full."""
+the TSV form writes every number in full. Log lines go to stderr once: a library that prints through its
+own handler (the Hugging Face hub client, say) is not repeated by rbvit's."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 from collections.abc import Iterable, Sequence
@@ -12,21 +14,26 @@ from typing import Any, Literal
 
 import click
 
-__all__ = ["Format", "resolve_format", "emit", "format_option"]
+__all__ = ["Format", "resolve_format", "emit", "format_option", "configure_logging"]
 
 Format = Literal["table", "tsv", "json"]
 
 
-def format_option(f: Any) -> Any:
-    """``--format`` and its ``--json`` shorthand, for every command that prints rows."""
+def format_option(f: Any = None, *, long: bool = False) -> Any:
+    """``--format`` and its ``--json`` shorthand, for every command that prints rows; ``long`` adds the
+    ``long`` choice (``rbvit eval``: every row as a table instead of the summary)."""
+    if f is None:
+        return lambda g: format_option(g, long=long)
     f = click.option("--json", "as_json", is_flag=True, help="Shorthand for --format json.")(f)
+    extra = " long = every row as a table (the default table is a summary)." if long else ""
     return click.option(
         "--format",
         "fmt",
-        type=click.Choice(["auto", "table", "tsv", "json"]),
+        type=click.Choice(["auto", "table", "tsv", "json", *(["long"] if long else [])]),
         default="auto",
         show_default=True,
-        help="Output on stdout: auto = a table in a terminal, TSV when piped; json = one object per line.",
+        help="Output on stdout: auto = a table in a terminal, TSV when piped; json = one object per line."
+        + extra,
     )(f)
 
 
@@ -72,3 +79,25 @@ def emit(
     for r in rows:
         table.add_row(*[_cell(r.get(c), full=False) for c in columns])
     Console().print(table)
+
+
+class _NotPrintedElsewhere(logging.Filter):
+    """Drops records that a handler of their own logger (or one of its parents below the root) prints."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        logger: logging.Logger | None = logging.getLogger(record.name)
+        while logger is not None and logger is not logging.root:
+            if logger.handlers:
+                return False
+            if not logger.propagate:
+                return True
+            logger = logger.parent  # type: ignore[assignment]
+        return True
+
+
+def configure_logging(level: int) -> None:
+    """One stderr handler on the root logger at ``level``, which never repeats a library's own output."""
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for handler in logging.root.handlers:
+        if not any(isinstance(f, _NotPrintedElsewhere) for f in handler.filters):
+            handler.addFilter(_NotPrintedElsewhere())

@@ -40,6 +40,7 @@ from robustbench_vit.engine.rows import (
 )
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.models.loading import LoadedModel, load_model, resolve_spec, wrap_module
+from robustbench_vit.models.modules import with_preprocessing
 from robustbench_vit.storage.store import (
     RunStore,
     check_writable,
@@ -78,6 +79,9 @@ class RunOptions:
     checkpoint: str | None = None
     cache_dir: str | None = None
     suite_params: Mapping[str, Any] = field(default_factory=dict)
+    #: preprocessing overrides by timm ``validate.py``'s names (``img_size``, ``crop_pct``, ``interpolation``,
+    #: ``mean``, ``std``), recorded in every row like any preprocessing
+    override_preprocessing: Mapping[str, Any] = field(default_factory=dict)
     #: ``(k, n)``: run only every n-th condition starting at k (a worker's share of a run split over
     #: devices or Ray tasks); no summary. Results are identical to an unsplit run.
     shard: tuple[int, int] | None = None
@@ -222,7 +226,13 @@ def evaluate(
     finally:
         if progress is None or isinstance(progress, (bool, str)):  # ours to close; a caller's is not
             prog.close()
-    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    out = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    out.attrs.update(  # what the caller may report: "N conditions reused from OUT, M computed"
+        conditions_reused=sum(f.attrs.get("conditions_reused", 0) for f in frames),
+        conditions_computed=sum(f.attrs.get("conditions_computed", 0) for f in frames),
+        out=opts.out,
+    )
+    return out
 
 
 def _check_output_width(loaded: LoadedModel, data_cfg: Any) -> None:
@@ -312,6 +322,7 @@ def _evaluate_one(
             checkpoint=opts.checkpoint,
             cache_dir=opts.cache_dir,
         )
+    loaded = with_preprocessing(loaded, opts.override_preprocessing)
     _check_output_width(loaded, loaded.data_config)
     class_map = suite_obj.label_map(ds, loaded)
     labels = class_map[ds.targets]
@@ -364,10 +375,12 @@ def _evaluate_one(
     if opts.shard is not None and not prefill_only:
         conds = conds[opts.shard[0] :: opts.shard[1]]
     suite_obj.upcoming(ctx, [c for c in conds if c.name not in reusable])
+    reused = 0
     label = f"{loaded.spec.name} | {suite_obj.name} | {dataset_name}"
     prog.start("conditions", label, len(conds))
     for cond in conds:
         if cond.name in reusable:
+            reused += 1
             inputs = reusable[cond.name]
             log.info("skip %s (already in %s)", cond.name, store.path(cond.name, inputs))
             old = store.read(cond.name, inputs)
@@ -404,4 +417,6 @@ def _evaluate_one(
             store.write_if_changed("summary", summary_rows)
         rows.extend(summary_rows)
     # figures are drawn by the caller from the returned rows (results.figures.plots.draw_run_figures)
-    return rows_to_frame(rows), loaded
+    frame = rows_to_frame(rows)
+    frame.attrs.update(conditions_reused=reused, conditions_computed=len(conds) - reused, out=opts.out)
+    return frame, loaded

@@ -11,6 +11,7 @@ References accepted by :func:`resolve_spec` / :func:`load_model`:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import logging
@@ -41,7 +42,7 @@ from robustbench_vit.models.hub import (
 )
 from robustbench_vit.models.identity import model_identity
 from robustbench_vit.models.modules import LoadedModel, PixelModel, state_digest, wrap_module
-from robustbench_vit.models.names import resolve_spec
+from robustbench_vit.models.names import RANDOM_SUFFIX, resolve_spec
 from robustbench_vit.models.robustbench_source import load_robustbench
 from robustbench_vit.models.zoo import ModelSpec
 
@@ -91,6 +92,8 @@ def load_model(
         identity["weights"] = ident
     if ident.startswith("sha256:") and ident not in weights:
         weights = f"{weights} {ident[:23]}"
+    if weights == "random" and not spec.name.endswith(RANDOM_SUFFIX):
+        spec = dataclasses.replace(spec, name=f"{spec.name}{RANDOM_SUFFIX}")  # rows never pass for pretrained
     module = PixelModel(net, data_cfg.mean, data_cfg.std, amp).eval().requires_grad_(False)
     module = module.to(dev)
     if channels_last is None:

@@ -4,8 +4,10 @@ notebook path), and the content digest that identifies a module's weights when n
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +20,17 @@ from robustbench_vit.device import autocast, autocast_dtype, select_device
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.models.zoo import ModelSpec, guess_family
 
-__all__ = ["PixelModel", "LoadedModel", "state_digest", "wrap_module"]
+__all__ = [
+    "PixelModel",
+    "LoadedModel",
+    "state_digest",
+    "wrap_module",
+    "with_preprocessing",
+    "PREPROCESSING_FLAGS",
+]
+
+#: the preprocessing a user may override, by the names of timm's ``validate.py`` (``--img-size`` ...)
+PREPROCESSING_FLAGS = ("img_size", "crop_pct", "interpolation", "mean", "std")
 
 
 class PixelModel(nn.Module):
@@ -136,3 +148,39 @@ def wrap_module(
     weights = f"module sha256:{state[:16]}"
     identity = {"spec": spec.to_dict(), "pretrained": True, "weights": f"sha256:{state}"}
     return LoadedModel(spec, module, data_cfg, get_label_space(label), dev, dtype, weights, identity)
+
+
+def with_preprocessing(loaded: LoadedModel, overrides: Mapping[str, Any]) -> LoadedModel:
+    """``loaded`` with its preprocessing overridden by timm ``validate.py``-style values (``img_size`` as
+    one side or ``(h, w)``, ``crop_pct``, ``interpolation``, ``mean``, ``std``); the normalisation inside
+    the model follows, and the data config's ``source`` says what was overridden (recorded in every row)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(given) - set(PREPROCESSING_FLAGS)
+    if unknown:
+        raise ConfigError(
+            f"unknown preprocessing override {sorted(unknown)[0]!r} (known: {', '.join(PREPROCESSING_FLAGS)})"
+        )
+    if not given:
+        return loaded
+    dc = loaded.data_config
+    changes: dict[str, Any] = {}
+    if "img_size" in given:
+        size = given["img_size"]
+        h, w = (size, size) if isinstance(size, int) else tuple(int(v) for v in size)
+        changes["input_size"] = (dc.input_size[0], h, w)
+    for key in ("crop_pct", "interpolation"):
+        if key in given:
+            changes[key] = given[key]
+    for key in ("mean", "std"):
+        if key in given:
+            values = tuple(float(v) for v in given[key])
+            if len(values) != dc.input_size[0]:
+                raise ConfigError(
+                    f"--{key} needs {dc.input_size[0]} values (one per channel), got {len(values)}"
+                )
+            changes[key] = values
+    said = ", ".join(f"{k}={given[k]}" for k in PREPROCESSING_FLAGS if k in given)
+    new = dc.replace(**changes, source=f"{dc.source}; overridden: {said}")
+    old = loaded.module  # a new wrapper around the same network: the caller's model is left as it was
+    module = PixelModel(old.net, new.mean, new.std, old.amp_dtype).to(old.mean.device).eval()
+    return dataclasses.replace(loaded, module=module.requires_grad_(False), data_config=new)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 from robustbench_vit.errors import ConfigError, RbvitError, UnknownNameError
@@ -35,6 +36,7 @@ def resolve_spec(ref: str) -> ModelSpec:
 
         return robustbench_spec(ref)
     if ":" not in ref and not ref.endswith(".json") and _is_timm_name(ref):
+        _check_timm_name(ref)  # the tag, if any
         log.info("%r is not a zoo name: resolved as timm:%s", ref, ref)
         return ModelSpec(name=ref.replace("/", "_"), source="timm", arch=ref, family=guess_family(ref))
     if ref.startswith("timm:"):
@@ -52,9 +54,23 @@ def resolve_spec(ref: str) -> ModelSpec:
         )
     if ":" in ref and not Path(ref).exists():
         return ModelSpec(name=ref.split(":")[-1], source="entrypoint", arch=ref, family="cnn")
-    raise UnknownNameError(
-        MODELS.unknown_message(ref) + "; or pass timm:<arch>, a card .json, or module:factory"
-    )
+    message = MODELS.unknown_message(ref)
+    hint = _timm_hint(ref)
+    if hint:  # timm's closest names before the long list of zoo names
+        message = message.replace(" Known:", f" {hint} Known:", 1) if " Known:" in message else message + hint
+    raise UnknownNameError(message + "; or pass timm:<arch>, a card .json, or module:factory")
+
+
+def _timm_hint(ref: str) -> str:
+    """timm's closest architecture names to a bare name that is neither a zoo nor a timm name."""
+    import difflib
+
+    import timm
+
+    if ":" in ref or ref.endswith(".json"):
+        return ""
+    close = difflib.get_close_matches(ref.split(".")[0], timm.list_models(), n=3, cutoff=0.75)
+    return f"timm has {', '.join('timm:' + c for c in close)}." if close else ""
 
 
 def _is_timm_name(ref: str) -> bool:
@@ -92,14 +108,22 @@ def _torchvision_spec(ref: str) -> ModelSpec:
 
 
 def _check_timm_name(arch: str) -> None:
-    """An unknown timm architecture is an unknown name (exit 3) with timm's closest names, built nothing."""
+    """An unknown timm architecture or pretrained tag is an unknown name (exit 3) with timm's closest
+    names, built nothing."""
     import difflib
 
     import timm
 
-    base = arch.split(".")[0]
+    base, _, tag = arch.partition(".")
     if timm.is_model(base):
-        return
+        if not tag or arch in timm.list_pretrained(f"{base}.*"):
+            return
+        tags = timm.list_pretrained(f"{base}.*")
+        close = difflib.get_close_matches(arch, tags, n=3, cutoff=0.6)
+        known = ", ".join(close or tags[:8]) or "none"
+        raise UnknownNameError(
+            f"timm {base} has no pretrained tag {tag!r} ({'did you mean ' if close else 'tags: '}{known})"
+        )
     close = difflib.get_close_matches(base, timm.list_models(), n=3, cutoff=0.6)
     hint = (
         f"; did you mean {', '.join('timm:' + c for c in close)}?" if close else " (see timm.list_models())"
@@ -114,3 +138,19 @@ def row_key(ref: str) -> str:
         return resolve_spec(ref).name
     except RbvitError:
         return ref
+
+
+#: appended to the name of a model built with random weights (``resnet18.random``): its rows, plots and
+#: legends can never pass for the pretrained model's
+RANDOM_SUFFIX = ".random"
+
+
+def stored_key(ref: str, present: Iterable[str]) -> str:
+    """The ``model`` value the rows of ``ref`` carry among the names ``present``: its canonical key, else
+    the same architecture with random weights (``<key>.random``) when only that was evaluated."""
+    names = set(present)
+    key = row_key(ref)
+    for candidate in (key, ref, f"{key}{RANDOM_SUFFIX}", f"{ref}{RANDOM_SUFFIX}"):
+        if candidate in names:
+            return candidate
+    return key

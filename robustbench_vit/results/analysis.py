@@ -19,7 +19,7 @@ import pandas as pd
 
 from robustbench_vit.errors import DataError
 from robustbench_vit.metrics.mce import mce, relative_mce
-from robustbench_vit.models.names import row_key
+from robustbench_vit.models.names import stored_key
 from robustbench_vit.storage.store import load_results, load_samples
 from robustbench_vit.suites._common import curve_auc
 
@@ -131,8 +131,8 @@ def mcnemar(
     Models are named as on the command line (``timm:resnet50``, a card path ...): each is mapped to the
     canonical key its rows are stored under.
     """
-    model_a, model_b = row_key(model_a), row_key(model_b)
     s = results if isinstance(results, pd.DataFrame) else load_samples(results)
+    model_a, model_b = stored_key(model_a, s.model.unique()), stored_key(model_b, s.model.unique())
     s = s[s.suite == suite]
     if dataset:
         s = s[s.dataset == dataset]

@@ -179,7 +179,8 @@ def _labels(agg: pd.DataFrame, all_variants: bool) -> list[str]:
         if all_variants and c["image_set"] > 1:
             parts.append(f"{int(r.n_images)} images")
         label = r.model + (f" [{'; '.join(parts)}]" if parts else "")
-        labels.append(label + (" (random weights)" if r.random_weights else ""))
+        said = str(r.model).endswith(".random")  # the name says so already (rows since rbvit 0.2)
+        labels.append(label + (" (random weights)" if r.random_weights and not said else ""))
     return labels
 
 

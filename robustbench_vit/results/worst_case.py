@@ -49,10 +49,10 @@ def worst_case(
     attack's own robust accuracy on those images. ``per_image``: each image's label, whether it
     survived every attack, and the first attack (in ``suites`` order) that broke it.
     """
-    from robustbench_vit.models.names import row_key
+    from robustbench_vit.models.names import stored_key
 
-    key = row_key(model)
     s = load_samples(results)
+    key = stored_key(model, s.model.unique())
     s = s[(s.model == key) & s.suite.isin(suites)]
     if dataset:
         s = s[s.dataset == dataset]

@@ -86,7 +86,7 @@ class AutoAttackSuite(Suite):
     splits_batches: ClassVar[bool] = True  # one long condition: shards (Ray, --devices) share its batches
     headline: ClassVar[tuple[tuple[str, str], ...]] = tuple(
         (f"*/{v}", m)
-        for v in ("standard", "plus", "rand", "custom")
+        for v in ("standard", "plus", "rand", "custom", "*-reduced", "*-modified")  # reduced: own columns
         for m in ("robust_accuracy", "clean_accuracy")
     )
 
@@ -123,7 +123,18 @@ class AutoAttackSuite(Suite):
             # APGD's step-size checkpoints follow n_iter (22% / 6% / 3%), as APGD sets them for its own
             "apgd_checkpoints": "scaled to n_iter",
         }
-        return [Condition(f"{self.norm}/eps={e}/{self.aa_version}", parse_eps(e), params)]
+        params["label"] = self.label
+        return [Condition(f"{self.norm}/eps={e}/{self.label}", parse_eps(e), params)]
+
+    @property
+    def label(self) -> str:
+        """The version as it ran: ``standard`` only with the version's own budget; a run with fewer
+        iterations or queries is ``<version>-reduced``, one with other restarts ``<version>-modified``, so a
+        quick look is never ranked beside a standard evaluation."""
+        if not (self.n_iter or self.square_queries or self.n_restarts) or self.aa_version == "custom":
+            return self.aa_version
+        cheaper = 0 < self.n_iter < 100 or 0 < self.square_queries < 5000
+        return f"{self.aa_version}-{'reduced' if cheaper else 'modified'}"
 
     # --- the batch loop: attacks stored per batch, every stage's predictions as variants ----------
     def _stage_conditions(self, cond: Condition) -> list[Condition]:

@@ -53,6 +53,7 @@ from robustbench_vit.identity import canonical_json, derived_key
 from robustbench_vit.metrics.accumulators import MetricValue
 from robustbench_vit.models.identity import model_identity
 from robustbench_vit.models.loading import LoadedModel, load_model, resolve_spec
+from robustbench_vit.models.names import RANDOM_SUFFIX
 from robustbench_vit.storage.store import safe_name
 from robustbench_vit.suites.base import (
     AT_LEAST_ONE,
@@ -325,7 +326,8 @@ class Transfer(Suite):
         store.fill(ctx.indices, craft, chunk=ctx.batch_size)
         src_correct.fill(ctx.indices, flags, chunk=ctx.batch_size)
         ctx.state["adv_images"] = store.array
-        ctx.state["source_name"] = spec.name
+        random = parts["source"]["weights"].startswith("random:")
+        ctx.state["source_name"] = f"{spec.name}{RANDOM_SUFFIX}" if random else spec.name
         ctx.state["source_weights"] = parts["source"]["weights"]
         self._state["source_correct"] = src_correct
 

@@ -5,12 +5,16 @@ side, by suite name: no suite imports a figure."""
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["PLOTTERS", "FIGURE_SUITES", "RUN_FIGURES"]
+__all__ = ["PLOTTERS", "FIGURE_SUITES", "RUN_FIGURES", "layout_problems"]
+
+log = logging.getLogger(__name__)
 
 #: figure kind -> function drawing it from the rows of one dataset
 PLOTTERS: dict[str, Callable[[pd.DataFrame, str | Path], Path | None]] = {}
@@ -29,10 +33,53 @@ def _plt():  # type: ignore[no-untyped-def]
     return plt
 
 
+def layout_problems(fig) -> list[str]:  # type: ignore[no-untyped-def]
+    """What a reader of the PNG would miss: text (titles, labels, ticks, legends) reaching outside the canvas,
+    and a legend drawn over bars or lines of its axes."""
+    from matplotlib.patches import Rectangle
+
+    renderer = fig.canvas.get_renderer()
+    canvas = fig.bbox
+    problems = []
+
+    def outside(bb) -> bool:  # type: ignore[no-untyped-def]
+        return (
+            bb.x0 < canvas.x0 - 1 or bb.y0 < canvas.y0 - 1 or bb.x1 > canvas.x1 + 1 or bb.y1 > canvas.y1 + 1
+        )
+
+    for text in fig.texts:  # suptitles, figure-level notes
+        if text.get_visible() and text.get_text().strip() and outside(text.get_window_extent(renderer)):
+            problems.append(f"text {text.get_text()[:40]!r} outside the canvas")
+    for ax in fig.axes:  # what is drawn of each axes: labels, the ticks in view, title, legend
+        bb = ax.get_tightbbox(renderer)
+        if bb is not None and outside(bb):
+            name = ax.get_title() or ax.get_xlabel() or ax.get_ylabel() or "an axes"
+            problems.append(f"{name[:40]!r} (title, labels or ticks) reaches outside the canvas")
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        if legend is None or not legend.get_visible():
+            continue
+        box = legend.get_window_extent(renderer)
+        marks = [
+            p for p in ax.patches if isinstance(p, Rectangle) and p.get_height() != 0 and p.get_visible()
+        ]
+        if any(box.overlaps(p.get_window_extent(renderer)) for p in marks):
+            problems.append(f"the legend of {ax.get_title()[:40]!r} covers its bars")
+    return problems
+
+
 def _save(fig, path: str | Path, *, dpi: int, tight: bool = True) -> Path:  # type: ignore[no-untyped-def]
-    """Lay out (optionally), write the PNG (creating its folder) and free the figure."""
+    """Lay out (optionally), check the layout (:func:`layout_problems`, logged as warnings), write the PNG
+    (creating its folder) and free the figure."""
     if tight:
-        fig.tight_layout()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fig.tight_layout()
+        for w in caught:
+            log.warning("figure %s: %s", Path(path).name, w.message)
+    fig.canvas.draw()
+    for problem in layout_problems(fig):
+        log.warning("figure %s: %s", Path(path).name, problem)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)

@@ -271,8 +271,8 @@ def plot_corruptions(df: pd.DataFrame, path: str | Path) -> Path | None:
     axes[1].set_title("Corruption error normalised by AlexNet")
     for ax in axes:
         ax.tick_params(axis="x", labelrotation=60)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # beside the bars, never over them
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, path, dpi=110)
 
 
@@ -312,7 +312,7 @@ def plot_transfer(df: pd.DataFrame, path: str | Path) -> Path | None:
         index="source_model", columns="model", values="value", aggfunc="last"
     )
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(1.4 * len(m.columns) + 3, 0.8 * len(m.index) + 2))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(m.columns) + 3), max(4.0, 0.8 * len(m.index) + 2)))
     im = ax.imshow(m.values, cmap="viridis", vmin=0, vmax=1)
     ax.set_xticks(range(len(m.columns)), m.columns, rotation=45, ha="right")
     ax.set_yticks(range(len(m.index)), m.index)
@@ -322,8 +322,8 @@ def plot_transfer(df: pd.DataFrame, path: str | Path) -> Path | None:
                 ax.text(j, i, f"{m.values[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
     ax.set_xlabel("target model")
     ax.set_ylabel("source model")
-    ax.set_title(f"fooling rate on {_dataset_of(d)}: {cond}", fontsize=9)
-    fig.colorbar(im, ax=ax, shrink=0.8, label="fooling rate (fraction of images)")
+    ax.set_title(f"fooling rate on {_dataset_of(d)}\n{cond}", fontsize=9)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="fooling rate (fraction)")
     return _save(fig, path, dpi=120)
 
 
