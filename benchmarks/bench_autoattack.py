@@ -89,7 +89,9 @@ def main() -> None:
         ref.run_standard_evaluation(x, y, batch_size=args.batch_size)
         t_ref = time.perf_counter() - t
     clean = df[df.metric == "clean_accuracy"].value.iat[0]
-    robust = df[(df.metric == "robust_accuracy") & df.condition.str.endswith("/standard")].value.iat[0]
+    # the final condition (a reduced budget is named .../standard-reduced): not a per-stage or clean row
+    final = ~df.condition.str.contains("/after=", regex=False) & ~df.condition.str.endswith("/clean")
+    robust = df[(df.metric == "robust_accuracy") & final].value.iat[0]
     print(
         f"model {args.model} on {model.device} ({args.dtype}), {len(idx)} images, eps {args.eps}, iterations {n_iter}"
     )

@@ -405,7 +405,7 @@ def test_every_version_equals_the_package_image_by_image_over_three_batches(tmp_
         suite_params={"eps": "2/255", "square_queries": queries, "n_iter": n_iter, "aa_version": version},
     )
     samples = load_samples(tmp_path / "out")
-    final = samples[samples.condition == f"linf/eps=2/255/{version}"].sort_values("index")
+    final = samples[samples.condition == f"linf/eps=2/255/{version}-reduced"].sort_values("index")
     _, ds = open_dataset(CIFAR10_TEST)
     idx = stratified_limit(ds.targets, n, 0)
     assert final["index"].tolist() == idx.tolist()

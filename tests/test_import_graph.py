@@ -104,7 +104,7 @@ LAYERS = [
     {"engine"},
     {"results"},
     {"sweeps"},
-    {"api", "benchmarking"},
+    {"api", "benchmarking", "reproduce"},
     {"cli"},
 ]
 

@@ -19,14 +19,14 @@ from robustbench_vit import __version__
 from robustbench_vit.cli.errors import DEBUG as _DEBUG
 from robustbench_vit.cli.errors import OneLineErrorsGroup
 from robustbench_vit.cli.errors import friendly as _friendly
-from robustbench_vit.cli.output import configure_logging, emit, format_option, resolve_format
+from robustbench_vit.cli.output import UI, configure_logging, emit, format_option, resolve_format
 from robustbench_vit.errors import ConfigError, RbvitError
 
 __all__ = ["main"]
 
 err = Console(stderr=True)
 #: display choices made by the group options (-q, --progress) for the subcommands
-_UI: dict[str, Any] = {"progress": "auto"}
+_UI = UI  # the progress mode every command passes on (cli.output.UI)
 
 
 @click.group(cls=OneLineErrorsGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -466,6 +466,11 @@ def report_cmd(results: str, out: str) -> None:
 
     require_results(results)
     click.echo(str(write_report(results, out)))
+
+
+from robustbench_vit.cli.reproduce import reproduce_cmd  # noqa: E402 - one command per file from here on
+
+main.add_command(reproduce_cmd)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,7 +14,10 @@ from typing import Any, Literal
 
 import click
 
-__all__ = ["Format", "resolve_format", "emit", "format_option", "configure_logging"]
+__all__ = ["Format", "resolve_format", "emit", "format_option", "configure_logging", "UI"]
+
+#: what the group options chose for every command of this invocation (``--progress``, ``-q``)
+UI: dict[str, Any] = {"progress": "auto"}
 
 Format = Literal["table", "tsv", "json"]
 

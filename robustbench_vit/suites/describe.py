@@ -98,6 +98,8 @@ def sync_parameter_tables(folder: str | Path, *, write: bool = False) -> list[st
     ``write`` the blocks are regenerated (``python -m robustbench_vit.suites.describe docs/suites``)."""
     stale = []
     for name in SUITES.names():
+        if not SUITES.get(name).__module__.startswith("robustbench_vit."):
+            continue  # a suite registered from outside the package has no page here
         page = Path(folder) / f"{name}.md"
         text = page.read_text() if page.is_file() else ""
         if PARAMS_BEGIN not in text or PARAMS_END not in text:

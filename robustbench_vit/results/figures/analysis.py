@@ -138,7 +138,7 @@ def plot_imagenet_o(df: pd.DataFrame, path: str | Path) -> Path | None:
     share = df[(df.suite == "imagenet_o") & (df.metric == "ood_share")]["value"]
     if len(share):
         ax.axhline(float(share.mean()), color="k", lw=0.8, ls="--", label="chance AUPR")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars
     ax.set_ylim(0, 1)
     return _save(fig, path, dpi=110)
 
@@ -166,7 +166,10 @@ def plot_calibration(df: pd.DataFrame, path: str | Path) -> Path | None:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    fig.suptitle(f"calibration under corruption on {_dataset_of(d)}", fontsize=10)
+    counts = f"clean: {int(clean.n.max())} images, corruption cells: {int(d.n.max())}" if len(clean) else ""
+    mixed = len(clean) and int(clean.n.max()) != int(d.n.max())  # say so when the points differ in images
+    title = f"calibration under corruption on {_dataset_of(d)}" + (f"\n({counts} images)" if mixed else "")
+    fig.suptitle(title, fontsize=10)
     return _save(fig, path, dpi=110)
 
 

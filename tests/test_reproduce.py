@@ -1,0 +1,144 @@
+"""rbvit reproduce: the shipped paper cards validate, a card reproduces within its tolerance, a wrong value
+fails with exit 9, and --dry-run names what is missing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from robustbench_vit.cli.commands import main
+from robustbench_vit.cli.reproduce import OUTSIDE_TOLERANCE
+from robustbench_vit.reproduce.cards import card_names, load_card
+from tests.helpers import CIFAR10_TEST, IMAGENET_SAMPLES, needs_cifar, needs_effnet
+
+
+@pytest.mark.parametrize("name", card_names())
+def test_every_shipped_card_validates(name):
+    card = load_card(name)  # models resolve offline, suites and parameters exist, values are fractions
+    assert card.citation and card.cells and all(0 <= c.value <= 1 for c in card.cells)
+
+
+def test_list_shows_the_cards_with_their_citations():
+    r = CliRunner().invoke(main, ["reproduce", "--list", "--json"])
+    rows = {d["card"]: d for d in map(json.loads, r.output.splitlines())}
+    assert r.exit_code == 0 and {"timm", "robustbench-imagenet-corruptions"} <= set(rows)
+    assert "pytorch-image-models" in rows["timm"]["citation"] and rows["timm"]["cells"] >= 40
+    assert "unaggregated_results.csv" in rows["robustbench-imagenet-corruptions"]["citation"]
+
+
+def test_dry_run_names_what_is_missing():
+    r = CliRunner().invoke(main, ["reproduce", "timm", "--models", "deit_s", "--dry-run", "--json"])
+    rows = [json.loads(ln) for ln in r.output.splitlines()]
+    assert r.exit_code == 0 and {d["protocol"] for d in rows} == {"val", "imagenet_a", "imagenet_r"}
+    assert all(d["missing"].startswith("--data ") for d in rows) and all(d["gpu_minutes"] > 0 for d in rows)
+    bad = CliRunner().invoke(main, ["reproduce", "timm", "--models", "nope", "--dry-run"])
+    assert bad.exit_code == 2 and "has no cells for nope" in bad.output
+    assert CliRunner().invoke(main, ["reproduce", "timmm"]).exit_code == 3  # did you mean timm
+
+
+def _reference_top1(card_path) -> float:
+    """The card's model on cifar10-test-1000, computed independently: PIL decode, timm model, safetensors."""
+    import timm
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    from robustbench_vit.data.subset import shipped_subset_items
+
+    spec = json.loads(card_path.read_text())
+    net = timm.create_model(spec["arch"], num_classes=10, **spec["kwargs"]).eval()
+    net.load_state_dict(load_file(str(card_path.parent / spec["weights"])))
+    classes = sorted(p.name for p in CIFAR10_TEST.iterdir())
+    items = shipped_subset_items("cifar10-test-1000")
+    x = torch.stack(
+        [torch.from_numpy(np.asarray(Image.open(CIFAR10_TEST / it).convert("RGB"))) for it in items]
+    )
+    x = x.permute(0, 3, 1, 2).float() / 255
+    x = (x - torch.tensor(spec["mean"]).view(1, 3, 1, 1)) / torch.tensor(spec["std"]).view(1, 3, 1, 1)
+    y = torch.tensor([classes.index(it.split("/")[0]) for it in items])
+    with torch.no_grad():
+        pred = torch.cat([net(b).argmax(1) for b in x.split(250)])
+    return float((pred == y).float().mean())
+
+
+def _card(tmp_path, model, value):
+    path = tmp_path / "tiny.toml"
+    path.write_text(f"""
+[card]
+name = "tiny"
+title = "a CIFAR-10 card from a reference computation"
+citation = "tests/test_reproduce.py::_reference_top1 (PIL, timm, safetensors; no rbvit code)"
+
+[[protocol]]
+id = "c1000"
+suite = "clean"
+condition = "clean"
+metric = "top1"
+subset = "cifar10-test-1000"
+image_set = "cifar10-test-1000"
+images = 1000
+data = "the CIFAR-10 test set in class folders"
+tolerance = 0.001
+reason = "deterministic, same images; the reference is printed to 4 digits"
+
+[[cell]]
+protocol = "c1000"
+model = "{model}"
+value = {value:.4f}
+""")
+    return path
+
+
+@needs_cifar
+def test_a_card_reproduces_and_a_wrong_value_fails(tmp_path, cifar_card):
+    ref = _reference_top1(cifar_card)
+
+    def run(card):  # type: ignore[no-untyped-def]
+        args = [
+            "--progress",
+            "off",
+            "reproduce",
+            str(card),
+            "--data",
+            str(CIFAR10_TEST),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+        return CliRunner().invoke(main, [*args, "--json"])
+
+    good = run(_card(tmp_path, cifar_card, ref))
+    assert good.exit_code == 0, good.output
+    row = json.loads(good.output.splitlines()[0])
+    assert row["verdict"] == "within" and row["same_image_set"] and abs(row["rbvit"] - ref) < 1e-3
+    assert (tmp_path / "out" / "reproduce" / "tiny.parquet").is_file()
+    (tmp_path / "w").mkdir()
+    wrong = run(_card(tmp_path / "w", cifar_card, ref + 0.2))
+    assert wrong.exit_code == OUTSIDE_TOLERANCE and "outside their tolerance" in wrong.output
+
+
+@needs_effnet
+@pytest.mark.slow
+def test_efficientnet_lite0_on_the_shared_samples(tmp_path):
+    """The must-show run: the shared-samples cell on its own images, the published ImageNet-val figure marked
+    as another image set."""
+    r = CliRunner().invoke(
+        main,
+        [
+            "--progress",
+            "off",
+            "reproduce",
+            "efficientnet-lite0",
+            "--data",
+            str(IMAGENET_SAMPLES),
+            "--out",
+            str(tmp_path),
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    rows = {d["protocol"]: d for d in map(json.loads, r.output.splitlines())}
+    assert rows["shared"]["same_image_set"] and rows["shared"]["verdict"] == "within"
+    assert not rows["val"]["same_image_set"] and "other images" in rows["val"]["reason"]
