@@ -114,6 +114,10 @@ def test_a_card_reproduces_and_a_wrong_value_fails(tmp_path, cifar_card):
     row = json.loads(good.output.splitlines()[0])
     assert row["verdict"] == "within" and row["same_image_set"] and abs(row["rbvit"] - ref) < 1e-3
     assert (tmp_path / "out" / "reproduce" / "tiny.parquet").is_file()
+    from robustbench_vit.results.report import write_report
+
+    page = write_report(tmp_path / "out", tmp_path / "report.html").read_text()
+    assert "Published vs rbvit" in page and "1 of 1 cells within their tolerance" in page
     (tmp_path / "w").mkdir()
     wrong = run(_card(tmp_path / "w", cifar_card, ref + 0.2))
     assert wrong.exit_code == OUTSIDE_TOLERANCE and "outside their tolerance" in wrong.output

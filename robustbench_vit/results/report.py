@@ -19,8 +19,10 @@ import pandas as pd
 
 from robustbench_vit import __version__
 from robustbench_vit.results.figures.plots import FIGURE_SUITES, Figure, render_figures
+from robustbench_vit.results.figures.reproduction import plot_reproduction
 from robustbench_vit.results.leaderboard import build_leaderboard, suite_tables
 from robustbench_vit.storage.store import load_results
+from robustbench_vit.storage.verified_parquet import read_verified
 
 __all__ = ["write_report", "inline_markdown"]
 
@@ -104,6 +106,43 @@ def _sections(board: pd.DataFrame, figures: list[Figure]) -> tuple[str, list[Fig
     return "\n".join(parts) or "<p>no results</p>", left
 
 
+def _reproductions(results: str | Path, tmp: str) -> str:
+    """One section per ``rbvit reproduce`` table under ``RESULTS/reproduce``: published vs rbvit, with its
+    scatter; a file that fails its checksum is left out with a note, never shown."""
+    folder = Path(results) / "reproduce"
+    parts = []
+    for f in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
+        try:
+            t = read_verified(f).to_pandas()
+        except Exception as e:  # noqa: BLE001 - a damaged file is named, the rest of the report stands
+            parts.append(f"<p class='note'>{html.escape(f.name)} left out: {html.escape(str(e))}</p>")
+            continue
+        shown = pd.DataFrame(
+            {
+                "protocol": t.protocol,
+                "model": t.model,
+                "published": (t.published * 100).round(2),
+                "rbvit": [
+                    f"{v * 100:.2f} [{lo * 100:.1f}, {hi * 100:.1f}]"
+                    for v, lo, hi in zip(t.rbvit, t.ci_low, t.ci_high)
+                ],
+                "difference": (t.difference * 100).round(2),
+                "tolerance": (t.tolerance * 100).round(2),
+                "images": ["same" if v else "other" for v in t.same_image_set],
+                "verdict": t.verdict,
+            }
+        )
+        png = plot_reproduction(t, Path(tmp) / f"reproduce-{f.stem}.png", f"{f.stem}: published vs rbvit")
+        fig = _figure_html(Figure("reproduction", f.stem, png)) if png else ""
+        within = int((t.verdict == "within").sum())
+        parts.append(
+            f"<section><h3>{html.escape(f.stem)}</h3><p class='note'>{within} of {len(t)} cells within their "
+            "tolerance (percent; rbvit with its 95% interval; other images: a sanity check, not a reproduction)"
+            f"</p><div class='pair'><div class='scroll'>{table_html(shown.set_index(['protocol', 'model']))}</div>{fig}</div></section>"
+        )
+    return "\n".join(parts)
+
+
 def write_report(results: str | Path, out: str | Path) -> Path:
     """Render leaderboards and every supported figure of ``results`` into one HTML file."""
     df = load_results(results)
@@ -112,12 +151,14 @@ def write_report(results: str | Path, out: str | Path) -> Path:
         figures = render_figures(df, tmp)
         sections, others = _sections(board, figures)
         extra = "".join(_figure_html(f) for f in others)
+        reproductions = _reproductions(results, tmp)
     body = (
         f"<h1>robustbench_vit report</h1><p class='note'>{len(df)} rows from {html.escape(str(results))}; "
         f"rbvit {__version__}. Values are fractions of images in [0, 1] unless the metric says otherwise; "
         "grey brackets are 95% Wilson intervals over images.</p>"
         f"<h2>Leaderboards</h2>{sections}"
         + (f"<h2>Other figures</h2><div class='pair'>{extra}</div>" if extra else "")
+        + (f"<h2>Published vs rbvit (rbvit reproduce)</h2>{reproductions}" if reproductions else "")
     )
     page = (
         "<!doctype html><html><head><meta charset='utf-8'>"
