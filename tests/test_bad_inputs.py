@@ -223,7 +223,7 @@ PROBES = [
     ("leaderboard empty folder", lambda w: ["leaderboard", str(_empty_dir(w))], 4, "no rbvit results"),
     (
         "report empty folder",
-        lambda w: ["report", str(_empty_dir(w)), "-o", str(w["root"] / "r.html")],
+        lambda w: ["report", str(_empty_dir(w)), "--html", str(w["root"] / "r.html")],
         4,
         "no rbvit results",
     ),

@@ -177,7 +177,7 @@ def test_occlusion_and_shuffle_on_cifar(tmp_path, cifar_card):
         str(tmp_path),
     )
     assert r.returncode == 2 and "do not divide the 32x32 input" in r.stderr
-    r = run("plot", str(tmp_path), "-o", str(tmp_path / "fig"))
+    r = run("plot", str(tmp_path), "--figures", str(tmp_path / "fig"))
     assert r.returncode == 0, r.stderr
     for name in ("occlusion-cifar10.png", "patch_shuffle-cifar10.png"):
         assert (tmp_path / "fig" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -422,7 +422,7 @@ def test_every_option_has_help_and_its_default():
         if "`" in (cmd.help or ""):
             problems.append(f"{path}: backticks in the command help")
         for p in cmd.params:
-            if not isinstance(p, click.Option):
+            if not isinstance(p, click.Option) or p.hidden:  # a hidden compatibility alias is not in -h
                 continue
             if not p.help:
                 problems.append(f"{path} {p.opts[0]}: no help")
@@ -436,3 +436,18 @@ def test_every_option_has_help_and_its_default():
 
     walk(main, "rbvit")
     assert problems == []
+
+
+def test_out_always_names_a_results_folder(tmp_path):
+    """-o/--out is a results folder for eval, sweep and reproduce; leaderboard, plot and report name what they
+    write --parquet, --figures and --html, and their old -o still works with a note."""
+    commands = {name: {o for p in cmd.params for o in p.opts} for name, cmd in main.commands.items()}
+    assert {"-o", "--out"} <= commands["eval"] and {"-o", "--out"} <= commands["reproduce"]
+    assert (
+        "--parquet" in commands["leaderboard"]
+        and "--figures" in commands["plot"]
+        and "--html" in commands["report"]
+    )
+    for name in ("leaderboard", "plot", "report"):
+        legacy = next(p for p in main.commands[name].params if "--out" in p.opts)
+        assert legacy.hidden

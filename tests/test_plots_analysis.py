@@ -55,7 +55,7 @@ def test_analysis_figures_from_real_rows(tmp_path, cifar_card, caplog):
             str(out),
             "--kind",
             "cka",
-            "-o",
+            "--figures",
             str(tmp_path / "p"),
         ],
         capture_output=True,

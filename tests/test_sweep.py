@@ -177,7 +177,7 @@ def test_compare_and_report(tmp_path):
     assert r.returncode == 4 and "--save-samples" in r.stderr
     assert subprocess.run([*RBVIT, "leaderboard", str(out)], capture_output=True).returncode == 0
     report = tmp_path / "report.html"
-    r = subprocess.run([*RBVIT, "report", str(out), "-o", str(report)], capture_output=True, text=True)
+    r = subprocess.run([*RBVIT, "report", str(out), "--html", str(report)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     page = report.read_text()
     assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", page), "report must be self-contained"

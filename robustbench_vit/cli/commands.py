@@ -65,6 +65,14 @@ def main(verbose: int, quiet: bool, progress: str, debug: bool, max_image_pixels
     configure_logging(level)
 
 
+def _legacy(value: str | None, new: str) -> str | None:
+    """An output path given with the old -o/--out of leaderboard, plot or report (-o/--out now always
+    names a results folder): still honoured, with a one-line note."""
+    if value is not None:
+        click.echo(f"note: -o/--out of this command is now {new} (-o/--out names a results folder)", err=True)
+    return value
+
+
 def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
     params = {}
     for p in pairs:
@@ -103,7 +111,7 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
     help="Autocast precision (default fp32).",
 )
 @click.option("--seed", type=int, default=None, help="Seed of every random draw (default 0).")
-@click.option("--out", type=str, default="results", show_default=True, help="Results folder.")
+@click.option("--out", "-o", type=str, default="results", show_default=True, help="Results folder.")
 @click.option("--param", "-p", "params", multiple=True, help="Suite parameter key=value (repeatable).")
 @click.option("--checkpoint", type=str, default=None, help="Local weights (safetensors / weights-only .pth).")
 @click.option("--random-weights", is_flag=True, help="Do not load pretrained weights (tests, timing).")
@@ -215,7 +223,10 @@ def ls_cmd(kind: str, name: str | None, fmt: str, as_json: bool) -> None:
 
 @main.command("leaderboard")
 @click.argument("results", default="results")
-@click.option("--out", "-o", default=None, help="Parquet path (default RESULTS/leaderboard.parquet).")
+@click.option("--parquet", default=None, help="Parquet file to write (default RESULTS/leaderboard.parquet).")
+@click.option(
+    "--out", "-o", "legacy_out", default=None, hidden=True
+)  # before 0.3; -o/--out is a results folder
 @click.option("--markdown", default=None, help="Markdown path (default RESULTS/LEADERBOARD.md).")
 @click.option(
     "--all",
@@ -226,9 +237,16 @@ def ls_cmd(kind: str, name: str | None, fmt: str, as_json: bool) -> None:
 @format_option
 @_friendly
 def leaderboard_cmd(
-    results: str, out: str | None, markdown: str | None, all_variants: bool, fmt: str, as_json: bool
+    results: str,
+    parquet: str | None,
+    legacy_out: str | None,
+    markdown: str | None,
+    all_variants: bool,
+    fmt: str,
+    as_json: bool,
 ) -> None:
     """Aggregate a results folder into ranked tables (Parquet + Markdown)."""
+    out = parquet or _legacy(legacy_out, "--parquet")
     from robustbench_vit.results.leaderboard import build_leaderboard, write_leaderboard
     from robustbench_vit.storage.store import require_results
 
@@ -257,13 +275,17 @@ def leaderboard_cmd(
 
 @main.command("plot")
 @click.argument("results", default="results")
-@click.option("--out", "-o", default=None, help="Folder for the PNG files (default RESULTS/figures).")
+@click.option("--figures", default=None, help="Folder for the PNG files (default RESULTS/figures).")
+@click.option(
+    "--out", "-o", "legacy_out", default=None, hidden=True
+)  # before 0.3; -o/--out is a results folder
 @click.option(
     "--kind", "-k", multiple=True, help="Figure kind(s): occlusion, patch_shuffle, ... (default all)."
 )
 @_friendly
-def plot_cmd(results: str, out: str | None, kind: tuple[str, ...]) -> None:
+def plot_cmd(results: str, figures: str | None, legacy_out: str | None, kind: tuple[str, ...]) -> None:
     """Render the standard figures (one curve per model) from a results folder to PNG."""
+    out = figures or _legacy(legacy_out, "--figures")
     from robustbench_vit.results.figures.plots import PLOTTERS, plot_all
     from robustbench_vit.storage.store import load_results
 
@@ -457,10 +479,14 @@ def worst_case_cmd(
 
 @main.command("report")
 @click.argument("results", default="results")
-@click.option("--out", "-o", default="report.html", show_default=True, help="HTML file to write.")
+@click.option("--html", "html_path", default="report.html", show_default=True, help="HTML file to write.")
+@click.option(
+    "--out", "-o", "legacy_out", default=None, hidden=True
+)  # before 0.3; -o/--out is a results folder
 @_friendly
-def report_cmd(results: str, out: str) -> None:
+def report_cmd(results: str, html_path: str, legacy_out: str | None) -> None:
     """Write one self-contained HTML page with the leaderboards and figures."""
+    out = _legacy(legacy_out, "--html") or html_path
     from robustbench_vit.results.report import write_report
     from robustbench_vit.storage.store import require_results
 

@@ -33,7 +33,9 @@ def _data(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option(
     "--data", "data", multiple=True, help="Image folder for every protocol, or PROTOCOL=PATH for one."
 )
-@click.option("--out", default="results", show_default=True, help="Results folder (runs resume from it).")
+@click.option(
+    "--out", "-o", default="results", show_default=True, help="Results folder (runs resume from it)."
+)
 @click.option("--dry-run", is_flag=True, help="Show what would run, what is missing and a rough GPU time.")
 @click.option("--batch-size", "-b", type=int, default=None, help="Images per forward pass (default 64).")
 @click.option("--device", default=None, help="auto (cuda > mps > cpu), cpu, cuda, cuda:1 ...")
