@@ -260,3 +260,25 @@ def test_cpu_rows_have_a_null_accelerator(cifar_card):
 
     df = evaluate(str(cifar_card), "clean", data=str(CIFAR10_TEST), limit=8, out=None, progress=False)
     assert all(json.loads(c)["accelerator"] is None for c in df.config)
+
+
+@needs_cifar
+def test_one_clean_pass_per_call_whatever_suites_ask_for_it(tmp_path, cifar_card):
+    """clean, occlusion at fraction 0 and a 1x1 shuffle are the same pass over the same images: a three-suite
+    call computes it once, and its numbers equal the ones each suite computes alone."""
+    import robustbench_vit as rbvit
+    from robustbench_vit.models.loading import load_model
+
+    model = load_model(str(cifar_card), device="cpu")
+    seen = []
+    model.module.register_forward_pre_hook(lambda _m, args: seen.append(len(args[0])))
+    kw = dict(data=str(CIFAR10_TEST), limit=40, batch_size=40, cache_dir=str(tmp_path))
+    suites = ["clean", "occlusion", "patch_shuffle"]
+    params = {"fractions": "0,0.5", "grids": "1,2"}
+    df = rbvit.evaluate(model, suites, suite_params=params, **kw)
+    top1 = df[df.metric == "top1"].set_index("condition").value
+    assert top1["clean"] == top1["random/fraction=0.00/repeat=0"] == top1["grid=1x1/repeat=0"]
+    forwards = sum(n for n in seen if n > 1)  # one-image forwards: each suite's output-width check
+    assert forwards == 3 * 40, forwards  # clean once, occlusion 0.5, shuffle 2x2 (not 5 passes)
+    alone = rbvit.evaluate(model, "occlusion", suite_params={"fractions": "0"}, **kw)
+    assert alone[alone.metric == "top1"].value.iat[0] == top1["clean"]

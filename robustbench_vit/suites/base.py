@@ -267,6 +267,11 @@ class Suite:
     def logits(self, ctx: EvalContext, x: torch.Tensor) -> torch.Tensor:
         return ctx.model(x)
 
+    def is_clean_pass(self, cond: Condition) -> bool:
+        """Whether ``cond`` is the model's plain logits on the run's images unchanged (``clean``, occlusion at
+        fraction 0, a 1x1 shuffle): the runner computes that pass once per run and shares it."""
+        return False
+
     def label_map(self, ds: ImageDataset, model: LoadedModel) -> np.ndarray:
         """Model-space label of every dataset class (default: by wnid or class name)."""
         return np.asarray([model.label_space.index_of(c) for c in ds.classes], dtype=np.int64)

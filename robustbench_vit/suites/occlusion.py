@@ -87,6 +87,9 @@ class Occlusion(Suite):
             if len({f"{v:.2f}" for v in vals}) != len(vals):
                 raise ConfigError(f"occlusion {name} repeat a value (to 2 decimals): {list(vals)}")
 
+    def is_clean_pass(self, cond: Condition) -> bool:
+        return cond.params.get("mode") == "random" and cond.params.get("k") == 0  # no cell dropped
+
     def conditions(self, ctx: EvalContext) -> list[Condition]:
         conds = []
         if "random" in self.modes:

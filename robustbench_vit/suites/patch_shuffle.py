@@ -43,6 +43,9 @@ class PatchShuffle(Suite):
         if self.repeats < 1:
             raise ConfigError("repeats must be >= 1")
 
+    def is_clean_pass(self, cond: Condition) -> bool:
+        return cond.params.get("patches") == 1 and not cond.params.get("crop")  # one patch: nothing moves
+
     def conditions(self, ctx: EvalContext) -> list[Condition]:
         h, w = ctx.model.data_config.image_size
         resolved: dict[tuple[int, int], str] = {}
