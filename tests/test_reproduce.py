@@ -28,6 +28,7 @@ def test_list_shows_the_cards_with_their_citations():
     assert r.exit_code == 0 and {"timm", "robustbench-imagenet-corruptions"} <= set(rows)
     assert "pytorch-image-models" in rows["timm"]["citation"] and rows["timm"]["cells"] >= 40
     assert "unaggregated_results.csv" in rows["robustbench-imagenet-corruptions"]["citation"]
+    assert "model_info/imagenet/Linf" in rows["robustbench-imagenet-linf"]["citation"]
 
 
 def test_dry_run_names_what_is_missing():

@@ -36,10 +36,21 @@ def _data_for(protocol: str, data: dict[str, str]) -> str | None:
     return data.get(protocol) or data.get("")
 
 
-def estimate_minutes(params_m: float, images: int) -> float:
-    """A rough GPU time for one forward pass over ``images``: about 0.2 GFLOPs per million parameters at
-    224 px (ViT-B 17.6 GFLOPs / 86 M, ResNet-50 4.1 / 26 M) at 50 TFLOP/s effective."""
-    return images * 0.2e9 * params_m / 5e13 / 60
+#: forward-pass equivalents per image of a suite's default protocol (a rough count: AutoAttack standard's
+#: APGD-CE, 9-target APGD-T and FAB-T at 100 iterations plus Square, mostly on the images still robust)
+PASSES_PER_IMAGE = {
+    "autoattack": 2000.0,
+    "pgd": 30.0,
+    "transfer": 30.0,
+    "imagenet_c": 75.0,
+    "corruptions": 75.0,
+}
+
+
+def estimate_minutes(params_m: float, images: int, suite: str = "clean") -> float:
+    """A rough GPU time: about 0.2 GFLOPs per million parameters per forward at 224 px (ViT-B 17.6 GFLOPs /
+    86 M, ResNet-50 4.1 / 26 M) at 50 TFLOP/s effective, times the suite's passes per image."""
+    return images * PASSES_PER_IMAGE.get(suite, 1.0) * 0.2e9 * params_m / 5e13 / 60
 
 
 def plan(card: PaperCard, models: list[str] | None, data: dict[str, str]) -> list[dict[str, Any]]:
@@ -61,7 +72,7 @@ def plan(card: PaperCard, models: list[str] | None, data: dict[str, str]) -> lis
                     "images": p.image_set,
                     "data": folder or "",
                     "missing": missing,
-                    "gpu_minutes": round(estimate_minutes(spec.params_m or 25.0, p.images), 2),
+                    "gpu_minutes": round(estimate_minutes(spec.params_m or 25.0, p.images, p.suite), 2),
                 }
             )
     return rows
