@@ -102,7 +102,7 @@ LAYERS = [
     {"metrics", "storage"},
     {"suites"},
     {"engine"},
-    {"results"},
+    {"results", "published"},
     {"sweeps"},
     {"api", "benchmarking", "reproduce"},
     {"cli"},

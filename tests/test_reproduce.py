@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from robustbench_vit.cli.commands import main
 from robustbench_vit.cli.reproduce import OUTSIDE_TOLERANCE
-from robustbench_vit.reproduce.cards import card_names, load_card
+from robustbench_vit.published.cards import card_names, load_card
 from tests.helpers import CIFAR10_TEST, IMAGENET_SAMPLES, needs_cifar, needs_effnet
 
 
@@ -147,3 +147,25 @@ def test_efficientnet_lite0_on_the_shared_samples(tmp_path):
     rows = {d["protocol"]: d for d in map(json.loads, r.output.splitlines())}
     assert rows["shared"]["same_image_set"] and rows["shared"]["verdict"] == "within"
     assert not rows["val"]["same_image_set"] and "other images" in rows["val"]["reason"]
+
+
+def test_leaderboard_rows_that_follow_a_cards_protocol_are_marked():
+    """A row is comparable with a card's protocol only for a model of the card, with the same suite,
+    condition and metric, on the card's image set (its content id, else its image count)."""
+    import pandas as pd
+
+    from robustbench_vit.published.matching import comparable_with
+
+    rows = pd.DataFrame(
+        [
+            ("clean", "clean", "top1", "efficientnet_lite0", 1000, "b2e410d4e9d70916"),  # the shared samples
+            ("clean", "clean", "top1", "efficientnet_lite0", 1000, "0000000000000000"),  # other 1000 images
+            ("clean", "clean", "top1", "deit_s", 50000, "x"),  # timm val, by count
+            ("clean", "clean", "top1", "deit_s", 5000, "x"),  # a subset: no
+            ("clean", "clean", "top5", "efficientnet_lite0", 1000, "b2e410d4e9d70916"),  # not a carded metric
+        ],
+        columns=["suite", "condition", "metric", "model", "n_images", "image_set"],
+    )
+    marks = list(comparable_with(rows))
+    assert marks[0] == "efficientnet-lite0/shared" and marks[1] == "" and marks[3] == "" and marks[4] == ""
+    assert "timm/val" in marks[2]

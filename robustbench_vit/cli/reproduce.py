@@ -54,7 +54,7 @@ def reproduce_cmd(
     as_json: bool,
 ) -> None:
     """Rerun the published numbers of a paper card and say how close rbvit comes."""
-    from robustbench_vit.reproduce.cards import card_names, load_card
+    from robustbench_vit.published.cards import card_names, load_card
 
     shown = resolve_format(fmt, as_json)
     if list_cards or not card:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from robustbench_vit.reproduce.cards import PREPROCESSING, PaperCard
+from robustbench_vit.published.cards import PREPROCESSING, PaperCard
 
 __all__ = ["plan", "reproduce", "COLUMNS", "estimate_minutes"]
 

@@ -23,6 +23,7 @@ import pandas as pd
 
 from robustbench_vit.metrics.accumulators import PROPORTIONS
 from robustbench_vit.metrics.statistics import wilson_interval
+from robustbench_vit.published.matching import comparable_with
 from robustbench_vit.storage.store import atomic_write_table, load_results
 
 __all__ = [
@@ -85,7 +86,8 @@ def build_leaderboard(results: str | Path | pd.DataFrame, *, all_variants: bool 
     ``value`` is the mean over seeds (``value_std``: their standard deviation, null for one seed;
     ``n_seeds``). ``label`` names the model on the board; it carries the weights, preprocessing or
     suite configuration when one model has several, and ``(random weights)`` for untrained models.
-    ``all_variants`` keeps every image set instead of the largest one per model.
+    ``all_variants`` keeps every image set instead of the largest one per model. ``comparable_with`` names
+    the paper cards whose protocol a row follows on their image set (:mod:`robustbench_vit.published`).
     """
     df = results if isinstance(results, pd.DataFrame) else load_results(results, expand_params=False)
     cols = [
@@ -112,7 +114,7 @@ def build_leaderboard(results: str | Path | pd.DataFrame, *, all_variants: bool 
         "finished_at",
     ]
     if df.empty:
-        return pd.DataFrame(columns=[*cols, "ci_low", "ci_high", "rank"])
+        return pd.DataFrame(columns=[*cols, "ci_low", "ci_high", "rank", "comparable_with"])
     df = _with_variant_columns(df)
     # reruns of one seed: the latest row wins; then seeds are aggregated
     keys = list(dict.fromkeys([*_GROUP, "image_set", *_KEY]))
@@ -156,6 +158,8 @@ def build_leaderboard(results: str | Path | pd.DataFrame, *, all_variants: bool 
     agg["_s"] = np.where(agg["higher_is_better"], -agg["value"], agg["value"])
     agg["rank"] = agg.groupby(_KEY)["_s"].rank(method="min", na_option="bottom").astype("int64")
     out = agg.drop(columns="_s")[[*cols, "ci_low", "ci_high", "rank"]]
+    # the paper cards whose protocol (suite, condition, metric, model, image set) a row follows
+    out["comparable_with"] = comparable_with(out)
     return out.sort_values([*_KEY, "rank", "label"]).reset_index(drop=True)
 
 
@@ -255,10 +259,19 @@ def suite_tables(board: pd.DataFrame, cell=_cell) -> list[tuple[str, str, str, p
             )
         )
         seeds = sorted(set(g["seeds"]))
+        cards = sorted(
+            {
+                c
+                for v in g.get("comparable_with", pd.Series(dtype=object)).dropna()
+                for c in v.split(", ")
+                if c
+            }
+        )
+        published = f"; comparable with published `{'`, `'.join(cards)}` (rbvit reproduce)" if cards else ""
         caption = (
             f"_ranked by `{order_col}`; preprocessing of the first model: {prov['preprocessing'].split(' mean=')[0]}; "
             f"seeds {' / '.join(seeds)} (mean over seeds); image sets: {sets}; rbvit {prov['rbvit_version']}, "
-            f"timm {prov['timm_version']}, torch {prov['torch_version']}_"
+            f"timm {prov['timm_version']}, torch {prov['torch_version']}{published}_"
         )
         tables.append((suite, dataset, caption, wide, order_col))
     return tables

@@ -1,4 +1,4 @@
-"""Paper cards: the published tables as data (``robustbench_vit/reproduce/cards/*.toml``).
+"""Paper cards: the published tables as data (``robustbench_vit/published/cards/*.toml``).
 
 A card holds ``[card]`` (name, title, citation: the paper, table or authors' file with its commit),
 ``[[protocol]]`` entries (``id``, ``suite``, ``params``, ``condition``, ``metric``, ``preprocessing``:
@@ -66,7 +66,7 @@ class PaperCard:
 
 def card_names() -> list[str]:
     """The shipped cards."""
-    folder = resources.files("robustbench_vit.reproduce") / "cards"
+    folder = resources.files("robustbench_vit.published") / "cards"
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
@@ -80,7 +80,7 @@ def load_card(ref: str) -> PaperCard:
             close = difflib.get_close_matches(ref, card_names(), n=2)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise UnknownNameError(f"unknown paper card {ref!r}{hint} (rbvit reproduce --list)")
-        path = Path(str(resources.files("robustbench_vit.reproduce") / "cards" / f"{ref}.toml"))
+        path = Path(str(resources.files("robustbench_vit.published") / "cards" / f"{ref}.toml"))
     try:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
