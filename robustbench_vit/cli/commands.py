@@ -65,14 +65,6 @@ def main(verbose: int, quiet: bool, progress: str, debug: bool, max_image_pixels
     configure_logging(level)
 
 
-def _legacy(value: str | None, new: str) -> str | None:
-    """An output path given with the old -o/--out of leaderboard, plot or report (-o/--out now always
-    names a results folder): still honoured, with a one-line note."""
-    if value is not None:
-        click.echo(f"note: -o/--out of this command is now {new} (-o/--out names a results folder)", err=True)
-    return value
-
-
 def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
     params = {}
     for p in pairs:
@@ -221,84 +213,6 @@ def ls_cmd(kind: str, name: str | None, fmt: str, as_json: bool) -> None:
     emit(rows, list(rows[0]), resolve_format(fmt, as_json), f"rbvit {kind}")  # json: one object per line
 
 
-@main.command("leaderboard")
-@click.argument("results", default="results")
-@click.option("--parquet", default=None, help="Parquet file to write (default RESULTS/leaderboard.parquet).")
-@click.option(
-    "--out", "-o", "legacy_out", default=None, hidden=True
-)  # before 0.3; -o/--out is a results folder
-@click.option("--markdown", default=None, help="Markdown path (default RESULTS/LEADERBOARD.md).")
-@click.option(
-    "--all",
-    "all_variants",
-    is_flag=True,
-    help="Show every image set of a model (default: the largest one per model, weights, preprocessing and config).",
-)
-@format_option
-@_friendly
-def leaderboard_cmd(
-    results: str,
-    parquet: str | None,
-    legacy_out: str | None,
-    markdown: str | None,
-    all_variants: bool,
-    fmt: str,
-    as_json: bool,
-) -> None:
-    """Aggregate a results folder into ranked tables (Parquet + Markdown)."""
-    out = parquet or _legacy(legacy_out, "--parquet")
-    from robustbench_vit.results.leaderboard import build_leaderboard, write_leaderboard
-    from robustbench_vit.storage.store import require_results
-
-    board = build_leaderboard(require_results(results), all_variants=all_variants)
-    pq_path, md_path = write_leaderboard(board, results, parquet=out, markdown=markdown)
-    if as_json or fmt == "json":
-        for line in board.to_json(orient="records", lines=True).splitlines():  # one object per line
-            click.echo(line)
-        return
-    cols = [
-        "suite",
-        "dataset",
-        "condition",
-        "metric",
-        "rank",
-        "label",
-        "value",
-        "ci_low",
-        "ci_high",
-        "n",
-        "n_seeds",
-    ]
-    emit(board.to_dict("records"), cols, resolve_format(fmt), "leaderboard")
-    err.print(f"wrote {pq_path} and {md_path}")
-
-
-@main.command("plot")
-@click.argument("results", default="results")
-@click.option("--figures", default=None, help="Folder for the PNG files (default RESULTS/figures).")
-@click.option(
-    "--out", "-o", "legacy_out", default=None, hidden=True
-)  # before 0.3; -o/--out is a results folder
-@click.option(
-    "--kind", "-k", multiple=True, help="Figure kind(s): occlusion, patch_shuffle, ... (default all)."
-)
-@_friendly
-def plot_cmd(results: str, figures: str | None, legacy_out: str | None, kind: tuple[str, ...]) -> None:
-    """Render the standard figures (one curve per model) from a results folder to PNG."""
-    out = figures or _legacy(legacy_out, "--figures")
-    from robustbench_vit.results.figures.plots import PLOTTERS, plot_all
-    from robustbench_vit.storage.store import load_results
-
-    unknown = [k for k in kind if k not in PLOTTERS]
-    if unknown:
-        raise RbvitError(f"unknown figure kind {unknown[0]!r}; known: {', '.join(PLOTTERS)}")
-    files = plot_all(load_results(results), out or f"{results}/figures", list(kind) or None)
-    if not files:
-        raise RbvitError(f"no rows in {results} that the requested figures can draw")
-    for f in files:
-        click.echo(str(f))
-
-
 @main.command("sweep")
 @click.argument("file")
 @click.option(
@@ -394,109 +308,12 @@ def sweep_cmd(
         sys.exit(1)
 
 
-@main.command("compare")
-@click.argument("model_a")
-@click.argument("model_b")
-@click.option(
-    "--results",
-    "-r",
-    default="results",
-    show_default=True,
-    help="Results folder with per-sample rows (--save-samples).",
-)
-@click.option("--suite", "-s", default="clean", show_default=True, help="Suite whose per-image rows to pair.")
-@click.option(
-    "--condition", default=None, help="Condition to compare (default: all shared conditions pooled)."
-)
-@click.option("--dataset", default=None, help="Dataset to compare on (default: every shared one).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-@_friendly
-def compare_cmd(
-    model_a: str,
-    model_b: str,
-    results: str,
-    suite: str,
-    condition: str | None,
-    dataset: str | None,
-    as_json: bool,
-) -> None:
-    """Paired exact McNemar test: do two models differ on the same images?"""
-    import dataclasses
+# the commands that read results, and reproduce, live in their own modules
+from robustbench_vit.cli.reproduce import reproduce_cmd  # noqa: E402
+from robustbench_vit.cli.results_commands import RESULT_COMMANDS  # noqa: E402
 
-    from robustbench_vit.results.analysis import mcnemar
-
-    r = mcnemar(results, model_a, model_b, suite=suite, condition=condition, dataset=dataset)
-    if as_json:
-        click.echo(json.dumps({"model_a": model_a, "model_b": model_b, **dataclasses.asdict(r)}))
-        return
-    click.echo(f"{model_a}: {r.acc_a:.4f}   {model_b}: {r.acc_b:.4f}   on {r.n} shared images ({suite})")
-    click.echo(f"only {model_a} correct: {r.a_only}   only {model_b} correct: {r.b_only}")
-    click.echo(f"exact McNemar p-value: {r.p_value:.4g}")
-
-
-@main.command("worst-case")
-@click.option(
-    "--results",
-    "-r",
-    default="results",
-    show_default=True,
-    help="Results folder with per-sample rows (--save-samples).",
-)
-@click.option("--model", "-m", required=True, help="Model whose per-image worst case to take.")
-@click.option(
-    "--suite",
-    "-s",
-    "suites",
-    multiple=True,
-    help="Attack suites to combine (default: autoattack, pgd, transfer).",
-)
-@click.option("--dataset", default=None, help="Restrict to one dataset (default: each separately).")
-@click.option("--per-image", default=None, help="Also write each image's outcome to this Parquet file.")
-@format_option
-@_friendly
-def worst_case_cmd(
-    results: str,
-    model: str,
-    suites: tuple[str, ...],
-    dataset: str | None,
-    per_image: str | None,
-    fmt: str,
-    as_json: bool,
-) -> None:
-    """Per-image worst case over every attack at the same norm and epsilon."""
-    from robustbench_vit.results.worst_case import ATTACK_SUITES, worst_case
-
-    summary, images = worst_case(results, model, suites=suites or ATTACK_SUITES, dataset=dataset)
-    if per_image:
-        images.to_parquet(per_image, index=False)
-    emit(
-        summary.to_dict("records"),
-        list(summary.columns),
-        resolve_format(fmt, as_json),
-        f"worst case of {model}",
-    )
-
-
-@main.command("report")
-@click.argument("results", default="results")
-@click.option("--html", "html_path", default="report.html", show_default=True, help="HTML file to write.")
-@click.option(
-    "--out", "-o", "legacy_out", default=None, hidden=True
-)  # before 0.3; -o/--out is a results folder
-@_friendly
-def report_cmd(results: str, html_path: str, legacy_out: str | None) -> None:
-    """Write one self-contained HTML page with the leaderboards and figures."""
-    out = _legacy(legacy_out, "--html") or html_path
-    from robustbench_vit.results.report import write_report
-    from robustbench_vit.storage.store import require_results
-
-    require_results(results)
-    click.echo(str(write_report(results, out)))
-
-
-from robustbench_vit.cli.reproduce import reproduce_cmd  # noqa: E402 - one command per file from here on
-
-main.add_command(reproduce_cmd)
+for _command in (*RESULT_COMMANDS, reproduce_cmd):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,9 +13,7 @@ import dataclasses
 import functools
 import hashlib
 import logging
-import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,8 @@ from torch import nn
 from robustbench_vit.data.cache import ImageCache, content_identity, default_cache_dir
 from robustbench_vit.data.registry import MASKED_DATASETS
 from robustbench_vit.data.subset import read_subset, stratified_limit
-from robustbench_vit.device import autocast_dtype, select_device
+from robustbench_vit.device import select_device
+from robustbench_vit.engine.options import DECODE_CHOICES, RunOptions, run_options
 from robustbench_vit.engine.progress import Progress, make_progress
 from robustbench_vit.engine.rows import (
     base_row,
@@ -51,80 +50,9 @@ from robustbench_vit.storage.store import (
 from robustbench_vit.suites import SUITES, EvalContext, Suite, make_suite
 from robustbench_vit.suites.base import Result, check_fields
 
-__all__ = ["RunOptions", "evaluate", "parse_suites"]
+__all__ = ["RunOptions", "evaluate", "parse_suites", "run_options", "DECODE_CHOICES"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunOptions:
-    """Everything besides the model and suite that shapes a run (all recorded in ``config``)."""
-
-    data: str | None = None
-    dataset: str | None = None
-    labels: str | None = None
-    limit: int | None = None
-    subset: str | None = None
-    batch_size: int = 64
-    device: str | None = None
-    dtype: str = "fp32"
-    seed: int = 0
-    #: results folder; ``None`` (the API default) writes no files and resumes nothing
-    out: str | None = None
-    save_samples: bool = False
-    workers: int | None = None
-    #: where image files are decoded: ``auto`` (in batches on the model's GPU when it has one, else CPU
-    #: threads), ``cpu``, or ``device`` (batches on the model's device, whatever it is)
-    decode: str = "auto"
-    pretrained: bool = True
-    checkpoint: str | None = None
-    cache_dir: str | None = None
-    suite_params: Mapping[str, Any] = field(default_factory=dict)
-    #: preprocessing overrides by timm ``validate.py``'s names (``img_size``, ``crop_pct``, ``interpolation``,
-    #: ``mean``, ``std``), recorded in every row like any preprocessing
-    override_preprocessing: Mapping[str, Any] = field(default_factory=dict)
-    #: ``(k, n)``: run only every n-th condition starting at k (a worker's share of a run split over
-    #: devices or Ray tasks); no summary. Results are identical to an unsplit run.
-    shard: tuple[int, int] | None = None
-    #: run the conditions on several local devices at once, one process each (``--devices 0,1``)
-    devices: tuple[str, ...] | None = None
-
-    def validate(self) -> None:
-        """One-line errors for values no run can use (before any model or image is touched)."""
-        for name, lo, hi in (
-            ("batch_size", 1, 1 << 20),
-            ("limit", 1, (1 << 63) - 1),
-            ("seed", 0, (1 << 63) - 1),
-            ("workers", 1, 1024),
-        ):
-            v = getattr(self, name)
-            if v is None:
-                continue
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise ConfigError(f"{name} must be an integer, got {v!r}")
-            if not lo <= v <= hi:
-                flag = "--" + name.replace("_", "-")
-                raise ConfigError(f"{flag} must be between {lo} and {hi}, got {v}")
-        for name in ("data", "dataset", "labels", "subset", "device", "checkpoint", "cache_dir", "out"):
-            v = getattr(self, name)
-            if v is not None and not isinstance(v, (str, os.PathLike)):
-                raise ConfigError(f"{name} must be a path or name (a string), got {type(v).__name__} {v!r}")
-        if not isinstance(self.suite_params, Mapping):
-            raise ConfigError(
-                f"suite_params must be a mapping of parameter names to values, got {self.suite_params!r}"
-            )
-        autocast_dtype(self.dtype)
-        if self.decode not in DECODE_CHOICES:
-            raise ConfigError(f"--decode must be one of {', '.join(DECODE_CHOICES)}, got {self.decode!r}")
-        if self.shard is not None:
-            k, n = self.shard
-            if not (isinstance(k, int) and isinstance(n, int) and n >= 1 and 0 <= k < n):
-                raise ConfigError(f"shard must be (k, n) with 0 <= k < n, got {self.shard!r}")
-        if self.devices is not None and not self.devices:
-            raise ConfigError("--devices needs at least one device")
-
-
-DECODE_CHOICES = ("auto", "cpu", "device")
 
 
 def decode_device(choice: str, device: torch.device) -> torch.device | None:
@@ -132,19 +60,6 @@ def decode_device(choice: str, device: torch.device) -> torch.device | None:
     if choice == "device" or (choice == "auto" and device.type == "cuda"):
         return device
     return None
-
-
-def run_options(options: RunOptions | None, changes: Mapping[str, Any]) -> RunOptions:
-    """``options`` (default ``RunOptions()``) with keyword ``changes``, validated; a wrong type or an
-    unknown option is a :class:`ConfigError`."""
-    if options is not None and not isinstance(options, RunOptions):
-        raise ConfigError(f"options must be a RunOptions, got {type(options).__name__}")
-    try:
-        opts = dataclasses.replace(options or RunOptions(), **changes)
-    except TypeError as e:
-        raise ConfigError(f"evaluate() got an unknown option: {e}") from None
-    opts.validate()
-    return opts
 
 
 def select_indices(ds_targets: np.ndarray, opts: RunOptions, ds: Any) -> np.ndarray:

@@ -116,7 +116,9 @@ def sync_parameter_tables(folder: str | Path, *, write: bool = False) -> list[st
 
 
 if __name__ == "__main__":
+    import logging
     import sys
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     left = sync_parameter_tables(sys.argv[1] if len(sys.argv) > 1 else "docs/suites", write=True)
-    print("regenerated:", ", ".join(left) or "none")
+    logging.getLogger(__name__).info("regenerated: %s", ", ".join(left) or "none")

@@ -1,0 +1,30 @@
+"""How every random draw of a suite is seeded: from (run seed, suite, condition, first index of the batch),
+never from a global RNG or the clock, so a seed gives the same draws on any device and batch layout."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import torch
+
+__all__ = ["derive_seed", "batch_generator", "seed_of"]
+
+
+def derive_seed(*parts: Any) -> int:
+    """A stable 63-bit seed from any JSON-able parts (no global RNG, no clock)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def batch_generator(seed: int, suite: str, condition: str, first_index: int) -> torch.Generator:
+    """The one way random draws are seeded: (run seed, suite, condition, first dataset index of the batch).
+    Perturbations draw from this CPU generator (or device generators seeded from it)."""
+    return torch.Generator().manual_seed(derive_seed(seed, suite, condition, first_index))
+
+
+def seed_of(generator: torch.Generator, bits: int = 31) -> int:
+    """The batch's seed as an integer, for libraries that take a seed rather than a generator (numpy in
+    the imagecorruptions reference, foolbox's global-RNG random start)."""
+    return generator.initial_seed() % (1 << bits)
