@@ -31,11 +31,16 @@ def test_list_shows_the_cards_with_their_citations():
     assert "model_info/imagenet/Linf" in rows["robustbench-imagenet-linf"]["citation"]
 
 
-def test_dry_run_names_what_is_missing():
+def test_dry_run_names_what_is_missing(tmp_path, monkeypatch):
+    """Data folders not given and weights not cached are named per cell, nothing is downloaded or built."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
     r = CliRunner().invoke(main, ["reproduce", "timm", "--models", "deit_s", "--dry-run", "--json"])
     rows = [json.loads(ln) for ln in r.output.splitlines()]
     assert r.exit_code == 0 and {d["protocol"] for d in rows} == {"val", "imagenet_a", "imagenet_r"}
     assert all(d["missing"].startswith("--data ") for d in rows) and all(d["gpu_minutes"] > 0 for d in rows)
+    assert all("weights not cached in" in d["missing"] and "empty-hub" in d["missing"] for d in rows)
     bad = CliRunner().invoke(main, ["reproduce", "timm", "--models", "nope", "--dry-run"])
     assert bad.exit_code == 2 and "has no cells for nope" in bad.output
     assert CliRunner().invoke(main, ["reproduce", "timmm"]).exit_code == 3  # did you mean timm
@@ -169,3 +174,16 @@ def test_leaderboard_rows_that_follow_a_cards_protocol_are_marked():
     marks = list(comparable_with(rows))
     assert marks[0] == "efficientnet-lite0/shared" and marks[1] == "" and marks[3] == "" and marks[4] == ""
     assert "timm/val" in marks[2]
+
+
+def test_weights_status_reads_caches_without_downloading(tmp_path):
+    from robustbench_vit.models.names import resolve_spec
+    from robustbench_vit.models.weights_status import weights_status
+    from tests.helpers import write_cifar_card
+
+    card = write_cifar_card(tmp_path / "card")
+    assert weights_status(resolve_spec(str(card))) == ""
+    (card.parent / "weights.safetensors").unlink()
+    assert weights_status(resolve_spec(str(card))).startswith("card weights missing")
+    assert weights_status(resolve_spec("resnet18"), pretrained=False) == ""
+    assert "robustbench" in weights_status(resolve_spec("robustbench:Linf/Salman2020Do_R50"))

@@ -56,14 +56,19 @@ def estimate_minutes(params_m: float, images: int, suite: str = "clean") -> floa
 def plan(card: PaperCard, models: list[str] | None, data: dict[str, str]) -> list[dict[str, Any]]:
     """What a run would do, per (protocol, model), and what it lacks (``--dry-run``)."""
     from robustbench_vit.models.names import resolve_spec
+    from robustbench_vit.models.weights_status import weights_status
 
     rows = []
+    status: dict[str, str] = {}
     for pid, cells in _cells(card, models).items():
         p = card.protocols[pid]
         folder = _data_for(pid, data)
         for c in cells:
             spec = resolve_spec(c.model)
-            missing = "" if folder else f"--data {pid}=PATH ({p.data})"
+            if c.model not in status:
+                status[c.model] = weights_status(spec)
+            needs = [f"--data {pid}=PATH ({p.data})"] if not folder else []
+            missing = "; ".join([*needs, *([f"weights {status[c.model]}"] if status[c.model] else [])])
             rows.append(
                 {
                     "protocol": pid,
