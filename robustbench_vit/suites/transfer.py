@@ -13,7 +13,8 @@ Attacks follow ATViT (Naseer et al. 2022, ICLR; github.com/Muzammal-Naseer/ATViT
 - Self-ensemble (``ensemble=all``): the loss sums the cross-entropy of the class token of every block.
 - Fooling rate: target prediction on the adversarial image differs from its prediction on the clean
   image. ATViT evaluates every source/target pair on one fixed list of 5,000 ImageNet val images (its
-  ``data/image_list.json``, 5 per class) and divides by all 5,000: ``fooling_rate_all`` over those
+  ``data/image_list.json``, 5 per class, drawn among images ResNet-50 and ViT-S both classify correctly,
+  as its README says) and divides by all 5,000: ``fooling_rate_all`` over those
   images is its figure. ``preset=atvit`` is that configuration in one word: ATViT's shipped list
   (``--subset atvit-imagenet-5000``, or ``atvit-imagenet-1000`` as its ``test.py`` passes), its geometry
   (Resize 256 / CenterCrop 224, bilinear, each model's own mean/std) and ``population=all``. Without the
