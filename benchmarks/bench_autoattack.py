@@ -26,6 +26,7 @@ from robustbench_vit.data.registry import open_dataset
 from robustbench_vit.data.subset import stratified_limit
 from robustbench_vit.engine.runner import evaluate
 from robustbench_vit.models.loading import load_model
+from robustbench_vit.results.worst_case import final_attack_rows
 
 
 def _relabelled(model, data: str, limit: int, tmp: Path) -> Path:
@@ -90,8 +91,7 @@ def main() -> None:
         t_ref = time.perf_counter() - t
     clean = df[df.metric == "clean_accuracy"].value.iat[0]
     # the final condition (a reduced budget is named .../standard-reduced): not a per-stage or clean row
-    final = ~df.condition.str.contains("/after=", regex=False) & ~df.condition.str.endswith("/clean")
-    robust = df[(df.metric == "robust_accuracy") & final].value.iat[0]
+    robust = df[(df.metric == "robust_accuracy") & final_attack_rows(df.condition)].value.iat[0]
     print(
         f"model {args.model} on {model.device} ({args.dtype}), {len(idx)} images, eps {args.eps}, iterations {n_iter}"
     )

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from robustbench_vit.errors import ConfigError
+from robustbench_vit.published.cards import PREPROCESSING
 
 __all__ = ["benchmark", "THREATS"]
 
@@ -35,8 +36,8 @@ THREATS: dict[tuple[str, str], tuple[str, dict[str, Any], str | None]] = {
     ("cifar10", "L2"): ("autoattack", {"norm": "l2", "eps": "0.5"}, "robustbench-cifar10-10000"),
     ("cifar10", "corruptions"): ("corruptions", {"table": "cifar10"}, "robustbench-cifar10-10000"),
 }
-#: RobustBench's ImageNet preprocessing, ``Res256Crop224``
-RES256_CROP224 = {"img_size": 224, "crop_pct": 224 / 256, "interpolation": "bilinear"}
+#: RobustBench's ImageNet preprocessing, ``Res256Crop224`` (the paper cards' ``res256crop224``)
+RES256_CROP224 = PREPROCESSING["res256crop224"]
 
 
 def benchmark(

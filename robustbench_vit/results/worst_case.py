@@ -20,10 +20,16 @@ import pandas as pd
 from robustbench_vit.errors import DataError
 from robustbench_vit.storage.store import load_results, load_samples
 
-__all__ = ["ATTACK_SUITES", "worst_case"]
+__all__ = ["ATTACK_SUITES", "worst_case", "final_attack_rows"]
 
 #: suites whose adversarial per-sample rows take part, in the order "broken by" is reported
 ATTACK_SUITES = ("autoattack", "pgd", "transfer")
+
+
+def final_attack_rows(conditions: pd.Series) -> pd.Series:
+    """Mask of an attack suite's final adversarial conditions: not the ``/clean`` variants, not AutoAttack's
+    per-stage ``/after=`` rows."""
+    return ~conditions.str.endswith("/clean") & ~conditions.str.contains("/after=", regex=False)
 
 
 def _threats(rows: pd.DataFrame) -> pd.DataFrame:
@@ -56,8 +62,7 @@ def worst_case(
     s = s[(s.model == key) & s.suite.isin(suites)]
     if dataset:
         s = s[s.dataset == dataset]
-    # adversarial rows only: not the clean variants, not AutoAttack's per-stage rows
-    s = s[~s.condition.str.endswith("/clean") & ~s.condition.str.contains("/after=", regex=False)]
+    s = s[final_attack_rows(s.condition)]
     if s.empty:
         raise DataError(
             f"no adversarial per-sample rows for {key} in {results}; run {', '.join(suites)} with --save-samples"
