@@ -202,7 +202,10 @@ class ImageNetP(Suite):
         if self.source == "generated":
             for x, _y, idx in ctx.batches(per_step):
                 gen = batch_generator(ctx.seed, self.name, cond.name, int(idx[0]))
-                yield seq.generate(p, x, image_extents(ctx.dataset, idx.tolist()), gen, d), len(idx)
+                yield (
+                    seq.generate(p, x, self._extents(ctx)[torch.as_tensor(idx).cpu().long()], gen, d),
+                    len(idx),
+                )
             return
         folder = Path(ctx.dataset.root) / cond.params["folder"]
         paths = self.condition_files(ctx, cond) or []
@@ -216,6 +219,15 @@ class ImageNetP(Suite):
                     )
                 frames = torch.stack(videos, 1).to(ctx.device).float().div_(255)
                 yield frames, len(videos)
+
+    def _extents(self, ctx: EvalContext) -> torch.Tensor:
+        """Every evaluated image's canvas extent, indexed by dataset index: the file headers are read once
+        per run, not once per perturbation type."""
+        if "imagenet_p_extents" not in ctx.state:
+            table = torch.zeros(len(ctx.dataset), 4, dtype=torch.float64)
+            table[torch.as_tensor(ctx.indices)] = image_extents(ctx.dataset, ctx.indices.tolist())
+            ctx.state["imagenet_p_extents"] = table
+        return ctx.state["imagenet_p_extents"]
 
     def _top5(self, ctx: EvalContext, cond: Condition, bs: int) -> torch.Tensor:
         """(T, N, 5) top-5 classes of every frame of every sequence. The frames of a non-noise type do not
