@@ -18,6 +18,16 @@ __all__ = ["RESULT_COMMANDS"]
 err = Console(stderr=True)
 
 
+#: the per-sample results folder of compare and worst-case
+_samples_folder = click.option(
+    "--results",
+    "-r",
+    default="results",
+    show_default=True,
+    help="Results folder with per-sample rows (--save-samples).",
+)
+
+
 def _legacy(value: str | None, new: str) -> str | None:
     """An output path given with the old -o/--out of leaderboard, plot or report (-o/--out now always
     names a results folder): still honoured, with a one-line note."""
@@ -107,13 +117,7 @@ def plot_cmd(results: str, figures: str | None, legacy_out: str | None, kind: tu
 @click.command("compare")
 @click.argument("model_a")
 @click.argument("model_b")
-@click.option(
-    "--results",
-    "-r",
-    default="results",
-    show_default=True,
-    help="Results folder with per-sample rows (--save-samples).",
-)
+@_samples_folder
 @click.option("--suite", "-s", default="clean", show_default=True, help="Suite whose per-image rows to pair.")
 @click.option(
     "--condition", default=None, help="Condition to compare (default: all shared conditions pooled)."
@@ -144,13 +148,7 @@ def compare_cmd(
 
 
 @click.command("worst-case")
-@click.option(
-    "--results",
-    "-r",
-    default="results",
-    show_default=True,
-    help="Results folder with per-sample rows (--save-samples).",
-)
+@_samples_folder
 @click.option("--model", "-m", required=True, help="Model whose per-image worst case to take.")
 @click.option(
     "--suite",
