@@ -24,20 +24,19 @@ from typing import Any
 import pandas as pd
 
 from robustbench_vit.errors import ConfigError
-from robustbench_vit.published.cards import PREPROCESSING
+from robustbench_vit.published.cards import RES256_CROP224
 
 __all__ = ["benchmark", "THREATS"]
 
 #: (dataset, threat) -> (suite, suite parameters, shipped subset or None)
 THREATS: dict[tuple[str, str], tuple[str, dict[str, Any], str | None]] = {
     ("imagenet", "Linf"): ("autoattack", {"norm": "linf", "eps": "4/255"}, "robustbench-imagenet-5000"),
-    ("imagenet", "corruptions"): ("imagenet_c", {}, None),
+    # the 5,000 ids of RobustBench's ImageNet list in every corruption/severity folder, resized as it does
+    ("imagenet", "corruptions"): ("imagenet_c", {"preprocessing": "resize"}, "robustbench-imagenet-5000"),
     ("cifar10", "Linf"): ("autoattack", {"norm": "linf", "eps": "8/255"}, "robustbench-cifar10-10000"),
     ("cifar10", "L2"): ("autoattack", {"norm": "l2", "eps": "0.5"}, "robustbench-cifar10-10000"),
     ("cifar10", "corruptions"): ("corruptions", {"table": "cifar10"}, "robustbench-cifar10-10000"),
 }
-#: RobustBench's ImageNet preprocessing, ``Res256Crop224`` (the paper cards' ``res256crop224``)
-RES256_CROP224 = PREPROCESSING["res256crop224"]
 
 
 def benchmark(

@@ -189,3 +189,33 @@ def test_robustbench_subsets_name_their_images(tmp_path):
     ids = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
     assert len(ids) == len(set(ids)) == 5000
     assert all(len(i.split("/")[0]) == 9 and i.split("/")[1].startswith("ILSVRC2012_val_") for i in ids)
+
+
+def _v2_layout(tmp_path, wnid_src):
+    """ImageNet-V2's release layout: folder ``i`` holds ImageNet-1k class ``i`` (links to real images)."""
+    wnids = get_label_space("imagenet1k").wnids
+    root = tmp_path / "imagenetv2-matched-frequency"
+    for i, w in enumerate(wnids):
+        (root / str(i)).mkdir(parents=True)
+        for f in sorted((wnid_src / w).iterdir()):
+            (root / str(i) / f"{i}-{f.name}").symlink_to(f)
+    return root
+
+
+@needs_imagenet
+def test_imagenet_v2_class_index_folders_map_to_imagenet_classes(tmp_path):
+    """Folders 0..999 are ImageNet-1k class indices (ImageNet-V2's release), not class names: each image
+    gets the label of its wnid, and the rows are named imagenet-v2."""
+    root = _v2_layout(tmp_path, IMAGENET_SAMPLES)
+    name, ds = open_dataset(root)
+    _, ref = open_dataset(IMAGENET_SAMPLES)
+    space = get_label_space("imagenet1k")
+    by_file = {it.split("/")[1]: space.index_of(ref.class_of(i)) for i, it in enumerate(ref.items)}
+    got = {it.split("/")[1].split("-", 1)[1]: space.index_of(ds.class_of(i)) for i, it in enumerate(ds.items)}
+    assert name == "imagenet-v2" and len(ds) == len(ref) == 1000 and got == by_file
+    assert open_dataset(root, dataset="imagenet-v2")[0] == "imagenet-v2"
+    assert open_dataset(IMAGENET_SAMPLES, dataset="imagenet-v2")[0] == "imagenet-v2"  # wnid folders too
+    (tmp_path / "bad" / "cats").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "bad" / "cats" / "a.png")
+    with pytest.raises(DataError, match="0..999"):
+        open_dataset(tmp_path / "bad", dataset="imagenet-v2")

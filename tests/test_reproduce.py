@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from robustbench_vit.cli.commands import main
 from robustbench_vit.cli.reproduce import OUTSIDE_TOLERANCE
 from robustbench_vit.published.cards import card_names, load_card
-from tests.helpers import CIFAR10_TEST, IMAGENET_SAMPLES, needs_cifar, needs_effnet
+from tests.helpers import CIFAR10_TEST, IMAGENET_SAMPLES, needs_cifar, needs_effnet, needs_imagenet
 
 
 @pytest.mark.parametrize("name", card_names())
@@ -38,12 +38,32 @@ def test_dry_run_names_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
     r = CliRunner().invoke(main, ["reproduce", "timm", "--models", "deit_s", "--dry-run", "--json"])
     rows = [json.loads(ln) for ln in r.output.splitlines()]
-    assert r.exit_code == 0 and {d["protocol"] for d in rows} == {"val", "imagenet_a", "imagenet_r"}
+    assert r.exit_code == 0 and {d["protocol"] for d in rows} == {"val", "imagenet_a", "imagenet_r", "sketch", "imagenet_v2"}
     assert all(d["missing"].startswith("--data ") for d in rows) and all(d["gpu_minutes"] > 0 for d in rows)
     assert all("weights not cached in" in d["missing"] and "empty-hub" in d["missing"] for d in rows)
     bad = CliRunner().invoke(main, ["reproduce", "timm", "--models", "nope", "--dry-run"])
     assert bad.exit_code == 2 and "has no cells for nope" in bad.output
     assert CliRunner().invoke(main, ["reproduce", "timmm"]).exit_code == 3  # did you mean timm
+
+
+@needs_imagenet
+def test_dry_run_gives_a_protocol_on_a_named_dataset_only_a_folder_of_that_dataset(tmp_path):
+    """A general --data runs the protocols whose dataset the folder holds; Sketch (wnid folders, like val)
+    needs --data sketch=PATH or --data imagenet-sketch=PATH; ImageNet-V2's 0..999 layout is recognised."""
+    from tests.test_data import _v2_layout
+
+    def plan(*data):
+        args = ["reproduce", "timm", "--models", "deit_s", "--dry-run", "--json"]
+        r = CliRunner().invoke(main, [*args, *(a for d in data for a in ("--data", d))])
+        assert r.exit_code == 0, r.output
+        return {d["protocol"]: d for d in map(json.loads, r.output.splitlines())}
+
+    rows = plan(str(IMAGENET_SAMPLES))
+    assert rows["val"]["data"] == str(IMAGENET_SAMPLES) and not rows["val"]["missing"].startswith("--data")
+    assert rows["sketch"]["data"] == "" and rows["sketch"]["missing"].startswith("--data sketch=PATH")
+    assert rows["imagenet_v2"]["data"] == ""
+    rows = plan(f"imagenet-sketch={IMAGENET_SAMPLES}", str(_v2_layout(tmp_path, IMAGENET_SAMPLES)))
+    assert rows["sketch"]["data"] == str(IMAGENET_SAMPLES) and rows["imagenet_v2"]["data"].endswith("frequency")
 
 
 def _reference_top1(card_path) -> float:
@@ -154,26 +174,72 @@ def test_efficientnet_lite0_on_the_shared_samples(tmp_path):
     assert not rows["val"]["same_image_set"] and "other images" in rows["val"]["reason"]
 
 
-def test_leaderboard_rows_that_follow_a_cards_protocol_are_marked():
+def _row(model, *, n, image_set="x", dataset="imagenet-val", suite=None, override=None, size=224, crop=0.9,
+         interpolation="bicubic", subset=None, metric="top1", condition="clean"):
+    """One stored result row as matching reads it: the run's config JSON and its effective preprocessing."""
+    from robustbench_vit.suites import make_suite
+
+    suite = suite or make_suite("clean")
+    config = {"suite": suite.config(), "options": {"override_preprocessing": override or {}, "subset": subset}}
+    return {
+        "suite": suite.name, "condition": condition, "metric": metric, "model": model, "dataset": dataset,
+        "n_images": n, "image_set": image_set, "config": json.dumps(config), "input_size": size,
+        "crop_pct": crop, "interpolation": interpolation,
+    }  # fmt: skip
+
+
+def test_rows_follow_a_cards_protocol_only_with_its_config_preprocessing_and_images():
     """A row is comparable with a card's protocol only for a model of the card, with the same suite,
-    condition and metric, on the card's image set (its content id, else its image count)."""
+    condition, metric and suite configuration, the protocol's dataset and preprocessing (a run that
+    overrode preprocessing the protocol leaves to the model follows no ``model`` protocol), on the card's
+    image set (its content id; else its shipped id list; else its image count)."""
     import pandas as pd
 
+    from robustbench_vit.models.names import row_key
+    from robustbench_vit.published.cards import protocol_preprocessing
     from robustbench_vit.published.matching import comparable_with
+    from robustbench_vit.suites import make_suite
 
-    rows = pd.DataFrame(
-        [
-            ("clean", "clean", "top1", "efficientnet_lite0", 1000, "b2e410d4e9d70916"),  # the shared samples
-            ("clean", "clean", "top1", "efficientnet_lite0", 1000, "0000000000000000"),  # other 1000 images
-            ("clean", "clean", "top1", "deit_s", 50000, "x"),  # timm val, by count
-            ("clean", "clean", "top1", "deit_s", 5000, "x"),  # a subset: no
-            ("clean", "clean", "top5", "efficientnet_lite0", 1000, "b2e410d4e9d70916"),  # not a carded metric
-        ],
-        columns=["suite", "condition", "metric", "model", "n_images", "image_set"],
-    )
+    lite = dict(size=224, crop=0.875, interpolation="bilinear", dataset="imagenet-samples")
+    clean_v0 = make_suite("clean")
+    object.__setattr__(clean_v0, "version", 0)  # the same suite at an older version: another protocol
+    ic = make_suite("imagenet_c", {"corruptions": ["shot_noise"], "preprocessing": "resize"})
+    alexnet = row_key("torchvision:alexnet")
+    assert protocol_preprocessing("timm-test", "convnext_b") == {"img_size": 288, "crop_pct": 1.0}
+    cases = [
+        (_row("efficientnet_lite0", n=1000, image_set="b2e410d4e9d70916", **lite), "efficientnet-lite0/shared"),
+        (_row("efficientnet_lite0", n=1000, image_set="0000000000000000", **lite), ""),  # other 1000 images
+        (_row("efficientnet_lite0", n=1000, image_set="b2e410d4e9d70916", metric="top5", **lite), ""),
+        (_row("deit_s", n=50000), "timm/val"),
+        (_row("deit_s", n=5000), ""),  # a subset of val
+        (_row("deit_s", n=50000, override={"img_size": 224}), ""),  # --img-size: not timm's protocol
+        (_row("deit_s", n=50000, suite=clean_v0), ""),
+        (_row("deit_s", n=50889, dataset="imagenet-sketch"), "timm/sketch"),
+        (_row("deit_s", n=50889, dataset="imagenet-val"), ""),  # the folder was not Sketch
+        (_row("convnext_b", n=10000, dataset="imagenet-v2", crop=0.875), ""),  # timm lists it at 288 only
+        (
+            _row("convnext_b", n=10000, dataset="imagenet-v2", override={"img_size": 288, "crop_pct": 1.0},
+                 size=288, crop=1.0),
+            "timm/imagenet_v2_test_size",
+        ),  # fmt: skip
+        (
+            _row("convnext_b", n=10000, dataset="imagenet-v2", override={"img_size": 288}, size=288),
+            "",
+        ),  # 288 px but timm's crop_pct 0.875 instead of its test crop 1.0
+        (
+            _row(alexnet, n=5000, suite=ic, condition="shot_noise/1", dataset="imagenet-c", crop=1.0,
+                 subset="robustbench-imagenet-5000"),
+            "robustbench-imagenet-corruptions/shot_noise/1",
+        ),  # fmt: skip
+        (
+            _row(alexnet, n=5000, suite=ic, condition="shot_noise/1", dataset="imagenet-c", crop=1.0),
+            "",
+        ),  # 5,000 images, but not RobustBench's list
+    ]
+    rows = pd.DataFrame([r for r, _ in cases])
     marks = list(comparable_with(rows))
-    assert marks[0] == "efficientnet-lite0/shared" and marks[1] == "" and marks[3] == "" and marks[4] == ""
-    assert "timm/val" in marks[2]
+    for (row, want), got in zip(cases, marks):
+        assert got == want, (row["model"], row["dataset"], row["n_images"], got, want)
 
 
 def test_weights_status_reads_caches_without_downloading(tmp_path):
@@ -187,3 +253,43 @@ def test_weights_status_reads_caches_without_downloading(tmp_path):
     assert weights_status(resolve_spec(str(card))).startswith("card weights missing")
     assert weights_status(resolve_spec("resnet18"), pretrained=False) == ""
     assert "robustbench" in weights_status(resolve_spec("robustbench:Linf/Salman2020Do_R50"))
+
+
+@needs_effnet
+@pytest.mark.slow
+def test_a_protocol_on_imagenet_v2_runs_on_its_release_layout(tmp_path):
+    """A protocol naming dataset imagenet-v2 runs on folders 0..999 and its rows say imagenet-v2; built from
+    the shared samples, the label mapping must give the shared-samples figure (76.9%) exactly."""
+    from robustbench_vit.storage.store import load_results
+    from tests.test_data import _v2_layout
+
+    card = tmp_path / "v2.toml"
+    card.write_text("""
+[card]
+name = "v2-layout"
+title = "the shared samples in ImageNet-V2's class-index layout"
+citation = "shared/data/README.md (efficientnet-lite0: 76.9% on the 1,000 shared samples)"
+
+[[protocol]]
+id = "v2"
+suite = "clean"
+condition = "clean"
+metric = "top1"
+dataset = "imagenet-v2"
+image_set = "the 1,000 shared samples in folders 0..999"
+images = 1000
+tolerance = 0.001
+reason = "deterministic, same images; the reference is printed to 0.1 point"
+
+[[cell]]
+protocol = "v2"
+model = "efficientnet_lite0"
+value = 0.769
+""")
+    root = _v2_layout(tmp_path / "data", IMAGENET_SAMPLES)
+    args = ["--progress", "off", "reproduce", str(card), "--data", str(root), "--out", str(tmp_path / "o")]
+    r = CliRunner().invoke(main, [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    row = json.loads(r.output.splitlines()[0])
+    assert row["verdict"] == "within" and row["same_image_set"] and abs(row["rbvit"] - 0.769) < 1e-9
+    assert set(load_results(tmp_path / "o").dataset) == {"imagenet-v2"}

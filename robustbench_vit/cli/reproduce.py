@@ -16,7 +16,7 @@ OUTSIDE_TOLERANCE = 9
 
 
 def _data(pairs: tuple[str, ...]) -> dict[str, str]:
-    """``--data PATH`` (every protocol) and ``--data PROTOCOL=PATH`` (one)."""
+    """``--data PATH`` (every protocol), ``--data PROTOCOL=PATH`` (one) and ``--data DATASET=PATH``."""
     out: dict[str, str] = {}
     for p in pairs:
         key, sep, path = p.partition("=")
@@ -31,7 +31,10 @@ def _data(pairs: tuple[str, ...]) -> dict[str, str]:
     "--models", default=None, help="Comma-separated models of the card to run (default: all of them)."
 )
 @click.option(
-    "--data", "data", multiple=True, help="Image folder for every protocol, or PROTOCOL=PATH for one."
+    "--data",
+    "data",
+    multiple=True,
+    help="Image folder for every protocol, PROTOCOL=PATH for one, or DATASET=PATH (e.g. imagenet-sketch=PATH).",
 )
 @click.option(
     "--out", "-o", default="results", show_default=True, help="Results folder (runs resume from it)."

@@ -168,9 +168,33 @@ def open_dataset(
     if labels is not None:
         return dataset or "imagenet-val", flat_folder(root, labels)
     ds = image_folder(root)
+    if _is_class_index_layout(ds):
+        ds = _with_imagenet_wnids(ds)  # ImageNet-V2's release: folder i holds ImageNet-1k class i
+        return dataset or "imagenet-v2", ds
+    if dataset == "imagenet-v2" and not all(is_wnid(c) for c in ds.classes):
+        raise DataError(
+            f"{root}: ImageNet-V2 needs class folders named 0..999 (its release) or wnids, "
+            f"found e.g. {ds.classes[0]!r}"
+        )
     if dataset is None:
         dataset = _guess_name(ds)
     return dataset, ds
+
+
+def _is_class_index_layout(ds: ImageDataset) -> bool:
+    """Exactly 1000 class folders named ``0`` .. ``999`` (ImageNet-V2's release layout)."""
+    return len(ds.classes) == 1000 and set(ds.classes) == {str(i) for i in range(1000)}
+
+
+def _with_imagenet_wnids(ds: ImageDataset) -> ImageDataset:
+    """``ds`` with each class-index folder named by its ImageNet-1k wnid (folder ``i`` is class ``i``),
+    so labels map onto any model's label space like wnid folders do; the files are unchanged."""
+    import dataclasses
+
+    from robustbench_vit.data.labels import get_label_space
+
+    wnids = get_label_space("imagenet1k").wnids
+    return dataclasses.replace(ds, classes=tuple(wnids[int(c)] for c in ds.classes))
 
 
 def _guess_name(ds: ImageDataset) -> str:

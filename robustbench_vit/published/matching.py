@@ -1,46 +1,138 @@
-"""Which leaderboard rows follow a paper card's protocol: the same suite, condition and metric, a model the
-card lists, and the card's image set (its content id where the card records one, else its image count).
-Those rows can be read beside the published table (``rbvit reproduce`` compares them cell by cell)."""
+"""Which result rows follow a paper card's protocol, so they can be read beside the published table
+(``rbvit reproduce`` compares them cell by cell).
+
+A row follows protocol ``P`` of a card when all of these hold:
+
+- the same suite, condition and metric, for a model the card lists under ``P``;
+- the same suite configuration (every parameter and the suite version, as the run recorded it);
+- ``P``'s dataset, where ``P`` names one;
+- ``P``'s preprocessing. Every field ``P`` fixes has the row's effective value, and the run overrode no
+  field that ``P`` leaves to the model. So a ``model`` protocol never matches a run made with
+  ``--img-size`` or ``--crop-pct``;
+- ``P``'s image set: its content id where the card records one; else the shipped id list ``P`` names (and
+  its image count); else the image count.
+"""
 
 from __future__ import annotations
 
 import functools
+import json
+from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
-from robustbench_vit.published.cards import card_names, load_card
+from robustbench_vit.published.cards import Protocol, card_names, load_card, protocol_preprocessing
 
-__all__ = ["comparable_with"]
+__all__ = ["comparable_with", "follows"]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    ref: str
+    protocol: Protocol
+    suite_config: str
+    models: dict[str, dict[str, Any]]  # row key -> the preprocessing overrides P gives that model
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)
 
 
 @functools.lru_cache(maxsize=1)
-def _protocols() -> dict[tuple[str, str, str], list[tuple[str, frozenset[str], int, str]]]:
-    """(suite, condition, metric) -> [(card/protocol, model keys, image count, image-set id)]."""
+def _protocols() -> dict[tuple[str, str, str], list[_Entry]]:
+    """(suite, condition, metric) -> the shipped protocols with that cell."""
     from robustbench_vit.models.names import row_key
+    from robustbench_vit.suites import make_suite
 
-    out: dict[tuple[str, str, str], list[tuple[str, frozenset[str], int, str]]] = {}
+    out: dict[tuple[str, str, str], list[_Entry]] = {}
     for name in card_names():
         card = load_card(name)
         for pid, p in card.protocols.items():
-            models = frozenset(row_key(c.model) for c in card.cells if c.protocol == pid)
+            models = {
+                row_key(c.model): protocol_preprocessing(p.preprocessing, c.model)
+                for c in card.cells
+                if c.protocol == pid
+            }
+            config = _canonical(make_suite(p.suite, p.params).config())
             out.setdefault((p.suite, p.condition, p.metric), []).append(
-                (f"{name}/{pid}", models, p.images, p.image_set_id)
+                _Entry(f"{name}/{pid}", p, config, models)
             )
     return out
 
 
-def comparable_with(board: pd.DataFrame) -> pd.Series:
-    """Per row of a leaderboard (or of result rows): the ``card/protocol`` entries whose protocol it follows
-    on the card's image set, comma-separated ('' for none)."""
+def _effective(row: Any) -> dict[str, Any]:
+    """The row's preprocessing, by the names of the override flags."""
+    return {
+        "img_size": _int_or_none(getattr(row, "input_size", None)),
+        "crop_pct": _float_or_none(getattr(row, "crop_pct", None)),
+        "interpolation": getattr(row, "interpolation", None),
+    }
+
+
+def _int_or_none(v: Any) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _float_or_none(v: Any) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return a is not None and b is not None and abs(float(a) - float(b)) < 1e-9
+    return a == b
+
+
+def follows(row: Any, entry: _Entry, config: dict[str, Any]) -> bool:
+    """Whether one result row (an itertuples row) follows ``entry``'s protocol; ``config`` is its parsed
+    ``config`` column."""
+    p = entry.protocol
+    if row.model not in entry.models:
+        return False
+    if _canonical(config.get("suite", {})) != entry.suite_config:
+        return False
+    if p.dataset and row.dataset != p.dataset:
+        return False
+    wanted = entry.models[row.model]
+    overridden = {
+        k for k, v in (config.get("options", {}).get("override_preprocessing") or {}).items() if v is not None
+    }
+    if overridden - set(wanted):
+        return False  # the run changed something the protocol leaves to the model
+    effective = _effective(row)
+    if any(not _same(effective.get(k), v) for k, v in wanted.items()):
+        return False
+    if p.image_set_id:
+        return str(row.image_set) == p.image_set_id
+    if p.subset:
+        return config.get("options", {}).get("subset") == p.subset and int(row.n_images) == p.images
+    return int(row.n_images) == p.images
+
+
+def comparable_with(rows: pd.DataFrame) -> pd.Series:
+    """Per result row: the ``card/protocol`` entries it follows (comma-separated, '' for none). ``rows`` are
+    result rows as stored (``config`` JSON, ``input_size``, ``crop_pct``, ``interpolation``, ``dataset``,
+    ``n_images``, ``image_set``); a row without them follows no protocol."""
     table = _protocols()
+    needed = {"suite", "condition", "metric", "model", "n_images", "image_set", "config", "dataset"}
+    if rows.empty or not needed <= set(rows.columns):
+        return pd.Series("", index=rows.index, dtype=object)
     marks = []
-    for r in board[["suite", "condition", "metric", "model", "n_images", "image_set"]].itertuples(
-        index=False
-    ):
-        hits = [
-            ref
-            for ref, models, images, set_id in table.get((r.suite, r.condition, r.metric), [])
-            if r.model in models and (r.image_set == set_id if set_id else int(r.n_images) == images)
-        ]
-        marks.append(", ".join(hits))
-    return pd.Series(marks, index=board.index, dtype=object)
+    for r in rows.itertuples(index=False):
+        entries = table.get((r.suite, r.condition, r.metric), [])
+        if not entries:
+            marks.append("")
+            continue
+        try:
+            config = json.loads(r.config) if isinstance(r.config, str) else {}
+        except ValueError:
+            config = {}
+        marks.append(", ".join(e.ref for e in entries if follows(r, e, config)))
+    return pd.Series(marks, index=rows.index, dtype=object)

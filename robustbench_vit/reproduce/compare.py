@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from robustbench_vit.published.cards import PREPROCESSING, PaperCard
+from robustbench_vit.published.cards import PaperCard, Protocol, protocol_preprocessing
 
 __all__ = ["plan", "reproduce", "COLUMNS", "estimate_minutes"]
 
@@ -32,8 +32,24 @@ def _cells(card: PaperCard, models: list[str] | None) -> dict[str, list[Any]]:
     return by_protocol
 
 
-def _data_for(protocol: str, data: dict[str, str]) -> str | None:
-    return data.get(protocol) or data.get("")
+def _data_for(p: Protocol, data: dict[str, str]) -> str | None:
+    """The folder a protocol runs on: ``--data PROTOCOL=PATH`` or ``--data DATASET=PATH`` (every protocol
+    on that dataset), else the general ``--data PATH`` when it holds the protocol's dataset (a folder of
+    wnid sub-folders cannot tell ImageNet-Sketch from val, so such a protocol needs a named ``--data``)."""
+    named = data.get(p.id) or (data.get(p.dataset) if p.dataset else None)
+    if named:
+        return named
+    folder = data.get("")
+    if not folder or not p.dataset:
+        return folder or None
+    from robustbench_vit.data.registry import open_dataset
+    from robustbench_vit.errors import RbvitError
+
+    try:
+        found, _ = open_dataset(folder)
+    except RbvitError:
+        return None
+    return folder if found == p.dataset else None
 
 
 #: forward-pass equivalents per image of a suite's default protocol (a rough count: AutoAttack standard's
@@ -62,7 +78,7 @@ def plan(card: PaperCard, models: list[str] | None, data: dict[str, str]) -> lis
     status: dict[str, str] = {}
     for pid, cells in _cells(card, models).items():
         p = card.protocols[pid]
-        folder = _data_for(pid, data)
+        folder = _data_for(p, data)
         for c in cells:
             spec = resolve_spec(c.model)
             if c.model not in status:
@@ -97,18 +113,20 @@ def reproduce(
     runs: dict[str, pd.DataFrame] = {}  # one evaluation per (model, suite, parameters, images, preprocessing)
     for pid, cells in _cells(card, models).items():
         p = card.protocols[pid]
-        folder = _data_for(pid, data)
+        folder = _data_for(p, data)
         if folder is None:
             continue
         for c in cells:
-            key = json.dumps([c.model, p.suite, p.params, folder, p.subset, p.preprocessing], sort_keys=True)
+            pre = protocol_preprocessing(p.preprocessing, c.model)
+            key = json.dumps([c.model, p.suite, p.params, folder, p.subset, p.dataset, pre], sort_keys=True)
             if key not in runs:
                 runs[key] = evaluate(
                     c.model,
                     make_suite(p.suite, p.params),
                     data=folder,
+                    dataset=p.dataset or None,
                     subset=p.subset or None,
-                    override_preprocessing=PREPROCESSING[p.preprocessing],
+                    override_preprocessing=pre,
                     **kwargs,
                 )
             df = runs[key]

@@ -119,6 +119,9 @@ def build_leaderboard(results: str | Path | pd.DataFrame, *, all_variants: bool 
     # reruns of one seed: the latest row wins; then seeds are aggregated
     keys = list(dict.fromkeys([*_GROUP, "image_set", *_KEY]))
     df = df.sort_values("finished_at").drop_duplicates([*keys, "seed"], keep="last")
+    # the paper cards whose protocol each run followed (suite config, preprocessing, image set: see
+    # robustbench_vit.published.matching); a board row keeps the protocols all its runs followed
+    df = df.assign(comparable_with=comparable_with(df))
     agg = (
         df.groupby(keys, sort=False, dropna=False)
         .agg(
@@ -136,6 +139,7 @@ def build_leaderboard(results: str | Path | pd.DataFrame, *, all_variants: bool 
             rbvit_version=("rbvit_version", "last"),
             timm_version=("timm_version", "last"),
             torch_version=("torch_version", "last"),
+            comparable_with=("comparable_with", _followed_by_all),
         )
         .reset_index()
     )
@@ -157,10 +161,15 @@ def build_leaderboard(results: str | Path | pd.DataFrame, *, all_variants: bool 
     agg["ci_high"] = [c[1] for c in ci]
     agg["_s"] = np.where(agg["higher_is_better"], -agg["value"], agg["value"])
     agg["rank"] = agg.groupby(_KEY)["_s"].rank(method="min", na_option="bottom").astype("int64")
-    out = agg.drop(columns="_s")[[*cols, "ci_low", "ci_high", "rank"]]
-    # the paper cards whose protocol (suite, condition, metric, model, image set) a row follows
-    out["comparable_with"] = comparable_with(out)
+    out = agg.drop(columns="_s")[[*cols, "ci_low", "ci_high", "rank", "comparable_with"]]
     return out.sort_values([*_KEY, "rank", "label"]).reset_index(drop=True)
+
+
+def _followed_by_all(marks: pd.Series) -> str:
+    """The ``card/protocol`` entries every run of a board row followed."""
+    sets = [set(filter(None, str(m).split(", "))) for m in marks]
+    common = set.intersection(*sets) if sets else set()
+    return ", ".join(sorted(common))
 
 
 def _labels(agg: pd.DataFrame, all_variants: bool) -> list[str]:
