@@ -49,7 +49,8 @@ def test_dry_run_names_what_is_missing(tmp_path, monkeypatch):
 @needs_imagenet
 def test_dry_run_gives_a_protocol_on_a_named_dataset_only_a_folder_of_that_dataset(tmp_path):
     """A general --data runs the protocols whose dataset the folder holds; Sketch (wnid folders, like val)
-    needs --data sketch=PATH or --data imagenet-sketch=PATH; ImageNet-V2's 0..999 layout is recognised."""
+    needs --data sketch=PATH or --data imagenet-sketch=PATH; ImageNet-V2's 0..999 layout is recognised, and
+    a folder that is not ImageNet-A's 200 classes is not given to the ImageNet-A protocol."""
     from tests.test_data import _v2_layout
 
     def plan(*data):
@@ -60,8 +61,8 @@ def test_dry_run_gives_a_protocol_on_a_named_dataset_only_a_folder_of_that_datas
 
     rows = plan(str(IMAGENET_SAMPLES))
     assert rows["val"]["data"] == str(IMAGENET_SAMPLES) and not rows["val"]["missing"].startswith("--data")
-    assert rows["sketch"]["data"] == "" and rows["sketch"]["missing"].startswith("--data sketch=PATH")
-    assert rows["imagenet_v2"]["data"] == ""
+    assert rows["sketch"]["data"] == "" and rows["sketch"]["missing"].startswith("--data imagenet-sketch=PATH")
+    assert rows["imagenet_v2"]["data"] == "" and rows["imagenet_a"]["data"] == ""  # not ImageNet-A's classes
     rows = plan(f"imagenet-sketch={IMAGENET_SAMPLES}", str(_v2_layout(tmp_path, IMAGENET_SAMPLES)))
     assert rows["sketch"]["data"] == str(IMAGENET_SAMPLES) and rows["imagenet_v2"]["data"].endswith("frequency")
 

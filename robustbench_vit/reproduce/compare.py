@@ -83,7 +83,7 @@ def plan(card: PaperCard, models: list[str] | None, data: dict[str, str]) -> lis
             spec = resolve_spec(c.model)
             if c.model not in status:
                 status[c.model] = weights_status(spec)
-            needs = [f"--data {pid}=PATH ({p.data})"] if not folder else []
+            needs = [f"--data {p.dataset or pid}=PATH ({p.data})"] if not folder else []
             missing = "; ".join([*needs, *([f"weights {status[c.model]}"] if status[c.model] else [])])
             rows.append(
                 {
