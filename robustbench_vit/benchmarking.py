@@ -63,7 +63,9 @@ def benchmark(
         raise ConfigError(f"RobustBench has no {dataset}/{threat} leaderboard (known: {known})")
     suite, params, subset = THREATS[key]
     params = {**params, **kwargs.pop("suite_params", {})}
-    if dataset == "imagenet" and isinstance(model, str):
+    if dataset == "imagenet" and isinstance(model, str) and not _is_robustbench_model(model):
+        # RobustBench's default for a model without its own entry; its own models keep the transform
+        # their model_info names (the robustbench: loader reads it)
         kwargs.setdefault("override_preprocessing", RES256_CROP224)
     with tempfile.TemporaryDirectory() as tmp:
         if subset is not None and n_examples is not None:
@@ -75,6 +77,12 @@ def benchmark(
             kwargs.setdefault("limit", n_examples)
         df = evaluate(model, suite, data=data, subset=subset, suite_params=params, **kwargs)
     return _summary(df, dataset, threat, params)
+
+
+def _is_robustbench_model(model: str) -> bool:
+    from robustbench_vit.models.names import resolve_spec
+
+    return resolve_spec(model).source == "robustbench"
 
 
 def _summary(df: pd.DataFrame, dataset: str, threat: str, params: dict[str, Any]) -> dict[str, Any]:

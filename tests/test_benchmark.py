@@ -56,3 +56,23 @@ def test_benchmark_knows_the_leaderboards():
     assert THREATS[("imagenet", "Linf")][1]["eps"] == "4/255" and RES256_CROP224["crop_pct"] == 0.875
     with pytest.raises(ConfigError, match="no imagenet/L2 leaderboard"):
         rbvit.benchmark("timm:test_vit", "L2", dataset="imagenet")
+
+
+def test_benchmark_follows_the_protocols_of_the_robustbench_cards():
+    """rbvit.benchmark and the RobustBench paper cards run one protocol: the same suite parameters, shipped
+    image list and preprocessing (each RobustBench model's own transform for L-inf, never replaced by
+    Res256Crop224; the 5,000-image list resized to 224 for ImageNet-C, RobustBench's 'Res224')."""
+    from robustbench_vit.benchmarking import _is_robustbench_model
+    from robustbench_vit.published.cards import load_card
+
+    linf = load_card("robustbench-imagenet-linf")
+    for p in linf.protocols.values():
+        suite, params, subset = THREATS[("imagenet", "Linf")]
+        assert p.suite == suite and p.subset == subset and p.preprocessing == "model"
+        assert {k: p.params[k] for k in params} == params
+    assert all(_is_robustbench_model(m) for m in linf.models())
+    assert not _is_robustbench_model("deit_s")  # a zoo model gets RobustBench's default Res256Crop224
+    suite, params, subset = THREATS[("imagenet", "corruptions")]
+    for p in load_card("robustbench-imagenet-corruptions").protocols.values():
+        assert p.suite == suite and p.subset == subset
+        assert p.params["preprocessing"] == params["preprocessing"] == "resize"

@@ -38,7 +38,13 @@ def test_dry_run_names_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
     r = CliRunner().invoke(main, ["reproduce", "timm", "--models", "deit_s", "--dry-run", "--json"])
     rows = [json.loads(ln) for ln in r.output.splitlines()]
-    assert r.exit_code == 0 and {d["protocol"] for d in rows} == {"val", "imagenet_a", "imagenet_r", "sketch", "imagenet_v2"}
+    assert r.exit_code == 0 and {d["protocol"] for d in rows} == {
+        "val",
+        "imagenet_a",
+        "imagenet_r",
+        "sketch",
+        "imagenet_v2",
+    }
     assert all(d["missing"].startswith("--data ") for d in rows) and all(d["gpu_minutes"] > 0 for d in rows)
     assert all("weights not cached in" in d["missing"] and "empty-hub" in d["missing"] for d in rows)
     bad = CliRunner().invoke(main, ["reproduce", "timm", "--models", "nope", "--dry-run"])
@@ -61,10 +67,14 @@ def test_dry_run_gives_a_protocol_on_a_named_dataset_only_a_folder_of_that_datas
 
     rows = plan(str(IMAGENET_SAMPLES))
     assert rows["val"]["data"] == str(IMAGENET_SAMPLES) and not rows["val"]["missing"].startswith("--data")
-    assert rows["sketch"]["data"] == "" and rows["sketch"]["missing"].startswith("--data imagenet-sketch=PATH")
+    assert rows["sketch"]["data"] == "" and rows["sketch"]["missing"].startswith(
+        "--data imagenet-sketch=PATH"
+    )
     assert rows["imagenet_v2"]["data"] == "" and rows["imagenet_a"]["data"] == ""  # not ImageNet-A's classes
     rows = plan(f"imagenet-sketch={IMAGENET_SAMPLES}", str(_v2_layout(tmp_path, IMAGENET_SAMPLES)))
-    assert rows["sketch"]["data"] == str(IMAGENET_SAMPLES) and rows["imagenet_v2"]["data"].endswith("frequency")
+    assert rows["sketch"]["data"] == str(IMAGENET_SAMPLES) and rows["imagenet_v2"]["data"].endswith(
+        "frequency"
+    )
 
 
 def _reference_top1(card_path) -> float:
@@ -175,13 +185,29 @@ def test_efficientnet_lite0_on_the_shared_samples(tmp_path):
     assert not rows["val"]["same_image_set"] and "other images" in rows["val"]["reason"]
 
 
-def _row(model, *, n, image_set="x", dataset="imagenet-val", suite=None, override=None, size=224, crop=0.9,
-         interpolation="bicubic", subset=None, metric="top1", condition="clean"):
+def _row(
+    model,
+    *,
+    n,
+    image_set="x",
+    dataset="imagenet-val",
+    suite=None,
+    override=None,
+    size=224,
+    crop=0.9,
+    interpolation="bicubic",
+    subset=None,
+    metric="top1",
+    condition="clean",
+):
     """One stored result row as matching reads it: the run's config JSON and its effective preprocessing."""
     from robustbench_vit.suites import make_suite
 
     suite = suite or make_suite("clean")
-    config = {"suite": suite.config(), "options": {"override_preprocessing": override or {}, "subset": subset}}
+    config = {
+        "suite": suite.config(),
+        "options": {"override_preprocessing": override or {}, "subset": subset},
+    }
     return {
         "suite": suite.name, "condition": condition, "metric": metric, "model": model, "dataset": dataset,
         "n_images": n, "image_set": image_set, "config": json.dumps(config), "input_size": size,
@@ -208,7 +234,10 @@ def test_rows_follow_a_cards_protocol_only_with_its_config_preprocessing_and_ima
     alexnet = row_key("torchvision:alexnet")
     assert protocol_preprocessing("timm-test", "convnext_b") == {"img_size": 288, "crop_pct": 1.0}
     cases = [
-        (_row("efficientnet_lite0", n=1000, image_set="b2e410d4e9d70916", **lite), "efficientnet-lite0/shared"),
+        (
+            _row("efficientnet_lite0", n=1000, image_set="b2e410d4e9d70916", **lite),
+            "efficientnet-lite0/shared",
+        ),
         (_row("efficientnet_lite0", n=1000, image_set="0000000000000000", **lite), ""),  # other 1000 images
         (_row("efficientnet_lite0", n=1000, image_set="b2e410d4e9d70916", metric="top5", **lite), ""),
         (_row("deit_s", n=50000), "timm/val"),
@@ -219,8 +248,14 @@ def test_rows_follow_a_cards_protocol_only_with_its_config_preprocessing_and_ima
         (_row("deit_s", n=50889, dataset="imagenet-val"), ""),  # the folder was not Sketch
         (_row("convnext_b", n=10000, dataset="imagenet-v2", crop=0.875), ""),  # timm lists it at 288 only
         (
-            _row("convnext_b", n=10000, dataset="imagenet-v2", override={"img_size": 288, "crop_pct": 1.0},
-                 size=288, crop=1.0),
+            _row(
+                "convnext_b",
+                n=10000,
+                dataset="imagenet-v2",
+                override={"img_size": 288, "crop_pct": 1.0},
+                size=288,
+                crop=1.0,
+            ),
             "timm/imagenet_v2_test_size",
         ),  # fmt: skip
         (
@@ -228,8 +263,15 @@ def test_rows_follow_a_cards_protocol_only_with_its_config_preprocessing_and_ima
             "",
         ),  # 288 px but timm's crop_pct 0.875 instead of its test crop 1.0
         (
-            _row(alexnet, n=5000, suite=ic, condition="shot_noise/1", dataset="imagenet-c", crop=1.0,
-                 subset="robustbench-imagenet-5000"),
+            _row(
+                alexnet,
+                n=5000,
+                suite=ic,
+                condition="shot_noise/1",
+                dataset="imagenet-c",
+                crop=1.0,
+                subset="robustbench-imagenet-5000",
+            ),
             "robustbench-imagenet-corruptions/shot_noise/1",
         ),  # fmt: skip
         (
