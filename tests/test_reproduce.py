@@ -335,4 +335,5 @@ value = 0.769
     assert r.exit_code == 0, r.output
     row = json.loads(r.output.splitlines()[0])
     assert row["verdict"] == "within" and row["same_image_set"] and abs(row["rbvit"] - 0.769) < 1e-9
+    assert row["source"].startswith("shared/data/README.md")  # the card's citation: no protocol source
     assert set(load_results(tmp_path / "o").dataset) == {"imagenet-v2"}

@@ -20,7 +20,7 @@ __all__ = ["plan", "reproduce", "COLUMNS", "estimate_minutes"]
 
 COLUMNS = [
     "card", "protocol", "model", "suite", "condition", "metric", "published", "rbvit", "ci_low", "ci_high",
-    "n", "difference", "tolerance", "same_image_set", "verdict", "reason",
+    "n", "difference", "tolerance", "same_image_set", "verdict", "reason", "source",
 ]  # fmt: skip
 
 
@@ -161,6 +161,7 @@ def reproduce(
                     "same_image_set": same,
                     "verdict": "within" if abs(value - c.value) <= tol + 1e-12 else "outside",
                     "reason": reason,
+                    "source": p.source or card.citation,  # where the published value was read
                 }
             )
     return pd.DataFrame(out, columns=COLUMNS)
