@@ -32,7 +32,7 @@ def _cells(card: PaperCard, models: list[str] | None) -> dict[str, list[Any]]:
     return by_protocol
 
 
-def _data_for(p: Protocol, data: dict[str, str]) -> str | None:
+def _data_for(p: Protocol, data: dict[str, str], seen: dict[str, str | None]) -> str | None:
     """The folder a protocol runs on: ``--data PROTOCOL=PATH`` or ``--data DATASET=PATH`` (every protocol
     on that dataset), else the general ``--data PATH`` when it holds the protocol's dataset (a folder of
     wnid sub-folders cannot tell ImageNet-Sketch from val, so such a protocol needs a named ``--data``)."""
@@ -42,14 +42,20 @@ def _data_for(p: Protocol, data: dict[str, str]) -> str | None:
     folder = data.get("")
     if not folder or not p.dataset:
         return folder or None
+    if folder not in seen:  # one listing per folder and call
+        seen[folder] = _dataset_in(folder)
+    return folder if seen[folder] == p.dataset else None
+
+
+def _dataset_in(folder: str) -> str | None:
+    """The dataset name ``--data folder`` resolves to (None when it does not open)."""
     from robustbench_vit.data.registry import open_dataset
     from robustbench_vit.errors import RbvitError
 
     try:
-        found, _ = open_dataset(folder)
+        return open_dataset(folder)[0]
     except RbvitError:
         return None
-    return folder if found == p.dataset else None
 
 
 #: forward-pass equivalents per image of a suite's default protocol (a rough count: AutoAttack standard's
@@ -75,10 +81,11 @@ def plan(card: PaperCard, models: list[str] | None, data: dict[str, str]) -> lis
     from robustbench_vit.models.weights_status import weights_status
 
     rows = []
+    seen: dict[str, str | None] = {}
     status: dict[str, str] = {}
     for pid, cells in _cells(card, models).items():
         p = card.protocols[pid]
-        folder = _data_for(p, data)
+        folder = _data_for(p, data, seen)
         for c in cells:
             spec = resolve_spec(c.model)
             if c.model not in status:
@@ -109,11 +116,12 @@ def reproduce(
     from robustbench_vit.suites import make_suite
 
     data = data or {}
+    seen: dict[str, str | None] = {}
     out = []
     runs: dict[str, pd.DataFrame] = {}  # one evaluation per (model, suite, parameters, images, preprocessing)
     for pid, cells in _cells(card, models).items():
         p = card.protocols[pid]
-        folder = _data_for(p, data)
+        folder = _data_for(p, data, seen)
         if folder is None:
             continue
         for c in cells:
