@@ -22,6 +22,47 @@ def test_every_shipped_card_validates(name):
     assert card.citation and card.cells and all(0 <= c.value <= 1 for c in card.cells)
 
 
+@pytest.mark.parametrize(
+    ("protocol_extra", "model", "message"),
+    [
+        ('dataset = "imagenet-sketchh"', "deit_s", "imagenet-sketch"),  # did you mean
+        ('subset = "robustbench-imagenet-500"', "deit_s", "no shipped subset"),
+        ('preprocessing = "timm-test"', "tv_resnet50_v2", "test_input_size"),  # not a timm model
+        ('preprocessing = "timm-test"', "deit_s", "test_input_size"),  # timm, but no larger test size
+        ('preprocessing = "crop288"', "deit_s", "preprocessing must be one of"),
+    ],
+)
+def test_a_card_with_a_wrong_protocol_is_a_one_line_error(tmp_path, protocol_extra, model, message):
+    from robustbench_vit.errors import RbvitError
+
+    card = tmp_path / "bad.toml"
+    card.write_text(f"""
+[card]
+name = "bad"
+title = "a card with one wrong protocol field"
+citation = "tests/test_reproduce.py"
+
+[[protocol]]
+id = "p"
+suite = "clean"
+condition = "clean"
+metric = "top1"
+{protocol_extra}
+image_set = "x"
+images = 10
+tolerance = 0.01
+reason = "a test"
+
+[[cell]]
+protocol = "p"
+model = "{model}"
+value = 0.5
+""")
+    with pytest.raises(RbvitError, match=message) as e:
+        load_card(str(card))
+    assert "\n" not in str(e.value)
+
+
 def test_list_shows_the_cards_with_their_citations():
     r = CliRunner().invoke(main, ["reproduce", "--list", "--json"])
     rows = {d["card"]: d for d in map(json.loads, r.output.splitlines())}
