@@ -196,6 +196,7 @@ def test_a_card_reproduces_and_a_wrong_value_fails(tmp_path, cifar_card):
 
     page = write_report(tmp_path / "out", tmp_path / "report.html").read_text()
     assert "Published vs rbvit" in page and "1 of 1 cells within their tolerance" in page
+    assert "Published values from: tests/test_reproduce.py::_reference_top1" in page
     (tmp_path / "w").mkdir()
     wrong = run(_card(tmp_path / "w", cifar_card, ref + 0.2))
     assert wrong.exit_code == OUTSIDE_TOLERANCE and "outside their tolerance" in wrong.output

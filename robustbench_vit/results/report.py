@@ -138,9 +138,18 @@ def _reproductions(results: str | Path, tmp: str) -> str:
         parts.append(
             f"<section><h3>{html.escape(f.stem)}</h3><p class='note'>{within} of {len(t)} cells within their "
             "tolerance (percent; rbvit with its 95% interval; other images: a sanity check, not a reproduction)"
-            f"</p><div class='pair'><div class='scroll'>{table_html(shown.set_index(['protocol', 'model']))}</div>{fig}</div></section>"
+            f"</p><div class='pair'><div class='scroll'>{table_html(shown.set_index(['protocol', 'model']))}</div>{fig}</div>"
+            f"{_sources_html(t)}</section>"
         )
     return "\n".join(parts)
+
+
+def _sources_html(t: pd.DataFrame) -> str:
+    """Where the published values of a reproduction table were read (tables since the source column)."""
+    sources = sorted(set(t["source"].dropna())) if "source" in t else []
+    if not sources:
+        return ""
+    return f"<p class='note'>Published values from: {html.escape('; '.join(sources))}</p>"
 
 
 def write_report(results: str | Path, out: str | Path) -> Path:
