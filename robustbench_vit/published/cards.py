@@ -169,7 +169,5 @@ def _validate(card: PaperCard) -> None:
             raise ConfigError(f"{where}: {c.model} {c.protocol} value {c.value} is not a fraction in [0, 1]")
     for m in card.models():
         resolve_spec(m)
-    for c in card.cells:
-        protocol_preprocessing(
-            card.protocols[c.protocol].preprocessing, c.model
-        )  # timm-test: has a test size
+    for c in card.cells:  # timm-test: every model of the protocol has a timm test size
+        protocol_preprocessing(card.protocols[c.protocol].preprocessing, c.model)

@@ -24,7 +24,7 @@ import pandas as pd
 
 from robustbench_vit.published.cards import Protocol, card_names, load_card, protocol_preprocessing
 
-__all__ = ["comparable_with", "follows"]
+__all__ = ["comparable_with"]
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def follows(row: Any, entry: _Entry, config: dict[str, Any]) -> bool:
+def _follows(row: Any, entry: _Entry, config: dict[str, Any]) -> bool:
     """Whether one result row (an itertuples row) follows ``entry``'s protocol; ``config`` is its parsed
     ``config`` column."""
     p = entry.protocol
@@ -134,5 +134,5 @@ def comparable_with(rows: pd.DataFrame) -> pd.Series:
             config = json.loads(r.config) if isinstance(r.config, str) else {}
         except ValueError:
             config = {}
-        marks.append(", ".join(e.ref for e in entries if follows(r, e, config)))
+        marks.append(", ".join(e.ref for e in entries if _follows(r, e, config)))
     return pd.Series(marks, index=rows.index, dtype=object)
