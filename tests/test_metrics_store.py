@@ -75,7 +75,7 @@ def _row(**kw):
 
 
 def test_store_roundtrip_expands_params_and_resume_flag(tmp_path):
-    store = RunStore(tmp_path, suite="occlusion", model="vit/b", dataset="imagenet", run_id="abc")
+    store = RunStore(tmp_path, suite="occlusion", model="vit/b", dataset="imagenet", run_id="r")
     assert not store.done("random/fraction=0.50")
     store.write("random/fraction=0.50", [_row()])
     assert store.done("random/fraction=0.50")

@@ -27,6 +27,30 @@ def test_a_corrupt_finished_file_is_moved_aside_and_recomputed(tmp_path, cifar_c
 
 
 @needs_cifar
+@pytest.mark.parametrize("source", ["another run", "another condition"])
+def test_an_intact_file_of_elsewhere_renamed_into_a_run_is_not_resumed(tmp_path, cifar_card, source):
+    """A valid file copied or renamed under this run's name (merged folders, a hand "fix") is refused:
+    the rows of a 10-image run never come back as a 20-image run's numbers."""
+    out = tmp_path / "out"
+    params = {"fractions": (0.0, 0.5), "grid": "4"}
+    truth = rbvit.evaluate(str(cifar_card), "occlusion", out=str(out), suite_params=params, **KW)
+    files = sorted(f for f in (out / "runs").rglob("*.parquet") if "summary" not in f.name)
+    target = files[0]
+    if source == "another run":
+        other = tmp_path / "other"
+        rbvit.evaluate(str(cifar_card), "occlusion", out=str(other), suite_params=params, data=KW["data"], limit=10)
+        donor = next(f for f in (other / "runs").rglob("*.parquet") if f.name.endswith(target.name[-20:]))
+    else:
+        donor = files[1]
+    target.write_bytes(donor.read_bytes())
+    again = rbvit.evaluate(str(cifar_card), "occlusion", out=str(out), suite_params=params, **KW)
+    key = ["condition", "metric"]
+    assert again.sort_values(key)["value"].tolist() == truth.sort_values(key)["value"].tolist()
+    assert (again["n"] == 20).all()
+    assert list(target.parent.glob(f"_foreign-*-{target.name}"))
+
+
+@needs_cifar
 def test_summary_is_written_only_when_it_changes(tmp_path, cifar_card):
     out = tmp_path / "out"
     params = {"fractions": (0.0, 0.5), "grid": "4"}

@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from robustbench_vit.data.filled import remove_orphaned_temp_files
-from robustbench_vit.storage.verified_parquet import atomic_write_table, read_verified
+from robustbench_vit.storage.verified_parquet import ForeignFile, atomic_write_table, read_verified
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +196,7 @@ class RunStore:
 
     def __init__(self, out: str | Path, *, suite: str, model: str, dataset: str, run_id: str) -> None:
         self.out = Path(out)
+        self.run_id = run_id
         self.prefix = f"{safe_name(dataset)}-{run_id}"
         part = Path(f"suite={safe_name(suite)}") / f"model={safe_name(model)}"
         self.runs_dir = self.out / "runs" / part
@@ -229,22 +230,30 @@ class RunStore:
                 log.info("%s was computed from other images; moved aside", path.name)
 
     def done(self, condition_key: str, inputs: str | None = None) -> bool:
-        """A finished, verified file exists. A damaged one (truncated by a full disk, a flipped bit, edited
-        by hand: its rows fail their SHA-256) is moved aside as ``_corrupt-<time>-<name>`` with a warning,
-        so the condition is recomputed (the ``_`` prefix keeps it out of every Parquet dataset reader)."""
+        """A finished, verified file of this run exists. A damaged one (truncated by a full disk, a flipped
+        bit, edited by hand: its rows fail their SHA-256) is moved aside as ``_corrupt-<time>-<name>``, and
+        an intact one of another run (copied or renamed into this name: written under another name, or
+        rows of another run id) as ``_foreign-<time>-<name>``, each with a warning, so the condition is
+        recomputed (the ``_`` prefix keeps it out of every Parquet dataset reader)."""
         path = self.path(condition_key, inputs)
         if path in self._verified:
             return True
         if not path.is_file():
             return False
         try:
-            self._verified[path] = read_verified(path, SCHEMA).to_pylist()
+            rows = read_verified(path, SCHEMA, named=True).to_pylist()
+            others = sorted({str(r["run_id"]) for r in rows} - {self.run_id})
+            if others:
+                raise ForeignFile(f"its rows are of run {others[0]}, not {self.run_id}")
+            self._verified[path] = rows
             return True
         except (OSError, pa.ArrowException, ValueError) as e:
-            aside = path.with_name(f"_corrupt-{int(time.time())}-{path.name}")
+            kind, what = ("foreign", "another run's") if isinstance(e, ForeignFile) else ("corrupt", "damaged")
+            aside = path.with_name(f"_{kind}-{int(time.time())}-{path.name}")
             os.replace(path, aside)
             log.warning(
-                "moved damaged results file %s aside to %s (%s); recomputing it",
+                "moved %s results file %s aside to %s (%s); recomputing it",
+                what,
                 path,
                 aside.name,
                 " ".join(str(e).split())[:120],
@@ -285,6 +294,8 @@ class RunStore:
         inputs: str | None = None,
     ) -> Path:
         """Write samples first, then the metric rows: a metric file implies its samples exist."""
+        if any(r["run_id"] != self.run_id for r in rows):
+            raise RuntimeError(f"rows of another run written into run {self.run_id}")
         path = self.path(condition_key, inputs)
         if samples is not None:
             atomic_write_table(

@@ -16,10 +16,20 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["CONTENT_KEY", "table_digest", "UnverifiedFile", "read_verified", "atomic_write_table"]
+__all__ = [
+    "CONTENT_KEY",
+    "NAME_KEY",
+    "table_digest",
+    "UnverifiedFile",
+    "ForeignFile",
+    "read_verified",
+    "atomic_write_table",
+]
 
 #: the key-value metadata entry holding the SHA-256 of a file's decoded rows
 CONTENT_KEY = b"rbvit.sha256"
+#: the key-value metadata entry holding the file name a file was written under
+NAME_KEY = b"rbvit.file"
 
 
 def table_digest(table: pa.Table) -> str:
@@ -32,9 +42,14 @@ class UnverifiedFile(ValueError):
     """A results file whose rows fail (or lack) their stored SHA-256."""
 
 
-def read_verified(path: Path, schema: pa.Schema | None = None) -> pa.Table:
+class ForeignFile(ValueError):
+    """An intact results file that was written under another name (copied or renamed from elsewhere)."""
+
+
+def read_verified(path: Path, schema: pa.Schema | None = None, *, named: bool = False) -> pa.Table:
     """A Parquet file written by :func:`atomic_write_table`, read (with ``schema``) and checked against the
-    digest of its rows; :class:`UnverifiedFile` when the rows are not what was written."""
+    digest of its rows; :class:`UnverifiedFile` when the rows are not what was written. With ``named``,
+    a file written under another name than ``path``'s is a :class:`ForeignFile`."""
     table = pq.read_table(path, schema=schema, partitioning=None)
     meta = pq.read_schema(path).metadata or {}
     stored = meta.get(CONTENT_KEY)
@@ -42,6 +57,9 @@ def read_verified(path: Path, schema: pa.Schema | None = None) -> pa.Table:
         raise UnverifiedFile("it carries no content hash (written by an rbvit before 0.2, or not by rbvit)")
     if table_digest(table) != stored.decode(errors="replace"):
         raise UnverifiedFile("its rows do not match their stored SHA-256 (the file was damaged or edited)")
+    written_as = meta.get(NAME_KEY)
+    if named and written_as is not None and written_as.decode(errors="replace") != path.name:
+        raise ForeignFile(f"it was written as {written_as.decode(errors='replace')!r}, not as {path.name!r}")
     return table
 
 
@@ -53,7 +71,11 @@ def atomic_write_table(table: pa.Table, path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    meta = {**(table.schema.metadata or {}), CONTENT_KEY: table_digest(table).encode()}
+    meta = {
+        **(table.schema.metadata or {}),
+        CONTENT_KEY: table_digest(table).encode(),
+        NAME_KEY: path.name.encode(),
+    }
     table = table.replace_schema_metadata(meta)
     try:
         pq.write_table(table, tmp)
