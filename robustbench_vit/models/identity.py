@@ -5,8 +5,11 @@ the SHA-256 of its bytes, remembered per stat tuple ``(size, mtime_ns, ctime_ns,
 content index (:class:`~robustbench_vit.data.digests.DigestIndex`): overwriting a checkpoint in place,
 even with ``cp -p`` / ``touch -r`` restoring its size and mtime, changes every key derived from it. A model
 card contributes its whole content (``arch``, ``kwargs``, ``num_classes``, ``label_space`` in order, the
-preprocessing), not its path. Hub weights are named by their immutable tag; random weights by the
-architecture they are seeded from.
+preprocessing), not its path. Hub weights are named by what the local hub cache holds for them: the
+Hugging Face snapshot (commit) the repo's ref points at, or the bytes of a downloaded URL file; once
+loaded, by the tensors themselves (:func:`robustbench_vit.models.loading.load_model`), so a repo pushed
+again under the same name (``hf-hub:me/my-vit``) never resumes the old weights' numbers. Random weights
+are named by the architecture they are seeded from.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 from robustbench_vit.data.digests import DigestIndex
 from robustbench_vit.models.zoo import ModelSpec
 
-__all__ = ["file_sha256", "files_identity", "weights_identity", "model_identity"]
+__all__ = ["file_sha256", "files_identity", "weights_identity", "hub_revision", "model_identity"]
 
 
 def _files_index(cache_dir: str | Path | None) -> DigestIndex:
@@ -51,6 +54,55 @@ def files_identity(paths: list[Path], *, cache_dir: str | Path | None = None) ->
     return h.hexdigest()
 
 
+def _hf_snapshot(repo: str) -> str | None:
+    """The commit the local Hugging Face cache resolves ``repo`` (``org/name[@revision]``) to, or None."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return None
+    name, _, revision = repo.partition("@")
+    ref = Path(constants.HF_HUB_CACHE) / f"models--{name.replace('/', '--')}" / "refs" / (revision or "main")
+    try:
+        return ref.read_text().strip() or None
+    except OSError:
+        return revision if revision and len(revision) == 40 else None  # a pinned commit names itself
+
+
+def hub_revision(spec: ModelSpec, *, cache_dir: str | Path | None = None) -> str | None:
+    """What the local hub cache holds for a hub model's pretrained weights (no network): ``hf:<commit>``
+    of the snapshot the repo's ref points at, or the SHA-256 of a downloaded URL file; None when nothing
+    is cached yet (the first load downloads it, and identifies the loaded tensors)."""
+    url = ""
+    if spec.source == "timm" and spec.arch.startswith("hf-hub:"):
+        commit = _hf_snapshot(spec.arch[len("hf-hub:") :])
+        return f"hf:{commit}" if commit else None
+    if spec.source == "timm":
+        try:
+            import timm
+
+            cfg = timm.get_pretrained_cfg(spec.arch)
+        except Exception:  # noqa: BLE001 - untagged or unknown: no pretrained source to name
+            return None
+        if cfg is None:
+            return None
+        if cfg.hf_hub_id:
+            commit = _hf_snapshot(cfg.hf_hub_id)
+            if commit:
+                return f"hf:{commit}"
+        url = cfg.url or ""
+    elif spec.source == "torchvision" and spec.weights:
+        import torchvision
+
+        url = getattr(torchvision.models.get_weight(spec.weights), "url", "") or ""
+    if url:
+        from robustbench_vit.models.hub import torch_cache_dir
+
+        cached = torch_cache_dir() / Path(url.split("?")[0]).name
+        if cached.is_file():
+            return f"sha256:{file_sha256(cached, cache_dir=cache_dir)}"
+    return None
+
+
 def weights_identity(
     spec: ModelSpec,
     *,
@@ -60,8 +112,9 @@ def weights_identity(
 ) -> str:
     """A string that changes whenever the weights a model would be built with change.
 
-    Local files (checkpoints, card weights, the efficientnet-lite0 package file) hash their bytes;
-    hub weights are named by their immutable tag; random weights are seeded from the architecture.
+    Local files (checkpoints, card weights, the efficientnet-lite0 package file) hash their bytes; hub
+    weights are named by the snapshot or file the local hub cache holds for them (:func:`hub_revision`);
+    random weights by the architecture they are seeded from.
     """
     if checkpoint:
         return f"sha256:{file_sha256(checkpoint, cache_dir=cache_dir)}"
@@ -82,9 +135,9 @@ def weights_identity(
             return f"sha256:{file_sha256(path, cache_dir=cache_dir)}"
         except ImportError:
             return f"{spec.source}:{spec.arch}"
-    if spec.source == "torchvision":
-        return f"torchvision:{spec.weights}"
-    return f"{spec.source}:{spec.arch}"
+    tag = f"torchvision:{spec.weights}" if spec.source == "torchvision" else f"{spec.source}:{spec.arch}"
+    cached = hub_revision(spec, cache_dir=cache_dir)
+    return f"{tag} {cached}" if cached else tag
 
 
 def model_identity(

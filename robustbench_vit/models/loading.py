@@ -90,6 +90,9 @@ def load_model(
     if spec.source == "entrypoint":  # code decides what it returns: identify the tensors it returned
         ident = f"sha256:{state_digest(net)}"
         identity["weights"] = ident
+    elif pretrained and not checkpoint and spec.source in HUB_SOURCES:
+        # hub weights: what was loaded, whatever the hub served under that name (~0.25 s for a ViT-B)
+        identity["weights"] = f"{ident.split()[0]} tensors:{state_digest(net)}"
     if ident.startswith("sha256:") and ident not in weights:
         weights = f"{weights} {ident[:23]}"
     if weights == "random" and not spec.name.endswith(RANDOM_SUFFIX):
@@ -309,6 +312,9 @@ def _load_entrypoint(spec: ModelSpec, *, pretrained: bool, checkpoint: str | Non
     label_space = get_label_space(cfg.get("label_space", "imagenet1k"))
     return net, data_cfg, label_space, f"entrypoint:{spec.arch}"
 
+
+#: sources whose pretrained weights come from a hub under a name that may be served new bytes later
+HUB_SOURCES = ("timm", "torchvision", "robustbench")
 
 _LOADERS = {
     "timm": _load_timm,
