@@ -21,7 +21,23 @@ from typing import Any
 from robustbench_vit.data.digests import DigestIndex
 from robustbench_vit.models.zoo import ModelSpec
 
-__all__ = ["file_sha256", "files_identity", "weights_identity", "hub_revision", "model_identity"]
+__all__ = [
+    "file_sha256",
+    "files_identity",
+    "weights_identity",
+    "hub_revision",
+    "architecture_code",
+    "classes_code",
+    "model_identity",
+]
+
+#: the distribution whose code builds each source's architectures
+_BUILDERS = {
+    "timm": "timm",
+    "torchvision": "torchvision",
+    "efficientnet_lite": "efficientnet_lite_pytorch",
+    "robustbench": "robustbench",
+}
 
 
 def _files_index(cache_dir: str | Path | None) -> DigestIndex:
@@ -140,6 +156,47 @@ def weights_identity(
     return f"{tag} {cached}" if cached else tag
 
 
+def architecture_code(spec: ModelSpec) -> dict[str, str]:
+    """The package (and its version) whose code builds the architecture: the same weights in another
+    version of timm's ``VisionTransformer`` are another model, so an upgrade recomputes instead of resuming."""
+    from importlib import metadata
+
+    source = spec.source
+    if source == "card":
+        from robustbench_vit.models.cards import read_card_json
+
+        source = str(read_card_json(Path(spec.arch)).get("source", "timm"))
+    dist = _BUILDERS.get(source)
+    if dist is None:
+        return {}
+    try:
+        return {dist: metadata.version(dist)}
+    except metadata.PackageNotFoundError:
+        return {dist: "not installed"}
+
+
+def classes_code(net: Any) -> str:
+    """SHA-256 over the code of every class a network is built of, outside torch: the bytes of the file
+    that defines each class, or its source text where it has none (a notebook cell), else its name. Code
+    that builds models (an entry point, a module handed over in Python) identifies its forward this way."""
+    import hashlib
+    import inspect
+    import sys
+
+    h = hashlib.sha256()
+    classes = sorted({type(m) for m in net.modules()}, key=lambda c: (c.__module__, c.__qualname__))
+    for cls in classes:
+        if cls.__module__.split(".")[0] == "torch":
+            continue
+        h.update(f"{cls.__module__}.{cls.__qualname__}\0".encode())
+        path = getattr(sys.modules.get(cls.__module__), "__file__", None)
+        try:
+            h.update(Path(path).read_bytes() if path else inspect.getsource(cls).encode())
+        except (OSError, TypeError):
+            pass  # no source to read (a class built at run time): its name stands for it
+    return h.hexdigest()
+
+
 def model_identity(
     spec: ModelSpec,
     *,
@@ -153,6 +210,7 @@ def model_identity(
         "spec": spec.to_dict(),
         "pretrained": pretrained,
         "weights": weights_identity(spec, pretrained=pretrained, checkpoint=checkpoint, cache_dir=cache_dir),
+        "code": architecture_code(spec),
     }
     if spec.source == "card":
         from robustbench_vit.models.cards import read_card_json

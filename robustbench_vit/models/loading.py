@@ -40,7 +40,7 @@ from robustbench_vit.models.hub import (
     torch_cache_dir,
     unavailable,
 )
-from robustbench_vit.models.identity import model_identity
+from robustbench_vit.models.identity import classes_code, model_identity
 from robustbench_vit.models.modules import LoadedModel, PixelModel, state_digest, wrap_module
 from robustbench_vit.models.names import RANDOM_SUFFIX, resolve_spec
 from robustbench_vit.models.robustbench_source import load_robustbench
@@ -87,9 +87,9 @@ def load_model(
     # a local weights file is named by its content: overwriting it in place changes every key derived from it
     identity = model_identity(spec, pretrained=pretrained, checkpoint=checkpoint, cache_dir=cache_dir)
     ident = identity["weights"]
-    if spec.source == "entrypoint":  # code decides what it returns: identify the tensors it returned
+    if spec.source == "entrypoint":  # code decides what it returns: identify its tensors and classes
         ident = f"sha256:{state_digest(net)}"
-        identity["weights"] = ident
+        identity.update(weights=ident, code={"classes": classes_code(net)})
     elif pretrained and not checkpoint and spec.source in HUB_SOURCES:
         # hub weights: what was loaded, whatever the hub served under that name (~0.25 s for a ViT-B)
         identity["weights"] = f"{ident.split()[0]} tensors:{state_digest(net)}"

@@ -18,6 +18,7 @@ from robustbench_vit.data.labels import LabelSpace, get_label_space
 from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.device import autocast, autocast_dtype, select_device
 from robustbench_vit.errors import ConfigError
+from robustbench_vit.models.identity import classes_code
 from robustbench_vit.models.zoo import ModelSpec, guess_family
 
 __all__ = [
@@ -146,7 +147,12 @@ def wrap_module(
     dev, amp = select_device(device), autocast_dtype(dtype)
     module = PixelModel(net, data_cfg.mean, data_cfg.std, amp).eval().requires_grad_(False).to(dev)
     weights = f"module sha256:{state[:16]}"
-    identity = {"spec": spec.to_dict(), "pretrained": True, "weights": f"sha256:{state}"}
+    identity = {
+        "spec": spec.to_dict(),
+        "pretrained": True,
+        "weights": f"sha256:{state}",
+        "code": {"classes": classes_code(net)},
+    }
     return LoadedModel(spec, module, data_cfg, get_label_space(label), dev, dtype, weights, identity)
 
 

@@ -1,0 +1,118 @@
+"""The code that builds a model is part of its identity: the same weights under another version of the
+package that builds the architecture, or an entry point / module whose forward was edited, are another
+model, recomputed instead of resumed."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from importlib import metadata
+
+import pytest
+import torch
+from torch import nn
+
+from robustbench_vit.data import digests
+from robustbench_vit.engine.runner import evaluate
+from robustbench_vit.models.identity import architecture_code, classes_code
+from robustbench_vit.models.modules import wrap_module
+from robustbench_vit.models.names import resolve_spec
+from tests.helpers import CIFAR10_TEST, needs_cifar, write_cifar_card
+
+FACTORY = '''
+import torch
+from torch import nn
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(3 * 8 * 8, 10)
+
+    def forward(self, x):
+        x = nn.functional.adaptive_avg_pool2d(x, 8).flatten(1)
+        return self.fc(x) * SCALE
+
+
+SCALE = {scale}
+
+
+def make():
+    cfg = {{"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 1.0,
+           "interpolation": "bilinear", "label_space": "cifar10"}}
+    return Tiny(), cfg
+'''
+
+
+@pytest.fixture(autouse=True)
+def _settled(monkeypatch):
+    monkeypatch.setattr(digests, "SETTLED_NS", -(10**12))
+
+
+def test_the_building_package_and_its_version_are_part_of_a_model(monkeypatch):
+    assert architecture_code(resolve_spec("test_vit")) == {"timm": metadata.version("timm")}
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda d: "99.0" if d == "timm" else real(d))
+    assert architecture_code(resolve_spec("test_vit")) == {"timm": "99.0"}
+
+
+def _nll(df) -> float:
+    return float(df.query("metric == 'nll'").value.iloc[0])
+
+
+@needs_cifar
+def test_a_timm_upgrade_recomputes_instead_of_resuming(tmp_path, monkeypatch):
+    kw = dict(data=str(CIFAR10_TEST), limit=10, out=str(tmp_path / "out"), cache_dir=str(tmp_path / "c"))
+    card = str(write_cifar_card(tmp_path / "card"))  # a timm architecture with CIFAR weights
+    first = evaluate(card, "clean", progress=False, **kw)
+    again = evaluate(card, "clean", progress=False, **kw)
+    assert set(again.run_id) == set(first.run_id)  # same code: resumed
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda d: "99.0" if d == "timm" else real(d))
+    upgraded = evaluate(card, "clean", progress=False, **kw)
+    assert set(upgraded.run_id).isdisjoint(first.run_id)
+
+
+@needs_cifar
+def test_an_entry_point_whose_forward_was_edited_is_recomputed(tmp_path, monkeypatch):
+    """Same tensors, same name, another forward: the edit shows in the numbers, never a stale resume."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    source = tmp_path / "tiny_factory.py"
+    kw = dict(data=str(CIFAR10_TEST), limit=10, out=str(tmp_path / "out"), cache_dir=str(tmp_path / "c"))
+
+    def run(scale: float) -> float:
+        source.write_text(FACTORY.format(scale=scale))
+        sys.modules.pop("tiny_factory", None)
+        importlib.invalidate_caches()
+        return _nll(evaluate("tiny_factory:make", "clean", progress=False, **kw))
+
+    first = run(1.0)
+    assert run(1.0) == first
+    edited = run(3.0)
+    assert edited != first
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])  # tidy for other tests
+    sys.modules.pop("tiny_factory", None)
+
+
+def test_a_module_handed_over_in_python_is_identified_by_its_classes_code():
+    class A(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    class B(A):
+        def forward(self, x):
+            return -self.fc(x)
+
+    a, b = A(), B()
+    b.load_state_dict(a.state_dict())
+    cfg = {"input_size": (3, 2, 2), "mean": (0.5,) * 3, "std": (0.5,) * 3, "label_space": "imagenet1k"}
+    ia = wrap_module(a, preprocessing=cfg, name="m", device="cpu").identity
+    ib = wrap_module(b, preprocessing=cfg, name="m", device="cpu").identity
+    assert ia["weights"] == ib["weights"] and ia["code"] != ib["code"]
+    assert classes_code(nn.Sequential(nn.Linear(2, 2))) == classes_code(nn.Sequential(nn.ReLU()))  # torch only
+    assert torch.equal(a.fc.weight, b.fc.weight)
