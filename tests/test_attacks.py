@@ -113,7 +113,7 @@ def test_torch_and_foolbox_backends_agree_on_tiny_model(tmp_path):
 @needs_cifar
 def test_pgd_suite_rows_and_per_sample_flags(tmp_path, cifar_card):
     import robustbench_vit as rbvit
-    from robustbench_vit.storage.store import load_samples
+    from robustbench_vit.storage.reading import load_samples
 
     df = rbvit.evaluate(
         str(cifar_card),

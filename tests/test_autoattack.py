@@ -388,7 +388,7 @@ def test_every_version_equals_the_package_image_by_image_over_three_batches(tmp_
     from robustbench_vit.data.registry import open_dataset
     from robustbench_vit.data.subset import stratified_limit
     from robustbench_vit.models.loading import wrap_module
-    from robustbench_vit.storage.store import load_samples
+    from robustbench_vit.storage.reading import load_samples
 
     model = wrap_module(Smooth(), preprocessing=PRE, name="smooth", device="cpu", dtype="fp32")
     bs, n, n_iter, queries = 20, 60, 10, 50

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from robustbench_vit.engine.runner import evaluate
-from robustbench_vit.storage.store import load_results
+from robustbench_vit.storage.reading import load_results
 from tests.helpers import CIFAR10_TEST, needs_cifar
 
 RNG = np.random.default_rng(24)

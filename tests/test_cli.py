@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from robustbench_vit.cli.commands import main
-from robustbench_vit.storage.store import load_results
+from robustbench_vit.storage.reading import load_results
 from tests.helpers import CIFAR10_TEST, error_lines, needs_cifar
 
 RBVIT = [sys.executable, "-m", "robustbench_vit.cli.commands"]
@@ -108,7 +108,7 @@ def test_card_on_cifar_clean_no_resizing(tmp_path, cifar_card):
         (df["input_size"] == 32).all() and (df["resize_size"] == 32).all() and (df["crop_pct"] == 1.0).all()
     )
     assert json.loads(df["mean"].iloc[0]) == [0.4914, 0.4822, 0.4465] and (df["n"] == 200).all()
-    from robustbench_vit.storage.store import load_samples
+    from robustbench_vit.storage.reading import load_samples
 
     s = load_samples(tmp_path)
     assert len(s) == 200 and s["correct"].mean() == pytest.approx(df.set_index("metric").value["top1"])

@@ -19,7 +19,7 @@ from robustbench_vit.models.modules import wrap_module
 from robustbench_vit.models.names import resolve_spec
 from tests.helpers import CIFAR10_TEST, needs_cifar, write_cifar_card
 
-FACTORY = '''
+FACTORY = """
 import torch
 from torch import nn
 
@@ -42,7 +42,7 @@ def make():
     cfg = {{"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 1.0,
            "interpolation": "bilinear", "label_space": "cifar10"}}
     return Tiny(), cfg
-'''
+"""
 
 
 @pytest.fixture(autouse=True)
@@ -114,5 +114,7 @@ def test_a_module_handed_over_in_python_is_identified_by_its_classes_code():
     ia = wrap_module(a, preprocessing=cfg, name="m", device="cpu").identity
     ib = wrap_module(b, preprocessing=cfg, name="m", device="cpu").identity
     assert ia["weights"] == ib["weights"] and ia["code"] != ib["code"]
-    assert classes_code(nn.Sequential(nn.Linear(2, 2))) == classes_code(nn.Sequential(nn.ReLU()))  # torch only
+    assert classes_code(nn.Sequential(nn.Linear(2, 2))) == classes_code(
+        nn.Sequential(nn.ReLU())
+    )  # torch only
     assert torch.equal(a.fc.weight, b.fc.weight)

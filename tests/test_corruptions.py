@@ -203,7 +203,7 @@ def test_corruptions_suite_through_cli(tmp_path):
     import subprocess
     import sys
 
-    from robustbench_vit.storage.store import load_results
+    from robustbench_vit.storage.reading import load_results
 
     r = subprocess.run(
         [
@@ -256,7 +256,7 @@ def test_torch_backend_accuracy_matches_reference_on_real_model(tmp_path):
     (their draws differ between backends; sigma = sqrt(discordant images) / n)."""
     import robustbench_vit as rbvit
     from robustbench_vit.perturbations.corruptions import ALL_CORRUPTIONS
-    from robustbench_vit.storage.store import load_samples
+    from robustbench_vit.storage.reading import load_samples
 
     params = {"corruptions": ALL_CORRUPTIONS, "severities": (3,), "table": "imagenet"}
     correct = {}

@@ -197,7 +197,7 @@ def test_reference_backend_refuses_the_cifar_table():
 @needs_cifar
 def test_corruptions_suite_picks_cifar_tables_for_32px_models(tmp_path, cifar_card):
     import robustbench_vit as rbvit
-    from robustbench_vit.storage.store import load_results
+    from robustbench_vit.storage.reading import load_results
 
     rbvit.evaluate(
         str(cifar_card),

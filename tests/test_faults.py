@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from robustbench_vit.storage.store import load_results
+from robustbench_vit.storage.reading import load_results
 from tests.helpers import CIFAR10_TEST, needs_cifar
 
 RBVIT = [sys.executable, "-m", "robustbench_vit.cli.commands"]

@@ -13,7 +13,7 @@ from robustbench_vit.perturbations.fourier import (
     frequency_filter,
     half_plane_frequencies,
 )
-from robustbench_vit.storage.store import load_results
+from robustbench_vit.storage.reading import load_results
 from tests.helpers import CIFAR10_TEST, IMAGENET_SAMPLES, needs_cifar, needs_effnet, needs_imagenet
 
 FREQS = [(0, 0), (1, 0), (0, 3), (3, 5), (-7, 2), (15, -15), (-16, 0), (-16, -16)]

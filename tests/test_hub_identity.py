@@ -69,7 +69,9 @@ def data(tmp_path):
 
 
 def _nll(out, cache, data) -> float:
-    df = evaluate(f"hf-hub:{REPO}", "clean", data=str(data), out=str(out), cache_dir=str(cache), progress=False)
+    df = evaluate(
+        f"hf-hub:{REPO}", "clean", data=str(data), out=str(out), cache_dir=str(cache), progress=False
+    )
     return float(df.query("metric == 'nll'").value.iloc[0])
 
 

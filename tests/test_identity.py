@@ -14,6 +14,7 @@ from PIL import Image
 
 from robustbench_vit.data import digests
 from robustbench_vit.engine.runner import evaluate
+from robustbench_vit.storage.reading import load_results
 from robustbench_vit.suites.base import Suite
 from robustbench_vit.sweeps.run import load_sweep, run_sweep
 from tests.helpers import CIFAR10_TEST, needs_cifar, write_cifar_card
@@ -141,7 +142,6 @@ def test_a_changed_input_is_recomputed_by_eval_fresh_out_and_sweep(world, change
     assert nll(run(world, root / "fresh-out", cache)) == expected  # a fresh --out on the same cache
     statuses = run_sweep(load_sweep(toml))
     assert [s.status for s in statuses] == ["done"]  # the sweep reruns the cell
-    from robustbench_vit.storage.store import load_results
 
     rows = load_results(root / "sweep-out").query("metric == 'nll'")
     assert expected in rows.value.tolist()
@@ -271,3 +271,22 @@ def test_non_finite_logits_are_reported(world, caplog):
     with caplog.at_level("WARNING"):
         evaluate(NaNNet(), "clean", data=str(world["data"]), preprocessing=pre, progress=False)
     assert any("NaN or infinite logits" in r.getMessage() for r in caplog.records)
+
+
+@needs_cifar
+def test_the_board_shows_the_run_seen_last_when_inputs_are_restored(world):
+    """A card edited, evaluated, then restored: the rerun resumes the first run, and the leaderboard (and
+    every "latest value" reader) takes that run, not the newer rows of a card that no longer exists."""
+    from robustbench_vit.results.analysis import pivot
+    from robustbench_vit.results.leaderboard import build_leaderboard
+
+    out, cache = world["root"] / "out", world["root"] / "cache"
+    original = world["card"].read_text()
+    first = nll(run(world, out, cache))
+    CHANGES["card_kwargs"](world)
+    assert nll(run(world, out, cache)) != first
+    world["card"].write_text(original)
+    assert nll(run(world, out, cache)) == first  # resumed: no row is newer than the edited card's
+    board = build_leaderboard(out)
+    assert board.query("metric == 'nll'").value.tolist() == [first]
+    assert pivot(load_results(out), suite="clean", metric="nll").iloc[0, 0] == first

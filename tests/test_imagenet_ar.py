@@ -127,7 +127,7 @@ def test_reference_preprocessing_is_the_papers_transform(tmp_path, name):
         save_samples=True,
         out=str(tmp_path / "out"),
     )
-    from robustbench_vit.storage.store import load_samples
+    from robustbench_vit.storage.reading import load_samples
 
     samples = load_samples(tmp_path / "out").sort_values("index")
     wnids, idx = subset_synsets(name)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from robustbench_vit.storage.store import load_results
+from robustbench_vit.storage.reading import load_results
 from tests.helpers import IMAGENET_SAMPLES, REFERENCE, needs_imagenet
 
 CSV = REFERENCE / "robustbench_imagenet_c_unaggregated.csv"

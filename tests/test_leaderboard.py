@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from robustbench_vit.results.leaderboard import build_leaderboard, natural_key, render_markdown
-from robustbench_vit.storage.store import rows_to_frame
+from robustbench_vit.storage.reading import rows_to_frame
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 

@@ -8,7 +8,8 @@ import torch
 
 from robustbench_vit.metrics.accumulators import ClassificationAccumulator, expected_calibration_error
 from robustbench_vit.results.leaderboard import build_leaderboard, render_markdown, wilson_interval
-from robustbench_vit.storage.store import SCHEMA, RunStore, load_results
+from robustbench_vit.storage.reading import load_results
+from robustbench_vit.storage.store import SCHEMA, RunStore
 
 
 def test_accumulator_top1_top5_nll():

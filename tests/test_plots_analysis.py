@@ -9,7 +9,7 @@ import pytest
 
 import robustbench_vit as rbvit
 from robustbench_vit.results.figures.plots import FIGURE_SUITES, PLOTTERS, render_figures
-from robustbench_vit.storage.store import load_results
+from robustbench_vit.storage.reading import load_results
 from tests.helpers import CIFAR10_TEST, IMAGENET_SAMPLES, needs_cifar, needs_imagenet
 from tests.test_shape_bias import PRE, _cue_conflict, _Oracle
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from robustbench_vit.storage.store import load_results
+from robustbench_vit.storage.reading import load_results
 from tests.helpers import IMAGENET_SAMPLES, needs_effnet, needs_imagenet
 
 pytestmark = [pytest.mark.slow, needs_imagenet, needs_effnet]

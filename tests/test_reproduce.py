@@ -345,7 +345,7 @@ def test_weights_status_reads_caches_without_downloading(tmp_path):
 def test_a_protocol_on_imagenet_v2_runs_on_its_release_layout(tmp_path):
     """A protocol naming dataset imagenet-v2 runs on folders 0..999 and its rows say imagenet-v2; built from
     the shared samples, the label mapping must give the shared-samples figure (76.9%) exactly."""
-    from robustbench_vit.storage.store import load_results
+    from robustbench_vit.storage.reading import load_results
     from tests.test_data import _v2_layout
 
     card = tmp_path / "v2.toml"

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import robustbench_vit as rbvit
-from robustbench_vit.storage.store import load_results
+from robustbench_vit.storage.reading import load_results
 from tests.helpers import CIFAR10_TEST, needs_cifar
 
 KW = dict(data=str(CIFAR10_TEST), limit=20)
@@ -38,7 +38,9 @@ def test_an_intact_file_of_elsewhere_renamed_into_a_run_is_not_resumed(tmp_path,
     target = files[0]
     if source == "another run":
         other = tmp_path / "other"
-        rbvit.evaluate(str(cifar_card), "occlusion", out=str(other), suite_params=params, data=KW["data"], limit=10)
+        rbvit.evaluate(
+            str(cifar_card), "occlusion", out=str(other), suite_params=params, data=KW["data"], limit=10
+        )
         donor = next(f for f in (other / "runs").rglob("*.parquet") if f.name.endswith(target.name[-20:]))
     else:
         donor = files[1]

@@ -169,7 +169,7 @@ def test_devices_split_conditions_over_processes_with_the_rows_of_one_process(tm
 
     import pandas as pd
 
-    from robustbench_vit.storage.store import load_results
+    from robustbench_vit.storage.reading import load_results
 
     base = [
         sys.executable,

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robustbench_vit.storage.store import load_results
+from robustbench_vit.storage.reading import load_results
 from tests.helpers import IMAGENET_SAMPLES, ROOT, needs_effnet, needs_imagenet
 
 RBVIT = [sys.executable, "-m", "robustbench_vit.cli.commands"]
@@ -252,7 +252,7 @@ def test_committed_ci_leaderboard_is_fresh(tmp_path):
 
     from robustbench_vit.results.figures.base import layout_problems  # noqa: F401 - the check _save runs
     from robustbench_vit.results.figures.plots import render_figures
-    from robustbench_vit.storage.store import load_results
+    from robustbench_vit.storage.reading import load_results
 
     records: list[logging.LogRecord] = []
     handler = logging.Handler()

@@ -62,7 +62,7 @@ def test_ti_kernel_is_atvit_gaussian():
 def test_vit_card_to_cnn_card_transfer(tmp_path, cifar_card, cifar_cnn_card, ensemble, monkeypatch):
     import robustbench_vit as rbvit
     import robustbench_vit.suites.transfer as transfer_mod
-    from robustbench_vit.storage.store import load_results
+    from robustbench_vit.storage.reading import load_results
 
     # eps 32/255: on this random-weight ViT the white-box fooling rate at 16/255 sits at 0.50-0.60
     # (20-24 of 40 images), and float noise between runs flipped it to exactly 0.5 in one CI run

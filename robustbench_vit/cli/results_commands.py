@@ -63,7 +63,7 @@ def leaderboard_cmd(
     """Aggregate a results folder into ranked tables (Parquet + Markdown)."""
     out = parquet or _legacy(legacy_out, "--parquet")
     from robustbench_vit.results.leaderboard import build_leaderboard, write_leaderboard
-    from robustbench_vit.storage.store import require_results
+    from robustbench_vit.storage.reading import require_results
 
     board = build_leaderboard(require_results(results), all_variants=all_variants)
     pq_path, md_path = write_leaderboard(board, results, parquet=out, markdown=markdown)
@@ -102,7 +102,7 @@ def plot_cmd(results: str, figures: str | None, legacy_out: str | None, kind: tu
     """Render the standard figures (one curve per model) from a results folder to PNG."""
     out = figures or _legacy(legacy_out, "--figures")
     from robustbench_vit.results.figures.plots import PLOTTERS, plot_all
-    from robustbench_vit.storage.store import load_results
+    from robustbench_vit.storage.reading import load_results
 
     unknown = [k for k in kind if k not in PLOTTERS]
     if unknown:
@@ -195,7 +195,7 @@ def report_cmd(results: str, html_path: str, legacy_out: str | None) -> None:
     """Write one self-contained HTML page with the leaderboards and figures."""
     out = _legacy(legacy_out, "--html") or html_path
     from robustbench_vit.results.report import write_report
-    from robustbench_vit.storage.store import require_results
+    from robustbench_vit.storage.reading import require_results
 
     require_results(results)
     click.echo(str(write_report(results, out)))

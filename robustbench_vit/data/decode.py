@@ -134,7 +134,10 @@ def decode_rgb(data: torch.Tensor, name: str | Path = "<bytes>") -> torch.Tensor
     except DataError:
         raise
     except Exception as e:
-        raise DataError(f"cannot read image {name}: {type(e).__name__}: {e}") from None
+        from PIL import UnidentifiedImageError
+
+        why = "not an image format PIL or torchvision decodes" if isinstance(e, UnidentifiedImageError) else e
+        raise DataError(f"cannot read image {name}: {type(e).__name__}: {why}") from None
 
 
 def read_rgb(path: str | Path) -> torch.Tensor:

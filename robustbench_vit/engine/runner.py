@@ -41,12 +41,8 @@ from robustbench_vit.engine.rows import (
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.models.loading import LoadedModel, load_model, resolve_spec, wrap_module
 from robustbench_vit.models.modules import with_preprocessing
-from robustbench_vit.storage.store import (
-    RunStore,
-    check_writable,
-    probe_writable,
-    rows_to_frame,
-)
+from robustbench_vit.storage.reading import rows_to_frame
+from robustbench_vit.storage.store import RunStore, check_writable, probe_writable
 from robustbench_vit.suites import SUITES, EvalContext, Suite, make_suite
 from robustbench_vit.suites.base import Result, check_fields
 
@@ -349,6 +345,8 @@ def _evaluate_one(
         if opts.out:
             store.write_if_changed("summary", summary_rows)
         rows.extend(summary_rows)
+    if opts.out and opts.shard is None:
+        store.mark_seen()  # the run now matches its inputs: readers prefer it over older content's runs
     # figures are drawn by the caller from the returned rows (results.figures.plots.draw_run_figures)
     frame = rows_to_frame(rows)
     frame.attrs.update(conditions_reused=reused, conditions_computed=len(conds) - reused, out=opts.out)

@@ -20,7 +20,7 @@ import pandas as pd
 from robustbench_vit.errors import DataError
 from robustbench_vit.metrics.mce import mce, relative_mce
 from robustbench_vit.models.names import stored_key
-from robustbench_vit.storage.store import load_results, load_samples
+from robustbench_vit.storage.reading import load_results, load_samples, recency
 from robustbench_vit.suites._common import curve_auc
 
 __all__ = [
@@ -40,7 +40,8 @@ load = load_results
 
 def pivot(df: pd.DataFrame, *, suite: str, metric: str = "top1", columns: str = "condition") -> pd.DataFrame:
     """model x ``columns`` table of ``metric`` for one suite (latest value per cell)."""
-    d = df[(df.suite == suite) & (df.metric == metric)].sort_values("finished_at")
+    d = df[(df.suite == suite) & (df.metric == metric)]
+    d = d.assign(_seen=recency(d)).sort_values(["_seen", "finished_at"])
     return d.pivot_table(index="model", columns=columns, values="value", aggfunc="last")
 
 
@@ -75,7 +76,8 @@ def clean_top1_table(df: pd.DataFrame, clean_suite: str = "clean") -> pd.DataFra
     """The latest clean top-1 per :data:`CLEAN_PAIR_KEY` (repeated clean runs count once), as
     ``CLEAN_PAIR_KEY`` columns plus ``clean_top1``."""
     clean = df[(df.suite == clean_suite) & (df.metric == "top1")]
-    clean = clean.sort_values("finished_at").drop_duplicates(CLEAN_PAIR_KEY, keep="last")
+    clean = clean.assign(_seen=recency(clean)).sort_values(["_seen", "finished_at"])
+    clean = clean.drop_duplicates(CLEAN_PAIR_KEY, keep="last")
     return clean[CLEAN_PAIR_KEY + ["value"]].rename(columns={"value": "clean_top1"})
 
 

@@ -24,7 +24,8 @@ import pandas as pd
 from robustbench_vit.metrics.accumulators import PROPORTIONS
 from robustbench_vit.metrics.statistics import wilson_interval
 from robustbench_vit.published.matching import comparable_with
-from robustbench_vit.storage.store import atomic_write_table, load_results
+from robustbench_vit.storage.reading import load_results, recency
+from robustbench_vit.storage.store import atomic_write_table
 
 __all__ = [
     "wilson_interval",
@@ -115,10 +116,10 @@ def build_leaderboard(results: str | Path | pd.DataFrame, *, all_variants: bool 
     ]
     if df.empty:
         return pd.DataFrame(columns=[*cols, "ci_low", "ci_high", "rank", "comparable_with"])
-    df = _with_variant_columns(df)
-    # reruns of one seed: the latest row wins; then seeds are aggregated
+    df = _with_variant_columns(df).assign(_seen=lambda d: recency(d))
+    # reruns of one seed: the row of the run seen current last wins; then seeds are aggregated
     keys = list(dict.fromkeys([*_GROUP, "image_set", *_KEY]))
-    df = df.sort_values("finished_at").drop_duplicates([*keys, "seed"], keep="last")
+    df = df.sort_values(["_seen", "finished_at"]).drop_duplicates([*keys, "seed"], keep="last")
     # the paper cards whose protocol each run followed (suite config, preprocessing, image set: see
     # robustbench_vit.published.matching); a board row keeps the protocols all its runs followed
     df = df.assign(comparable_with=comparable_with(df))
@@ -132,6 +133,7 @@ def build_leaderboard(results: str | Path | pd.DataFrame, *, all_variants: bool 
             n=("n", "max"),
             n_images=("n_images", "max"),
             finished_at=("finished_at", "max"),
+            _seen=("_seen", "max"),
             run_id=("run_id", "last"),
             higher_is_better=("higher_is_better", "first"),
             family=("family", "first"),
@@ -145,11 +147,11 @@ def build_leaderboard(results: str | Path | pd.DataFrame, *, all_variants: bool 
     )
     sets = agg.groupby(_GROUP)["image_set"].nunique().rename("image_sets_available")
     agg = agg.join(sets, on=_GROUP)
-    if not all_variants:  # the largest image set per comparable group (latest on a tie)
+    if not all_variants:  # the largest image set per comparable group (the one seen last on a tie)
         size = agg.groupby([*_GROUP, "image_set"], as_index=False).agg(
-            n_images=("n_images", "max"), finished_at=("finished_at", "max")
+            n_images=("n_images", "max"), _seen=("_seen", "max")
         )
-        best = size.sort_values(["n_images", "finished_at"]).drop_duplicates(_GROUP, keep="last")
+        best = size.sort_values(["n_images", "_seen"]).drop_duplicates(_GROUP, keep="last")
         agg = agg.merge(best[[*_GROUP, "image_set"]], on=[*_GROUP, "image_set"])
     agg["label"] = _labels(agg, all_variants)
     agg = agg.rename(columns={"preprocessing_key": "preprocessing"})

@@ -21,7 +21,7 @@ from robustbench_vit import __version__
 from robustbench_vit.results.figures.plots import FIGURE_SUITES, Figure, render_figures
 from robustbench_vit.results.figures.reproduction import plot_reproduction
 from robustbench_vit.results.leaderboard import build_leaderboard, suite_tables
-from robustbench_vit.storage.store import load_results
+from robustbench_vit.storage.reading import load_results
 from robustbench_vit.storage.verified_parquet import read_verified
 
 __all__ = ["write_report", "inline_markdown"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from robustbench_vit.errors import DataError
-from robustbench_vit.storage.store import load_results, load_samples
+from robustbench_vit.storage.reading import load_results, load_samples
 
 __all__ = ["ATTACK_SUITES", "worst_case", "final_attack_rows"]
 

@@ -30,14 +30,11 @@ import os
 import re
 import time
 import typing
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from robustbench_vit.data.filled import remove_orphaned_temp_files
 from robustbench_vit.storage.verified_parquet import ForeignFile, atomic_write_table, read_verified
@@ -46,13 +43,10 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "Record",
-    "params_as_columns",
     "SCHEMA",
     "SAMPLE_SCHEMA",
+    "SEEN_PREFIX",
     "RunStore",
-    "load_results",
-    "load_samples",
-    "require_results",
     "atomic_write_table",
 ]
 
@@ -153,6 +147,9 @@ SAMPLE_SCHEMA = pa.schema(
     ]
 )
 
+#: name prefix of the markers recording when a run was last completed or resumed whole
+SEEN_PREFIX = "_seen-"
+
 _SAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 
 
@@ -248,7 +245,9 @@ class RunStore:
             self._verified[path] = rows
             return True
         except (OSError, pa.ArrowException, ValueError) as e:
-            kind, what = ("foreign", "another run's") if isinstance(e, ForeignFile) else ("corrupt", "damaged")
+            kind, what = (
+                ("foreign", "another run's") if isinstance(e, ForeignFile) else ("corrupt", "damaged")
+            )
             aside = path.with_name(f"_{kind}-{int(time.time())}-{path.name}")
             os.replace(path, aside)
             log.warning(
@@ -259,6 +258,22 @@ class RunStore:
                 " ".join(str(e).split())[:120],
             )
             return False
+
+    def mark_seen(self) -> None:
+        """Record that this run was just completed or resumed whole for the inputs as they are now
+        (``_seen-<dataset>-<run_id>.json``): when a folder holds runs of several contents of one model
+        (weights overwritten, then restored), readers take the one seen last (:func:`recency`), not the
+        one whose rows were written last. A read-only folder is left as it is."""
+        path = self.runs_dir / f"{SEEN_PREFIX}{self.prefix}.json"
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        try:
+            tmp.write_text(
+                json.dumps({"run_id": self.run_id, "seen_at": dt.datetime.now(dt.timezone.utc).isoformat()})
+            )
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            log.debug("cannot record that run %s was seen: %s", self.run_id, e)
 
     def read(self, condition_key: str, inputs: str | None = None) -> list[dict[str, Any]]:
         """The rows of a finished condition (read once: :meth:`done` keeps what it verified)."""
@@ -306,89 +321,3 @@ class RunStore:
         if inputs:
             self.retire_other_inputs(condition_key, inputs)
         return path
-
-
-#: columns a file must have to be read as rbvit rows (anything else is a foreign Parquet file)
-_IDENTITY = ("run_id", "model", "suite", "condition")
-
-
-def read_rows_file(path: Path, schema: pa.Schema = None) -> pa.Table | None:  # type: ignore[assignment]
-    """One results file as a table of ``schema``; ``None`` (with a warning naming it) when it is empty,
-    truncated, not Parquet, or a Parquet file of some other program."""
-    schema = schema or SCHEMA
-    try:
-        file_schema = pq.read_schema(path)
-        missing = [c for c in _IDENTITY if c in schema.names and c not in file_schema.names]
-        if missing:
-            log.warning("skipping %s: not an rbvit results file (no %s column)", path, ", ".join(missing))
-            return None
-        return _plain_strings(read_verified(path, schema))
-    except (OSError, pa.ArrowException, ValueError) as e:
-        log.warning("skipping unreadable results file %s: %s", path, " ".join(str(e).split())[:200])
-        return None
-
-
-def _plain_strings(table: pa.Table) -> pa.Table:
-    """Dictionary-encoded partition columns decoded to plain strings (pandas ``object``, not ``category``)."""
-    for name in PARTITION_COLUMNS:
-        if name in table.column_names:
-            i = table.column_names.index(name)
-            table = table.set_column(i, name, table.column(name).cast(pa.string()))
-    return table
-
-
-def _read_folder(folder: Path, schema: pa.Schema) -> pd.DataFrame:
-    files = sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith((".", "_")))
-    tables = [t for t in (read_rows_file(f, schema) for f in files) if t is not None]
-    if not tables:
-        return _plain_strings(schema.empty_table()).to_pandas()
-    return pa.concat_tables(tables).to_pandas()
-
-
-def load_results(path: str | Path = "results", *, expand_params: bool = True) -> pd.DataFrame:
-    """All metric rows under a results folder (or its ``runs/`` sub-folder) as one DataFrame.
-
-    With ``expand_params`` every key of the JSON ``params`` column becomes a column of its own
-    (``fraction``, ``grid``, ``eps`` ...), so ``df.pivot_table(...)`` works directly.
-    """
-    path = Path(path)
-    if not path.is_dir():
-        from robustbench_vit.errors import DataError
-
-        raise DataError(f"results folder not found: {path}")
-    folder = path / "runs" if (path / "runs").is_dir() else path
-    df = _read_folder(folder, SCHEMA)
-    return params_as_columns(df) if expand_params else df
-
-
-def require_results(path: str | Path) -> pd.DataFrame:
-    """The verified rows of a results folder; an empty, foreign or wholly damaged folder is a
-    :class:`DataError` (exit 4), so no existing board or report is overwritten with an empty one."""
-    from robustbench_vit.errors import DataError
-
-    rows = load_results(path, expand_params=False)
-    if rows.empty:
-        raise DataError(
-            f"no rbvit results in {path} (no readable, verified runs/**/*.parquet); run rbvit eval first"
-        )
-    return rows
-
-
-def params_as_columns(df: pd.DataFrame) -> pd.DataFrame:
-    """Every key of the JSON ``params`` column as a column of its own (existing columns win)."""
-    if not len(df):
-        return df
-    params = pd.DataFrame([json.loads(p) if p else {} for p in df["params"]], index=df.index)
-    params = params[[c for c in params.columns if c not in df.columns]]
-    return pd.concat([df, params], axis=1)
-
-
-def load_samples(path: str | Path = "results") -> pd.DataFrame:
-    """All per-sample rows under a results folder (written with ``--save-samples``)."""
-    path = Path(path)
-    folder = path / "samples" if (path / "samples").is_dir() else path
-    return _read_folder(folder, SAMPLE_SCHEMA)
-
-
-def rows_to_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    return _plain_strings(pa.Table.from_pylist(list(rows), schema=SCHEMA)).to_pandas()

@@ -1,6 +1,6 @@
 """Standard figures from result rows (matplotlib, Agg backend, PNG files).
 
-Each function takes the rows of one dataset (:func:`robustbench_vit.storage.store.load_results`) and draws one
+Each function takes the rows of one dataset (:func:`robustbench_vit.storage.reading.load_results`) and draws one
 curve per model; :func:`render_figures` writes one file per figure kind and dataset, so CIFAR and
 ImageNet never share a panel. Accuracy curves carry their 95% Wilson interval over images as a band
 (and the spread over repeats as error bars), and attack / occlusion curves start at the clean point.
@@ -366,7 +366,7 @@ def run_figures(suite: str, frame: pd.DataFrame, out: Path) -> list[Path]:
 def draw_run_figures(frame: pd.DataFrame, out: str | Path) -> list[Path]:
     """The figures of every suite in a finished run's rows, under ``out/figures`` (what ``rbvit eval
     --out`` and a sweep cell draw after the run; the runner itself draws nothing)."""
-    from robustbench_vit.storage.store import params_as_columns
+    from robustbench_vit.storage.reading import params_as_columns
 
     paths: list[Path] = []
     if not len(frame):

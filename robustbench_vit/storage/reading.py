@@ -1,0 +1,145 @@
+"""Reading results back: every metric and per-sample row under a results folder, verified file by file
+(:func:`~robustbench_vit.storage.verified_parquet.read_verified`), with when each run was last seen current
+(:func:`recency`), the order every "latest value" choice follows."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from robustbench_vit.storage.store import PARTITION_COLUMNS, SAMPLE_SCHEMA, SCHEMA, SEEN_PREFIX
+from robustbench_vit.storage.verified_parquet import read_verified
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "read_rows_file",
+    "load_results",
+    "load_samples",
+    "require_results",
+    "params_as_columns",
+    "recency",
+    "rows_to_frame",
+]
+
+
+#: columns a file must have to be read as rbvit rows (anything else is a foreign Parquet file)
+_IDENTITY = ("run_id", "model", "suite", "condition")
+
+
+def read_rows_file(path: Path, schema: pa.Schema = None) -> pa.Table | None:  # type: ignore[assignment]
+    """One results file as a table of ``schema``; ``None`` (with a warning naming it) when it is empty,
+    truncated, not Parquet, or a Parquet file of some other program."""
+    schema = schema or SCHEMA
+    try:
+        file_schema = pq.read_schema(path)
+        missing = [c for c in _IDENTITY if c in schema.names and c not in file_schema.names]
+        if missing:
+            log.warning("skipping %s: not an rbvit results file (no %s column)", path, ", ".join(missing))
+            return None
+        return _plain_strings(read_verified(path, schema))
+    except (OSError, pa.ArrowException, ValueError) as e:
+        log.warning("skipping unreadable results file %s: %s", path, " ".join(str(e).split())[:200])
+        return None
+
+
+def _plain_strings(table: pa.Table) -> pa.Table:
+    """Dictionary-encoded partition columns decoded to plain strings (pandas ``object``, not ``category``)."""
+    for name in PARTITION_COLUMNS:
+        if name in table.column_names:
+            i = table.column_names.index(name)
+            table = table.set_column(i, name, table.column(name).cast(pa.string()))
+    return table
+
+
+def _read_folder(folder: Path, schema: pa.Schema) -> pd.DataFrame:
+    files = sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith((".", "_")))
+    tables = [t for t in (read_rows_file(f, schema) for f in files) if t is not None]
+    if not tables:
+        return _plain_strings(schema.empty_table()).to_pandas()
+    return pa.concat_tables(tables).to_pandas()
+
+
+def _seen_times(folder: Path) -> dict[str, pd.Timestamp]:
+    """``run_id -> when it was last completed or resumed whole`` from the ``_seen-*.json`` markers (an
+    unreadable marker only loses its run's preference, never a row)."""
+    seen: dict[str, pd.Timestamp] = {}
+    for p in folder.rglob(f"{SEEN_PREFIX}*.json"):
+        try:
+            info = json.loads(p.read_text())
+            run, when = str(info["run_id"]), pd.Timestamp(info["seen_at"])
+            if when.tzinfo is None:
+                raise ValueError("no time zone")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("ignoring unreadable run marker %s: %s", p, e)
+            continue
+        seen[run] = max(when, seen.get(run, when))
+    return seen
+
+
+def recency(df: pd.DataFrame) -> pd.Series:
+    """When each row's run was last seen current: the later of its ``finished_at`` and its run's last
+    complete or resumed evaluation (``seen_at``, added by :func:`load_results`). Every "latest value"
+    choice (leaderboard, analysis, baselines) orders by this, so a run resumed for restored inputs wins
+    over the rows of inputs that no longer exist."""
+    if "seen_at" in df:
+        return df["seen_at"].where(df["seen_at"].notna(), df["finished_at"])
+    return df["finished_at"]
+
+
+def load_results(path: str | Path = "results", *, expand_params: bool = True) -> pd.DataFrame:
+    """All metric rows under a results folder (or its ``runs/`` sub-folder) as one DataFrame.
+
+    With ``expand_params`` every key of the JSON ``params`` column becomes a column of its own
+    (``fraction``, ``grid``, ``eps`` ...), so ``df.pivot_table(...)`` works directly.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        from robustbench_vit.errors import DataError
+
+        raise DataError(f"results folder not found: {path}")
+    folder = path / "runs" if (path / "runs").is_dir() else path
+    df = _read_folder(folder, SCHEMA)
+    marks = pd.to_datetime(df["run_id"].map(_seen_times(folder)), utc=True).astype(df["finished_at"].dtype)
+    df["seen_at"] = marks.where(marks.notna() & (marks > df["finished_at"]), df["finished_at"])
+    return params_as_columns(df) if expand_params else df
+
+
+def require_results(path: str | Path) -> pd.DataFrame:
+    """The verified rows of a results folder; an empty, foreign or wholly damaged folder is a
+    :class:`DataError` (exit 4), so no existing board or report is overwritten with an empty one."""
+    from robustbench_vit.errors import DataError
+
+    rows = load_results(path, expand_params=False)
+    if rows.empty:
+        raise DataError(
+            f"no rbvit results in {path} (no readable, verified runs/**/*.parquet); run rbvit eval first"
+        )
+    return rows
+
+
+def params_as_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Every key of the JSON ``params`` column as a column of its own (existing columns win)."""
+    if not len(df):
+        return df
+    params = pd.DataFrame([json.loads(p) if p else {} for p in df["params"]], index=df.index)
+    params = params[[c for c in params.columns if c not in df.columns]]
+    return pd.concat([df, params], axis=1)
+
+
+def load_samples(path: str | Path = "results") -> pd.DataFrame:
+    """All per-sample rows under a results folder (written with ``--save-samples``)."""
+    path = Path(path)
+    folder = path / "samples" if (path / "samples").is_dir() else path
+    return _read_folder(folder, SAMPLE_SCHEMA)
+
+
+def rows_to_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    return _plain_strings(pa.Table.from_pylist(list(rows), schema=SCHEMA)).to_pandas()
