@@ -290,3 +290,27 @@ def test_the_board_shows_the_run_seen_last_when_inputs_are_restored(world):
     board = build_leaderboard(out)
     assert board.query("metric == 'nll'").value.tolist() == [first]
     assert pivot(load_results(out), suite="clean", metric="nll").iloc[0, 0] == first
+
+
+@needs_cifar
+def test_per_image_rows_come_from_the_run_seen_last_never_a_mix(world):
+    """Per-sample readers (compare, worst-case) take one run per model and condition, the one seen last:
+    after a card is edited and restored, the paired test reads the restored card's images only."""
+    from robustbench_vit.results.analysis import mcnemar
+    from robustbench_vit.storage.reading import latest_runs, load_samples
+
+    out, cache = world["root"] / "out", world["root"] / "cache"
+    original = world["card"].read_text()
+    first = run(world, out, cache, save_samples=True)
+    CHANGES["label_order"](world)
+    edited = run(world, out, cache, save_samples=True)
+    world["card"].write_text(original)
+    run(world, out, cache, save_samples=True)
+    samples = load_samples(out)
+    loss = {r: samples[samples.run_id == r].sort_values("index").loss.tolist() for r in set(samples.run_id)}
+    first_run, edited_run = first.run_id.iloc[0], edited.run_id.iloc[0]
+    assert loss[first_run] != loss[edited_run]  # the two runs' per-image rows differ
+    chosen = latest_runs(samples, ["dataset", "condition"]).sort_values("index")
+    assert set(chosen.run_id) == {first_run} and chosen.loss.tolist() == loss[first_run]
+    test = mcnemar(out, str(world["card"]), str(world["card"]))
+    assert test.n == 30 and test.acc_a == pytest.approx(float(first.query("metric == 'top1'").value.iloc[0]))

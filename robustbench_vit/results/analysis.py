@@ -20,7 +20,7 @@ import pandas as pd
 from robustbench_vit.errors import DataError
 from robustbench_vit.metrics.mce import mce, relative_mce
 from robustbench_vit.models.names import stored_key
-from robustbench_vit.storage.reading import load_results, load_samples, recency
+from robustbench_vit.storage.reading import latest_runs, load_results, load_samples, recency
 from robustbench_vit.suites._common import curve_auc
 
 __all__ = [
@@ -140,8 +140,10 @@ def mcnemar(
         s = s[s.dataset == dataset]
     if condition:
         s = s[s.condition == condition]
-    a = s[s.model == model_a].drop_duplicates(["dataset", "condition", "index"], keep="last")
-    b = s[s.model == model_b].drop_duplicates(["dataset", "condition", "index"], keep="last")
+    # per model and condition the rows of one run, the one seen current last (never a mix of runs)
+    a = latest_runs(s[s.model == model_a], ["dataset", "condition"])
+    b = latest_runs(s[s.model == model_b], ["dataset", "condition"])
+    a, b = (d.drop_duplicates(["dataset", "condition", "index"], keep="last") for d in (a, b))
     if a.empty or b.empty:
         missing = model_a if a.empty else model_b
         raise DataError(f"no per-sample rows for {missing} in suite {suite}; rerun it with --save-samples")

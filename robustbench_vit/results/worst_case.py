@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from robustbench_vit.errors import DataError
-from robustbench_vit.storage.reading import load_results, load_samples
+from robustbench_vit.storage.reading import latest_runs, load_results, load_samples
 
 __all__ = ["ATTACK_SUITES", "worst_case", "final_attack_rows"]
 
@@ -57,17 +57,21 @@ def worst_case(
     """
     from robustbench_vit.models.names import stored_key
 
-    s = load_samples(results)
+    rows = load_results(results, expand_params=False)
+    s = load_samples(results, runs=rows)
     key = stored_key(model, s.model.unique())
     s = s[(s.model == key) & s.suite.isin(suites)]
     if dataset:
         s = s[s.dataset == dataset]
     s = s[final_attack_rows(s.condition)]
+    s = latest_runs(
+        s.assign(source_model=s.source_model.fillna("")), ["dataset", "suite", "condition", "source_model"]
+    )
     if s.empty:
         raise DataError(
             f"no adversarial per-sample rows for {key} in {results}; run {', '.join(suites)} with --save-samples"
         )
-    s = s.merge(_threats(load_results(results, expand_params=False)), on=["run_id", "condition"], how="inner")
+    s = s.merge(_threats(rows), on=["run_id", "condition"], how="inner")
     s["attack"] = (
         s.suite + ":" + s.condition + s.source_model.fillna("").map(lambda m: f" from {m}" if m else "")
     )

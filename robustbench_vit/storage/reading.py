@@ -26,6 +26,7 @@ __all__ = [
     "require_results",
     "params_as_columns",
     "recency",
+    "latest_runs",
     "rows_to_frame",
 ]
 
@@ -134,11 +135,31 @@ def params_as_columns(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([df, params], axis=1)
 
 
-def load_samples(path: str | Path = "results") -> pd.DataFrame:
-    """All per-sample rows under a results folder (written with ``--save-samples``)."""
+def load_samples(path: str | Path = "results", *, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """All per-sample rows under a results folder (written with ``--save-samples``), each with its run's
+    ``seen_at`` (:func:`recency` of the run's metric rows ``runs``, read from the folder unless given;
+    null where they are not beside it)."""
     path = Path(path)
     folder = path / "samples" if (path / "samples").is_dir() else path
-    return _read_folder(folder, SAMPLE_SCHEMA)
+    df = _read_folder(folder, SAMPLE_SCHEMA)
+    if runs is None and (path / "runs").is_dir():
+        runs = load_results(path, expand_params=False)
+    seen = {} if runs is None or runs.empty else recency(runs).groupby(runs["run_id"]).max().to_dict()
+    df["seen_at"] = pd.to_datetime(df["run_id"].map(seen), utc=True)
+    return df
+
+
+def latest_runs(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """The rows of one run per ``by`` group: the run seen current last (``seen_at``, then the run id for
+    a stable choice). Per-image rows of two runs (weights or images since changed) are never mixed."""
+    if df.empty:
+        return df
+    order = df.assign(
+        _seen=df["seen_at"] if "seen_at" in df else pd.NaT, _by=df[by].astype(str).agg("|".join, axis=1)
+    )
+    chosen = order.sort_values(["_seen", "run_id"], na_position="first").drop_duplicates("_by", keep="last")
+    keep = set(zip(chosen["_by"], chosen["run_id"]))
+    return df[[k in keep for k in zip(order["_by"], order["run_id"])]]
 
 
 def rows_to_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
