@@ -177,3 +177,25 @@ def test_natural_key():
         "grid=4x8",
         "grid=14x14",
     ]
+
+
+def test_figures_draw_the_rows_the_board_aggregates_one_curve_per_label():
+    """A figure never averages what the board keeps apart: a smaller later image set, an older rerun of
+    one seed, two weights under one name."""
+    from robustbench_vit.results.figures.plots import figure_rows
+    from robustbench_vit.results.leaderboard import board_rows
+
+    rows = rows_to_frame(
+        [
+            row(value=0.70, image_set="full", n=1000, n_images=1000),
+            row(value=0.60, image_set="full", n=1000, n_images=1000, minute=1),  # a rerun of seed 0
+            row(value=0.90, image_set="lim100", minute=5),
+            row(value=0.80, weights="timm:m.other", minute=6),
+        ]
+    )
+    kept = board_rows(rows).sort_values("value")
+    assert kept["value"].tolist() == [0.60, 0.80]
+    assert kept["label"].tolist() == ["m [timm:m.tag]", "m [timm:m.other]"]
+    drawn = figure_rows(rows)
+    assert sorted(drawn["model"]) == ["m [timm:m.other]", "m [timm:m.tag]"]
+    assert board_rows(rows.iloc[:0]).empty

@@ -101,13 +101,13 @@ def leaderboard_cmd(
 def plot_cmd(results: str, figures: str | None, legacy_out: str | None, kind: tuple[str, ...]) -> None:
     """Render the standard figures (one curve per model) from a results folder to PNG."""
     out = figures or _legacy(legacy_out, "--figures")
-    from robustbench_vit.results.figures.plots import PLOTTERS, plot_all
+    from robustbench_vit.results.figures.plots import PLOTTERS, figure_rows, plot_all
     from robustbench_vit.storage.reading import load_results
 
     unknown = [k for k in kind if k not in PLOTTERS]
     if unknown:
         raise RbvitError(f"unknown figure kind {unknown[0]!r}; known: {', '.join(PLOTTERS)}")
-    files = plot_all(load_results(results), out or f"{results}/figures", list(kind) or None)
+    files = plot_all(figure_rows(load_results(results)), out or f"{results}/figures", list(kind) or None)
     if not files:
         raise RbvitError(f"no rows in {results} that the requested figures can draw")
     for f in files:

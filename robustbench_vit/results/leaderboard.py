@@ -30,6 +30,7 @@ from robustbench_vit.storage.store import atomic_write_table
 __all__ = [
     "wilson_interval",
     "build_leaderboard",
+    "board_rows",
     "write_leaderboard",
     "render_markdown",
     "PROPORTIONS",
@@ -91,6 +92,11 @@ def build_leaderboard(results: str | Path | pd.DataFrame, *, all_variants: bool 
     the paper cards whose protocol a row follows on their image set (:mod:`robustbench_vit.published`).
     """
     df = results if isinstance(results, pd.DataFrame) else load_results(results, expand_params=False)
+    return _board(df, all_variants)[0]
+
+
+def _board(df: pd.DataFrame, all_variants: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(leaderboard, the stored rows it aggregates with their board label)``."""
     cols = [
         *_KEY,
         "model",
@@ -115,7 +121,7 @@ def build_leaderboard(results: str | Path | pd.DataFrame, *, all_variants: bool 
         "finished_at",
     ]
     if df.empty:
-        return pd.DataFrame(columns=[*cols, "ci_low", "ci_high", "rank", "comparable_with"])
+        return pd.DataFrame(columns=[*cols, "ci_low", "ci_high", "rank", "comparable_with"]), df
     df = _with_variant_columns(df).assign(_seen=lambda d: recency(d))
     # reruns of one seed: the row of the run seen current last wins; then seeds are aggregated
     keys = list(dict.fromkeys([*_GROUP, "image_set", *_KEY]))
@@ -154,6 +160,7 @@ def build_leaderboard(results: str | Path | pd.DataFrame, *, all_variants: bool 
         best = size.sort_values(["n_images", "_seen"]).drop_duplicates(_GROUP, keep="last")
         agg = agg.merge(best[[*_GROUP, "image_set"]], on=[*_GROUP, "image_set"])
     agg["label"] = _labels(agg, all_variants)
+    rows = df.merge(agg[[*keys, "label"]], on=keys).drop(columns=["_seen", "preprocessing_key"])
     agg = agg.rename(columns={"preprocessing_key": "preprocessing"})
     ci = [
         wilson_interval(v, n) if m in PROPORTIONS else (np.nan, np.nan)
@@ -164,7 +171,17 @@ def build_leaderboard(results: str | Path | pd.DataFrame, *, all_variants: bool 
     agg["_s"] = np.where(agg["higher_is_better"], -agg["value"], agg["value"])
     agg["rank"] = agg.groupby(_KEY)["_s"].rank(method="min", na_option="bottom").astype("int64")
     out = agg.drop(columns="_s")[[*cols, "ci_low", "ci_high", "rank", "comparable_with"]]
-    return out.sort_values([*_KEY, "rank", "label"]).reset_index(drop=True)
+    out = out.sort_values([*_KEY, "rank", "label"]).reset_index(drop=True)
+    return out, rows
+
+
+def board_rows(results: str | Path | pd.DataFrame, *, all_variants: bool = False) -> pd.DataFrame:
+    """The stored rows a leaderboard aggregates, each with its board ``label``: per seed the run seen
+    current last, the largest image set per comparable group. Figures drawn from these (one curve per
+    label) show what the board shows: never a run of inputs that no longer exist averaged in, never a
+    100-image run mixed with a 1000-image one, never two weights of one name on one curve."""
+    df = results if isinstance(results, pd.DataFrame) else load_results(results)
+    return _board(df, all_variants)[1].assign(label=lambda d: d.get("label", pd.Series(dtype=str)))
 
 
 def _followed_by_all(marks: pd.Series) -> str:

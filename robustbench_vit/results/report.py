@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from robustbench_vit import __version__
-from robustbench_vit.results.figures.plots import FIGURE_SUITES, Figure, render_figures
+from robustbench_vit.results.figures.plots import FIGURE_SUITES, Figure, figure_rows, render_figures
 from robustbench_vit.results.figures.reproduction import plot_reproduction
 from robustbench_vit.results.leaderboard import build_leaderboard, suite_tables
 from robustbench_vit.storage.reading import load_results
@@ -157,7 +157,7 @@ def write_report(results: str | Path, out: str | Path) -> Path:
     df = load_results(results)
     board = build_leaderboard(load_results(results, expand_params=False))
     with tempfile.TemporaryDirectory() as tmp:
-        figures = render_figures(df, tmp)
+        figures = render_figures(figure_rows(df), tmp)
         sections, others = _sections(board, figures)
         extra = "".join(_figure_html(f) for f in others)
         reproductions = _reproductions(results, tmp)

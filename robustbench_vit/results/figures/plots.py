@@ -32,6 +32,7 @@ __all__ = [
     "plot_occlusion",
     "plot_patch_shuffle",
     "plot_all",
+    "figure_rows",
     "render_figures",
     "Figure",
     "PLOTTERS",
@@ -141,6 +142,16 @@ def render_figures(df: pd.DataFrame, out_dir: str | Path, kinds: list[str] | Non
             if p is not None:
                 written.append(Figure(kind, str(dataset), p))
     return written
+
+
+def figure_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows a results folder's figures draw: those its leaderboard aggregates (per seed the run seen
+    current last, the largest image set), one curve per board label (:func:`~robustbench_vit.results.
+    leaderboard.board_rows`), so a figure never averages runs the board keeps apart."""
+    from robustbench_vit.results.leaderboard import board_rows
+
+    rows = board_rows(df)
+    return rows.assign(model=rows["label"]) if len(rows) else rows
 
 
 def plot_all(df: pd.DataFrame, out_dir: str | Path, kinds: list[str] | None = None) -> list[Path]:
