@@ -63,6 +63,11 @@ def test_flat_folder_with_label_file(tmp_path):
     (tmp_path / "bad.txt").write_text("ILSVRC2012_val_00000000 n01440764\n")
     with pytest.raises(DataError, match="no label"):
         flat_folder(tmp_path / "img", tmp_path / "bad.txt")
+    (tmp_path / "twice.txt").write_text(
+        "ILSVRC2012_val_00000000 n01440764\nILSVRC2012_val_00000001 n01443537\nILSVRC2012_val_00000000 n01443537\n"
+    )
+    with pytest.raises(DataError, match="two labels"):  # never the last line silently winning
+        flat_folder(tmp_path / "img", tmp_path / "twice.txt")
 
 
 def test_cifar_python_batches_are_read_without_unpickling_code(tmp_path):
@@ -99,6 +104,9 @@ def test_subset_file(tmp_path):
     (tmp_path / "bad.txt").write_text("cow/0.png\n")
     with pytest.raises(DataError, match="not in"):
         read_subset(str(tmp_path / "bad.txt"), ds)
+    (tmp_path / "twice.txt").write_text("dog/1.png\ncat/0.png\ndog/1.png\n")
+    with pytest.raises(DataError, match="1 items more than once, e.g. dog/1.png"):
+        read_subset(str(tmp_path / "twice.txt"), ds)
 
 
 @needs_cifar

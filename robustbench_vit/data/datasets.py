@@ -167,7 +167,11 @@ def flat_folder(root: str | Path, labels: str | Path) -> ImageDataset:
         parts = line.replace(",", " ").split()
         if len(parts) < 2 or parts[0].lower() in ("imageid", "file", "filename", "image"):
             continue
-        by_stem[Path(parts[0]).stem] = parts[1]
+        stem = Path(parts[0]).stem
+        if by_stem.setdefault(stem, parts[1]) != parts[1]:
+            raise DataError(
+                f"label file {labels} gives {parts[0]} two labels ({by_stem[stem]}, {parts[1]}); keep one line per image"
+            )
     files = _list_images(root)
     if not files:
         raise DataError(f"no images in {root}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from importlib import resources
 from pathlib import Path
 
@@ -76,4 +77,9 @@ def read_subset(spec: str, ds: ImageDataset) -> np.ndarray:
         raise DataError(f"subset {spec!r}: {len(missing)} items not in {ds.root}, e.g. {missing[0]}")
     if not wanted:
         raise DataError(f"subset {spec!r} names no items (one relative path per line)")
+    twice = sorted(w for w, k in Counter(wanted).items() if k > 1)
+    if twice:
+        raise DataError(
+            f"subset {spec!r} names {len(twice)} items more than once, e.g. {twice[0]} (each image would count twice)"
+        )
     return np.sort(np.asarray([pos[w] for w in wanted], dtype=np.int64))
