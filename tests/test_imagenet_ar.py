@@ -36,6 +36,28 @@ def _ar_fixture(root: Path, name: str) -> Path:
 
 @needs_imagenet
 @pytest.mark.parametrize("name", ["imagenet-a", "imagenet-r"])
+def test_an_incomplete_copy_is_never_scored_1000_way_as_if_it_were_the_benchmark(tmp_path, name, caplog):
+    """A partial download named like the benchmark is refused (its 1000-way numbers would pass for the
+    200-way protocol's); unnamed, 100+ classes of one set are scored as asked with a warning naming the flag."""
+    from robustbench_vit.data.registry import open_dataset
+    from robustbench_vit.errors import DataError
+
+    root = _ar_fixture(tmp_path / name.replace("-", "_"), name)
+    assert open_dataset(root)[0] == name  # complete: recognised
+    for w in subset_synsets(name)[0][120:]:
+        for f in (root / w).iterdir():
+            f.unlink()
+        (root / w).rmdir()
+    with pytest.raises(DataError, match=f"named like {name} but holds 120 of its 200 class folders"):
+        open_dataset(root)
+    assert open_dataset(root, dataset=name)[0] == name
+    plain = root.rename(tmp_path / "mine")
+    assert open_dataset(plain)[0] == "imagenet-val"
+    assert f"pass --dataset {name}" in caplog.text
+
+
+@needs_imagenet
+@pytest.mark.parametrize("name", ["imagenet-a", "imagenet-r"])
 def test_ar_fixture_masked_and_unmasked_refused(tmp_path, name):
     root = _ar_fixture(tmp_path / name, name)
     suite = name.replace("-", "_")

@@ -177,7 +177,7 @@ def open_dataset(
             f"found e.g. {ds.classes[0]!r}"
         )
     if dataset is None:
-        dataset = _guess_name(ds)
+        dataset = _guess_name(ds, root)
     return dataset, ds
 
 
@@ -197,11 +197,38 @@ def _with_imagenet_wnids(ds: ImageDataset) -> ImageDataset:
     return dataclasses.replace(ds, classes=tuple(wnids[int(c)] for c in ds.classes))
 
 
-def _guess_name(ds: ImageDataset) -> str:
-    if len(ds.classes) == 200:
-        for name in MASKED_DATASETS:
-            if set(ds.classes) == set(subset_synsets(name)[0]):
-                return name
+#: folder-name spellings of the masked datasets (``imagenet-r``, ``imagenet_rendition``, ``imagenet-a``)
+_MASKED_HINTS = {
+    "imagenet-a": ("imageneta", "imagenetadversarial"),
+    "imagenet-r": ("imagenetr", "imagenetrendition"),
+}
+
+
+def _guess_name(ds: ImageDataset, root: Path) -> str:
+    """The dataset a folder holds, from its classes. The 200-class sets (ImageNet-A/-R, scored 200-way)
+    are recognised by their exact class set; a folder *named* like one of them but holding only some of
+    its classes is refused (1000-way scores would pass for its numbers), and 100 or more classes that all
+    fall in one of them get a warning naming the flag."""
+    classes = set(ds.classes)
+    spelled = "".join(ch for ch in root.resolve().name.lower() if ch.isalnum())
+    for name in MASKED_DATASETS:
+        mask = set(subset_synsets(name)[0])
+        if classes == mask:
+            return name
+        if classes < mask and spelled in _MASKED_HINTS[name]:
+            raise DataError(
+                f"{root} is named like {name} but holds {len(classes)} of its 200 class folders; pass "
+                f"--dataset {name} to score it 200-way as the benchmark does, or --dataset imagenet-val for 1000-way"
+            )
+        if classes < mask and len(classes) >= 100:
+            log.warning(
+                "%s: all %d class folders are %s classes; scoring 1000-way as imagenet-val (pass --dataset %s "
+                "for its 200-way protocol)",
+                root,
+                len(classes),
+                name,
+                name,
+            )
     if all(is_wnid(c) for c in ds.classes):
         return "imagenet-samples" if len(ds) == len(ds.classes) == 1000 else "imagenet-val"
     from robustbench_vit.data.labels import CIFAR10_CLASSES
