@@ -6,8 +6,9 @@ paths or sizes:
 - **model** (:func:`robustbench_vit.models.identity.model_identity`, completed by
   :func:`loaded_model_identity`): the whole resolved spec, the SHA-256 of the weights file (or the
   loaded tensors of a hub model, module or entry point), the code that builds the architecture (the
-  building package's version, or the source of a module's classes), a card's whole content (``arch``, ``kwargs``,
-  ``num_classes``, ``label_space`` in order), the preprocessing and the label space's classes in order;
+  building package's version, or the source of a module's classes and its settings), a card's whole
+  content (``arch``, ``kwargs``, ``num_classes``, ``label_space`` in order), the preprocessing and the
+  label space's classes in order;
 - **data** (:meth:`robustbench_vit.data.cache.ImageCache.identity`): every selected item's id, the SHA-256
   of its file (or pixels) and its dataset class (so a labels file or a class folder takes part);
 - **parameters**: the suite's configuration and the run options that change a number, canonicalised

@@ -5,16 +5,16 @@ model, recomputed instead of resumed."""
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 from importlib import metadata
 
 import pytest
-import torch
 from torch import nn
 
 from robustbench_vit.data import digests
 from robustbench_vit.engine.runner import evaluate
-from robustbench_vit.models.identity import architecture_code, classes_code
+from robustbench_vit.models.identity import architecture_code, module_code
 from robustbench_vit.models.modules import wrap_module
 from robustbench_vit.models.names import resolve_spec
 from tests.helpers import CIFAR10_TEST, needs_cifar, write_cifar_card
@@ -95,26 +95,29 @@ def test_an_entry_point_whose_forward_was_edited_is_recomputed(tmp_path, monkeyp
     sys.modules.pop("tiny_factory", None)
 
 
-def test_a_module_handed_over_in_python_is_identified_by_its_classes_code():
+def test_a_module_handed_over_in_python_is_identified_by_its_module_code():
+    """Same tensors, another forward, another setting beside the tensors, another torch layer without
+    weights: each is another model."""
+
     class A(nn.Module):
-        def __init__(self):
+        def __init__(self, temperature: float = 1.0, act: nn.Module | None = None):
             super().__init__()
             self.fc = nn.Linear(4, 2)
+            self.temperature = temperature
+            self.act = act or nn.GELU()
 
         def forward(self, x):
-            return self.fc(x)
+            return self.act(self.fc(x)) / self.temperature
 
     class B(A):
         def forward(self, x):
             return -self.fc(x)
 
-    a, b = A(), B()
-    b.load_state_dict(a.state_dict())
     cfg = {"input_size": (3, 2, 2), "mean": (0.5,) * 3, "std": (0.5,) * 3, "label_space": "imagenet1k"}
-    ia = wrap_module(a, preprocessing=cfg, name="m", device="cpu").identity
-    ib = wrap_module(b, preprocessing=cfg, name="m", device="cpu").identity
-    assert ia["weights"] == ib["weights"] and ia["code"] != ib["code"]
-    assert classes_code(nn.Sequential(nn.Linear(2, 2))) == classes_code(
-        nn.Sequential(nn.ReLU())
-    )  # torch only
-    assert torch.equal(a.fc.weight, b.fc.weight)
+    nets = [A(), B(), A(temperature=2.0), A(act=nn.ReLU()), A(act=nn.GELU(approximate="tanh"))]
+    for net in nets[1:]:
+        net.load_state_dict(nets[0].state_dict())
+    ids = [wrap_module(n, preprocessing=cfg, name="m", device="cpu").identity for n in nets]
+    assert len({i["weights"] for i in ids}) == 1  # the tensors are the same ...
+    assert len({json.dumps(i["code"]) for i in ids}) == len(nets)  # ... the models are not
+    assert module_code(A()) == module_code(A())  # and the same model is the same

@@ -27,7 +27,7 @@ __all__ = [
     "weights_identity",
     "hub_revision",
     "architecture_code",
-    "classes_code",
+    "module_code",
     "model_identity",
 ]
 
@@ -175,10 +175,12 @@ def architecture_code(spec: ModelSpec) -> dict[str, str]:
         return {dist: "not installed"}
 
 
-def classes_code(net: Any) -> str:
-    """SHA-256 over the code of every class a network is built of, outside torch: the bytes of the file
-    that defines each class, or its source text where it has none (a notebook cell), else its name. Code
-    that builds models (an entry point, a module handed over in Python) identifies its forward this way."""
+def module_code(net: Any) -> str:
+    """SHA-256 over the code of every class a network is built of, outside torch (the bytes of the file
+    that defines each class, or its source text where it has none, a notebook cell; else its name), and
+    over every submodule's structure and plain settings (``repr``, and attributes that are numbers,
+    strings or tuples of them: a ``temperature = 1.5`` beside the tensors). Code that builds models (an
+    entry point, a module handed over in Python) identifies its forward this way."""
     import hashlib
     import inspect
     import sys
@@ -194,7 +196,19 @@ def classes_code(net: Any) -> str:
             h.update(Path(path).read_bytes() if path else inspect.getsource(cls).encode())
         except (OSError, TypeError):
             pass  # no source to read (a class built at run time): its name stands for it
+    h.update(repr(net).encode())
+    for name, m in net.named_modules():
+        settings = {
+            k: v for k, v in vars(m).items() if not k.startswith("_") and k != "training" and _plain(v)
+        }
+        h.update(f"{name}\0{sorted(settings.items())!r}\n".encode())
     return h.hexdigest()
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, (tuple, list)):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
 
 
 def model_identity(

@@ -40,7 +40,7 @@ from robustbench_vit.models.hub import (
     torch_cache_dir,
     unavailable,
 )
-from robustbench_vit.models.identity import classes_code, model_identity
+from robustbench_vit.models.identity import model_identity, module_code
 from robustbench_vit.models.modules import LoadedModel, PixelModel, state_digest, wrap_module
 from robustbench_vit.models.names import RANDOM_SUFFIX, resolve_spec
 from robustbench_vit.models.robustbench_source import load_robustbench
@@ -89,7 +89,7 @@ def load_model(
     ident = identity["weights"]
     if spec.source == "entrypoint":  # code decides what it returns: identify its tensors and classes
         ident = f"sha256:{state_digest(net)}"
-        identity.update(weights=ident, code={"classes": classes_code(net)})
+        identity.update(weights=ident, code={"modules": module_code(net)})
     elif pretrained and not checkpoint and spec.source in HUB_SOURCES:
         # hub weights: what was loaded, whatever the hub served under that name (~0.25 s for a ViT-B)
         identity["weights"] = f"{ident.split()[0]} tensors:{state_digest(net)}"

@@ -18,7 +18,7 @@ from robustbench_vit.data.labels import LabelSpace, get_label_space
 from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.device import autocast, autocast_dtype, select_device
 from robustbench_vit.errors import ConfigError
-from robustbench_vit.models.identity import classes_code
+from robustbench_vit.models.identity import module_code
 from robustbench_vit.models.zoo import ModelSpec, guess_family
 
 __all__ = [
@@ -151,7 +151,7 @@ def wrap_module(
         "spec": spec.to_dict(),
         "pretrained": True,
         "weights": f"sha256:{state}",
-        "code": {"classes": classes_code(net)},
+        "code": {"modules": module_code(net)},
     }
     return LoadedModel(spec, module, data_cfg, get_label_space(label), dev, dtype, weights, identity)
 
