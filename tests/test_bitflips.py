@@ -77,6 +77,31 @@ def test_a_damaged_results_file_is_recomputed_on_resume(run):
 
 
 @needs_cifar
+def test_flipped_bits_in_a_run_marker_never_change_which_run_is_read(run):
+    """The ``_seen-`` marker decides which of two runs of one model a reader takes. Every single-bit flip
+    in it is caught by its SHA-256 (the marker is then ignored, with a warning) or changes nothing."""
+    import json
+
+    from robustbench_vit.storage.reading import _seen_times
+
+    root, ev, _ = run
+    out = root / "out-marker"
+    ev(out, root / "cache")
+    (marker,) = (out / "runs").rglob("_seen-*.json")
+    pristine = marker.read_bytes()
+    truth = _seen_times(out / "runs")
+    assert list(truth) == [json.loads(pristine)["run_id"]]
+    for bit in range(len(pristine) * 8):
+        marker.write_bytes(pristine)
+        flip(marker, bit)
+        assert _seen_times(out / "runs") in ({}, truth), f"bit {bit} moved a preference"
+    marker.write_bytes(pristine)
+    renamed = marker.with_name("_seen-other-0123456789ab.json")
+    marker.rename(renamed)
+    assert _seen_times(out / "runs") == {}  # a marker copied under another run's name names nothing
+
+
+@needs_cifar
 @pytest.mark.parametrize("name", ["images.npy", "filled.npy", "checksums.npy", "sources.npy", "identity"])
 def test_flipped_bits_in_cache_files_are_rebuilt_never_fatal(run, name):
     root, ev, truth = run

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from robustbench_vit.storage.store import PARTITION_COLUMNS, SAMPLE_SCHEMA, SCHEMA, SEEN_PREFIX
+from robustbench_vit.storage.store import PARTITION_COLUMNS, SAMPLE_SCHEMA, SCHEMA, SEEN_PREFIX, seen_digest
 from robustbench_vit.storage.verified_parquet import read_verified
 
 log = logging.getLogger(__name__)
@@ -69,13 +69,17 @@ def _read_folder(folder: Path, schema: pa.Schema) -> pd.DataFrame:
 
 
 def _seen_times(folder: Path) -> dict[str, pd.Timestamp]:
-    """``run_id -> when it was last completed or resumed whole`` from the ``_seen-*.json`` markers (an
-    unreadable marker only loses its run's preference, never a row)."""
+    """``run_id -> when it was last completed or resumed whole`` from the ``_seen-*.json`` markers; a
+    marker that fails its SHA-256 (a flipped bit, an edit, a copy under another name) or cannot be read is
+    ignored with a warning: its run only loses its preference, never a row."""
     seen: dict[str, pd.Timestamp] = {}
     for p in folder.rglob(f"{SEEN_PREFIX}*.json"):
         try:
             info = json.loads(p.read_text())
-            run, when = str(info["run_id"]), pd.Timestamp(info["seen_at"])
+            run, stamp = str(info["run_id"]), str(info["seen_at"])
+            if info.get("sha256") != seen_digest(p.name, run, stamp):
+                raise ValueError("it fails its SHA-256 (damaged, edited or copied)")
+            when = pd.Timestamp(stamp)
             if when.tzinfo is None:
                 raise ValueError("no time zone")
         except (OSError, ValueError, KeyError, TypeError) as e:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -46,6 +47,7 @@ __all__ = [
     "SCHEMA",
     "SAMPLE_SCHEMA",
     "SEEN_PREFIX",
+    "seen_digest",
     "RunStore",
     "atomic_write_table",
 ]
@@ -149,6 +151,13 @@ SAMPLE_SCHEMA = pa.schema(
 
 #: name prefix of the markers recording when a run was last completed or resumed whole
 SEEN_PREFIX = "_seen-"
+
+
+def seen_digest(name: str, run_id: str, seen_at: str) -> str:
+    """SHA-256 a ``_seen-`` marker carries over its file name, run id and time: a flipped bit or a marker
+    copied under another run's name is ignored, never read as a preference."""
+    return hashlib.sha256(f"{name}\0{run_id}\0{seen_at}".encode()).hexdigest()
+
 
 _SAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 
@@ -266,9 +275,16 @@ class RunStore:
         one whose rows were written last. A read-only folder is left as it is."""
         path = self.runs_dir / f"{SEEN_PREFIX}{self.prefix}.json"
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        when = dt.datetime.now(dt.timezone.utc).isoformat()
         try:
             tmp.write_text(
-                json.dumps({"run_id": self.run_id, "seen_at": dt.datetime.now(dt.timezone.utc).isoformat()})
+                json.dumps(
+                    {
+                        "run_id": self.run_id,
+                        "seen_at": when,
+                        "sha256": seen_digest(path.name, self.run_id, when),
+                    }
+                )
             )
             os.replace(tmp, path)
         except OSError as e:
