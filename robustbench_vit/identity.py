@@ -12,7 +12,10 @@ paths or sizes:
 - **data** (:meth:`robustbench_vit.data.cache.ImageCache.identity`): every selected item's id, the SHA-256
   of its file (or pixels) and its dataset class (so a labels file or a class folder takes part);
 - **parameters**: the suite's configuration and the run options that change a number, canonicalised
-  (:func:`canonical_json`: sorted keys, tuples as lists, no NaN or infinity).
+  (:func:`canonical_json`: sorted keys, tuples as lists, no NaN or infinity);
+- **software** (:func:`software_identity`): the versions of the libraries every number passes through
+  (torch, torchvision, Pillow), so an upgrade recomputes instead of mixing two implementations in one
+  run; rbvit's own changes are keyed by each suite's ``version``.
 
 Keys built from these: the run id (:func:`run_key`, and from it every results file), the sweep cell's
 completeness (:func:`robustbench_vit.sweeps.run.plan`), the transfer suite's crafted adversarials, the
@@ -22,13 +25,14 @@ cache tags each slot with its source file's digest (:mod:`robustbench_vit.data.f
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["canonical_json", "digest", "run_key", "derived_key", "loaded_model_identity"]
+__all__ = ["canonical_json", "digest", "run_key", "derived_key", "loaded_model_identity", "software_identity"]
 
 
 def _plain(obj: Any) -> Any:
@@ -73,3 +77,18 @@ def loaded_model_identity(loaded: Any) -> dict[str, Any]:
         "label_space": digest([loaded.label_space.names, loaded.label_space.wnids]),
         "dtype": loaded.dtype,
     }
+
+
+@functools.cache
+def software_identity() -> dict[str, str]:
+    """The versions of the libraries that decode, resize and compute every number (torch, torchvision,
+    Pillow): part of every run id, sweep cell and decoded-image cache key."""
+    from importlib import metadata
+
+    versions = {}
+    for dist in ("torch", "torchvision", "pillow"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    return versions

@@ -121,3 +121,35 @@ def test_a_module_handed_over_in_python_is_identified_by_its_module_code():
     assert len({i["weights"] for i in ids}) == 1  # the tensors are the same ...
     assert len({json.dumps(i["code"]) for i in ids}) == len(nets)  # ... the models are not
     assert module_code(A()) == module_code(A())  # and the same model is the same
+
+
+@needs_cifar
+def test_a_library_upgrade_recomputes_redecodes_and_reruns_the_sweep(tmp_path, monkeypatch):
+    """torch, torchvision and Pillow decode, resize and compute every number: after an upgrade a run,
+    its decoded-image cache and a sweep cell are new, never a mix of two implementations."""
+    from robustbench_vit.identity import software_identity
+    from robustbench_vit.sweeps.run import load_sweep, run_sweep
+
+    card = str(write_cifar_card(tmp_path / "card"))
+    kw = dict(data=str(CIFAR10_TEST), limit=10, out=str(tmp_path / "out"), cache_dir=str(tmp_path / "c"))
+    toml = tmp_path / "sweep.toml"
+    toml.write_text(
+        f'[sweep]\nout = "{tmp_path / "sweep-out"}"\ndata = "{CIFAR10_TEST}"\nlimit = 10\n'
+        f'models = ["{card}"]\n[[suite]]\nname = "clean"\n'
+    )
+    software_identity.cache_clear()
+    first = evaluate(card, "clean", progress=False, **kw)
+    assert [s.status for s in run_sweep(load_sweep(toml))] == ["done"]
+    assert [s.status for s in run_sweep(load_sweep(toml))] == ["skipped"]
+    caches = {p.name for p in (tmp_path / "c").iterdir() if p.is_dir() and p.name != "identity"}
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda d: "99.0" if d == "torch" else real(d))
+    software_identity.cache_clear()
+    try:
+        upgraded = evaluate(card, "clean", progress=False, **kw)
+        assert set(upgraded.run_id).isdisjoint(first.run_id)
+        assert {p.name for p in (tmp_path / "c").iterdir() if p.is_dir()} - caches - {"identity"}
+        assert [s.status for s in run_sweep(load_sweep(toml))] == ["done"]
+    finally:
+        monkeypatch.undo()
+        software_identity.cache_clear()

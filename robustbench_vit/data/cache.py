@@ -1,6 +1,6 @@
 """Decode once: resized uint8 images cached on disk per (dataset, geometry), memory-mapped.
 
-Layout of one cache entry (``<cache_dir>/<dataset fingerprint>-<geometry key>/``):
+Layout of one cache entry (``<cache_dir>/<dataset fingerprint>-<geometry key>-<library versions key>/``):
 
 - ``images.npy``: uint8 array (N, 3, H, W), a sparse file filled on demand;
 - ``filled.npy``: bool (N,), which slots hold decoded images (written atomically per chunk);
@@ -36,6 +36,7 @@ from robustbench_vit.data.digests import DigestIndex, hash_file, sha256_bytes
 from robustbench_vit.data.filled import FilledArray
 from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.errors import DataError, ResultsError
+from robustbench_vit.identity import digest, software_identity
 
 __all__ = ["ImageCache", "default_cache_dir", "content_identity", "current_identity", "item_digests"]
 
@@ -78,7 +79,9 @@ class ImageCache:
         self.decoder = "nvjpeg" if self.decode_device and self.decode_device.type == "cuda" else "cpu"
         h, w = data_config.image_size
         self.shape = (len(dataset), 3, h, w)
-        key = data_config.geometry_key() + ("-nvjpeg" if self.decoder == "nvjpeg" else "")
+        # the libraries that decode and resize are part of what a slot holds (a kernel change moves a level)
+        stack = digest(software_identity())[:8]
+        key = f"{data_config.geometry_key()}-{stack}" + ("-nvjpeg" if self.decoder == "nvjpeg" else "")
         self.root = Path(cache_dir or default_cache_dir())
         self.dir = self.root / f"{dataset.fingerprint}-{key}"
         try:

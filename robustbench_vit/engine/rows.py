@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from robustbench_vit import __version__
-from robustbench_vit.identity import digest, loaded_model_identity, run_key
+from robustbench_vit.identity import digest, loaded_model_identity, run_key, software_identity
 from robustbench_vit.metrics.accumulators import MetricValue
 from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.storage.store import Record
@@ -48,8 +48,9 @@ def _versions() -> dict[str, str]:
 
 def run_id(model: LoadedModel, suite: Suite, data_identity: str, opts: Any, decoder: str) -> str:
     """The run's key (:func:`robustbench_vit.identity.run_key`): the loaded model's identity, the content
-    identity of the evaluated images, the suite's configuration and geometry, and the options that change
-    a number (the decoder too: nvjpeg's pixels differ from libjpeg's by about a level)."""
+    identity of the evaluated images, the suite's configuration and geometry, the options that change
+    a number (the decoder too: nvjpeg's pixels differ from libjpeg's by about a level) and the versions
+    of the libraries that compute it."""
     geometry = suite.data_config(model).to_dict()
     geometry.pop("source", None)
     options = {
@@ -60,6 +61,7 @@ def run_id(model: LoadedModel, suite: Suite, data_identity: str, opts: Any, deco
         "batch_size": opts.batch_size,
         "decoder": decoder,
         "geometry": geometry,
+        "software": software_identity(),
     }
     return run_key(
         model=loaded_model_identity(model), data=data_identity, suite=suite.config(), options=options

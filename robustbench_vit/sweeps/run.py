@@ -93,13 +93,14 @@ def _config_failure(out: str | Path, cell: Cell) -> str | None:
 
 def cell_identity(cell: Cell) -> str | None:
     """The content identity of everything a cell's numbers depend on, as it is now: its configuration, the
-    model's (whole spec, weights bytes, card content), the selected images' (ids, bytes, classes) and the
-    suite's (parameters, referenced models). ``None`` where that cannot be known without running the cell
-    (an entry point's weights come from code; a suite reading images of its own per condition): such a
-    cell always runs, and the runner reuses its finished conditions after checking their inputs."""
+    model's (whole spec, weights bytes, card content, building code), the selected images' (ids, bytes,
+    classes), the suite's (parameters, referenced models) and the library versions. ``None`` where that
+    cannot be known without running the cell (an entry point's weights come from code; a suite reading
+    images of its own per condition): such a cell always runs, and the runner reuses its finished
+    conditions after checking their inputs."""
     from robustbench_vit.data.cache import current_identity
     from robustbench_vit.engine.runner import select_indices
-    from robustbench_vit.identity import digest
+    from robustbench_vit.identity import digest, software_identity
     from robustbench_vit.models.identity import model_identity
     from robustbench_vit.models.loading import resolve_spec
     from robustbench_vit.suites import make_suite
@@ -119,6 +120,7 @@ def cell_identity(cell: Cell) -> str | None:
             ),
             "data": current_identity(ds, indices, Path(opts.cache_dir) if opts.cache_dir else None),
             "suite": suite.identity(opts.cache_dir),
+            "software": software_identity(),
         }
     )
 
