@@ -94,6 +94,11 @@ def test_a_repo_pushed_again_under_its_name_is_recomputed(tmp_path, hub, data):
     expected = _nll(tmp_path / "truth", tmp_path / "truth-cache", data)
     assert expected != first
     assert _nll(out, cache, data) == expected  # the same --out recomputes
+    from robustbench_vit.results.leaderboard import build_leaderboard
+
+    board = build_leaderboard(out).query("metric == 'nll'")
+    assert sorted(board.value) == sorted([first, expected])  # two weights, two entries, each named
+    assert board.label.str.contains(" tensors:").all() and board.label.nunique() == 2
     assert [s.status for s in run_sweep(load_sweep(toml))] == ["done"]  # the sweep reruns the cell
 
 
@@ -107,6 +112,8 @@ def test_loaded_hub_weights_are_identified_by_their_tensors(tmp_path, hub):
     for seed in (1, 2):
         hub(seed)
         loaded = load_model(f"hf-hub:{REPO}", device="cpu", cache_dir=tmp_path / "c")
-        assert loaded.identity["weights"] == f"timm:hf-hub:{REPO} tensors:{state_digest(loaded.module.net)}"
+        tensors = state_digest(loaded.module.net)
+        assert loaded.identity["weights"] == f"timm:hf-hub:{REPO} tensors:{tensors}"
+        assert loaded.weights == f"hf-hub:{REPO} tensors:{tensors[:16]}"  # the rows' weights column
         seen.append(loaded.identity["weights"])
     assert seen[0] != seen[1]

@@ -91,8 +91,11 @@ def load_model(
         ident = f"sha256:{state_digest(net)}"
         identity.update(weights=ident, code={"modules": module_code(net)})
     elif pretrained and not checkpoint and spec.source in HUB_SOURCES:
-        # hub weights: what was loaded, whatever the hub served under that name (~0.25 s for a ViT-B)
-        identity["weights"] = f"{ident.split()[0]} tensors:{state_digest(net)}"
+        # hub weights: what was loaded, whatever the hub served under that name (~0.25 s for a ViT-B); the
+        # rows' weights column names it too, so two snapshots under one name are two board entries
+        tensors = state_digest(net)
+        identity["weights"] = f"{ident.split()[0]} tensors:{tensors}"
+        weights = f"{weights} tensors:{tensors[:16]}"
     if ident.startswith("sha256:") and ident not in weights:
         weights = f"{weights} {ident[:23]}"
     if weights == "random" and not spec.name.endswith(RANDOM_SUFFIX):
