@@ -20,7 +20,7 @@ import pandas as pd
 from robustbench_vit.errors import DataError
 from robustbench_vit.metrics.mce import mce, relative_mce
 from robustbench_vit.models.names import stored_key
-from robustbench_vit.storage.reading import latest_runs, load_results, load_samples, recency
+from robustbench_vit.storage.reading import latest_runs, load_results, load_samples, oldest_first
 from robustbench_vit.suites._common import curve_auc
 
 __all__ = [
@@ -40,8 +40,7 @@ load = load_results
 
 def pivot(df: pd.DataFrame, *, suite: str, metric: str = "top1", columns: str = "condition") -> pd.DataFrame:
     """model x ``columns`` table of ``metric`` for one suite (latest value per cell)."""
-    d = df[(df.suite == suite) & (df.metric == metric)]
-    d = d.assign(_seen=recency(d)).sort_values(["_seen", "finished_at"])
+    d = oldest_first(df[(df.suite == suite) & (df.metric == metric)])
     return d.pivot_table(index="model", columns=columns, values="value", aggfunc="last")
 
 
@@ -76,8 +75,7 @@ def clean_top1_table(df: pd.DataFrame, clean_suite: str = "clean") -> pd.DataFra
     """The latest clean top-1 per :data:`CLEAN_PAIR_KEY` (repeated clean runs count once), as
     ``CLEAN_PAIR_KEY`` columns plus ``clean_top1``."""
     clean = df[(df.suite == clean_suite) & (df.metric == "top1")]
-    clean = clean.assign(_seen=recency(clean)).sort_values(["_seen", "finished_at"])
-    clean = clean.drop_duplicates(CLEAN_PAIR_KEY, keep="last")
+    clean = oldest_first(clean).drop_duplicates(CLEAN_PAIR_KEY, keep="last")
     return clean[CLEAN_PAIR_KEY + ["value"]].rename(columns={"value": "clean_top1"})
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "require_results",
     "params_as_columns",
     "recency",
+    "oldest_first",
     "latest_runs",
     "rows_to_frame",
 ]
@@ -97,6 +98,12 @@ def recency(df: pd.DataFrame) -> pd.Series:
     if "seen_at" in df:
         return df["seen_at"].where(df["seen_at"].notna(), df["finished_at"])
     return df["finished_at"]
+
+
+def oldest_first(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` ordered by :func:`recency` (then ``finished_at``), so ``keep="last"`` / ``aggfunc="last"``
+    take the run seen current last."""
+    return df.assign(_seen=recency(df)).sort_values(["_seen", "finished_at"]).drop(columns="_seen")
 
 
 def load_results(path: str | Path = "results", *, expand_params: bool = True) -> pd.DataFrame:

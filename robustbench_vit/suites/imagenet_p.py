@@ -291,7 +291,7 @@ class ImageNetP(Suite):
         return df[df.model.isin(models)]
 
     def _baseline_table(self) -> dict[tuple[str, int, str], float]:
-        from robustbench_vit.storage.reading import load_results, recency
+        from robustbench_vit.storage.reading import load_results, oldest_first
 
         df = load_results(self.baseline)
         df = self._baseline_rows(df[df.suite == self.name])
@@ -312,8 +312,7 @@ class ImageNetP(Suite):
                     f"run: image_set {images}, seed {seed}); rerun the baseline with the same --data, --limit, "
                     "--subset and --seed"
                 )
-            same = same.assign(_seen=recency(same)).sort_values(["_seen", "finished_at"])
-            df = same.drop_duplicates(["condition", "metric"], keep="last")
+            df = oldest_first(same).drop_duplicates(["condition", "metric"], keep="last")
         return {
             (r.perturbation, int(r.difficulty), r.metric): float(r.value)
             for r in df.itertuples()
