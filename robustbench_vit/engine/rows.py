@@ -125,9 +125,17 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def sample_columns(acc: Any, ds: Any, base: dict[str, Any], cond: Condition) -> dict[str, Any]:
+def sample_columns(acc: Any, ctx: Any, base: dict[str, Any], cond: Condition) -> dict[str, Any]:
+    """Per-image rows of one condition, named in the context it read (``ctx``: the run's, or an ImageNet-C
+    cell's or clean counterpart's): each row's ``item`` and ``image_sha256`` (the SHA-256 of the file, or
+    of an in-memory item's pixels, its cache slot was decoded from; null where the run decoded no slot),
+    so per-image readers pair the same image, never the same position in two image lists."""
     s = acc.samples()
     n = len(s["index"])
+    idx = s["index"]
+    items = ctx.dataset.items
+    tags = ctx.cache.store.tags_of(idx) if n else np.zeros((0, 32), np.uint8)
+    filled = ctx.cache.filled[idx] if n else np.zeros(0, bool)
     return {
         "run_id": [base["run_id"]] * n,
         "model": [base["model"]] * n,
@@ -135,7 +143,8 @@ def sample_columns(acc: Any, ds: Any, base: dict[str, Any], cond: Condition) -> 
         "dataset": [base["dataset"]] * n,
         "condition": [cond.name] * n,
         "source_model": [cond.params.get("source_model")] * n,
-        "item": [ds.items[i] for i in s["index"]],
+        "item": [items[i] for i in idx],
+        "image_sha256": [t.tobytes().hex() if ok else None for t, ok in zip(tags, filled)],
         **s,
     }
 

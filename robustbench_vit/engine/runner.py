@@ -330,8 +330,9 @@ def _evaluate_one(
         measured += suite_obj.expand_results(measured)
         new = records(base, measured, batch_size=bs, started=started, finished=finished)
         samples = None
+        read = ctx.state.get("read", {}).pop(cond.name, ctx)  # the images this condition read
         if opts.save_samples:
-            samples = concat_samples([sample_columns(acc, ds, base, var) for var, acc in accs])
+            samples = concat_samples([sample_columns(acc, read, base, var) for var, acc in accs])
         if opts.out:
             inputs = ctx.state.get("inputs", {}).get(cond.name) or suite_obj.condition_inputs(ctx, cond)
             store.write(cond.name, new, samples, inputs=inputs)

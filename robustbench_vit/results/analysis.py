@@ -141,11 +141,14 @@ def mcnemar(
     # per model and condition the rows of one run, the one seen current last (never a mix of runs)
     a = latest_runs(s[s.model == model_a], ["dataset", "condition"])
     b = latest_runs(s[s.model == model_b], ["dataset", "condition"])
-    a, b = (d.drop_duplicates(["dataset", "condition", "index"], keep="last") for d in (a, b))
+    # an image is the same image in both runs when its name and its content agree, never by its position
+    # in two image lists (a --subset, a --limit, or an ImageNet-C folder lacking files shift positions)
+    key = ["dataset", "condition", "item", "image_sha256"]
+    a, b = (d.assign(image_sha256=d.image_sha256.fillna("")).drop_duplicates(key, keep="last") for d in (a, b))
     if a.empty or b.empty:
         missing = model_a if a.empty else model_b
         raise DataError(f"no per-sample rows for {missing} in suite {suite}; rerun it with --save-samples")
-    m = a.merge(b, on=["dataset", "condition", "index"], suffixes=("_a", "_b"))
+    m = a.merge(b, on=key, suffixes=("_a", "_b"))
     if m.empty:
         raise DataError(f"{model_a} and {model_b} share no evaluated images in suite {suite}")
     a_only = int((m.correct_a & ~m.correct_b).sum())

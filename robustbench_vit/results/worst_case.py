@@ -77,16 +77,20 @@ def worst_case(
     )
     s["order"] = s.suite.map({n: i for i, n in enumerate(suites)})
     s = s.sort_values(["order", "attack"], kind="stable")
-    s = s.drop_duplicates(["dataset", "norm", "eps", "attack", "item"], keep="last")
+    # an image is its name and its content: a file replaced between two attacks' runs is two images, and
+    # neither was evaluated by every attack
+    s["image_sha256"] = s.image_sha256.fillna("")
+    image = ["item", "image_sha256"]
+    s = s.drop_duplicates(["dataset", "norm", "eps", "attack", *image], keep="last")
     summaries, images = [], []
     for (ds, norm, eps), g in s.groupby(["dataset", "norm", "eps"], sort=True):
         attacks = list(dict.fromkeys(g.attack))
-        counts = g.groupby("item").attack.nunique()
+        counts = g.groupby(image).attack.nunique()
         shared = counts[counts == len(attacks)].index
-        g = g[g.item.isin(shared)]
-        robust = g.groupby("item").correct.all()
-        first_broken = g[~g.correct].groupby("item").attack.first()
-        labels = g.groupby("item").label.first()
+        g = g[g.set_index(image).index.isin(shared)]
+        robust = g.groupby(image).correct.all()
+        first_broken = g[~g.correct].groupby(image).attack.first()
+        labels = g.groupby(image).label.first()
         per = pd.DataFrame({"robust": robust, "broken_by": first_broken, "label": labels}).reset_index()
         per.insert(0, "eps", eps)
         per.insert(0, "norm", norm)

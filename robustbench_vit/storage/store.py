@@ -142,6 +142,7 @@ SAMPLE_SCHEMA = pa.schema(
         ("source_model", pa.string()),
         ("index", pa.int64()),
         ("item", pa.string()),
+        ("image_sha256", pa.string()),
         ("label", pa.int64()),
         ("pred", pa.int64()),
         ("correct", pa.bool_()),

@@ -1,0 +1,151 @@
+"""Per-image rows name the image a model saw (its file and the SHA-256 of its content), and per-image
+readers pair images by that, never by the position of an image in two image lists."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import CIFAR10_TEST, IMAGENET_SAMPLES, needs_cifar, needs_imagenet
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _copy_images(files: list[Path], root: Path) -> Path:
+    for f in files:
+        (root / f.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, root / f.parent.name / f.name)
+    return root
+
+
+def _assert_rows_name_what_was_read(rows, folder: Path) -> None:  # type: ignore[no-untyped-def]
+    """Every row's item is a file of ``folder``, its digest that file's, its label that file's class."""
+    assert len(rows)
+    for r in rows.itertuples():
+        f = folder / r.item
+        assert f.is_file(), f"{r.condition}: {r.item} is not a file of {folder}"
+        assert r.image_sha256 == _sha(f)
+
+
+@needs_imagenet
+def test_an_imagenet_c_cell_lacking_files_names_its_own_images(tmp_path):
+    """A cell that lacks some of the run's files evaluates a stratified subset of its own files; its
+    per-image rows name those files, not the run's files at the same positions."""
+    import robustbench_vit as rbvit
+    from robustbench_vit.storage.reading import load_samples
+
+    files = sorted(IMAGENET_SAMPLES.glob("*/*.JPEG"))[::100][:8]
+    root = tmp_path / "imagenet-c"
+    _copy_images(files, root / "brightness" / "1")
+    _copy_images(files[1:] + sorted(IMAGENET_SAMPLES.glob("*/*.JPEG"))[1:2], root / "gaussian_noise" / "1")
+    rbvit.evaluate(
+        "timm:test_resnet",
+        "imagenet_c",
+        data=str(root),
+        out=str(tmp_path / "out"),
+        cache_dir=str(tmp_path / "cache"),
+        pretrained=False,
+        progress=False,
+        save_samples=True,
+        batch_size=4,
+    )
+    s = load_samples(tmp_path / "out")
+    assert set(s.condition) == {"brightness/1", "gaussian_noise/1"}
+    for cond in ("brightness/1", "gaussian_noise/1"):
+        _assert_rows_name_what_was_read(s[s.condition == cond], root / cond)
+    extra = sorted(IMAGENET_SAMPLES.glob("*/*.JPEG"))[1]
+    assert f"{extra.parent.name}/{extra.name}" in set(s[s.condition == "gaussian_noise/1"].item)
+
+
+@needs_imagenet
+def test_a_clean_counterpart_names_the_clean_images(tmp_path):
+    """ImageNet-A's ``clean-200`` condition reads the clean folder (more images than the A folder): its rows
+    name clean files; they used to be looked up in the A folder's list (an IndexError, or wrong names)."""
+    import robustbench_vit as rbvit
+    from robustbench_vit.data.registry import subset_synsets
+    from robustbench_vit.storage.reading import load_samples
+
+    wnids = subset_synsets("imagenet-a")[0][:3]
+    a = _copy_images([next((IMAGENET_SAMPLES / w).iterdir()) for w in wnids], tmp_path / "a")
+    rbvit.evaluate(
+        "timm:test_vit",
+        "imagenet_a",
+        data=str(a),
+        dataset="imagenet-a",
+        suite_params={"clean_data": str(IMAGENET_SAMPLES), "clean_limit": 12},
+        out=str(tmp_path / "out"),
+        cache_dir=str(tmp_path / "cache"),
+        pretrained=False,
+        progress=False,
+        save_samples=True,
+    )
+    s = load_samples(tmp_path / "out")
+    clean = s[s.condition == "clean-200"]
+    assert len(clean) == 12 and len(s[s.condition == "imagenet-a"]) == 3
+    _assert_rows_name_what_was_read(clean, IMAGENET_SAMPLES)
+    _assert_rows_name_what_was_read(s[s.condition == "imagenet-a"], a)
+
+
+@needs_cifar
+def test_compare_pairs_the_same_images_not_the_same_positions(tmp_path, cifar_card, cifar_cnn_card):
+    """Two models evaluated on two copies of a folder: one copy lacks a file (every later position
+    shifts) and has another replaced in place. The paired test counts only images with the same name and
+    content in both runs, and its counts equal a restatement joined on the files' own digests."""
+    import robustbench_vit as rbvit
+    from robustbench_vit.results.analysis import mcnemar
+    from robustbench_vit.storage.reading import load_samples
+
+    files = [f for c in sorted(CIFAR10_TEST.iterdir()) for f in sorted(c.iterdir())[:4]]
+    first = _copy_images(files, tmp_path / "first" / "cifar")
+    second = _copy_images(files, tmp_path / "second" / "cifar")
+    (second / files[1].parent.name / files[1].name).unlink()  # every later position shifts by one
+    replaced = second / files[9].parent.name / files[9].name
+    replaced.write_bytes(files[10].read_bytes())  # same name, other content
+    out = tmp_path / "out"
+    kw = dict(out=str(out), cache_dir=str(tmp_path / "cache"), progress=False, save_samples=True)
+    run_a = rbvit.evaluate(str(cifar_card), "clean", data=str(first), **kw).run_id.iloc[0]
+    run_b = rbvit.evaluate(str(cifar_cnn_card), "clean", data=str(second), **kw).run_id.iloc[0]
+
+    s = load_samples(out)
+    rows = {}  # per run: (file name, digest of the file as it is now) -> correct
+    for run, folder in ((run_a, first), (run_b, second)):
+        rows[run] = {(r.item, _sha(folder / r.item)): bool(r.correct) for r in s[s.run_id == run].itertuples()}
+        assert len(rows[run]) == len(s[s.run_id == run])
+    a, b = rows[run_a], rows[run_b]
+    shared = sorted(set(a) & set(b))
+    assert len(shared) == len(files) - 2  # the removed file and the replaced one are not shared
+    test = mcnemar(out, str(cifar_card), str(cifar_cnn_card))
+    assert test.n == len(shared)
+    assert test.a_only == sum(a[k] and not b[k] for k in shared)
+    assert test.b_only == sum(b[k] and not a[k] for k in shared)
+
+
+@needs_cifar
+def test_worst_case_never_joins_two_contents_of_one_file(tmp_path):
+    """PGD and AutoAttack run on a folder whose file is replaced between them: that file is two images,
+    neither evaluated by both attacks, so the worst case is taken over the other images only."""
+    import robustbench_vit as rbvit
+    from robustbench_vit.models.loading import wrap_module
+    from robustbench_vit.results.worst_case import worst_case
+    from tests.test_autoattack import PRE, Smooth
+
+    files = [f for c in sorted(CIFAR10_TEST.iterdir()) for f in sorted(c.iterdir())[:2]]
+    data = _copy_images(files, tmp_path / "cifar")
+    model = wrap_module(Smooth(), preprocessing=PRE, name="smooth", device="cpu", dtype="fp32")
+    kw = dict(data=str(data), progress=False, out=str(tmp_path / "out"), save_samples=True)
+    kw["cache_dir"] = str(tmp_path / "cache")
+    rbvit.evaluate(model, "pgd", suite_params={"epsilons": ("2/255",), "steps": 2}, **kw)
+    target = data / files[0].parent.name / files[0].name
+    target.write_bytes(files[5].read_bytes())
+    aa = {"eps": "2/255", "aa_version": "custom", "attacks": ("apgd-ce",), "n_iter": 5}
+    rbvit.evaluate(model, "autoattack", suite_params=aa, **kw)
+    summary, per_image = worst_case(tmp_path / "out", "smooth")
+    row = summary.iloc[0]
+    assert row.attacks == 2 and row.n_images == len(files) - 1
+    assert f"{files[0].parent.name}/{files[0].name}" not in set(per_image.item)
+    assert per_image.image_sha256.map(len).eq(64).all()
