@@ -35,6 +35,19 @@ def test_image_folder_and_label_mapping(tmp_path):
     assert ds.read(0).dtype == torch.uint8 and ds.read(0).shape == (3, 40, 50)
 
 
+def test_a_class_name_two_classes_share_is_refused_never_resolved_to_the_first():
+    """ImageNet-1k names two classes "crane" (the bird n02012849, the machine n03126707): a folder or label
+    naming "crane" would have scored every machine crane as a bird; it is refused, naming both wnids."""
+    from robustbench_vit.errors import ConfigError, DataError
+
+    space = get_label_space("imagenet1k")
+    with pytest.raises(DataError, match=r"'crane' names 2 classes .*n02012849, n03126707.*wnid"):
+        space.index_of("crane")
+    assert space.index_of("n03126707") == 517 and space.index_of("Tench, Tinca tinca") == 0
+    with pytest.raises(ConfigError, match="names one class twice"):
+        get_label_space(["cat", "dog", "Cat"])
+
+
 def test_unreadable_image_names_the_file(tmp_path):
     root = _folder(tmp_path)
     (root / "cat" / "broken.png").write_bytes(b"not an image")

@@ -59,9 +59,15 @@ class LabelSpace:
             except ValueError:
                 raise DataError(f"class folder {cls!r} is not a wnid of label space {self.name!r}") from None
         key = normalize_name(cls)
-        for i, n in enumerate(self.names):
-            if normalize_name(n) == key:
-                return i
+        hits = [i for i, n in enumerate(self.names) if normalize_name(n) == key]
+        if len(hits) > 1:  # ImageNet-1k names two classes "crane" (the bird and the machine)
+            which = ", ".join(self.wnids[i] if self.wnids else str(i) for i in hits)
+            raise DataError(
+                f"class name {cls!r} names {len(hits)} classes of label space {self.name!r} ({which}); "
+                "name the class by its wnid"
+            )
+        if hits:
+            return hits[0]
         raise DataError(
             f"class {cls!r} is not in label space {self.name!r} (classes: {', '.join(self.names[:10])}...)"
         )
@@ -88,6 +94,16 @@ def get_label_space(spec: str | list[str] | tuple[str, ...]) -> LabelSpace:
     if isinstance(spec, (list, tuple)):
         if not spec:
             raise ConfigError("an explicit label space needs at least one class name")
+        seen: dict[str, str] = {}
+        for s in spec:
+            if not isinstance(s, str) or not s.strip():
+                raise ConfigError(f"label_space entries must be class names, got {s!r}")
+            if normalize_name(s) in seen:
+                raise ConfigError(
+                    f"label_space names one class twice ({seen[normalize_name(s)]!r} and {s!r}); "
+                    "every class needs its own name"
+                )
+            seen[normalize_name(s)] = s
         wnids = tuple(spec) if all(is_wnid(s) for s in spec) else ()
         return LabelSpace("custom", tuple(spec), wnids)
     try:
