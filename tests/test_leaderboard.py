@@ -30,6 +30,7 @@ def row(
     preprocessing="resize 256 / crop 224 bilinear (center)",
     suite_cfg=None,
     family="cnn",
+    dtype="fp32",
 ):
     cfg = {"suite": suite_cfg or {"suite": suite, "version": 1}}
     t = T0 + dt.timedelta(minutes=minute)
@@ -67,7 +68,7 @@ def row(
         "std": "[0.5]",
         "preprocessing_source": "timm",
         "device": "cpu",
-        "dtype": "fp32",
+        "dtype": dtype,
         "rbvit_version": "x",
         "torch_version": "x",
         "timm_version": "x",
@@ -140,6 +141,15 @@ def test_different_preprocessing_or_suite_config_are_not_mixed():
         ]
     )
     assert len(c) == 2 and all("config" in lab for lab in c["label"])
+
+
+def test_two_precisions_are_two_entries_never_two_seeds():
+    """A bf16 run of seed 1 beside an fp32 run of seed 0 used to be averaged as two seeds, its precision
+    error passing for seed variance; each precision is its own labelled entry."""
+    b = board([row(value=0.70, seed=0), row(value=0.68, seed=1, dtype="bf16", minute=1)])
+    assert len(b) == 2 and set(b["n_seeds"]) == {1}
+    assert dict(zip(b["label"], b["value"])) == {"m [fp32]": 0.70, "m [bf16]": 0.68}
+    assert set(board([row(value=0.7), row(value=0.6, seed=1, minute=1)])["label"]) == {"m"}
 
 
 def test_random_weights_are_marked():

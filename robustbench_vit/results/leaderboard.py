@@ -1,9 +1,10 @@
 """Leaderboards that never mix incomparable runs.
 
-Rows are grouped into *variants*: one model's weights, preprocessing, suite configuration and image set
-(``image_set``: dataset fingerprint + the exact evaluated indices). Within a variant, reruns keep the
+Rows are grouped into *variants*: one model's weights, preprocessing, suite configuration, precision
+(``dtype``) and image set (``image_set``: dataset fingerprint + the exact evaluated indices). Within a
+variant, reruns keep the
 latest value per seed and seeds are aggregated (mean, std over seeds, number of seeds). For every
-(model, weights, preprocessing, suite config, suite, dataset) the leaderboard shows the variant with
+(model, weights, preprocessing, suite config, dtype, suite, dataset) the leaderboard shows the variant with
 the largest image set (``--all`` shows every variant) and says which one it took. Models with random
 weights are marked. Proportions get 95% Wilson intervals. Written to Parquet and rendered as Markdown
 (one table per suite with its headline metrics, and a source x target matrix for transfer).
@@ -40,8 +41,9 @@ __all__ = [
 ]
 
 _KEY = ["suite", "dataset", "condition", "metric", "source_model"]
-#: what makes two runs of one model comparable: same weights, preprocessing and suite configuration
-_GROUP = ["model", "weights", "preprocessing_key", "suite_config", "suite", "dataset"]
+#: what makes two runs of one model comparable: same weights, preprocessing, suite configuration and
+#: precision (a bf16 run is never averaged with an fp32 one as if the two were seeds)
+_GROUP = ["model", "weights", "preprocessing_key", "suite_config", "dtype", "suite", "dataset"]
 
 
 def natural_key(text: str) -> tuple:
@@ -109,6 +111,7 @@ def _board(df: pd.DataFrame, all_variants: bool) -> tuple[pd.DataFrame, pd.DataF
         "higher_is_better",
         "weights",
         "random_weights",
+        "dtype",
         "preprocessing",
         "image_set",
         "n_images",
@@ -196,7 +199,7 @@ def _labels(agg: pd.DataFrame, all_variants: bool) -> list[str]:
     labels = []
     per_model = agg.groupby(["model", "suite", "dataset"])
     counts = {
-        k: {c: g[c].nunique() for c in ("weights", "preprocessing_key", "suite_config", "image_set")}
+        k: {c: g[c].nunique() for c in ("weights", "preprocessing_key", "suite_config", "dtype", "image_set")}
         for k, g in per_model
     }
     for r in agg.itertuples():
@@ -208,6 +211,8 @@ def _labels(agg: pd.DataFrame, all_variants: bool) -> list[str]:
             parts.append(str(r.preprocessing_key).split(" mean=")[0])
         if c["suite_config"] > 1:
             parts.append(f"config {r.suite_config}")
+        if c["dtype"] > 1:
+            parts.append(str(r.dtype))
         if all_variants and c["image_set"] > 1:
             parts.append(f"{int(r.n_images)} images")
         label = r.model + (f" [{'; '.join(parts)}]" if parts else "")
