@@ -26,6 +26,7 @@ from robustbench_vit.suites._common import curve_auc
 __all__ = [
     "load",
     "pivot",
+    "board_variant",
     "mce_from_rows",
     "auc_from_rows",
     "relative_to_clean",
@@ -44,23 +45,56 @@ def pivot(df: pd.DataFrame, *, suite: str, metric: str = "top1", columns: str = 
     return d.pivot_table(index="model", columns=columns, values="value", aggfunc="last")
 
 
+def board_variant(df: pd.DataFrame, *, model: str, suite: str, label: str | None = None) -> pd.DataFrame:
+    """The stored rows of ``model`` in ``suite`` that its leaderboard entry aggregates: per seed the run
+    seen current last, the largest image set (:func:`~robustbench_vit.results.leaderboard.board_rows`).
+    A model with several entries (two weights files, precisions, preprocessings or suite configurations)
+    needs ``label``, one of the board's labels: rows of two entries are never pooled into one number."""
+    from robustbench_vit.results.leaderboard import board_rows
+
+    d = df[(df.suite == suite) & (df.model == model)]
+    if d.empty:
+        raise DataError(f"no {suite} rows for model {model!r}")
+    rows = board_rows(d)
+    labels = sorted(set(rows["label"]))
+    if label is not None:
+        if label not in labels:
+            raise DataError(f"{model} has no {suite} entry labelled {label!r} (has: {'; '.join(labels)})")
+        return rows[rows["label"] == label]
+    if len(labels) > 1:
+        raise DataError(f"{model} has {len(labels)} {suite} entries ({'; '.join(labels)}); pass label= one of them")
+    return rows
+
+
 def mce_from_rows(
-    df: pd.DataFrame, *, model: str, suite: str = "imagenet_c", relative: bool = False
+    df: pd.DataFrame,
+    *,
+    model: str,
+    suite: str = "imagenet_c",
+    relative: bool = False,
+    label: str | None = None,
 ) -> float:
-    """mCE (or relative mCE) of one model recomputed from its per-cell error rows; raises when incomplete."""
-    d = df[(df.suite == suite) & (df.model == model) & (df.metric == "error")]
-    cells = {(r.corruption, int(r.severity)): r.value for r in d.itertuples() if r.corruption != "clean"}
+    """mCE (or relative mCE) of one model recomputed from the per-cell error rows of its leaderboard entry
+    (:func:`board_variant`: one run per seed, cells averaged over seeds as the board does, never cells of
+    two runs of other images or weights pooled); raises when a cell is missing."""
+    d = board_variant(df, model=model, suite=suite, label=label)
+    d = d[d.metric == "error"].groupby(["corruption", "severity"])["value"].mean()
+    cells = {(c, int(s)): float(v) for (c, s), v in d.items() if c != "clean"}
     if not relative:
         return mce(cells)
-    clean = d[d.corruption == "clean"]
-    if clean.empty:
+    clean = [float(v) for (c, _), v in d.items() if c == "clean"]
+    if not clean:
         raise DataError(f"relative mCE of {model} needs the clean error (run {suite} with clean_data=...)")
-    return relative_mce(cells, float(clean.value.iloc[-1]))
+    return relative_mce(cells, clean[0])
 
 
-def auc_from_rows(df: pd.DataFrame, *, model: str, suite: str = "occlusion", x: str = "fraction") -> float:
-    """Normalised area under the top-1 curve over ``x`` (mean over repeats), from per-condition rows."""
-    d = df[(df.suite == suite) & (df.model == model) & (df.metric == "top1")].dropna(subset=[x])
+def auc_from_rows(
+    df: pd.DataFrame, *, model: str, suite: str = "occlusion", x: str = "fraction", label: str | None = None
+) -> float:
+    """Normalised area under the top-1 curve over ``x`` (mean over repeats and seeds) of one model's
+    leaderboard entry (:func:`board_variant`)."""
+    d = board_variant(df, model=model, suite=suite, label=label)
+    d = d[d.metric == "top1"].dropna(subset=[x])
     s = d.groupby(x)["value"].mean()
     return curve_auc(list(s.index), list(s.values))
 
