@@ -63,3 +63,17 @@ def test_auc_from_rows_takes_one_precision_and_averages_seeds():
     # seeds 0 and 1 averaged per fraction: 1.0, 0.625, 0.25 -> trapezoid over [0, 1]
     assert auc_from_rows(df, model="m", label="m [fp32]") == pytest.approx((1.0 + 2 * 0.625 + 0.25) / 4)
     assert auc_from_rows(df, model="m", label="m [bf16]") == pytest.approx(0.1)
+
+
+def test_pivot_shows_each_board_entry_never_a_mix_of_runs():
+    """A full run, a later 10-image run of one condition, and a second weights file: the pivot's rows are
+    the board's entries (the full run's cells, not the later run's for the one condition it redid)."""
+    from robustbench_vit.results.analysis import pivot
+
+    rows = [row(value=v, condition=c, image_set="full", n_images=1000) for c, v in (("a", 0.7), ("b", 0.6))]
+    rows.append(row(value=0.1, condition="a", image_set="lim", n_images=10, minute=5))
+    rows += [row(value=v, condition=c, weights="w2", seed=s) for c, v in (("a", 0.5), ("b", 0.4)) for s in (0, 1)]
+    t = pivot(_frame(rows), suite="clean")
+    assert t.loc["m [timm:m.tag]"].tolist() == [0.7, 0.6]
+    assert t.loc["m [w2]"].tolist() == [0.5, 0.4]
+    assert len(t) == 2

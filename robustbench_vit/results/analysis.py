@@ -40,9 +40,16 @@ load = load_results
 
 
 def pivot(df: pd.DataFrame, *, suite: str, metric: str = "top1", columns: str = "condition") -> pd.DataFrame:
-    """model x ``columns`` table of ``metric`` for one suite (latest value per cell)."""
-    d = oldest_first(df[(df.suite == suite) & (df.metric == metric)])
-    return d.pivot_table(index="model", columns=columns, values="value", aggfunc="last")
+    """Board label x ``columns`` table of ``metric`` for one suite: the values of each leaderboard entry
+    (per seed the run seen current last, the largest image set, the mean over seeds), so no row mixes
+    cells of two runs and two weights or precisions of one model are two rows. Rows that share a
+    ``columns`` value (e.g. ``columns="fraction"`` over occlusion modes) are averaged."""
+    from robustbench_vit.results.leaderboard import board_rows
+
+    d = df[(df.suite == suite) & (df.metric == metric)]
+    if d.empty:
+        return pd.DataFrame()
+    return board_rows(d).pivot_table(index="label", columns=columns, values="value", aggfunc="mean")
 
 
 def board_variant(df: pd.DataFrame, *, model: str, suite: str, label: str | None = None) -> pd.DataFrame:
