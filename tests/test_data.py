@@ -48,6 +48,20 @@ def test_a_class_name_two_classes_share_is_refused_never_resolved_to_the_first()
         get_label_space(["cat", "dog", "Cat"])
 
 
+def test_images_in_sub_folders_of_a_class_are_named_in_a_warning(tmp_path, caplog):
+    """torchvision's ImageFolder walks into <class>/<sub>/; rbvit reads <class>/<image> only and says so,
+    instead of evaluating fewer images than the user expects in silence. Hidden folders are not named."""
+    root = _folder(tmp_path)
+    (root / "dog" / "more").mkdir()
+    (root / "cat" / ".ipynb_checkpoints").mkdir()
+    assert len(image_folder(root)) == 6
+    assert "1 class folders hold sub-folders (e.g. dog/more) whose images are not evaluated" in caplog.text
+    caplog.clear()
+    (root / "dog" / "more").rmdir()
+    image_folder(root)
+    assert "sub-folders" not in caplog.text
+
+
 def test_unreadable_image_names_the_file(tmp_path):
     root = _folder(tmp_path)
     (root / "cat" / "broken.png").write_bytes(b"not an image")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import pickle
 from collections.abc import Callable
@@ -31,6 +32,8 @@ __all__ = [
     "concat_datasets",
     "IMAGE_EXTENSIONS",
 ]
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff", ".gif")
 
@@ -79,11 +82,17 @@ def _fingerprint(kind: str, root: Path, items: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def _list_images(folder: Path) -> list[tuple[str, tuple[int, int, int, int]]]:
-    """``(file name, stat tuple)`` of the image files in ``folder``, sorted by name (one ``scandir``)."""
+def _list_images(
+    folder: Path, nested: list[str] | None = None
+) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """``(file name, stat tuple)`` of the image files in ``folder``, sorted by name (one ``scandir``);
+    the names of its sub-folders (not hidden) are appended to ``nested`` when given."""
     out = []
     with os.scandir(folder) as it:
         for e in it:
+            if nested is not None and not e.name.startswith((".", "__")) and e.is_dir():
+                nested.append(f"{folder.name}/{e.name}")
+                continue
             if os.path.splitext(e.name)[1].lower() not in IMAGE_EXTENSIONS:
                 continue
             try:
@@ -140,11 +149,20 @@ def image_folder(root: str | Path, *, classes: list[str] | None = None) -> Image
     items: list[str] = []
     targets: list[int] = []
     stats: list[tuple[int, int, int, int]] = []
+    nested: list[str] = []
     for ci, cls in enumerate(found):
-        for name, st in _list_images(root / cls):
+        for name, st in _list_images(root / cls, nested):
             items.append(f"{cls}/{name}")
             targets.append(ci)
             stats.append(st)
+    if nested:  # torchvision's ImageFolder would walk into them: say that rbvit does not
+        log.warning(
+            "%s: %d class folders hold sub-folders (e.g. %s) whose images are not evaluated; rbvit reads "
+            "<root>/<class>/<image> only",
+            root,
+            len({n.split("/")[0] for n in nested}),
+            sorted(nested)[0],
+        )
     if not items:
         raise DataError(f"{root} has class folders but no images ({', '.join(IMAGE_EXTENSIONS)})")
     return _file_dataset("folder", root, tuple(found), items, targets, stats)
