@@ -191,6 +191,18 @@ PROBES = [
         5,
         "not a regular file",
     ),
+    (
+        "labels file for imagenet_c",
+        lambda w: _eval(w, "-s", "imagenet_c", "--labels", str(w["root"] / "a_file")),
+        2,
+        "--labels has no meaning for suite imagenet_c",
+    ),
+    (
+        "labels file for imagenet_a",
+        lambda w: _eval(w, "-s", "imagenet_a", "--labels", str(w["root"] / "a_file")),
+        2,
+        "drop --labels",
+    ),
     ("seed overflow", lambda w: _eval(w, "-s", "clean", "--seed", str(2**70)), 2, "--seed"),
     ("limit overflow", lambda w: _eval(w, "-s", "clean", limit=str(2**70)), 2, "--limit"),
     ("empty subset", lambda w: _eval(w, "-s", "clean", "--subset", _empty_subset(w)), 4, "names no items"),

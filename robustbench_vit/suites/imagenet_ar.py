@@ -53,6 +53,7 @@ class _Subset200(WithReferencePreprocessing, Suite):
     clean_limit: Annotated[int, NON_NEGATIVE] = 0
 
     def open_data(self, data, dataset, labels):  # type: ignore[no-untyped-def]
+        self.refuse_labels_file(labels)
         if data is None:
             raise DataError(
                 f"{self.name} needs --data PATH to the {self.dataset_name} folder (<root>/<wnid>/*.jpg)"

@@ -93,6 +93,7 @@ class ImageNetC(Suite):
         return found
 
     def open_data(self, data, dataset, labels):  # type: ignore[no-untyped-def]
+        self.refuse_labels_file(labels)
         if data is None:
             raise DataError(
                 "imagenet_c needs --data PATH to the ImageNet-C root (<root>/<corruption>/<1-5>/<wnid>/)"

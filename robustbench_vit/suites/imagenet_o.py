@@ -68,6 +68,7 @@ class ImageNetO(WithReferencePreprocessing, Suite):
     clean_limit: Annotated[int, NON_NEGATIVE] = 0
 
     def open_data(self, data, dataset, labels):  # type: ignore[no-untyped-def]
+        self.refuse_labels_file(labels)
         if data is None:
             raise DataError("imagenet_o needs --data PATH to the ImageNet-O folder (<root>/<wnid>/*.jpg)")
         if not self.clean_data:

@@ -123,6 +123,7 @@ class ImageNetP(Suite):
     def open_data(self, data, dataset, labels):  # type: ignore[no-untyped-def]
         if self.source == "generated":
             return super().open_data(data, dataset, labels)
+        self.refuse_labels_file(labels)
         if data is None:
             raise DataError(
                 "imagenet_p source=files needs --data PATH to the ImageNet-P folder (<perturbation>/<wnid>/*.mp4)"
