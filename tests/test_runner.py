@@ -282,3 +282,29 @@ def test_one_clean_pass_per_call_whatever_suites_ask_for_it(tmp_path, cifar_card
     assert forwards == 3 * 40, forwards  # clean once, occlusion 0.5, shuffle 2x2 (not 5 passes)
     alone = rbvit.evaluate(model, "occlusion", suite_params={"fractions": "0"}, **kw)
     assert alone[alone.metric == "top1"].value.iat[0] == top1["clean"]
+
+
+@needs_cifar
+def test_seeds_of_a_limited_run_share_its_images_and_the_board_averages_them(tmp_path, cifar_card):
+    """``--limit`` draws its images with a fixed seed: runs of seeds 0 and 1 evaluate the same images (only
+    the occlusion masks differ), so the board shows the mean of two seeds; a subset drawn per seed made
+    each seed an image set of its own and the board showed one of them."""
+    from robustbench_vit.data.subset import LIMIT_SEED, stratified_limit
+    from robustbench_vit.engine.runner import evaluate
+    from robustbench_vit.results.leaderboard import build_leaderboard
+    from robustbench_vit.storage.reading import load_samples
+
+    kw = dict(data=str(CIFAR10_TEST), limit=30, out=str(tmp_path), save_samples=True, progress=False)
+    params = {"fractions": (0.5,), "grid": "pixel"}
+    runs = [evaluate(str(cifar_card), "occlusion", suite_params=params, seed=s, **kw) for s in (0, 1)]
+    assert runs[0].image_set.iloc[0] == runs[1].image_set.iloc[0]
+    s = load_samples(tmp_path)
+    items = [sorted(set(s[s.run_id == r.run_id.iloc[0]].item)) for r in runs]
+    assert items[0] == items[1] and len(items[0]) == 30
+    from robustbench_vit.data.datasets import image_folder
+
+    ds = image_folder(CIFAR10_TEST)
+    assert items[0] == sorted(ds.items[i] for i in stratified_limit(ds.targets, 30, LIMIT_SEED))
+    board = build_leaderboard(tmp_path)
+    row = board[(board.metric == "top1") & board.condition.str.contains("fraction=0.50")].iloc[0]
+    assert row.n_seeds == 2 and row.seeds == "0,1" and row.image_sets_available == 1

@@ -11,7 +11,12 @@ import numpy as np
 from robustbench_vit.data.datasets import ImageDataset
 from robustbench_vit.errors import DataError
 
-__all__ = ["stratified_limit", "read_subset", "builtin_subsets", "shipped_subset_items"]
+__all__ = ["stratified_limit", "read_subset", "builtin_subsets", "shipped_subset_items", "LIMIT_SEED"]
+
+#: the seed of every ``--limit`` draw: the evaluated images never depend on the run's ``--seed``, so runs
+#: of several seeds measure the perturbations' randomness on one image set and the leaderboard averages
+#: them (a subset drawn per seed would make each seed its own image set, never aggregated)
+LIMIT_SEED = 0
 
 
 def stratified_limit(targets: np.ndarray, n: int, seed: int = 0) -> np.ndarray:

@@ -24,7 +24,7 @@ from torch import nn
 
 from robustbench_vit.data.cache import ImageCache, content_identity, default_cache_dir
 from robustbench_vit.data.registry import MASKED_DATASETS
-from robustbench_vit.data.subset import read_subset, stratified_limit
+from robustbench_vit.data.subset import LIMIT_SEED, read_subset, stratified_limit
 from robustbench_vit.device import select_device
 from robustbench_vit.engine.options import DECODE_CHOICES, RunOptions, run_options
 from robustbench_vit.engine.progress import Progress, make_progress
@@ -59,12 +59,13 @@ def decode_device(choice: str, device: torch.device) -> torch.device | None:
 
 
 def select_indices(ds_targets: np.ndarray, opts: RunOptions, ds: Any) -> np.ndarray:
-    """The dataset indices a run evaluates (``--subset``, then ``--limit``: class-stratified, seeded)."""
+    """The dataset indices a run evaluates (``--subset``, then ``--limit``: class-stratified, drawn with
+    :data:`LIMIT_SEED` whatever the run's ``--seed``, so every seed of a sweep sees the same images)."""
     if opts.subset:
         idx = read_subset(opts.subset, ds)
-        return idx[stratified_limit(ds_targets[idx], opts.limit, opts.seed)] if opts.limit else idx
+        return idx[stratified_limit(ds_targets[idx], opts.limit, LIMIT_SEED)] if opts.limit else idx
     if opts.limit:
-        return stratified_limit(ds_targets, opts.limit, opts.seed)
+        return stratified_limit(ds_targets, opts.limit, LIMIT_SEED)
     return np.arange(len(ds_targets))
 
 

@@ -16,7 +16,7 @@ import torch
 
 from robustbench_vit.data.datasets import ImageDataset, image_folder
 from robustbench_vit.data.registry import open_dataset, subset_synsets
-from robustbench_vit.data.subset import stratified_limit
+from robustbench_vit.data.subset import LIMIT_SEED, stratified_limit
 from robustbench_vit.device import to_device
 from robustbench_vit.errors import ConfigError, DataError
 from robustbench_vit.metrics.accumulators import MetricValue
@@ -102,7 +102,7 @@ class _Subset200(WithReferencePreprocessing, Suite):
             raise DataError(f"clean_data for {self.name}: {e}") from None
         idx = np.arange(len(ds))
         if self.clean_limit:
-            idx = stratified_limit(ds.targets, self.clean_limit, ctx.seed)
+            idx = stratified_limit(ds.targets, self.clean_limit, LIMIT_SEED)
         return ds, ctx.cache.data_config, idx, self.label_map(ds, ctx.model)
 
     def summarize(self, results: list[Result]) -> list[Result]:

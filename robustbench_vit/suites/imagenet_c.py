@@ -24,7 +24,7 @@ import numpy as np
 
 from robustbench_vit.data.datasets import image_folder
 from robustbench_vit.data.preprocessing import DataConfig
-from robustbench_vit.data.subset import stratified_limit
+from robustbench_vit.data.subset import LIMIT_SEED, stratified_limit
 from robustbench_vit.errors import DataError
 from robustbench_vit.metrics.mce import (
     BENCHMARK_CORRUPTIONS,
@@ -193,7 +193,7 @@ class ImageNetC(Suite):
             if p["corruption"] != "clean":
                 log.warning("%s lacks some evaluated files; using its own class-stratified subset", folder)
             full = len(ctx.indices) == len(ctx.dataset)
-            idx = np.arange(len(ds)) if full else stratified_limit(ds.targets, len(ctx.indices), ctx.seed)
+            idx = np.arange(len(ds)) if full else stratified_limit(ds.targets, len(ctx.indices), LIMIT_SEED)
         else:
             idx = np.asarray([pos[w] for w in wanted], dtype=np.int64)
         return ds, dc, idx, self.label_map(ds, ctx.model)

@@ -21,7 +21,7 @@ import torch
 
 from robustbench_vit.data.datasets import ImageDataset, concat_datasets, image_folder
 from robustbench_vit.data.registry import open_dataset
-from robustbench_vit.data.subset import stratified_limit
+from robustbench_vit.data.subset import LIMIT_SEED, stratified_limit
 from robustbench_vit.errors import ConfigError, DataError
 from robustbench_vit.metrics.accumulators import ClassificationAccumulator, MetricValue, register_metric
 from robustbench_vit.metrics.ood import aupr, auroc, fpr_at_recall
@@ -81,7 +81,7 @@ class ImageNetO(WithReferencePreprocessing, Suite):
         except DataError as e:
             raise DataError(f"clean_data for imagenet_o: {e}") from None
         if self.clean_limit:
-            keep = stratified_limit(val.targets, self.clean_limit, 0)
+            keep = stratified_limit(val.targets, self.clean_limit, LIMIT_SEED)
             val = _subset(val, keep)
         return OOD_PART, concat_datasets([(OOD_PART, ood), (ID_PART, val)], ood.classes)
 
