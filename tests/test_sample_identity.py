@@ -149,3 +149,26 @@ def test_worst_case_never_joins_two_contents_of_one_file(tmp_path):
     assert row.attacks == 2 and row.n_images == len(files) - 1
     assert f"{files[0].parent.name}/{files[0].name}" not in set(per_image.item)
     assert per_image.image_sha256.map(len).eq(64).all()
+
+
+def test_per_image_files_written_before_image_sha256_still_read_verified(tmp_path):
+    """A file of an older rbvit lacks the ``image_sha256`` column: it is verified against the columns it was
+    written with (then read with the column as nulls), never refused as damaged; an edited value in such a
+    file is still refused."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from robustbench_vit.storage.store import SAMPLE_SCHEMA
+    from robustbench_vit.storage.verified_parquet import UnverifiedFile, atomic_write_table, read_verified
+
+    older = pa.schema([f for f in SAMPLE_SCHEMA if f.name != "image_sha256"])
+    row = {"run_id": "r", "model": "m", "suite": "clean", "dataset": "d", "condition": "clean"}
+    row |= {"source_model": None, "index": 0, "item": "a/0.png", "label": 1, "pred": 1, "correct": True, "loss": 0.5}
+    path = tmp_path / "old.parquet"
+    atomic_write_table(pa.Table.from_pylist([row], schema=older), path)
+    read = read_verified(path, SAMPLE_SCHEMA)
+    assert read.schema == SAMPLE_SCHEMA and read.to_pylist() == [{**row, "image_sha256": None}]
+    edited = pq.read_table(path)
+    pq.write_table(edited.set_column(edited.column_names.index("pred"), "pred", pa.array([7])), path)
+    with pytest.raises(UnverifiedFile):
+        read_verified(path, SAMPLE_SCHEMA)

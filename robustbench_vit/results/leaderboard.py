@@ -67,6 +67,7 @@ def _with_variant_columns(df: pd.DataFrame) -> pd.DataFrame:
         source_model=df["source_model"].fillna(""),
         family=df["family"].fillna(""),
         weights=df["weights"].fillna(""),
+        dtype=df["dtype"].fillna("") if "dtype" in df else "",
     )
     legacy = df["image_set"].isna() if "image_set" in df else pd.Series(True, index=df.index)
     # rows written before image_set existed: the dataset root and --limit identify the set as well as they can

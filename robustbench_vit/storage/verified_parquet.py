@@ -23,6 +23,7 @@ __all__ = [
     "UnverifiedFile",
     "ForeignFile",
     "read_verified",
+    "conform",
     "atomic_write_table",
 ]
 
@@ -50,7 +51,7 @@ def read_verified(path: Path, schema: pa.Schema | None = None, *, named: bool = 
     """A Parquet file written by :func:`atomic_write_table`, read (with ``schema``) and checked against the
     digest of its rows; :class:`UnverifiedFile` when the rows are not what was written. With ``named``,
     a file written under another name than ``path``'s is a :class:`ForeignFile`."""
-    table = pq.read_table(path, schema=schema, partitioning=None)
+    table = pq.read_table(path, partitioning=None)  # the columns as written: what the digest covers
     meta = pq.read_schema(path).metadata or {}
     stored = meta.get(CONTENT_KEY)
     if stored is None:
@@ -60,7 +61,17 @@ def read_verified(path: Path, schema: pa.Schema | None = None, *, named: bool = 
     written_as = meta.get(NAME_KEY)
     if named and written_as is not None and written_as.decode(errors="replace") != path.name:
         raise ForeignFile(f"it was written as {written_as.decode(errors='replace')!r}, not as {path.name!r}")
-    return table
+    return table if schema is None else conform(table, schema)
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` in ``schema``: its columns cast to the schema's types, a column the file predates (written
+    by an older rbvit) as nulls, columns the schema lacks left out."""
+    columns = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def atomic_write_table(table: pa.Table, path: Path) -> None:
