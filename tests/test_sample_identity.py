@@ -120,9 +120,17 @@ def test_compare_pairs_the_same_images_not_the_same_positions(tmp_path, cifar_ca
     shared = sorted(set(a) & set(b))
     assert len(shared) == len(files) - 2  # the removed file and the replaced one are not shared
     test = mcnemar(out, str(cifar_card), str(cifar_cnn_card))
-    assert test.n == len(shared)
+    assert test.n == len(shared) and test.content_differs == 1  # the replaced file
     assert test.a_only == sum(a[k] and not b[k] for k in shared)
     assert test.b_only == sum(b[k] and not a[k] for k in shared)
+    from click.testing import CliRunner
+
+    from robustbench_vit.cli.commands import main
+
+    printed = CliRunner().invoke(main, ["compare", str(cifar_card), str(cifar_cnn_card), "-r", str(out)])
+    assert printed.exit_code == 0, printed.output
+    assert f"on {len(shared)} shared images" in printed.output
+    assert "left out: 1 images named alike whose content differs" in printed.output
 
 
 @needs_cifar

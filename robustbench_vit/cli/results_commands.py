@@ -145,6 +145,11 @@ def compare_cmd(
     click.echo(f"{model_a}: {r.acc_a:.4f}   {model_b}: {r.acc_b:.4f}   on {r.n} shared images ({suite})")
     click.echo(f"only {model_a} correct: {r.a_only}   only {model_b} correct: {r.b_only}")
     click.echo(f"exact McNemar p-value: {r.p_value:.4g}")
+    if r.content_differs:
+        click.echo(
+            f"left out: {r.content_differs} images named alike whose content differs between the two runs "
+            "(or was not recorded by an older rbvit)"
+        )
 
 
 @click.command("worst-case")

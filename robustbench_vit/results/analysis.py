@@ -147,6 +147,9 @@ class McNemar:
     acc_a: float
     acc_b: float
     p_value: float
+    #: images of one name in both runs left out: their content differs (a file replaced between the runs),
+    #: or one run recorded none (rows of an rbvit before ``image_sha256``)
+    content_differs: int = 0
 
 
 def exact_mcnemar_p(a_only: int, b_only: int) -> float:
@@ -190,8 +193,11 @@ def mcnemar(
         missing = model_a if a.empty else model_b
         raise DataError(f"no per-sample rows for {missing} in suite {suite}; rerun it with --save-samples")
     m = a.merge(b, on=key, suffixes=("_a", "_b"))
+    named = a.merge(b, on=["dataset", "condition", "item"], suffixes=("_a", "_b"))
+    differs = int((named.image_sha256_a != named.image_sha256_b).sum())
     if m.empty:
-        raise DataError(f"{model_a} and {model_b} share no evaluated images in suite {suite}")
+        why = f" ({differs} share a name but not their recorded content)" if differs else ""
+        raise DataError(f"{model_a} and {model_b} share no evaluated images in suite {suite}{why}")
     a_only = int((m.correct_a & ~m.correct_b).sum())
     b_only = int((~m.correct_a & m.correct_b).sum())
     return McNemar(
@@ -201,4 +207,5 @@ def mcnemar(
         float(m.correct_a.mean()),
         float(m.correct_b.mean()),
         exact_mcnemar_p(a_only, b_only),
+        differs,
     )
