@@ -28,7 +28,9 @@ def _frame(rows: list[dict]):  # type: ignore[no-untyped-def]
 def test_mce_from_rows_never_pools_the_cells_of_two_runs():
     """A full ImageNet-C run, then a later 100-image run of one corruption: the mCE is the full run's (the
     board's entry), not the full run's cells with gaussian noise taken from the small run."""
-    full = {(c, s): 0.30 + 0.01 * s + 0.001 * i for i, c in enumerate(BENCHMARK_CORRUPTIONS) for s in SEVERITIES}
+    full = {
+        (c, s): 0.30 + 0.01 * s + 0.001 * i for i, c in enumerate(BENCHMARK_CORRUPTIONS) for s in SEVERITIES
+    }
     rows = [_cell(v, c, s, image_set="full", n=1000, n_images=1000) for (c, s), v in full.items()]
     rows += [_cell(0.95, "gaussian_noise", s, image_set="lim", minute=5) for s in SEVERITIES]
     rows.append(_cell(0.24, "clean", 0, image_set="full", n=1000, n_images=1000))
@@ -39,7 +41,9 @@ def test_mce_from_rows_never_pools_the_cells_of_two_runs():
 
 def test_two_entries_of_one_model_need_a_label():
     cells = [(c, s) for c in BENCHMARK_CORRUPTIONS for s in SEVERITIES]
-    rows = [_cell(0.4, c, s, weights="w1") for c, s in cells] + [_cell(0.6, c, s, weights="w2") for c, s in cells]
+    rows = [_cell(0.4, c, s, weights="w1") for c, s in cells] + [
+        _cell(0.6, c, s, weights="w2") for c, s in cells
+    ]
     df = _frame(rows)
     with pytest.raises(DataError, match=r"has 2 imagenet_c entries .*pass label="):
         mce_from_rows(df, model="m")
@@ -72,7 +76,9 @@ def test_pivot_shows_each_board_entry_never_a_mix_of_runs():
 
     rows = [row(value=v, condition=c, image_set="full", n_images=1000) for c, v in (("a", 0.7), ("b", 0.6))]
     rows.append(row(value=0.1, condition="a", image_set="lim", n_images=10, minute=5))
-    rows += [row(value=v, condition=c, weights="w2", seed=s) for c, v in (("a", 0.5), ("b", 0.4)) for s in (0, 1)]
+    rows += [
+        row(value=v, condition=c, weights="w2", seed=s) for c, v in (("a", 0.5), ("b", 0.4)) for s in (0, 1)
+    ]
     t = pivot(_frame(rows), suite="clean")
     assert t.loc["m [timm:m.tag]"].tolist() == [0.7, 0.6]
     assert t.loc["m [w2]"].tolist() == [0.5, 0.4]

@@ -1,73 +1,19 @@
 """AutoAttack suite: stages, agreement with the authors' package called directly, gradient-masking and
-randomised-forward checks, resume at the batch in flight."""
+randomised-forward checks, the per-image worst case (resume and shards: test_autoattack_resume.py)."""
 
 from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pytest
 import torch
 
 from tests.helpers import CIFAR10_TEST, IMAGENET_SAMPLES, needs_cifar, needs_effnet, needs_imagenet
+from tests.smooth_classifier import PRE, Smooth
+from tests.smooth_classifier import first_value as _value
+from tests.smooth_classifier import run_autoattack as _eval
 
 pytest.importorskip("pyautoattack")
-
-PRE = {
-    "input_size": [3, 32, 32],
-    "mean": [0.0] * 3,
-    "std": [1.0] * 3,
-    "crop_pct": 1.0,
-    "label_space": "cifar10",
-}
-
-
-class Smooth(torch.nn.Module):
-    """A cheap linear CIFAR classifier on 8x8-pooled colour: an 8/255 budget breaks some images, not all."""
-
-    def __init__(self, quantise: bool = False, noisy: bool = False) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.fc = torch.nn.Linear(192, 10)
-        with torch.no_grad():
-            self.fc.weight.copy_(torch.randn(10, 192, generator=g))
-            self.fc.bias.zero_()
-        self.quantise, self.noisy = quantise, noisy
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.quantise:  # a non-differentiable input layer: zero gradient almost everywhere
-            x = x + (torch.round(x * 8) / 8 - x).detach()
-            x = x.detach() * 1.0 + 0.0 * x  # the gradient does not reach the input at all
-        z = torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten(1)
-        if self.noisy:
-            z = z + 0.05 * torch.randn_like(z)
-        return self.fc(z)
-
-
-def _eval(model: torch.nn.Module, **params):  # type: ignore[no-untyped-def]
-    import robustbench_vit as rbvit
-
-    kw = {
-        "data": str(CIFAR10_TEST),
-        "limit": params.pop("limit", 60),
-        "batch_size": params.pop("batch_size", 60),
-    }
-    kw["out"] = params.pop("out", None)
-    for opt in ("cache_dir", "shard"):
-        if opt in params:
-            kw[opt] = params.pop(opt)
-    return rbvit.evaluate(
-        model, "autoattack", preprocessing=PRE, name="smooth", progress=False, suite_params=params, **kw
-    )
-
-
-def _value(df, metric: str, cond_suffix: str = "") -> float:  # type: ignore[no-untyped-def]
-    d = (
-        df[(df.metric == metric) & df.condition.str.endswith(cond_suffix)]
-        if cond_suffix
-        else df[df.metric == metric]
-    )
-    return float(d.value.iloc[0])
 
 
 @needs_cifar
@@ -175,96 +121,6 @@ def test_a_randomised_forward_is_flagged(caplog):
     assert _value(df, "randomized_forward") == 1.0 and any(
         "aa_version=rand" in r.message for r in caplog.records
     )
-
-
-@needs_cifar
-def test_a_killed_run_resumes_at_the_batch_in_flight(tmp_path, monkeypatch):
-    from robustbench_vit.suites import autoattack as suite_module
-
-    params = dict(eps="2/255", aa_version="custom", attacks=("apgd-ce", "apgd-t"), limit=60, batch_size=20)
-    whole = _eval(Smooth(), out=str(tmp_path / "whole"), cache_dir=str(tmp_path / "c1"), **params)
-    real = suite_module.run_stages
-    calls: list[int] = []
-
-    def dies_on_second_batch(*a, **k):  # type: ignore[no-untyped-def]
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("killed")
-        return real(*a, **k)
-
-    monkeypatch.setattr(suite_module, "run_stages", dies_on_second_batch)
-    with pytest.raises(KeyboardInterrupt):
-        _eval(Smooth(), out=str(tmp_path / "resumed"), cache_dir=str(tmp_path / "c2"), **params)
-    calls.clear()
-    monkeypatch.setattr(suite_module, "run_stages", lambda *a, **k: calls.append(1) or real(*a, **k))
-    resumed = _eval(Smooth(), out=str(tmp_path / "resumed"), cache_dir=str(tmp_path / "c2"), **params)
-    assert len(calls) == 2  # batches 2 and 3; the finished first batch is not attacked again
-    key = ["condition", "metric"]
-    a = whole.set_index(key)["value"].sort_index()
-    b = resumed.set_index(key)["value"].sort_index()
-    assert np.allclose(a.values, b.values) and list(a.index) == list(b.index)
-
-
-@needs_cifar
-def test_shards_split_the_batches_and_the_final_pass_attacks_nothing(tmp_path, monkeypatch):
-    """Under a shard (k, n) AutoAttack attacks every n-th batch of its one condition and writes no rows;
-    the unsharded final pass (as Ray and --devices run it) assembles the rows a single run gives."""
-    from robustbench_vit.suites import autoattack as suite_module
-
-    params = dict(eps="2/255", aa_version="custom", attacks=("apgd-ce", "apgd-t"), limit=60, batch_size=20)
-    whole = _eval(Smooth(), out=str(tmp_path / "whole"), cache_dir=str(tmp_path / "c1"), **params)
-    real = suite_module.run_stages
-    attacked: list[list[int]] = []
-    monkeypatch.setattr(
-        suite_module,
-        "run_stages",
-        lambda aa, f, x, y, st: attacked[-1].append(len(y)) or real(aa, f, x, y, st),
-    )
-    out = tmp_path / "sharded"
-    for k in range(2):
-        attacked.append([])
-        rows = _eval(Smooth(), out=str(out), cache_dir=str(tmp_path / "c2"), shard=(k, 2), **params)
-        assert rows.empty
-    assert attacked == [[20, 20], [20]]  # batches 0 and 2, then batch 1
-    assert not list(out.rglob("*.parquet"))  # shards store outcomes, not rows
-    attacked.append([])
-    final = _eval(Smooth(), out=str(out), cache_dir=str(tmp_path / "c2"), **params)
-    assert attacked[-1] == []  # every batch was attacked by a shard
-    key = ["condition", "metric"]
-    a = whole.set_index(key)["value"].sort_index()
-    b = final.set_index(key)["value"].sort_index()
-    assert list(a.index) == list(b.index) and np.array_equal(a.values, b.values, equal_nan=True)
-
-
-@needs_cifar
-def test_a_shard_out_of_gpu_memory_leaves_its_batches_to_the_final_pass(tmp_path, monkeypatch, caplog):
-    """A shard that runs out of memory keeps what it stored and ends without error; the final pass
-    attacks the batches it left, and the rows are a single run's."""
-    from robustbench_vit.suites import autoattack as suite_module
-
-    params = dict(eps="2/255", aa_version="custom", attacks=("apgd-ce",), limit=60, batch_size=20)
-    whole = _eval(Smooth(), cache_dir=str(tmp_path / "c1"), **params)
-    real = suite_module.run_stages
-    attacked: list[int] = []
-
-    def oom_on_the_second_batch(aa, f, x, y, st):  # type: ignore[no-untyped-def]
-        attacked.append(len(y))
-        if len(attacked) == 2:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
-        return real(aa, f, x, y, st)
-
-    monkeypatch.setattr(suite_module, "run_stages", oom_on_the_second_batch)
-    with caplog.at_level("WARNING"):
-        assert _eval(Smooth(), cache_dir=str(tmp_path / "c2"), shard=(0, 1), **params).empty
-    assert attacked == [20, 20] and "shard 0/1: out of GPU memory at batch size 20" in caplog.text
-    monkeypatch.setattr(
-        suite_module, "run_stages", lambda aa, f, x, y, st: attacked.append(len(y)) or real(aa, f, x, y, st)
-    )
-    final = _eval(Smooth(), cache_dir=str(tmp_path / "c2"), **params)
-    assert attacked[2:] == [20, 20]  # the batch that ran out of memory and the one never reached
-    key = ["condition", "metric"]
-    a, b = (df.set_index(key)["value"].sort_index() for df in (whole, final))
-    assert list(a.index) == list(b.index) and np.array_equal(a.values, b.values, equal_nan=True)
 
 
 @pytest.mark.slow

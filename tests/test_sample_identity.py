@@ -114,7 +114,9 @@ def test_compare_pairs_the_same_images_not_the_same_positions(tmp_path, cifar_ca
     s = load_samples(out)
     rows = {}  # per run: (file name, digest of the file as it is now) -> correct
     for run, folder in ((run_a, first), (run_b, second)):
-        rows[run] = {(r.item, _sha(folder / r.item)): bool(r.correct) for r in s[s.run_id == run].itertuples()}
+        rows[run] = {
+            (r.item, _sha(folder / r.item)): bool(r.correct) for r in s[s.run_id == run].itertuples()
+        }
         assert len(rows[run]) == len(s[s.run_id == run])
     a, b = rows[run_a], rows[run_b]
     shared = sorted(set(a) & set(b))
@@ -140,7 +142,7 @@ def test_worst_case_never_joins_two_contents_of_one_file(tmp_path):
     import robustbench_vit as rbvit
     from robustbench_vit.models.loading import wrap_module
     from robustbench_vit.results.worst_case import worst_case
-    from tests.test_autoattack import PRE, Smooth
+    from tests.smooth_classifier import PRE, Smooth
 
     files = [f for c in sorted(CIFAR10_TEST.iterdir()) for f in sorted(c.iterdir())[:2]]
     data = _copy_images(files, tmp_path / "cifar")
@@ -171,7 +173,15 @@ def test_per_image_files_written_before_image_sha256_still_read_verified(tmp_pat
 
     older = pa.schema([f for f in SAMPLE_SCHEMA if f.name != "image_sha256"])
     row = {"run_id": "r", "model": "m", "suite": "clean", "dataset": "d", "condition": "clean"}
-    row |= {"source_model": None, "index": 0, "item": "a/0.png", "label": 1, "pred": 1, "correct": True, "loss": 0.5}
+    row |= {
+        "source_model": None,
+        "index": 0,
+        "item": "a/0.png",
+        "label": 1,
+        "pred": 1,
+        "correct": True,
+        "loss": 0.5,
+    }
     path = tmp_path / "old.parquet"
     atomic_write_table(pa.Table.from_pylist([row], schema=older), path)
     read = read_verified(path, SAMPLE_SCHEMA)

@@ -86,7 +86,12 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--data", type=str, default=None, help="Dataset folder (default: the ImageNet sample set).")
 @click.option("--dataset", type=str, default=None, help="Dataset name when auto-detection is not enough.")
 @click.option("--labels", type=str, default=None, help="Label file for a flat image folder.")
-@click.option("--limit", type=int, default=None, help="Class-stratified subset of N images (the same images for every --seed).")
+@click.option(
+    "--limit",
+    type=int,
+    default=None,
+    help="Class-stratified subset of N images (the same images for every --seed).",
+)
 @click.option("--subset", type=str, default=None, help="File (or shipped list name) of item ids to evaluate.")
 @click.option("--batch-size", "-b", type=int, default=None, help="Images per forward pass (default 64).")
 @click.option("--device", type=str, default=None, help="auto (cuda > mps > cpu), cpu, cuda, cuda:1 ...")

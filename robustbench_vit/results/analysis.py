@@ -69,7 +69,9 @@ def board_variant(df: pd.DataFrame, *, model: str, suite: str, label: str | None
             raise DataError(f"{model} has no {suite} entry labelled {label!r} (has: {'; '.join(labels)})")
         return rows[rows["label"] == label]
     if len(labels) > 1:
-        raise DataError(f"{model} has {len(labels)} {suite} entries ({'; '.join(labels)}); pass label= one of them")
+        raise DataError(
+            f"{model} has {len(labels)} {suite} entries ({'; '.join(labels)}); pass label= one of them"
+        )
     return rows
 
 
@@ -188,7 +190,9 @@ def mcnemar(
     # an image is the same image in both runs when its name and its content agree, never by its position
     # in two image lists (a --subset, a --limit, or an ImageNet-C folder lacking files shift positions)
     key = ["dataset", "condition", "item", "image_sha256"]
-    a, b = (d.assign(image_sha256=d.image_sha256.fillna("")).drop_duplicates(key, keep="last") for d in (a, b))
+    a, b = (
+        d.assign(image_sha256=d.image_sha256.fillna("")).drop_duplicates(key, keep="last") for d in (a, b)
+    )
     if a.empty or b.empty:
         missing = model_a if a.empty else model_b
         raise DataError(f"no per-sample rows for {missing} in suite {suite}; rerun it with --save-samples")

@@ -68,7 +68,9 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table`` in ``schema``: its columns cast to the schema's types, a column the file predates (written
     by an older rbvit) as nulls, columns the schema lacks left out."""
     columns = [
-        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        table.column(f.name).cast(f.type)
+        if f.name in table.column_names
+        else pa.nulls(table.num_rows, f.type)
         for f in schema
     ]
     return pa.Table.from_arrays(columns, schema=schema)
