@@ -1,12 +1,10 @@
-"""imagenet_p: stability metrics against the reference evaluation loop, generated sequences against the
-reference generator's operations (PIL, OpenCV, imagecorruptions' ImageMagick motion blur), both data
-paths end to end, baseline normalisation, and a real model."""
+"""imagenet_p: stability metrics against the reference evaluation loop, both data paths end to end,
+baseline normalisation, and a real model (the generated frames: test_imagenet_p_frames.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -21,6 +19,7 @@ from robustbench_vit.metrics.stability import flip_probability, top5_distance, t
 from robustbench_vit.models.loading import wrap_module
 from robustbench_vit.perturbations import sequences as seq
 from tests.helpers import IMAGENET_SAMPLES, needs_effnet, needs_imagenet
+from tests.test_imagenet_p_frames import _canvas, _ext
 
 # --- metrics: the reference's flip_prob / ranking_dist, restated --------------------------------------
 CUM = np.cumsum(np.asarray([0] + [1] * 5 + [0] * (999 - 5)))
@@ -73,156 +72,6 @@ def test_a_model_that_never_changes_its_mind_is_perfectly_stable():
         )
 
 
-# --- generated sequences against the reference's operations -----------------------------------------
-def _source(wnid: str = "n01440764") -> Image.Image:
-    """A shared sample resized to 256 on its short side; ``black-border``: the tench with its own black
-    frame (40 px left and right, 24 px top), which detecting the image from the padding would cut off."""
-    if wnid == "black-border":
-        img = np.asarray(_source()).copy()
-        img[:24], img[:, :40], img[:, -40:] = 0, 0, 0
-        return Image.fromarray(img)
-    f = next((IMAGENET_SAMPLES / wnid).iterdir())
-    return T.Resize(256)(Image.open(f).convert("RGB"))
-
-
-#: the tench (4:3), a 2.8:1 strainer wider than the canvas, a 1:2.4 cobra, a black-framed image
-SOURCES = ["n01440764", "n04332243", "n01748264", "black-border"]
-
-
-def _canvas(img: Image.Image) -> torch.Tensor:
-    t = TF.pil_to_tensor(img)
-    return TF.center_crop(t, [seq.CANVAS, seq.CANVAS]).float().div(255)[None]
-
-
-def _ext(img: Image.Image) -> torch.Tensor:
-    return seq.canvas_extent([(img.height, img.width)])
-
-
-def _close(ours: torch.Tensor, ref: np.ndarray, mean_levels: float, p99_levels: float) -> None:
-    """Frames agree within ``mean_levels`` uint8 levels on average and ``p99_levels`` at the 99th percentile."""
-    a = ours.permute(1, 2, 0).numpy() * 255
-    d = np.abs(a - ref.astype(np.float64))
-    assert d.mean() <= mean_levels and np.percentile(d, 99) <= p99_levels, (d.mean(), np.percentile(d, 99))
-
-
-@needs_imagenet
-@pytest.mark.parametrize("source", SOURCES)
-@pytest.mark.parametrize(
-    "name", ["translate", "rotate", "scale", "zoom_blur", "tilt", "brightness", "motion_blur"]
-)
-def test_generated_frames_follow_the_reference_generator(name, source):
-    """Every frame against the reference's operations on the whole short-side-256 image, also for images
-    wider than the canvas (``scale``'s first frames show their sides) and images with a black border."""
-    import skimage.color as skcolor
-    from imagecorruptions.corruptions import _motion_blur
-
-    img = _source(source)
-    frames = seq.generate(name, _canvas(img), _ext(img), torch.Generator().manual_seed(0))[:, 0]
-    crop = T.CenterCrop(224)
-    x = np.asarray(img)
-    picks = (0, 3, 7, 19, 30) if name != "translate" else (0, 5, 20, 40)
-    avg = T.ToTensor()(crop(img))
-    for i in range(1, 31 if name == "zoom_blur" else 0):  # zoom blur accumulates every frame
-        z = crop(TF.affine(img, 0, [0, 0], 1 + 0.004 * i, [0.0], interpolation=T.InterpolationMode.BILINEAR))
-        avg += T.ToTensor()(z)
-        if i in picks:
-            ref = np.asarray(T.ToPILImage()(avg / (i + 1)))
-            _close(frames[i], ref, 0.6, 3)
-    for i in picks:
-        if name == "translate":
-            ref = np.asarray(crop(TF.affine(img, 0, [i - 20, 0], 1, [0.0])))
-        elif name == "rotate":
-            ref = np.asarray(
-                crop(TF.affine(img, i - 15, [0, 0], 1.0, [0.0], interpolation=T.InterpolationMode.BILINEAR))
-            )
-        elif name == "scale":
-            s = (i * 2.5 + 40) / 100.0
-            ref = np.asarray(
-                crop(TF.affine(img, 0, [0, 0], s, [0.0], interpolation=T.InterpolationMode.BILINEAR))
-            )
-        elif name == "tilt":
-            h, w = x.shape[:2]
-            mat = seq.tilt_matrix(h, w, i - 15).numpy()
-            ref = np.asarray(crop(Image.fromarray(cv2.warpPerspective(x, mat, (w, h)))))
-        elif name == "brightness":
-            hsv = skcolor.rgb2hsv(np.asarray(crop(img)) / 255.0)
-            hsv[:, :, 2] = np.clip(hsv[:, :, 2] + (i - 15) * 2 / 100.0, 0, 1)
-            ref = np.uint8(skcolor.hsv2rgb(hsv) * 255)
-        elif name == "motion_blur":
-            blurred = _motion_blur(np.asarray(crop(img)), radius=10, sigma=3, angle=(i - 30) * 4)
-            ref = np.clip(np.round(blurred), 0, 255)
-        else:
-            continue
-        _close(frames[i], ref, 0.6, 3)
-
-
-@needs_imagenet
-def test_carried_extent_is_where_the_cache_puts_each_image(tmp_path):
-    """The suite's canvas (decoded by the image cache) holds each image exactly at the extent computed from
-    the file's size: black outside it, the image's own pixels (as torchvision places them) inside."""
-    from robustbench_vit.data.cache import ImageCache
-    from robustbench_vit.data.registry import open_dataset
-    from robustbench_vit.suites import make_suite
-    from robustbench_vit.suites.imagenet_p import image_extents
-
-    _, ds = open_dataset(str(IMAGENET_SAMPLES))
-    wide = [i for i, it in enumerate(ds.items) if it.split("/")[0] in ("n04332243", "n01748264", "n04238763")]
-    idx = np.asarray(sorted(set(range(0, len(ds), 97)) | set(wide)))
-    model = wrap_module(_Tiny(), preprocessing=PRE)
-    cache = ImageCache(ds, make_suite("imagenet_p", {}).data_config(model), tmp_path / "c")
-    cache.ensure(idx)
-    canvas = cache.batch(idx)
-    for c, (top, left, h, w), i in zip(canvas, image_extents(ds, idx.tolist()).long().tolist(), idx):
-        inside = torch.zeros(c.shape[-2:], dtype=torch.bool)
-        inside[max(top, 0) : top + h, max(left, 0) : left + w] = True
-        assert not c[:, ~inside].any(), ds.items[i]
-        ref = TF.pil_to_tensor(T.Resize(256)(Image.open(ds.root / ds.items[i]).convert("RGB")))
-        assert tuple(ref.shape[-2:]) == (h, w)
-        rows, cols = int(inside.any(1).sum()), int(inside.any(0).sum())
-        window = ref[:, max(-top, 0) : max(-top, 0) + rows, max(-left, 0) : max(-left, 0) + cols]
-        assert (c[:, inside].float() - window.reshape(3, -1).float()).abs().mean() < 2.0, ds.items[i]
-
-
-@needs_imagenet
-def test_snow_frames_follow_the_reference_with_the_same_draws():
-    from imagecorruptions.corruptions import _motion_blur
-    from scipy.ndimage import zoom as scizoom
-
-    img = T.CenterCrop(224)(_source())
-    x = np.asarray(img) / 255.0
-    noise = np.random.default_rng(0).normal(size=(224, 224), loc=0.05, scale=0.3)
-    ours = seq.snow_sequence(
-        torch.from_numpy(x).permute(2, 0, 1)[None].float(), torch.from_numpy(noise)[None, None]
-    )
-    # reference: clipped_zoom x3 (order 1, centre trim), threshold, 8-bit layer, blur, brighten, add
-    ch = int(np.ceil(224 / 3))
-    top = (224 - ch) // 2
-    z = scizoom(noise[top : top + ch, top : top + ch], 3, order=1)
-    t = (z.shape[0] - 224) // 2
-    z = z[t : t + 224, t : t + 224]
-    z[z < 0.5] = 0
-    layer = (np.clip(z, 0, 1) * 255).astype(np.uint8)
-    gray = cv2.cvtColor(np.float32(x), cv2.COLOR_RGB2GRAY)[..., None]
-    base = 0.85 * x + 0.15 * np.maximum(x, gray * 1.5 + 0.5)
-    for i in (0, 15, 30):
-        s = np.clip(np.round(_motion_blur(layer, 14, 4, i * 4 - 150)), 0, 255)[..., None] / 255.0
-        ref = np.uint8(np.clip(base + s + np.rot90(s, k=2), 0, 1) * 255)
-        _close(ours[i][0], ref, 0.6, 3)
-
-
-def test_noise_sequences_start_clean_and_have_the_reference_strength():
-    g = torch.Generator().manual_seed(0)
-    x = torch.full((2, 3, seq.CANVAS, seq.CANVAS), 0.5)
-    full = torch.tensor([[0.0, 0.0, seq.CANVAS, seq.CANVAS]] * 2, dtype=torch.float64)
-    for d, sigma in enumerate(seq.NOISE_LEVELS["gaussian_noise"], start=1):
-        f = seq.generate("gaussian_noise", x, full, g, d)
-        assert torch.equal(f[0], x[:, :, :224, :224]) and f.shape[0] == 31
-        assert float((f[1:] - 0.5).std()) == pytest.approx(sigma, rel=0.05)
-    for d, lam in enumerate(seq.NOISE_LEVELS["shot_noise"], start=1):
-        f = seq.generate("shot_noise", x, full, g, d)
-        assert float(f[1:].var()) == pytest.approx(0.5 / lam, rel=0.1)  # Poisson: variance = x / lambda
-
-
 # --- the suite end to end ---------------------------------------------------------------------------
 class _Tiny(nn.Module):
     """A deterministic 1000-way linear classifier over 8x8-pooled pixels (a stand-in with real sensitivity)."""
@@ -266,6 +115,33 @@ def _write_videos(root: Path, n_per: int = 2) -> Path:
                     box.mux(stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")))
                 box.mux(stream.encode())
     return root
+
+
+@needs_imagenet
+def test_carried_extent_is_where_the_cache_puts_each_image(tmp_path):
+    """The suite's canvas (decoded by the image cache) holds each image exactly at the extent computed from
+    the file's size: black outside it, the image's own pixels (as torchvision places them) inside."""
+    from robustbench_vit.data.cache import ImageCache
+    from robustbench_vit.data.registry import open_dataset
+    from robustbench_vit.suites import make_suite
+    from robustbench_vit.suites.imagenet_p import image_extents
+
+    _, ds = open_dataset(str(IMAGENET_SAMPLES))
+    wide = [i for i, it in enumerate(ds.items) if it.split("/")[0] in ("n04332243", "n01748264", "n04238763")]
+    idx = np.asarray(sorted(set(range(0, len(ds), 97)) | set(wide)))
+    model = wrap_module(_Tiny(), preprocessing=PRE)
+    cache = ImageCache(ds, make_suite("imagenet_p", {}).data_config(model), tmp_path / "c")
+    cache.ensure(idx)
+    canvas = cache.batch(idx)
+    for c, (top, left, h, w), i in zip(canvas, image_extents(ds, idx.tolist()).long().tolist(), idx):
+        inside = torch.zeros(c.shape[-2:], dtype=torch.bool)
+        inside[max(top, 0) : top + h, max(left, 0) : left + w] = True
+        assert not c[:, ~inside].any(), ds.items[i]
+        ref = TF.pil_to_tensor(T.Resize(256)(Image.open(ds.root / ds.items[i]).convert("RGB")))
+        assert tuple(ref.shape[-2:]) == (h, w)
+        rows, cols = int(inside.any(1).sum()), int(inside.any(0).sum())
+        window = ref[:, max(-top, 0) : max(-top, 0) + rows, max(-left, 0) : max(-left, 0) + cols]
+        assert (c[:, inside].float() - window.reshape(3, -1).float()).abs().mean() < 2.0, ds.items[i]
 
 
 @needs_imagenet
@@ -357,31 +233,6 @@ def test_released_layout_errors_name_the_folder(tmp_path):
     (tmp_path / "q" / "zebra").mkdir(parents=True)
     with pytest.raises(DataError, match="has none of the folders"):
         rbvit.evaluate(_Tiny(), "imagenet_p", data=str(tmp_path / "q"), **kw)
-
-
-@needs_imagenet
-@pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise"])
-def test_noise_frames_are_the_reference_formula_with_the_same_draws(name):
-    """Frames 1..30 restated with numpy as make_imagenet_p.py writes them (``np.uint8`` of the clipped noisy
-    image), fed the draws our generator makes: the device generator seeded from the batch generator."""
-    from robustbench_vit.perturbations.corruptions._ops import dev_gen
-
-    canvas = _canvas(_source())
-    frames = seq.generate(name, canvas, _ext(_source()), torch.Generator().manual_seed(7), difficulty=2)[:, 0]
-    x = frames[0]  # the clean 224 crop
-    g = dev_gen(canvas, torch.Generator().manual_seed(7))
-    level = seq.NOISE_LEVELS[name][1]
-    xn = x.numpy().astype(np.float64)
-    for i in range(1, 31):
-        if name == "gaussian_noise":
-            draw = torch.randn((1, *x.shape), generator=g)[0].numpy()
-            ref = np.uint8(255 * np.clip(xn + level * draw, 0, 1))
-        else:
-            draw = torch.poisson(torch.from_numpy(xn)[None].float() * level, generator=g)[0].numpy()
-            ref = np.uint8(255 * np.clip(draw / level, 0, 1))
-        got = np.round(frames[i].numpy().astype(np.float64) * 255)
-        assert np.abs(got - ref).max() <= 1, i  # float32 vs float64 at the truncation edge
-        assert (got == ref).mean() > 0.999, i
 
 
 @needs_imagenet
