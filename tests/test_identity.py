@@ -314,3 +314,20 @@ def test_per_image_rows_come_from_the_run_seen_last_never_a_mix(world):
     assert set(chosen.run_id) == {first_run} and chosen.loss.tolist() == loss[first_run]
     test = mcnemar(out, str(world["card"]), str(world["card"]))
     assert test.n == 30 and test.acc_a == pytest.approx(float(first.query("metric == 'top1'").value.iloc[0]))
+
+
+@needs_cifar
+def test_the_board_drops_runs_of_a_folder_listed_otherwise_since(world):
+    """An image deleted from the folder, then a rerun: the board shows the run of the folder as it is now,
+    not the larger run that read the deleted file; a later --limit run of the current folder does not
+    replace it."""
+    from robustbench_vit.results.leaderboard import build_leaderboard
+
+    out, cache = world["root"] / "out", world["root"] / "cache"
+    run(world, out, cache)
+    (world["data"] / "cat" / "0.ppm").unlink()
+    now = nll(run(world, out, cache))
+    run(world, out, cache, limit=5)
+    board = build_leaderboard(out).query("metric == 'nll'")
+    assert board.value.tolist() == [now] and board.n_images.tolist() == [29]
+    assert board.image_sets_available.tolist() == [2]  # the 29 and the --limit 5 set of the current folder

@@ -31,6 +31,8 @@ def row(
     suite_cfg=None,
     family="cnn",
     dtype="fp32",
+    listing=None,
+    data_root="/data",
 ):
     cfg = {"suite": suite_cfg or {"suite": suite, "version": 1}}
     t = T0 + dt.timedelta(minutes=minute)
@@ -44,7 +46,8 @@ def row(
         "suite": suite,
         "suite_version": 1,
         "dataset": "imagenet-val",
-        "data_root": "/data",
+        "data_root": data_root,
+        "listing": listing,
         "condition": condition,
         "severity": None,
         "params": "{}",
@@ -101,6 +104,20 @@ def test_a_smaller_later_run_never_replaces_a_larger_image_set():
     assert sorted(every["value"]) == [0.70, 0.90] and every["label"].nunique() == 2
     md = render_markdown(b)
     assert "1000 images (largest of 2 image sets)" in md
+
+
+def test_a_run_of_a_folder_listed_otherwise_since_is_not_the_current_number():
+    """An image deleted from the folder, then a rerun: the 999-image run is the folder's number now, not the
+    larger run that read a file which no longer exists. A --limit run of the folder as it is listed now
+    still never replaces its full run; another folder of the dataset keeps competing by size."""
+    full = row(value=0.70, image_set="full", n=1000, n_images=1000, listing="L1")
+    after = row(value=0.72, image_set="less", n=999, n_images=999, listing="L2", minute=5)
+    quick = row(value=0.90, image_set="q", n=100, n_images=100, listing="L2", minute=9)
+    b = board([full, after, quick])
+    assert len(b) == 1 and b["value"].iat[0] == 0.72 and b["n_images"].iat[0] == 999
+    assert len(board([full, after, quick], all_variants=True)) == 3  # --all shows every run
+    elsewhere = row(value=0.60, image_set="big", n=5000, n_images=5000, listing="X", data_root="/other")
+    assert board([full, after, elsewhere])["value"].tolist() == [0.60]  # the larger folder, as before
 
 
 def test_seeds_are_aggregated_not_overwritten():

@@ -205,6 +205,9 @@ def base_row(
         "suite_version": suite.version,
         "dataset": dataset,
         "data_root": str(ds.root),
+        # the folder's file list (root + every item name) when the run read it: a run of a listing that has
+        # since changed (an image deleted or added) is not the board's current number for that folder
+        "listing": ds.fingerprint or None,
         "seed": opts.seed,
         # what --limit took (a limit above the set's size takes the whole set: the clamped number)
         "limit": None if opts.limit is None else min(opts.limit, n_images),

@@ -5,7 +5,9 @@ Rows are grouped into *variants*: one model's weights, preprocessing, suite conf
 variant, reruns keep the
 latest value per seed and seeds are aggregated (mean, std over seeds, number of seeds). For every
 (model, weights, preprocessing, suite config, dtype, suite, dataset) the leaderboard shows the variant with
-the largest image set (``--all`` shows every variant) and says which one it took. Models with random
+the largest image set among the runs of each folder's current file list (``listing``: a run of a folder an
+image was since deleted from is stale, however large) (``--all`` shows every variant) and says which one it
+took. Models with random
 weights are marked. Proportions get 95% Wilson intervals. Written to Parquet and rendered as Markdown
 (one table per suite with its headline metrics, and a source x target matrix for transfer).
 """
@@ -127,6 +129,8 @@ def _board(df: pd.DataFrame, all_variants: bool) -> tuple[pd.DataFrame, pd.DataF
     if df.empty:
         return pd.DataFrame(columns=[*cols, "ci_low", "ci_high", "rank", "comparable_with"]), df
     df = _with_variant_columns(df).assign(_seen=lambda d: recency(d))
+    if not all_variants:
+        df = _current_listings(df)
     # reruns of one seed: the row of the run seen current last wins; then seeds are aggregated
     keys = list(dict.fromkeys([*_GROUP, "image_set", *_KEY]))
     df = df.sort_values(["_seen", "finished_at"]).drop_duplicates([*keys, "seed"], keep="last")
@@ -177,6 +181,20 @@ def _board(df: pd.DataFrame, all_variants: bool) -> tuple[pd.DataFrame, pd.DataF
     out = agg.drop(columns="_s")[[*cols, "ci_low", "ci_high", "rank", "comparable_with"]]
     out = out.sort_values([*_KEY, "rank", "label"]).reset_index(drop=True)
     return out, rows
+
+
+def _current_listings(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of runs that read their folder as it was listed by the run seen last on that folder (per model
+    variant): after an image is deleted from or added to a folder, the runs of the old file list are of
+    inputs that no longer exist, however many images they had. Rows without a listing (older rbvit) stay."""
+    if "listing" not in df:
+        return df
+    listing = df["listing"].fillna("")
+    where = [c for c in (*_GROUP, "data_root") if c in df]
+    folder = df[where].astype(object).fillna("").astype(str).agg("|".join, axis=1)
+    latest = listing.groupby(folder).agg(lambda s: s.loc[df.loc[s.index, "_seen"].idxmax()])
+    now = folder.map(latest)
+    return df[(listing == "") | (now == "") | (listing == now)]
 
 
 def board_rows(results: str | Path | pd.DataFrame, *, all_variants: bool = False) -> pd.DataFrame:

@@ -166,7 +166,8 @@ def latest_runs(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     if df.empty:
         return df
     order = df.assign(
-        _seen=df["seen_at"] if "seen_at" in df else pd.NaT, _by=df[by].astype(str).agg("|".join, axis=1)
+        _seen=df["seen_at"] if "seen_at" in df else pd.NaT,
+        _by=df[by].astype(object).fillna("").astype(str).agg("|".join, axis=1),
     )
     chosen = order.sort_values(["_seen", "run_id"], na_position="first").drop_duplicates("_by", keep="last")
     keep = set(zip(chosen["_by"], chosen["run_id"]))

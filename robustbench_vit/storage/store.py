@@ -84,6 +84,7 @@ class Record:
     limit: int | None
     image_set: str
     n_images: int
+    listing: str | None  # the dataset folder's file list when the run read it (ImageDataset.fingerprint)
     preprocessing: str
     input_size: int
     resize_size: int
