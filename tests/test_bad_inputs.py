@@ -136,6 +136,12 @@ PROBES = [
     ("card input_size [3,32]", lambda w: _card(w, "c1", input_size=[3, 32]), 5, "input_size"),
     ("card negative size", lambda w: _card(w, "c2", input_size=[3, -32, 32]), 5, "input_size"),
     ("card std=0", lambda w: _card(w, "c3", std=[0, 0.2, 0.2]), 5, "std"),
+    (
+        "card mean on the 0-255 scale",
+        lambda w: _card(w, "c3b", mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375]),
+        5,
+        "divide values given for 0-255 pixels by 255",
+    ),
     ("toml batch_size abc", lambda w: _sweep(w, "t1", top='batch_size = "abc"'), 2, "batch_size"),
     ("toml seeds=5", lambda w: _sweep(w, "t2", top="seeds = 5"), 2, "seeds"),
     ("toml params=x", lambda w: _sweep(w, "t3", suite='name = "clean"\nparams = "x"'), 2, "params"),

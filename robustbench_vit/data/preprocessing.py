@@ -71,6 +71,13 @@ class DataConfig:
             raise ConfigError(f"std must be > 0 for every channel, got {list(self.std)}")
         if any(m != m for m in self.mean):
             raise ConfigError(f"mean must be numbers, got {list(self.mean)}")
+        if not all(0 <= m <= 1 for m in self.mean) or not all(s <= 1 for s in self.std):
+            # rbvit's pixels are RGB in [0, 1]: ImageNet's 123.675 / 58.395 are the 0-255 scale, and would
+            # normalise every image to nearly one value without an error
+            raise ConfigError(
+                f"mean {list(self.mean)} / std {list(self.std)} are not on the [0, 1] pixel scale rbvit feeds "
+                "models (mean in [0, 1], std <= 1); divide values given for 0-255 pixels by 255"
+            )
 
     @property
     def image_size(self) -> tuple[int, int]:
