@@ -120,6 +120,15 @@ def test_a_run_of_a_folder_listed_otherwise_since_is_not_the_current_number():
     assert board([full, after, elsewhere])["value"].tolist() == [0.60]  # the larger folder, as before
 
 
+def test_a_run_resumed_after_its_folder_changed_keeps_its_reused_rows():
+    """An ImageNet-C folder gains a corruption: the rerun (same run id) reuses the old cells, whose rows
+    record the old list, and computes the new one. The run's list is its newest row's: no row is dropped."""
+    old = row(value=0.5, condition="a/1", listing="L1", minute=0)
+    new = row(value=0.4, condition="b/1", listing="L2", minute=9)
+    b = board([old, new])
+    assert sorted(b.condition) == ["a/1", "b/1"]
+
+
 def test_seeds_are_aggregated_not_overwritten():
     b = board([row(value=0.4, seed=0), row(value=0.6, seed=1, minute=1), row(value=0.5, seed=1, minute=2)])
     assert len(b) == 1
