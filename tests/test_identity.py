@@ -331,3 +331,22 @@ def test_the_board_drops_runs_of_a_folder_listed_otherwise_since(world):
     board = build_leaderboard(out).query("metric == 'nll'")
     assert board.value.tolist() == [now] and board.n_images.tolist() == [29]
     assert board.image_sets_available.tolist() == [2]  # the 29 and the --limit 5 set of the current folder
+
+
+@needs_cifar
+def test_a_run_resumed_whole_after_its_folder_changed_is_current_with_all_its_rows(world):
+    """A full run, then a --subset run; an image outside the subset is deleted and the --subset run resumed
+    (same id, every condition reused, nothing rewritten). Its marker records the folder's new list, so the
+    full run, which read the deleted file, leaves the board, and none of the resumed rows do."""
+    from robustbench_vit.results.leaderboard import build_leaderboard
+
+    out, cache = world["root"] / "out", world["root"] / "cache"
+    subset = world["root"] / "subset.txt"
+    subset.write_text("".join(f"{c}/1.ppm\n" for c in CLASSES))
+    run(world, out, cache)
+    part = run(world, out, cache, subset=str(subset))
+    (world["data"] / "cat" / "0.ppm").unlink()
+    again = run(world, out, cache, subset=str(subset))
+    assert again.run_id.iloc[0] == part.run_id.iloc[0] and again.attrs["conditions_computed"] == 0
+    board = build_leaderboard(out)
+    assert set(board.run_id) == {part.run_id.iloc[0]} and len(board) == len(part)

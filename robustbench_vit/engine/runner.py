@@ -348,7 +348,7 @@ def _evaluate_one(
             store.write_if_changed("summary", summary_rows)
         rows.extend(summary_rows)
     if opts.out and opts.shard is None:
-        store.mark_seen()  # the run now matches its inputs: readers prefer it over older content's runs
+        store.mark_seen(ds.fingerprint or None)  # the run matches its inputs now: readers prefer it
     # figures are drawn by the caller from the returned rows (results.figures.plots.draw_run_figures)
     frame = rows_to_frame(rows)
     frame.attrs.update(conditions_reused=reused, conditions_computed=len(conds) - reused, out=opts.out)

@@ -186,13 +186,16 @@ def _board(df: pd.DataFrame, all_variants: bool) -> tuple[pd.DataFrame, pd.DataF
 def _current_listings(df: pd.DataFrame) -> pd.DataFrame:
     """Rows of runs that read their folder as it was listed by the run seen last on that folder (per model
     variant): after an image is deleted from or added to a folder, the runs of the old file list are of
-    inputs that no longer exist, however many images they had. A run's list is the one its newest row
-    records (a run resumed after a change the run id does not see, like an ImageNet-C folder added or an
-    image outside a ``--subset``, keeps its reused rows). Rows without a listing (older rbvit) stay."""
+    inputs that no longer exist, however many images they had. A run's list is the one it was last seen
+    with (its ``_seen-`` marker, ``seen_listing``), else the one its newest row records: a run resumed
+    after a change its id does not see (an ImageNet-C folder added, an image outside a ``--subset``
+    deleted) is current with all its rows. Rows without a listing (older rbvit) stay."""
     if "listing" not in df:
         return df
     newest = df.assign(_l=df["listing"].fillna("")).sort_values("finished_at").groupby("run_id")["_l"].last()
     listing = df["run_id"].map(newest)
+    if "seen_listing" in df:  # the list the run was last completed or resumed whole with (its marker)
+        listing = df["seen_listing"].where(df["seen_listing"].notna() & (df["seen_listing"] != ""), listing)
     where = [c for c in (*_GROUP, "data_root") if c in df]
     folder = df[where].astype(object).fillna("").astype(str).agg("|".join, axis=1)
     last_seen = (

@@ -69,16 +69,19 @@ def _read_folder(folder: Path, schema: pa.Schema) -> pd.DataFrame:
     return pa.concat_tables(tables).to_pandas()
 
 
-def _seen_times(folder: Path) -> dict[str, pd.Timestamp]:
-    """``run_id -> when it was last completed or resumed whole`` from the ``_seen-*.json`` markers; a
-    marker that fails its SHA-256 (a flipped bit, an edit, a copy under another name) or cannot be read is
-    ignored with a warning: its run only loses its preference, never a row."""
-    seen: dict[str, pd.Timestamp] = {}
+def _seen_times(folder: Path) -> dict[str, tuple[pd.Timestamp, str | None]]:
+    """``run_id -> (when it was last completed or resumed whole, the folder's file list it was seen
+    with)`` from the ``_seen-*.json`` markers; a marker that fails its SHA-256 (a flipped bit, an edit, a
+    copy under another name) or cannot be read is ignored with a warning: its run only loses its
+    preference, never a row."""
+    seen: dict[str, tuple[pd.Timestamp, str | None]] = {}
     for p in folder.rglob(f"{SEEN_PREFIX}*.json"):
         try:
             info = json.loads(p.read_text())
-            run, stamp = str(info["run_id"]), str(info["seen_at"])
-            if info.get("sha256") != seen_digest(p.name, run, stamp):
+            run, stamp, listing = str(info["run_id"]), str(info["seen_at"]), info.get("listing")
+            if listing is not None and not isinstance(listing, str):
+                raise ValueError("its listing is not a string")
+            if info.get("sha256") != seen_digest(p.name, run, stamp, listing):
                 raise ValueError("it fails its SHA-256 (damaged, edited or copied)")
             when = pd.Timestamp(stamp)
             if when.tzinfo is None:
@@ -86,7 +89,8 @@ def _seen_times(folder: Path) -> dict[str, pd.Timestamp]:
         except (OSError, ValueError, KeyError, TypeError) as e:
             log.warning("ignoring unreadable run marker %s: %s", p, e)
             continue
-        seen[run] = max(when, seen.get(run, when))
+        if run not in seen or when > seen[run][0]:
+            seen[run] = (when, listing)
     return seen
 
 
@@ -119,8 +123,11 @@ def load_results(path: str | Path = "results", *, expand_params: bool = True) ->
         raise DataError(f"results folder not found: {path}")
     folder = path / "runs" if (path / "runs").is_dir() else path
     df = _read_folder(folder, SCHEMA)
-    marks = pd.to_datetime(df["run_id"].map(_seen_times(folder)), utc=True).astype(df["finished_at"].dtype)
+    seen = _seen_times(folder)
+    stamps = df["run_id"].map({run: when for run, (when, _) in seen.items()})
+    marks = pd.to_datetime(stamps, utc=True).astype(df["finished_at"].dtype)
     df["seen_at"] = marks.where(marks.notna() & (marks > df["finished_at"]), df["finished_at"])
+    df["seen_listing"] = df["run_id"].map({run: listing for run, (_, listing) in seen.items()})
     return params_as_columns(df) if expand_params else df
 
 

@@ -155,10 +155,12 @@ SAMPLE_SCHEMA = pa.schema(
 SEEN_PREFIX = "_seen-"
 
 
-def seen_digest(name: str, run_id: str, seen_at: str) -> str:
-    """SHA-256 a ``_seen-`` marker carries over its file name, run id and time: a flipped bit or a marker
-    copied under another run's name is ignored, never read as a preference."""
-    return hashlib.sha256(f"{name}\0{run_id}\0{seen_at}".encode()).hexdigest()
+def seen_digest(name: str, run_id: str, seen_at: str, listing: str | None = None) -> str:
+    """SHA-256 a ``_seen-`` marker carries over its file name, run id, time and the dataset folder's file
+    list it was seen with (markers of rbvit before ``listing`` have none): a flipped bit or a marker copied
+    under another run's name is ignored, never read as a preference."""
+    tail = f"\0{listing}" if listing else ""
+    return hashlib.sha256(f"{name}\0{run_id}\0{seen_at}{tail}".encode()).hexdigest()
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
@@ -270,11 +272,12 @@ class RunStore:
             )
             return False
 
-    def mark_seen(self) -> None:
+    def mark_seen(self, listing: str | None = None) -> None:
         """Record that this run was just completed or resumed whole for the inputs as they are now
-        (``_seen-<dataset>-<run_id>.json``): when a folder holds runs of several contents of one model
-        (weights overwritten, then restored), readers take the one seen last (:func:`recency`), not the
-        one whose rows were written last. A read-only folder is left as it is."""
+        (``_seen-<dataset>-<run_id>.json``), with the dataset folder's file list ``listing`` it was seen
+        with: when a folder holds runs of several contents of one model (weights overwritten, then
+        restored), readers take the one seen last (:func:`recency`), not the one whose rows were written
+        last. A read-only folder is left as it is."""
         path = self.runs_dir / f"{SEEN_PREFIX}{self.prefix}.json"
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         when = dt.datetime.now(dt.timezone.utc).isoformat()
@@ -284,7 +287,8 @@ class RunStore:
                     {
                         "run_id": self.run_id,
                         "seen_at": when,
-                        "sha256": seen_digest(path.name, self.run_id, when),
+                        "listing": listing,
+                        "sha256": seen_digest(path.name, self.run_id, when, listing),
                     }
                 )
             )
