@@ -190,3 +190,30 @@ def test_per_image_files_written_before_image_sha256_still_read_verified(tmp_pat
     pq.write_table(edited.set_column(edited.column_names.index("pred"), "pred", pa.array([7])), path)
     with pytest.raises(UnverifiedFile):
         read_verified(path, SAMPLE_SCHEMA)
+
+
+@needs_cifar
+def test_compare_pairs_transfer_rows_source_with_source(tmp_path, cifar_card, cifar_cnn_card):
+    """Transfer conditions are named by attack and eps, not by source: with two sources, model A's latest
+    run was of one source and model B's of the other, and compare paired A-under-one with B-under-the-other.
+    Rows now pair source with source, restated here from the per-image rows themselves."""
+    import robustbench_vit as rbvit
+    from robustbench_vit.results.analysis import mcnemar
+    from robustbench_vit.storage.reading import load_samples
+
+    out = tmp_path / "out"
+    kw = dict(data=str(CIFAR10_TEST), limit=20, out=str(out), save_samples=True, progress=False)
+    kw["cache_dir"] = str(tmp_path / "cache")
+    for target, sources in ((cifar_card, (cifar_card, cifar_cnn_card)), (cifar_cnn_card, (cifar_card,))):
+        for source in sources:
+            params = {"source": str(source), "attack": "fgsm"}
+            rbvit.evaluate(str(target), "transfer", suite_params=params, **kw)
+    s = load_samples(out)
+    s = s[~s.condition.str.endswith("/clean")]
+    cond = s.condition.iloc[0]
+    a = s[(s.model == "cifar_vit") & (s.source_model == "cifar_vit")].set_index("item").correct
+    b = s[(s.model == "cifar_resnet10t") & (s.source_model == "cifar_vit")].set_index("item").correct
+    assert len(a) == len(b) == 20
+    test = mcnemar(out, str(cifar_card), str(cifar_cnn_card), suite="transfer", condition=cond)
+    assert test.n == 20  # only source cifar_vit was run on both targets
+    assert (test.a_only, test.b_only) == (int((a & ~b[a.index]).sum()), int((~a & b[a.index]).sum()))

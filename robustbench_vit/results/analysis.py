@@ -184,20 +184,20 @@ def mcnemar(
         s = s[s.dataset == dataset]
     if condition:
         s = s[s.condition == condition]
-    # per model and condition the rows of one run, the one seen current last (never a mix of runs)
-    a = latest_runs(s[s.model == model_a], ["dataset", "condition"])
-    b = latest_runs(s[s.model == model_b], ["dataset", "condition"])
+    # per model, condition and transfer source the rows of one run, the one seen current last (never a mix
+    # of runs; a transfer condition of two sources is two conditions, paired source with source)
+    s = s.assign(source_model=s.source_model.fillna(""), image_sha256=s.image_sha256.fillna(""))
+    a = latest_runs(s[s.model == model_a], ["dataset", "condition", "source_model"])
+    b = latest_runs(s[s.model == model_b], ["dataset", "condition", "source_model"])
     # an image is the same image in both runs when its name and its content agree, never by its position
     # in two image lists (a --subset, a --limit, or an ImageNet-C folder lacking files shift positions)
-    key = ["dataset", "condition", "item", "image_sha256"]
-    a, b = (
-        d.assign(image_sha256=d.image_sha256.fillna("")).drop_duplicates(key, keep="last") for d in (a, b)
-    )
+    key = ["dataset", "condition", "source_model", "item", "image_sha256"]
+    a, b = (d.drop_duplicates(key, keep="last") for d in (a, b))
     if a.empty or b.empty:
         missing = model_a if a.empty else model_b
         raise DataError(f"no per-sample rows for {missing} in suite {suite}; rerun it with --save-samples")
     m = a.merge(b, on=key, suffixes=("_a", "_b"))
-    named = a.merge(b, on=["dataset", "condition", "item"], suffixes=("_a", "_b"))
+    named = a.merge(b, on=["dataset", "condition", "source_model", "item"], suffixes=("_a", "_b"))
     differs = int((named.image_sha256_a != named.image_sha256_b).sum())
     if m.empty:
         why = f" ({differs} share a name but not their recorded content)" if differs else ""
