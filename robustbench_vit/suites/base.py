@@ -183,13 +183,10 @@ class Suite:
         return open_dataset(data, dataset=dataset, labels=labels)
 
     def refuse_labels_file(self, labels: str | None) -> None:
-        """For suites whose folders name their classes (ImageNet-A/-C/-O/-P): a ``--labels`` file would be
-        ignored, so it is an error instead of a silent no-op."""
+        """For suites whose class folders give the labels (ImageNet-A/-C/-O/-P): ``--labels`` is an error."""
         if labels:
-            raise ConfigError(
-                f"--labels has no meaning for suite {self.name}: its folder's class sub-folders give the labels; "
-                "drop --labels"
-            )
+            msg = f"--labels has no meaning for suite {self.name}: its folder's class sub-folders give the labels"
+            raise ConfigError(f"{msg}; drop --labels")
 
     def data_config(self, model: LoadedModel) -> DataConfig:
         """Geometry the images are decoded with (default: the model's own preprocessing)."""
