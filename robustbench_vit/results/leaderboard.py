@@ -2,14 +2,13 @@
 
 Rows are grouped into *variants*: one model's weights, preprocessing, suite configuration, precision
 (``dtype``) and image set (``image_set``: dataset fingerprint + the exact evaluated indices). Within a
-variant, reruns keep the
-latest value per seed and seeds are aggregated (mean, std over seeds, number of seeds). For every
-(model, weights, preprocessing, suite config, dtype, suite, dataset) the leaderboard shows the variant with
-the largest image set among the runs of each folder's current file list (``listing``: a run of a folder an
-image was since deleted from is stale, however large) (``--all`` shows every variant) and says which one it
-took. Models with random
-weights are marked. Proportions get 95% Wilson intervals. Written to Parquet and rendered as Markdown
-(one table per suite with its headline metrics, and a source x target matrix for transfer).
+variant, reruns keep the latest value per seed and seeds are aggregated (mean, std over seeds, number of
+seeds). For every (model, weights, preprocessing, suite config, dtype, suite, dataset) the leaderboard
+shows the variant with the largest image set among the runs of each folder's current file list
+(``listing``: a run that read an image since deleted from its folder is stale, however large; ``--all``
+shows every variant) and says which one it took. Models with random weights are marked. Proportions get
+95% Wilson intervals. Written to Parquet and rendered as Markdown (one table per suite with its headline
+metrics, and a source x target matrix for transfer).
 """
 
 from __future__ import annotations
