@@ -345,9 +345,7 @@ class Suite:
         self, ctx: EvalContext, cond: Condition, bs: int
     ) -> list[tuple[Condition, ClassificationAccumulator]]:
         run_ctx = self.condition_context(ctx, cond)
-        if (
-            run_ctx is not ctx
-        ):  # what this condition read, for the runner to key its file and name its images by
+        if run_ctx is not ctx:  # what it read: the runner keys its file and names its images by it
             ctx.state.setdefault("inputs", {})[cond.name] = run_ctx.identity
             ctx.state.setdefault("read", {})[cond.name] = run_ctx
         ctx = run_ctx
