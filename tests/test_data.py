@@ -95,6 +95,13 @@ def test_flat_folder_with_label_file(tmp_path):
     )
     with pytest.raises(DataError, match="two labels"):  # never the last line silently winning
         flat_folder(tmp_path / "img", tmp_path / "twice.txt")
+    # a file saved by a Windows editor (byte-order mark, CRLF) reads like any other
+    (tmp_path / "bom.txt").write_bytes(
+        "\ufeffILSVRC2012_val_00000000 n01440764\r\nILSVRC2012_val_00000001 n01443537\r\n".encode()
+    )
+    assert list(flat_folder(tmp_path / "img", tmp_path / "bom.txt").targets) == [0, 1]
+    (tmp_path / "subset.txt").write_bytes("\ufeffILSVRC2012_val_00000001.JPEG\r\n".encode())
+    assert read_subset(str(tmp_path / "subset.txt"), ds).tolist() == [1]
 
 
 def test_cifar_python_batches_are_read_without_unpickling_code(tmp_path):

@@ -181,7 +181,7 @@ def flat_folder(root: str | Path, labels: str | Path) -> ImageDataset:
     if not labels.is_file():
         raise DataError(f"label file not found: {labels}")
     by_stem: dict[str, str] = {}
-    for line in labels.read_text().splitlines():
+    for line in labels.read_text(encoding="utf-8-sig").splitlines():  # a BOM (Windows editors) is not a name
         parts = line.replace(",", " ").split()
         if len(parts) < 2 or parts[0].lower() in ("imageid", "file", "filename", "image"):
             continue

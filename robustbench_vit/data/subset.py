@@ -75,7 +75,7 @@ def read_subset(spec: str, ds: ImageDataset) -> np.ndarray:
             )
         wanted = shipped_subset_items(spec)
     else:
-        wanted = _items(path.read_text())
+        wanted = _items(path.read_text(encoding="utf-8-sig"))  # a BOM is not part of the first path
     pos = {it: i for i, it in enumerate(ds.items)}
     missing = [w for w in wanted if w not in pos]
     if missing:
