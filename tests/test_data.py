@@ -44,6 +44,8 @@ def test_a_class_name_two_classes_share_is_refused_never_resolved_to_the_first()
     with pytest.raises(DataError, match=r"'crane' names 2 classes .*n02012849, n03126707.*wnid"):
         space.index_of("crane")
     assert space.index_of("n03126707") == 517 and space.index_of("Tench, Tinca tinca") == 0
+    with pytest.raises(DataError, match="is a number: labels name classes by wnid"):
+        space.index_of("65")  # caffe's val.txt label: its order is not the devkit's
     with pytest.raises(ConfigError, match="names one class twice"):
         get_label_space(["cat", "dog", "Cat"])
 

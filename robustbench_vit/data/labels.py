@@ -68,6 +68,13 @@ class LabelSpace:
             )
         if hits:
             return hits[0]
+        if (
+            cls.strip().isdigit()
+        ):  # caffe's val.txt (sorted wnids, 0-based) and the devkit (ILSVRC ids, 1-based) differ
+            raise DataError(
+                f"class {cls!r} is a number: labels name classes by wnid or class name, never by an index whose "
+                "order differs between releases (caffe's val.txt, the devkit's ground truth); map them to wnids"
+            )
         raise DataError(
             f"class {cls!r} is not in label space {self.name!r} (classes: {', '.join(self.names[:10])}...)"
         )
