@@ -108,8 +108,32 @@ def _overwrite_weights(world):
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
+def _swap_class_folders(world):
+    """The cat and dog folders trade names: every file keeps its name and bytes, half change class."""
+    data = world["data"]
+    (data / "cat").rename(data / "tmp")
+    (data / "dog").rename(data / "cat")
+    (data / "tmp").rename(data / "dog")
+
+
+def _add_image(world):
+    shutil.copyfile(world["data"] / "dog" / "1.ppm", world["data"] / "cat" / "9.ppm")
+
+
+def _retarget_weights_link(world):
+    """The card's weights file becomes a symlink to other weights: same path, other bytes."""
+    path = world["card"].parent / "weights.safetensors"
+    other = write_cifar_card(world["root"] / "other", seed=5).parent / "weights.safetensors"
+    path.unlink()
+    path.symlink_to(other)
+
+
 CHANGES = {
     "weights_same_size_and_mtime": lambda w: _overwrite_weights(w),
+    "weights_symlink_retargeted": _retarget_weights_link,
+    "card_crop_pct": lambda w: _rewrite_card(w, crop_pct=0.875),
+    "class_folders_swapped": _swap_class_folders,
+    "image_added": _add_image,
     "card_kwargs": lambda w: _rewrite_card(
         w, kwargs={"img_size": 32, "patch_size": 4, "depth": 2, "act_layer": "relu"}
     ),
