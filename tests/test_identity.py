@@ -374,3 +374,30 @@ def test_a_run_resumed_whole_after_its_folder_changed_is_current_with_all_its_ro
     assert again.run_id.iloc[0] == part.run_id.iloc[0] and again.attrs["conditions_computed"] == 0
     board = build_leaderboard(out)
     assert set(board.run_id) == {part.run_id.iloc[0]} and len(board) == len(part)
+
+
+@needs_cifar
+def test_a_transfer_source_overwritten_in_place_is_recomputed(world):
+    """The run id carries the content identity of every model a suite builds: a transfer source whose
+    weights are overwritten with the same size and mtime gives the from-scratch numbers (the run id used
+    to carry only the source's name, so the old run was resumed with the old source's accuracy)."""
+    source = world["card"]
+    target = write_cifar_card(world["root"] / "target", arch="resnet10t", seed=2)
+
+    def transfer(out, cache):  # type: ignore[no-untyped-def]
+        df = evaluate(
+            str(target),
+            "transfer",
+            suite_params={"source": str(source), "attack": "fgsm"},
+            data=str(world["data"]),
+            out=str(out),
+            cache_dir=str(cache),
+            progress=False,
+        )
+        return df.set_index("metric").value.fillna(-1).to_dict()
+
+    before = transfer(world["root"] / "out", world["root"] / "cache")
+    _overwrite_weights(world)
+    after = transfer(world["root"] / "out", world["root"] / "cache")
+    expected = transfer(world["root"] / "truth-out", world["root"] / "truth-cache")
+    assert after == expected and after["source_clean_accuracy"] != before["source_clean_accuracy"]

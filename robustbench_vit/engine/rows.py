@@ -48,7 +48,8 @@ def _versions() -> dict[str, str]:
 
 def run_id(model: LoadedModel, suite: Suite, data_identity: str, opts: Any, decoder: str) -> str:
     """The run's key (:func:`robustbench_vit.identity.run_key`): the loaded model's identity, the content
-    identity of the evaluated images, the suite's configuration and geometry, the options that change
+    identity of the evaluated images, the suite's configuration with the content identity of the models it
+    references (:meth:`Suite.identity`) and its geometry, the options that change
     a number (the decoder too: nvjpeg's pixels differ from libjpeg's by about a level) and the versions
     of the libraries that compute it."""
     geometry = suite.data_config(model).to_dict()
@@ -64,7 +65,12 @@ def run_id(model: LoadedModel, suite: Suite, data_identity: str, opts: Any, deco
         "software": software_identity(),
     }
     return run_key(
-        model=loaded_model_identity(model), data=data_identity, suite=suite.config(), options=options
+        model=loaded_model_identity(model),
+        data=data_identity,
+        # the configuration and the content identity of every model the suite builds (a transfer source,
+        # a saliency model): a source checkpoint overwritten in place is another run
+        suite=suite.identity(opts.cache_dir),
+        options=options,
     )
 
 
