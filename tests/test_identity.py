@@ -377,27 +377,34 @@ def test_a_run_resumed_whole_after_its_folder_changed_is_current_with_all_its_ro
 
 
 @needs_cifar
-def test_a_transfer_source_overwritten_in_place_is_recomputed(world):
-    """The run id carries the content identity of every model a suite builds: a transfer source whose
-    weights are overwritten with the same size and mtime gives the from-scratch numbers (the run id used
-    to carry only the source's name, so the old run was resumed with the old source's accuracy)."""
-    source = world["card"]
+@pytest.mark.parametrize(
+    "suite, params",
+    [
+        ("transfer", lambda card: {"source": str(card), "attack": "fgsm"}),
+        ("representations", lambda card: {"compare_with": str(card), "analyses": ("cka",)}),
+    ],
+)
+def test_a_model_a_suite_builds_overwritten_in_place_is_recomputed(world, suite, params):
+    """The run id carries the content identity of every model a suite builds besides the evaluated one (a
+    transfer source, the model CKA compares with): its weights overwritten with the same size and mtime
+    give the from-scratch numbers. The run id used to carry only the suite's parameters (the model's name),
+    so the old run was resumed: the old source's accuracy, the old model's CKA."""
     target = write_cifar_card(world["root"] / "target", arch="resnet10t", seed=2)
 
-    def transfer(out, cache):  # type: ignore[no-untyped-def]
+    def run_suite(out, cache):  # type: ignore[no-untyped-def]
         df = evaluate(
             str(target),
-            "transfer",
-            suite_params={"source": str(source), "attack": "fgsm"},
+            suite,
+            suite_params=params(world["card"]),
             data=str(world["data"]),
             out=str(out),
             cache_dir=str(cache),
             progress=False,
         )
-        return df.set_index("metric").value.fillna(-1).to_dict()
+        return df.set_index(["condition", "metric"]).value.fillna(-1).sort_index().to_dict()
 
-    before = transfer(world["root"] / "out", world["root"] / "cache")
+    before = run_suite(world["root"] / "out", world["root"] / "cache")
     _overwrite_weights(world)
-    after = transfer(world["root"] / "out", world["root"] / "cache")
-    expected = transfer(world["root"] / "truth-out", world["root"] / "truth-cache")
-    assert after == expected and after["source_clean_accuracy"] != before["source_clean_accuracy"]
+    after = run_suite(world["root"] / "out", world["root"] / "cache")
+    assert after == run_suite(world["root"] / "truth-out", world["root"] / "truth-cache")
+    assert after != before

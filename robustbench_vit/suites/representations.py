@@ -85,6 +85,9 @@ class Representations(Suite):
     compare_with: str = ""
     compare_layers: tuple[str, ...] = ()
 
+    def referenced_models(self) -> dict[str, tuple[str, bool]]:
+        return {"compare_with": (self.compare_with, True)} if self.compare_with else {}
+
     def _other(self, ctx: EvalContext):  # type: ignore[no-untyped-def]
         if not self.compare_with:
             return None
