@@ -382,11 +382,12 @@ def test_a_run_resumed_whole_after_its_folder_changed_is_current_with_all_its_ro
     [
         ("transfer", lambda card: {"source": str(card), "attack": "fgsm"}),
         ("representations", lambda card: {"compare_with": str(card), "analyses": ("cka",)}),
+        ("occlusion", lambda card: {"modes": ("salient",), "saliency_model": str(card), "grid": "8"}),
     ],
 )
 def test_a_model_a_suite_builds_overwritten_in_place_is_recomputed(world, suite, params):
     """The run id carries the content identity of every model a suite builds besides the evaluated one (a
-    transfer source, the model CKA compares with): its weights overwritten with the same size and mtime
+    transfer source, the model CKA compares with, the saliency model): its weights overwritten with the same size and mtime
     give the from-scratch numbers. The run id used to carry only the suite's parameters (the model's name),
     so the old run was resumed: the old source's accuracy, the old model's CKA."""
     target = write_cifar_card(world["root"] / "target", arch="resnet10t", seed=2)
