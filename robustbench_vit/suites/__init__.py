@@ -16,6 +16,7 @@ from robustbench_vit.suites import (  # noqa: F401
     shape_bias,
     transfer,
 )
-from robustbench_vit.suites.base import SUITES, Condition, EvalContext, Suite, make_suite, register_suite
+from robustbench_vit.suites.base import SUITES, Condition, EvalContext, Suite, register_suite
+from robustbench_vit.suites.factory import make_suite
 
 __all__ = ["SUITES", "Condition", "EvalContext", "Suite", "make_suite", "register_suite"]

@@ -10,9 +10,7 @@ names.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
-import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +39,6 @@ from robustbench_vit.suites.params import (
     UNIT,
     Range,
     check_fields,
-    coerce,
 )
 from robustbench_vit.suites.seeding import batch_generator, derive_seed, seed_of
 
@@ -56,7 +53,6 @@ __all__ = [
     "derive_seed",
     "batch_generator",
     "seed_of",
-    "make_suite",
     "check_fields",
     "Range",
     "POSITIVE",
@@ -375,23 +371,3 @@ class Suite:
                 cond.name,
             )
         return list(zip(variants, accs))
-
-
-def make_suite(name: str, params: Mapping[str, Any] | None = None) -> Suite:
-    """Instantiate a registered suite; string values (from ``--param k=v``) are coerced to field types."""
-    cls = SUITES.get(name)
-    params = dict(params or {})
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(params) - set(fields))
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], list(fields), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(
-            f"suite {name!r} has no parameter {', '.join(unknown)}{hint} (has: {', '.join(fields) or 'none'})"
-        )
-    hints = typing.get_type_hints(cls, include_extras=True)
-    kwargs = {k: coerce(v, hints[k], k) for k, v in params.items()}
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"suite {name!r}: {e}") from None
