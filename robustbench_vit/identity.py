@@ -32,7 +32,15 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["canonical_json", "digest", "run_key", "derived_key", "loaded_model_identity", "software_identity"]
+__all__ = [
+    "canonical_json",
+    "digest",
+    "run_key",
+    "derived_key",
+    "loaded_model_identity",
+    "software_identity",
+    "library_versions",
+]
 
 
 def _plain(obj: Any) -> Any:
@@ -92,3 +100,26 @@ def software_identity() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[dist] = "not installed"
     return versions
+
+
+@functools.cache
+def library_versions(modules: tuple[str, ...]) -> dict[str, str]:
+    """``module -> "<distribution> <version>"`` of the distributions providing each importable module
+    (``cv2`` -> ``opencv-python-headless 4.12.0``; a fork under the same import name is another entry):
+    the code a suite computes its numbers with besides torch, so that an upgrade recomputes."""
+    from importlib import metadata
+
+    providers = _module_providers()
+    out = {}
+    for module in modules:
+        dists = sorted(set(providers.get(module, [])))
+        out[module] = ", ".join(f"{d} {metadata.version(d)}" for d in dists) or "not installed"
+    return out
+
+
+@functools.cache
+def _module_providers() -> dict[str, list[str]]:
+    """Top-level module -> the installed distributions providing it (one scan of the installed packages)."""
+    from importlib import metadata
+
+    return dict(metadata.packages_distributions())

@@ -153,3 +153,36 @@ def test_a_library_upgrade_recomputes_redecodes_and_reruns_the_sweep(tmp_path, m
     finally:
         monkeypatch.undo()
         software_identity.cache_clear()
+
+
+@needs_cifar
+def test_an_upgrade_of_a_library_a_suite_computes_with_reruns_it_and_only_it(tmp_path, monkeypatch):
+    """The corruption suite computes with OpenCV and imagecorruptions (frost photographs, the reference
+    backend): a new OpenCV is another corruptions run (and sweep cell), while a clean run, which uses
+    neither, resumes."""
+    from robustbench_vit.identity import library_versions
+    from robustbench_vit.suites import make_suite
+
+    card = str(write_cifar_card(tmp_path / "card"))
+    kw = dict(data=str(CIFAR10_TEST), limit=10, out=str(tmp_path / "out"), cache_dir=str(tmp_path / "c"))
+    params = {"corruptions": ("frost",), "severities": (1,)}
+    assert set(make_suite("corruptions", params).identity()["libraries"]) == {"cv2", "imagecorruptions"}
+    first = {
+        s: evaluate(card, s, suite_params=p, progress=False, **kw)
+        for s, p in (("corruptions", params), ("clean", {}))
+    }
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda d: "99.0" if d.startswith("opencv") else real(d))
+    library_versions.cache_clear()
+    try:
+        again = {
+            s: evaluate(card, s, suite_params=p, progress=False, **kw)
+            for s, p in (("corruptions", params), ("clean", {}))
+        }
+        assert set(again["corruptions"].run_id).isdisjoint(first["corruptions"].run_id)
+        assert again["corruptions"].attrs["conditions_computed"] == 1
+        assert set(again["clean"].run_id) == set(first["clean"].run_id)
+        assert again["clean"].attrs["conditions_computed"] == 0
+    finally:
+        monkeypatch.undo()
+        library_versions.cache_clear()

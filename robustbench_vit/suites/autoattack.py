@@ -98,6 +98,9 @@ class AutoAttackSuite(Suite):
     square_queries: Annotated[int, NON_NEGATIVE] = 0
     n_iter: Annotated[int, NON_NEGATIVE] = 0
 
+    def libraries(self) -> tuple[str, ...]:
+        return ("pyautoattack",)  # the authors' attacks run as the package implements them
+
     def __post_init__(self) -> None:
         stages_of(self.aa_version, self.attacks)
         if self.eps != "auto":

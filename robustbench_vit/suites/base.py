@@ -283,6 +283,11 @@ class Suite:
         """Compute and store batches ``k, k + n, ...`` of ``cond`` (for ``splits_batches`` suites)."""
         raise NotImplementedError(f"{self.name} does not split its conditions' batches")
 
+    def libraries(self) -> tuple[str, ...]:
+        """Modules besides torch, torchvision and Pillow whose code computes this suite's numbers (OpenCV,
+        the AutoAttack or foolbox package ...): their installed versions are part of the run's identity."""
+        return ()
+
     def referenced_models(self) -> dict[str, tuple[str, bool]]:
         """Models a suite builds besides the evaluated one (a transfer source, a saliency model), as
         ``parameter -> (reference, pretrained)``: their content identity is part of the run's."""
@@ -303,8 +308,10 @@ class Suite:
         return {"suite": self.name, "version": self.version, **dataclasses.asdict(self)}
 
     def identity(self, cache_dir: str | Path | None = None) -> dict[str, Any]:
-        """The suite's part of a run's identity: its configuration and the content identity of every
-        model it references (a source checkpoint overwritten in place changes the key)."""
+        """The suite's part of a run's identity: its configuration, the content identity of every model it
+        references (a source checkpoint overwritten in place changes the key) and the versions of the
+        libraries it computes with (:meth:`libraries`)."""
+        from robustbench_vit.identity import library_versions
         from robustbench_vit.models.identity import model_identity
         from robustbench_vit.models.names import resolve_spec
 
@@ -314,7 +321,12 @@ class Suite:
                 refs[param] = model_identity(resolve_spec(ref), pretrained=pretrained, cache_dir=cache_dir)
             except RbvitError:  # the evaluated model itself (named by its card's name): already identified
                 refs[param] = {"ref": ref}
-        return {**self.config(), **({"models": refs} if refs else {})}
+        libs = library_versions(self.libraries()) if self.libraries() else {}
+        return {
+            **self.config(),
+            **({"models": refs} if refs else {}),
+            **({"libraries": libs} if libs else {}),
+        }
 
     @final
     def run_condition(

@@ -96,6 +96,13 @@ class Corruptions(Suite):
     backend: Literal["torch", "imagecorruptions"] = "torch"
     table: Literal["auto", TableName] = "auto"
 
+    def libraries(self) -> tuple[str, ...]:
+        # OpenCV filters (defocus disk, frost resize), imagecorruptions' frost photographs; the reference
+        # backend is that package itself, with SciPy and scikit-image under it
+        return ("cv2", "imagecorruptions") + (
+            ("scipy", "skimage") if self.backend == "imagecorruptions" else ()
+        )
+
     def __post_init__(self) -> None:
         if self.backend == "imagecorruptions" and self.table in ("cifar10", "imagenet_c_release"):
             raise ConfigError(

@@ -67,6 +67,9 @@ class ImageNetO(WithReferencePreprocessing, Suite):
     clean_data: str = ""
     clean_limit: Annotated[int, NON_NEGATIVE] = 0
 
+    def libraries(self) -> tuple[str, ...]:
+        return ("sklearn",)  # AUPR and AUROC are scikit-learn's
+
     def open_data(self, data, dataset, labels):  # type: ignore[no-untyped-def]
         self.refuse_labels_file(labels)
         if data is None:

@@ -94,6 +94,9 @@ class PGDSuite(Suite):
     backend: Literal["torch", "foolbox"] = "torch"
     keep: Keep = "first_success"
 
+    def libraries(self) -> tuple[str, ...]:
+        return ("foolbox",) if self.backend == "foolbox" else ()
+
     def __post_init__(self) -> None:
         for e in self.epsilons:
             eps = parse_eps(e)
