@@ -102,3 +102,29 @@ def test_a_shard_out_of_gpu_memory_leaves_its_batches_to_the_final_pass(tmp_path
     key = ["condition", "metric"]
     a, b = (df.set_index(key)["value"].sort_index() for df in (whole, final))
     assert list(a.index) == list(b.index) and np.array_equal(a.values, b.values, equal_nan=True)
+
+
+@needs_cifar
+def test_another_autoattack_package_attacks_again_instead_of_reading_stored_outcomes(tmp_path, monkeypatch):
+    """Stored per-batch outcomes are keyed by the AutoAttack package's version: after an upgrade, a fresh
+    results folder on the same cache attacks every batch again instead of reading the old package's."""
+    from importlib import metadata
+
+    from robustbench_vit.identity import library_versions
+    from robustbench_vit.suites import autoattack as suite_module
+
+    params = dict(eps="2/255", aa_version="custom", attacks=("apgd-ce",), limit=40, batch_size=20)
+    _eval(Smooth(), out=str(tmp_path / "a"), cache_dir=str(tmp_path / "c"), **params)
+    real, calls = suite_module.run_stages, []
+    monkeypatch.setattr(suite_module, "run_stages", lambda *a, **k: calls.append(1) or real(*a, **k))
+    _eval(Smooth(), out=str(tmp_path / "b"), cache_dir=str(tmp_path / "c"), **params)
+    assert calls == []  # same package: a fresh --out reads the stored outcomes
+    version = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda d: "99.0" if d == "pyautoattack" else version(d))
+    library_versions.cache_clear()
+    try:
+        _eval(Smooth(), out=str(tmp_path / "c-out"), cache_dir=str(tmp_path / "c"), **params)
+        assert len(calls) == 2  # both batches attacked by the "new" package
+    finally:
+        monkeypatch.undo()
+        library_versions.cache_clear()

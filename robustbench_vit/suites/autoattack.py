@@ -25,7 +25,7 @@ from robustbench_vit.attacks import parse_eps
 from robustbench_vit.attacks.autoattack import AANorm, make_autoattack, run_stages, stages_of
 from robustbench_vit.data.filled import FilledArray
 from robustbench_vit.errors import ConfigError
-from robustbench_vit.identity import derived_key, loaded_model_identity
+from robustbench_vit.identity import derived_key, library_versions, loaded_model_identity
 from robustbench_vit.metrics.accumulators import ClassificationAccumulator, MetricValue, register_metric
 from robustbench_vit.suites.base import NON_NEGATIVE, Condition, EvalContext, Result, Suite, register_suite
 from robustbench_vit.suites.pgd import adversarial_metrics
@@ -155,6 +155,7 @@ class AutoAttackSuite(Suite):
             params=cond.params,
             seed=ctx.seed,
             batch_size=bs,  # AutoAttack's random starts are drawn per batch
+            libraries=library_versions(self.libraries()),  # another AutoAttack package: other outcomes
         )
         return FilledArray(ctx.workdir / f"autoattack-{digest}", (len(ctx.dataset), 3), np.int64)
 
