@@ -196,7 +196,7 @@ def _current_listings(df: pd.DataFrame) -> pd.DataFrame:
     if "seen_listing" in df:  # the list the run was last completed or resumed whole with (its marker)
         listing = df["seen_listing"].where(df["seen_listing"].notna() & (df["seen_listing"] != ""), listing)
     where = [c for c in (*_GROUP, "data_root") if c in df]
-    folder = df[where].astype(object).fillna("").astype(str).agg("|".join, axis=1)
+    folder = df.groupby(where, dropna=False, sort=False).ngroup()  # one number per (variant, folder)
     last_seen = (
         df.assign(_f=folder, _l=listing).sort_values(["_seen", "finished_at"]).groupby("_f")["_l"].last()
     )
