@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import write_cifar_card
+from tests.identity_world import make_world, trust_young_files
 
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     # pytest -n N: split the cores between the workers (and the processes they start), so N workers do
@@ -55,3 +56,15 @@ def cifar_card(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def cifar_cnn_card(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_cifar_card(tmp_path_factory.mktemp("cnncard"), arch="resnet10t")
+
+
+@pytest.fixture()
+def identity_world(tmp_path: Path) -> dict:
+    """The card, class-folder and flat datasets the identity tests change one part of (tests/identity_world.py)."""
+    return make_world(tmp_path)
+
+
+@pytest.fixture()
+def young_files_trusted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trust the stat tuples of files a test has just written (no racy-file re-hash)."""
+    trust_young_files(monkeypatch)

@@ -19,47 +19,42 @@ from tests.identity_world import (
     CHANGES,
     CLASSES,
     Counter,
-    make_world,
     nll,
     overwrite_weights,
     run,
-    trust_young_files,
     truth,
 )
 
-
-@pytest.fixture(autouse=True)
-def _settled(monkeypatch):
-    trust_young_files(monkeypatch)
-
-
-@pytest.fixture()
-def world(tmp_path):
-    return make_world(tmp_path)
+#: files written by a test are seconds young: trust their stat tuples (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("young_files_trusted")
 
 
 @needs_cifar
 @pytest.mark.parametrize("change", list(CHANGES))
-def test_a_changed_input_is_recomputed_by_eval_fresh_out_and_sweep(world, change, monkeypatch):
-    root, cache, out = world["root"], world["root"] / "cache", world["root"] / "out"
+def test_a_changed_input_is_recomputed_by_eval_fresh_out_and_sweep(identity_world, change, monkeypatch):
+    root, cache, out = (
+        identity_world["root"],
+        identity_world["root"] / "cache",
+        identity_world["root"] / "out",
+    )
     toml = root / "sweep.toml"
     toml.write_text(
-        f'[sweep]\nout = "{root / "sweep-out"}"\ndata = "{world["data"]}"\nmodels = ["{world["card"]}"]\n'
+        f'[sweep]\nout = "{root / "sweep-out"}"\ndata = "{identity_world["data"]}"\nmodels = ["{identity_world["card"]}"]\n'
         '[[suite]]\nname = "clean"\n'
     )
-    before = nll(run(world, out, cache))
+    before = nll(run(identity_world, out, cache))
     assert [s.status for s in run_sweep(load_sweep(toml))] == ["done"]
 
     counter = Counter(monkeypatch)
-    assert nll(run(world, out, cache)) == before  # unchanged: resumed ...
+    assert nll(run(identity_world, out, cache)) == before  # unchanged: resumed ...
     assert [s.status for s in run_sweep(load_sweep(toml))] == ["skipped"]
     assert counter.conditions == 0  # ... with zero recomputation
 
-    CHANGES[change](world)
-    expected = truth(world, change)
+    CHANGES[change](identity_world)
+    expected = truth(identity_world, change)
     assert expected != before
-    assert nll(run(world, out, cache)) == expected  # the same --out recomputes
-    assert nll(run(world, root / "fresh-out", cache)) == expected  # a fresh --out on the same cache
+    assert nll(run(identity_world, out, cache)) == expected  # the same --out recomputes
+    assert nll(run(identity_world, root / "fresh-out", cache)) == expected  # a fresh --out on the same cache
     statuses = run_sweep(load_sweep(toml))
     assert [s.status for s in statuses] == ["done"]  # the sweep reruns the cell
 
@@ -69,30 +64,34 @@ def test_a_changed_input_is_recomputed_by_eval_fresh_out_and_sweep(world, change
     assert latest == expected
 
 
-def _relabel(world):
-    lines = world["labels"].read_text().splitlines()
+def _relabel(identity_world):
+    lines = identity_world["labels"].read_text().splitlines()
     shifted = [f"{ln.split()[0]} {CLASSES[(CLASSES.index(ln.split()[1]) + 1) % 10]}" for ln in lines]
-    world["labels"].write_text("\n".join(shifted) + "\n")
+    identity_world["labels"].write_text("\n".join(shifted) + "\n")
 
 
 @needs_cifar
 @pytest.mark.parametrize("change", ["labels_file", "suite_parameter"])
 def test_a_changed_labels_file_or_parameter_is_recomputed_by_eval_fresh_out_and_sweep(
-    world, change, monkeypatch
+    identity_world, change, monkeypatch
 ):
     """A flat folder relabelled through its labels file, or a suite parameter changed (in the call and in
     the sweep file): eval, a fresh --out on the same cache and the sweep give the from-scratch value."""
-    root, cache, out = world["root"], world["root"] / "cache", world["root"] / "out"
-    kw = {"data": str(world["flat"]), "labels": str(world["labels"])}
+    root, cache, out = (
+        identity_world["root"],
+        identity_world["root"] / "cache",
+        identity_world["root"] / "out",
+    )
+    kw = {"data": str(identity_world["flat"]), "labels": str(identity_world["labels"])}
     suite, params = ("clean", {}) if change == "labels_file" else ("patch_shuffle", {"grids": ("2",)})
 
     def ev(where, p):
-        return evaluate(str(world["card"]), suite, out=str(where), cache_dir=str(cache), progress=False,
+        return evaluate(str(identity_world["card"]), suite, out=str(where), cache_dir=str(cache), progress=False,
                         suite_params=p, **kw)  # fmt: skip
 
     def toml(p):
-        text = (f'[sweep]\nout = "{root / "sweep-out"}"\ndata = "{world["flat"]}"\nlabels = "{world["labels"]}"\n'
-                f'models = ["{world["card"]}"]\n[[suite]]\nname = "{suite}"\n')  # fmt: skip
+        text = (f'[sweep]\nout = "{root / "sweep-out"}"\ndata = "{identity_world["flat"]}"\nlabels = "{identity_world["labels"]}"\n'
+                f'models = ["{identity_world["card"]}"]\n[[suite]]\nname = "{suite}"\n')  # fmt: skip
         if p:
             text += 'params = { grids = ["' + p["grids"][0] + '"] }\n'
         (root / "sweep.toml").write_text(text)
@@ -105,10 +104,10 @@ def test_a_changed_labels_file_or_parameter_is_recomputed_by_eval_fresh_out_and_
     assert [s.status for s in run_sweep(toml(params))] == ["done"]
     assert [s.status for s in run_sweep(toml(params))] == ["skipped"]
     if change == "labels_file":
-        _relabel(world)
+        _relabel(identity_world)
     else:
         params = {"grids": ("4",)}
-    expected = value(evaluate(str(world["card"]), suite, out=str(root / "truth"), cache_dir=str(root / "truth-cache"),
+    expected = value(evaluate(str(identity_world["card"]), suite, out=str(root / "truth"), cache_dir=str(root / "truth-cache"),
                               progress=False, suite_params=params, **kw))  # fmt: skip
     after = ev(out, params)
     assert value(after) == expected
@@ -149,9 +148,9 @@ def test_young_files_are_not_remembered(tmp_path, monkeypatch):
 
 
 @needs_cifar
-def test_unchanged_run_resumes_without_decoding(world, monkeypatch):
-    cache, out = world["root"] / "cache", world["root"] / "out"
-    run(world, out, cache)
+def test_unchanged_run_resumes_without_decoding(identity_world, monkeypatch):
+    cache, out = identity_world["root"] / "cache", identity_world["root"] / "out"
+    run(identity_world, out, cache)
     from robustbench_vit.data import cache as cache_mod
 
     decoded = []
@@ -162,19 +161,21 @@ def test_unchanged_run_resumes_without_decoding(world, monkeypatch):
         return real(ds, index, j)
 
     monkeypatch.setattr(cache_mod, "read_item", spy)
-    run(world, world["root"] / "other-out", cache)  # a fresh --out on the warm cache: the model runs
+    run(
+        identity_world, identity_world["root"] / "other-out", cache
+    )  # a fresh --out on the warm cache: the model runs
     assert decoded == []  # ... but no image file is read: their stat tuples are unchanged
-    shutil.rmtree(world["root"] / "other-out")
+    shutil.rmtree(identity_world["root"] / "other-out")
 
 
 @needs_cifar
-def test_a_limit_above_the_set_records_what_was_taken(world):
-    df = run(world, world["root"] / "out", world["root"] / "cache", limit=10**6)
+def test_a_limit_above_the_set_records_what_was_taken(identity_world):
+    df = run(identity_world, identity_world["root"] / "out", identity_world["root"] / "cache", limit=10**6)
     assert set(df["limit"]) == {30} and set(df["n_images"]) == {30}
 
 
 @needs_cifar
-def test_non_finite_logits_are_reported(world, caplog):
+def test_non_finite_logits_are_reported(identity_world, caplog):
     import torch
 
     class NaNNet(torch.nn.Module):
@@ -189,7 +190,7 @@ def test_non_finite_logits_are_reported(world, caplog):
         "label_space": "cifar10",
     }
     with caplog.at_level("WARNING"):
-        evaluate(NaNNet(), "clean", data=str(world["data"]), preprocessing=pre, progress=False)
+        evaluate(NaNNet(), "clean", data=str(identity_world["data"]), preprocessing=pre, progress=False)
     assert any("NaN or infinite logits" in r.getMessage() for r in caplog.records)
 
 
@@ -202,27 +203,27 @@ def test_non_finite_logits_are_reported(world, caplog):
         ("occlusion", lambda card: {"modes": ("salient",), "saliency_model": str(card), "grid": "8"}),
     ],
 )
-def test_a_model_a_suite_builds_overwritten_in_place_is_recomputed(world, suite, params):
+def test_a_model_a_suite_builds_overwritten_in_place_is_recomputed(identity_world, suite, params):
     """The run id carries the content identity of every model a suite builds besides the evaluated one (a
     transfer source, the model CKA compares with, the saliency model): its weights overwritten with the same size and mtime
     give the from-scratch numbers. The run id used to carry only the suite's parameters (the model's name),
     so the old run was resumed: the old source's accuracy, the old model's CKA."""
-    target = write_cifar_card(world["root"] / "target", arch="resnet10t", seed=2)
+    target = write_cifar_card(identity_world["root"] / "target", arch="resnet10t", seed=2)
 
     def run_suite(out, cache):  # type: ignore[no-untyped-def]
         df = evaluate(
             str(target),
             suite,
-            suite_params=params(world["card"]),
-            data=str(world["data"]),
+            suite_params=params(identity_world["card"]),
+            data=str(identity_world["data"]),
             out=str(out),
             cache_dir=str(cache),
             progress=False,
         )
         return df.set_index(["condition", "metric"]).value.fillna(-1).sort_index().to_dict()
 
-    before = run_suite(world["root"] / "out", world["root"] / "cache")
-    overwrite_weights(world)
-    after = run_suite(world["root"] / "out", world["root"] / "cache")
-    assert after == run_suite(world["root"] / "truth-out", world["root"] / "truth-cache")
+    before = run_suite(identity_world["root"] / "out", identity_world["root"] / "cache")
+    overwrite_weights(identity_world)
+    after = run_suite(identity_world["root"] / "out", identity_world["root"] / "cache")
+    assert after == run_suite(identity_world["root"] / "truth-out", identity_world["root"] / "truth-cache")
     assert after != before
