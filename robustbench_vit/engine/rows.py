@@ -46,7 +46,14 @@ def _versions() -> dict[str, str]:
     }
 
 
-def run_id(model: LoadedModel, suite: Suite, data_identity: str, opts: Any, decoder: str) -> str:
+def run_id(
+    model: LoadedModel,
+    suite: Suite,
+    data_identity: str,
+    opts: Any,
+    decoder: str,
+    suite_identity: dict | None = None,
+) -> str:
     """The run's key (:func:`robustbench_vit.identity.run_key`): the loaded model's identity, the content
     identity of the evaluated images, the suite's configuration with the content identity of the models it
     references (:meth:`Suite.identity`) and its geometry, the options that change
@@ -69,7 +76,7 @@ def run_id(model: LoadedModel, suite: Suite, data_identity: str, opts: Any, deco
         data=data_identity,
         # the configuration and the content identity of every model the suite builds (a transfer source,
         # a saliency model): a source checkpoint overwritten in place is another run
-        suite=suite.identity(opts.cache_dir),
+        suite=suite_identity if suite_identity is not None else suite.identity(opts.cache_dir),
         options=options,
     )
 
@@ -181,6 +188,7 @@ def base_row(
     decoder: str,
     n_images: int,
     data_identity: str = "",
+    suite_identity: dict | None = None,
 ) -> dict[str, Any]:
     """The columns every row of one run shares. ``decoder`` is the one that filled the image cache
     (``cpu``: libjpeg-turbo/PIL per image; ``nvjpeg``: batches on the GPU), which ``--decode auto`` leaves
@@ -197,7 +205,7 @@ def base_row(
             "model": digest(loaded_model_identity(m)),
             "weights": m.identity.get("weights"),
             "data": data_identity,
-            "suite": digest(suite.identity(opts.cache_dir)),
+            "suite": digest(suite_identity if suite_identity is not None else suite.identity(opts.cache_dir)),
         },
     }
     return {

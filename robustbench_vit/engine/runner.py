@@ -268,12 +268,23 @@ def _evaluate_one(
         on_batch=functools.partial(prog.advance, "images"),
         identity=data_identity,
     )
-    rid = run_id(loaded, suite_obj, data_identity, opts, cache.decoder)
+    suite_identity = suite_obj.identity(opts.cache_dir)  # hashes referenced models' weights: once per run
+    rid = run_id(loaded, suite_obj, data_identity, opts, cache.decoder, suite_identity)
     store = RunStore(
         opts.out or "results", suite=suite_obj.name, model=loaded.spec.name, dataset=dataset_name, run_id=rid
     )
     base = base_row(
-        loaded, suite_obj, dataset_name, ds, opts, rid, data_cfg, cache.decoder, len(indices), data_identity
+        loaded,
+        suite_obj,
+        dataset_name,
+        ds,
+        opts,
+        rid,
+        data_cfg,
+        cache.decoder,
+        len(indices),
+        data_identity,
+        suite_identity,
     )
     base.update(image_set=image_set_id(data_identity), n_images=len(indices))
     rows: list[dict[str, Any]] = []
