@@ -106,6 +106,21 @@ def test_flat_folder_with_label_file(tmp_path):
     assert read_subset(str(tmp_path / "subset.txt"), ds).tolist() == [1]
 
 
+def test_a_flat_folder_is_named_from_its_labels_classes(tmp_path):
+    """CIFAR images with a labels file are cifar10 (never imagenet-val, which would put their numbers in
+    ImageNet's column of a board); other class names are a plain folder; --dataset still decides."""
+    from robustbench_vit.data.labels import CIFAR10_CLASSES
+
+    (tmp_path / "img").mkdir()
+    for i, cls in enumerate(CIFAR10_CLASSES):
+        Image.new("RGB", (8, 8)).save(tmp_path / "img" / f"{i}.png")
+    (tmp_path / "cifar.txt").write_text("".join(f"{i}.png {c}\n" for i, c in enumerate(CIFAR10_CLASSES)))
+    assert open_dataset(tmp_path / "img", labels=tmp_path / "cifar.txt")[0] == "cifar10"
+    (tmp_path / "own.txt").write_text("".join(f"{i}.png kind{i % 3}\n" for i in range(10)))
+    assert open_dataset(tmp_path / "img", labels=tmp_path / "own.txt")[0] == "folder"
+    assert open_dataset(tmp_path / "img", labels=tmp_path / "own.txt", dataset="imagenet-val")[0] == "imagenet-val"
+
+
 def test_cifar_python_batches_are_read_without_unpickling_code(tmp_path):
     data = np.random.default_rng(0).integers(0, 255, (5, 3072), dtype=np.uint8)
     with open(tmp_path / "test_batch", "wb") as f:

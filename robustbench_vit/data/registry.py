@@ -166,7 +166,8 @@ def open_dataset(
     if (root / "test_batch").is_file() or (root / "data_batch_1").is_file():
         return dataset or "cifar10", cifar10_batches(root)
     if labels is not None:
-        return dataset or "imagenet-val", flat_folder(root, labels)
+        ds = flat_folder(root, labels)  # named from its labels' classes, like a class-folder layout
+        return dataset or _guess_name(ds, root), ds
     ds = image_folder(root)
     if _is_class_index_layout(ds):
         ds = _with_imagenet_wnids(ds)  # ImageNet-V2's release: folder i holds ImageNet-1k class i
