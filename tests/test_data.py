@@ -112,13 +112,16 @@ def test_a_flat_folder_is_named_from_its_labels_classes(tmp_path):
     from robustbench_vit.data.labels import CIFAR10_CLASSES
 
     (tmp_path / "img").mkdir()
-    for i, cls in enumerate(CIFAR10_CLASSES):
+    for i in range(len(CIFAR10_CLASSES)):
         Image.new("RGB", (8, 8)).save(tmp_path / "img" / f"{i}.png")
     (tmp_path / "cifar.txt").write_text("".join(f"{i}.png {c}\n" for i, c in enumerate(CIFAR10_CLASSES)))
     assert open_dataset(tmp_path / "img", labels=tmp_path / "cifar.txt")[0] == "cifar10"
     (tmp_path / "own.txt").write_text("".join(f"{i}.png kind{i % 3}\n" for i in range(10)))
     assert open_dataset(tmp_path / "img", labels=tmp_path / "own.txt")[0] == "folder"
-    assert open_dataset(tmp_path / "img", labels=tmp_path / "own.txt", dataset="imagenet-val")[0] == "imagenet-val"
+    assert (
+        open_dataset(tmp_path / "img", labels=tmp_path / "own.txt", dataset="imagenet-val")[0]
+        == "imagenet-val"
+    )
 
 
 def test_cifar_python_batches_are_read_without_unpickling_code(tmp_path):

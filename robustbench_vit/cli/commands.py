@@ -110,7 +110,12 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--seed", type=int, default=None, help="Seed of every random draw (default 0).")
 @click.option("--out", "-o", type=str, default="results", show_default=True, help="Results folder.")
 @click.option("--param", "-p", "params", multiple=True, help="Suite parameter key=value (repeatable).")
-@click.option("--checkpoint", type=str, default=None, help="Local weights (safetensors / weights-only .pth).")
+@click.option(
+    "--checkpoint",
+    type=str,
+    default=None,
+    help="Local weights (safetensors / weights-only .pth); FILE#KEY loads one set of several (run.pth#state_dict_ema).",
+)
 @click.option("--random-weights", is_flag=True, help="Do not load pretrained weights (tests, timing).")
 @click.option("--save-samples", is_flag=True, help="Also write per-sample rows (index, label, pred, loss).")
 @click.option("--workers", type=int, default=None, help="Decode threads for the image cache.")

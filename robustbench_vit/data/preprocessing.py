@@ -133,7 +133,8 @@ class DataConfig:
         try:
             return cls(
                 input_size=size,  # type: ignore[arg-type]
-                crop_pct=float(d.get("crop_pct") or 0.875),
+                # only an absent (None) crop_pct takes timm's default: 0 is refused, never replaced
+                crop_pct=float(0.875 if d.get("crop_pct") is None else d["crop_pct"]),
                 interpolation=str(d.get("interpolation") or "bilinear"),
                 mean=tuple(float(v) for v in d["mean"]),  # type: ignore[arg-type]
                 std=tuple(float(v) for v in d["std"]),  # type: ignore[arg-type]

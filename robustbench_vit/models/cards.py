@@ -18,7 +18,10 @@ Example card (``cifar_vit.json``)::
     }
 
 ``arch`` is a timm architecture (``source`` may be ``torchvision`` instead); ``weights`` is relative to
-the card; ``label_space`` is ``imagenet1k``, ``cifar10`` or a list.
+the card; ``label_space`` is ``imagenet1k``, ``cifar10`` or a list. ``checkpoint_key`` picks the weights
+of a checkpoint that holds several (``state_dict_ema``). Optional fields left out take timm's defaults
+(``crop_pct`` 0.875, ``interpolation`` bilinear), so a field the card does not know is refused with the
+closest known name: a misspelt ``crop_ptc`` would otherwise evaluate with the default crop and exit 0.
 
 A card travels with a checkpoint and is untrusted data: it may only name a registered timm or
 torchvision architecture, with keyword values of JSON types. It can never name code to call (an
@@ -43,6 +46,17 @@ __all__ = ["ModelCard", "read_card", "read_card_json", "CARD_SOURCES", "MAX_CARD
 MAX_CARD_BYTES = 1 << 20
 
 _REQUIRED = ("arch", "num_classes", "input_size", "mean", "std", "label_space", "weights")
+#: optional fields that change the model or its preprocessing
+_OPTIONAL = ("name", "source", "kwargs", "family", "crop_pct", "crop_mode", "interpolation", "checkpoint_key")
+#: fields that only document the card (never read)
+_NOTES = ("description", "paper", "url", "license", "notes")
+#: fields whose JSON type is checked (a ``null`` crop_pct must not become timm's default silently)
+_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "crop_pct": ((int, float), "number"),
+    "crop_mode": ((str,), "non-empty string"),
+    "interpolation": ((str,), "non-empty string"),
+    "checkpoint_key": ((str,), "non-empty string"),
+}
 #: the only builders a card may name
 CARD_SOURCES = ("timm", "torchvision")
 _JSON_SCALARS = (str, int, float, bool, type(None))
@@ -96,6 +110,27 @@ class ModelCard:
     label_space: Any
     weights: Path
     kwargs: dict[str, Any] = field(default_factory=dict)
+    checkpoint_key: str | None = None
+
+
+def _check_fields(path: Path, raw: dict[str, Any]) -> None:
+    """Refuse a field the card does not know (naming the closest known one) and an optional field of the
+    wrong JSON type: either would otherwise leave a default in place without a word."""
+    import difflib
+
+    known = (*_REQUIRED, *_OPTIONAL, *_NOTES)
+    for key in raw:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise CheckpointError(
+                f"model card {path}: unknown field {key!r}; {hint}(known: {', '.join((*_REQUIRED, *_OPTIONAL))}"
+                f"; notes: {', '.join(_NOTES)})"
+            )
+    for key, (types, what) in _TYPES.items():
+        value = raw.get(key)
+        if key in raw and (isinstance(value, bool) or not isinstance(value, types) or value == ""):
+            raise CheckpointError(f"model card {path}: {key} must be a {what}, got {value!r}")
 
 
 def _no_constant(name: str) -> Any:
@@ -137,6 +172,7 @@ def read_card(path: str | Path) -> ModelCard:
     missing = [k for k in _REQUIRED if k not in raw]
     if missing:
         raise CheckpointError(f"model card {path} is missing: {', '.join(missing)}")
+    _check_fields(path, raw)
     _check_untrusted(path, raw)
     size = raw["input_size"]
     if not (
@@ -169,4 +205,5 @@ def read_card(path: str | Path) -> ModelCard:
         label_space=raw["label_space"],
         weights=weights,
         kwargs=dict(raw.get("kwargs", {})),
+        checkpoint_key=raw.get("checkpoint_key") or None,
     )

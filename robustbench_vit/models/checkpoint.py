@@ -10,23 +10,92 @@ from torch import nn
 
 from robustbench_vit.errors import CheckpointError
 
-__all__ = ["read_state_dict", "load_state_dict_strict"]
+__all__ = ["read_state_dict", "load_state_dict_strict", "split_checkpoint"]
 
 log = logging.getLogger(__name__)
 
+#: where checkpoints keep their weights, in the order they are looked for when no key is named (timm's
+#: ``load_checkpoint`` default: the plain weights, not an EMA copy beside them)
 _WRAPPER_KEYS = ("state_dict", "model", "model_ema", "module", "net")
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+def split_checkpoint(ref: str | Path) -> tuple[Path, str | None]:
+    """``FILE#KEY`` -> ``(FILE, KEY)``: which of a checkpoint's weight sets to load (``run.pth#state_dict_ema``).
+    A reference that names an existing file (a ``#`` in its name) is that file, without a key."""
+    text = str(ref)
+    path, sep, key = text.rpartition("#")
+    if not sep or not key or Path(text).is_file():
+        return Path(text), None
+    return Path(path), key
+
+
+def _is_tensor_dict(obj: object) -> bool:
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
+
+
+def _weight_sets(obj: object) -> list[str]:
+    """The top-level keys of a checkpoint dict holding named tensors (a state dict), directly or under a
+    wrapper key (an optimizer's state, keyed by parameter numbers, is not one)."""
+    if not isinstance(obj, dict):
+        return []
+    return [
+        str(k)
+        for k, v in obj.items()
+        if _is_tensor_dict(v)
+        or (isinstance(v, dict) and any(_is_tensor_dict(v.get(w)) for w in _WRAPPER_KEYS))
+    ]
+
+
+def _select(sd: object, path: Path, key: str | None) -> object:
+    """The weights a checkpoint holds under ``key``, or under the first wrapper key when none is named; a
+    checkpoint holding several weight sets says which one it evaluates (an EMA copy is other numbers)."""
+    if key is not None:
+        if not isinstance(sd, dict) or not isinstance(sd.get(key), dict):
+            held = ", ".join(_weight_sets(sd)) or "no named weight sets"
+            raise CheckpointError(f"checkpoint {path} has no weights under {key!r} (it holds: {held})")
+        return sd[key]
+    sets = _weight_sets(sd)
+    for _ in range(2):
+        if isinstance(sd, dict):
+            for wrapper in _WRAPPER_KEYS:
+                if wrapper in sd and isinstance(sd[wrapper], dict):
+                    if len(sets) > 1 and wrapper in sets:
+                        others = ", ".join(repr(k) for k in sets if k != wrapper)
+                        log.warning(
+                            "checkpoint %s holds weights under %r and %s; evaluating %r (timm's default): "
+                            "name another as --checkpoint '%s#KEY' or a card's checkpoint_key",
+                            path,
+                            wrapper,
+                            others,
+                            wrapper,
+                            path,
+                        )
+                        sets = []
+                    sd = sd[wrapper]
+                    break
+    return sd
+
+
+def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, torch.Tensor]:
     """Read a flat ``name -> tensor`` dict from ``.safetensors`` or a weights-only torch file.
 
     Common wrappers (``{"state_dict": ...}``, ``{"model": ...}``) and a ``module.`` prefix from
-    DataParallel are unwrapped.
+    DataParallel are unwrapped. ``key`` (or a ``FILE#KEY`` path) names the weight set to load from a
+    checkpoint holding several (``state_dict`` and ``state_dict_ema``).
     """
-    path = Path(path)
+    path, named = split_checkpoint(path)
+    key = key or named
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":
+        if key is not None:
+            raise CheckpointError(
+                f"checkpoint {path} is safetensors, a flat set of tensors: it has no key {key!r}"
+            )
         from safetensors.torch import load_file
 
         try:
@@ -41,12 +110,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 f"cannot read {path} as a weights-only checkpoint ({type(e).__name__}); "
                 "save it as safetensors or as a plain state_dict of tensors"
             ) from None
-    for _ in range(2):
-        if isinstance(sd, dict):
-            for key in _WRAPPER_KEYS:
-                if key in sd and isinstance(sd[key], dict):
-                    sd = sd[key]
-                    break
+    sd = _select(sd, path, key)
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{path} does not hold a state_dict of tensors")
     if sd and all(k.startswith("module.") for k in sd):

@@ -133,7 +133,10 @@ def weights_identity(
     random weights by the architecture they are seeded from.
     """
     if checkpoint:
-        return f"sha256:{file_sha256(checkpoint, cache_dir=cache_dir)}"
+        from robustbench_vit.models.checkpoint import split_checkpoint
+
+        path, key = split_checkpoint(checkpoint)  # FILE#KEY: one of several weight sets in the file
+        return f"sha256:{file_sha256(path, cache_dir=cache_dir)}" + (f"#{key}" if key else "")
     if not pretrained:
         return f"random:{spec.source}:{spec.arch}"
     if spec.source == "card":

@@ -33,7 +33,7 @@ from robustbench_vit.errors import (
     WeightsUnavailableError,
 )
 from robustbench_vit.models.cards import read_card
-from robustbench_vit.models.checkpoint import load_state_dict_strict, read_state_dict
+from robustbench_vit.models.checkpoint import load_state_dict_strict, read_state_dict, split_checkpoint
 from robustbench_vit.models.hub import (
     downloads_possible,
     offline_unless_reachable,
@@ -272,15 +272,16 @@ def _load_card(spec: ModelSpec, *, pretrained: bool, checkpoint: str | None) -> 
             raise CheckpointError(f"model card {card.path}: cannot build {card.arch!r}: {e}") from None
     else:  # read_card admits timm and torchvision only: a card never names code to call
         raise CheckpointError(f"model card {card.path}: unknown source {card.source!r}")
-    weights = Path(checkpoint) if checkpoint else card.weights
+    weights, key = split_checkpoint(checkpoint) if checkpoint else (card.weights, card.checkpoint_key)
     if pretrained:
-        load_state_dict_strict(net, read_state_dict(weights), str(weights))
+        load_state_dict_strict(net, read_state_dict(weights, key), str(weights))
     label_space = get_label_space(card.label_space)
     if label_space.num_classes != card.num_classes:
         raise CheckpointError(
             f"model card {card.path}: label_space has {label_space.num_classes} classes, num_classes is {card.num_classes}"
         )
-    return net, card.data_config, label_space, (f"card:{weights.name}" if pretrained else "random")
+    named = f"card:{weights.name}" + (f"#{key}" if key else "")
+    return net, card.data_config, label_space, (named if pretrained else "random")
 
 
 def _call_entrypoint(ref: str, **kwargs: Any) -> tuple[nn.Module, dict | None]:
