@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,7 +49,9 @@ def test_benchmark_runs_robustbench_protocol_on_its_first_images(tmp_path, cifar
     assert set(rows.condition[rows.metric == "robust_accuracy"].str.split("/after=").str[0]) == {
         "linf/eps=8/255/standard-reduced"
     }
-    assert rows.data_root.iat[0] == str(data)  # the first 12 items of RobustBench's list: test/00000..00011
+    assert rows.data_root.iat[0] == str(
+        Path(data).resolve()
+    )  # the first 12 items of RobustBench's list: test/00000..00011
     assert sorted(rows.n_images.unique()) == [12]
 
 

@@ -74,6 +74,33 @@ def test_the_board_drops_runs_of_a_folder_listed_otherwise_since(identity_world)
 
 
 @needs_cifar
+@pytest.mark.parametrize("path", ["symlink", "relative"])
+def test_one_folder_reached_by_two_paths_is_one_folder_to_the_board(identity_world, path, monkeypatch):
+    """The first run through a symlink (or a relative path), an image deleted, the rerun through the folder's
+    own absolute path: the board shows the rerun, not the larger run that read the deleted file (the two
+    runs' rows named two folders, so they competed by size)."""
+    from robustbench_vit.results.leaderboard import build_leaderboard
+
+    out, cache, data = (
+        identity_world["root"] / "out",
+        identity_world["root"] / "cache",
+        identity_world["data"],
+    )
+    if path == "symlink":
+        other = identity_world["root"] / "link"
+        other.symlink_to(data, target_is_directory=True)
+    else:
+        monkeypatch.chdir(data.parent)
+        other = data.name
+    before = run(identity_world, out, cache, data=str(other))
+    (data / "cat" / "0.ppm").unlink()
+    now = nll(run(identity_world, out, cache, data=str(data)))
+    assert before.data_root.iat[0] == str(data.resolve())  # the folder itself, whatever path reached it
+    board = build_leaderboard(out).query("metric == 'nll'")
+    assert board.value.tolist() == [now] and board.n_images.tolist() == [29]
+
+
+@needs_cifar
 def test_a_run_resumed_whole_after_its_folder_changed_is_current_with_all_its_rows(identity_world):
     """A full run, then a --subset run; an image outside the subset is deleted and the --subset run resumed
     (same id, every condition reused, nothing rewritten). Its marker records the folder's new list, so the

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -218,7 +219,9 @@ def base_row(
         "suite": suite.name,
         "suite_version": suite.version,
         "dataset": dataset,
-        "data_root": str(ds.root),
+        # the folder itself (resolved): reached through a symlink or a relative path it is still one folder,
+        # whose runs the board compares by file list, never by size
+        "data_root": str(Path(ds.root).resolve()),
         # the folder's file list (root + every item name) when the run read it: a run of a listing that has
         # since changed (an image deleted or added) is not the board's current number for that folder
         "listing": ds.fingerprint or None,
