@@ -268,7 +268,7 @@ class RunStore:
                 what,
                 path,
                 aside.name,
-                " ".join(str(e).split())[:120],
+                " ".join(str(e).split())[:400],
             )
             return False
 
