@@ -1,4 +1,4 @@
-"""Runner behaviour: OOM batch halving, suite parameter coercion, one-file-per-condition resume."""
+"""Runner behaviour: OOM forward chunking and batch halving, suite parameter coercion, one-file-per-condition resume."""
 
 import pytest
 import torch
@@ -27,6 +27,35 @@ def test_cuda_oom_halves_the_batch_and_records_it(monkeypatch, tmp_path, cifar_c
         str(cifar_card), "clean", data=str(CIFAR10_TEST), limit=40, batch_size=64, out=str(tmp_path)
     )
     assert calls == [64, 32, 16] and (df.batch_size == 16).all() and (df.n == 40).all()
+
+
+@needs_cifar
+def test_an_oom_forward_is_chunked_and_the_draws_stay_those_of_the_requested_batch(monkeypatch, cifar_card):
+    """Occlusion masks are drawn once per batch: a forward pass that runs out of memory is retried in
+    chunks while the masked batches stay 32 images, so the numbers equal a run that had the memory (halving
+    the batch drew other masks). The rows record the requested batch size."""
+    from robustbench_vit.engine.runner import evaluate
+
+    kw = dict(data=str(CIFAR10_TEST), limit=40, batch_size=32, out=None, progress=False)
+    params = {"fractions": "0.5", "grid": "4", "mask_mode": "batch"}
+    plenty = evaluate(str(cifar_card), "occlusion", suite_params=params, **kw)
+    sizes = []
+    original = Suite.logits
+
+    def scarce(self, ctx, x):
+        sizes.append(len(x))
+        if len(x) > 8:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        return original(self, ctx, x)
+
+    monkeypatch.setattr(Suite, "logits", scarce)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    chunked = evaluate(str(cifar_card), "occlusion", suite_params=params, **kw)
+    assert max(sizes) == 32 and 16 in sizes and set(sizes[sizes.index(16) + 2 :]) <= {8}
+    key = ["condition", "metric"]
+    a, b = plenty.sort_values(key), chunked.sort_values(key)
+    assert a.condition.tolist() == b.condition.tolist() and (b.batch_size == 32).all()
+    assert b.value.to_numpy() == pytest.approx(a.value.to_numpy(), rel=1e-6, abs=1e-7)
 
 
 def test_suite_parameters_are_coerced_and_checked():

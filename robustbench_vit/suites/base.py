@@ -32,6 +32,7 @@ from robustbench_vit.metrics.accumulators import (
 )
 from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.registry import Registry
+from robustbench_vit.suites.memory import chunked_forward, retry_out_of_memory
 from robustbench_vit.suites.params import (
     AT_LEAST_ONE,
     NON_NEGATIVE,
@@ -332,22 +333,14 @@ class Suite:
     def run_condition(
         self, ctx: EvalContext, cond: Condition
     ) -> tuple[list[tuple[Condition, ClassificationAccumulator]], int]:
-        """Evaluate one condition (and its variants); on CUDA OOM retry with half the batch.
-
-        Returns ``([(variant, metrics), ...], images per batch used)``.
-        """
+        """Evaluate one condition (and its variants), retrying on CUDA OOM without changing a draw
+        (:mod:`robustbench_vit.suites.memory`). Returns ``([(variant, metrics), ...], images per batch used)``."""
         bs = max(1, ctx.batch_size // len(self.variants(cond)))
-        while True:
-            try:
-                return self._run(ctx, cond, bs), bs
-            except torch.OutOfMemoryError:
-                if bs == 1:
-                    raise RbvitError(
-                        f"GPU out of memory even at batch size 1 ({cond.name}); use a smaller model or --device cpu"
-                    ) from None
-                bs //= 2
-                torch.cuda.empty_cache()
-                log.warning("out of memory; retrying %s with batch size %d", cond.name, bs)
+        return retry_out_of_memory(lambda b: self._run(ctx, cond, b), ctx.state, bs, cond.name)
+
+    def forward(self, ctx: EvalContext, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`logits` of a perturbed batch, in chunks once a forward pass ran out of memory."""
+        return chunked_forward(lambda part: self.logits(ctx, part), ctx.state, x)
 
     def _run(
         self, ctx: EvalContext, cond: Condition, bs: int
@@ -365,7 +358,7 @@ class Suite:
             with torch.set_grad_enabled(self.needs_grad):
                 xp = self.perturb(x, y, idx, cond, ctx, gen)
             with torch.no_grad():
-                logits = self.logits(ctx, xp.detach())
+                logits = self.forward(ctx, xp.detach())
             b = len(idx)
             if logits.shape[0] != b * len(variants):
                 raise RuntimeError(
