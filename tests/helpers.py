@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,12 @@ def _has_effnet() -> bool:
 
 
 needs_effnet = pytest.mark.skipif(not _has_effnet(), reason="pip install 'robustbench_vit[effnet]'")
+
+
+def rbvit_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``rbvit ARGS`` in a fresh Python process, as a user runs it (stdout and stderr captured as text)."""
+    command = [sys.executable, "-m", "robustbench_vit.cli.commands", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
 def write_cifar_card(

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -15,13 +14,9 @@ import pytest
 
 from robustbench_vit.engine.runner import evaluate
 from robustbench_vit.errors import ConfigError
-from tests.helpers import CIFAR10_TEST, error_lines, needs_cifar
+from tests.helpers import CIFAR10_TEST, error_lines, needs_cifar, rbvit_cli
 
-RBVIT = [sys.executable, "-m", "robustbench_vit.cli.commands"]
-
-
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*RBVIT, *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+run = rbvit_cli
 
 
 def run_in_process(*args: str) -> subprocess.CompletedProcess:
@@ -361,80 +356,3 @@ def test_api_bad_input_raises_the_projects_errors(world, name, call, error, tmp_
     with pytest.raises(error):
         call(world)
     assert snapshot(world["out"]) == before
-
-
-@needs_cifar
-@pytest.mark.parametrize("kind", ["garbage", "empty", "truncated", "foreign"])
-def test_leaderboard_skips_unreadable_files_with_a_warning(world, kind, tmp_path):
-    import shutil
-
-    import pandas as pd
-
-    res = tmp_path / "res"
-    shutil.copytree(world["out"], res)
-    good = next(res.rglob("*.parquet"))
-    bad = good.with_name(f"zz-{kind}.parquet")
-    if kind == "garbage":
-        bad.write_bytes(os.urandom(300))
-    elif kind == "empty":
-        bad.write_bytes(b"")
-    elif kind == "truncated":
-        bad.write_bytes(good.read_bytes()[:-40])
-    else:
-        pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}).to_parquet(bad)
-    r = run("leaderboard", str(res))
-    assert r.returncode == 0, r.stderr
-    assert "Traceback" not in r.stderr and bad.name in r.stderr
-    board = pd.read_parquet(res / "leaderboard.parquet")
-    assert len(board) > 0 and set(board["suite"]) == {"clean"}
-
-
-@needs_cifar
-def test_read_only_results_are_refused_before_any_work_and_complete_ones_still_read(world, tmp_path):
-    import shutil
-
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    os.chmod(ro, 0o555)
-    try:
-        if os.access(ro, os.W_OK):
-            pytest.skip("running as root: permission bits do not stop writes here")
-        r = run(
-            "eval",
-            "-m",
-            world["card"],
-            "-s",
-            "clean",
-            "--data",
-            str(CIFAR10_TEST),
-            "--limit",
-            "10",
-            "--out",
-            str(ro),
-        )
-        lines = [line for line in r.stderr.splitlines() if line.strip()]
-        assert r.returncode == 8 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    finally:
-        os.chmod(ro, 0o755)
-    done = tmp_path / "done"
-    shutil.copytree(world["out"], done)
-    for p in [done, *done.rglob("*")]:
-        os.chmod(p, 0o555 if p.is_dir() else 0o444)
-    try:
-        r = run(
-            "eval",
-            "-m",
-            world["card"],
-            "-s",
-            "clean",
-            "--data",
-            str(CIFAR10_TEST),
-            "--limit",
-            "10",
-            "--out",
-            str(done),
-        )
-        assert r.returncode == 0, r.stderr  # complete results are read back from a read-only folder
-    finally:
-        for p in [done, *done.rglob("*")]:
-            os.chmod(p, 0o755)
