@@ -155,8 +155,18 @@ def _check_output_width(loaded: LoadedModel, data_cfg: Any) -> None:
     classes = loaded.label_space.num_classes
     if loaded.label_space.name == "none" or not classes:
         return
-    with torch.no_grad():
-        width = loaded(torch.zeros((1, 3, *data_cfg.image_size), device=loaded.device)).shape[-1]
+    size = data_cfg.image_size
+    try:
+        with torch.no_grad():
+            width = loaded(torch.zeros((1, 3, *size), device=loaded.device)).shape[-1]
+    except (AssertionError, RuntimeError, ValueError) as e:
+        if isinstance(e, torch.OutOfMemoryError):
+            raise
+        why = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ConfigError(
+            f"model {loaded.spec.name} cannot run on {size[0]}x{size[1]} inputs ({why}); give it the input size "
+            "it was built for (--img-size, the card's input_size or its kwargs)"
+        ) from None
     if width != classes:
         raise ConfigError(
             f"model {loaded.spec.name} returns {width} logits but its label space "
