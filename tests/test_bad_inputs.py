@@ -132,7 +132,12 @@ PROBES = [
     ("card negative size", lambda w: _card(w, "c2", input_size=[3, -32, 32]), 5, "input_size"),
     ("card std=0", lambda w: _card(w, "c3", std=[0, 0.2, 0.2]), 5, "std"),
     ("card crop_ptc (misspelt)", lambda w: _card(w, "c3c", crop_ptc=1.0), 5, "did you mean 'crop_pct'"),
-    ("img-size the ViT was not built for", lambda w: _eval(w, "-s", "clean", "--img-size", "64"), 2, "64x64 inputs"),
+    (
+        "img-size the ViT was not built for",
+        lambda w: _eval(w, "-s", "clean", "--img-size", "64"),
+        2,
+        "64x64 inputs",
+    ),
     (
         "card mean on the 0-255 scale",
         lambda w: _card(w, "c3b", mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375]),
