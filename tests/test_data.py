@@ -124,6 +124,23 @@ def test_a_flat_folder_is_named_from_its_labels_classes(tmp_path):
     )
 
 
+def test_a_flat_imagenet_a_folder_is_scored_200_way(tmp_path):
+    """ImageNet-A's images in one flat folder with a labels file naming exactly its 200 classes are
+    imagenet-a, scored over its 200 classes as its class-folder layout is (they were imagenet-val,
+    1000-way); a flat folder named like it but holding only some of its classes is refused."""
+    from robustbench_vit.data.registry import subset_synsets
+
+    wnids = subset_synsets("imagenet-a")[0]
+    (tmp_path / "imagenet-a").mkdir()
+    for i in range(len(wnids)):
+        Image.new("RGB", (4, 4)).save(tmp_path / "imagenet-a" / f"{i}.png")
+    (tmp_path / "all.txt").write_text("".join(f"{i}.png {w}\n" for i, w in enumerate(wnids)))
+    assert open_dataset(tmp_path / "imagenet-a", labels=tmp_path / "all.txt")[0] == "imagenet-a"
+    (tmp_path / "some.txt").write_text("".join(f"{i}.png {wnids[i % 150]}\n" for i in range(len(wnids))))
+    with pytest.raises(DataError, match="holds 150 of its 200 class"):
+        open_dataset(tmp_path / "imagenet-a", labels=tmp_path / "some.txt")
+
+
 def test_cifar_python_batches_are_read_without_unpickling_code(tmp_path):
     data = np.random.default_rng(0).integers(0, 255, (5, 3072), dtype=np.uint8)
     with open(tmp_path / "test_batch", "wb") as f:

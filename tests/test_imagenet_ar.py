@@ -48,7 +48,7 @@ def test_an_incomplete_copy_is_never_scored_1000_way_as_if_it_were_the_benchmark
         for f in (root / w).iterdir():
             f.unlink()
         (root / w).rmdir()
-    with pytest.raises(DataError, match=f"named like {name} but holds 120 of its 200 class folders"):
+    with pytest.raises(DataError, match=f"named like {name} but holds 120 of its 200 classes"):
         open_dataset(root)
     assert open_dataset(root, dataset=name)[0] == name
     plain = root.rename(tmp_path / "mine")

@@ -206,7 +206,7 @@ _MASKED_HINTS = {
 
 
 def _guess_name(ds: ImageDataset, root: Path) -> str:
-    """The dataset a folder holds, from its classes. The 200-class sets (ImageNet-A/-R, scored 200-way)
+    """The dataset a folder holds, from its classes (class folders, or a flat folder's labels file). The 200-class sets (ImageNet-A/-R, scored 200-way)
     are recognised by their exact class set; a folder *named* like one of them but holding only some of
     its classes is refused (1000-way scores would pass for its numbers), and 100 or more classes that all
     fall in one of them get a warning naming the flag."""
@@ -218,12 +218,12 @@ def _guess_name(ds: ImageDataset, root: Path) -> str:
             return name
         if classes < mask and spelled in _MASKED_HINTS[name]:
             raise DataError(
-                f"{root} is named like {name} but holds {len(classes)} of its 200 class folders; pass "
+                f"{root} is named like {name} but holds {len(classes)} of its 200 classes; pass "
                 f"--dataset {name} to score it 200-way as the benchmark does, or --dataset imagenet-val for 1000-way"
             )
         if classes < mask and len(classes) >= 100:
             log.warning(
-                "%s: all %d class folders are %s classes; scoring 1000-way as imagenet-val (pass --dataset %s "
+                "%s: all %d classes are %s classes; scoring 1000-way as imagenet-val (pass --dataset %s "
                 "for its 200-way protocol)",
                 root,
                 len(classes),
