@@ -116,6 +116,26 @@ def test_cmyk_jpegs_stay_on_the_cpu_decoder(tmp_path, monkeypatch):
     assert torch.equal(got, _cpu_reference(ds, DC))
 
 
+def test_a_jpeg_cut_short_never_reaches_the_device_decoder(tmp_path, monkeypatch):
+    """A JPEG without its end-of-image marker (a copy interrupted) goes to the CPU decoders, which refuse
+    it naming the file: a device decoder may fill the missing rows with gray and say nothing. A complete
+    JPEG with bytes after its marker decodes on the CPU, as read_rgb does."""
+    _mixed_folder(tmp_path)
+    whole = read_bytes(tmp_path / A / "rgb420.jpg")
+    assert decode.ends_complete(whole) and decode._for_device_decoder(whole)
+    cut = whole[: int(whole.numel() * 0.8)].clone()
+    padded = torch.cat([whole, torch.zeros(16, dtype=torch.uint8)])
+    assert not decode._for_device_decoder(cut) and not decode._for_device_decoder(padded)
+    seen = []
+    real = decode.decode_jpeg
+    monkeypatch.setattr(decode, "decode_jpeg", lambda data, **kw: seen.extend(data) or real(data, **kw))
+    with pytest.raises(DataError, match="cut.jpg"):
+        decode_batch([whole, cut], ["whole.jpg", "cut.jpg"], DC, "cpu")
+    assert len(seen) == 1 and torch.equal(seen[0], whole)
+    got = decode_batch([padded], ["padded.jpg"], DC, "cpu")
+    assert torch.equal(got[0], apply_geometry(read_rgb(tmp_path / A / "rgb420.jpg"), DC))
+
+
 def test_undecodable_file_names_itself(tmp_path):
     root = _mixed_folder(tmp_path)
     (root / A / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")

@@ -198,10 +198,18 @@ def jpeg_components(data: torch.Tensor) -> int | None:
     return None
 
 
+def ends_complete(data: torch.Tensor) -> bool:
+    """Whether encoded JPEG bytes end with the end-of-image marker (``FF D9``): a file cut short (a copy
+    interrupted, a download truncated) does not."""
+    return data.numel() > 4 and data[-2:].tolist() == [0xFF, 0xD9]
+
+
 def _for_device_decoder(data: torch.Tensor) -> bool:
-    """JPEGs nvjpeg decodes to RGB: gray or 3-component; CMYK/YCCK (4) stay with libjpeg on the CPU, as
-    nvjpeg does not convert them (torchvision's own tests leave them out)."""
-    return is_jpeg(data) and jpeg_components(data) in (1, 3)
+    """JPEGs nvjpeg decodes to RGB: gray or 3-component, ending with their end-of-image marker. CMYK/YCCK
+    (4) stay with libjpeg on the CPU, as nvjpeg does not convert them (torchvision's own tests leave them
+    out); so does a JPEG without its end marker, which the CPU decoders refuse as truncated where a device
+    decoder may fill the missing rows with gray without a word (bytes after the marker: the CPU decodes it)."""
+    return is_jpeg(data) and ends_complete(data) and jpeg_components(data) in (1, 3)
 
 
 def _decode_jpegs(datas: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
