@@ -132,7 +132,7 @@ class Occlusion(Suite):
 
     def prepare(self, ctx: EvalContext) -> None:
         if any(m != "random" for m in self.modes):
-            store = SaliencyStore.open(ctx, self.saliency_model, self.head)
+            store = SaliencyStore.open(ctx, self.saliency_model, self.head, self.version)
             store.ensure(ctx)
             ctx.state["saliency"] = store
 

@@ -33,14 +33,18 @@ class SaliencyStore:
     store: FilledArray
 
     @classmethod
-    def open(cls, ctx, model_ref: str, head: str) -> SaliencyStore:  # type: ignore[no-untyped-def]
+    def open(cls, ctx, model_ref: str, head: str, version: int = 0) -> SaliencyStore:  # type: ignore[no-untyped-def]
+        """The maps of ``model_ref``'s class-token attention (``head``) for the run's images; ``version`` is
+        the calling suite's, so a fix of how maps are computed (its version bumped) computes them again."""
         if model_ref == ctx.model.spec.name:
             sal_model = ctx.model
         else:
             sal_model = load_model(model_ref, device=str(ctx.device), dtype=ctx.model.dtype)
         grid = patch_grid(sal_model)
         # the maps are a function of the saliency model's content and of the images' content
-        key = derived_key(model=loaded_model_identity(sal_model), head=head, images=ctx.identity)
+        key = derived_key(
+            model=loaded_model_identity(sal_model), head=head, images=ctx.identity, suite_version=version
+        )
         d = ctx.workdir / f"saliency-{safe_name(sal_model.spec.name)}-head{head}-{key}"
         d.mkdir(parents=True, exist_ok=True)
         shape = (len(ctx.dataset), *grid)

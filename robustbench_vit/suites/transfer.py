@@ -264,7 +264,11 @@ class Transfer(Suite):
             **cfg,
             "seed": ctx.seed,
             "images": ctx.identity,  # the crafted pixels are a function of the evaluated images' content
+            # ... and of the code that crafts them: a fix that bumps the suite's version crafts them again
+            "suite_version": self.version,
         }
+        if cfg["di_prob"]:  # input diversity draws per batch of ctx.batch_size images: the batch is an input
+            parts["batch_size"] = ctx.batch_size
         ident = canonical_json(parts)
         key = derived_key(**parts)[:12]
         d = ctx.cache.dir / f"adv-{safe_name(src_ref)[-40:]}-{key}"
