@@ -1,5 +1,6 @@
 """Which weights a checkpoint holding several sets evaluates (``state_dict`` / ``state_dict_ema``), and
-model-card fields that would otherwise leave a default in place without a word."""
+model-card fields (and preprocessing keys given from Python) that would otherwise leave a default in place
+without a word."""
 
 import json
 import logging
@@ -124,3 +125,34 @@ def test_a_card_field_that_would_leave_a_default_in_place_is_refused(tmp_path, e
 def test_documentation_fields_are_accepted(tmp_path):
     card = write_cifar_card(tmp_path / "card", description="tiny ViT", paper="none", license="MIT")
     assert load_model(str(card), device="cpu").data_config.crop_pct == 1.0
+
+
+def test_a_misspelt_preprocessing_key_from_python_is_refused():
+    """The notebook path (a module with preprocessing=...) and an entry point's (module, config) read the
+    same keys as a card: a misspelt one is refused, a DataConfig's own dict is accepted back."""
+    import timm
+
+    from robustbench_vit.errors import ConfigError
+    from robustbench_vit.models.modules import wrap_module
+
+    net = timm.create_model("test_resnet", pretrained=False, num_classes=10)
+    pre = {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3, "label_space": "cifar10"}
+    with pytest.raises(ConfigError, match="unknown preprocessing key 'crop_ptc'; did you mean 'crop_pct'"):
+        wrap_module(net, preprocessing={**pre, "crop_ptc": 1.0}, device="cpu")
+    with pytest.raises(ConfigError, match="interpolation '' not in"):
+        wrap_module(net, preprocessing={**pre, "interpolation": ""}, device="cpu")
+    loaded = wrap_module(net, preprocessing={**pre, "crop_pct": 1.0}, device="cpu")
+    again = wrap_module(
+        net, preprocessing={**loaded.data_config.to_dict(), "label_space": "cifar10"}, device="cpu"
+    )
+    assert again.data_config == loaded.data_config
+    with pytest.raises(ConfigError, match="model factory 'tests.test_checkpoint_keys:misspelt_factory'"):
+        load_model("tests.test_checkpoint_keys:misspelt_factory", device="cpu")
+
+
+def misspelt_factory():
+    """An entry point whose config misspells crop_pct (used by the test above)."""
+    import timm
+
+    net = timm.create_model("test_vit", pretrained=False)
+    return net, {"input_size": [3, 160, 160], "crop_ptc": 0.95, "mean": [0.5] * 3, "std": [0.5] * 3}

@@ -21,10 +21,37 @@ from typing import Any
 
 from robustbench_vit.errors import ConfigError
 
-__all__ = ["DataConfig", "from_timm", "from_torchvision", "INTERPOLATIONS", "CROP_MODES"]
+__all__ = ["DataConfig", "from_timm", "from_torchvision", "check_user_config", "INTERPOLATIONS", "CROP_MODES"]
 
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "lanczos")
 CROP_MODES = ("center", "squash")
+#: the keys a preprocessing dict written by a user may hold (``label_space`` is read by the caller; ``source``
+#: lets a ``DataConfig.to_dict()`` be handed back)
+USER_KEYS = (
+    "input_size",
+    "img_size",
+    "crop_pct",
+    "crop_mode",
+    "interpolation",
+    "mean",
+    "std",
+    "label_space",
+    "source",
+)
+
+
+def check_user_config(d: dict[str, Any], where: str) -> None:
+    """Refuse a key of a user's preprocessing dict that :meth:`DataConfig.from_dict` would not read: a
+    misspelt ``crop_ptc`` would leave timm's default crop in place without a word."""
+    import difflib
+
+    for key in d:
+        if key not in USER_KEYS:
+            close = difflib.get_close_matches(str(key), USER_KEYS, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"{where}: unknown preprocessing key {key!r}; {hint}(known: {', '.join(USER_KEYS)})"
+            )
 
 
 @dataclass(frozen=True)
@@ -135,10 +162,10 @@ class DataConfig:
                 input_size=size,  # type: ignore[arg-type]
                 # only an absent (None) crop_pct takes timm's default: 0 is refused, never replaced
                 crop_pct=float(0.875 if d.get("crop_pct") is None else d["crop_pct"]),
-                interpolation=str(d.get("interpolation") or "bilinear"),
+                interpolation=str("bilinear" if d.get("interpolation") is None else d["interpolation"]),
                 mean=tuple(float(v) for v in d["mean"]),  # type: ignore[arg-type]
                 std=tuple(float(v) for v in d["std"]),  # type: ignore[arg-type]
-                crop_mode=str(d.get("crop_mode") or "center"),
+                crop_mode=str("center" if d.get("crop_mode") is None else d["crop_mode"]),
                 source=source or str(d.get("source", "")),
             )
         except KeyError as e:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from robustbench_vit.data.labels import LabelSpace, get_label_space
-from robustbench_vit.data.preprocessing import DataConfig, from_timm, from_torchvision
+from robustbench_vit.data.preprocessing import DataConfig, check_user_config, from_timm, from_torchvision
 from robustbench_vit.device import autocast_dtype, select_device
 from robustbench_vit.errors import (
     CheckpointError,
@@ -300,6 +300,8 @@ def _call_entrypoint(ref: str, **kwargs: Any) -> tuple[nn.Module, dict | None]:
 
 def _load_entrypoint(spec: ModelSpec, *, pretrained: bool, checkpoint: str | None) -> tuple:
     net, cfg = _call_entrypoint(spec.arch)
+    if cfg is not None:
+        check_user_config(cfg, f"model factory {spec.arch!r}")
     if cfg is None:
         pcfg = getattr(net, "pretrained_cfg", None) or getattr(net, "default_cfg", None)
         if not pcfg:

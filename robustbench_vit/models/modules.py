@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from robustbench_vit.data.labels import LabelSpace, get_label_space
-from robustbench_vit.data.preprocessing import DataConfig
+from robustbench_vit.data.preprocessing import DataConfig, check_user_config
 from robustbench_vit.device import autocast, autocast_dtype, select_device
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.models.identity import module_code
@@ -128,6 +128,8 @@ def wrap_module(
 
         cfg = dict(resolve_data_config(pretrained_cfg=dict(pcfg)))
         name = name or pcfg.get("architecture")
+    if isinstance(preprocessing, dict):
+        check_user_config(preprocessing, f"preprocessing of {name or type(net).__name__}")
     label = cfg.get("label_space", "imagenet1k") if isinstance(cfg, dict) else "imagenet1k"
     data_cfg = (
         cfg
