@@ -91,8 +91,11 @@ def loaded_model_identity(loaded: Any) -> dict[str, Any]:
 @functools.cache
 def software_identity() -> dict[str, str]:
     """The versions of the libraries that decode, resize and compute every number (torch, torchvision,
-    Pillow): part of every run id, sweep cell and decoded-image cache key."""
+    Pillow) and of rbvit's own decoding (:data:`robustbench_vit.data.decode.DECODE_VERSION`): part of every
+    run id, sweep cell and decoded-image cache key."""
     from importlib import metadata
+
+    from robustbench_vit.data.decode import DECODE_VERSION
 
     versions = {}
     for dist in ("torch", "torchvision", "pillow"):
@@ -100,6 +103,7 @@ def software_identity() -> dict[str, str]:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             versions[dist] = "not installed"
+    versions["rbvit-decode"] = str(DECODE_VERSION)
     return versions
 
 

@@ -124,9 +124,13 @@ def test_a_module_handed_over_in_python_is_identified_by_its_module_code():
 
 
 @needs_cifar
-def test_a_library_upgrade_recomputes_redecodes_and_reruns_the_sweep(tmp_path, monkeypatch):
-    """torch, torchvision and Pillow decode, resize and compute every number: after an upgrade a run,
-    its decoded-image cache and a sweep cell are new, never a mix of two implementations."""
+@pytest.mark.parametrize("change", ["torch upgraded", "rbvit decode version bumped"])
+def test_a_library_upgrade_recomputes_redecodes_and_reruns_the_sweep(tmp_path, monkeypatch, change):
+    """torch, torchvision and Pillow decode, resize and compute every number, and rbvit's own decoding
+    (DECODE_VERSION, bumped by a fix that changes a pixel): after either changes a run, its decoded-image
+    cache and a sweep cell are new, never a mix of two implementations (a fixed decoder never reads the
+    old decoder's cached pixels)."""
+    from robustbench_vit.data import decode
     from robustbench_vit.identity import software_identity
     from robustbench_vit.sweeps.run import load_sweep, run_sweep
 
@@ -143,7 +147,10 @@ def test_a_library_upgrade_recomputes_redecodes_and_reruns_the_sweep(tmp_path, m
     assert [s.status for s in run_sweep(load_sweep(toml))] == ["skipped"]
     caches = {p.name for p in (tmp_path / "c").iterdir() if p.is_dir() and p.name != "identity"}
     real = metadata.version
-    monkeypatch.setattr(metadata, "version", lambda d: "99.0" if d == "torch" else real(d))
+    if change == "torch upgraded":
+        monkeypatch.setattr(metadata, "version", lambda d: "99.0" if d == "torch" else real(d))
+    else:
+        monkeypatch.setattr(decode, "DECODE_VERSION", decode.DECODE_VERSION + 1)
     software_identity.cache_clear()
     try:
         upgraded = evaluate(card, "clean", progress=False, **kw)

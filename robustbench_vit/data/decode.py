@@ -28,9 +28,24 @@ from torchvision.transforms import InterpolationMode
 from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.errors import DataError
 
-__all__ = ["read_bytes", "decode_rgb", "read_rgb", "apply_geometry", "load_image", "decode_batch", "is_jpeg"]
+__all__ = [
+    "read_bytes",
+    "decode_rgb",
+    "read_rgb",
+    "apply_geometry",
+    "load_image",
+    "decode_batch",
+    "is_jpeg",
+    "DECODE_VERSION",
+]
 
 log = logging.getLogger(__name__)
+
+#: the version of rbvit's decoding and resizing: bump it when a change here can change a decoded pixel. It is
+#: part of :func:`robustbench_vit.identity.software_identity`, so it keys every decoded-image cache entry and
+#: run id (a fix re-decodes instead of reusing the old code's pixels); ``tests/test_code_versions.py`` fails
+#: when this module's code changes without a decision about it
+DECODE_VERSION = 1
 
 #: encoded bytes sent to one device decode call (bounds the decoded batch in device memory)
 DEVICE_DECODE_BYTES = 64 * 2**20

@@ -1,0 +1,174 @@
+"""rbvit's own code is keyed by versions: each suite's ``version`` (its runs and the artifacts it stores) and
+``DECODE_VERSION`` (every decoded-image cache entry and run id). A version is only as good as the habit of
+bumping it, so this test holds, for each, a digest of the code it covers (comments, formatting and
+docstrings left out) beside the version it was recorded with, and fails when the code changed without a
+decision: bump the version if a number can change, then record the new digests with
+
+    python -m tests.test_code_versions --record
+
+A suite's code is its module and every module it imports from the packages that compute its numbers
+(suites, perturbations, attacks, metrics, models.attention, models.probes), transitively; the decoder's is
+``data/decode.py`` and ``data/preprocessing.py`` (the resize and crop geometry).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE = Path(__file__).with_name("code_versions.json")
+#: the packages (and modules) whose code computes a suite's numbers
+COMPUTING = (
+    "robustbench_vit.suites.",
+    "robustbench_vit.perturbations.",
+    "robustbench_vit.attacks.",
+    "robustbench_vit.metrics.",
+    "robustbench_vit.models.attention",
+    "robustbench_vit.models.probes",
+)
+DECODER = ("robustbench_vit.data.decode", "robustbench_vit.data.preprocessing")
+
+
+def _file(module: str) -> Path | None:
+    base = ROOT / Path(*module.split("."))
+    path = base.with_suffix(".py")
+    return path if path.is_file() else None  # a package (__init__) re-exports; it computes nothing
+
+
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def _canonical(node: object) -> str:
+    """A text of the syntax tree that fields a newer Python adds empty (``type_params=[]``) do not change."""
+    if isinstance(node, ast.AST):
+        fields = [
+            f"{f}={_canonical(v)}"
+            for f in node._fields
+            if (v := getattr(node, f, None)) is not None and v != []
+        ]
+        return f"{type(node).__name__}({','.join(fields)})"
+    if isinstance(node, list):
+        return "[" + ",".join(_canonical(v) for v in node) + "]"
+    return repr(node)
+
+
+def _imports(module: str, tree: ast.AST) -> set[str]:
+    found = set()
+    package = module.rsplit(".", 1)[0]
+    for node in ast.walk(tree):  # lazy imports inside functions count too
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + [base]
+                ).rstrip(".")
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import module`
+    return found
+
+
+def code_digest(roots: tuple[str, ...], within: tuple[str, ...]) -> tuple[str, list[str]]:
+    """SHA-256 over the canonical syntax trees of ``roots`` and of every module they import (transitively)
+    whose name starts with one of ``within``; also the files it covers."""
+    seen: dict[str, Path] = {}
+    todo = list(roots)
+    while todo:
+        module = todo.pop()
+        if module in seen or (path := _file(module)) is None:
+            continue
+        seen[module] = path
+        tree = ast.parse(path.read_text())
+        todo += [m for m in _imports(module, tree) if m.startswith(within) and m not in seen]
+    h = hashlib.sha256()
+    for module in sorted(seen):
+        h.update(
+            f"{module}\0{_canonical(_without_docstrings(ast.parse(seen[module].read_text())))}\n".encode()
+        )
+    return h.hexdigest(), sorted(str(p.relative_to(ROOT)) for p in seen.values())
+
+
+def current() -> dict[str, dict]:
+    """``name -> {"version", "code", "files"}`` for the decoder and every registered suite, as the code is now."""
+    from robustbench_vit.data.decode import DECODE_VERSION
+    from robustbench_vit.suites import SUITES
+
+    code, files = code_digest(DECODER, DECODER)
+    table = {"decode": {"version": DECODE_VERSION, "code": code, "files": files}}
+    for name, cls in SUITES.items():
+        code, files = code_digest((cls.__module__,), COMPUTING)
+        table[f"suite/{name}"] = {"version": cls.version, "code": code, "files": files}
+    return table
+
+
+def test_the_covered_code_of_every_suite_and_of_the_decoder_is_found():
+    table = current()
+    assert "robustbench_vit/perturbations/occlusion.py" in table["suite/occlusion"]["files"]
+    assert "robustbench_vit/suites/base.py" in table["suite/occlusion"]["files"]
+    assert "robustbench_vit/attacks/self_ensemble.py" in table["suite/transfer"]["files"]
+    assert any(
+        f.startswith("robustbench_vit/perturbations/corruptions/")
+        for f in table["suite/corruptions"]["files"]
+    )
+    assert table["decode"]["files"] == [
+        "robustbench_vit/data/decode.py",
+        "robustbench_vit/data/preprocessing.py",
+    ]
+
+
+def test_a_docstring_comment_or_format_change_keeps_the_digest(tmp_path):
+    a = "def f(x):\n    '''Doc.'''\n    return x + 1  # one\n"
+    b = "def f(x):\n    '''Other doc.'''\n\n    return (x + 1)\n"
+    c = "def f(x):\n    return x + 2\n"
+    canon = [_canonical(_without_docstrings(ast.parse(t))) for t in (a, b, c)]
+    assert canon[0] == canon[1] != canon[2]
+
+
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="digests recorded under Python 3.11 (CI's)")
+def test_code_that_computes_numbers_changed_only_with_a_decision_about_its_version():
+    recorded = json.loads(TABLE.read_text())
+    now = current()
+    problems = []
+    for name, entry in now.items():
+        old = recorded.get(name)
+        if old is None:
+            problems.append(f"{name} is not recorded")
+        elif old["code"] != entry["code"] and old["version"] == entry["version"]:
+            problems.append(
+                f"{name}'s code changed since version {old['version']} was recorded (it covers "
+                f"{len(entry['files'])} files): bump its version if a number can change, then record"
+            )
+        elif old["version"] != entry["version"] or old["code"] != entry["code"]:
+            problems.append(f"{name} is now version {entry['version']}: record it")
+    problems += [f"{name} is recorded but no longer exists" for name in sorted(set(recorded) - set(now))]
+    assert not problems, "; ".join(problems) + " (python -m tests.test_code_versions --record)"
+
+
+def record() -> None:
+    """Write the current digests and versions (after deciding on every version)."""
+    TABLE.write_text(json.dumps(current(), indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--record"]:
+        raise SystemExit("usage: python -m tests.test_code_versions --record")
+    record()
+    print(f"recorded {TABLE}")
