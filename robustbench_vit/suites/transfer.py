@@ -49,7 +49,7 @@ from robustbench_vit.attacks.storage import STORAGE, decode_adversarial, encode_
 from robustbench_vit.data.filled import FilledArray
 from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.data.subset import shipped_subset_items
-from robustbench_vit.errors import ConfigError
+from robustbench_vit.errors import ConfigError, DataError
 from robustbench_vit.identity import canonical_json, derived_key
 from robustbench_vit.metrics.accumulators import MetricValue
 from robustbench_vit.models.identity import model_identity
@@ -103,8 +103,10 @@ class Transfer(Suite):
     """
 
     #: 2: ATViT defaults, every image runs every iteration, fooling rate over ``population``;
-    #: 3: adversarials stored as the float iterate (uint8 + float16 residual), not rounded to uint8
-    version: ClassVar[int] = 3
+    #: 3: adversarials stored as the float iterate (uint8 + float16 residual), not rounded to uint8;
+    #: 4: the source attacks (and is checked against) each image's class in its own label space, not the
+    #: target's class index (a source whose classes are ordered otherwise was attacked towards wrong labels)
+    version: ClassVar[int] = 4
     paper: ClassVar[str] = (
         "Naseer et al. 2022, On Improving Adversarial Transferability of Vision Transformers"
     )
@@ -286,6 +288,9 @@ class Transfer(Suite):
                 )
                 crafter.update(
                     source=source,
+                    # each dataset class in the source's own label space: the target's indices mean other
+                    # classes to a source whose classes are ordered otherwise (a class it lacks is refused)
+                    labels=self._source_labels(ctx, source),
                     forward=SelfEnsemble(source, self.ensemble) if self.ensemble != "none" else source,
                     attack=PGD(
                         norm="linf",
@@ -304,7 +309,7 @@ class Transfer(Suite):
 
         def source_input(ix: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
             x8 = ctx.cache.batch(ix).to(ctx.device)
-            y = torch.from_numpy(ctx.labels[ix]).to(ctx.device)
+            y = torch.from_numpy(crafter["labels"][ix]).to(ctx.device)
             return x8, x8.float() / 255, y, x8.shape[-2:] != crafter["source"].data_config.image_size
 
         def flags(ix: np.ndarray) -> np.ndarray:
@@ -335,6 +340,15 @@ class Transfer(Suite):
         ctx.state["source_name"] = f"{spec.name}{RANDOM_SUFFIX}" if random else spec.name
         ctx.state["source_weights"] = parts["source"]["weights"]
         self._state["source_correct"] = src_correct
+
+    def _source_labels(self, ctx: EvalContext, source: LoadedModel) -> np.ndarray:
+        """Every dataset image's class as an index of the source's label space."""
+        try:
+            return self.label_map(ctx.dataset, source)[np.asarray(ctx.dataset.targets)]
+        except DataError as e:
+            raise ConfigError(
+                f"transfer source {self.source} cannot be attacked towards these images' classes: {e}"
+            ) from None
 
     @property
     def _state(self) -> dict:
