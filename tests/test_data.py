@@ -104,6 +104,15 @@ def test_flat_folder_with_label_file(tmp_path):
     assert list(flat_folder(tmp_path / "img", tmp_path / "bom.txt").targets) == [0, 1]
     (tmp_path / "subset.txt").write_bytes("\ufeffILSVRC2012_val_00000001.JPEG\r\n".encode())
     assert read_subset(str(tmp_path / "subset.txt"), ds).tolist() == [1]
+    # a path written as ./name or under the folder's absolute path names the same item; outside it, none
+    img = tmp_path / "img"
+    (tmp_path / "forms.txt").write_text(
+        f"./ILSVRC2012_val_00000000.JPEG\n{img}/ILSVRC2012_val_00000001.JPEG\n"
+    )
+    assert read_subset(str(tmp_path / "forms.txt"), ds).tolist() == [0, 1]
+    (tmp_path / "outside.txt").write_text(f"{tmp_path}/ILSVRC2012_val_00000001.JPEG\n")
+    with pytest.raises(DataError, match="1 items not in"):
+        read_subset(str(tmp_path / "outside.txt"), ds)
 
 
 def test_a_flat_folder_is_named_from_its_labels_classes(tmp_path):

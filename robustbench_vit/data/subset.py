@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from importlib import resources
 from pathlib import Path
@@ -62,8 +63,21 @@ def _items(text: str) -> list[str]:
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
 
 
+def _relative(item: str, root: Path) -> str:
+    """An item as the dataset names it: ``./dog/1.png`` and ``<root>/dog/1.png`` are ``dog/1.png``."""
+    while item.startswith("./"):
+        item = item[2:]
+    if Path(item).is_absolute():
+        path = Path(os.path.normpath(item))
+        for base in (Path(root).absolute(), Path(root).resolve()):
+            if path.is_relative_to(base):
+                return path.relative_to(base).as_posix()
+    return item  # outside the folder: reported as not in it
+
+
 def read_subset(spec: str, ds: ImageDataset) -> np.ndarray:
-    """Indices of the items named by a subset file (one relative path per line, ``#`` comments).
+    """Indices of the items named by a subset file (one path per line, relative to the folder, ``./`` or
+    under its absolute path; ``#`` comments).
 
     ``spec`` is a path or the name of a list shipped in ``robustbench_vit/subsets``.
     """
@@ -76,6 +90,7 @@ def read_subset(spec: str, ds: ImageDataset) -> np.ndarray:
         wanted = shipped_subset_items(spec)
     else:
         wanted = _items(path.read_text(encoding="utf-8-sig"))  # a BOM is not part of the first path
+    wanted = [_relative(w, ds.root) for w in wanted]
     pos = {it: i for i, it in enumerate(ds.items)}
     missing = [w for w in wanted if w not in pos]
     if missing:
