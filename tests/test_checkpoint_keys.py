@@ -146,6 +146,8 @@ def test_a_misspelt_preprocessing_key_from_python_is_refused():
         net, preprocessing={**loaded.data_config.to_dict(), "label_space": "cifar10"}, device="cpu"
     )
     assert again.data_config == loaded.data_config
+    whole = wrap_module(net, preprocessing=dict(net.pretrained_cfg), device="cpu")  # timm's own cfg, whole
+    assert whole.data_config.image_size == tuple(net.pretrained_cfg["input_size"][1:])
     with pytest.raises(ConfigError, match="model factory 'tests.test_checkpoint_keys:misspelt_factory'"):
         load_model("tests.test_checkpoint_keys:misspelt_factory", device="cpu")
 

@@ -40,17 +40,28 @@ USER_KEYS = (
 )
 
 
+def _timm_cfg_fields() -> tuple[str, ...]:
+    """The fields of timm's ``PretrainedCfg``: a model's own ``pretrained_cfg`` handed over as its config is
+    accepted whole (only the keys :meth:`DataConfig.from_dict` reads take effect)."""
+    try:
+        from timm.models import PretrainedCfg
+    except ImportError:
+        return ()
+    return tuple(f.name for f in dataclasses.fields(PretrainedCfg))
+
+
 def check_user_config(d: dict[str, Any], where: str) -> None:
-    """Refuse a key of a user's preprocessing dict that :meth:`DataConfig.from_dict` would not read: a
-    misspelt ``crop_ptc`` would leave timm's default crop in place without a word."""
+    """Refuse a key of a user's preprocessing dict that neither :meth:`DataConfig.from_dict` reads nor timm's
+    ``PretrainedCfg`` has: a misspelt ``crop_ptc`` would leave timm's default crop in place without a word."""
     import difflib
 
+    known = (*USER_KEYS, *_timm_cfg_fields())
     for key in d:
-        if key not in USER_KEYS:
-            close = difflib.get_close_matches(str(key), USER_KEYS, n=1, cutoff=0.6)
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ConfigError(
-                f"{where}: unknown preprocessing key {key!r}; {hint}(known: {', '.join(USER_KEYS)})"
+                f"{where}: unknown preprocessing key {key!r}; {hint}(read: {', '.join(USER_KEYS)})"
             )
 
 
