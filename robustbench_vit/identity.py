@@ -41,6 +41,7 @@ __all__ = [
     "loaded_model_identity",
     "software_identity",
     "library_versions",
+    "DECODE_VERSION",
 ]
 
 
@@ -88,14 +89,19 @@ def loaded_model_identity(loaded: Any) -> dict[str, Any]:
     }
 
 
+#: the version of rbvit's own decoding and resizing (``data/decode.py``, ``data/preprocessing.py``): bump it
+#: when a change there can change a decoded pixel. Part of :func:`software_identity`, it keys every
+#: decoded-image cache entry and run id, so a fix re-decodes instead of reusing the old code's pixels;
+#: ``tests/test_code_versions.py`` fails when that code changes without a decision about it
+DECODE_VERSION = 1
+
+
 @functools.cache
 def software_identity() -> dict[str, str]:
     """The versions of the libraries that decode, resize and compute every number (torch, torchvision,
-    Pillow) and of rbvit's own decoding (:data:`robustbench_vit.data.decode.DECODE_VERSION`): part of every
+    Pillow) and of rbvit's own decoding (:data:`DECODE_VERSION`): part of every
     run id, sweep cell and decoded-image cache key."""
     from importlib import metadata
-
-    from robustbench_vit.data.decode import DECODE_VERSION
 
     versions = {}
     for dist in ("torch", "torchvision", "pillow"):

@@ -130,7 +130,7 @@ def test_a_library_upgrade_recomputes_redecodes_and_reruns_the_sweep(tmp_path, m
     (DECODE_VERSION, bumped by a fix that changes a pixel): after either changes a run, its decoded-image
     cache and a sweep cell are new, never a mix of two implementations (a fixed decoder never reads the
     old decoder's cached pixels)."""
-    from robustbench_vit.data import decode
+    from robustbench_vit import identity
     from robustbench_vit.identity import software_identity
     from robustbench_vit.sweeps.run import load_sweep, run_sweep
 
@@ -150,7 +150,7 @@ def test_a_library_upgrade_recomputes_redecodes_and_reruns_the_sweep(tmp_path, m
     if change == "torch upgraded":
         monkeypatch.setattr(metadata, "version", lambda d: "99.0" if d == "torch" else real(d))
     else:
-        monkeypatch.setattr(decode, "DECODE_VERSION", decode.DECODE_VERSION + 1)
+        monkeypatch.setattr(identity, "DECODE_VERSION", identity.DECODE_VERSION + 1)
     software_identity.cache_clear()
     try:
         upgraded = evaluate(card, "clean", progress=False, **kw)

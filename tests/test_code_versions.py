@@ -108,7 +108,7 @@ def code_digest(roots: tuple[str, ...], within: tuple[str, ...]) -> tuple[str, l
 
 def current() -> dict[str, dict]:
     """``name -> {"version", "code", "files"}`` for the decoder and every registered suite, as the code is now."""
-    from robustbench_vit.data.decode import DECODE_VERSION
+    from robustbench_vit.identity import DECODE_VERSION
     from robustbench_vit.suites import SUITES
 
     code, files = code_digest(DECODER, DECODER)

@@ -8,6 +8,9 @@ then center crop). The geometry runs on whatever device its input is on.
 :func:`decode_batch` is the GPU data path: the JPEGs of a batch go to ``decode_jpeg`` in one call
 on the device (nvjpeg on CUDA), are resized there, and come back as one uint8 batch; formats the
 device decoder does not read fall back to the CPU decoder one by one.
+
+A change here that can change a decoded pixel bumps :data:`robustbench_vit.identity.DECODE_VERSION`, which
+keys every decoded-image cache entry and run id (``tests/test_code_versions.py`` asks for the decision).
 """
 
 from __future__ import annotations
@@ -36,16 +39,10 @@ __all__ = [
     "load_image",
     "decode_batch",
     "is_jpeg",
-    "DECODE_VERSION",
 ]
 
 log = logging.getLogger(__name__)
 
-#: the version of rbvit's decoding and resizing: bump it when a change here can change a decoded pixel. It is
-#: part of :func:`robustbench_vit.identity.software_identity`, so it keys every decoded-image cache entry and
-#: run id (a fix re-decodes instead of reusing the old code's pixels); ``tests/test_code_versions.py`` fails
-#: when this module's code changes without a decision about it
-DECODE_VERSION = 1
 
 #: encoded bytes sent to one device decode call (bounds the decoded batch in device memory)
 DEVICE_DECODE_BYTES = 64 * 2**20
