@@ -92,6 +92,37 @@ def test_ar_fixture_masked_and_unmasked_refused(tmp_path, name):
     assert {x["metric"] for x in rows} == metrics and all(x["n"] == 200 for x in rows)
 
 
+@needs_imagenet
+def test_a_flat_folder_with_labels_scores_as_its_class_folder_layout(tmp_path):
+    """ImageNet-R's images in one flat folder with a labels file: the imagenet_r suite (and a --limit draw)
+    gives the numbers of the same images in wnid folders; a clean run of the flat folder is refused (it
+    is recognised as ImageNet-R from its labels, where it used to be scored 1000-way as imagenet-val)."""
+    import robustbench_vit as rbvit
+    from robustbench_vit.errors import ConfigError
+
+    folders = _ar_fixture(tmp_path / "folders", "imagenet-r")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    lines = []
+    for link in sorted(folders.rglob("*.JPEG")):
+        (flat / link.name).symlink_to(link.resolve())
+        lines.append(f"{link.name} {link.parent.name}\n")
+    (tmp_path / "labels.txt").write_text("".join(lines))
+    kw = dict(limit=40, cache_dir=str(tmp_path / "c"), progress=False)
+    model = rbvit.load_model("timm:test_resnet", pretrained=False, device="cpu")
+
+    def scores(**data):  # type: ignore[no-untyped-def]
+        df = rbvit.evaluate(model, "imagenet_r", **data, **kw)
+        return df.set_index(["condition", "metric"]).value.fillna(-1).sort_index()
+
+    by_folder = scores(data=str(folders))
+    by_labels = scores(data=str(flat), labels=str(tmp_path / "labels.txt"))
+    assert list(by_folder.index) == list(by_labels.index)
+    assert by_folder.to_numpy() == pytest.approx(by_labels.to_numpy(), abs=1e-6)
+    with pytest.raises(ConfigError, match="--suite imagenet_r"):
+        rbvit.evaluate(model, "clean", data=str(flat), labels=str(tmp_path / "labels.txt"), **kw)
+
+
 @pytest.mark.slow
 @needs_imagenet
 @needs_effnet

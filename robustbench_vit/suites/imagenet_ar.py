@@ -53,17 +53,17 @@ class _Subset200(WithReferencePreprocessing, Suite):
     clean_limit: Annotated[int, NON_NEGATIVE] = 0
 
     def open_data(self, data, dataset, labels):  # type: ignore[no-untyped-def]
-        self.refuse_labels_file(labels)
+        """The benchmark's folder: wnid class folders as released, or one flat folder with ``--labels``."""
         if data is None:
             raise DataError(
                 f"{self.name} needs --data PATH to the {self.dataset_name} folder (<root>/<wnid>/*.jpg)"
             )
-        _, ds = open_dataset(data, dataset=dataset or self.dataset_name)
+        _, ds = open_dataset(data, dataset=dataset or self.dataset_name, labels=labels)
         wnids, _ = subset_synsets(self.dataset_name)
         extra = sorted(set(ds.classes) - set(wnids))
         if extra:
             raise DataError(
-                f"{data}: class folders {', '.join(extra[:5])} are not among the 200 {self.dataset_name} classes"
+                f"{data}: classes {', '.join(extra[:5])} are not among the 200 {self.dataset_name} classes"
             )
         return self.dataset_name, ds
 
