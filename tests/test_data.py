@@ -115,6 +115,28 @@ def test_flat_folder_with_label_file(tmp_path):
         read_subset(str(tmp_path / "outside.txt"), ds)
 
 
+def test_a_labels_line_with_an_extension_labels_that_file(tmp_path):
+    """``a.png cat`` labels a.png, not also a.jpg beside it (both were labelled by the stem ``a``); a line
+    naming no file here still labels by its stem (Kaggle's ids, files converted to another format), and a
+    stem given two labels that way is refused."""
+    (tmp_path / "img").mkdir()
+    for name in ("a.png", "a.jpg", "b.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / "img" / name)
+    (tmp_path / "own.txt").write_text("a.png cat\na.jpg dog\nb.JPEG cat\n")
+    ds = flat_folder(tmp_path / "img", tmp_path / "own.txt")
+    assert {it: ds.classes[t] for it, t in zip(ds.items, ds.targets)} == {
+        "a.jpg": "dog",
+        "a.png": "cat",
+        "b.png": "cat",
+    }
+    (tmp_path / "one.txt").write_text("a.png cat\nb.png cat\n")
+    with pytest.raises(DataError, match="no label for 1 images, e.g. a.jpg"):
+        flat_folder(tmp_path / "img", tmp_path / "one.txt")
+    (tmp_path / "ambiguous.txt").write_text("a.gif cat\na.bmp dog\nb.png cat\n")
+    with pytest.raises(DataError, match="names a with several extensions"):
+        flat_folder(tmp_path / "img", tmp_path / "ambiguous.txt")
+
+
 def test_a_flat_folder_is_named_from_its_labels_classes(tmp_path):
     """CIFAR images with a labels file are cifar10 (never imagenet-val, which would put their numbers in
     ImageNet's column of a board); other class names are a plain folder; --dataset still decides."""

@@ -173,33 +173,48 @@ def flat_folder(root: str | Path, labels: str | Path) -> ImageDataset:
 
     Each label-file line is ``<file name or stem> <label>`` (whitespace or comma separated, a
     header line is skipped); the label is a wnid or class name, mapped onto the model's label
-    space later. Kaggle's ``LOC_val_solution.csv`` (label = first word of the second column)
+    space later. A file takes the line of its own name; a line naming no file here labels the file with
+    its stem (Kaggle's ids, files converted to another format), never a sibling of a named file. Kaggle's ``LOC_val_solution.csv`` (label = first word of the second column)
     works as is.
     """
     root = _require_dir(Path(root), "image")
     labels = Path(labels)
     if not labels.is_file():
         raise DataError(f"label file not found: {labels}")
-    by_stem: dict[str, str] = {}
+    by_name: dict[str, str] = {}
     for line in labels.read_text(encoding="utf-8-sig").splitlines():  # a BOM (Windows editors) is not a name
         parts = line.replace(",", " ").split()
         if len(parts) < 2 or parts[0].lower() in ("imageid", "file", "filename", "image"):
             continue
-        stem = Path(parts[0]).stem
-        if by_stem.setdefault(stem, parts[1]) != parts[1]:
+        name = Path(parts[0]).name
+        if by_name.setdefault(name, parts[1]) != parts[1]:
             raise DataError(
-                f"label file {labels} gives {parts[0]} two labels ({by_stem[stem]}, {parts[1]}); keep one line per image"
+                f"label file {labels} gives {parts[0]} two labels ({by_name[name]}, {parts[1]}); keep one line per image"
             )
     files = _list_images(root)
     if not files:
         raise DataError(f"no images in {root}")
-    stems = [Path(name).stem for name, _ in files]
-    missing = [name for (name, _), stem in zip(files, stems) if stem not in by_stem]
+    present = {name for name, _ in files}
+    by_stem: dict[str, set[str]] = {}  # lines naming no file here: ids without extension, converted files
+    for name, label in by_name.items():
+        if name not in present:
+            by_stem.setdefault(Path(name).stem, set()).add(label)
+    found: list[str | None] = []
+    for name, _ in files:
+        # the file's own name first; else its stem (Kaggle's ids, or files converted to another format)
+        stem_labels = by_stem.get(Path(name).stem, set())
+        if name not in by_name and len(stem_labels) > 1:
+            raise DataError(
+                f"label file {labels} names {Path(name).stem} with several extensions and labels "
+                f"({', '.join(sorted(stem_labels))}), none of them {name}; name the file as it is"
+            )
+        found.append(by_name.get(name) or next(iter(stem_labels), None))
+    missing = [name for (name, _), label in zip(files, found) if label is None]
     if missing:
         raise DataError(f"label file {labels} has no label for {len(missing)} images, e.g. {missing[0]}")
-    classes = tuple(sorted({by_stem[stem] for stem in stems}))
+    classes = tuple(sorted({str(label) for label in found}))
     cidx = {c: i for i, c in enumerate(classes)}
-    targets = [cidx[by_stem[stem]] for stem in stems]
+    targets = [cidx[str(label)] for label in found]
     return _file_dataset("flat", root, classes, [n for n, _ in files], targets, [st for _, st in files])
 
 
