@@ -7,14 +7,24 @@ full list, so a typo on the command line is fixed from the error message alone.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Generic, TypeVar, overload
 
 from robustbench_vit.errors import UnknownNameError
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "first_unknown"]
 
 T = TypeVar("T")
+
+
+def first_unknown(keys: Iterable[object], known: Sequence[str]) -> tuple[str, str] | None:
+    """``(key, "did you mean 'x'? ")`` for the first of ``keys`` not in ``known`` (the hint empty when nothing
+    is close), or ``None``: how a card, a preprocessing dict or a sweep names the field it does not read."""
+    for key in keys:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
+            return str(key), (f"did you mean {close[0]!r}? " if close else "")
+    return None
 
 
 class Registry(Generic[T]):

@@ -64,6 +64,23 @@ def run(world, out, cache, **kw):
     return evaluate(str(world["card"]), "clean", out=str(out), cache_dir=str(cache), progress=False, **kw)
 
 
+def run_suite(world, model, suite, params, where, **kw):
+    """``model`` under ``suite`` on the world's images into ``<root>/<where>-out`` with cache
+    ``<root>/<where>-cache``: ``{(condition, metric): value}`` (NaN as -1, so two runs compare with ==)."""
+    root = world["root"]
+    df = evaluate(
+        str(model),
+        suite,
+        suite_params=params,
+        data=str(world["data"]),
+        out=str(root / f"{where}-out"),
+        cache_dir=str(root / f"{where}-cache"),
+        progress=False,
+        **kw,
+    )
+    return df.set_index(["condition", "metric"]).value.fillna(-1).sort_index().to_dict()
+
+
 def truth(world, tag, **kw):
     """A from-scratch evaluation: a brand-new cache and results folder."""
     return nll(run(world, world["root"] / f"truth-{tag}", world["root"] / f"truth-cache-{tag}", **kw))

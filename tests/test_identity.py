@@ -22,6 +22,7 @@ from tests.identity_world import (
     nll,
     overwrite_weights,
     run,
+    run_suite,
     truth,
 )
 
@@ -209,21 +210,9 @@ def test_a_model_a_suite_builds_overwritten_in_place_is_recomputed(identity_worl
     give the from-scratch numbers. The run id used to carry only the suite's parameters (the model's name),
     so the old run was resumed: the old source's accuracy, the old model's CKA."""
     target = write_cifar_card(identity_world["root"] / "target", arch="resnet10t", seed=2)
-
-    def run_suite(out, cache):  # type: ignore[no-untyped-def]
-        df = evaluate(
-            str(target),
-            suite,
-            suite_params=params(identity_world["card"]),
-            data=str(identity_world["data"]),
-            out=str(out),
-            cache_dir=str(cache),
-            progress=False,
-        )
-        return df.set_index(["condition", "metric"]).value.fillna(-1).sort_index().to_dict()
-
-    before = run_suite(identity_world["root"] / "out", identity_world["root"] / "cache")
+    p = params(identity_world["card"])
+    before = run_suite(identity_world, target, suite, p, "run")
     overwrite_weights(identity_world)
-    after = run_suite(identity_world["root"] / "out", identity_world["root"] / "cache")
-    assert after == run_suite(identity_world["root"] / "truth-out", identity_world["root"] / "truth-cache")
+    after = run_suite(identity_world, target, suite, p, "run")
+    assert after == run_suite(identity_world, target, suite, p, "truth")
     assert after != before

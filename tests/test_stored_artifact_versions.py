@@ -13,6 +13,7 @@ import pytest
 
 from robustbench_vit.engine.runner import evaluate
 from tests.helpers import needs_cifar, write_cifar_card
+from tests.identity_world import run_suite
 
 #: files written by a test are seconds young: trust their stat tuples (tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("young_files_trusted")
@@ -53,32 +54,13 @@ def _fix_saliency(monkeypatch) -> list:
     ],
 )
 def test_a_version_bump_recomputes_what_the_suite_stored(identity_world, suite, params, fix, monkeypatch):
-    root = identity_world["root"]
-    target = write_cifar_card(root / "target", arch="resnet10t", seed=2)
-
-    def run_suite(out, cache):  # type: ignore[no-untyped-def]
-        df = evaluate(
-            str(target),
-            suite,
-            suite_params=params(identity_world["card"]),
-            data=str(identity_world["data"]),
-            out=str(out),
-            cache_dir=str(cache),
-            progress=False,
-        )
-        return (
-            df.query("metric != 'top1_mean'")
-            .set_index(["condition", "metric"])
-            .value.fillna(-1)
-            .sort_index()
-            .to_dict()
-        )
-
-    before = run_suite(root / "out", root / "cache")
+    target = write_cifar_card(identity_world["root"] / "target", arch="resnet10t", seed=2)
+    p = params(identity_world["card"])
+    before = run_suite(identity_world, target, suite, p, "run")
     calls = fix(monkeypatch)
-    after = run_suite(root / "out", root / "cache")
+    after = run_suite(identity_world, target, suite, p, "run")
     assert calls  # computed again by the fixed code, not read back
-    assert after == run_suite(root / "truth-out", root / "truth-cache")
+    assert after == run_suite(identity_world, target, suite, p, "truth")
     if suite == "occlusion":  # other cells dropped (a random target's transfer numbers may not move)
         assert after != before
 

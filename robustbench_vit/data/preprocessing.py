@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from robustbench_vit.errors import ConfigError
+from robustbench_vit.registry import first_unknown
 
 __all__ = ["DataConfig", "from_timm", "from_torchvision", "check_user_config", "INTERPOLATIONS", "CROP_MODES"]
 
@@ -53,16 +54,10 @@ def _timm_cfg_fields() -> tuple[str, ...]:
 def check_user_config(d: dict[str, Any], where: str) -> None:
     """Refuse a key of a user's preprocessing dict that neither :meth:`DataConfig.from_dict` reads nor timm's
     ``PretrainedCfg`` has: a misspelt ``crop_ptc`` would leave timm's default crop in place without a word."""
-    import difflib
-
-    known = (*USER_KEYS, *_timm_cfg_fields())
-    for key in d:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigError(
-                f"{where}: unknown preprocessing key {key!r}; {hint}(read: {', '.join(USER_KEYS)})"
-            )
+    unknown = first_unknown(d, (*USER_KEYS, *_timm_cfg_fields()))
+    if unknown:
+        key, hint = unknown
+        raise ConfigError(f"{where}: unknown preprocessing key {key!r}; {hint}(read: {', '.join(USER_KEYS)})")
 
 
 @dataclass(frozen=True)

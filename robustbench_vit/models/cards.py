@@ -39,6 +39,7 @@ from typing import Any
 
 from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.errors import CheckpointError, RbvitError
+from robustbench_vit.registry import first_unknown
 
 __all__ = ["ModelCard", "read_card", "read_card_json", "CARD_SOURCES", "MAX_CARD_BYTES"]
 
@@ -116,17 +117,13 @@ class ModelCard:
 def _check_fields(path: Path, raw: dict[str, Any]) -> None:
     """Refuse a field the card does not know (naming the closest known one) and an optional field of the
     wrong JSON type: either would otherwise leave a default in place without a word."""
-    import difflib
-
-    known = (*_REQUIRED, *_OPTIONAL, *_NOTES)
-    for key in raw:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise CheckpointError(
-                f"model card {path}: unknown field {key!r}; {hint}(known: {', '.join((*_REQUIRED, *_OPTIONAL))}"
-                f"; notes: {', '.join(_NOTES)})"
-            )
+    unknown = first_unknown(raw, (*_REQUIRED, *_OPTIONAL, *_NOTES))
+    if unknown:
+        key, hint = unknown
+        raise CheckpointError(
+            f"model card {path}: unknown field {key!r}; {hint}(known: {', '.join((*_REQUIRED, *_OPTIONAL))}"
+            f"; notes: {', '.join(_NOTES)})"
+        )
     for key, (types, what) in _TYPES.items():
         value = raw.get(key)
         if key in raw and (isinstance(value, bool) or not isinstance(value, types) or value == ""):
