@@ -174,8 +174,8 @@ def flat_folder(root: str | Path, labels: str | Path) -> ImageDataset:
     Each label-file line is ``<file name or stem> <label>`` (whitespace or comma separated, a
     header line is skipped); the label is a wnid or class name, mapped onto the model's label
     space later. A file takes the line of its own name; a line naming no file here labels the file with
-    its stem (Kaggle's ids, files converted to another format), never a sibling of a named file. Kaggle's ``LOC_val_solution.csv`` (label = first word of the second column)
-    works as is.
+    its stem (Kaggle's ids, files converted to another format), never a sibling of a named file.
+    Kaggle's ``LOC_val_solution.csv`` (label = first word of the second column) works as is.
     """
     root = _require_dir(Path(root), "image")
     labels = Path(labels)

@@ -33,7 +33,7 @@ class SaliencyStore:
     store: FilledArray
 
     @classmethod
-    def open(cls, ctx, model_ref: str, head: str, version: int = 0) -> SaliencyStore:  # type: ignore[no-untyped-def]
+    def open(cls, ctx, model_ref: str, head: str, version: int) -> SaliencyStore:  # type: ignore[no-untyped-def]
         """The maps of ``model_ref``'s class-token attention (``head``) for the run's images; ``version`` is
         the calling suite's, so a fix of how maps are computed (its version bumped) computes them again."""
         if model_ref == ctx.model.spec.name:
