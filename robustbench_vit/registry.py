@@ -17,13 +17,13 @@ __all__ = ["Registry", "first_unknown"]
 T = TypeVar("T")
 
 
-def first_unknown(keys: Iterable[object], known: Sequence[str]) -> tuple[str, str] | None:
-    """``(key, "did you mean 'x'? ")`` for the first of ``keys`` not in ``known`` (the hint empty when nothing
-    is close), or ``None``: how a card, a preprocessing dict or a sweep names the field it does not read."""
+def first_unknown(keys: Iterable[object], known: Sequence[str]) -> tuple[str, str | None] | None:
+    """``(key, closest known name or None)`` for the first of ``keys`` not in ``known``, or ``None``: how a
+    card, a preprocessing dict or a sweep file names the field it does not read."""
     for key in keys:
         if key not in known:
             close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
-            return str(key), (f"did you mean {close[0]!r}? " if close else "")
+            return str(key), (close[0] if close else None)
     return None
 
 

@@ -31,18 +31,9 @@ from torchvision.transforms import InterpolationMode
 from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.errors import DataError
 
-__all__ = [
-    "read_bytes",
-    "decode_rgb",
-    "read_rgb",
-    "apply_geometry",
-    "load_image",
-    "decode_batch",
-    "is_jpeg",
-]
+__all__ = ["read_bytes", "decode_rgb", "read_rgb", "apply_geometry", "load_image", "decode_batch", "is_jpeg"]
 
 log = logging.getLogger(__name__)
-
 
 #: encoded bytes sent to one device decode call (bounds the decoded batch in device memory)
 DEVICE_DECODE_BYTES = 64 * 2**20

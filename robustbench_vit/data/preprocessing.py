@@ -56,7 +56,8 @@ def check_user_config(d: dict[str, Any], where: str) -> None:
     ``PretrainedCfg`` has: a misspelt ``crop_ptc`` would leave timm's default crop in place without a word."""
     unknown = first_unknown(d, (*USER_KEYS, *_timm_cfg_fields()))
     if unknown:
-        key, hint = unknown
+        key, close = unknown
+        hint = f"did you mean {close!r}? " if close else ""
         raise ConfigError(f"{where}: unknown preprocessing key {key!r}; {hint}(read: {', '.join(USER_KEYS)})")
 
 

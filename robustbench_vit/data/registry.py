@@ -206,8 +206,8 @@ _MASKED_HINTS = {
 
 
 def _guess_name(ds: ImageDataset, root: Path) -> str:
-    """The dataset a folder holds, from its classes (class folders, or a flat folder's labels file). The 200-class sets (ImageNet-A/-R, scored 200-way)
-    are recognised by their exact class set; a folder *named* like one of them but holding only some of
+    """The dataset a folder holds, from its classes (class folders, or a flat folder's labels file). The
+    200-class sets (ImageNet-A/-R, scored 200-way) are recognised by their exact class set; a folder *named* like one of them but holding only some of
     its classes is refused (1000-way scores would pass for its numbers), and 100 or more classes that all
     fall in one of them get a warning naming the flag."""
     classes = set(ds.classes)

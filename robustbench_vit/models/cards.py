@@ -119,7 +119,8 @@ def _check_fields(path: Path, raw: dict[str, Any]) -> None:
     wrong JSON type: either would otherwise leave a default in place without a word."""
     unknown = first_unknown(raw, (*_REQUIRED, *_OPTIONAL, *_NOTES))
     if unknown:
-        key, hint = unknown
+        key, close = unknown
+        hint = f"did you mean {close!r}? " if close else ""
         raise CheckpointError(
             f"model card {path}: unknown field {key!r}; {hint}(known: {', '.join((*_REQUIRED, *_OPTIONAL))}"
             f"; notes: {', '.join(_NOTES)})"

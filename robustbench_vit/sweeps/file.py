@@ -23,6 +23,7 @@ from robustbench_vit import __version__
 from robustbench_vit.engine.rows import SPLIT_OPTIONS
 from robustbench_vit.engine.runner import RunOptions
 from robustbench_vit.errors import ConfigError, DataError
+from robustbench_vit.registry import first_unknown
 
 __all__ = ["Cell", "SweepSpec", "ModelEntry", "load_sweep", "validate_sweep"]
 
@@ -139,15 +140,14 @@ _SUITE_KEYS = {
 
 def _check_table(table: Any, allowed: dict[str, type], where: str) -> None:
     """Unknown keys (with "did you mean") and wrong value types in one TOML table are one-line errors."""
-    import difflib
-
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table")
+    unknown = first_unknown(table, list(allowed))
+    if unknown:
+        key, close = unknown
+        hint = f"; did you mean {close!r}?" if close else f" (known: {', '.join(sorted(allowed))})"
+        raise ConfigError(f"{where} has no key {key!r}{hint}")
     for key, value in table.items():
-        if key not in allowed:
-            close = difflib.get_close_matches(key, list(allowed), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(sorted(allowed))})"
-            raise ConfigError(f"{where} has no key {key!r}{hint}")
         typ = allowed[key]
         ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
         if not ok:
