@@ -70,6 +70,30 @@ def test_card_kwargs_must_be_json_values(tmp_path):
         read_card(path)
 
 
+@pytest.mark.parametrize(
+    "source, arch, kwargs",
+    [
+        (
+            "timm",
+            "resnet10t",
+            {"checkpoint_path": "other.pth"},
+        ),  # an unhashed file (a --random-weights run's)
+        ("timm", "resnet10t", {"pretrained_cfg": "a1_in1k"}),
+        ("timm", "resnet10t", {"pretrained": True}),
+        ("timm", "resnet10t", {"cache_dir": "/tmp"}),
+        ("torchvision", "resnet18", {"weights": "DEFAULT"}),
+        ("timm", "resnet10t", {"num_classes": 1000}),
+    ],
+)
+def test_card_kwargs_never_load_weights_from_elsewhere(tmp_path, source, arch, kwargs):
+    """A card's weights are its ``weights`` field, hashed into the model's identity: a builder keyword that
+    loads weights or a config from a file or the hub is refused, naming it."""
+    path = tmp_path / "card.json"
+    path.write_text(json.dumps({**BASE, "source": source, "arch": arch, "kwargs": kwargs}))
+    with pytest.raises(CheckpointError, match=next(iter(kwargs))):
+        read_card(path)
+
+
 def test_plain_cards_still_load(tmp_path):
     path = tmp_path / "card.json"
     path.write_text(json.dumps({**BASE, "arch": "resnet10t", "kwargs": {"drop_rate": 0.0}}))

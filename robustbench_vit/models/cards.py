@@ -60,6 +60,13 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
 }
 #: the only builders a card may name
 CARD_SOURCES = ("timm", "torchvision")
+#: builder keywords that load weights or a config from elsewhere (a file, the hub): a card's weights are its
+#: ``weights`` field, hashed into the model's identity; ``checkpoint_path`` would load an unhashed file
+#: (the weights of a ``--random-weights`` run), ``pretrained_cfg`` a hub config
+_LOADING_KWARGS = {
+    "timm": ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir"),
+    "torchvision": ("weights", "progress"),
+}
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
 
@@ -96,6 +103,14 @@ def _check_untrusted(path: Path, raw: dict[str, Any]) -> None:
     ):
         raise CheckpointError(
             f"model card {path}: kwargs must map names to numbers, strings, booleans or lists"
+        )
+    if "num_classes" in kwargs:
+        raise CheckpointError(f"model card {path}: give num_classes as the card's field, not in kwargs")
+    loading = sorted(set(kwargs) & set(_LOADING_KWARGS[source]))
+    if loading:
+        raise CheckpointError(
+            f"model card {path}: kwargs {', '.join(loading)} would load weights or a config from elsewhere; "
+            "a card's weights are its weights field"
         )
 
 
