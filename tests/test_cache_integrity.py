@@ -177,3 +177,31 @@ def test_temp_files_of_killed_fills_are_removed(cache_dir):
     _fresh(cache_dir)
     assert not any(p.exists() for p in orphans) and mine.exists()
     mine.unlink()
+
+
+def test_temp_files_of_other_machines_are_left_to_them(tmp_path, monkeypatch):
+    """A results folder or cache shared by a Ray cluster's nodes holds other machines' files in flight, whose
+    pids mean nothing here (containers reuse small pids): only this machine's dead writers' files are
+    removed, another machine's only when a day old; two writers of one file never share a temp name."""
+    import os
+    import time
+
+    from robustbench_vit.data import tempfiles
+    from robustbench_vit.data.tempfiles import remove_orphaned_temp_files, temp_path
+
+    dead = 2**22 + 12345  # no such process here
+    target = tmp_path / "x.parquet"
+    mine = temp_path(target)
+    assert mine.name.startswith(f".x.parquet.tmp{os.getpid()}-") and mine != temp_path(target)
+    here_dead = tmp_path / mine.name.replace(f"tmp{os.getpid()}-", f"tmp{dead}-")
+    other_host = "0" * 8 if tempfiles._HOST != "0" * 8 else "1" * 8
+    elsewhere = tmp_path / f".y.parquet.tmp{dead}-{other_host}-abcd1234"
+    elsewhere_old = tmp_path / f".z.parquet.tmp{dead}-{other_host}-abcd1234"
+    legacy_dead = tmp_path / f".w.parquet.tmp{dead}"
+    for p in (mine, here_dead, elsewhere, elsewhere_old, legacy_dead):
+        p.write_bytes(b"partial")
+    day_ago = time.time() - 25 * 3600
+    os.utime(elsewhere_old, (day_ago, day_ago))
+    assert remove_orphaned_temp_files(tmp_path) == 3
+    assert mine.exists() and elsewhere.exists()
+    assert not (here_dead.exists() or elsewhere_old.exists() or legacy_dead.exists())

@@ -192,4 +192,4 @@ def test_a_cell_image_replaced_in_place_recomputes_that_cell_only(tmp_path, monk
     truth = run("fresh-out", "fresh-cache")
     assert after["brightness/3"] == truth["brightness/3"] != before["brightness/3"]
     runs = tmp_path / "out" / "runs"
-    assert len(list(runs.rglob("_stale-*brightness_3@*.parquet"))) == 1  # the old cell, moved aside
+    assert len(list(runs.rglob("_stale-*brightness_3@*.parquet.aside"))) == 1  # the old cell, moved aside

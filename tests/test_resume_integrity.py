@@ -23,7 +23,27 @@ def test_a_corrupt_finished_file_is_moved_aside_and_recomputed(tmp_path, cifar_c
     f.write_bytes(f.read_bytes()[:50])  # a half-written file (disk full, hand edit)
     again = rbvit.evaluate(str(cifar_card), "clean", out=str(out), **KW)
     assert again.set_index("metric")["value"].to_dict() == first.set_index("metric")["value"].to_dict()
-    assert list(f.parent.glob(f"_corrupt-*-{f.name}")) and len(load_results(out)) == len(first)
+    assert list(f.parent.glob(f"_corrupt-*-{f.name}.aside")) and len(load_results(out)) == len(first)
+    # DuckDB's documented glob reads `_` files too: the moved-aside file must not end in .parquet
+    assert [p.name for p in (out / "runs").rglob("*.parquet")] == [f.name]
+
+
+def test_files_an_older_rbvit_moved_aside_leave_the_parquet_glob(tmp_path, cifar_card):
+    """Older releases kept ``.parquet`` on moved-aside files, so DuckDB's ``runs/**/*.parquet`` read their
+    stale or damaged rows beside the current ones: opening the run's folder renames them."""
+    duckdb = pytest.importorskip("duckdb")
+    if not CIFAR10_TEST.is_dir():
+        pytest.skip("shared CIFAR-10 absent")
+    out = tmp_path / "out"
+    first = rbvit.evaluate(str(cifar_card), "clean", out=str(out), **KW)
+    f = next((out / "runs").rglob("*.parquet"))
+    legacy = f.with_name(f"_stale-1700000000-{f.name}")
+    legacy.write_bytes(f.read_bytes())
+    query = f"SELECT count(*) FROM read_parquet('{out}/runs/**/*.parquet', hive_partitioning = true)"
+    assert duckdb.sql(query).fetchall()[0][0] == 2 * len(first)  # what an older folder gave
+    rbvit.evaluate(str(cifar_card), "clean", out=str(out), **KW)
+    assert not legacy.exists() and legacy.with_name(legacy.name + ".aside").is_file()
+    assert duckdb.sql(query).fetchall()[0][0] == len(first)
 
 
 @needs_cifar
@@ -49,7 +69,7 @@ def test_an_intact_file_of_elsewhere_renamed_into_a_run_is_not_resumed(tmp_path,
     key = ["condition", "metric"]
     assert again.sort_values(key)["value"].tolist() == truth.sort_values(key)["value"].tolist()
     assert (again["n"] == 20).all()
-    assert list(target.parent.glob(f"_foreign-*-{target.name}"))
+    assert list(target.parent.glob(f"_foreign-*-{target.name}.aside"))
 
 
 @needs_cifar
@@ -104,3 +124,22 @@ def test_booleans_are_strict():
     assert make_suite("occlusion", {"offset": "0"}).offset is False
     with pytest.raises(ConfigError, match="offset"):
         make_suite("occlusion", {"offset": "ture"})
+
+
+def test_a_file_a_concurrent_run_moved_aside_first_is_recomputed_without_error(tmp_path, monkeypatch):
+    """Two runs of one condition find its file damaged; the first moves it aside, the second finds it gone
+    (on reading it, or on moving it): the second recomputes the condition, it never stops."""
+    from robustbench_vit.storage import store as store_mod
+
+    assert store_mod.move_aside(tmp_path / "gone.parquet", "corrupt") is None
+    st = store_mod.RunStore(tmp_path / "out", suite="clean", model="m", dataset="d", run_id="r1")
+    path = st.path("clean")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"damaged")
+
+    def moved_meanwhile(p, *a, **k):
+        p.unlink()  # the concurrent run's move
+        raise FileNotFoundError(p)
+
+    monkeypatch.setattr(store_mod, "read_verified", moved_meanwhile)
+    assert st.done("clean") is False and not list(path.parent.iterdir())

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
-from robustbench_vit.data.filled import remove_orphaned_temp_files
+from robustbench_vit.data.tempfiles import remove_orphaned_temp_files, temp_path
 
 __all__ = [
     "DigestIndex",
@@ -153,7 +153,7 @@ class DigestIndex:
                 stats = np.asarray([e[0] for e in merged.values()], dtype=np.int64).reshape(-1, 4)
                 digests = np.frombuffer(b"".join(e[1] for e in merged.values()), dtype=np.uint8)
                 digests = digests.reshape(-1, DIGEST_BYTES)
-                tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+                tmp = temp_path(self.path)
                 with open(tmp, "wb") as f:
                     np.savez(
                         f, names=names, stats=stats, digests=digests, check=_check(names, stats, digests)

@@ -24,7 +24,6 @@ import errno
 import logging
 import mmap
 import os
-import re
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,47 +31,19 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
+from robustbench_vit.data.tempfiles import remove_orphaned_temp_files, temp_path
 from robustbench_vit.errors import ResultsError
 
-__all__ = ["FilledArray", "atomic_save", "remove_orphaned_temp_files"]
+__all__ = ["FilledArray", "atomic_save"]
 
 log = logging.getLogger(__name__)
 
 _NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
-_TMP = re.compile(r"^\..+\.tmp(\d+)$")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_orphaned_temp_files(folder: Path) -> int:
-    """Delete ``.<name>.tmp<pid>`` files whose writing process is gone (left by a kill -9)."""
-    removed = 0
-    if not folder.is_dir():
-        return 0
-    for p in folder.iterdir():
-        m = _TMP.match(p.name)
-        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
-            try:
-                p.unlink()
-                removed += 1
-            except OSError:
-                pass
-    return removed
-
-
 def atomic_save(path: Path, arr: np.ndarray) -> None:
     """``np.save`` through a temporary file + fsync + rename."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_path(path)
     try:
         with open(tmp, "wb") as f:
             np.save(f, arr)

@@ -37,7 +37,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from robustbench_vit.data.filled import remove_orphaned_temp_files
+from robustbench_vit.data.tempfiles import remove_orphaned_temp_files, temp_path
 from robustbench_vit.storage.verified_parquet import ForeignFile, atomic_write_table, read_verified
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ __all__ = [
     "SCHEMA",
     "SAMPLE_SCHEMA",
     "SEEN_PREFIX",
+    "ASIDE_SUFFIX",
+    "move_aside",
     "seen_digest",
     "RunStore",
     "atomic_write_table",
@@ -201,6 +203,39 @@ def check_writable(out: str | Path) -> Path:
     return root
 
 
+#: the suffix of a results file moved aside (kept for inspection): no ``*.parquet`` glob matches it
+ASIDE_SUFFIX = ".aside"
+_LEGACY_ASIDE = re.compile(r"^_(stale|corrupt|foreign)-\d+-.*\.parquet$")
+
+
+def move_aside(path: Path, kind: str) -> Path | None:
+    """Rename a results file that must never be read again (``stale``: computed from other images;
+    ``corrupt``; ``foreign``) to ``_<kind>-<time>-<name>.aside``. The ``_`` prefix keeps it out of pandas'
+    and pyarrow's dataset readers, the suffix out of DuckDB's ``read_parquet('runs/**/*.parquet')``,
+    which reads ``_``-prefixed files too. ``None`` when it is gone already (a concurrent run of the same
+    condition moved it first)."""
+    aside = path.with_name(f"_{kind}-{int(time.time())}-{path.name}{ASIDE_SUFFIX}")
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        return None
+    return aside
+
+
+def _rename_legacy_aside_files(folder: Path) -> None:
+    """Files an older rbvit moved aside kept their ``.parquet`` suffix (DuckDB's glob reads them): rename
+    them as :func:`move_aside` names them now."""
+    try:
+        names = [n for n in os.listdir(folder) if _LEGACY_ASIDE.match(n)]
+    except OSError:
+        return
+    for name in names:
+        try:
+            os.replace(folder / name, folder / f"{name}{ASIDE_SUFFIX}")
+        except OSError as e:  # a read-only folder: readers other than DuckDB's glob skip them anyway
+            log.debug("cannot rename %s: %s", folder / name, e)
+
+
 class RunStore:
     """The files of one run (model x suite x dataset x config) under a results folder."""
 
@@ -213,6 +248,7 @@ class RunStore:
         self.samples_dir = self.out / "samples" / part
         for d in (self.runs_dir, self.samples_dir):
             remove_orphaned_temp_files(d)
+            _rename_legacy_aside_files(d)
         #: rows of finished files already read and verified by :meth:`done` in this run
         self._verified: dict[Path, list[dict[str, Any]]] = {}
 
@@ -230,21 +266,21 @@ class RunStore:
         return [p.name[len(stem) : -len(".parquet")] for p in self.runs_dir.glob(f"{stem}*.parquet")]
 
     def retire_other_inputs(self, condition_key: str, inputs: str) -> None:
-        """Move aside this condition's files computed from other images (``_stale-...``, kept, never read)."""
+        """Move aside this condition's files computed from other images (``_stale-...aside``, kept, never read)."""
         for other in self.input_variants(condition_key):
             if other != inputs[:12]:
                 path = self.path(condition_key, other)
                 for p in (path, self.samples_dir / path.name):  # its per-sample rows go with it
                     if p.is_file():
-                        os.replace(p, p.with_name(f"_stale-{int(time.time())}-{p.name}"))
+                        move_aside(p, "stale")
                 log.info("%s was computed from other images; moved aside", path.name)
 
     def done(self, condition_key: str, inputs: str | None = None) -> bool:
         """A finished, verified file of this run exists. A damaged one (truncated by a full disk, a flipped
-        bit, edited by hand: its rows fail their SHA-256) is moved aside as ``_corrupt-<time>-<name>``, and
-        an intact one of another run (copied or renamed into this name: written under another name, or
-        rows of another run id) as ``_foreign-<time>-<name>``, each with a warning, so the condition is
-        recomputed (the ``_`` prefix keeps it out of every Parquet dataset reader)."""
+        bit, edited by hand: its rows fail their SHA-256) is moved aside as ``_corrupt-<time>-<name>.aside``,
+        and an intact one of another run (copied or renamed into this name: written under another name, or
+        rows of another run id) as ``_foreign-<time>-<name>.aside``, each with a warning, so the condition is
+        recomputed (:func:`move_aside`: no Parquet dataset reader or glob reads it)."""
         path = self.path(condition_key, inputs)
         if path in self._verified:
             return True
@@ -258,16 +294,17 @@ class RunStore:
             self._verified[path] = rows
             return True
         except (OSError, pa.ArrowException, ValueError) as e:
+            if isinstance(e, FileNotFoundError):  # moved aside (or replaced) by a concurrent run meanwhile
+                return False
             kind, what = (
                 ("foreign", "another run's") if isinstance(e, ForeignFile) else ("corrupt", "damaged")
             )
-            aside = path.with_name(f"_{kind}-{int(time.time())}-{path.name}")
-            os.replace(path, aside)
+            aside = move_aside(path, kind)
             log.warning(
                 "moved %s results file %s aside to %s (%s); recomputing it",
                 what,
                 path,
-                aside.name,
+                aside.name if aside else "(moved by a concurrent run)",
                 " ".join(str(e).split())[:400],
             )
             return False
@@ -279,7 +316,7 @@ class RunStore:
         restored), readers take the one seen last (:func:`recency`), not the one whose rows were written
         last. A read-only folder is left as it is."""
         path = self.runs_dir / f"{SEEN_PREFIX}{self.prefix}.json"
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp = temp_path(path)
         when = dt.datetime.now(dt.timezone.utc).isoformat()
         try:
             tmp.write_text(

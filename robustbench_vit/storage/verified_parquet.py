@@ -81,9 +81,10 @@ def atomic_write_table(table: pa.Table, path: Path) -> None:
     the SHA-256 of its rows in the metadata (:func:`read_verified`). A full disk is a one-line
     :class:`ResultsError` naming the folder; the temp file is removed."""
     from robustbench_vit.data.filled import no_space_error
+    from robustbench_vit.data.tempfiles import temp_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_path(path)
     meta = {
         **(table.schema.metadata or {}),
         CONTENT_KEY: table_digest(table).encode(),
