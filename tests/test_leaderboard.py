@@ -109,7 +109,9 @@ def test_a_smaller_later_run_never_replaces_a_larger_image_set():
 def test_a_run_of_a_folder_listed_otherwise_since_is_not_the_current_number():
     """An image deleted from the folder, then a rerun: the 999-image run is the folder's number now, not the
     larger run that read a file which no longer exists. A --limit run of the folder as it is listed now
-    still never replaces its full run; another folder of the dataset keeps competing by size."""
+    still never replaces its full run; another folder's images are another entry, labelled by folder (a
+    larger folder of other images that the layout names alike, ImageNet-Sketch in wnid folders beside
+    ImageNet val, never stands for this one), and a copy of the same images is the same entry."""
     full = row(value=0.70, image_set="full", n=1000, n_images=1000, listing="L1")
     after = row(value=0.72, image_set="less", n=999, n_images=999, listing="L2", minute=5)
     quick = row(value=0.90, image_set="q", n=100, n_images=100, listing="L2", minute=9)
@@ -117,7 +119,11 @@ def test_a_run_of_a_folder_listed_otherwise_since_is_not_the_current_number():
     assert len(b) == 1 and b["value"].iat[0] == 0.72 and b["n_images"].iat[0] == 999
     assert len(board([full, after, quick], all_variants=True)) == 3  # --all shows every run
     elsewhere = row(value=0.60, image_set="big", n=5000, n_images=5000, listing="X", data_root="/other")
-    assert board([full, after, elsewhere])["value"].tolist() == [0.60]  # the larger folder, as before
+    both = board([full, after, elsewhere]).sort_values("value")
+    assert both["value"].tolist() == [0.60, 0.72]
+    assert [label.split(" in ")[-1] for label in both["label"]] == ["/other]", f"{full['data_root']}]"]
+    copy = row(value=0.72, image_set="less", n=999, n_images=999, listing="C", data_root="/copy", minute=7)
+    assert board([full, after, copy])["value"].tolist() == [0.72]  # one image set, read from two folders
 
 
 def test_a_run_resumed_after_its_folder_changed_keeps_its_reused_rows():

@@ -14,6 +14,7 @@ from robustbench_vit.results.leaderboard import wilson_interval
 def _rows(dataset: str, model: str, values: dict[float, float], n: int = 100) -> list[dict]:
     common = dict(
         model=model,
+        arch=f"{model}.arch",
         weights="w",
         preprocessing="p",
         image_set=f"set-{dataset}",

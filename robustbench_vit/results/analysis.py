@@ -19,7 +19,7 @@ import pandas as pd
 
 from robustbench_vit.errors import DataError
 from robustbench_vit.metrics.mce import mce, relative_mce
-from robustbench_vit.models.names import stored_key
+from robustbench_vit.results.selection import runs_of_model
 from robustbench_vit.storage.reading import latest_runs, load_results, load_samples, oldest_first
 from robustbench_vit.suites._common import curve_auc
 
@@ -111,7 +111,7 @@ def auc_from_rows(
 #: accuracy rows that :func:`relative_to_clean` sets beside the clean top-1
 ACCURACY_METRICS = ("top1", "top1_mean", "robust_accuracy", "target_accuracy", "mean_corruption_accuracy")
 #: what makes a clean run the counterpart of a perturbed one: the same network, pixels in, and images
-CLEAN_PAIR_KEY = ["model", "weights", "preprocessing", "image_set", "dtype"]
+CLEAN_PAIR_KEY = ["model", "arch", "weights", "preprocessing", "image_set", "dtype"]
 
 
 def clean_top1_table(df: pd.DataFrame, clean_suite: str = "clean") -> pd.DataFrame:
@@ -177,8 +177,11 @@ def mcnemar(
     Models are named as on the command line (``timm:resnet50``, a card path ...): each is mapped to the
     canonical key its rows are stored under.
     """
-    s = results if isinstance(results, pd.DataFrame) else load_samples(results)
-    model_a, model_b = stored_key(model_a, s.model.unique()), stored_key(model_b, s.model.unique())
+    runs = None if isinstance(results, pd.DataFrame) else load_results(results, expand_params=False)
+    s = results if isinstance(results, pd.DataFrame) else load_samples(results, runs=runs)
+    (model_a, runs_a), (model_b, runs_b) = (
+        runs_of_model(m, s.model.unique(), runs) for m in (model_a, model_b)
+    )
     s = s[s.suite == suite]
     if dataset:
         s = s[s.dataset == dataset]
@@ -187,8 +190,14 @@ def mcnemar(
     # per model, condition and transfer source the rows of one run, the one seen current last (never a mix
     # of runs; a transfer condition of two sources is two conditions, paired source with source)
     s = s.assign(source_model=s.source_model.fillna(""), image_sha256=s.image_sha256.fillna(""))
-    a = latest_runs(s[s.model == model_a], ["dataset", "condition", "source_model"])
-    b = latest_runs(s[s.model == model_b], ["dataset", "condition", "source_model"])
+
+    def rows_of(model: str, ids: set[str] | None) -> pd.DataFrame:
+        d = s[s.model == model]
+        return latest_runs(
+            d if ids is None else d[d.run_id.isin(ids)], ["dataset", "condition", "source_model"]
+        )
+
+    a, b = rows_of(model_a, runs_a), rows_of(model_b, runs_b)
     # an image is the same image in both runs when its name and its content agree, never by its position
     # in two image lists (a --subset, a --limit, or an ImageNet-C folder lacking files shift positions)
     key = ["dataset", "condition", "source_model", "item", "image_sha256"]

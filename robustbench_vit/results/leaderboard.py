@@ -3,12 +3,12 @@
 Rows are grouped into *variants*: one model's weights, preprocessing, suite configuration, precision
 (``dtype``) and image set (``image_set``: dataset fingerprint + the exact evaluated indices). Within a
 variant, reruns keep the latest value per seed and seeds are aggregated (mean, std over seeds, number of
-seeds). For every (model, weights, preprocessing, suite config, dtype, suite, dataset) the leaderboard
-shows the variant with the largest image set among the runs of each folder's current file list
+seeds). For every (model, weights, preprocessing, suite config, dtype, suite, dataset) and folder the
+leaderboard shows the variant with the largest image set among the runs of the folder's current file list
 (``listing``: a run that read an image since deleted from its folder is stale, however large; ``--all``
-shows every variant) and says which one it took. Models with random weights are marked. Proportions get
-95% Wilson intervals. Written to Parquet and rendered as Markdown (one table per suite with its headline
-metrics, and a source x target matrix for transfer).
+shows every variant) and says which one it took; two folders of other images are two entries. Models with
+random weights are marked. Proportions get 95% Wilson intervals. Written to Parquet and rendered as Markdown
+(one table per suite with its headline metrics, and a source x target matrix for transfer).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from robustbench_vit.data.tempfiles import temp_path
 from robustbench_vit.metrics.accumulators import PROPORTIONS
 from robustbench_vit.metrics.statistics import wilson_interval
 from robustbench_vit.published.matching import comparable_with
@@ -42,9 +43,11 @@ __all__ = [
 ]
 
 _KEY = ["suite", "dataset", "condition", "metric", "source_model"]
-#: what makes two runs of one model comparable: same weights, preprocessing, suite configuration and
-#: precision (a bf16 run is never averaged with an fp32 one as if the two were seeds)
-_GROUP = ["model", "weights", "preprocessing_key", "suite_config", "dtype", "suite", "dataset"]
+#: what makes two runs of one model comparable: same model (``arch``: two cards of one name, same weights,
+#: other ``kwargs``, are two models; one card edited in place is one, its run seen last current), weights,
+#: preprocessing, suite configuration and precision (a bf16 run is never averaged with an fp32 one as if
+#: the two were seeds)
+_GROUP = ["model", "arch", "weights", "preprocessing_key", "suite_config", "dtype", "suite", "dataset"]
 
 
 def natural_key(text: str) -> tuple:
@@ -66,6 +69,7 @@ def _suite_config(config: str) -> str:
 def _with_variant_columns(df: pd.DataFrame) -> pd.DataFrame:
     df = df.assign(
         source_model=df["source_model"].fillna(""),
+        arch=df["arch"].fillna("") if "arch" in df else "",
         family=df["family"].fillna(""),
         weights=df["weights"].fillna(""),
         dtype=df["dtype"].fillna("") if "dtype" in df else "",
@@ -116,6 +120,7 @@ def _board(df: pd.DataFrame, all_variants: bool) -> tuple[pd.DataFrame, pd.DataF
         "dtype",
         "preprocessing",
         "image_set",
+        "data_roots",
         "n_images",
         "image_sets_available",
         "run_id",
@@ -160,12 +165,18 @@ def _board(df: pd.DataFrame, all_variants: bool) -> tuple[pd.DataFrame, pd.DataF
     )
     sets = agg.groupby(_GROUP)["image_set"].nunique().rename("image_sets_available")
     agg = agg.join(sets, on=_GROUP)
-    if not all_variants:  # the largest image set per comparable group (the one seen last on a tie)
-        size = agg.groupby([*_GROUP, "image_set"], as_index=False).agg(
+    # the folders each image set was read from (one image set read from two copies of a folder is one)
+    roots = df.groupby([*_GROUP, "image_set"])["data_root"].agg(lambda r: ", ".join(sorted(set(map(str, r)))))
+    agg = agg.join(roots.rename("data_roots"), on=[*_GROUP, "image_set"])
+    if not all_variants:
+        # per comparable group and folder, the largest image set (the one seen last on a tie): a --limit run
+        # never replaces its folder's full run, and one folder's images never stand for another's (a folder
+        # of other images that the layout names alike, ImageNet-Sketch in wnid folders beside ImageNet val)
+        size = df.groupby([*_GROUP, "data_root", "image_set"], as_index=False, dropna=False).agg(
             n_images=("n_images", "max"), _seen=("_seen", "max")
         )
-        best = size.sort_values(["n_images", "_seen"]).drop_duplicates(_GROUP, keep="last")
-        agg = agg.merge(best[[*_GROUP, "image_set"]], on=[*_GROUP, "image_set"])
+        best = size.sort_values(["n_images", "_seen"]).drop_duplicates([*_GROUP, "data_root"], keep="last")
+        agg = agg.merge(best[[*_GROUP, "image_set"]].drop_duplicates(), on=[*_GROUP, "image_set"])
     agg["label"] = _labels(agg, all_variants)
     rows = df.merge(agg[[*keys, "label"]], on=keys).drop(columns=["_seen", "preprocessing_key"])
     agg = agg.rename(columns={"preprocessing_key": "preprocessing"})
@@ -225,12 +236,16 @@ def _labels(agg: pd.DataFrame, all_variants: bool) -> list[str]:
     labels = []
     per_model = agg.groupby(["model", "suite", "dataset"])
     counts = {
-        k: {c: g[c].nunique() for c in ("weights", "preprocessing_key", "suite_config", "dtype", "image_set")}
+        k: {c: g[c].nunique() for c in ("arch", "weights", "preprocessing_key", "suite_config", "dtype")}
         for k, g in per_model
     }
-    for r in agg.itertuples():
+    # image sets shown side by side within one comparable group (several folders, or --all)
+    sets_in_group = agg.groupby(_GROUP)["image_set"].transform("nunique")
+    for r, image_sets in zip(agg.itertuples(), sets_in_group):
         c = counts[(r.model, r.suite, r.dataset)]
         parts = []
+        if c["arch"] > 1:
+            parts.append(str(r.arch))
         if c["weights"] > 1:
             parts.append(str(r.weights))
         if c["preprocessing_key"] > 1:
@@ -239,8 +254,8 @@ def _labels(agg: pd.DataFrame, all_variants: bool) -> list[str]:
             parts.append(f"config {r.suite_config}")
         if c["dtype"] > 1:
             parts.append(str(r.dtype))
-        if all_variants and c["image_set"] > 1:
-            parts.append(f"{int(r.n_images)} images")
+        if image_sets > 1:
+            parts.append(f"{int(r.n_images)} images" + ("" if all_variants else f" in {r.data_roots}"))
         label = r.model + (f" [{'; '.join(parts)}]" if parts else "")
         said = str(r.model).endswith(".random")  # the name says so already (rows since rbvit 0.2)
         labels.append(label + (" (random weights)" if r.random_weights and not said else ""))
@@ -379,7 +394,7 @@ def write_leaderboard(
     pq_path = Path(parquet) if parquet else root / "leaderboard.parquet"
     md_path = Path(markdown) if markdown else root / "LEADERBOARD.md"
     atomic_write_table(pa.Table.from_pandas(board, preserve_index=False), pq_path)
-    tmp = md_path.with_name(f".{md_path.name}.tmp")
+    tmp = temp_path(md_path)  # two boards written at once never share one temp file
     tmp.write_text(render_markdown(board))
     tmp.replace(md_path)
     return pq_path, md_path

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from robustbench_vit.errors import DataError
+from robustbench_vit.results.selection import runs_of_model
 from robustbench_vit.storage.reading import latest_runs, load_results, load_samples
 
 __all__ = ["ATTACK_SUITES", "worst_case", "final_attack_rows"]
@@ -55,12 +56,12 @@ def worst_case(
     attack's own robust accuracy on those images. ``per_image``: each image's label, whether it
     survived every attack, and the first attack (in ``suites`` order) that broke it.
     """
-    from robustbench_vit.models.names import stored_key
-
     rows = load_results(results, expand_params=False)
     s = load_samples(results, runs=rows)
-    key = stored_key(model, s.model.unique())
+    key, ids = runs_of_model(model, s.model.unique(), rows)
     s = s[(s.model == key) & s.suite.isin(suites)]
+    if ids is not None:  # one card of several that share the name
+        s = s[s.run_id.isin(ids)]
     if dataset:
         s = s[s.dataset == dataset]
     s = s[final_attack_rows(s.condition)]

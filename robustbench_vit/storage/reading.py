@@ -159,7 +159,10 @@ def load_samples(path: str | Path = "results", *, runs: pd.DataFrame | None = No
     null where they are not beside it)."""
     path = Path(path)
     folder = path / "samples" if (path / "samples").is_dir() else path
-    df = _read_folder(folder, SAMPLE_SCHEMA)
+    if folder == path and (path / "runs").is_dir():  # a results folder without per-sample rows
+        df = _plain_strings(SAMPLE_SCHEMA.empty_table()).to_pandas()
+    else:
+        df = _read_folder(folder, SAMPLE_SCHEMA)
     if runs is None and (path / "runs").is_dir():
         runs = load_results(path, expand_params=False)
     seen = {} if runs is None or runs.empty else recency(runs).groupby(runs["run_id"]).max().to_dict()
