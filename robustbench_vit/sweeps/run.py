@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from robustbench_vit.data.tempfiles import temp_path
 from robustbench_vit.engine.progress import NullProgress, Progress
 from robustbench_vit.errors import CheckpointError, ConfigError, UnknownNameError
 from robustbench_vit.sweeps.file import Cell, SweepSpec, load_sweep, validate_sweep
@@ -98,6 +99,11 @@ def cell_identity(cell: Cell) -> str | None:
     cannot be known without running the cell (an entry point's weights come from code; a suite reading
     images of its own per condition): such a cell always runs, and the runner reuses its finished
     conditions after checking their inputs."""
+    return _identify(cell)[0]
+
+
+def _identify(cell: Cell) -> tuple[str | None, str | None]:
+    """``(cell_identity, the data folder's file list now)`` (see :func:`cell_identity`)."""
     from robustbench_vit.data.cache import current_identity
     from robustbench_vit.engine.runner import select_indices
     from robustbench_vit.identity import digest, software_identity
@@ -109,10 +115,10 @@ def cell_identity(cell: Cell) -> str | None:
     spec = resolve_spec(cell.model)
     suite = make_suite(cell.suite, opts.suite_params)
     if spec.source in ("entrypoint", "module") or suite.reads_other_images():
-        return None
+        return None, None
     _, ds = suite.open_data(opts.data, opts.dataset, opts.labels)
     indices = select_indices(ds.targets, opts, ds)
-    return digest(
+    identity = digest(
         {
             "cell": cell.key(),
             "model": model_identity(
@@ -123,29 +129,47 @@ def cell_identity(cell: Cell) -> str | None:
             "software": software_identity(),
         }
     )
+    return identity, ds.fingerprint or None
 
 
-def _complete(out: str | Path, cell: Cell) -> bool:
-    """The cell's marker records the content identity the cell has now (see :func:`cell_identity`)."""
+def _complete(out: str | Path, cell: Cell, *, mark_current: bool = False) -> bool:
+    """The cell's marker records the content identity the cell has now (see :func:`cell_identity`). With
+    ``mark_current``, the runs a complete cell wrote are recorded as seen current now (their ``_seen-``
+    markers), as a resume of them would: a run of other inputs written into the folder since (an eval of an
+    edited card, then restored) must not stay the one the board shows."""
     try:
-        recorded = json.loads(_marker(out, cell).read_text()).get("identity")
+        info = json.loads(_marker(out, cell).read_text())
+        recorded = info.get("identity")
     except (OSError, ValueError, AttributeError):
         return False
     try:
-        current = cell_identity(cell)
+        current, listing = _identify(cell)
     except Exception as e:  # noqa: BLE001 - an input that cannot be read now: run the cell, it reports
         log.debug("cannot identify %s: %s", cell.label(), e)
         return False
-    return current is not None and recorded == current
+    if current is None or recorded != current:
+        return False
+    if mark_current:
+        from robustbench_vit.storage.store import RunStore
+
+        for run in info.get("runs") or []:
+            try:
+                RunStore(
+                    out, suite=run["suite"], model=run["model"], dataset=run["dataset"], run_id=run["run_id"]
+                ).mark_seen(listing)
+            except (KeyError, TypeError):  # a marker an older rbvit wrote, or a damaged one: run the cell
+                return False
+    return True
 
 
-def plan(spec: SweepSpec, out: str | Path) -> list[CellStatus]:
+def plan(spec: SweepSpec, out: str | Path, *, mark_current: bool = False) -> list[CellStatus]:
     """Every cell with its state in ``out``: ``skipped`` (complete for the content its inputs have now:
     weights, card, images, labels, parameters), ``config-failed`` (failed on its configuration with this
-    sweep file; not retried until the file changes), or ``todo``."""
+    sweep file; not retried until the file changes), or ``todo``. ``mark_current`` (a sweep about to run,
+    not a dry run) records the runs of skipped cells as seen current now."""
     statuses = []
     for c in spec.cells:
-        if _complete(out, c):
+        if _complete(out, c, mark_current=mark_current):
             statuses.append(CellStatus(c, "skipped"))
         elif (error := _config_failure(out, c)) is not None:
             statuses.append(CellStatus(c, "config-failed", error=error))
@@ -194,10 +218,17 @@ def run_cell(cell: Cell, out: str, progress: Progress | None = None) -> CellStat
         return CellStatus(cell, "config-failed" if kind == "config" else "failed", time.time() - t0, 0, msg)
     marker = _marker(out, cell)
     marker.parent.mkdir(parents=True, exist_ok=True)
-    tmp = marker.with_name(f".{marker.name}.tmp{os.getpid()}")
+    tmp = temp_path(marker)
     tmp.write_text(
         json.dumps(
-            {"cell": _describe(cell), "identity": identity, "rows": len(df), "finished": time.time()},
+            {
+                "cell": _describe(cell),
+                "identity": identity,
+                "rows": len(df),
+                "finished": time.time(),
+                # the runs the cell wrote, marked seen current again whenever a sweep skips the cell
+                "runs": _runs_of(df),
+            },
             default=str,
         )
     )
@@ -217,6 +248,13 @@ def run_shard(cell: Cell, out: str, k: int, n: int) -> int:
     except Exception as e:  # noqa: BLE001 - the final pass reports it
         log.warning("shard %d/%d of %s failed: %s: %s", k, n, cell.label(), type(e).__name__, e)
         return 0
+
+
+def _runs_of(df: Any) -> list[dict[str, str]]:
+    cols = ["suite", "model", "dataset", "run_id"]
+    if df is None or not len(df) or not set(cols) <= set(df.columns):
+        return []
+    return [dict(zip(cols, map(str, r))) for r in df[cols].drop_duplicates().itertuples(index=False)]
 
 
 def _describe(cell: Cell) -> dict[str, Any]:
@@ -269,7 +307,7 @@ def run_sweep(
         raise ConfigError("--shards splits cells over Ray tasks: use it with --executor ray")
     out = out or spec.out
     progress = progress or NullProgress()
-    planned = plan(spec, out)
+    planned = plan(spec, out, mark_current=True)
     statuses = [st for st in planned if st.status != "todo"]
     todo = [st.cell for st in planned if st.status == "todo"]
     progress.start("cells", f"sweep {spec.path.name} ({executor})", len(todo))
