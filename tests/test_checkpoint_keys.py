@@ -158,3 +158,30 @@ def misspelt_factory():
 
     net = timm.create_model("test_vit", pretrained=False)
     return net, {"input_size": [3, 160, 160], "crop_ptc": 0.95, "mean": [0.5] * 3, "std": [0.5] * 3}
+
+
+@pytest.mark.parametrize("what", ["weights file", "model card"])
+def test_a_file_overwritten_while_the_model_loads_is_refused(tmp_path, monkeypatch, what):
+    """The weights' identity is taken before and after the load: a checkpoint (or card) overwritten while it
+    was read would otherwise give rows that name one file's digest and hold another's numbers."""
+    from robustbench_vit.models import loading
+
+    card = write_cifar_card(tmp_path / "card", seed=0)
+    other = write_cifar_card(tmp_path / "other", seed=1)
+    real = loading.read_state_dict
+
+    def read_then_overwrite(*args, **kwargs):
+        sd = real(*args, **kwargs)
+        if what == "weights file":
+            (card.parent / "weights.safetensors").write_bytes(
+                (other.parent / "weights.safetensors").read_bytes()
+            )
+        else:
+            card.write_text(json.dumps({**json.loads(card.read_text()), "crop_pct": 0.9}))
+        return sd
+
+    monkeypatch.setattr(loading, "read_state_dict", read_then_overwrite)
+    with pytest.raises(CheckpointError, match=f"{what} of cifar_vit changed while it was loaded"):
+        load_model(str(card), device="cpu", cache_dir=tmp_path / "cache")
+    monkeypatch.setattr(loading, "read_state_dict", real)
+    assert load_model(str(card), device="cpu", cache_dir=tmp_path / "cache").identity  # settled: loads

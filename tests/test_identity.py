@@ -216,3 +216,39 @@ def test_a_model_a_suite_builds_overwritten_in_place_is_recomputed(identity_worl
     after = run_suite(identity_world, target, suite, p, "run")
     assert after == run_suite(identity_world, target, suite, p, "truth")
     assert after != before
+
+
+@needs_cifar
+@pytest.mark.parametrize(
+    "suite, params, param",
+    [
+        ("transfer", lambda card: {"source": str(card), "attack": "fgsm"}, "source"),
+        ("representations", lambda card: {"compare_with": str(card), "analyses": ("cka",)}, "compare_with"),
+        (
+            "occlusion",
+            lambda card: {"modes": ("salient",), "saliency_model": str(card), "grid": "8"},
+            "saliency_model",
+        ),
+    ],
+)
+def test_a_model_a_suite_builds_overwritten_during_the_run_is_refused(
+    identity_world, monkeypatch, suite, params, param
+):
+    """The run id names the referenced model's content when the run begins; that model is loaded later (a
+    transfer source when adversarials are crafted). Overwritten in between, it is refused: the rows would
+    name the old weights' digest and hold the new weights' numbers."""
+    from robustbench_vit.errors import CheckpointError
+    from robustbench_vit.suites.base import Suite
+
+    target = write_cifar_card(identity_world["root"] / "target", arch="resnet10t", seed=2)
+    real = Suite.load_referenced
+
+    def overwritten_first(self, ctx, name):
+        overwrite_weights(identity_world)
+        return real(self, ctx, name)
+
+    monkeypatch.setattr(Suite, "load_referenced", overwritten_first)
+    with pytest.raises(CheckpointError, match="weights file of cifar_vit changed since the run began"):
+        run_suite(identity_world, target, suite, params(identity_world["card"]), "run")
+    monkeypatch.setattr(Suite, "load_referenced", real)
+    assert run_suite(identity_world, target, suite, params(identity_world["card"]), "run")  # settled: runs

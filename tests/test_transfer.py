@@ -88,7 +88,7 @@ def test_vit_card_to_cnn_card_transfer(tmp_path, cifar_card, cifar_cnn_card, ens
     def no_recrafting(*a, **k):
         raise AssertionError("adversarial examples must be reused from the cache")
 
-    monkeypatch.setattr(transfer_mod, "load_model", no_recrafting)
+    monkeypatch.setattr(transfer_mod.Transfer, "load_referenced", no_recrafting)
     on_vit = rbvit.evaluate(str(cifar_card), "transfer", **kw)  # white-box target: the source itself
     assert on_vit.set_index("metric")["value"]["fooling_rate_all"] > 0.5
     df = load_results(tmp_path)

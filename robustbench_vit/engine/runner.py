@@ -265,6 +265,7 @@ def _evaluate_one(
         data_identity = cache.identity(indices)
     else:  # each condition reads its own images (ImageNet-C cells), identified per condition
         data_identity = content_identity(ds, indices, np.zeros((len(indices), 32), dtype=np.uint8))
+    suite_identity = suite_obj.identity(opts.cache_dir)  # hashes referenced models' weights: once per run
     ctx = EvalContext(
         model=loaded,
         dataset=ds,
@@ -277,8 +278,8 @@ def _evaluate_one(
         workdir=cache.dir / "suites",
         on_batch=functools.partial(prog.advance, "images"),
         identity=data_identity,
+        referenced=suite_identity.get("models", {}),
     )
-    suite_identity = suite_obj.identity(opts.cache_dir)  # hashes referenced models' weights: once per run
     rid = run_id(loaded, suite_obj, data_identity, opts, cache.decoder, suite_identity)
     store = RunStore(
         opts.out or "results", suite=suite_obj.name, model=loaded.spec.name, dataset=dataset_name, run_id=rid

@@ -50,6 +50,10 @@ def _weight_sets(obj: object) -> list[str]:
     ]
 
 
+#: checkpoints whose default weight set this process has named already
+_TOLD: set[tuple[str, tuple[str, ...]]] = set()
+
+
 def _select(sd: object, path: Path, key: str | None) -> object:
     """The weights a checkpoint holds under ``key``, or under the first wrapper key when none is named; a
     checkpoint holding several weight sets says which one it evaluates (an EMA copy is other numbers)."""
@@ -63,7 +67,9 @@ def _select(sd: object, path: Path, key: str | None) -> object:
         if isinstance(sd, dict):
             for wrapper in _WRAPPER_KEYS:
                 if wrapper in sd and isinstance(sd[wrapper], dict):
-                    if len(sets) > 1 and wrapper in sets:
+                    told = (str(path), tuple(sets))
+                    if len(sets) > 1 and wrapper in sets and told not in _TOLD:
+                        _TOLD.add(told)  # once per file and process (a resume loads it again)
                         others = ", ".join(repr(k) for k in sets if k != wrapper)
                         log.warning(
                             "checkpoint %s holds weights under %r and %s; evaluating %r (timm's default): "

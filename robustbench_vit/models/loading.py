@@ -46,7 +46,15 @@ from robustbench_vit.models.names import RANDOM_SUFFIX, resolve_spec
 from robustbench_vit.models.robustbench_source import load_robustbench
 from robustbench_vit.models.zoo import ModelSpec
 
-__all__ = ["PixelModel", "LoadedModel", "resolve_spec", "load_model", "wrap_module", "state_digest"]
+__all__ = [
+    "PixelModel",
+    "LoadedModel",
+    "resolve_spec",
+    "load_model",
+    "wrap_module",
+    "state_digest",
+    "check_same_files",
+]
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +88,14 @@ def load_model(
     loader = _LOADERS.get(spec.source)
     if loader is None:
         raise ConfigError(f"model source {spec.source!r} has no loader")
+    before = model_identity(spec, pretrained=pretrained, checkpoint=checkpoint, cache_dir=cache_dir)
     with torch.random.fork_rng(devices=[]):
         # random weights (pretrained=False) are reproducible: seeded from the architecture name
         torch.manual_seed(int(hashlib.sha256(spec.arch.encode()).hexdigest()[:8], 16))
         net, data_cfg, label_space, weights = loader(spec, pretrained=pretrained, checkpoint=checkpoint)
     # a local weights file is named by its content: overwriting it in place changes every key derived from it
     identity = model_identity(spec, pretrained=pretrained, checkpoint=checkpoint, cache_dir=cache_dir)
+    check_same_files(spec.name, before, identity)
     ident = identity["weights"]
     if spec.source == "entrypoint":  # code decides what it returns: identify its tensors and classes
         ident = f"sha256:{state_digest(net)}"
@@ -107,6 +117,17 @@ def load_model(
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
     return LoadedModel(spec, module, data_cfg, label_space, dev, dtype, weights, identity)
+
+
+def check_same_files(name: str, before: dict, after: dict, when: str = "while it was loaded") -> None:
+    """The local files a model was built from (its weights file, its card) hold, after the load, what they
+    held when ``before`` was taken (before the load, or when a run's id was made): else the identity could
+    name bytes other than those loaded (a checkpoint overwritten while it was read, or during the run), and
+    the rows would carry the wrong weights' digest."""
+    local = str(before.get("weights", "")).startswith("sha256:")
+    if (local and before["weights"] != after["weights"]) or before.get("card") != after.get("card"):
+        what = "model card" if before.get("card") != after.get("card") else "weights file"
+        raise CheckpointError(f"the {what} of {name} changed {when}; run again once it is written")
 
 
 # --- per-source loaders: (spec, pretrained, checkpoint) -> (net, data_cfg, label_space, weights) --

@@ -30,7 +30,7 @@ from robustbench_vit.metrics.accumulators import (
     MetricValue,
     PrecomputedResults,
 )
-from robustbench_vit.models.loading import LoadedModel
+from robustbench_vit.models.loading import LoadedModel, check_same_files, load_model
 from robustbench_vit.registry import Registry
 from robustbench_vit.suites.memory import chunked_forward, retry_out_of_memory
 from robustbench_vit.suites.params import (
@@ -102,6 +102,9 @@ class EvalContext:
     #: content identity of the evaluated images (:meth:`ImageCache.identity`): every artifact a suite
     #: stores per image (saliency maps, adversarials, attack outcomes) is keyed by it
     identity: str = ""
+    #: the content identity of each model the suite references, as the run's id names it
+    #: (:meth:`Suite.identity`): :meth:`Suite.load_referenced` checks the loaded model against it
+    referenced: dict[str, Any] = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -293,6 +296,17 @@ class Suite:
         """Models a suite builds besides the evaluated one (a transfer source, a saliency model), as
         ``parameter -> (reference, pretrained)``: their content identity is part of the run's."""
         return {}
+
+    def load_referenced(self, ctx: EvalContext, param: str) -> LoadedModel:
+        """Load the model that parameter ``param`` references (:meth:`referenced_models`) on the run's device
+        and precision, checked against the identity the run's id gave it: a source checkpoint or card
+        overwritten since the run began is refused, never crafted with under the old digest."""
+        ref, pretrained = self.referenced_models()[param]
+        loaded = load_model(ref, device=str(ctx.device), dtype=ctx.model.dtype, pretrained=pretrained)
+        named = ctx.referenced.get(param)
+        if named is not None and "ref" not in named:
+            check_same_files(loaded.spec.name, named, loaded.identity, "since the run began")
+        return loaded
 
     def reads_other_images(self) -> bool:
         """Whether some condition reads images besides the run's (:meth:`condition_data`, or videos): a

@@ -132,7 +132,9 @@ class Occlusion(Suite):
 
     def prepare(self, ctx: EvalContext) -> None:
         if any(m != "random" for m in self.modes):
-            store = SaliencyStore.open(ctx, self.saliency_model, self.head, self.version)
+            own = self.saliency_model == ctx.model.spec.name  # the evaluated model ranks its own patches
+            sal_model = ctx.model if own else self.load_referenced(ctx, "saliency_model")
+            store = SaliencyStore.open(ctx, sal_model, self.head, self.version)
             store.ensure(ctx)
             ctx.state["saliency"] = store
 

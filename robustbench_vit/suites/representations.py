@@ -92,9 +92,7 @@ class Representations(Suite):
         if not self.compare_with:
             return None
         if "other" not in ctx.state:
-            from robustbench_vit.models.loading import load_model
-
-            ctx.state["other"] = load_model(self.compare_with, device=str(ctx.device), dtype=ctx.model.dtype)
+            ctx.state["other"] = self.load_referenced(ctx, "compare_with")
         return ctx.state["other"]
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:

@@ -17,7 +17,7 @@ import torch
 from robustbench_vit.data.filled import FilledArray
 from robustbench_vit.identity import derived_key, loaded_model_identity
 from robustbench_vit.models.attention import cls_attention, patch_grid
-from robustbench_vit.models.loading import LoadedModel, load_model
+from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.storage.store import safe_name
 
 __all__ = ["SaliencyStore"]
@@ -33,13 +33,9 @@ class SaliencyStore:
     store: FilledArray
 
     @classmethod
-    def open(cls, ctx, model_ref: str, head: str, version: int) -> SaliencyStore:  # type: ignore[no-untyped-def]
-        """The maps of ``model_ref``'s class-token attention (``head``) for the run's images; ``version`` is
+    def open(cls, ctx, sal_model: LoadedModel, head: str, version: int) -> SaliencyStore:  # type: ignore[no-untyped-def]
+        """The maps of ``sal_model``'s class-token attention (``head``) for the run's images; ``version`` is
         the calling suite's, so a fix of how maps are computed (its version bumped) computes them again."""
-        if model_ref == ctx.model.spec.name:
-            sal_model = ctx.model
-        else:
-            sal_model = load_model(model_ref, device=str(ctx.device), dtype=ctx.model.dtype)
         grid = patch_grid(sal_model)
         # the maps are a function of the saliency model's content and of the images' content
         key = derived_key(

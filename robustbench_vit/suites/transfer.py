@@ -53,7 +53,7 @@ from robustbench_vit.errors import ConfigError, DataError
 from robustbench_vit.identity import canonical_json, derived_key
 from robustbench_vit.metrics.accumulators import MetricValue
 from robustbench_vit.models.identity import model_identity
-from robustbench_vit.models.loading import LoadedModel, load_model, resolve_spec
+from robustbench_vit.models.loading import LoadedModel, resolve_spec
 from robustbench_vit.models.names import RANDOM_SUFFIX
 from robustbench_vit.storage.store import safe_name
 from robustbench_vit.suites.base import (
@@ -283,9 +283,7 @@ class Transfer(Suite):
 
         def build() -> None:
             if not crafter:  # the source is built only when something is left to compute
-                source = load_model(
-                    src_ref, device=str(ctx.device), dtype=ctx.model.dtype, pretrained=self.source_pretrained
-                )
+                source = self.load_referenced(ctx, "source")  # checked against the run's identity of it
                 crafter.update(
                     source=source,
                     # each dataset class in the source's own label space: the target's indices mean other
