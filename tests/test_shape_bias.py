@@ -71,7 +71,14 @@ def test_suite_scores_decide_as_the_reference_even_for_vanishing_probabilities()
     logits = torch.randn(64, 1000, generator=torch.Generator().manual_seed(1)) * 60
     probs = logits.softmax(1).numpy()
     ref = np.stack([[np.mean(np.take(p, shape16_indices()[c])) for c in CATS] for p in probs]).argmax(1)
-    scores = ShapeBias().logits(SimpleNamespace(model=lambda x: x), logits)
+
+    class _Logits:  # a loaded model whose outputs are the logits above, in ImageNet-1k's order
+        label_space = get_label_space("imagenet1k")
+
+        def __call__(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    scores = ShapeBias().logits(SimpleNamespace(model=_Logits(), state={}), logits)
     assert (scores.argmax(1).numpy() == ref).all()
 
 

@@ -13,7 +13,7 @@ from functools import cache
 
 from robustbench_vit.errors import ConfigError, DataError, UnknownNameError
 
-__all__ = ["LabelSpace", "get_label_space", "CIFAR10_CLASSES", "is_wnid", "normalize_name"]
+__all__ = ["LabelSpace", "get_label_space", "CIFAR10_CLASSES", "is_wnid", "normalize_name", "wnid_positions"]
 
 CIFAR10_CLASSES = (
     "airplane",
@@ -119,3 +119,22 @@ def get_label_space(spec: str | list[str] | tuple[str, ...]) -> LabelSpace:
         raise UnknownNameError(
             f"unknown label space {spec!r}; use one of {', '.join(_BUILTIN)} or a list of class names"
         ) from None
+
+
+def wnid_positions(space: LabelSpace, wnids: list[str] | tuple[str, ...], what: str) -> list[int]:
+    """Where each of ``wnids`` sits among the outputs of a model with label space ``space``, matched by
+    WordNet id: ImageNet-1k in timm's order, or a card's own list of wnids in any order (a model trained
+    with another class order, or on more classes). ``what`` (the suite) names the need in the error."""
+    if not space.wnids:
+        raise ConfigError(
+            f"{what} needs an ImageNet model: label space {space.name!r} names its classes without "
+            "WordNet ids"
+        )
+    pos = {w: i for i, w in enumerate(space.wnids)}
+    missing = [w for w in wnids if w not in pos]
+    if missing:
+        raise ConfigError(
+            f"{what}: label space {space.name!r} lacks {len(missing)} of the {len(wnids)} ImageNet "
+            f"classes it scores (e.g. {missing[0]})"
+        )
+    return [pos[w] for w in wnids]

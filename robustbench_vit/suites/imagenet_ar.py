@@ -15,10 +15,11 @@ import numpy as np
 import torch
 
 from robustbench_vit.data.datasets import ImageDataset, image_folder
+from robustbench_vit.data.labels import wnid_positions
 from robustbench_vit.data.registry import open_dataset, subset_synsets
 from robustbench_vit.data.subset import LIMIT_SEED, stratified_limit
 from robustbench_vit.device import to_device
-from robustbench_vit.errors import ConfigError, DataError
+from robustbench_vit.errors import DataError
 from robustbench_vit.metrics.accumulators import MetricValue
 from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.suites.base import (
@@ -68,12 +69,10 @@ class _Subset200(WithReferencePreprocessing, Suite):
         return self.dataset_name, ds
 
     def _mask(self, model: LoadedModel) -> tuple[list[str], torch.Tensor]:
-        if model.label_space.name != "imagenet1k":
-            raise ConfigError(
-                f"{self.name} needs an ImageNet-1k model (label space of {model.spec.name}: {model.label_space.name})"
-            )
-        wnids, idx = subset_synsets(self.dataset_name)
-        return wnids, torch.tensor(idx)
+        # the 200 classes' outputs, matched by wnid: timm's indices for ImageNet-1k's order, and the right
+        # outputs of a card that lists the ImageNet classes in its own order
+        wnids, _ = subset_synsets(self.dataset_name)
+        return wnids, torch.tensor(wnid_positions(model.label_space, wnids, self.name))
 
     def label_map(self, ds: ImageDataset, model: LoadedModel) -> np.ndarray:
         wnids, _ = self._mask(model)
@@ -81,9 +80,11 @@ class _Subset200(WithReferencePreprocessing, Suite):
         return np.asarray([pos[c] for c in ds.classes], dtype=np.int64)
 
     def logits(self, ctx: EvalContext, x: torch.Tensor) -> torch.Tensor:
-        _, idx = self._mask(ctx.model)
+        idx = ctx.state.get("mask")
+        if idx is None:  # once per run, on the model's device (not two file reads and a copy per batch)
+            idx = ctx.state["mask"] = to_device(self._mask(ctx.model)[1], x.device)
         x = self.model_input(ctx.model, x)
-        return ctx.model(x)[:, to_device(idx, x.device)]
+        return ctx.model(x)[:, idx]
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:
         pre = {"classes": 200, "masked": True, "preprocessing": self.preprocessing}

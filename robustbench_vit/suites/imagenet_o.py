@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from robustbench_vit.data.datasets import ImageDataset, concat_datasets, image_folder
+from robustbench_vit.data.labels import wnid_positions
 from robustbench_vit.data.registry import open_dataset
 from robustbench_vit.data.subset import LIMIT_SEED, stratified_limit
 from robustbench_vit.errors import ConfigError, DataError
@@ -89,11 +90,8 @@ class ImageNetO(WithReferencePreprocessing, Suite):
         return OOD_PART, concat_datasets([(OOD_PART, ood), (ID_PART, val)], ood.classes)
 
     def _mask(self, ds: ImageDataset, model: LoadedModel) -> torch.Tensor:
-        if model.label_space.name != "imagenet1k":
-            raise ConfigError(
-                f"imagenet_o needs an ImageNet-1k model (label space of {model.spec.name}: {model.label_space.name})"
-            )
-        return torch.tensor([model.label_space.index_of(c) for c in ds.classes])
+        # the 200 classes' outputs, matched by wnid (ImageNet-1k's order, or a card's own list of wnids)
+        return torch.tensor(wnid_positions(model.label_space, ds.classes, "imagenet_o"))
 
     def label_map(self, ds: ImageDataset, model: LoadedModel) -> np.ndarray:
         self._mask(ds, model)  # checks the label space and that every folder is an ImageNet-1k wnid

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from robustbench_vit.data.datasets import ImageDataset
+from robustbench_vit.data.labels import get_label_space, wnid_positions
 from robustbench_vit.data.preprocessing import DataConfig
-from robustbench_vit.errors import ConfigError, DataError
+from robustbench_vit.errors import DataError
 from robustbench_vit.metrics.accumulators import ClassificationAccumulator, MetricValue, register_metric
 from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.suites.base import Condition, EvalContext, Result, Suite, register_suite
@@ -71,6 +72,15 @@ def aggregate_16(logits: torch.Tensor) -> torch.Tensor:
     probs = logits.float().softmax(1)
     cols = [probs[:, list(idx)].mean(1) for idx in shape16_indices().values()]
     return torch.stack(cols, 1)
+
+
+def _imagenet_outputs(model: LoadedModel) -> torch.Tensor | None:
+    """The model's outputs of the 1000 ImageNet classes in ImageNet-1k's order, matched by wnid (``None``:
+    they are its outputs as they are), so a card listing the classes in its own order is scored right."""
+    space = model.label_space
+    if space.name == "imagenet1k":
+        return None
+    return torch.tensor(wnid_positions(space, get_label_space("imagenet1k").wnids, "shape_bias"))
 
 
 @register_suite("shape_bias")
@@ -130,10 +140,7 @@ class ShapeBias(Suite):
         return all(_CUE_CONFLICT.search(it.rsplit("/", 1)[-1]) for it in ds.items)
 
     def label_map(self, ds: ImageDataset, model: LoadedModel) -> np.ndarray:
-        if model.label_space.name != "imagenet1k":
-            raise ConfigError(
-                f"shape_bias needs an ImageNet-1k model (label space of {model.spec.name}: {model.label_space.name})"
-            )
+        _imagenet_outputs(model)  # refuses a model without the 1000 ImageNet classes
         pos = {c: i for i, c in enumerate(shape16_indices())}
         return np.asarray([pos[c] for c in ds.classes], dtype=np.int64)
 
@@ -141,7 +148,12 @@ class ShapeBias(Suite):
         # the 16 averaged probabilities themselves as scores: their argmax is model-vs-human's decision. A log
         # (or a clamp before it) would tie categories whose means differ below float32 resolution there, and
         # only top-1/top-5 are read from these scores (``calibration = ()``).
-        return aggregate_16(ctx.model(x))
+        out = ctx.model(x)
+        if "imagenet_order" not in ctx.state:  # once per run, on the model's device
+            order = _imagenet_outputs(ctx.model)
+            ctx.state["imagenet_order"] = None if order is None else order.to(out.device)
+        order = ctx.state["imagenet_order"]
+        return aggregate_16(out if order is None else out[:, order])
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:
         if not self._is_cue_conflict(ctx.dataset):
