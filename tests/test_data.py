@@ -329,3 +329,40 @@ def test_imagenet_v2_class_index_folders_map_to_imagenet_classes(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "bad" / "cats" / "a.png")
     with pytest.raises(DataError, match="0..999"):
         open_dataset(tmp_path / "bad", dataset="imagenet-v2")
+
+
+@needs_imagenet
+@pytest.mark.parametrize(
+    "folder, name",
+    [
+        ("imagenet-sketch", "imagenet-sketch"),
+        ("sketch", "imagenet-sketch"),
+        ("ImageNetV2-wnids", "imagenet-v2"),
+        ("val", "imagenet-val"),
+    ],
+)
+def test_wnid_folders_named_like_another_benchmark_are_named_so(tmp_path, folder, name):
+    """ImageNet-Sketch (and V2 renamed to wnids) share ImageNet val's layout: a folder named like them is
+    evaluated under their name, so its rows never pass for ImageNet-val numbers (--dataset still wins)."""
+    root = tmp_path / folder
+    for w in sorted(p.name for p in IMAGENET_SAMPLES.iterdir())[:5]:
+        (root / w).mkdir(parents=True)
+        for f in (IMAGENET_SAMPLES / w).iterdir():
+            (root / w / f.name).symlink_to(f)
+    assert open_dataset(root)[0] == name
+    assert open_dataset(root, dataset="imagenet-val")[0] == "imagenet-val"
+
+
+def test_hidden_files_are_not_images(tmp_path, caplog):
+    """A folder copied from macOS holds a ``._<name>`` resource fork beside every image: it is left out with
+    one warning naming how many, never decoded (it is not an image) nor counted."""
+    import logging
+
+    for cls in ("cat", "dog"):
+        (tmp_path / "d" / cls).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "d" / cls / "a.png")
+        (tmp_path / "d" / cls / "._a.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    with caplog.at_level(logging.WARNING, logger="robustbench_vit.data.datasets"):
+        ds = image_folder(tmp_path / "d")
+    assert ds.items == ["cat/a.png", "dog/a.png"]
+    assert "2 hidden files" in caplog.text and "cat/._a.png" in caplog.text

@@ -83,10 +83,12 @@ def _fingerprint(kind: str, root: Path, items: list[str]) -> str:
 
 
 def _list_images(
-    folder: Path, nested: list[str] | None = None
+    folder: Path, nested: list[str] | None = None, hidden: list[str] | None = None
 ) -> list[tuple[str, tuple[int, int, int, int]]]:
     """``(file name, stat tuple)`` of the image files in ``folder``, sorted by name (one ``scandir``);
-    the names of its sub-folders (not hidden) are appended to ``nested`` when given."""
+    the names of its sub-folders (not hidden) are appended to ``nested`` when given. Hidden files (macOS's
+    ``._<name>`` resource forks beside every copied image, editors' temp files) are not images: they are
+    left out and named in ``hidden``."""
     out = []
     with os.scandir(folder) as it:
         for e in it:
@@ -95,6 +97,10 @@ def _list_images(
                 continue
             if os.path.splitext(e.name)[1].lower() not in IMAGE_EXTENSIONS:
                 continue
+            if e.name.startswith("."):
+                if hidden is not None:
+                    hidden.append(f"{folder.name}/{e.name}")
+                continue
             try:
                 if not e.is_file():
                     continue
@@ -102,6 +108,17 @@ def _list_images(
             except OSError:
                 continue
     return sorted(out)
+
+
+def _say_hidden(root: Path, hidden: list[str]) -> None:
+    if hidden:
+        log.warning(
+            "%s: %d hidden files with image extensions (e.g. %s: macOS resource forks, temp files) are not "
+            "evaluated",
+            root,
+            len(hidden),
+            sorted(hidden)[0],
+        )
 
 
 def _file_dataset(
@@ -150,11 +167,13 @@ def image_folder(root: str | Path, *, classes: list[str] | None = None) -> Image
     targets: list[int] = []
     stats: list[tuple[int, int, int, int]] = []
     nested: list[str] = []
+    hidden: list[str] = []
     for ci, cls in enumerate(found):
-        for name, st in _list_images(root / cls, nested):
+        for name, st in _list_images(root / cls, nested, hidden):
             items.append(f"{cls}/{name}")
             targets.append(ci)
             stats.append(st)
+    _say_hidden(root, hidden)
     if nested:  # torchvision's ImageFolder would walk into them: say that rbvit does not
         log.warning(
             "%s: %d class folders hold sub-folders (e.g. %s) whose images are not evaluated; rbvit reads "
@@ -191,7 +210,9 @@ def flat_folder(root: str | Path, labels: str | Path) -> ImageDataset:
             raise DataError(
                 f"label file {labels} gives {parts[0]} two labels ({by_name[name]}, {parts[1]}); keep one line per image"
             )
-    files = _list_images(root)
+    hidden: list[str] = []
+    files = _list_images(root, hidden=hidden)
+    _say_hidden(root, hidden)
     if not files:
         raise DataError(f"no images in {root}")
     present = {name for name, _ in files}

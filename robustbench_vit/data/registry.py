@@ -205,6 +205,14 @@ _MASKED_HINTS = {
 }
 
 
+#: folder-name spellings of datasets released in ImageNet's wnid layout that are not ImageNet val: named so,
+#: their rows never pass for ImageNet-val numbers and match the published protocols of their benchmark
+_WNID_LAYOUT_HINTS = {
+    "imagenet-sketch": ("imagenetsketch", "sketch"),
+    "imagenet-v2": ("imagenetv2",),
+}
+
+
 def _guess_name(ds: ImageDataset, root: Path) -> str:
     """The dataset a folder holds, from its classes (class folders, or a flat folder's labels file). The
     200-class sets (ImageNet-A/-R, scored 200-way) are recognised by their exact class set; a folder *named* like one of them but holding only some of
@@ -231,6 +239,10 @@ def _guess_name(ds: ImageDataset, root: Path) -> str:
                 name,
             )
     if all(is_wnid(c) for c in ds.classes):
+        for name, spellings in _WNID_LAYOUT_HINTS.items():  # other images in ImageNet's layout
+            if spelled.startswith(spellings):
+                log.info("%s: wnid folders named like %s: evaluated as %s", root, name, name)
+                return name
         return "imagenet-samples" if len(ds) == len(ds.classes) == 1000 else "imagenet-val"
     from robustbench_vit.data.labels import CIFAR10_CLASSES
 
