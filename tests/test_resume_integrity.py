@@ -28,6 +28,28 @@ def test_a_corrupt_finished_file_is_moved_aside_and_recomputed(tmp_path, cifar_c
     assert [p.name for p in (out / "runs").rglob("*.parquet")] == [f.name]
 
 
+@needs_cifar
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_a_run_saving_samples_recomputes_a_condition_whose_samples_file_is_gone(tmp_path, cifar_card, damage):
+    """The metric file alone does not make a condition finished when the run saves per-sample rows: their
+    file deleted or damaged since, the resume computes the condition again (same values, the samples back),
+    instead of leaving compare and worst-case without them."""
+    from robustbench_vit.storage.reading import load_samples
+
+    out = tmp_path / "out"
+    first = rbvit.evaluate(str(cifar_card), "clean", out=str(out), save_samples=True, **KW)
+    truth = load_samples(out).sort_values("index")[["item", "pred", "loss"]].values.tolist()
+    f = next((out / "samples").rglob("*.parquet"))
+    if damage == "deleted":
+        f.unlink()
+    else:
+        f.write_bytes(f.read_bytes()[:80])
+    again = rbvit.evaluate(str(cifar_card), "clean", out=str(out), save_samples=True, **KW)
+    assert again.set_index("metric")["value"].to_dict() == first.set_index("metric")["value"].to_dict()
+    assert load_samples(out).sort_values("index")[["item", "pred", "loss"]].values.tolist() == truth
+    assert bool(list(f.parent.glob(f"_corrupt-*-{f.name}.aside"))) == (damage == "truncated")
+
+
 def test_files_an_older_rbvit_moved_aside_leave_the_parquet_glob(tmp_path, cifar_card):
     """Older releases kept ``.parquet`` on moved-aside files, so DuckDB's ``runs/**/*.parquet`` read their
     stale or damaged rows beside the current ones: opening the run's folder renames them."""

@@ -176,21 +176,22 @@ def _check_output_width(loaded: LoadedModel, data_cfg: Any) -> None:
 
 
 def _finished_conditions(
-    suite_obj: Suite, ctx: EvalContext, conds: list[Any], store: RunStore
+    suite_obj: Suite, ctx: EvalContext, conds: list[Any], store: RunStore, samples: bool
 ) -> dict[str, str | None]:
-    """Conditions whose verified results exist for the content they read now: ``name -> inputs key``
-    (``None`` for conditions that read the run's images, which the run id already identifies). A
-    condition reading images of its own (an ImageNet-C cell) is reused only while those images' identity
-    equals the one its file was computed from; nothing is hashed for conditions with no file yet."""
+    """Conditions whose verified results (with ``samples``, and per-sample rows) exist for the content they
+    read now: ``name -> inputs key`` (``None`` for conditions that read the run's images, which the run id
+    already identifies). A condition reading images of its own (an ImageNet-C cell) is reused only while
+    those images' identity equals the one its file was computed from; nothing is hashed for conditions with
+    no file yet."""
     finished: dict[str, str | None] = {}
     for cond in conds:
         variants = store.input_variants(cond.name)
         if not variants:
-            if store.done(cond.name):
+            if store.done(cond.name, samples=samples):
                 finished[cond.name] = None
             continue
         inputs = suite_obj.condition_inputs(ctx, cond)
-        if inputs is not None and inputs[:12] in variants and store.done(cond.name, inputs):
+        if inputs is not None and inputs[:12] in variants and store.done(cond.name, inputs, samples=samples):
             finished[cond.name] = inputs
     return finished
 
@@ -305,7 +306,7 @@ def _evaluate_one(
     names = [c.name for c in conds]
     if len(set(names)) != len(names):
         raise RuntimeError(f"suite {suite_obj.name} yields duplicate condition names")
-    reusable = _finished_conditions(suite_obj, ctx, conds, store) if opts.out else {}
+    reusable = _finished_conditions(suite_obj, ctx, conds, store, opts.save_samples) if opts.out else {}
     if opts.out and not writable and len(reusable) < len(conds):
         check_writable(opts.out)  # raises the one-line error before any condition is computed
     # a shard takes every n-th condition, or (splits_batches) every n-th batch of each condition

@@ -275,27 +275,39 @@ class RunStore:
                         move_aside(p, "stale")
                 log.info("%s was computed from other images; moved aside", path.name)
 
-    def done(self, condition_key: str, inputs: str | None = None) -> bool:
-        """A finished, verified file of this run exists. A damaged one (truncated by a full disk, a flipped
-        bit, edited by hand: its rows fail their SHA-256) is moved aside as ``_corrupt-<time>-<name>.aside``,
-        and an intact one of another run (copied or renamed into this name: written under another name, or
-        rows of another run id) as ``_foreign-<time>-<name>.aside``, each with a warning, so the condition is
-        recomputed (:func:`move_aside`: no Parquet dataset reader or glob reads it)."""
+    def done(self, condition_key: str, inputs: str | None = None, *, samples: bool = False) -> bool:
+        """A finished, verified file of this run exists (and, with ``samples``, its verified per-sample
+        rows: a run saving them recomputes a condition whose samples file was deleted or damaged). A damaged
+        one (truncated by a full disk, a flipped bit, edited by hand: its rows fail their SHA-256) is moved
+        aside as ``_corrupt-<time>-<name>.aside``, and an intact one of another run (copied or renamed into
+        this name: written under another name, or rows of another run id) as ``_foreign-<time>-<name>.aside``,
+        each with a warning, so the condition is recomputed (:func:`move_aside`: no Parquet dataset reader or
+        glob reads it)."""
         path = self.path(condition_key, inputs)
         if path in self._verified:
             return True
-        if not path.is_file():
+        if samples and self._intact(self.samples_dir / path.name, SAMPLE_SCHEMA) is None:
             return False
+        rows = self._intact(path, SCHEMA)
+        if rows is None:
+            return False
+        self._verified[path] = rows
+        return True
+
+    def _intact(self, path: Path, schema: pa.Schema) -> list[dict[str, Any]] | None:
+        """The rows of a verified file of this run at ``path``, or ``None`` (moved aside when damaged or
+        another run's, see :meth:`done`)."""
+        if not path.is_file():
+            return None
         try:
-            rows = read_verified(path, SCHEMA, named=True).to_pylist()
-            others = sorted({str(r["run_id"]) for r in rows} - {self.run_id})
+            table = read_verified(path, schema, named=True)
+            others = sorted(set(table.column("run_id").to_pylist()) - {self.run_id})
             if others:
                 raise ForeignFile(f"its rows are of run {others[0]}, not {self.run_id}")
-            self._verified[path] = rows
-            return True
+            return table.to_pylist() if schema is SCHEMA else []
         except (OSError, pa.ArrowException, ValueError) as e:
             if isinstance(e, FileNotFoundError):  # moved aside (or replaced) by a concurrent run meanwhile
-                return False
+                return None
             kind, what = (
                 ("foreign", "another run's") if isinstance(e, ForeignFile) else ("corrupt", "damaged")
             )
@@ -307,7 +319,7 @@ class RunStore:
                 aside.name if aside else "(moved by a concurrent run)",
                 " ".join(str(e).split())[:400],
             )
-            return False
+            return None
 
     def mark_seen(self, listing: str | None = None) -> None:
         """Record that this run was just completed or resumed whole for the inputs as they are now
