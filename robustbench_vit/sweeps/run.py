@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 import traceback
 from collections.abc import Callable
@@ -36,10 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from robustbench_vit.data.tempfiles import temp_path
 from robustbench_vit.engine.progress import NullProgress, Progress
 from robustbench_vit.errors import CheckpointError, ConfigError, UnknownNameError
 from robustbench_vit.sweeps.file import Cell, SweepSpec, load_sweep, validate_sweep
+from robustbench_vit.sweeps.markers import files_intact, marker_path, read_marker, runs_of, write_marker
 
 __all__ = [
     "Cell",
@@ -78,7 +77,7 @@ CellFn = Callable[..., CellStatus]
 
 
 def _marker(out: str | Path, cell: Cell) -> Path:
-    return Path(out) / "cells" / f"{cell.key()}.json"
+    return marker_path(out, cell.key())
 
 
 def _config_failure(out: str | Path, cell: Cell) -> str | None:
@@ -133,21 +132,21 @@ def _identify(cell: Cell) -> tuple[str | None, str | None]:
 
 
 def _complete(out: str | Path, cell: Cell, *, mark_current: bool = False) -> bool:
-    """The cell's marker records the content identity the cell has now (see :func:`cell_identity`). With
+    """The cell's intact marker records the content identity the cell has now (see :func:`cell_identity`),
+    and every results file it wrote still holds its rows (:mod:`~robustbench_vit.sweeps.markers`). With
     ``mark_current``, the runs a complete cell wrote are recorded as seen current now (their ``_seen-``
     markers), as a resume of them would: a run of other inputs written into the folder since (an eval of an
     edited card, then restored) must not stay the one the board shows."""
-    try:
-        info = json.loads(_marker(out, cell).read_text())
-        recorded = info.get("identity")
-    except (OSError, ValueError, AttributeError):
+    info = read_marker(out, cell.key())
+    if info is None:
         return False
+    recorded = info.get("identity")
     try:
         current, listing = _identify(cell)
     except Exception as e:  # noqa: BLE001 - an input that cannot be read now: run the cell, it reports
         log.debug("cannot identify %s: %s", cell.label(), e)
         return False
-    if current is None or recorded != current:
+    if current is None or recorded != current or not files_intact(out, cell.key(), info):
         return False
     if mark_current:
         from robustbench_vit.storage.store import RunStore
@@ -216,24 +215,9 @@ def run_cell(cell: Cell, out: str, progress: Progress | None = None) -> CellStat
             )
         )
         return CellStatus(cell, "config-failed" if kind == "config" else "failed", time.time() - t0, 0, msg)
-    marker = _marker(out, cell)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(marker)
-    tmp.write_text(
-        json.dumps(
-            {
-                "cell": _describe(cell),
-                "identity": identity,
-                "rows": len(df),
-                "finished": time.time(),
-                # the runs the cell wrote, marked seen current again whenever a sweep skips the cell
-                "runs": _runs_of(df),
-            },
-            default=str,
-        )
-    )
-    os.replace(tmp, marker)
-    marker.with_suffix(".error.json").unlink(missing_ok=True)
+    body = {"cell": _describe(cell), "identity": identity, "rows": len(df), "finished": time.time()}
+    write_marker(out, cell.key(), body, runs_of(df))
+    _marker(out, cell).with_suffix(".error.json").unlink(missing_ok=True)
     return CellStatus(cell, "done", time.time() - t0, len(df))
 
 
@@ -248,13 +232,6 @@ def run_shard(cell: Cell, out: str, k: int, n: int) -> int:
     except Exception as e:  # noqa: BLE001 - the final pass reports it
         log.warning("shard %d/%d of %s failed: %s: %s", k, n, cell.label(), type(e).__name__, e)
         return 0
-
-
-def _runs_of(df: Any) -> list[dict[str, str]]:
-    cols = ["suite", "model", "dataset", "run_id"]
-    if df is None or not len(df) or not set(cols) <= set(df.columns):
-        return []
-    return [dict(zip(cols, map(str, r))) for r in df[cols].drop_duplicates().itertuples(index=False)]
 
 
 def _describe(cell: Cell) -> dict[str, Any]:
