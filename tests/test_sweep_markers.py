@@ -130,10 +130,13 @@ def test_a_copied_results_folder_is_read_back_once_then_trusted_by_stat(identity
     reads = []
     real = markers._content_sha
     monkeypatch.setattr(markers, "_content_sha", lambda p: reads.append(p) or real(p))
+    marker = next((copy / "cells").glob("*.json")).read_bytes()
+    assert [s.status for s in plan(load_sweep(toml), copy)] == ["skipped"]  # a dry run reads, writes nothing
+    assert len(reads) == 2 and next((copy / "cells").glob("*.json")).read_bytes() == marker
     assert _statuses(toml, copy) == ["skipped"]
-    assert len(reads) == 2  # the metric file and the per-sample file
+    assert len(reads) == 4  # the metric file and the per-sample file, read back again ...
     assert _statuses(toml, copy) == ["skipped"]
-    assert len(reads) == 2  # then trusted by their recorded stat tuples
+    assert len(reads) == 4  # ... then trusted by their recorded stat tuples
 
 
 def test_a_file_written_in_the_tick_the_marker_recorded_is_read_back(identity_world, monkeypatch):

@@ -130,8 +130,9 @@ def read_marker(out: str | Path, cell_key: str) -> dict[str, Any] | None:
     return info
 
 
-def files_intact(out: str | Path, cell_key: str, info: dict[str, Any]) -> bool:
-    """Every results file the marker lists holds the rows the cell wrote (see the module docstring)."""
+def files_intact(out: str | Path, cell_key: str, info: dict[str, Any], *, refresh: bool = True) -> bool:
+    """Every results file the marker lists holds the rows the cell wrote (see the module docstring); with
+    ``refresh`` (not in a dry run, which writes nothing) stat tuples read back are recorded anew."""
     out = Path(out)
     files = info.get("files")
     if not isinstance(files, dict):
@@ -156,7 +157,7 @@ def files_intact(out: str | Path, cell_key: str, info: dict[str, Any]) -> bool:
             )
             return False
         refreshed = True
-    if refreshed:  # read once after a copy or a touch, then trusted by its stat tuple again
+    if refreshed and refresh:  # read once after a copy or a touch, then trusted by its stat tuple again
         try:
             _write(marker_path(out, cell_key), {k: v for k, v in info.items() if k != "sha256"})
         except OSError as e:  # a read-only folder: checked by reading again next time

@@ -146,7 +146,11 @@ def _complete(out: str | Path, cell: Cell, *, mark_current: bool = False) -> boo
     except Exception as e:  # noqa: BLE001 - an input that cannot be read now: run the cell, it reports
         log.debug("cannot identify %s: %s", cell.label(), e)
         return False
-    if current is None or recorded != current or not files_intact(out, cell.key(), info):
+    if (
+        current is None
+        or recorded != current
+        or not files_intact(out, cell.key(), info, refresh=mark_current)
+    ):
         return False
     if mark_current:
         from robustbench_vit.storage.store import RunStore
