@@ -201,6 +201,9 @@ def test_random_weights_are_named_so():
     assert load_model("resnet18", pretrained=False, device="cpu").spec.name == "resnet18.random"
     assert stored_key("timm:test_vit", ["test_vit.random", "x"]) == "test_vit.random"
     assert stored_key("resnet18", ["resnet18", "resnet18.random"]) == "resnet18"
+    assert (
+        stored_key("timm:test_vit.random", ["test_vit.random", "x"]) == "test_vit.random"
+    )  # the stored name
 
 
 def test_timm_tags_and_typos_are_unknown_names_with_suggestions():

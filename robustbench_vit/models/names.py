@@ -150,7 +150,10 @@ def stored_key(ref: str, present: Iterable[str]) -> str:
     the same architecture with random weights (``<key>.random``) when only that was evaluated."""
     names = set(present)
     key = row_key(ref)
-    for candidate in (key, ref, f"{key}{RANDOM_SUFFIX}", f"{ref}{RANDOM_SUFFIX}"):
+    candidates = [key, ref, f"{key}{RANDOM_SUFFIX}", f"{ref}{RANDOM_SUFFIX}"]
+    if ref.endswith(RANDOM_SUFFIX):  # the name rows carry, given with a source prefix (timm:test_vit.random)
+        candidates.append(f"{row_key(ref[: -len(RANDOM_SUFFIX)])}{RANDOM_SUFFIX}")
+    for candidate in candidates:
         if candidate in names:
             return candidate
     return key

@@ -204,7 +204,13 @@ def mcnemar(
     a, b = (d.drop_duplicates(key, keep="last") for d in (a, b))
     if a.empty or b.empty:
         missing = model_a if a.empty else model_b
-        raise DataError(f"no per-sample rows for {missing} in suite {suite}; rerun it with --save-samples")
+        others = sorted(set(s.model))
+        hint = (
+            f"models with per-sample rows there: {', '.join(others[:6])}"
+            if others
+            else "rerun it with --save-samples"
+        )
+        raise DataError(f"no per-sample rows for {missing} in suite {suite}; {hint}")
     m = a.merge(b, on=key, suffixes=("_a", "_b"))
     named = a.merge(b, on=["dataset", "condition", "source_model", "item"], suffixes=("_a", "_b"))
     differs = int((named.image_sha256_a != named.image_sha256_b).sum())
