@@ -175,6 +175,9 @@ def test_compare_and_report(tmp_path):
         [*RBVIT, "compare", "test_vit", "nope", "-r", str(out)], capture_output=True, text=True
     )
     assert r.returncode == 4 and "--save-samples" in r.stderr
+    assert (
+        "models with per-sample rows there: test_resnet.random, test_vit.random" in r.stderr
+    )  # what to name
     assert subprocess.run([*RBVIT, "leaderboard", str(out)], capture_output=True).returncode == 0
     report = tmp_path / "report.html"
     r = subprocess.run([*RBVIT, "report", str(out), "--html", str(report)], capture_output=True, text=True)

@@ -205,12 +205,10 @@ def mcnemar(
     if a.empty or b.empty:
         missing = model_a if a.empty else model_b
         others = sorted(set(s.model))
-        hint = (
-            f"models with per-sample rows there: {', '.join(others[:6])}"
-            if others
-            else "rerun it with --save-samples"
+        there = f" (models with per-sample rows there: {', '.join(others[:6])})" if others else ""
+        raise DataError(
+            f"no per-sample rows for {missing} in suite {suite}{there}; run it with --save-samples"
         )
-        raise DataError(f"no per-sample rows for {missing} in suite {suite}; {hint}")
     m = a.merge(b, on=key, suffixes=("_a", "_b"))
     named = a.merge(b, on=["dataset", "condition", "source_model", "item"], suffixes=("_a", "_b"))
     differs = int((named.image_sha256_a != named.image_sha256_b).sum())
