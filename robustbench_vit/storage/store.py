@@ -288,15 +288,15 @@ class RunStore:
             return True
         if samples and self._intact(self.samples_dir / path.name, SAMPLE_SCHEMA) is None:
             return False
-        rows = self._intact(path, SCHEMA)
-        if rows is None:
+        table = self._intact(path, SCHEMA)
+        if table is None:
             return False
-        self._verified[path] = rows
+        self._verified[path] = table.to_pylist()
         return True
 
-    def _intact(self, path: Path, schema: pa.Schema) -> list[dict[str, Any]] | None:
-        """The rows of a verified file of this run at ``path``, or ``None`` (moved aside when damaged or
-        another run's, see :meth:`done`)."""
+    def _intact(self, path: Path, schema: pa.Schema) -> pa.Table | None:
+        """The verified file of this run at ``path``, read as ``schema``, or ``None`` (moved aside when
+        damaged or another run's, see :meth:`done`)."""
         if not path.is_file():
             return None
         try:
@@ -304,7 +304,7 @@ class RunStore:
             others = sorted(set(table.column("run_id").to_pylist()) - {self.run_id})
             if others:
                 raise ForeignFile(f"its rows are of run {others[0]}, not {self.run_id}")
-            return table.to_pylist() if schema is SCHEMA else []
+            return table
         except (OSError, pa.ArrowException, ValueError) as e:
             if isinstance(e, FileNotFoundError):  # moved aside (or replaced) by a concurrent run meanwhile
                 return None
