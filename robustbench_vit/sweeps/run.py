@@ -160,7 +160,7 @@ def _complete(out: str | Path, cell: Cell, *, mark_current: bool = False) -> boo
                 RunStore(
                     out, suite=run["suite"], model=run["model"], dataset=run["dataset"], run_id=run["run_id"]
                 ).mark_seen(listing)
-            except (KeyError, TypeError):  # a marker an older rbvit wrote, or a damaged one: run the cell
+            except (KeyError, TypeError):  # runs malformed under a valid seal (written by hand): run the cell
                 return False
     return True
 
