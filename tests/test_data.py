@@ -366,3 +366,36 @@ def test_hidden_files_are_not_images(tmp_path, caplog):
         ds = image_folder(tmp_path / "d")
     assert ds.items == ["cat/a.png", "dog/a.png"]
     assert "2 hidden files" in caplog.text and "cat/._a.png" in caplog.text
+
+
+def test_every_name_of_a_read_image_type_counts_and_other_image_types_are_named(tmp_path, caplog):
+    """JPEG's other names (``.jfif``, ``.jpe``) and every Netpbm file are read as images, decoded like their
+    usual names; an image of a type rbvit does not read (AVIF, TGA) is left out with a warning naming it,
+    never dropped silently (the row's n would shrink with nothing said); other files are not mentioned."""
+    import logging
+
+    from robustbench_vit.data.decode import read_rgb
+
+    gray = np.arange(64, dtype=np.uint8).reshape(8, 8) * 3
+    rgb = Image.fromarray(np.stack([gray, 255 - gray, gray // 2], -1))
+    (tmp_path / "d" / "cat").mkdir(parents=True)
+    (tmp_path / "d" / "dog").mkdir()
+    rgb.save(tmp_path / "d" / "cat" / "a.jfif", format="JPEG", quality=95)
+    rgb.save(tmp_path / "d" / "cat" / "b.jpe", format="JPEG", quality=95)
+    rgb.save(tmp_path / "d" / "cat" / "c.pnm", format="PPM")
+    Image.fromarray(gray).save(tmp_path / "d" / "dog" / "d.pgm", format="PPM")
+    Image.fromarray(gray).convert("1").save(tmp_path / "d" / "dog" / "e.pbm", format="PPM")
+    rgb.save(tmp_path / "d" / "dog" / "f.tga", format="TGA")
+    (tmp_path / "d" / "dog" / "notes.txt").write_text("not an image")
+    with caplog.at_level(logging.WARNING, logger="robustbench_vit.data.datasets"):
+        ds = image_folder(tmp_path / "d")
+    assert ds.items == ["cat/a.jfif", "cat/b.jpe", "cat/c.pnm", "dog/d.pgm", "dog/e.pbm"]
+    assert "1 image files of a type rbvit does not read (e.g. dog/f.tga)" in caplog.text
+    assert "notes.txt" not in caplog.text
+    pixels = {name: read_rgb(tmp_path / "d" / name) for name in ds.items}
+    assert torch.equal(pixels["cat/c.pnm"], torch.from_numpy(np.array(rgb)).permute(2, 0, 1))
+    assert torch.equal(pixels["dog/d.pgm"], torch.from_numpy(gray).expand(3, 8, 8))
+    binary = np.asarray(Image.fromarray(gray).convert("1").convert("RGB"))
+    assert torch.equal(pixels["dog/e.pbm"], torch.from_numpy(binary).permute(2, 0, 1))
+    jpeg = torch.from_numpy(np.array(Image.open(tmp_path / "d" / "cat" / "a.jfif").convert("RGB")))
+    assert (pixels["cat/a.jfif"].int() - jpeg.permute(2, 0, 1).int()).abs().max() <= 1

@@ -7,6 +7,7 @@ are names (wnids or words) that the runner maps onto the model's label space.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -35,7 +36,25 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff", ".gif")
+#: the files a dataset folder's images are recognised by: torchvision's ``IMG_EXTENSIONS`` (ImageFolder),
+#: plus GIF and the other names of JPEG (``.jpe``, ``.jfif``) and Netpbm (``.pbm``, ``.pnm``) files; files
+#: of another type Pillow reads (``.avif``, ``.jp2``, ``.tga`` ...) are left out and named in a warning
+IMAGE_EXTENSIONS = (
+    ".jpeg",
+    ".jpg",
+    ".jpe",
+    ".jfif",
+    ".png",
+    ".bmp",
+    ".webp",
+    ".ppm",
+    ".pgm",
+    ".pbm",
+    ".pnm",
+    ".tif",
+    ".tiff",
+    ".gif",
+)
 
 
 @dataclass
@@ -82,20 +101,36 @@ def _fingerprint(kind: str, root: Path, items: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
+@functools.cache
+def _other_image_types() -> frozenset[str]:
+    """Extensions of the image files Pillow reads that a dataset folder does not count as images."""
+    from PIL import Image
+
+    documents = {".pdf", ".eps", ".ps", ".h5", ".hdf", ".bufr", ".grib", ".fit", ".fits", ".mpeg", ".mpg"}
+    return frozenset(ext.lower() for ext in Image.registered_extensions()) - set(IMAGE_EXTENSIONS) - documents
+
+
 def _list_images(
-    folder: Path, nested: list[str] | None = None, hidden: list[str] | None = None
+    folder: Path,
+    nested: list[str] | None = None,
+    hidden: list[str] | None = None,
+    other: list[str] | None = None,
 ) -> list[tuple[str, tuple[int, int, int, int]]]:
     """``(file name, stat tuple)`` of the image files in ``folder``, sorted by name (one ``scandir``);
     the names of its sub-folders (not hidden) are appended to ``nested`` when given. Hidden files (macOS's
     ``._<name>`` resource forks beside every copied image, editors' temp files) are not images: they are
-    left out and named in ``hidden``."""
+    left out and named in ``hidden``. Images of a type outside :data:`IMAGE_EXTENSIONS` (``.avif``,
+    ``.jp2`` ...) are left out and named in ``other``."""
     out = []
     with os.scandir(folder) as it:
         for e in it:
             if nested is not None and not e.name.startswith((".", "__")) and e.is_dir():
                 nested.append(f"{folder.name}/{e.name}")
                 continue
-            if os.path.splitext(e.name)[1].lower() not in IMAGE_EXTENSIONS:
+            ext = os.path.splitext(e.name)[1].lower()
+            if ext not in IMAGE_EXTENSIONS:
+                if other is not None and ext in _other_image_types() and not e.name.startswith("."):
+                    other.append(f"{folder.name}/{e.name}")
                 continue
             if e.name.startswith("."):
                 if hidden is not None:
@@ -110,7 +145,8 @@ def _list_images(
     return sorted(out)
 
 
-def _say_hidden(root: Path, hidden: list[str]) -> None:
+def _say_left_out(root: Path, hidden: list[str], other: list[str]) -> None:
+    """Warn about the files of a dataset folder that look like images and are not evaluated."""
     if hidden:
         log.warning(
             "%s: %d hidden files with image extensions (e.g. %s: macOS resource forks, temp files) are not "
@@ -118,6 +154,15 @@ def _say_hidden(root: Path, hidden: list[str]) -> None:
             root,
             len(hidden),
             sorted(hidden)[0],
+        )
+    if other:
+        log.warning(
+            "%s: %d image files of a type rbvit does not read (e.g. %s) are not evaluated; convert them to "
+            "one of %s",
+            root,
+            len(other),
+            sorted(other)[0],
+            " ".join(IMAGE_EXTENSIONS),
         )
 
 
@@ -168,12 +213,13 @@ def image_folder(root: str | Path, *, classes: list[str] | None = None) -> Image
     stats: list[tuple[int, int, int, int]] = []
     nested: list[str] = []
     hidden: list[str] = []
+    other: list[str] = []
     for ci, cls in enumerate(found):
-        for name, st in _list_images(root / cls, nested, hidden):
+        for name, st in _list_images(root / cls, nested, hidden, other):
             items.append(f"{cls}/{name}")
             targets.append(ci)
             stats.append(st)
-    _say_hidden(root, hidden)
+    _say_left_out(root, hidden, other)
     if nested:  # torchvision's ImageFolder would walk into them: say that rbvit does not
         log.warning(
             "%s: %d class folders hold sub-folders (e.g. %s) whose images are not evaluated; rbvit reads "
@@ -211,8 +257,9 @@ def flat_folder(root: str | Path, labels: str | Path) -> ImageDataset:
                 f"label file {labels} gives {parts[0]} two labels ({by_name[name]}, {parts[1]}); keep one line per image"
             )
     hidden: list[str] = []
-    files = _list_images(root, hidden=hidden)
-    _say_hidden(root, hidden)
+    other: list[str] = []
+    files = _list_images(root, hidden=hidden, other=other)
+    _say_left_out(root, hidden, other)
     if not files:
         raise DataError(f"no images in {root}")
     present = {name for name, _ in files}
