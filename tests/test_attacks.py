@@ -5,6 +5,7 @@ import torch
 
 from robustbench_vit.attacks import PGD, parse_eps
 from robustbench_vit.attacks.base import project
+from robustbench_vit.errors import ConfigError
 from robustbench_vit.models.loading import load_model
 from tests.helpers import CIFAR10_TEST, IMAGENET_SAMPLES, needs_cifar, needs_effnet, needs_imagenet
 
@@ -29,6 +30,12 @@ def gen():
 
 def test_parse_eps():
     assert parse_eps("4/255") == pytest.approx(4 / 255) and parse_eps("0.5") == 0.5
+    assert parse_eps("0.5/255") == pytest.approx(0.5 / 255) and parse_eps(" 8 / 255 ") == pytest.approx(
+        8 / 255
+    )
+    for malformed in ("4/255/2", "4/", "/255", "1/0", "0x10"):  # never a different number than written
+        with pytest.raises(ConfigError):
+            parse_eps(malformed)
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 4 / 255), ("l2", 0.5)])

@@ -74,3 +74,34 @@ def test_numeric_parameters_refuse_what_their_range_refuses(suite, field, hint, 
 def test_numeric_string_parameters_refuse_nonsense(suite, field, probe):
     with pytest.raises(ConfigError):
         make_suite(suite, {**REQUIRED.get(suite, {}), field: probe})
+
+
+def _list_fields():
+    for suite, field, hint in numeric_fields():
+        inner = typing.get_args(hint)
+        if typing.get_origin(hint) is tuple or (inner and typing.get_origin(inner[0]) is tuple):
+            yield suite, field
+
+
+LIST_CASES = sorted(set(_list_fields()))
+
+
+@pytest.mark.parametrize(("suite", "field"), LIST_CASES, ids=[f"{s}.{f}" for s, f in LIST_CASES])
+def test_list_parameters_refuse_a_value_listed_twice(suite, field):
+    """A value listed twice would name two conditions alike (an internal error after the model loaded) or
+    count one condition twice: every list parameter refuses it where it is parsed, naming the value."""
+    default = getattr(make_suite(suite, REQUIRED.get(suite, {})), field)
+    hint = typing.get_type_hints(SUITES.get(suite), include_extras=True)[field]
+    samples = {
+        ("pgd", "epsilons"): "4/255",
+        ("representations", "layers"): "blocks.0",
+        ("representations", "compare_layers"): "blocks.0",
+    }
+    while typing.get_origin(hint) is not tuple:  # an optional list
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    choices = typing.get_args(typing.get_args(hint)[0])  # a list of choices: its first one
+    value = samples.get((suite, field)) or (str(default[0]) if default else str(choices[0]))
+    with pytest.raises(ConfigError, match="twice"):
+        make_suite(suite, {**REQUIRED.get(suite, {}), field: f"{value},{value}"})
+    with pytest.raises(ConfigError, match="twice"):
+        make_suite(suite, {**REQUIRED.get(suite, {}), field: [value, value]})

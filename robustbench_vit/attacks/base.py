@@ -26,9 +26,16 @@ LossFn = Callable[[torch.Tensor | list[torch.Tensor], torch.Tensor], torch.Tenso
 
 
 def parse_eps(value: str | float) -> float:
-    """``"4/255"`` -> 0.01568..., ``"0.5"`` -> 0.5; NaN, infinities and negative values are refused."""
+    """``"4/255"`` -> 0.01568..., ``"0.5/255"`` -> 0.00196..., ``"0.5"`` -> 0.5; NaN, infinities and negative
+    values are refused."""
     try:
-        eps = float(value) if isinstance(value, (int, float)) else float(Fraction(value.strip()))
+        if isinstance(value, (int, float)):
+            eps = float(value)
+        else:  # Fraction reads "4/255" but not a decimal numerator ("0.5/255", as papers write it)
+            num, slash, den = value.strip().partition("/")
+            if slash and (not den.strip() or "/" in den):
+                raise ValueError(value)
+            eps = float(Fraction(num.strip()) / Fraction(den.strip() or "1"))
     except (ValueError, ZeroDivisionError, OverflowError):
         raise ConfigError(f"epsilon {value!r} must be a number or a fraction like 4/255") from None
     if not math.isfinite(eps) or eps < 0:

@@ -49,7 +49,7 @@ UNIT = Range(0, 1)
 
 def coerce(value: Any, typ: Any, name: str) -> Any:
     """``value`` (a ``-p key=value`` string, or a TOML / Python value) as a value of the field type ``typ``:
-    ``Literal`` choices, tuples (comma-separated), optional values (``none``), strict booleans, numbers."""
+    ``Literal`` choices, tuples (comma-separated, no value twice), optional values (``none``), strict booleans, numbers."""
     origin, args = typing.get_origin(typ), typing.get_args(typ)
     if origin is typing.Annotated:
         number = coerce(value, args[0], name)
@@ -68,7 +68,11 @@ def coerce(value: Any, typ: Any, name: str) -> Any:
             raise ConfigError(
                 f"suite parameter {name}={value!r} must be a list (comma-separated on the command line)"
             )
-        return tuple(coerce(v.strip() if isinstance(v, str) else v, inner, name) for v in items if v != "")
+        out = tuple(coerce(v.strip() if isinstance(v, str) else v, inner, name) for v in items if v != "")
+        twice = next((v for i, v in enumerate(out) if v in out[:i]), None)
+        if twice is not None:  # two conditions of one name, or one condition counted twice
+            raise ConfigError(f"suite parameter {name}={value!r} lists {twice!r} twice; keep one")
+        return out
     if origin is typing.Literal:
         v = value.strip() if isinstance(value, str) else value
         if isinstance(v, str) and args and all(isinstance(a, int) and not isinstance(a, bool) for a in args):
