@@ -399,3 +399,17 @@ def test_every_name_of_a_read_image_type_counts_and_other_image_types_are_named(
     assert torch.equal(pixels["dog/e.pbm"], torch.from_numpy(binary).permute(2, 0, 1))
     jpeg = torch.from_numpy(np.array(Image.open(tmp_path / "d" / "cat" / "a.jfif").convert("RGB")))
     assert (pixels["cat/a.jfif"].int() - jpeg.permute(2, 0, 1).int()).abs().max() <= 1
+
+
+def test_a_class_outside_the_label_space_is_named_with_how_the_space_names_its_classes():
+    """The one-line error says how the model's classes are named and, for an upper-case wnid or a misspelt
+    CIFAR class, which class was likely meant."""
+    imagenet, cifar = get_label_space("imagenet1k"), get_label_space("cifar10")
+    with pytest.raises(
+        DataError, match=r"by wnid, like n01440764.*did you mean 'n01443537'\? wnids are lower"
+    ):
+        imagenet.index_of("N01443537")
+    with pytest.raises(DataError, match=r"by wnid, like n01440764, or by name, like 'tench, Tinca tinca'\)$"):
+        imagenet.index_of("airplane")  # a CIFAR folder: no near ImageNet name is offered as the class meant
+    with pytest.raises(DataError, match=r"its classes: airplane, .*truck; did you mean 'airplane'\?"):
+        cifar.index_of("airplan")

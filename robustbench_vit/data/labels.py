@@ -7,6 +7,7 @@ shift every label.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -75,9 +76,21 @@ class LabelSpace:
                 f"class {cls!r} is a number: labels name classes by wnid or class name, never by an index whose "
                 "order differs between releases (caffe's val.txt, the devkit's ground truth); map them to wnids"
             )
-        raise DataError(
-            f"class {cls!r} is not in label space {self.name!r} (classes: {', '.join(self.names[:10])}...)"
-        )
+        raise DataError(f"class {cls!r} is not in label space {self.name!r} ({self._naming_hint(cls)})")
+
+    def _naming_hint(self, cls: str) -> str:
+        """How this space names its classes, and the class ``cls`` most likely meant."""
+        if self.wnids:
+            how = f"it names classes by wnid, like {self.wnids[0]}, or by name, like {self.names[0]!r}"
+        else:
+            how = f"its classes: {', '.join(self.names[:10])}{' ...' if len(self.names) > 10 else ''}"
+        if self.wnids and cls.strip().lower() in self.wnids:
+            return f"{how}; did you mean {cls.strip().lower()!r}? wnids are lower case"
+        if self.wnids:  # names there are lists of synonyms: a near name is rarely the class meant
+            return how
+        normalized = [normalize_name(n) for n in self.names]
+        close = difflib.get_close_matches(normalize_name(cls), normalized, n=1, cutoff=0.75)
+        return f"{how}; did you mean {self.names[normalized.index(close[0])]!r}?" if close else how
 
 
 @cache
