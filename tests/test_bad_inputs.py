@@ -181,6 +181,19 @@ PROBES = [
     ),
     # issue 24: numbers no run can use, refused where they are parsed
     ("pgd eps=nan", lambda w: _eval(w, "-s", "pgd", "-p", "epsilons=nan"), 2, "nan"),
+    ("pgd eps listed twice", lambda w: _eval(w, "-s", "pgd", "-p", "epsilons=4/255,4/255"), 2, "twice"),
+    (
+        "out in the data folder",
+        lambda w: _eval(w, "-s", "clean", out=CIFAR10_TEST / "rbvit-results"),
+        2,
+        "is in the dataset folder",
+    ),
+    (
+        "cache in a class folder",
+        lambda w: _eval(w, "-s", "clean", "--cache-dir", str(CIFAR10_TEST / "cat" / "cache")),
+        2,
+        "--cache-dir",
+    ),
     ("pgd rel_step=-1", lambda w: _eval(w, "-s", "pgd", "-p", "rel_step=-1"), 2, "rel_step"),
     ("fractions=nan", lambda w: _eval(w, "-s", "occlusion", "-p", "fractions=nan"), 2, "fractions='nan'"),
     (

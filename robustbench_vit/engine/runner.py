@@ -149,6 +149,23 @@ def evaluate(
     return out
 
 
+def _refuse_writing_into_data(root: Path, opts: RunOptions) -> None:
+    """Results or a cache written inside the dataset folder would become part of it: the next run would list
+    their folders as classes (or corruptions), or evaluate the files as images. Refused before any work."""
+    data = Path(root).expanduser().resolve()
+    if not data.is_dir():
+        return
+    for flag, where in (("--out", opts.out), ("--cache-dir", opts.cache_dir or default_cache_dir())):
+        if not where:
+            continue
+        path = Path(where).expanduser().resolve()
+        if path == data or data in path.parents:
+            raise ConfigError(
+                f"{flag} {where} is in the dataset folder {root}: the next run would read what rbvit writes "
+                f"there as part of the dataset; choose a {flag} outside it"
+            )
+
+
 def _check_output_width(loaded: LoadedModel, data_cfg: Any) -> None:
     """One forward of a black image: the model's logits must have one column per class of its label space
     (1000 logits on CIFAR-10 would score 0 silently; 7 would fail deep inside a metric)."""
@@ -231,8 +248,8 @@ def _evaluate_one(
     if opts.device is not None:
         select_device(opts.device)
     dataset_name, ds = suite_obj.open_data(opts.data, opts.dataset, opts.labels)
-    # after the data folder is listed (--out may live inside it); "is a file" fails here, before any work
-    writable = probe_writable(opts.out) if opts.out else True
+    _refuse_writing_into_data(ds.root, opts)
+    writable = probe_writable(opts.out) if opts.out else True  # "is a file" fails here, before any work
     if dataset_name in MASKED_DATASETS and not suite_obj.handles_class_subset:
         raise ConfigError(
             f"{dataset_name} has 200 classes: evaluate it with --suite {dataset_name.replace('-', '_')}, which restricts "
