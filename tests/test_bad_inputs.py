@@ -150,6 +150,19 @@ PROBES = [
     ("toml typo limt", lambda w: _sweep(w, "t4", top="limt = 10"), 2, "did you mean 'limit'"),
     ("toml models string", lambda w: _sweep(w, "t5", models='"cvit"'), 2, "models"),
     (
+        "toml model listed twice",
+        lambda w: _sweep(w, "t5b", models=f'["{w["card"]}", "{w["card"]}"]'),
+        2,
+        "is listed twice",
+    ),
+    ("toml seed listed twice", lambda w: _sweep(w, "t5c", top="seeds = [1, 1]"), 2, "is listed twice"),
+    (
+        "toml suite listed twice",
+        lambda w: _sweep(w, "t5d", suite='name = "clean"\n[[suite]]\nname = "clean"'),
+        2,
+        "is listed twice",
+    ),
+    (
         "toml unknown suite",
         lambda w: _sweep(w, "t6", "--dry-run", suite='name = "occlusoin"'),
         3,

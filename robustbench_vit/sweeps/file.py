@@ -242,6 +242,13 @@ def load_sweep(path: str | Path, *, allow_entrypoints: bool = False) -> SweepSpe
                     suite_params=params,
                 )
                 cells.append(Cell(model=m.ref, suite=s["name"], options=opts, sweep_digest=digest))
+    first: dict[str, Cell] = {}
+    for cell in cells:  # a model, seed or [[suite]] listed twice: one cell run twice, counted twice
+        if first.setdefault(cell.key(), cell) is not cell:
+            raise ConfigError(
+                f"sweep file {path}: the cell {cell.label()!r} is listed twice (a model, a seed or a [[suite]] "
+                "with the same parameters appears twice); keep one"
+            )
     spec = SweepSpec(path, tuple(cells), str(top.get("out", "results")), digest)
     validate_sweep(spec, allow_entrypoints=allow_entrypoints)
     return spec
