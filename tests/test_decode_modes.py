@@ -97,3 +97,23 @@ def test_a_decompression_bomb_is_refused_before_decoding(tmp_path, monkeypatch):
         read_rgb(big)
     monkeypatch.setenv("RBVIT_MAX_IMAGE_PIXELS", str(20_000_000))
     assert read_rgb(big).shape == (3, 3000, 4000)
+
+
+@pytest.mark.parametrize("value", ["abc", "-5", "0", "1e9"])
+def test_a_malformed_pixel_limit_is_refused_at_once(monkeypatch, value):
+    """``$RBVIT_MAX_IMAGE_PIXELS`` that is no whole number >= 1 is one line naming it (exit 2 before any
+    command runs), never an error at the first image decoded, or a limit that refuses every image."""
+    from click.testing import CliRunner
+
+    from robustbench_vit.cli.commands import main
+    from robustbench_vit.data.decode import max_image_pixels
+    from robustbench_vit.errors import ConfigError
+
+    monkeypatch.setenv("RBVIT_MAX_IMAGE_PIXELS", value)
+    with pytest.raises(ConfigError, match="RBVIT_MAX_IMAGE_PIXELS"):
+        max_image_pixels()
+    with pytest.raises(SystemExit) as exit_:
+        main.main(["ls", "suites"], prog_name="rbvit")
+    assert exit_.value.code == 2
+    res = CliRunner().invoke(main, ["ls", "suites"])
+    assert res.exit_code == 2 and "RBVIT_MAX_IMAGE_PIXELS" in res.output

@@ -59,6 +59,13 @@ def main(verbose: int, quiet: bool, progress: str, debug: bool, max_image_pixels
 
     if max_image_pixels is not None:  # read by the decoder, in this process and the ones it starts
         os.environ["RBVIT_MAX_IMAGE_PIXELS"] = str(max_image_pixels)
+    else:  # a malformed $RBVIT_MAX_IMAGE_PIXELS fails at once, not at the first image decoded
+        from robustbench_vit.data.decode import max_image_pixels as image_pixel_limit
+
+        try:
+            image_pixel_limit()
+        except RbvitError as e:
+            raise click.UsageError(str(e)) from None
     _DEBUG["on"] = debug
     _UI["progress"] = "off" if quiet else progress
     level = logging.WARNING - 10 * min(verbose, 2)

@@ -29,7 +29,7 @@ from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms import InterpolationMode
 
 from robustbench_vit.data.preprocessing import DataConfig
-from robustbench_vit.errors import DataError
+from robustbench_vit.errors import ConfigError, DataError
 
 __all__ = ["read_bytes", "decode_rgb", "read_rgb", "apply_geometry", "load_image", "decode_batch", "is_jpeg"]
 
@@ -63,7 +63,15 @@ def max_image_pixels() -> int:
     from PIL import Image
 
     env = os.environ.get("RBVIT_MAX_IMAGE_PIXELS")
-    return int(env) if env else int(Image.MAX_IMAGE_PIXELS or 89_478_485)
+    if not env:
+        return int(Image.MAX_IMAGE_PIXELS or 89_478_485)
+    try:
+        limit = int(env)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ConfigError(f"RBVIT_MAX_IMAGE_PIXELS must be a whole number of pixels >= 1, got {env!r}")
+    return limit
 
 
 def _header(data: torch.Tensor, name: str | Path) -> tuple[str, tuple[int, int]]:
