@@ -70,3 +70,44 @@ def test_read_only_results_are_refused_before_any_work_and_complete_ones_still_r
     finally:
         for p in [done, *done.rglob("*")]:
             os.chmod(p, 0o755)
+
+
+@needs_cifar
+def test_a_board_saved_among_the_runs_is_never_read_as_runs(world, tmp_path):
+    """A leaderboard (or any rbvit Parquet file that is not a run's rows) inside ``runs/`` used to be read
+    back as runs: the next board listed every entry twice, half with n_seeds 0. Files outside the
+    ``suite=/model=`` folders, and files that say they hold a board, are left out with a warning; the
+    leaderboard command refuses to write its Parquet file there (DuckDB's glob would read it)."""
+    import pandas as pd
+
+    from robustbench_vit.storage.reading import load_results
+    from robustbench_vit.storage.verified_parquet import atomic_write_table, file_kind
+
+    res = tmp_path / "res"
+    shutil.copytree(world["out"], res)
+    before = load_results(res)
+    assert rbvit_cli("leaderboard", str(res)).returncode == 0
+    assert file_kind(res / "leaderboard.parquet") == "leaderboard"
+    assert {file_kind(p) for p in (res / "runs").rglob("*.parquet")} == {"metrics"}
+    board = pd.read_parquet(res / "leaderboard.parquet")
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(board, preserve_index=False)
+    inside = next((res / "runs").rglob("*.parquet")).parent / "board-copy.parquet"
+    atomic_write_table(table, res / "runs" / "board-copy.parquet", kind="leaderboard")  # outside the layout
+    atomic_write_table(table, inside, kind="leaderboard")  # in the layout, but it says it is a board
+    after = load_results(res)
+    assert len(after) == len(before) and set(after.run_id) == set(before.run_id)
+    r = rbvit_cli("leaderboard", str(res))
+    assert r.returncode == 0, r.stderr
+    said = r.stderr.replace("\n", "")  # a narrow terminal wraps the paths
+    assert "runs: 1 Parquet files outside" in said and "runs/board-copy.parquet)" in said
+    assert (
+        f"{inside.parent.name}/board-copy.parquet: an rbvit leaderboard file" in said
+        and "an rbvit leaderboard file, not metrics rows" in said
+    )
+    again = pd.read_parquet(res / "leaderboard.parquet")
+    assert len(again) == len(board) and (again.n_seeds >= 1).all()
+    r = rbvit_cli("leaderboard", str(res), "--parquet", str(res / "runs" / "lb.parquet"))
+    assert r.returncode == 2 and "among the runs" in r.stderr.replace("\n", "")
+    assert not (res / "runs" / "lb.parquet").exists()

@@ -183,7 +183,7 @@ def test_per_image_files_written_before_image_sha256_still_read_verified(tmp_pat
         "loss": 0.5,
     }
     path = tmp_path / "old.parquet"
-    atomic_write_table(pa.Table.from_pylist([row], schema=older), path)
+    atomic_write_table(pa.Table.from_pylist([row], schema=older), path, kind="samples")
     read = read_verified(path, SAMPLE_SCHEMA)
     assert read.schema == SAMPLE_SCHEMA and read.to_pylist() == [{**row, "image_sha256": None}]
     edited = pq.read_table(path)

@@ -103,7 +103,7 @@ def reproduce_cmd(
 
     target = pathlib.Path(out) / "reproduce" / f"{paper.name}.parquet"
     target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_table(pa.Table.from_pandas(table, preserve_index=False), target)
+    atomic_write_table(pa.Table.from_pandas(table, preserve_index=False), target, kind="reproduce")
     people = table.assign(
         published=(table.published * 100).round(2),
         rbvit=(table.rbvit * 100).round(2),

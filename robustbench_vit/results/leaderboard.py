@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from robustbench_vit.data.tempfiles import temp_path
+from robustbench_vit.errors import ConfigError
 from robustbench_vit.metrics.accumulators import PROPORTIONS
 from robustbench_vit.metrics.statistics import wilson_interval
 from robustbench_vit.published.matching import comparable_with
@@ -393,7 +394,11 @@ def write_leaderboard(
     root = Path(results)
     pq_path = Path(parquet) if parquet else root / "leaderboard.parquet"
     md_path = Path(markdown) if markdown else root / "LEADERBOARD.md"
-    atomic_write_table(pa.Table.from_pandas(board, preserve_index=False), pq_path)
+    if any(rows.resolve() in pq_path.resolve().parents for rows in (root / "runs", root / "samples")):
+        raise ConfigError(
+            f"--parquet {pq_path} is among the runs, where DuckDB's glob reads it as one; write it elsewhere"
+        )
+    atomic_write_table(pa.Table.from_pandas(board, preserve_index=False), pq_path, kind="leaderboard")
     tmp = temp_path(md_path)  # two boards written at once never share one temp file
     tmp.write_text(render_markdown(board))
     tmp.replace(md_path)

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from robustbench_vit.storage.store import PARTITION_COLUMNS, SAMPLE_SCHEMA, SCHEMA, SEEN_PREFIX, seen_digest
-from robustbench_vit.storage.verified_parquet import read_verified
+from robustbench_vit.storage.verified_parquet import KIND_KEY, read_verified
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,11 @@ def read_rows_file(path: Path, schema: pa.Schema = None) -> pa.Table | None:  # 
         if missing:
             log.warning("skipping %s: not an rbvit results file (no %s column)", path, ", ".join(missing))
             return None
+        kind = (file_schema.metadata or {}).get(KIND_KEY, b"").decode(errors="replace")
+        wanted = "samples" if schema is SAMPLE_SCHEMA else "metrics"
+        if kind and kind != wanted:  # a leaderboard saved among the runs: its rows are no run's rows
+            log.warning("skipping %s: an rbvit %s file, not %s rows", path, kind, wanted)
+            return None
         return _plain_strings(read_verified(path, schema))
     except (OSError, pa.ArrowException, ValueError) as e:
         log.warning("skipping unreadable results file %s: %s", path, " ".join(str(e).split())[:200])
@@ -61,8 +66,23 @@ def _plain_strings(table: pa.Table) -> pa.Table:
     return table
 
 
+def _in_layout(path: Path) -> bool:
+    """Whether a file sits where the store writes rows: ``suite=<suite>/model=<model>/<file>.parquet``."""
+    return path.parent.name.startswith("model=") and path.parent.parent.name.startswith("suite=")
+
+
 def _read_folder(folder: Path, schema: pa.Schema) -> pd.DataFrame:
-    files = sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith((".", "_")))
+    found = sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith((".", "_")))
+    files = [p for p in found if _in_layout(p)]
+    if len(files) < len(found):  # a board or a copy saved among the runs is not a run
+        outside = [p for p in found if not _in_layout(p)]
+        log.warning(
+            "%s: %d Parquet files outside its suite=<suite>/model=<model> folders are not read as results "
+            "(e.g. %s)",
+            folder,
+            len(outside),
+            outside[0],
+        )
     tables = [t for t in (read_rows_file(f, schema) for f in files) if t is not None]
     if not tables:
         return _plain_strings(schema.empty_table()).to_pandas()

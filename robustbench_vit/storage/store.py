@@ -385,9 +385,11 @@ class RunStore:
         path = self.path(condition_key, inputs)
         if samples is not None:
             atomic_write_table(
-                pa.Table.from_pydict(samples, schema=SAMPLE_SCHEMA), self.samples_dir / path.name
+                pa.Table.from_pydict(samples, schema=SAMPLE_SCHEMA),
+                self.samples_dir / path.name,
+                kind="samples",
             )
-        atomic_write_table(pa.Table.from_pylist(rows, schema=SCHEMA), path)
+        atomic_write_table(pa.Table.from_pylist(rows, schema=SCHEMA), path, kind="metrics")
         self._verified.pop(path, None)
         if inputs:
             self.retire_other_inputs(condition_key, inputs)

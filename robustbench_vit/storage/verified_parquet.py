@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 __all__ = [
     "CONTENT_KEY",
     "NAME_KEY",
+    "KIND_KEY",
+    "file_kind",
     "table_digest",
     "UnverifiedFile",
     "ForeignFile",
@@ -31,6 +33,16 @@ __all__ = [
 CONTENT_KEY = b"rbvit.sha256"
 #: the key-value metadata entry holding the file name a file was written under
 NAME_KEY = b"rbvit.file"
+#: the key-value metadata entry saying what a file holds (``metrics``, ``samples``, ``leaderboard``,
+#: ``reproduce``): a board written among the runs is never read back as runs. Files of an rbvit before
+#: this key have none.
+KIND_KEY = b"rbvit.kind"
+
+
+def file_kind(path: Path) -> str | None:
+    """What an rbvit Parquet file says it holds (:data:`KIND_KEY`), ``None`` for a file without the key."""
+    kind = (pq.read_schema(path).metadata or {}).get(KIND_KEY)
+    return None if kind is None else kind.decode(errors="replace")
 
 
 def table_digest(table: pa.Table) -> str:
@@ -76,10 +88,10 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def atomic_write_table(table: pa.Table, path: Path) -> None:
+def atomic_write_table(table: pa.Table, path: Path, *, kind: str) -> None:
     """Write ``table`` to ``path`` through a temp file + rename (readers never see a partial file), with
-    the SHA-256 of its rows in the metadata (:func:`read_verified`). A full disk is a one-line
-    :class:`ResultsError` naming the folder; the temp file is removed."""
+    the SHA-256 of its rows (:func:`read_verified`) and what it holds (``kind``, :data:`KIND_KEY`) in the
+    metadata. A full disk is a one-line :class:`ResultsError` naming the folder; the temp file is removed."""
     from robustbench_vit.data.filled import no_space_error
     from robustbench_vit.data.tempfiles import temp_path
 
@@ -89,6 +101,7 @@ def atomic_write_table(table: pa.Table, path: Path) -> None:
         **(table.schema.metadata or {}),
         CONTENT_KEY: table_digest(table).encode(),
         NAME_KEY: path.name.encode(),
+        KIND_KEY: kind.encode(),
     }
     table = table.replace_schema_metadata(meta)
     try:
