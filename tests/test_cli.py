@@ -55,10 +55,18 @@ def test_missing_data_folder(tmp_path):
 
 
 def test_unreadable_image_names_the_file(tmp_path, cifar_card):
-    (tmp_path / "cat").mkdir()
-    (tmp_path / "cat" / "bad.png").write_bytes(b"garbage")
+    (tmp_path / "d" / "cat").mkdir(parents=True)
+    (tmp_path / "d" / "cat" / "bad.png").write_bytes(b"garbage")
     r = run(
-        "eval", "-m", str(cifar_card), "-s", "clean", "--data", str(tmp_path), "--out", str(tmp_path / "o")
+        "eval",
+        "-m",
+        str(cifar_card),
+        "-s",
+        "clean",
+        "--data",
+        str(tmp_path / "d"),
+        "--out",
+        str(tmp_path / "o"),
     )
     assert r.returncode == 4 and "bad.png" in r.stderr
 
