@@ -43,7 +43,12 @@ def test_json_is_one_object_per_line_for_every_command(tmp_path, cifar_card):
         r = runner.invoke(main, ["--progress", "off", *args])
         assert r.exit_code == 0, (args, r.output[-500:])
         lines = [ln for ln in r.output.splitlines() if ln.strip()]
-        assert lines and all(isinstance(json.loads(ln), dict) for ln in lines), (args, lines[:2])
+        strict = [json.loads(ln, parse_constant=_refuse_nan) for ln in lines]  # jq refuses NaN too
+        assert lines and all(isinstance(obj, dict) for obj in strict), (args, lines[:2])
+
+
+def _refuse_nan(constant: str) -> None:
+    raise AssertionError(f"{constant} is not JSON")
 
 
 def test_eval_prints_a_summary_and_says_what_it_reused(tmp_path, cifar_card):
@@ -163,3 +168,29 @@ def test_out_always_names_a_results_folder(tmp_path):
     for name in ("leaderboard", "plot", "report"):
         legacy = next(p for p in main.commands[name].params if "--out" in p.opts)
         assert legacy.hidden
+
+
+def test_json_lines_are_strict_json():
+    """A metric without a value (an attack success rate over no correctly classified image) is ``null``,
+    never the bare ``NaN`` that jq and JavaScript refuse; numpy scalars are plain numbers."""
+    import numpy as np
+    import pandas as pd
+
+    from robustbench_vit.cli.output import json_line
+
+    line = json_line(
+        {
+            "value": float("nan"),
+            "ci": [float("inf"), 0.25],
+            "n": np.int64(3),
+            "x": np.float32(0.5),
+            "m": pd.NA,
+        }
+    )
+    assert json.loads(line, parse_constant=_refuse_nan) == {
+        "value": None,
+        "ci": [None, 0.25],
+        "n": 3,
+        "x": 0.5,
+        "m": None,
+    }

@@ -7,7 +7,6 @@ Errors a user can fix are one line on stderr with a distinct exit code.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from typing import Any
@@ -19,7 +18,7 @@ from robustbench_vit import __version__
 from robustbench_vit.cli.errors import DEBUG as _DEBUG
 from robustbench_vit.cli.errors import OneLineErrorsGroup
 from robustbench_vit.cli.errors import friendly as _friendly
-from robustbench_vit.cli.output import UI, configure_logging, emit, format_option, resolve_format
+from robustbench_vit.cli.output import UI, configure_logging, emit, format_option, json_line, resolve_format
 from robustbench_vit.errors import ConfigError, RbvitError
 
 __all__ = ["main"]
@@ -213,7 +212,7 @@ def ls_cmd(kind: str, name: str | None, fmt: str, as_json: bool) -> None:
 
         info = describe_suite(name)
         if as_json or fmt == "json":
-            click.echo(json.dumps(info, default=str))  # one object, on one line
+            click.echo(json_line(info))  # one object, on one line
             return
         click.echo(f"{info['name']} v{info['version']}: {info['summary']}\n{info['paper']}")
         params = [

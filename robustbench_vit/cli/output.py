@@ -59,6 +59,25 @@ def _cell(v: Any, full: bool) -> str:
     return str(v)
 
 
+def _json_value(v: Any) -> Any:
+    """A value as strict JSON has it: NaN, infinities and missing values (pandas' ``NA``/``NaT``) as ``null``
+    (``jq`` and JavaScript refuse the bare ``NaN`` Python writes), numpy scalars as numbers."""
+    if isinstance(v, dict):
+        return {k: _json_value(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_value(x) for x in v]
+    if hasattr(v, "item") and hasattr(v, "dtype"):  # a numpy scalar
+        v = v.item()
+    if v is None or type(v).__name__ in ("NAType", "NaTType"):
+        return None
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def json_line(obj: dict[str, Any]) -> str:
+    """One object as one line of strict JSON (no ``NaN``)."""
+    return json.dumps(_json_value(obj), default=str, allow_nan=False)
+
+
 def emit(
     rows: Iterable[dict[str, Any]], columns: Sequence[str], fmt: Format, title: str | None = None
 ) -> None:
@@ -66,7 +85,7 @@ def emit(
     rows = list(rows)
     if fmt == "json":
         for r in rows:
-            click.echo(json.dumps({c: r.get(c) for c in columns}, default=str))
+            click.echo(json_line({c: r.get(c) for c in columns}))
         return
     if fmt == "tsv":
         click.echo("\t".join(columns))

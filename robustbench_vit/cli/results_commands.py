@@ -4,13 +4,12 @@ and ``report`` (registered on the ``rbvit`` group by :mod:`robustbench_vit.cli.c
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import click
 from rich.console import Console
 
 from robustbench_vit.cli.errors import friendly as _friendly
-from robustbench_vit.cli.output import emit, format_option, resolve_format
+from robustbench_vit.cli.output import emit, format_option, json_line, resolve_format
 from robustbench_vit.errors import RbvitError
 
 __all__ = ["RESULT_COMMANDS"]
@@ -68,8 +67,8 @@ def leaderboard_cmd(
     board = build_leaderboard(require_results(results), all_variants=all_variants)
     pq_path, md_path = write_leaderboard(board, results, parquet=out, markdown=markdown)
     if as_json or fmt == "json":
-        for line in board.to_json(orient="records", lines=True).splitlines():  # one object per line
-            click.echo(line)
+        for record in board.to_dict("records"):  # one object per line, every digit of each value kept
+            click.echo(json_line(record))
         return
     cols = [
         "suite",
@@ -140,7 +139,7 @@ def compare_cmd(
 
     r = mcnemar(results, model_a, model_b, suite=suite, condition=condition, dataset=dataset)
     if as_json:
-        click.echo(json.dumps({"model_a": model_a, "model_b": model_b, **dataclasses.asdict(r)}))
+        click.echo(json_line({"model_a": model_a, "model_b": model_b, **dataclasses.asdict(r)}))
         return
     click.echo(f"{model_a}: {r.acc_a:.4f}   {model_b}: {r.acc_b:.4f}   on {r.n} shared images ({suite})")
     click.echo(f"only {model_a} correct: {r.a_only}   only {model_b} correct: {r.b_only}")
