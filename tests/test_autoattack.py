@@ -209,6 +209,10 @@ def test_worst_case_over_pgd_and_autoattack_per_image(tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert len(r.output.splitlines()) == 2 and (tmp_path / "w.parquet").is_file()
+    from robustbench_vit.storage.verified_parquet import file_kind, read_verified
+
+    assert file_kind(tmp_path / "w.parquet") == "worst-case"  # written whole, and never read back as runs
+    assert read_verified(tmp_path / "w.parquet").num_rows == len(per_image)
 
 
 def _package_outcomes(model, x, y, version: str, bs: int, n_iter: int, queries: int) -> torch.Tensor:

@@ -4,6 +4,7 @@ and ``report`` (registered on the ``rbvit`` group by :mod:`robustbench_vit.cli.c
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -178,8 +179,14 @@ def worst_case_cmd(
     from robustbench_vit.results.worst_case import ATTACK_SUITES, worst_case
 
     summary, images = worst_case(results, model, suites=suites or ATTACK_SUITES, dataset=dataset)
-    if per_image:
-        images.to_parquet(per_image, index=False)
+    if per_image:  # atomically, saying what it holds: never half a file, never read back as runs
+        import pyarrow as pa
+
+        from robustbench_vit.storage.verified_parquet import atomic_write_table
+
+        atomic_write_table(
+            pa.Table.from_pandas(images, preserve_index=False), Path(per_image), kind="worst-case"
+        )
     emit(
         summary.to_dict("records"),
         list(summary.columns),
