@@ -33,9 +33,9 @@ __all__ = [
 CONTENT_KEY = b"rbvit.sha256"
 #: the key-value metadata entry holding the file name a file was written under
 NAME_KEY = b"rbvit.file"
-#: the key-value metadata entry saying what a file holds (``metrics``, ``samples``, ``leaderboard``, ``worst-case``,
-#: ``reproduce``): a board written among the runs is never read back as runs. Files of an rbvit before
-#: this key have none.
+#: the key-value metadata entry saying what a file holds (``metrics``, ``samples``, ``leaderboard``,
+#: ``worst-case``, ``reproduce``): a board written among the runs is never read back as runs. Files of an
+#: rbvit before this key have none.
 KIND_KEY = b"rbvit.kind"
 
 
