@@ -216,6 +216,12 @@ PROBES = [
         "inf",
     ),
     ("card std Infinity", lambda w: _card_text(w, "c4", '"std": Infinity'), 5, "Infinity"),
+    (
+        "card arch twice",
+        lambda w: _card_text(w, "c4b", '"arch": "test_vit", "arch": "test_resnet"'),
+        5,
+        "twice",
+    ),
     ("card weights null", lambda w: _card(w, "c5", weights=None), 5, "c5.json"),
     ("card num_classes text", lambda w: _card(w, "c6", num_classes="ten"), 5, "num_classes"),
     ("card is a FIFO", lambda w: _eval(w, "-s", "clean", model=_fifo(w)), 5, "not a regular file"),

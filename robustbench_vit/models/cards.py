@@ -150,9 +150,20 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number a card may hold")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different: ``{"arch": "a", "arch": "b"}`` reads as ``b`` in Python
+    and as ``a`` to a person reading from the top, so a card may not say it."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {key!r} appears twice in one object; keep one")
+        out[key] = value
+    return out
+
+
 def read_card_json(path: str | Path) -> dict[str, Any]:
     """The JSON object of a card file, read safely: only a regular file (never a FIFO or a device behind a
-    link), at most :data:`MAX_CARD_BYTES`, strict JSON (no NaN/Infinity)."""
+    link), at most :data:`MAX_CARD_BYTES`, strict JSON (no NaN/Infinity, no key twice in one object)."""
     path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -170,7 +181,7 @@ def read_card_json(path: str | Path) -> dict[str, Any]:
             )
         data = f.read(MAX_CARD_BYTES + 1)
     try:
-        raw = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
+        raw = json.loads(data.decode("utf-8"), parse_constant=_no_constant, object_pairs_hook=_unique_keys)
     except (UnicodeDecodeError, ValueError) as e:
         raise CheckpointError(f"model card {path} is not valid JSON: {e}") from None
     if not isinstance(raw, dict):
