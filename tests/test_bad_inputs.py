@@ -194,6 +194,12 @@ PROBES = [
     ),
     # issue 24: numbers no run can use, refused where they are parsed
     ("pgd eps=nan", lambda w: _eval(w, "-s", "pgd", "-p", "epsilons=nan"), 2, "nan"),
+    (
+        "param given twice",
+        lambda w: _eval(w, "-s", "pgd", "-p", "steps=1", "-p", "steps=5"),
+        2,
+        "given twice",
+    ),
     ("pgd eps listed twice", lambda w: _eval(w, "-s", "pgd", "-p", "epsilons=4/255,4/255"), 2, "twice"),
     (
         "out in the data folder",

@@ -77,6 +77,10 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
         if "=" not in p:
             raise RbvitError(f"--param {p!r} must look like key=value")
         k, v = p.split("=", 1)
+        if k.strip() in params and params[k.strip()] != v.strip():
+            raise RbvitError(
+                f"--param {k.strip()} is given twice ({params[k.strip()]!r} and {v.strip()!r}); keep one"
+            )
         params[k.strip()] = v.strip()
     return params
 
