@@ -194,3 +194,23 @@ def test_json_lines_are_strict_json():
         "x": 0.5,
         "m": None,
     }
+
+
+def test_a_repeated_suite_option_adds_suites(monkeypatch):
+    """``-s clean -s occlusion`` evaluates both suites, like ``-s clean,occlusion`` (a second ``-s`` used to
+    replace the first, silently)."""
+    import pandas as pd
+
+    import robustbench_vit.api as api
+
+    asked = []
+
+    def fake_evaluate(model, suite, options, progress=None):
+        asked.append(suite)
+        return pd.DataFrame(columns=["model", "suite", "dataset", "condition", "metric", "value", "n"])
+
+    monkeypatch.setattr(api, "evaluate", fake_evaluate)
+    for argv in (["-s", "clean", "-s", "occlusion"], ["-s", "clean,occlusion"]):
+        r = CliRunner().invoke(main, ["--progress", "off", "eval", "-m", "timm:test_vit", *argv, "--json"])
+        assert r.exit_code == 0, r.output
+    assert asked == ["clean,occlusion", "clean,occlusion"]

@@ -92,7 +92,13 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
     required=True,
     help="Zoo name, timm name, timm:/hf-hub:/torchvision:/robustbench: name, card .json, or module:factory.",
 )
-@click.option("--suite", "-s", required=True, help="Suite name(s), comma-separated (rbvit ls suites).")
+@click.option(
+    "--suite",
+    "-s",
+    required=True,
+    multiple=True,  # -s clean -s occlusion is -s clean,occlusion (a second -s used to replace the first)
+    help="Suite name(s), comma-separated or repeated (rbvit ls suites).",
+)
 @click.option("--data", type=str, default=None, help="Dataset folder (default: the ImageNet sample set).")
 @click.option("--dataset", type=str, default=None, help="Dataset name when auto-detection is not enough.")
 @click.option("--labels", type=str, default=None, help="Label file for a flat image folder.")
@@ -154,7 +160,7 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 @_friendly
 def eval_cmd(
     model: str,
-    suite: str,
+    suite: tuple[str, ...],
     params: tuple[str, ...],
     random_weights: bool,
     fmt: str,
@@ -181,7 +187,7 @@ def eval_cmd(
     if "devices" in kwargs:
         kwargs["devices"] = parse_devices(kwargs["devices"])
     options = RunOptions(pretrained=not random_weights, suite_params=_parse_params(params), **kwargs)
-    df = evaluate(model, suite, options, progress=_UI["progress"])
+    df = evaluate(model, ",".join(suite), options, progress=_UI["progress"])
     note = reuse_line(df)
     if note and _UI["progress"] != "off":
         click.echo(note, err=True)
