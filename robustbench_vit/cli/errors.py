@@ -83,9 +83,34 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def refuse_repeated_options(ctx: click.Context, cmd: click.Command, args: list[str]) -> None:
+    """An option that takes one value, given twice (``--data a ... --data b``): click keeps the last one
+    silently, so a command line that reads as two datasets or two models evaluates one. Refused instead;
+    repeatable options (``-p``, ``-s``), counts (``-v``) and flags are not concerned."""
+    options = {o: p for p in cmd.params if isinstance(p, click.Option) for o in (*p.opts, *p.secondary_opts)}
+    seen: set[str] = set()
+    i = 0
+    while i < len(args) and args[i] != "--":
+        token = args[i]
+        name = token.split("=", 1)[0] if token.startswith("--") else token
+        opt = options.get(name)
+        if opt is not None and not (opt.multiple or opt.count or opt.is_flag):
+            if opt.name in seen:
+                raise click.UsageError(f"{max(opt.opts, key=len)} is given twice; give it once", ctx)
+            seen.add(str(opt.name))
+            i += "=" not in token  # its value is the next argument
+        i += 1
+
+
 class OneLineErrorsGroup(click.Group):
-    """Usage errors (an unknown option, a missing argument, a bad value) as one line on stderr, exit 2,
-    like every other rbvit error; ``-h`` still prints the full help."""
+    """Usage errors (an unknown option, a missing argument, a bad value, an option given twice) as one line
+    on stderr, exit 2, like every other rbvit error; ``-h`` still prints the full help."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:  # type: ignore[override]
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if cmd is not None:
+            refuse_repeated_options(ctx, cmd, rest)
+        return name, cmd, rest
 
     def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         try:
