@@ -111,3 +111,6 @@ def test_a_board_saved_among_the_runs_is_never_read_as_runs(world, tmp_path):
     r = rbvit_cli("leaderboard", str(res), "--parquet", str(res / "runs" / "lb.parquet"))
     assert r.returncode == 2 and "among the runs" in r.stderr.replace("\n", "")
     assert not (res / "runs" / "lb.parquet").exists()
+    (res / "leaderboard.parquet").unlink()
+    assert rbvit_cli("leaderboard", str(res / "runs")).returncode == 0  # the runs folder itself named
+    assert (res / "leaderboard.parquet").is_file() and not (res / "runs" / "leaderboard.parquet").exists()

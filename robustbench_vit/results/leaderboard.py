@@ -392,6 +392,8 @@ def write_leaderboard(
     import pyarrow as pa
 
     root = Path(results)
+    if root.name in ("runs", "samples") and not (root / "runs").is_dir():
+        root = root.parent  # the folder of runs itself was named: the board goes beside it, not among them
     pq_path = Path(parquet) if parquet else root / "leaderboard.parquet"
     md_path = Path(markdown) if markdown else root / "LEADERBOARD.md"
     if any(rows.resolve() in pq_path.resolve().parents for rows in (root / "runs", root / "samples")):
