@@ -413,3 +413,20 @@ def test_a_class_outside_the_label_space_is_named_with_how_the_space_names_its_c
         imagenet.index_of("airplane")  # a CIFAR folder: no near ImageNet name is offered as the class meant
     with pytest.raises(DataError, match=r"its classes: airplane, .*truck; did you mean 'airplane'\?"):
         cifar.index_of("airplan")
+
+
+def test_a_link_to_a_missing_image_is_an_error_not_a_smaller_set(tmp_path):
+    """A folder of links whose targets are partly gone (an unmounted disk, a moved folder) used to be
+    evaluated without those images, n shrinking silently: the broken link is named instead."""
+    (tmp_path / "d" / "cat").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "d" / "cat" / "a.png").symlink_to(tmp_path / "a.png")
+    assert image_folder(tmp_path / "d").items == ["cat/a.png"]
+    (tmp_path / "d" / "cat" / "b.png").symlink_to(tmp_path / "gone.png")
+    with pytest.raises(DataError, match=r"cat/b\.png is a link to a missing file .*gone\.png"):
+        image_folder(tmp_path / "d")
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "c.png").symlink_to(tmp_path / "gone.png")
+    (tmp_path / "labels.txt").write_text("c.png cat\n")
+    with pytest.raises(DataError, match="link to a missing file"):
+        flat_folder(tmp_path / "flat", tmp_path / "labels.txt")

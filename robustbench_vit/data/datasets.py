@@ -138,10 +138,15 @@ def _list_images(
                 continue
             try:
                 if not e.is_file():
+                    if e.is_symlink() and not e.is_dir():  # a link whose target is gone (an unmounted disk)
+                        raise DataError(
+                            f"image {folder / e.name} is a link to a missing file ({os.readlink(e.path)}); "
+                            "restore its target or remove the link"
+                        )
                     continue
                 out.append((e.name, stat_tuple(e.stat())))
-            except OSError:
-                continue
+            except OSError as err:  # never a smaller image set without a word
+                raise DataError(f"cannot read image {folder / e.name}: {err.strerror or err}") from None
     return sorted(out)
 
 
