@@ -425,6 +425,10 @@ def test_a_link_to_a_missing_image_is_an_error_not_a_smaller_set(tmp_path):
     (tmp_path / "d" / "cat" / "b.png").symlink_to(tmp_path / "gone.png")
     with pytest.raises(DataError, match=r"cat/b\.png is a link to a missing file .*gone\.png"):
         image_folder(tmp_path / "d")
+    (tmp_path / "d" / "cat" / "b.png").unlink()
+    (tmp_path / "d" / "dog").symlink_to(tmp_path / "gone", target_is_directory=True)  # a whole class
+    with pytest.raises(DataError, match=r"d/dog is a link to a missing folder"):
+        image_folder(tmp_path / "d")
     (tmp_path / "flat").mkdir()
     (tmp_path / "flat" / "c.png").symlink_to(tmp_path / "gone.png")
     (tmp_path / "labels.txt").write_text("c.png cat\n")

@@ -206,6 +206,11 @@ def image_folder(root: str | Path, *, classes: list[str] | None = None) -> Image
     """
     root = _require_dir(Path(root), "dataset")
     found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    gone = sorted(d.name for d in root.iterdir() if d.is_symlink() and not d.exists())
+    if gone:  # a class folder on an unmounted disk: never a class left out without a word
+        raise DataError(
+            f"{root}/{gone[0]} is a link to a missing folder or file; restore its target or remove it"
+        )
     if classes is not None:
         missing = sorted(set(classes) - set(found))
         if missing:
