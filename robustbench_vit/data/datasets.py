@@ -205,8 +205,9 @@ def image_folder(root: str | Path, *, classes: list[str] | None = None) -> Image
     ``classes`` restricts and orders the class folders (default: all, sorted).
     """
     root = _require_dir(Path(root), "dataset")
-    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    gone = sorted(d.name for d in root.iterdir() if d.is_symlink() and not d.exists())
+    entries = list(root.iterdir())  # one listing: class folders, and links whose target is gone
+    found = sorted(d.name for d in entries if d.is_dir() and not d.name.startswith("."))
+    gone = sorted(d.name for d in entries if d.is_symlink() and not d.exists())
     if gone:  # a class folder on an unmounted disk: never a class left out without a word
         raise DataError(
             f"{root}/{gone[0]} is a link to a missing folder or file; restore its target or remove it"
