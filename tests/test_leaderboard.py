@@ -8,7 +8,8 @@ import json
 import pandas as pd
 import pytest
 
-from robustbench_vit.results.leaderboard import build_leaderboard, natural_key, render_markdown
+from robustbench_vit.results.leaderboard import build_leaderboard, natural_key
+from robustbench_vit.results.tables import render_markdown
 from robustbench_vit.storage.reading import rows_to_frame
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)

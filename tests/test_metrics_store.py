@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from robustbench_vit.metrics.accumulators import ClassificationAccumulator, expected_calibration_error
-from robustbench_vit.results.leaderboard import build_leaderboard, render_markdown, wilson_interval
+from robustbench_vit.results.leaderboard import build_leaderboard, wilson_interval
+from robustbench_vit.results.tables import render_markdown
 from robustbench_vit.storage.reading import load_results
 from robustbench_vit.storage.store import SCHEMA, RunStore
 

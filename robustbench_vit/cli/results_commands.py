@@ -62,7 +62,8 @@ def leaderboard_cmd(
 ) -> None:
     """Aggregate a results folder into ranked tables (Parquet + Markdown)."""
     out = parquet or _legacy(legacy_out, "--parquet")
-    from robustbench_vit.results.leaderboard import build_leaderboard, write_leaderboard
+    from robustbench_vit.results.leaderboard import build_leaderboard
+    from robustbench_vit.results.tables import write_leaderboard
     from robustbench_vit.storage.reading import require_results
 
     board = build_leaderboard(require_results(results), all_variants=all_variants)

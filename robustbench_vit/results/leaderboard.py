@@ -8,7 +8,8 @@ leaderboard shows the variant with the largest image set among the runs of the f
 (``listing``: a run that read an image since deleted from its folder is stale, however large; ``--all``
 shows every variant) and says which one it took; two folders of other images are two entries. Models with
 random weights are marked. Proportions get 95% Wilson intervals. Written to Parquet and rendered as Markdown
-(one table per suite with its headline metrics, and a source x target matrix for transfer).
+by :mod:`robustbench_vit.results.tables` (one table per suite with its headline metrics, and a source x
+target matrix for transfer).
 """
 
 from __future__ import annotations
@@ -16,30 +17,23 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-import math
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from robustbench_vit.data.tempfiles import temp_path
-from robustbench_vit.errors import ConfigError
 from robustbench_vit.metrics.accumulators import PROPORTIONS
 from robustbench_vit.metrics.statistics import wilson_interval
 from robustbench_vit.published.matching import comparable_with
 from robustbench_vit.storage.reading import load_results, recency
-from robustbench_vit.storage.store import atomic_write_table
 
 __all__ = [
     "wilson_interval",
     "build_leaderboard",
     "board_rows",
-    "write_leaderboard",
-    "render_markdown",
     "PROPORTIONS",
     "headline_rows",
-    "suite_tables",
     "natural_key",
 ]
 
@@ -279,129 +273,3 @@ def headline_rows(board: pd.DataFrame, suite: str) -> pd.DataFrame:
         order[(g["metric"] == metric).to_numpy() & hit] = i
     g = g.assign(_h=order)[order >= 0]
     return g.iloc[sorted(range(len(g)), key=lambda i: (g["_h"].iat[i], natural_key(g["condition"].iat[i])))]
-
-
-def _cell(v: float, lo: float, hi: float) -> str:
-    return f"{v:.4f}" + (f" [{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) else "")
-
-
-def _table(wide: pd.DataFrame, index_names: list[str]) -> list[str]:
-    header = [*index_names, *[str(c) for c in wide.columns]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for idx, row in wide.iterrows():
-        idx = idx if isinstance(idx, tuple) else (idx,)
-        lines.append(
-            "| " + " | ".join([*map(str, idx), *[v if isinstance(v, str) else "" for v in row]]) + " |"
-        )
-    return lines
-
-
-def suite_tables(board: pd.DataFrame, cell=_cell) -> list[tuple[str, str, str, pd.DataFrame, str]]:  # type: ignore[no-untyped-def]
-    """Per (suite, dataset): ``(suite, dataset, caption, wide table, ranking column)`` of the headline
-    metrics, models ranked by the first; transfer gives a source x target fooling-rate matrix."""
-    tables = []
-    for (suite, dataset), _ in board.groupby(["suite", "dataset"], sort=True):
-        g = headline_rows(board[board.dataset == dataset], suite)
-        if g.empty:
-            continue
-        g = g.assign(cell=[cell(v, lo, hi) for v, lo, hi in zip(g["value"], g["ci_low"], g["ci_high"])])
-        if suite == "transfer":
-            for cond, t in g[g.metric == "fooling_rate"].groupby("condition"):
-                wide = t.pivot_table(index="source_model", columns="label", values="cell", aggfunc="first")
-                wide.index.name = "source \\ target"
-                tables.append(
-                    (suite, dataset, f"fooling_rate of `{cond}` (rows: source, columns: target)", wide, "")
-                )
-            continue
-        g = g.assign(col=g["condition"] + " " + g["metric"])
-        order_col = _ranking_column(g)
-        wide = g.pivot_table(index=["label", "family"], columns="col", values="cell", aggfunc="first")
-        wide = wide[list(dict.fromkeys(g["col"]))]
-        ranks = g[g["col"] == order_col].set_index(["label", "family"])["rank"]
-        wide = wide.loc[sorted(wide.index, key=lambda i: (ranks.get(i, 10**9), i))]
-        prov = g.iloc[0]
-        sets = ", ".join(
-            sorted(
-                {
-                    f"{r.label}: {int(r.n_images)} images"
-                    + (
-                        f" (largest of {int(r.image_sets_available)} image sets)"
-                        if r.image_sets_available > 1
-                        else ""
-                    )
-                    for r in g.drop_duplicates("label").itertuples()
-                }
-            )
-        )
-        seeds = sorted(set(g["seeds"]))
-        cards = sorted(
-            {
-                c
-                for v in g.get("comparable_with", pd.Series(dtype=object)).dropna()
-                for c in v.split(", ")
-                if c
-            }
-        )
-        published = f"; comparable with published `{'`, `'.join(cards)}` (rbvit reproduce)" if cards else ""
-        caption = (
-            f"_ranked by `{order_col}`; preprocessing of the first model: {prov['preprocessing'].split(' mean=')[0]}; "
-            f"seeds {' / '.join(seeds)} (mean over seeds); image sets: {sets}; rbvit {prov['rbvit_version']}, "
-            f"timm {prov['timm_version']}, torch {prov['torch_version']}{published}_"
-        )
-        tables.append((suite, dataset, caption, wide, order_col))
-    return tables
-
-
-def _ranking_column(g: pd.DataFrame) -> str:
-    """The first headline column that separates the models: never one where every model scores 0."""
-    for col, vals in g.groupby("col", sort=False)["value"]:
-        finite = vals[np.isfinite(vals)]
-        if len(finite) and (finite != 0).any():
-            return str(col)
-    return str(g["col"].iloc[0])
-
-
-def render_markdown(board: pd.DataFrame) -> str:
-    """One Markdown table per (suite, dataset) with the suite's headline metrics, ranked by the first."""
-    lines = [
-        "# Leaderboard",
-        "",
-        "Generated by `rbvit leaderboard` from the rows under `runs/`. Values are fractions "
-        "in [0, 1] unless the metric says otherwise; brackets give the 95% Wilson interval over images.",
-        "",
-    ]
-    if board.empty:
-        return "\n".join([*lines, "_no results_", ""])
-    last = None
-    for suite, dataset, caption, wide, order_col in suite_tables(board):
-        if (suite, dataset) != last:
-            lines += [f"## {suite} on {dataset}", ""]
-            last = (suite, dataset)
-        index_names = [str(n) for n in wide.index.names]
-        if order_col:
-            lines += [*_table(wide, index_names), "", caption, ""]
-        else:
-            lines += [caption, "", *_table(wide, index_names), ""]
-    return "\n".join(lines).rstrip("\n") + "\n"
-
-
-def write_leaderboard(
-    board: pd.DataFrame, results: str | Path, *, parquet: str | None = None, markdown: str | None = None
-) -> tuple[Path, Path]:
-    """Write ``leaderboard.parquet`` and ``LEADERBOARD.md`` (atomically) next to the runs."""
-    import pyarrow as pa
-
-    root = Path(results)
-    if root.name in ("runs", "samples") and not (root / "runs").is_dir():
-        root = root.parent  # the folder of runs itself was named: the board goes beside it, not among them
-    pq_path = Path(parquet) if parquet else root / "leaderboard.parquet"
-    md_path = Path(markdown) if markdown else root / "LEADERBOARD.md"
-    if any(rows.resolve() in pq_path.resolve().parents for rows in (root / "runs", root / "samples")):
-        raise ConfigError(
-            f"--parquet {pq_path} is among the runs, where DuckDB's glob reads it as one; write it elsewhere"
-        )
-    atomic_write_table(pa.Table.from_pandas(board, preserve_index=False), pq_path, kind="leaderboard")
-    tmp = temp_path(md_path)  # two boards written at once never share one temp file
-    tmp.write_text(render_markdown(board))
-    tmp.replace(md_path)
-    return pq_path, md_path

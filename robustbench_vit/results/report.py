@@ -20,7 +20,8 @@ import pandas as pd
 from robustbench_vit import __version__
 from robustbench_vit.results.figures.plots import FIGURE_SUITES, Figure, figure_rows, render_figures
 from robustbench_vit.results.figures.reproduction import plot_reproduction
-from robustbench_vit.results.leaderboard import build_leaderboard, suite_tables
+from robustbench_vit.results.leaderboard import build_leaderboard
+from robustbench_vit.results.tables import suite_tables
 from robustbench_vit.storage.reading import load_results
 from robustbench_vit.storage.verified_parquet import read_verified
 
