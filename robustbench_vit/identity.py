@@ -80,13 +80,21 @@ def derived_key(**parts: Any) -> str:
 
 
 def loaded_model_identity(loaded: Any) -> dict[str, Any]:
-    """A loaded model's identity: what its load recorded, its preprocessing and its label space in order."""
-    return {
+    """A loaded model's identity: what its load recorded, its preprocessing and its label space in order,
+    and the hooks registered for every module in this process, when there are any (they change every
+    model's outputs)."""
+    from robustbench_vit.models.fingerprint import global_hooks_digest
+
+    ident = {
         **loaded.identity,
         "data_config": {k: v for k, v in loaded.data_config.to_dict().items() if k != "source"},
         "label_space": digest([loaded.label_space.names, loaded.label_space.wnids]),
         "dtype": loaded.dtype,
     }
+    hooks = global_hooks_digest()
+    if hooks is not None:
+        ident["global_hooks"] = hooks
+    return ident
 
 
 #: the version of rbvit's own decoding and resizing (``data/decode.py``, ``data/preprocessing.py``): bump it

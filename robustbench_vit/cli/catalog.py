@@ -48,4 +48,4 @@ def layers(model: str) -> list[dict[str, Any]]:
     from robustbench_vit.models import probes
     from robustbench_vit.models.loading import load_model
 
-    return probes.layer_table(load_model(model, pretrained=False, device="cpu").net)
+    return probes.layer_table(load_model(model, pretrained=False, device="cpu", remember_state=False).net)

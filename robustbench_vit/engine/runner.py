@@ -40,7 +40,7 @@ from robustbench_vit.engine.rows import (
 )
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.models.loading import LoadedModel, load_model, resolve_spec, wrap_module
-from robustbench_vit.models.modules import with_preprocessing
+from robustbench_vit.models.modules import settle_identity, with_preprocessing
 from robustbench_vit.storage.reading import rows_to_frame
 from robustbench_vit.storage.store import RunStore, check_writable, probe_writable
 from robustbench_vit.suites import SUITES, EvalContext, Suite, make_suite
@@ -256,7 +256,12 @@ def _evaluate_one(
             "the logits to those classes (an unmasked 1000-way evaluation is not comparable to published numbers)"
         )
     if isinstance(model, LoadedModel):
-        loaded = model
+        loaded = settle_identity(model)  # a model the caller changed since loading it is keyed by its state
+        if loaded.module.training:
+            log.warning(
+                "%s was in training mode: evaluated in eval mode, as timm's validate.py", loaded.spec.name
+            )
+            loaded.module.eval()
     else:
         loaded = load_model(
             spec,
@@ -265,6 +270,7 @@ def _evaluate_one(
             pretrained=opts.pretrained,
             checkpoint=opts.checkpoint,
             cache_dir=opts.cache_dir,
+            remember_state=False,
         )
     loaded = with_preprocessing(loaded, opts.override_preprocessing)
     _check_output_width(loaded, loaded.data_config)

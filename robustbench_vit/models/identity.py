@@ -180,13 +180,18 @@ def architecture_code(spec: ModelSpec) -> dict[str, str]:
 
 def module_code(net: Any) -> str:
     """SHA-256 over the code of every class a network is built of, outside torch (the bytes of the file
-    that defines each class, or its source text where it has none, a notebook cell; else its name), and
-    over every submodule's structure and plain settings (``repr``, and attributes that are numbers,
-    strings or tuples of them: a ``temperature = 1.5`` beside the tensors). Code that builds models (an
-    entry point, a module handed over in Python) identifies its forward this way."""
+    that defines each class, or its source text where it has none, a notebook cell; else its name), over
+    every submodule's structure and plain settings (``repr``, and attributes that are numbers, strings or
+    tuples of them: a ``temperature = 1.5`` beside the tensors), and over what it computes with at run time
+    (:func:`~robustbench_vit.models.fingerprint.runtime_digest` without the ``state_dict``'s bytes: hooks,
+    buffers outside the ``state_dict``, tensors and dicts kept as attributes, a ``forward`` replaced on the
+    instance or the class, the globals its code reads). Code that builds models (an entry point, a module
+    handed over in Python) identifies its forward this way."""
     import hashlib
     import inspect
     import sys
+
+    from robustbench_vit.models.fingerprint import runtime_digest
 
     h = hashlib.sha256()
     classes = sorted({type(m) for m in net.modules()}, key=lambda c: (c.__module__, c.__qualname__))
@@ -205,6 +210,7 @@ def module_code(net: Any) -> str:
             k: v for k, v in vars(m).items() if not k.startswith("_") and k != "training" and _plain(v)
         }
         h.update(f"{name}\0{sorted(settings.items())!r}\n".encode())
+    h.update(runtime_digest(net, with_state=False).encode())
     return h.hexdigest()
 
 

@@ -41,7 +41,7 @@ from robustbench_vit.models.hub import (
     unavailable,
 )
 from robustbench_vit.models.identity import model_identity, module_code
-from robustbench_vit.models.modules import LoadedModel, PixelModel, state_digest, wrap_module
+from robustbench_vit.models.modules import LoadedModel, PixelModel, live_state, state_digest, wrap_module
 from robustbench_vit.models.names import RANDOM_SUFFIX, resolve_spec
 from robustbench_vit.models.robustbench_source import load_robustbench
 from robustbench_vit.models.zoo import ModelSpec
@@ -68,6 +68,7 @@ def load_model(
     checkpoint: str | None = None,
     channels_last: bool | None = None,
     cache_dir: str | Path | None = None,
+    remember_state: bool = True,
 ) -> LoadedModel:
     """Build the network, load weights, wrap it to take [0, 1] RGB, move it, set ``eval()``.
 
@@ -80,6 +81,9 @@ def load_model(
         channels_last: memory format; default on for CNNs on CUDA.
         cache_dir: the cache whose content index remembers weights files' digests (default: the image
             cache's root).
+        remember_state: hash the loaded state (~0.25 s for a ViT-B), so that a model the caller changes
+            before evaluating it is keyed by its new state (:func:`settle_identity`); rbvit's own runs,
+            which hand the model to no one, pass False.
     """
     if isinstance(spec, str):
         spec = resolve_spec(spec)
@@ -116,7 +120,10 @@ def load_model(
         channels_last = dev.type == "cuda" and spec.family == "cnn"
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
-    return LoadedModel(spec, module, data_cfg, label_space, dev, dtype, weights, identity)
+    loaded = LoadedModel(spec, module, data_cfg, label_space, dev, dtype, weights, identity)
+    if remember_state:  # the caller holds it and may change it before it is evaluated
+        loaded.state_at_load = live_state(loaded)
+    return loaded
 
 
 def check_same_files(name: str, before: dict, after: dict, when: str = "while it was loaded") -> None:

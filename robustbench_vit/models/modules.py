@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,11 +19,16 @@ from robustbench_vit.data.labels import LabelSpace, get_label_space
 from robustbench_vit.data.preprocessing import DataConfig, check_user_config
 from robustbench_vit.device import autocast, autocast_dtype, select_device
 from robustbench_vit.errors import ConfigError
+from robustbench_vit.models.fingerprint import runtime_digest
 from robustbench_vit.models.identity import module_code
 from robustbench_vit.models.zoo import ModelSpec, guess_family
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "PixelModel",
+    "live_state",
+    "settle_identity",
     "LoadedModel",
     "state_digest",
     "wrap_module",
@@ -80,6 +86,10 @@ class LoadedModel:
     #: what the load was made of (:func:`robustbench_vit.models.identity.model_identity`, plus the tensors'
     #: digest for modules and entry points); completed by :func:`robustbench_vit.identity.loaded_model_identity`
     identity: dict[str, Any] = field(default_factory=dict)
+    #: :func:`live_state` when :func:`~robustbench_vit.models.loading.load_model` handed the model to a
+    #: caller, who may change it before evaluating it (fine-tune a layer, add a hook); None once
+    #: :func:`settle_identity` has compared it, or when rbvit loaded the model for its own run
+    state_at_load: str | None = field(default=None, repr=False)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x)
@@ -88,6 +98,28 @@ class LoadedModel:
     def net(self) -> nn.Module:
         """The unwrapped network (takes normalised input)."""
         return self.module.net
+
+
+def live_state(loaded: LoadedModel) -> str:
+    """SHA-256 of everything the loaded model computes with now: the network's tensors, settings, hooks
+    and runtime code, the normalisation inside the wrapper and its autocast dtype."""
+    return runtime_digest(loaded.module)
+
+
+def settle_identity(loaded: LoadedModel) -> LoadedModel:
+    """``loaded`` with an identity that says what it computes with now: a model changed since
+    :func:`load_model` handed it over (weights edited in place, a hook added, a buffer or attribute set)
+    gets ``changed_since_load`` (the digest of its live state), so it is never stored or resumed as the
+    files it was loaded from; an unchanged one keeps the files' identity."""
+    if loaded.state_at_load is None:
+        return loaded
+    live = live_state(loaded)
+    identity = (
+        loaded.identity if live == loaded.state_at_load else {**loaded.identity, "changed_since_load": live}
+    )
+    if live != loaded.state_at_load:
+        logger.info("%s changed since it was loaded: its runs are keyed by its state now", loaded.spec.name)
+    return dataclasses.replace(loaded, identity=identity, state_at_load=None)
 
 
 def state_digest(net: nn.Module) -> str:
@@ -162,6 +194,7 @@ def with_preprocessing(loaded: LoadedModel, overrides: Mapping[str, Any]) -> Loa
     """``loaded`` with its preprocessing overridden by timm ``validate.py``-style values (``img_size`` as
     one side or ``(h, w)``, ``crop_pct``, ``interpolation``, ``mean``, ``std``); the normalisation inside
     the model follows, and the data config's ``source`` says what was overridden (recorded in every row)."""
+    loaded = settle_identity(loaded)  # before the wrapper changes: what the caller changed is compared first
     given = {k: v for k, v in overrides.items() if v is not None}
     unknown = set(given) - set(PREPROCESSING_FLAGS)
     if unknown:

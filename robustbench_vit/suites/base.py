@@ -302,7 +302,9 @@ class Suite:
         and precision, checked against the identity the run's id gave it: a source checkpoint or card
         overwritten since the run began is refused, never crafted with under the old digest."""
         ref, pretrained = self.referenced_models()[param]
-        loaded = load_model(ref, device=str(ctx.device), dtype=ctx.model.dtype, pretrained=pretrained)
+        loaded = load_model(
+            ref, device=str(ctx.device), dtype=ctx.model.dtype, pretrained=pretrained, remember_state=False
+        )
         named = ctx.referenced.get(param)
         if named is not None and "ref" not in named:
             check_same_files(loaded.spec.name, named, loaded.identity, "since the run began")

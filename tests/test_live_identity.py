@@ -1,0 +1,204 @@
+"""A model handed over in Python is identified by what it computes with, not only by its files and
+``state_dict``: a buffer outside the ``state_dict``, a tensor or dict kept as an attribute, a hook, a
+``forward`` replaced on the instance or the class, a global its code reads, a hook registered for every
+module, and a model changed after ``load_model`` handed it over. After each change the same ``out=``
+recomputes and equals a from-scratch evaluation; unchanged, it resumes with zero recomputation."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+import robustbench_vit as rbvit
+from robustbench_vit.models.fingerprint import global_hooks_digest, runtime_digest
+from robustbench_vit.models.identity import module_code
+from tests.helpers import CIFAR10_TEST, needs_cifar, write_cifar_card
+
+PRE = {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.25] * 3, "label_space": "cifar10"}
+SCALE = 1.0  # read by Net.forward: a notebook's global constant
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(10))
+        self.body(torch.zeros(1, 3, 32, 32))  # materialise the lazy layer
+        self.register_buffer("gain", torch.tensor(1.0), persistent=False)
+        self.temperature = torch.tensor(1.0)  # a tensor kept as a plain attribute
+        self.options = {"divide": 1.0}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) * self.gain * SCALE / self.temperature / self.options["divide"]
+
+
+def _set_scale(net: nn.Module) -> None:
+    global SCALE
+    SCALE = 3.0
+
+
+def _replace_class_forward(net: nn.Module) -> None:
+    original = Net.forward
+    Net.forward = lambda self, x: original(self, x) * 2  # type: ignore[method-assign]
+    _undo.append(lambda: setattr(Net, "forward", original))
+
+
+def _global_hook(net: nn.Module) -> None:
+    handle = nn.modules.module.register_module_forward_hook(lambda m, i, o: o * 2 if m is net.body else o)
+    _undo.append(handle.remove)
+
+
+_undo: list[Callable[[], object]] = []
+
+#: a change a notebook makes to a module it evaluates, leaving its state_dict as it was
+MODULE_CHANGES: dict[str, Callable[[nn.Module], object]] = {
+    "buffer outside the state_dict": lambda n: n.gain.fill_(3.0),
+    "tensor attribute": lambda n: n.temperature.fill_(3.0),
+    "dict attribute": lambda n: n.options.update(divide=3.0),
+    "forward hook": lambda n: n.body.register_forward_hook(lambda m, i, o: o * 3),
+    "forward pre-hook": lambda n: n.body.register_forward_pre_hook(lambda m, i: (i[0] * 3,)),
+    "forward set on the instance": lambda n: setattr(
+        n.body, "forward", lambda x: nn.Sequential.forward(n.body, x) * 3
+    ),
+    "forward replaced on the class": _replace_class_forward,
+    "global constant the forward reads": _set_scale,
+    "hook for every module": _global_hook,
+}
+
+
+@pytest.fixture(autouse=True)
+def _restore():
+    global SCALE
+    yield
+    SCALE = 1.0
+    while _undo:
+        _undo.pop()()
+
+
+def _nll(model, out, **kw) -> tuple[float, int]:
+    df = rbvit.evaluate(model, "clean", data=str(CIFAR10_TEST), limit=20, out=out, progress=False, **kw)
+    return float(df.query("metric == 'nll'").value.iloc[0]), df.attrs["conditions_computed"]
+
+
+@needs_cifar
+@pytest.mark.parametrize("change", list(MODULE_CHANGES))
+def test_a_module_changed_beside_its_state_dict_is_recomputed(tmp_path, change):
+    out = tmp_path / "out"
+    net = Net()
+    before, _ = _nll(net, out, preprocessing=PRE)
+    assert _nll(net, out, preprocessing=PRE) == (before, 0)  # unchanged: resumed
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    MODULE_CHANGES[change](net)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())  # the state_dict is the same
+    after, computed = _nll(net, out, preprocessing=PRE)
+    fresh, _ = _nll(net, None, preprocessing=PRE)
+    assert computed == 1 and after == fresh != before
+
+
+#: a change made to a model ``load_model`` handed over, before evaluating it
+LOADED_CHANGES: dict[str, Callable[[rbvit.LoadedModel], object]] = {
+    "weights edited in place": lambda m: m.net.head.weight.mul_(2),
+    "weights edited through .data": lambda m: m.net.head.weight.data.mul_(2),
+    "hook added": lambda m: m.net.register_forward_hook(lambda mod, i, o: o * 3),
+    "normalisation edited": lambda m: m.module.mean.fill_(0.2),
+    "hook for every module": lambda m: _undo.append(
+        nn.modules.module.register_module_forward_hook(lambda mod, i, o: o * 2 if mod is m.net else o).remove
+    ),
+}
+
+
+@needs_cifar
+@pytest.mark.parametrize("change", list(LOADED_CHANGES))
+def test_a_loaded_model_changed_before_its_evaluation_is_keyed_by_its_state(tmp_path, change):
+    card = write_cifar_card(tmp_path / "card")
+    out = tmp_path / "out"
+    model = rbvit.load_model(str(card), device="cpu")
+    before, _ = _nll(model, out)
+    assert _nll(model, out) == (before, 0)
+    LOADED_CHANGES[change](model)
+    after, computed = _nll(model, out)
+    fresh, _ = _nll(model, None)
+    assert computed == 1 and after == fresh != before
+    while _undo:
+        _undo.pop()()
+    # the card loaded again is the card's model: its first run resumes
+    assert _nll(rbvit.load_model(str(card), device="cpu"), out) == (before, 0)
+
+
+@needs_cifar
+def test_a_loaded_model_left_in_training_mode_is_evaluated_in_eval_mode(tmp_path, caplog):
+    card = write_cifar_card(tmp_path / "card", arch="resnet18")  # batch norm: training mode changes numbers
+    out = tmp_path / "out"
+    reference, _ = _nll(str(card), None)
+    model = rbvit.load_model(str(card), device="cpu")
+    model.module.train()
+    with caplog.at_level(logging.WARNING):
+        assert _nll(model, out) == (reference, 1)
+    assert "was in training mode" in caplog.text
+    assert not model.module.training
+    assert _nll(model, out) == (reference, 0)
+
+
+def test_the_runtime_digest_ignores_what_never_changes_an_output():
+    """Hook handles count registrations in the process, sets iterate in a hashed order, and state-dict
+    hooks never change an output: none of them is part of the digest."""
+    net = Net()
+    first = runtime_digest(net)
+    handle = net.body.register_forward_hook(lambda m, i, o: o)
+    with_hook = runtime_digest(net)
+    handle.remove()
+    assert runtime_digest(net) == first != with_hook
+    net.body.register_forward_hook(lambda m, i, o: o)  # the same hook again, under a new handle id
+    assert runtime_digest(net) == with_hook
+    plain = Net()
+    plain._register_state_dict_hook(lambda *a: None)
+    assert runtime_digest(plain) == first
+    assert global_hooks_digest() is None
+
+
+def test_module_code_is_the_same_in_every_process():
+    """The digest keys stored runs, so two processes (each with its own string-hash seed) agree on it."""
+    script = textwrap.dedent(
+        """
+        import timm, torch
+        from torch import nn
+        from robustbench_vit.models.identity import module_code
+
+        class M(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.body = timm.create_model("test_vit", pretrained=False)
+                self.kinds = {"low", "high", "band"}
+            def forward(self, x):
+                return self.body(x) if "low" in {"low", "high"} else -x
+
+        print(module_code(M()))
+        """
+    )
+    digests = set()
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+        )
+        digests.add(done.stdout.strip())
+    assert len(digests) == 1
+
+
+def test_a_timm_model_wrapped_twice_has_one_identity():
+    torch.manual_seed(0)
+    a = timm.create_model("test_vit", pretrained=False)
+    torch.manual_seed(0)
+    b = timm.create_model("test_vit", pretrained=False)
+    assert module_code(a) == module_code(b) and runtime_digest(a) == runtime_digest(b)
+    b.blocks[0].attn.fused_attn = not b.blocks[0].attn.fused_attn  # another attention kernel
+    assert module_code(a) != module_code(b)
