@@ -9,7 +9,15 @@ import torch
 
 from robustbench_vit.errors import ConfigError
 
-__all__ = ["select_device", "autocast_dtype", "autocast", "to_device", "DTYPES"]
+__all__ = [
+    "select_device",
+    "autocast_dtype",
+    "autocast",
+    "to_device",
+    "DTYPES",
+    "float32_precision",
+    "changed_float32_precision",
+]
 
 DTYPES = ("fp32", "bf16", "fp16")
 
@@ -76,3 +84,46 @@ def to_device(t: torch.Tensor, device: torch.device | str, dtype: torch.dtype | 
         t = t.pin_memory().to(device, non_blocking=True)
         return t if dtype is None else t.to(dtype)
     return t.to(device) if dtype is None else t.to(device, dtype)
+
+
+#: the float32 precision PyTorch computes with by default, per backend operation (the ``fp32_precision``
+#: switches of torch >= 2.9: cuDNN convolutions and RNNs run as TF32, everything else in IEEE float32)
+_FP32_DEFAULTS = {
+    "mkldnn.matmul": "ieee",
+    "mkldnn.conv": "ieee",
+    "mkldnn.rnn": "ieee",
+    "cuda.matmul": "ieee",
+    "cudnn.conv": "tf32",
+    "cudnn.rnn": "tf32",
+}
+
+
+def float32_precision() -> dict[str, str]:
+    """The precision each backend runs float32 matmuls and convolutions in now (``ieee``, ``tf32`` or
+    ``bf16``), as set by ``torch.set_float32_matmul_precision``, ``torch.backends.*.allow_tf32`` or the
+    ``fp32_precision`` switches; read without the legacy flags, which raise once the new switches are used."""
+    backends = torch.backends
+    if not hasattr(backends, "fp32_precision"):  # torch < 2.9: the legacy flags only
+        matmul = torch.get_float32_matmul_precision()
+        cpu = {"highest": "ieee", "high": "ieee", "medium": "bf16"}.get(matmul, matmul)
+        tf32 = "tf32" if backends.cudnn.allow_tf32 else "ieee"
+        return {
+            **{f"mkldnn.{op}": cpu if op == "matmul" else "ieee" for op in ("matmul", "conv", "rnn")},
+            "cuda.matmul": "tf32" if backends.cuda.matmul.allow_tf32 else "ieee",
+            "cudnn.conv": tf32,
+            "cudnn.rnn": tf32,
+        }
+    out = {}
+    for key in _FP32_DEFAULTS:
+        backend, op = key.split(".")
+        chain = (getattr(getattr(backends, backend), op, None), getattr(backends, backend), backends)
+        values = [getattr(level, "fp32_precision", "none") for level in chain if level is not None]
+        out[key] = next((v for v in values if v not in (None, "none")), "ieee")
+    return out
+
+
+def changed_float32_precision() -> dict[str, str]:
+    """The backends whose float32 precision differs from PyTorch's default (``{}`` in a fresh process): a
+    run computed with TF32 or bf16 matmuls is another run than a float32 one, as a bf16 run is."""
+    now = float32_precision()
+    return {k: v for k, v in now.items() if v != _FP32_DEFAULTS[k]}

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from robustbench_vit import __version__
+from robustbench_vit.device import changed_float32_precision, float32_precision
 from robustbench_vit.identity import digest, loaded_model_identity, run_key, software_identity
 from robustbench_vit.metrics.accumulators import MetricValue
 from robustbench_vit.models.loading import LoadedModel
@@ -65,6 +66,7 @@ def run_id(
     options = {
         "seed": opts.seed,
         "dtype": opts.dtype,
+        **float32_key(),
         "save_samples": opts.save_samples,
         # batch-mode masks are drawn once per batch, so results depend on the requested batch size
         "batch_size": opts.batch_size,
@@ -163,18 +165,34 @@ def sample_columns(acc: Any, ctx: Any, base: dict[str, Any], cond: Condition) ->
     }
 
 
+def float32_key() -> dict[str, Any]:
+    """The part of a run's key (and a sweep cell's) that names float32 precision switches set away from
+    PyTorch's defaults (``torch.set_float32_matmul_precision("high")`` in a notebook: TF32 or bf16 matmuls);
+    empty in a fresh process, so runs with the defaults keep their keys."""
+    changed = changed_float32_precision()
+    return {"float32_precision": changed} if changed else {}
+
+
+def computed_dtype(dtype: str) -> str:
+    """The ``dtype`` column: the autocast dtype, with the float32 precision switches set away from
+    PyTorch's defaults (``fp32 cuda.matmul=tf32``), so a TF32 run is never a seed of a float32 one."""
+    changed = changed_float32_precision()
+    return " ".join([dtype, *(f"{k}={v}" for k, v in sorted(changed.items()))])
+
+
 def accelerator(device: torch.device) -> dict[str, Any] | None:
     """The GPU and the float32 settings a CUDA run computed with: ``float32`` convolutions run as TF32
-    on Ampere and newer unless ``torch.backends.cudnn.allow_tf32`` is off (PyTorch's default is on),
-    matmuls only if ``torch.backends.cuda.matmul.allow_tf32`` is on. ``None`` off CUDA."""
+    on Ampere and newer unless cuDNN's is set to ``ieee`` (PyTorch's default is TF32), matmuls only if
+    cuBLAS's is set to ``tf32`` (``torch.backends.cuda.matmul.allow_tf32``). ``None`` off CUDA."""
     if device.type != "cuda":
         return None
+    precision = float32_precision()  # never the legacy flags, which raise once the new switches are set
     return {
         "name": torch.cuda.get_device_name(device),
         "capability": ".".join(map(str, torch.cuda.get_device_capability(device))),
         "cuda": torch.version.cuda,
-        "cudnn_tf32": bool(torch.backends.cudnn.allow_tf32),
-        "matmul_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        "cudnn_tf32": precision["cudnn.conv"] == "tf32",
+        "matmul_tf32": precision["cuda.matmul"] == "tf32",
     }
 
 
@@ -238,7 +256,7 @@ def base_row(
         "std": json.dumps(list(dc.std)),
         "preprocessing_source": dc.source,
         "device": str(m.device),
-        "dtype": m.dtype,
+        "dtype": computed_dtype(m.dtype),
         **_versions(),
         "config": json.dumps(config, sort_keys=True, default=str),
     }

@@ -1,0 +1,112 @@
+"""Float32 precision switches set away from PyTorch's defaults (``torch.set_float32_matmul_precision``, the
+``fp32_precision`` switches, the legacy ``allow_tf32`` flags) compute another number: they key the run and
+the sweep cell, and the ``dtype`` column names them, so a TF32 or bf16-matmul run is never resumed as, or
+pooled with, a float32 one. Reading them never raises, whichever API set them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import robustbench_vit as rbvit
+from robustbench_vit.device import changed_float32_precision, float32_precision
+from robustbench_vit.engine.rows import accelerator
+from tests.helpers import CIFAR10_TEST, needs_cifar, write_cifar_card
+
+#: every level of the fp32_precision switches (torch >= 2.9), restored after each test
+_LEVELS = [
+    ("",),
+    ("mkldnn",),
+    ("mkldnn", "matmul"),
+    ("mkldnn", "conv"),
+    ("mkldnn", "rnn"),
+    ("cuda", "matmul"),
+    ("cudnn",),
+    ("cudnn", "conv"),
+    ("cudnn", "rnn"),
+]
+
+
+def _level(path: tuple[str, ...]):
+    obj = torch.backends
+    for part in path:
+        obj = getattr(obj, part) if part else obj
+    return obj
+
+
+@pytest.fixture(autouse=True)
+def _restore_precision():
+    if not hasattr(torch.backends, "fp32_precision"):
+        pytest.skip("torch < 2.9 has no fp32_precision switches")
+    assert changed_float32_precision() == {}, "the tests start with PyTorch's defaults"
+    saved = {path: _level(path).fp32_precision for path in _LEVELS}
+    yield
+    for path, value in saved.items():
+        _level(path).fp32_precision = value
+    # torch keeps the legacy flags apart, and reading them raises while they disagree with the switches
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = True
+    assert changed_float32_precision() == {}
+    assert not torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+
+
+def test_defaults_are_no_change_and_each_api_is_read():
+    assert changed_float32_precision() == {}
+    torch.set_float32_matmul_precision("high")  # the legacy API ...
+    assert changed_float32_precision()["cuda.matmul"] == "tf32"
+    torch.set_float32_matmul_precision("highest")
+    assert changed_float32_precision() == {}
+    torch.backends.cudnn.allow_tf32 = False
+    assert changed_float32_precision()["cudnn.conv"] == "ieee"
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.mkldnn.matmul.fp32_precision = "bf16"  # ... and the new one
+    assert changed_float32_precision() == {"mkldnn.matmul": "bf16"}
+
+
+def test_the_accelerator_record_never_reads_the_legacy_flags(monkeypatch):
+    """Once the new switches are set, reading ``allow_tf32`` raises: the GPU record reads the switches."""
+    torch.backends.cuda.matmul.fp32_precision = "tf32"
+    with pytest.raises(RuntimeError):
+        _ = torch.backends.cuda.matmul.allow_tf32
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (9, 0))
+    record = accelerator(torch.device("cuda"))
+    assert record["matmul_tf32"] is True and record["cudnn_tf32"] is True
+    assert float32_precision()["cuda.matmul"] == "tf32"
+
+
+@needs_cifar
+def test_a_run_with_other_float32_precision_is_another_run(tmp_path):
+    card = str(write_cifar_card(tmp_path / "card"))
+    out = tmp_path / "out"
+    kw = dict(data=str(CIFAR10_TEST), limit=10, progress=False)
+    first = rbvit.evaluate(card, "clean", out=out, **kw)
+    torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+    other = rbvit.evaluate(card, "clean", out=out, **kw)
+    assert other.attrs["conditions_computed"] == 1
+    assert set(other.run_id).isdisjoint(first.run_id)
+    assert set(other.dtype) == {"fp32 mkldnn.matmul=bf16"}
+    torch.backends.mkldnn.matmul.fp32_precision = "none"
+    again = rbvit.evaluate(card, "clean", out=out, **kw)
+    assert again.attrs["conditions_computed"] == 0 and set(again.run_id) == set(first.run_id)
+    board = rbvit.build_leaderboard(out)
+    assert set(board.query("metric == 'top1'").label) == {
+        "cifar_vit [fp32]",
+        "cifar_vit [fp32 mkldnn.matmul=bf16]",
+    }
+
+
+@needs_cifar
+def test_a_sweep_cell_reruns_under_other_float32_precision(tmp_path):
+    from robustbench_vit.sweeps.run import load_sweep, run_sweep
+
+    card = write_cifar_card(tmp_path / "card")
+    toml = tmp_path / "sweep.toml"
+    toml.write_text(
+        f'[sweep]\nout = "{tmp_path / "out"}"\ndata = "{CIFAR10_TEST}"\nlimit = 10\n'
+        f'models = ["{card}"]\n[[suite]]\nname = "clean"\n'
+    )
+    assert [s.status for s in run_sweep(load_sweep(toml))] == ["done"]
+    assert [s.status for s in run_sweep(load_sweep(toml))] == ["skipped"]
+    torch.set_float32_matmul_precision("high")
+    assert [s.status for s in run_sweep(load_sweep(toml))] == ["done"]
