@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -17,6 +18,7 @@ __all__ = [
     "DTYPES",
     "float32_precision",
     "changed_float32_precision",
+    "float32_key",
 ]
 
 DTYPES = ("fp32", "bf16", "fp16")
@@ -127,3 +129,11 @@ def changed_float32_precision() -> dict[str, str]:
     run computed with TF32 or bf16 matmuls is another run than a float32 one, as a bf16 run is."""
     now = float32_precision()
     return {k: v for k, v in now.items() if v != _FP32_DEFAULTS[k]}
+
+
+def float32_key() -> dict[str, Any]:
+    """The part of a run's key (and a sweep cell's) that names float32 precision switches set away from
+    PyTorch's defaults (``torch.set_float32_matmul_precision("high")`` in a notebook: TF32 or bf16 matmuls);
+    empty in a fresh process, so runs with the defaults keep their keys."""
+    changed = changed_float32_precision()
+    return {"float32_precision": changed} if changed else {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from robustbench_vit.engine.runner import evaluate
-from tests.helpers import needs_cifar, write_cifar_card
+from tests.helpers import CIFAR10_TEST, needs_cifar, write_cifar_card
 from tests.identity_world import run_suite
 
 #: files written by a test are seconds young: trust their stat tuples (tests/conftest.py)
@@ -115,3 +115,50 @@ def test_adversarials_with_per_batch_draws_are_keyed_by_the_batch(
     again = run_suite(root / "out-8", root / "cache", 8)
     assert bool(calls) == recrafted
     assert again == run_suite(root / "truth-out", root / "truth-cache", 8)
+
+
+def _stored_adversarials(cache) -> dict[str, bytes]:
+    """Each transfer store's filled rows (the crafted pixels), by store folder name."""
+    import numpy as np
+
+    out = {}
+    for d in sorted(cache.glob("*/adv-*")):
+        filled = np.load(d / "filled.npy").astype(bool)
+        out[d.name] = np.load(d / "images.npy", mmap_mode="r")[filled].tobytes()
+    return out
+
+
+@needs_cifar
+def test_transfer_adversarials_crafted_at_bf16_are_never_read_by_an_fp32_run(tmp_path, monkeypatch):
+    """The source crafts at the run's precision: an fp32 run on a cache a bf16 run filled crafts its own
+    adversarials (equal to a fresh cache's), instead of evaluating the bf16 gradients' pixels."""
+    from robustbench_vit.suites import transfer
+
+    target = str(write_cifar_card(tmp_path / "target", seed=1))
+    source = str(write_cifar_card(tmp_path / "source", arch="resnet18", seed=2))
+
+    def run(dtype: str, cache: str) -> None:
+        params = {"source": source, "attack": "pgd", "steps": 3, "population": "all"}
+        data = str(CIFAR10_TEST)
+        evaluate(
+            target,
+            "transfer",
+            data=data,
+            limit=40,
+            dtype=dtype,
+            cache_dir=cache,
+            suite_params=params,
+            progress=False,
+        )
+
+    run("bf16", str(tmp_path / "shared"))
+    bf16 = _stored_adversarials(tmp_path / "shared")
+    real, calls = transfer.encode_adversarial, []
+    monkeypatch.setattr(transfer, "encode_adversarial", lambda adv: calls.append(1) or real(adv))
+    run("fp32", str(tmp_path / "shared"))
+    assert calls  # crafted again at fp32, not read back
+    run("fp32", str(tmp_path / "fresh"))
+    (fresh,) = _stored_adversarials(tmp_path / "fresh").items()
+    shared = _stored_adversarials(tmp_path / "shared")
+    assert shared[fresh[0]] == fresh[1]
+    assert list(bf16.values()) != [fresh[1]]  # the precisions craft other pixels: the test can fail

@@ -66,7 +66,6 @@ def run_id(
     options = {
         "seed": opts.seed,
         "dtype": opts.dtype,
-        **float32_key(),
         "save_samples": opts.save_samples,
         # batch-mode masks are drawn once per batch, so results depend on the requested batch size
         "batch_size": opts.batch_size,
@@ -163,14 +162,6 @@ def sample_columns(acc: Any, ctx: Any, base: dict[str, Any], cond: Condition) ->
         "image_sha256": [t.tobytes().hex() if ok else None for t, ok in zip(tags, filled)],
         **s,
     }
-
-
-def float32_key() -> dict[str, Any]:
-    """The part of a run's key (and a sweep cell's) that names float32 precision switches set away from
-    PyTorch's defaults (``torch.set_float32_matmul_precision("high")`` in a notebook: TF32 or bf16 matmuls);
-    empty in a fresh process, so runs with the defaults keep their keys."""
-    changed = changed_float32_precision()
-    return {"float32_precision": changed} if changed else {}
 
 
 def computed_dtype(dtype: str) -> str:

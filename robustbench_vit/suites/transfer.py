@@ -49,6 +49,7 @@ from robustbench_vit.attacks.storage import STORAGE, decode_adversarial, encode_
 from robustbench_vit.data.filled import FilledArray
 from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.data.subset import shipped_subset_items
+from robustbench_vit.device import float32_key
 from robustbench_vit.errors import ConfigError, DataError
 from robustbench_vit.identity import canonical_json, derived_key
 from robustbench_vit.metrics.accumulators import MetricValue
@@ -105,8 +106,10 @@ class Transfer(Suite):
     #: 2: ATViT defaults, every image runs every iteration, fooling rate over ``population``;
     #: 3: adversarials stored as the float iterate (uint8 + float16 residual), not rounded to uint8;
     #: 4: the source attacks (and is checked against) each image's class in its own label space, not the
-    #: target's class index (a source whose classes are ordered otherwise was attacked towards wrong labels)
-    version: ClassVar[int] = 4
+    #: target's class index (a source whose classes are ordered otherwise was attacked towards wrong labels);
+    #: 5: the stored adversarials are keyed by the run's dtype (the source crafts at it): an fp32 run reused
+    #: the pixels a bf16 run of the same images had crafted
+    version: ClassVar[int] = 5
     paper: ClassVar[str] = (
         "Naseer et al. 2022, On Improving Adversarial Transferability of Vision Transformers"
     )
@@ -265,6 +268,9 @@ class Transfer(Suite):
             "source": model_identity(spec, pretrained=self.source_pretrained, cache_dir=ctx.cache.root),
             **cfg,
             "seed": ctx.seed,
+            # the source computes at the run's precision: bf16 gradients craft other pixels than fp32 ones
+            "dtype": ctx.model.dtype,
+            **float32_key(),
             "images": ctx.identity,  # the crafted pixels are a function of the evaluated images' content
             # ... and of the code that crafts them: a fix that bumps the suite's version crafts them again
             "suite_version": self.version,
