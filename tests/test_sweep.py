@@ -171,6 +171,10 @@ def test_compare_and_report(tmp_path):
         text=True,
     )
     assert prefixed.returncode == 0 and json.loads(prefixed.stdout)["n"] == 20, prefixed.stderr  # one key
+    same = subprocess.run(  # two names of one stored model: p = 1 by construction, so refused
+        [*RBVIT, "compare", "timm:test_vit", "test_vit", "-r", str(out)], capture_output=True, text=True
+    )
+    assert same.returncode == 2 and "compare needs two different models" in same.stderr, same.stderr
     r = subprocess.run(
         [*RBVIT, "compare", "test_vit", "nope", "-r", str(out)], capture_output=True, text=True
     )

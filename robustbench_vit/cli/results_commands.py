@@ -139,7 +139,9 @@ def compare_cmd(
 
     from robustbench_vit.results.analysis import mcnemar
 
-    r = mcnemar(results, model_a, model_b, suite=suite, condition=condition, dataset=dataset)
+    r = mcnemar(
+        results, model_a, model_b, suite=suite, condition=condition, dataset=dataset, refuse_same=True
+    )
     if as_json:
         click.echo(json_line({"model_a": model_a, "model_b": model_b, **dataclasses.asdict(r)}))
         return

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from robustbench_vit.errors import DataError
+from robustbench_vit.errors import ConfigError, DataError
 from robustbench_vit.metrics.mce import mce, relative_mce
 from robustbench_vit.results.selection import runs_of_model
 from robustbench_vit.storage.reading import latest_runs, load_results, load_samples, oldest_first
@@ -171,17 +171,21 @@ def mcnemar(
     suite: str = "clean",
     condition: str | None = None,
     dataset: str | None = None,
+    refuse_same: bool = False,
 ) -> McNemar:
     """Paired test of whether two models differ on the same images (needs ``--save-samples`` rows).
 
     Models are named as on the command line (``timm:resnet50``, a card path ...): each is mapped to the
-    canonical key its rows are stored under.
+    canonical key its rows are stored under. ``refuse_same`` (the CLI's) refuses two names of one stored
+    model, whose test says p = 1 by construction.
     """
     runs = None if isinstance(results, pd.DataFrame) else load_results(results, expand_params=False)
     s = results if isinstance(results, pd.DataFrame) else load_samples(results, runs=runs)
     (model_a, runs_a), (model_b, runs_b) = (
         runs_of_model(m, s.model.unique(), runs) for m in (model_a, model_b)
     )
+    if refuse_same and model_a == model_b and runs_a == runs_b:
+        raise ConfigError(f"both names are the stored model {model_a}: compare needs two different models")
     s = s[s.suite == suite]
     if dataset:
         s = s[s.dataset == dataset]
