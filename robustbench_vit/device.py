@@ -19,6 +19,7 @@ __all__ = [
     "float32_precision",
     "changed_float32_precision",
     "float32_key",
+    "float32_default",
 ]
 
 DTYPES = ("fp32", "bf16", "fp16")
@@ -137,3 +138,16 @@ def float32_key() -> dict[str, Any]:
     empty in a fresh process, so runs with the defaults keep their keys."""
     changed = changed_float32_precision()
     return {"float32_precision": changed} if changed else {}
+
+
+@contextlib.contextmanager
+def float32_default() -> Iterator[None]:
+    """Tensors made without a dtype are float32 inside, whatever default the caller set: after
+    ``torch.set_default_dtype(torch.float64)`` in a notebook, models would be built and perturbations drawn
+    in float64, numbers computed otherwise than the rows' ``fp32`` says."""
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(saved)

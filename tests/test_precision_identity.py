@@ -110,3 +110,21 @@ def test_a_sweep_cell_reruns_under_other_float32_precision(tmp_path):
     assert [s.status for s in run_sweep(load_sweep(toml))] == ["skipped"]
     torch.set_float32_matmul_precision("high")
     assert [s.status for s in run_sweep(load_sweep(toml))] == ["done"]
+
+
+@needs_cifar
+def test_a_float64_default_dtype_never_reaches_a_number(tmp_path):
+    """``torch.set_default_dtype(torch.float64)`` in a notebook: models are still built in float32 and the
+    perturbations drawn as in a fresh process, so the numbers equal the fp32 rows they are stored as."""
+    card = str(write_cifar_card(tmp_path / "card"))
+    kw = dict(data=str(CIFAR10_TEST), limit=10, progress=False, suite_params={"radius": 2})
+    expected = rbvit.evaluate(card, ["clean", "fourier_heatmap"], **kw)
+    torch.set_default_dtype(torch.float64)
+    try:
+        got = rbvit.evaluate(card, ["clean", "fourier_heatmap"], **kw)
+        loaded = rbvit.load_model(card, device="cpu")
+        assert torch.get_default_dtype() == torch.float64  # the caller's default is left as it was
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert got.value.tolist() == expected.value.tolist()
+    assert {p.dtype for p in loaded.net.parameters()} == {torch.float32}

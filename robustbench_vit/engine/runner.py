@@ -25,8 +25,9 @@ from torch import nn
 from robustbench_vit.data.cache import ImageCache, content_identity, default_cache_dir
 from robustbench_vit.data.registry import MASKED_DATASETS
 from robustbench_vit.data.subset import LIMIT_SEED, read_subset, stratified_limit
-from robustbench_vit.device import select_device
+from robustbench_vit.device import float32_default, select_device
 from robustbench_vit.engine.options import DECODE_CHOICES, RunOptions, run_options
+from robustbench_vit.engine.preflight import check_output_width, refuse_writing_into_data
 from robustbench_vit.engine.progress import Progress, make_progress
 from robustbench_vit.engine.rows import (
     base_row,
@@ -128,15 +129,8 @@ def evaluate(
         )
     prog = make_progress(progress)
     try:
-        if isinstance(model, nn.Module):
-            model = wrap_module(
-                model, preprocessing=preprocessing, name=name, device=opts.device, dtype=opts.dtype
-            )
-        frames = []
-        shared: dict = {}  # one clean pass per call, whatever suites ask for it
-        for suite_obj in suites:
-            frame, model = _evaluate_one(model, suite_obj, opts, prog, shared)
-            frames.append(frame)
+        with float32_default():  # a notebook's torch.set_default_dtype never reaches a number
+            frames = _evaluate_all(model, suites, opts, prog, preprocessing, name)
     finally:
         if progress is None or isinstance(progress, (bool, str)):  # ours to close; a caller's is not
             prog.close()
@@ -149,47 +143,25 @@ def evaluate(
     return out
 
 
-def _refuse_writing_into_data(root: Path, opts: RunOptions) -> None:
-    """Results or a cache written inside the dataset folder would become part of it: the next run would list
-    their folders as classes (or corruptions), or evaluate the files as images. Refused before any work."""
-    data = Path(root).expanduser().resolve()
-    if not data.is_dir():
-        return
-    for flag, where in (("--out", opts.out), ("--cache-dir", opts.cache_dir or default_cache_dir())):
-        if not where:
-            continue
-        path = Path(where).expanduser().resolve()
-        if path == data or data in path.parents:
-            raise ConfigError(
-                f"{flag} {where} is in the dataset folder {root}: the next run would read what rbvit writes "
-                f"there as part of the dataset; choose a {flag} outside it"
-            )
-
-
-def _check_output_width(loaded: LoadedModel, data_cfg: Any) -> None:
-    """One forward of a black image: the model's logits must have one column per class of its label space
-    (1000 logits on CIFAR-10 would score 0 silently; 7 would fail deep inside a metric)."""
-    classes = loaded.label_space.num_classes
-    if loaded.label_space.name == "none" or not classes:
-        return
-    size = data_cfg.image_size
-    try:
-        with torch.no_grad():
-            width = loaded(torch.zeros((1, 3, *size), device=loaded.device)).shape[-1]
-    except (AssertionError, RuntimeError, ValueError) as e:
-        if isinstance(e, torch.OutOfMemoryError):
-            raise
-        why = " ".join(str(e).split())[:200] or type(e).__name__
-        raise ConfigError(
-            f"model {loaded.spec.name} cannot run on {size[0]}x{size[1]} inputs ({why}); give it the input size "
-            "it was built for (--img-size, the card's input_size or its kwargs)"
-        ) from None
-    if width != classes:
-        raise ConfigError(
-            f"model {loaded.spec.name} returns {width} logits but its label space "
-            f"{loaded.label_space.name!r} has {classes} classes; give the model its label space "
-            "(preprocessing={'label_space': ...} or the card's label_space)"
+def _evaluate_all(
+    model: str | LoadedModel | nn.Module,
+    suites: list[Suite],
+    opts: RunOptions,
+    prog: Progress,
+    preprocessing: dict[str, Any] | None,
+    name: str | None,
+) -> list[pd.DataFrame]:
+    """Each suite's rows, the model loaded (or wrapped) once for all of them."""
+    if isinstance(model, nn.Module):
+        model = wrap_module(
+            model, preprocessing=preprocessing, name=name, device=opts.device, dtype=opts.dtype
         )
+    frames = []
+    shared: dict = {}  # one clean pass per call, whatever suites ask for it
+    for suite_obj in suites:
+        frame, model = _evaluate_one(model, suite_obj, opts, prog, shared)
+        frames.append(frame)
+    return frames
 
 
 def _finished_conditions(
@@ -248,7 +220,7 @@ def _evaluate_one(
     if opts.device is not None:
         select_device(opts.device)
     dataset_name, ds = suite_obj.open_data(opts.data, opts.dataset, opts.labels)
-    _refuse_writing_into_data(ds.root, opts)
+    refuse_writing_into_data(ds.root, opts)
     writable = probe_writable(opts.out) if opts.out else True  # "is a file" fails here, before any work
     if dataset_name in MASKED_DATASETS and not suite_obj.handles_class_subset:
         raise ConfigError(
@@ -273,7 +245,7 @@ def _evaluate_one(
             remember_state=False,
         )
     loaded = with_preprocessing(loaded, opts.override_preprocessing)
-    _check_output_width(loaded, loaded.data_config)
+    check_output_width(loaded, loaded.data_config)
     class_map = suite_obj.label_map(ds, loaded)
     labels = class_map[ds.targets]
     indices = select_indices(ds.targets, opts, ds)

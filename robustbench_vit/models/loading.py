@@ -25,7 +25,7 @@ from torch import nn
 
 from robustbench_vit.data.labels import LabelSpace, get_label_space
 from robustbench_vit.data.preprocessing import DataConfig, check_user_config, from_timm, from_torchvision
-from robustbench_vit.device import autocast_dtype, select_device
+from robustbench_vit.device import autocast_dtype, float32_default, select_device
 from robustbench_vit.errors import (
     CheckpointError,
     ConfigError,
@@ -93,7 +93,7 @@ def load_model(
     if loader is None:
         raise ConfigError(f"model source {spec.source!r} has no loader")
     before = model_identity(spec, pretrained=pretrained, checkpoint=checkpoint, cache_dir=cache_dir)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), float32_default():  # built in float32 whatever the default
         # random weights (pretrained=False) are reproducible: seeded from the architecture name
         torch.manual_seed(int(hashlib.sha256(spec.arch.encode()).hexdigest()[:8], 16))
         net, data_cfg, label_space, weights = loader(spec, pretrained=pretrained, checkpoint=checkpoint)

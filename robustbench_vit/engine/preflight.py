@@ -1,0 +1,59 @@
+"""Checks a run makes before any work: where it writes, and whether the model fits its inputs and its label
+space. Each failure is one line naming what to fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robustbench_vit.data.cache import default_cache_dir
+from robustbench_vit.engine.options import RunOptions
+from robustbench_vit.errors import ConfigError
+from robustbench_vit.models.loading import LoadedModel
+
+__all__ = ["refuse_writing_into_data", "check_output_width"]
+
+
+def refuse_writing_into_data(root: Path, opts: RunOptions) -> None:
+    """Results or a cache written inside the dataset folder would become part of it: the next run would list
+    their folders as classes (or corruptions), or evaluate the files as images. Refused before any work."""
+    data = Path(root).expanduser().resolve()
+    if not data.is_dir():
+        return
+    for flag, where in (("--out", opts.out), ("--cache-dir", opts.cache_dir or default_cache_dir())):
+        if not where:
+            continue
+        path = Path(where).expanduser().resolve()
+        if path == data or data in path.parents:
+            raise ConfigError(
+                f"{flag} {where} is in the dataset folder {root}: the next run would read what rbvit writes "
+                f"there as part of the dataset; choose a {flag} outside it"
+            )
+
+
+def check_output_width(loaded: LoadedModel, data_cfg: Any) -> None:
+    """One forward of a black image: the model's logits must have one column per class of its label space
+    (1000 logits on CIFAR-10 would score 0 silently; 7 would fail deep inside a metric)."""
+    classes = loaded.label_space.num_classes
+    if loaded.label_space.name == "none" or not classes:
+        return
+    size = data_cfg.image_size
+    try:
+        with torch.no_grad():
+            width = loaded(torch.zeros((1, 3, *size), device=loaded.device)).shape[-1]
+    except (AssertionError, RuntimeError, ValueError) as e:
+        if isinstance(e, torch.OutOfMemoryError):
+            raise
+        why = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ConfigError(
+            f"model {loaded.spec.name} cannot run on {size[0]}x{size[1]} inputs ({why}); give it the input size "
+            "it was built for (--img-size, the card's input_size or its kwargs)"
+        ) from None
+    if width != classes:
+        raise ConfigError(
+            f"model {loaded.spec.name} returns {width} logits but its label space "
+            f"{loaded.label_space.name!r} has {classes} classes; give the model its label space "
+            "(preprocessing={'label_space': ...} or the card's label_space)"
+        )
