@@ -36,7 +36,10 @@ def evaluate(
     process's."""
     opts = run_options(options, kwargs)
     if not opts.devices:
-        df = evaluate_here(model, suite, opts, progress=progress, preprocessing=preprocessing, name=name)
+        # the caller's own options and keywords: the runner tells a dtype asked for from the default one
+        df = evaluate_here(
+            model, suite, options, progress=progress, preprocessing=preprocessing, name=name, **kwargs
+        )
     else:
         _make_suites(parse_suites(suite), opts.suite_params)  # parameter errors before any process starts
         df = evaluate_on_devices(model, suite, opts, progress=progress)

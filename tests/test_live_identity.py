@@ -202,3 +202,22 @@ def test_a_timm_model_wrapped_twice_has_one_identity():
     assert module_code(a) == module_code(b) and runtime_digest(a) == runtime_digest(b)
     b.blocks[0].attn.fused_attn = not b.blocks[0].attn.fused_attn  # another attention kernel
     assert module_code(a) != module_code(b)
+
+
+@needs_cifar
+def test_a_loaded_model_runs_at_the_dtype_it_was_loaded_with(tmp_path):
+    """The rows, their config and their key say the precision the model computed at: a bf16 model's run
+    equals a bf16 run by name, and asking it for another dtype is refused (it was silently ignored)."""
+    import json
+
+    from robustbench_vit.errors import ConfigError
+
+    card = str(write_cifar_card(tmp_path / "card"))
+    model = rbvit.load_model(card, device="cpu", dtype="bf16")
+    kw = dict(data=str(CIFAR10_TEST), limit=20, progress=False)
+    got = rbvit.evaluate(model, "clean", **kw)
+    by_name = rbvit.evaluate(card, "clean", dtype="bf16", **kw)
+    assert got.value.tolist() == by_name.value.tolist() and set(got.run_id) == set(by_name.run_id)
+    assert {json.loads(c)["options"]["dtype"] for c in got.config} == {"bf16"} == set(got.dtype)
+    with pytest.raises(ConfigError, match="was loaded with dtype bf16"):
+        rbvit.evaluate(model, "clean", dtype="fp32", **kw)

@@ -122,6 +122,14 @@ def evaluate(
             f"model must be a name, a card path, a LoadedModel or an nn.Module, got {type(model).__name__}"
         )
     opts = run_options(options, kwargs)
+    if isinstance(model, LoadedModel) and opts.dtype != model.dtype:
+        # a loaded model computes at the precision it was loaded with: the rows and their key say that one
+        if "dtype" in kwargs or (options is not None and options.dtype != RunOptions.dtype):
+            raise ConfigError(
+                f"{model.spec.name} was loaded with dtype {model.dtype}, not {opts.dtype}: pass dtype= to "
+                "load_model, or leave dtype out"
+            )
+        opts = dataclasses.replace(opts, dtype=model.dtype)
     suites = _make_suites(parse_suites(suite), opts.suite_params)
     if opts.devices:  # several processes: robustbench_vit.evaluate (api.py) chooses that executor
         raise ConfigError(
