@@ -221,3 +221,19 @@ def test_a_loaded_model_runs_at_the_dtype_it_was_loaded_with(tmp_path):
     assert {json.loads(c)["options"]["dtype"] for c in got.config} == {"bf16"} == set(got.dtype)
     with pytest.raises(ConfigError, match="was loaded with dtype bf16"):
         rbvit.evaluate(model, "clean", dtype="fp32", **kw)
+
+
+def test_a_deeply_nested_attribute_is_hashed_without_overflowing_the_stack():
+    """A linked structure kept on a module (thousands of levels) is walked to a bounded depth."""
+
+    class Node:
+        def __init__(self, nxt: object) -> None:
+            self.nxt = nxt
+
+    head: object = None
+    for _ in range(5000):
+        head = Node(head)
+    net = Net()
+    net.chain = head
+    assert runtime_digest(net) == runtime_digest(net) != runtime_digest(Net())
+    assert module_code(net)

@@ -91,6 +91,10 @@ _BUILTIN_CALLABLES = (
 )
 
 
+#: values nested deeper than this are named by their type (Python's recursion limit is ~1000 frames)
+MAX_DEPTH = 120
+
+
 class _Walk:
     """One deterministic walk: tokens go to one SHA-256; each object is hashed once, later visits name it."""
 
@@ -98,6 +102,7 @@ class _Walk:
         self.with_state = with_state  # hash the bytes of parameters and persistent buffers too
         self.hash = hashlib.sha256()
         self.seen: dict[int, int] = {}
+        self.depth = 0
         self.keep: list[Any] = []  # keeps visited objects alive, so no id is reused during the walk
 
     def put(self, *tokens: object) -> None:
@@ -119,7 +124,18 @@ class _Walk:
             t = t.resolve_conj().resolve_neg()
             self.hash.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
 
-    def value(self, obj: Any) -> None:  # noqa: C901 - one branch per kind of value
+    def value(self, obj: Any) -> None:
+        """Hash ``obj``; past :data:`MAX_DEPTH` nested values (a linked structure), only its type."""
+        if self.depth >= MAX_DEPTH:
+            self.put("deep", type(obj).__module__, type(obj).__qualname__)
+            return
+        self.depth += 1
+        try:
+            self.one_value(obj)
+        finally:
+            self.depth -= 1
+
+    def one_value(self, obj: Any) -> None:  # noqa: C901 - one branch per kind of value
         if obj is None or isinstance(obj, (bool, int, float, complex, str, bytes)):
             self.put(type(obj).__name__, repr(obj))
         elif isinstance(obj, (torch.dtype, torch.device, torch.Size, enum.Enum, np.generic, np.dtype)):
