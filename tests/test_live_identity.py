@@ -237,3 +237,32 @@ def test_a_deeply_nested_attribute_is_hashed_without_overflowing_the_stack():
     net.chain = head
     assert runtime_digest(net) == runtime_digest(net) != runtime_digest(Net())
     assert module_code(net)
+
+
+def test_a_helper_module_edited_and_reloaded_is_another_model(tmp_path, monkeypatch):
+    """The forward calls a function of the user's own module: the digest follows the code in memory, so
+    editing the file changes nothing until it is reloaded, and the reload is another model."""
+    import importlib
+
+    (tmp_path / "my_helpers.py").write_text("def scale(x):\n    return x * 1.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(
+        sys, "dont_write_bytecode", True
+    )  # a .pyc of the same second and size would be reused
+    helpers = importlib.import_module("my_helpers")
+
+    class UsesHelper(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return helpers.scale(self.fc(x))
+
+    net = UsesHelper()
+    first = module_code(net)
+    (tmp_path / "my_helpers.py").write_text("def scale(x):\n    return x * 3.0\n")
+    assert module_code(net) == first  # the code that runs is still the old one
+    importlib.reload(helpers)
+    assert module_code(net) != first
+    sys.modules.pop("my_helpers", None)

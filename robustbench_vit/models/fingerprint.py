@@ -159,7 +159,7 @@ class _Walk:
         elif isinstance(obj, (set, frozenset)):
             self.put("set", *sorted(_digest_of(item) for item in obj))
         elif isinstance(obj, types.ModuleType):
-            self.put("module", obj.__name__, _package_version(obj.__name__))
+            self.module_object(obj)
         elif isinstance(obj, nn.Module):
             self.module(obj)
         elif isinstance(obj, types.FunctionType):
@@ -186,6 +186,25 @@ class _Walk:
             self.cls(obj)
         else:
             self.instance(obj)
+
+    def module_object(self, mod: types.ModuleType) -> None:
+        """An imported module a function reads (``mymodels.helper(x)``): an installed package by its
+        version, the user's own by what it holds in memory now, the code it runs (its functions and classes,
+        an edited and reloaded helper is another model) and its plain settings."""
+        if is_library(mod.__name__):
+            self.put("module", mod.__name__, _package_version(mod.__name__))
+            return
+        self.put("module", mod.__name__)
+        members = vars(mod)
+        for name in sorted(members):
+            item = members[name]
+            own = (
+                isinstance(item, (types.FunctionType, type))
+                and getattr(item, "__module__", None) == mod.__name__
+            )
+            if not name.startswith("__") and (own or _is_plain(item)):
+                self.put("member", name)
+                self.value(item)
 
     def function(self, fn: types.FunctionType) -> None:
         if is_library(fn.__module__ or ""):
