@@ -266,3 +266,24 @@ def test_a_helper_module_edited_and_reloaded_is_another_model(tmp_path, monkeypa
     importlib.reload(helpers)
     assert module_code(net) != first
     sys.modules.pop("my_helpers", None)
+
+
+def test_a_class_is_identified_by_its_code_in_memory_not_its_file(tmp_path, monkeypatch):
+    """A module built of a class from a file: editing the file without reloading it runs the same code
+    (the same model), and the class reloaded from the edited file is another one."""
+    import importlib
+
+    source = "from torch import nn\n\nclass Head(nn.Linear):\n    def forward(self, x):\n        return super().forward(x) * {k}\n"
+    (tmp_path / "my_heads.py").write_text(source.format(k="1.0"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    heads = importlib.import_module("my_heads")
+    net = heads.Head(2, 2)
+    first = module_code(net)
+    (tmp_path / "my_heads.py").write_text(source.format(k="3.0"))
+    assert module_code(net) == first
+    importlib.reload(heads)
+    again = heads.Head(2, 2)
+    again.load_state_dict(net.state_dict())
+    assert module_code(again) != first
+    sys.modules.pop("my_heads", None)

@@ -179,31 +179,21 @@ def architecture_code(spec: ModelSpec) -> dict[str, str]:
 
 
 def module_code(net: Any) -> str:
-    """SHA-256 over the code of every class a network is built of, outside torch (the bytes of the file
-    that defines each class, or its source text where it has none, a notebook cell; else its name), over
-    every submodule's structure and plain settings (``repr``, and attributes that are numbers, strings or
-    tuples of them: a ``temperature = 1.5`` beside the tensors), and over what it computes with at run time
-    (:func:`~robustbench_vit.models.fingerprint.runtime_digest` without the ``state_dict``'s bytes: hooks,
-    buffers outside the ``state_dict``, tensors and dicts kept as attributes, a ``forward`` replaced on the
-    instance or the class, the globals its code reads). Code that builds models (an entry point, a module
-    handed over in Python) identifies its forward this way."""
+    """SHA-256 of the code a network runs and its settings: every submodule's structure and plain
+    settings (``repr``, and attributes that are numbers, strings or tuples of them: a ``temperature = 1.5``
+    beside the tensors), and what it computes with at run time
+    (:func:`~robustbench_vit.models.fingerprint.runtime_digest` without the ``state_dict``'s bytes): the
+    code of every class it is built of as it is in memory (a method replaced on the class, a class
+    redefined in a notebook cell; installed packages' classes by their version), the globals that code
+    reads, hooks, buffers outside the ``state_dict``, tensors and dicts kept as attributes, a ``forward``
+    set on the instance. Code that builds models (an entry point, a module handed over in Python)
+    identifies its forward this way. The code in memory, never the file on disk: a file edited and not
+    reloaded still runs the old code."""
     import hashlib
-    import inspect
-    import sys
 
     from robustbench_vit.models.fingerprint import runtime_digest
 
     h = hashlib.sha256()
-    classes = sorted({type(m) for m in net.modules()}, key=lambda c: (c.__module__, c.__qualname__))
-    for cls in classes:
-        if cls.__module__.split(".")[0] == "torch":
-            continue
-        h.update(f"{cls.__module__}.{cls.__qualname__}\0".encode())
-        path = getattr(sys.modules.get(cls.__module__), "__file__", None)
-        try:
-            h.update(Path(path).read_bytes() if path else inspect.getsource(cls).encode())
-        except (OSError, TypeError):
-            pass  # no source to read (a class built at run time): its name stands for it
     h.update(repr(net).encode())
     for name, m in net.named_modules():
         settings = {
