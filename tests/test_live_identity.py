@@ -287,3 +287,26 @@ def test_a_class_is_identified_by_its_code_in_memory_not_its_file(tmp_path, monk
     again.load_state_dict(net.state_dict())
     assert module_code(again) != first
     sys.modules.pop("my_heads", None)
+
+
+@needs_cifar
+def test_a_quantized_module_is_identified_by_its_integers_and_scales(tmp_path):
+    """A dynamically quantized model keeps packed parameters (tuples of quantized tensors) in its
+    state_dict: they are hashed (their integers and scales), never a crash."""
+    import warnings
+
+    from robustbench_vit.models.modules import state_digest
+
+    def quantized(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(48, 10))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao's deprecation notice
+            return torch.ao.quantization.quantize_dynamic(net, {nn.Linear}, dtype=torch.qint8)
+
+    a, b, c = quantized(0), quantized(0), quantized(1)
+    assert state_digest(a) == state_digest(b) != state_digest(c)
+    out = tmp_path / "out"
+    assert _nll(a, out, preprocessing=PRE)[1] == 1
+    assert _nll(b, out, preprocessing=PRE)[1] == 0  # the same integers and scales: resumed
+    assert _nll(c, out, preprocessing=PRE)[1] == 1

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["runtime_digest", "global_hooks_digest", "is_library"]
+__all__ = ["runtime_digest", "global_hooks_digest", "is_library", "value_digest"]
 
 #: the hook tables ``nn.Module.__call__`` runs (per module, or ``_global`` for all), each with the tables
 #: of its per-hook flags; registering, state-dict and load hooks never change an output
@@ -120,6 +120,15 @@ class _Walk:
     def tensor(self, t: torch.Tensor) -> None:
         t = t.detach()
         self.put("tensor", t.dtype, tuple(t.shape), t.layout)
+        if t.is_quantized:  # its integers and the scales that map them to numbers
+            t = t.cpu()
+            if t.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+                self.put(t.qscheme(), t.q_scale(), t.q_zero_point())
+            else:
+                self.put(t.qscheme(), t.q_per_channel_axis())
+                self.tensor(t.q_per_channel_scales())
+                self.tensor(t.q_per_channel_zero_points())
+            t = t.int_repr()
         if t.layout == torch.strided and t.numel() and t.device.type != "meta":
             t = t.resolve_conj().resolve_neg()
             self.hash.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -321,6 +330,12 @@ def _is_plain(value: Any) -> bool:
     if isinstance(value, (tuple, list)):
         return all(_is_plain(v) for v in value)
     return value is None or isinstance(value, (bool, int, float, str, torch.Tensor))
+
+
+def value_digest(obj: Any) -> str:
+    """SHA-256 of one value as the walk hashes it (a quantized layer's packed parameters, a tuple of
+    tensors)."""
+    return _digest_of(obj)
 
 
 def _digest_of(obj: Any) -> str:

@@ -19,7 +19,7 @@ from robustbench_vit.data.labels import LabelSpace, get_label_space
 from robustbench_vit.data.preprocessing import DataConfig, check_user_config
 from robustbench_vit.device import autocast, autocast_dtype, select_device
 from robustbench_vit.errors import ConfigError
-from robustbench_vit.models.fingerprint import runtime_digest
+from robustbench_vit.models.fingerprint import runtime_digest, value_digest
 from robustbench_vit.models.identity import module_code
 from robustbench_vit.models.zoo import ModelSpec, guess_family
 
@@ -126,6 +126,9 @@ def state_digest(net: nn.Module) -> str:
     """SHA-256 (hex) of a module's state: every tensor's name, dtype, shape and bytes, in name order."""
     digest = hashlib.sha256()
     for key, t in sorted(net.state_dict().items()):
+        if not isinstance(t, torch.Tensor) or t.is_quantized:  # packed params of a quantized layer, a dtype
+            digest.update(f"{key}\0{value_digest(t)}\n".encode())
+            continue
         t = t.detach().cpu().contiguous()
         digest.update(f"{key}\0{t.dtype}\0{tuple(t.shape)}\n".encode())
         if t.numel():
