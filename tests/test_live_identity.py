@@ -310,3 +310,17 @@ def test_a_quantized_module_is_identified_by_its_integers_and_scales(tmp_path):
     assert _nll(a, out, preprocessing=PRE)[1] == 1
     assert _nll(b, out, preprocessing=PRE)[1] == 0  # the same integers and scales: resumed
     assert _nll(c, out, preprocessing=PRE)[1] == 1
+
+
+@needs_cifar
+@pytest.mark.parametrize("convert", ["half", "bfloat16", "double"])
+def test_a_module_in_another_float_type_is_one_line_naming_autocast(tmp_path, convert):
+    """A ``.half()`` module failed on float32 pixels with an error about the input size."""
+    from robustbench_vit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"weights: hand over a float32 model \(net.float\(\)\)"):
+        _nll(getattr(Net(), convert)(), None, preprocessing=PRE)
+    loaded = rbvit.load_model(str(write_cifar_card(tmp_path / "card")), device="cpu")
+    getattr(loaded.net, convert)()
+    with pytest.raises(ConfigError, match="weights: hand over a float32 model"):
+        _nll(loaded, None)

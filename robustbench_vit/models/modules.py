@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "PixelModel",
     "live_state",
+    "check_float32",
     "settle_identity",
     "LoadedModel",
     "state_digest",
@@ -122,6 +123,24 @@ def settle_identity(loaded: LoadedModel) -> LoadedModel:
     return dataclasses.replace(loaded, identity=identity, state_at_load=None)
 
 
+def check_float32(net: nn.Module, name: str) -> None:
+    """The network's floating-point weights are float32: a ``.half()`` or ``.double()`` module would fail on
+    float32 pixels (or compute at a precision the rows do not record); reduced precision is autocast's."""
+    other = sorted(
+        {
+            str(t.dtype).replace("torch.", "")
+            for t in (*net.parameters(), *net.buffers())
+            if t.is_floating_point()
+        }
+        - {"float32"}
+    )
+    if other:
+        raise ConfigError(
+            f"{name} has {', '.join(other)} weights: hand over a float32 model (net.float()) and pass "
+            "dtype='bf16' or 'fp16' for reduced precision, which runs under autocast and is recorded in every row"
+        )
+
+
 def state_digest(net: nn.Module) -> str:
     """SHA-256 (hex) of a module's state: every tensor's name, dtype, shape and bytes, in name order."""
     digest = hashlib.sha256()
@@ -172,6 +191,7 @@ def wrap_module(
         else DataConfig.from_dict(cfg, source=f"module:{type(net).__name__}")
     )
     state = state_digest(net)
+    check_float32(net, name or type(net).__name__)
     # the class name as a folder-safe default (e.g. a private ``_Probe`` class becomes ``probe``)
     name = name or re.sub(r"[^A-Za-z0-9._+-]", "-", type(net).__name__.lower()).lstrip("._+-") or "module"
     spec = ModelSpec(
