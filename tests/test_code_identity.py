@@ -45,6 +45,19 @@ def make():
 """
 
 
+#: a factory returning a small CIFAR ViT (a saliency model needs a class token), its weights drawn from ``seed``
+VIT_FACTORY = """
+import timm, torch
+
+
+def make():
+    torch.manual_seed({seed})
+    net = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, img_size=32, patch_size=4,
+                            depth=2)
+    return net, {{"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3, "label_space": "cifar10"}}
+"""
+
+
 @pytest.fixture(autouse=True)
 def _settled(monkeypatch):
     monkeypatch.setattr(digests, "SETTLED_NS", -(10**12))
@@ -93,6 +106,36 @@ def test_an_entry_point_whose_forward_was_edited_is_recomputed(tmp_path, monkeyp
     assert edited != first
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])  # tidy for other tests
     sys.modules.pop("tiny_factory", None)
+
+
+@needs_cifar
+@pytest.mark.parametrize("suite, param", [("transfer", "source"), ("occlusion", "saliency_model")])
+def test_an_entry_point_a_suite_builds_is_identified_by_what_it_returns(tmp_path, monkeypatch, suite, param):
+    """A transfer source or saliency model given as ``module:factory`` was identified by its name alone: a
+    factory that returns other weights resumed the old run and its stored adversarials or maps."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    source = tmp_path / "ref_factory.py"
+    target = str(write_cifar_card(tmp_path / "target", seed=1))
+    params = {
+        "transfer": {"attack": "fgsm", "population": "all"},
+        "occlusion": {"modes": ("salient",), "grid": "8"},
+    }
+    kw = dict(data=str(CIFAR10_TEST), limit=10, out=str(tmp_path / "out"), cache_dir=str(tmp_path / "c"))
+
+    def run(seed: int):
+        source.write_text(VIT_FACTORY.format(seed=seed))
+        sys.modules.pop("ref_factory", None)  # a fresh process imports the file as it is
+        importlib.invalidate_caches()
+        p = {**params[suite], param: "ref_factory:make"}
+        return evaluate(target, suite, suite_params=p, progress=False, **kw)
+
+    first = run(0)
+    again = run(0)
+    assert again.attrs["conditions_computed"] == 0 and set(again.run_id) == set(first.run_id)
+    edited = run(1)  # the factory returns other weights
+    assert edited.attrs["conditions_computed"] >= 1 and set(edited.run_id).isdisjoint(first.run_id)
+    sys.modules.pop("ref_factory", None)
 
 
 def test_a_module_handed_over_in_python_is_identified_by_its_module_code():

@@ -23,7 +23,7 @@ from robustbench_vit.data.cache import ImageCache
 from robustbench_vit.data.datasets import ImageDataset
 from robustbench_vit.data.loader import device_batches
 from robustbench_vit.data.preprocessing import DataConfig
-from robustbench_vit.errors import ConfigError, RbvitError
+from robustbench_vit.errors import CheckpointError, ConfigError, RbvitError
 from robustbench_vit.metrics.accumulators import (
     CALIBRATION_METRICS,
     ClassificationAccumulator,
@@ -308,6 +308,12 @@ class Suite:
         named = ctx.referenced.get(param)
         if named is not None and "ref" not in named:
             check_same_files(loaded.spec.name, named, loaded.identity, "since the run began")
+            if loaded.spec.source == "entrypoint" and any(
+                named.get(k) != loaded.identity.get(k) for k in ("weights", "code")
+            ):
+                raise CheckpointError(
+                    f"entry point {ref} returned another model than when the run began; run again"
+                )
         return loaded
 
     def reads_other_images(self) -> bool:
@@ -330,14 +336,20 @@ class Suite:
         libraries it computes with (:meth:`libraries`)."""
         from robustbench_vit.identity import library_versions
         from robustbench_vit.models.identity import model_identity
+        from robustbench_vit.models.loading import built_identity
         from robustbench_vit.models.names import resolve_spec
 
         refs: dict[str, Any] = {}
         for param, (ref, pretrained) in self.referenced_models().items():
             try:
-                refs[param] = model_identity(resolve_spec(ref), pretrained=pretrained, cache_dir=cache_dir)
+                spec = resolve_spec(ref)
             except RbvitError:  # the evaluated model itself (named by its card's name): already identified
                 refs[param] = {"ref": ref}
+                continue
+            if spec.source == "entrypoint":  # its code decides what it returns: built, then identified
+                refs[param] = built_identity(spec, pretrained=pretrained, cache_dir=cache_dir)
+            else:
+                refs[param] = model_identity(spec, pretrained=pretrained, cache_dir=cache_dir)
         libs = library_versions(self.libraries()) if self.libraries() else {}
         return {
             **self.config(),

@@ -264,8 +264,12 @@ class Transfer(Suite):
         cfg = self._attack_config()
         src_ref = self.source
         spec = resolve_spec(src_ref)
+        named = ctx.referenced.get("source")
         parts = {
-            "source": model_identity(spec, pretrained=self.source_pretrained, cache_dir=ctx.cache.root),
+            # the run's identity of its source (an entry point's as built when the run began)
+            "source": named
+            if named and "ref" not in named
+            else model_identity(spec, pretrained=self.source_pretrained, cache_dir=ctx.cache.root),
             **cfg,
             "seed": ctx.seed,
             # the source computes at the run's precision: bf16 gradients craft other pixels than fp32 ones
