@@ -273,6 +273,14 @@ PROBES = [
         "names code to run",
     ),
     (
+        "toml transfer source entry point",
+        lambda w: _sweep(
+            w, "t9b", "--dry-run", suite='name = "transfer"\nparams = { source = "antigravity:x" }'
+        ),
+        2,
+        "source='antigravity:x' names code to run",
+    ),
+    (
         "toml message keeps [sweep]",
         lambda w: _sweep(w, "t10", top="limt = 10"),
         2,

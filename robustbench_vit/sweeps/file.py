@@ -161,6 +161,17 @@ def _check_table(table: Any, allowed: dict[str, type], where: str) -> None:
             raise ConfigError(f"{where}: seeds must be integers >= 0, got {seed!r}")
 
 
+def _names_code(ref: str) -> bool:
+    """Whether a model reference is an entry point (``module:factory``): importing it runs code."""
+    from robustbench_vit.errors import RbvitError
+    from robustbench_vit.models.loading import resolve_spec
+
+    try:
+        return resolve_spec(ref).source == "entrypoint"
+    except RbvitError:  # the evaluated model's own name: the cell's model, checked above
+        return False
+
+
 def validate_sweep(spec: SweepSpec, *, allow_entrypoints: bool = False) -> None:
     """Every cell's model name, suite, parameters and data folder, checked before any cell runs
     (no model is built and no image read): a typo fails the whole sweep at once, --dry-run included.
@@ -179,7 +190,13 @@ def validate_sweep(spec: SweepSpec, *, allow_entrypoints: bool = False) -> None:
                     "file is data: name timm/torchvision models or cards, or pass --allow-entrypoints"
                 )
             seen.add(cell.model)
-        make_suite(cell.suite, cell.options.suite_params)
+        suite = make_suite(cell.suite, cell.options.suite_params)
+        for param, (ref, _) in suite.referenced_models().items():  # a transfer source, a saliency model
+            if _names_code(ref) and not allow_entrypoints:
+                raise ConfigError(
+                    f"sweep file {spec.path}: {cell.suite} {param}={ref!r} names code to run (module:factory); "
+                    "a sweep file is data: name timm/torchvision models or cards, or pass --allow-entrypoints"
+                )
         cell.options.validate()
         data = cell.options.data
         if data and not Path(data).expanduser().exists():
