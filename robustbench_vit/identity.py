@@ -84,7 +84,7 @@ def loaded_model_identity(loaded: Any) -> dict[str, Any]:
     and, when there are any, the hooks registered for every module in this process and the float32
     precision switches set away from PyTorch's defaults (both change every model's outputs)."""
     from robustbench_vit.device import float32_key
-    from robustbench_vit.models.fingerprint import global_hooks_digest
+    from robustbench_vit.fingerprint import global_hooks_digest
 
     ident = {
         **loaded.identity,

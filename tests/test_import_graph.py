@@ -95,7 +95,14 @@ def test_suites_never_import_figures_or_the_runner():
 
 #: the layers, lowest first: a module may import its own layer and the ones below, never one above
 LAYERS = [
-    {"", "errors", "registry", "device", "identity"},  # "": the package root (version, lazy public names)
+    {
+        "",
+        "errors",
+        "registry",
+        "device",
+        "identity",
+        "fingerprint",
+    },  # "": the package root (version, lazy public names)
     {"data", "subsets"},
     {"models"},
     {"perturbations", "attacks"},

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 import robustbench_vit as rbvit
-from robustbench_vit.models.fingerprint import global_hooks_digest, runtime_digest
+from robustbench_vit.fingerprint import global_hooks_digest, runtime_digest
 from robustbench_vit.models.identity import module_code
 from tests.helpers import CIFAR10_TEST, needs_cifar, write_cifar_card
 

@@ -182,7 +182,7 @@ def module_code(net: Any) -> str:
     """SHA-256 of the code a network runs and its settings: every submodule's structure and plain
     settings (``repr``, and attributes that are numbers, strings or tuples of them: a ``temperature = 1.5``
     beside the tensors), and what it computes with at run time
-    (:func:`~robustbench_vit.models.fingerprint.runtime_digest` without the ``state_dict``'s bytes): the
+    (:func:`~robustbench_vit.fingerprint.runtime_digest` without the ``state_dict``'s bytes): the
     code of every class it is built of as it is in memory (a method replaced on the class, a class
     redefined in a notebook cell; installed packages' classes by their version), the globals that code
     reads, hooks, buffers outside the ``state_dict``, tensors and dicts kept as attributes, a ``forward``
@@ -191,7 +191,7 @@ def module_code(net: Any) -> str:
     reloaded still runs the old code."""
     import hashlib
 
-    from robustbench_vit.models.fingerprint import runtime_digest
+    from robustbench_vit.fingerprint import runtime_digest
 
     h = hashlib.sha256()
     h.update(repr(net).encode())

@@ -19,7 +19,7 @@ from robustbench_vit.data.labels import LabelSpace, get_label_space
 from robustbench_vit.data.preprocessing import DataConfig, check_user_config
 from robustbench_vit.device import autocast, autocast_dtype, select_device
 from robustbench_vit.errors import ConfigError
-from robustbench_vit.models.fingerprint import runtime_digest, value_digest
+from robustbench_vit.fingerprint import runtime_digest, value_digest
 from robustbench_vit.models.identity import module_code
 from robustbench_vit.models.zoo import ModelSpec, guess_family
 
