@@ -324,3 +324,29 @@ def test_a_module_in_another_float_type_is_one_line_naming_autocast(tmp_path, co
     getattr(loaded.net, convert)()
     with pytest.raises(ConfigError, match="weights: hand over a float32 model"):
         _nll(loaded, None)
+
+
+@needs_cifar
+def test_a_module_evaluated_between_epochs_goes_on_training(tmp_path):
+    """The run sets the caller's module to eval mode and stops its weights' gradients; after it, the
+    module's training modes and requires_grad flags are its own again, and no gradient was left on it."""
+    net = Net().train()
+    net.body[1].eval()  # a frozen batch norm stays frozen
+    net.body[0].bias.requires_grad_(False)
+    modes = [m.training for m in net.modules()]
+    flags = [p.requires_grad for p in net.parameters()]
+    _nll(net, None, preprocessing=PRE)
+    rbvit.evaluate(
+        net,
+        "pgd",
+        data=str(CIFAR10_TEST),
+        limit=4,
+        preprocessing=PRE,
+        progress=False,
+        suite_params={"steps": 1, "epsilons": ("1/255",)},
+    )
+    assert [m.training for m in net.modules()] == modes
+    assert [p.requires_grad for p in net.parameters()] == flags
+    assert all(p.grad is None for p in net.parameters())
+    net(torch.rand(2, 3, 32, 32)).sum().backward()  # training goes on
+    assert net.body[3].weight.grad is not None

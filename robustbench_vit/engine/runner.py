@@ -9,6 +9,7 @@ the loaded model and the decoded cache.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -41,7 +42,7 @@ from robustbench_vit.engine.rows import (
 )
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.models.loading import LoadedModel, load_model, resolve_spec, wrap_module
-from robustbench_vit.models.modules import check_float32, settle_identity, with_preprocessing
+from robustbench_vit.models.modules import borrowed, check_float32, settle_identity, with_preprocessing
 from robustbench_vit.storage.reading import rows_to_frame
 from robustbench_vit.storage.store import RunStore, check_writable, probe_writable
 from robustbench_vit.suites import SUITES, EvalContext, Suite, make_suite
@@ -137,7 +138,11 @@ def evaluate(
         )
     prog = make_progress(progress)
     try:
-        with float32_default():  # a notebook's torch.set_default_dtype never reaches a number
+        lent = borrowed(model) if isinstance(model, nn.Module) else contextlib.nullcontext()
+        with (
+            float32_default(),
+            lent,
+        ):  # a notebook's default dtype never reaches a number; its module comes back
             frames = _evaluate_all(model, suites, opts, prog, preprocessing, name)
     finally:
         if progress is None or isinstance(progress, (bool, str)):  # ours to close; a caller's is not

@@ -4,11 +4,12 @@ notebook path), and the content digest that identifies a module's weights when n
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "PixelModel",
     "live_state",
     "check_float32",
+    "borrowed",
     "settle_identity",
     "LoadedModel",
     "state_digest",
@@ -153,6 +155,26 @@ def state_digest(net: nn.Module) -> str:
         if t.numel():
             digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def borrowed(net: nn.Module) -> Iterator[None]:
+    """Lend a caller's module to a run, which sets it to eval mode, stops its weights' gradients and may
+    move it to the run's device: its training modes, ``requires_grad`` flags and device are put back after,
+    so a model evaluated between training epochs goes on training."""
+    modes = [(m, m.training) for m in net.modules()]
+    flags = [(t, t.requires_grad) for t in net.parameters()]
+    device = next((t.device for t in (*net.parameters(), *net.buffers())), None)
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+        for t, wanted in flags:
+            t.requires_grad_(wanted)
+        now = next((t.device for t in (*net.parameters(), *net.buffers())), None)
+        if device is not None and now != device:
+            net.to(device)
 
 
 def wrap_module(
