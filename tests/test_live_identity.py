@@ -350,3 +350,35 @@ def test_a_module_evaluated_between_epochs_goes_on_training(tmp_path):
     assert all(p.grad is None for p in net.parameters())
     net(torch.rand(2, 3, 32, 32)).sum().backward()  # training goes on
     assert net.body[3].weight.grad is not None
+
+
+@needs_cifar
+@pytest.mark.parametrize("kind", ["loaded model edited", "module given a hook", "hook for every module"])
+def test_a_changed_model_is_another_board_entry_never_a_second_seed(tmp_path, kind):
+    """Two seeds of one board entry must be one model: a run of the changed model is labelled apart
+    (its weights column says what changed), never pooled with the first as its second seed."""
+    out = tmp_path / "out"
+    model = (
+        rbvit.load_model(str(write_cifar_card(tmp_path / "card")), device="cpu")
+        if kind == "loaded model edited"
+        else Net()
+    )
+    kw = dict(
+        data=str(CIFAR10_TEST),
+        limit=10,
+        out=out,
+        progress=False,
+        **({} if kind == "loaded model edited" else {"preprocessing": PRE}),
+    )
+    first = rbvit.evaluate(model, "clean", seed=0, **kw)
+    if kind == "loaded model edited":
+        with torch.no_grad():
+            model.net.head.weight.mul_(3)
+    elif kind == "module given a hook":
+        model.body.register_forward_hook(lambda m, i, o: o * 3)
+    else:
+        _global_hook(model)
+    second = rbvit.evaluate(model, "clean", seed=1, **kw)
+    assert set(first.weights).isdisjoint(second.weights)  # the weights column says the model changed
+    board = rbvit.build_leaderboard(out).query("metric == 'top1'")
+    assert len(board) == 2 and set(board.n_seeds) == {1}

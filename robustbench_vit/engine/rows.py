@@ -164,6 +164,15 @@ def sample_columns(acc: Any, ctx: Any, base: dict[str, Any], cond: Condition) ->
     }
 
 
+def computed_weights(weights: str) -> str:
+    """The ``weights`` column: the model's weights, and the hooks registered for every module when there
+    are any (they change its outputs, so its runs are another board entry, never a seed of the plain one)."""
+    from robustbench_vit.fingerprint import global_hooks_digest
+
+    hooks = global_hooks_digest()
+    return weights if hooks is None else f"{weights} global-hooks:{hooks[:12]}"
+
+
 def computed_dtype(dtype: str) -> str:
     """The ``dtype`` column: the autocast dtype, with the float32 precision switches set away from
     PyTorch's defaults (``fp32 cuda.matmul=tf32``), so a TF32 run is never a seed of a float32 one."""
@@ -224,7 +233,7 @@ def base_row(
         "family": m.spec.family,
         "arch": m.spec.arch,
         "source": m.spec.source,
-        "weights": m.weights,
+        "weights": computed_weights(m.weights),
         "suite": suite.name,
         "suite_version": suite.version,
         "dataset": dataset,

@@ -117,12 +117,16 @@ def settle_identity(loaded: LoadedModel) -> LoadedModel:
     if loaded.state_at_load is None:
         return loaded
     live = live_state(loaded)
-    identity = (
-        loaded.identity if live == loaded.state_at_load else {**loaded.identity, "changed_since_load": live}
+    if live == loaded.state_at_load:
+        return dataclasses.replace(loaded, state_at_load=None)
+    logger.info("%s changed since it was loaded: its runs are keyed by its state now", loaded.spec.name)
+    # the rows' weights column says so too: the board never pools it with the model as loaded
+    return dataclasses.replace(
+        loaded,
+        identity={**loaded.identity, "changed_since_load": live},
+        weights=f"{loaded.weights} changed:{live[:16]}",
+        state_at_load=None,
     )
-    if live != loaded.state_at_load:
-        logger.info("%s changed since it was loaded: its runs are keyed by its state now", loaded.spec.name)
-    return dataclasses.replace(loaded, identity=identity, state_at_load=None)
 
 
 def check_float32(net: nn.Module, name: str) -> None:
@@ -225,12 +229,14 @@ def wrap_module(
     )
     dev, amp = select_device(device), autocast_dtype(dtype)
     module = PixelModel(net, data_cfg.mean, data_cfg.std, amp).eval().requires_grad_(False).to(dev)
-    weights = f"module sha256:{state[:16]}"
+    code = module_code(net)
+    # tensors and code: one module with and without a hook is two board entries, never two seeds of one
+    weights = f"module sha256:{state[:16]} code:{code[:12]}"
     identity = {
         "spec": spec.to_dict(),
         "pretrained": True,
         "weights": f"sha256:{state}",
-        "code": {"modules": module_code(net)},
+        "code": {"modules": code},
     }
     return LoadedModel(spec, module, data_cfg, get_label_space(label), dev, dtype, weights, identity)
 
