@@ -382,3 +382,24 @@ def test_a_changed_model_is_another_board_entry_never_a_second_seed(tmp_path, ki
     assert set(first.weights).isdisjoint(second.weights)  # the weights column says the model changed
     board = rbvit.build_leaderboard(out).query("metric == 'top1'")
     assert len(board) == 2 and set(board.n_seeds) == {1}
+
+
+@needs_cifar
+def test_inference_mode_around_a_run_never_breaks_an_attack(tmp_path):
+    """A notebook cell under ``torch.inference_mode()``: PGD needs autograd, so the run leaves inference mode
+    (it failed with an autograd error), a model loaded there has plain weights, and a module built there is
+    one line saying so."""
+    from robustbench_vit.errors import ConfigError
+
+    card = str(write_cifar_card(tmp_path / "card"))
+    kw = dict(
+        data=str(CIFAR10_TEST), limit=8, progress=False, suite_params={"steps": 2, "epsilons": ("2/255",)}
+    )
+    expected = rbvit.evaluate(card, "pgd", **kw).value.fillna(-1).tolist()
+    with torch.inference_mode():
+        assert rbvit.evaluate(card, "pgd", **kw).value.fillna(-1).tolist() == expected
+        loaded = rbvit.load_model(card, device="cpu")
+        built = Net()
+    assert rbvit.evaluate(loaded, "pgd", **kw).value.fillna(-1).tolist() == expected
+    with pytest.raises(ConfigError, match="made under torch.inference_mode"):
+        rbvit.evaluate(built, "pgd", preprocessing=PRE, **kw)

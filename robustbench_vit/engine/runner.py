@@ -138,11 +138,10 @@ def evaluate(
         )
     prog = make_progress(progress)
     try:
+        # a notebook's default dtype or inference mode never reaches a number (attacks need autograd), and
+        # a module handed over comes back as it was
         lent = borrowed(model) if isinstance(model, nn.Module) else contextlib.nullcontext()
-        with (
-            float32_default(),
-            lent,
-        ):  # a notebook's default dtype never reaches a number; its module comes back
+        with float32_default(), torch.inference_mode(False), lent:
             frames = _evaluate_all(model, suites, opts, prog, preprocessing, name)
     finally:
         if progress is None or isinstance(progress, (bool, str)):  # ours to close; a caller's is not

@@ -59,6 +59,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+@torch.inference_mode(False)  # its weights are plain tensors, which attacks differentiate through
 def load_model(
     spec: ModelSpec | str,
     *,

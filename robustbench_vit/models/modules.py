@@ -131,7 +131,8 @@ def settle_identity(loaded: LoadedModel) -> LoadedModel:
 
 def check_float32(net: nn.Module, name: str) -> None:
     """The network's floating-point weights are float32: a ``.half()`` or ``.double()`` module would fail on
-    float32 pixels (or compute at a precision the rows do not record); reduced precision is autocast's."""
+    float32 pixels (or compute at a precision the rows do not record); reduced precision is autocast's. And
+    they are plain tensors, not made under ``torch.inference_mode()``, which autograd cannot use."""
     other = sorted(
         {
             str(t.dtype).replace("torch.", "")
@@ -144,6 +145,11 @@ def check_float32(net: nn.Module, name: str) -> None:
         raise ConfigError(
             f"{name} has {', '.join(other)} weights: hand over a float32 model (net.float()) and pass "
             "dtype='bf16' or 'fp16' for reduced precision, which runs under autocast and is recorded in every row"
+        )
+    if any(t.is_inference() for t in (*net.parameters(), *net.buffers())):
+        raise ConfigError(
+            f"{name}'s weights were made under torch.inference_mode(), and attacks differentiate through them: "
+            "build or load it outside inference_mode"
         )
 
 
@@ -175,7 +181,8 @@ def borrowed(net: nn.Module) -> Iterator[None]:
         for m, training in modes:
             m.training = training
         for t, wanted in flags:
-            t.requires_grad_(wanted)
+            if t.requires_grad != wanted:  # an inference tensor refuses even a no-op change
+                t.requires_grad_(wanted)
         now = next((t.device for t in (*net.parameters(), *net.buffers())), None)
         if device is not None and now != device:
             net.to(device)
