@@ -403,3 +403,24 @@ def test_inference_mode_around_a_run_never_breaks_an_attack(tmp_path):
     assert rbvit.evaluate(loaded, "pgd", **kw).value.fillna(-1).tolist() == expected
     with pytest.raises(ConfigError, match="made under torch.inference_mode"):
         rbvit.evaluate(built, "pgd", preprocessing=PRE, **kw)
+
+
+@needs_cifar
+def test_a_module_returning_a_logits_entry_is_read_by_it(tmp_path):
+    """Hugging Face classifiers return an output object (a dict) with ``logits``: the run reads it, as it
+    reads the bare tensor; an output without logits is one line naming what it returned."""
+    from robustbench_vit.errors import ConfigError
+
+    class Wrapped(nn.Module):
+        def __init__(self, key: str = "logits") -> None:
+            super().__init__()
+            self.inner, self.key = Net(), key
+
+        def forward(self, pixel_values: torch.Tensor) -> dict:
+            return {self.key: self.inner(pixel_values)}
+
+    kw = dict(data=str(CIFAR10_TEST), limit=8, progress=False, preprocessing=PRE)
+    bare = rbvit.evaluate(Net(), "clean", **kw).value.tolist()
+    assert rbvit.evaluate(Wrapped(), "clean", **kw).value.tolist() == bare
+    with pytest.raises(ConfigError, match="the model returned scores, not logits"):
+        rbvit.evaluate(Wrapped("scores"), "clean", **kw)

@@ -10,7 +10,7 @@ import torch
 
 from robustbench_vit.data.cache import default_cache_dir
 from robustbench_vit.engine.options import RunOptions
-from robustbench_vit.errors import ConfigError
+from robustbench_vit.errors import ConfigError, RbvitError
 from robustbench_vit.models.loading import LoadedModel
 
 __all__ = ["refuse_writing_into_data", "check_output_width"]
@@ -44,7 +44,7 @@ def check_output_width(loaded: LoadedModel, data_cfg: Any) -> None:
         with torch.no_grad():
             width = loaded(torch.zeros((1, 3, *size), device=loaded.device)).shape[-1]
     except (AssertionError, RuntimeError, ValueError) as e:
-        if isinstance(e, torch.OutOfMemoryError):
+        if isinstance(e, (torch.OutOfMemoryError, RbvitError)):  # out of memory; a message of our own
             raise
         why = " ".join(str(e).split())[:200] or type(e).__name__
         raise ConfigError(

@@ -72,6 +72,14 @@ class PixelModel(nn.Module):
             out = self.net(x)
         if isinstance(out, (tuple, list)):  # e.g. distilled heads in train mode
             out = out[0]
+        elif isinstance(out, Mapping) or hasattr(out, "logits"):  # a Hugging Face ``...Output``, a dict
+            logits = out.get("logits") if isinstance(out, Mapping) else out.logits
+            if not isinstance(logits, torch.Tensor):
+                keys = ", ".join(map(str, out)) if isinstance(out, Mapping) else type(out).__name__
+                raise ConfigError(
+                    f"the model returned {keys}, not logits: return a tensor or a 'logits' entry"
+                )
+            out = logits
         return out.float()
 
 
