@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "PixelModel",
     "live_state",
-    "check_float32",
+    "check_weights",
     "borrowed",
     "settle_identity",
     "LoadedModel",
@@ -137,7 +137,7 @@ def settle_identity(loaded: LoadedModel) -> LoadedModel:
     )
 
 
-def check_float32(net: nn.Module, name: str) -> None:
+def check_weights(net: nn.Module, name: str) -> None:
     """The network's floating-point weights are float32: a ``.half()`` or ``.double()`` module would fail on
     float32 pixels (or compute at a precision the rows do not record); reduced precision is autocast's. And
     they are plain tensors, not made under ``torch.inference_mode()``, which autograd cannot use."""
@@ -232,7 +232,7 @@ def wrap_module(
         else DataConfig.from_dict(cfg, source=f"module:{type(net).__name__}")
     )
     state = state_digest(net)
-    check_float32(net, name or type(net).__name__)
+    check_weights(net, name or type(net).__name__)
     # the class name as a folder-safe default (e.g. a private ``_Probe`` class becomes ``probe``)
     name = name or re.sub(r"[^A-Za-z0-9._+-]", "-", type(net).__name__.lower()).lstrip("._+-") or "module"
     spec = ModelSpec(
