@@ -109,7 +109,6 @@ LOADED_CHANGES: dict[str, Callable[[rbvit.LoadedModel], object]] = {
     "weights edited in place": lambda m: m.net.head.weight.mul_(2),
     "weights edited through .data": lambda m: m.net.head.weight.data.mul_(2),
     "hook added": lambda m: m.net.register_forward_hook(lambda mod, i, o: o * 3),
-    "normalisation edited": lambda m: m.module.mean.fill_(0.2),
     "hook for every module": lambda m: _undo.append(
         nn.modules.module.register_module_forward_hook(lambda mod, i, o: o * 2 if mod is m.net else o).remove
     ),
@@ -424,3 +423,26 @@ def test_a_module_returning_a_logits_entry_is_read_by_it(tmp_path):
     assert rbvit.evaluate(Wrapped(), "clean", **kw).value.tolist() == bare
     with pytest.raises(ConfigError, match="the model returned scores, not logits"):
         rbvit.evaluate(Wrapped("scores"), "clean", **kw)
+
+
+@needs_cifar
+def test_a_normalisation_other_than_the_recorded_one_is_refused(tmp_path):
+    """Rows record the model's data config: a mean edited in the wrapper, or a data config replaced beside
+    it, would record one normalisation and compute another. Both are one line naming with_preprocessing."""
+    import dataclasses
+
+    from robustbench_vit.errors import ConfigError
+    from robustbench_vit.models.modules import with_preprocessing
+
+    card = str(write_cifar_card(tmp_path / "card"))
+    model = rbvit.load_model(card, device="cpu")
+    with torch.no_grad():
+        model.module.mean.fill_(0.2)
+    with pytest.raises(ConfigError, match="normalises with"):
+        _nll(model, None)
+    model = rbvit.load_model(card, device="cpu")
+    replaced = dataclasses.replace(model, data_config=model.data_config.replace(mean=(0.2, 0.2, 0.2)))
+    with pytest.raises(ConfigError, match="change preprocessing with with_preprocessing"):
+        _nll(replaced, None)
+    overridden = with_preprocessing(model, {"mean": (0.2, 0.2, 0.2)})  # the way to change it
+    assert _nll(overridden, None)[0] != _nll(model, None)[0]

@@ -42,7 +42,13 @@ from robustbench_vit.engine.rows import (
 )
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.models.loading import LoadedModel, load_model, resolve_spec, wrap_module
-from robustbench_vit.models.modules import borrowed, check_weights, settle_identity, with_preprocessing
+from robustbench_vit.models.modules import (
+    borrowed,
+    check_normalisation,
+    check_weights,
+    settle_identity,
+    with_preprocessing,
+)
 from robustbench_vit.storage.reading import rows_to_frame
 from robustbench_vit.storage.store import RunStore, check_writable, probe_writable
 from robustbench_vit.suites import SUITES, EvalContext, Suite, make_suite
@@ -242,6 +248,7 @@ def _evaluate_one(
     if isinstance(model, LoadedModel):
         loaded = settle_identity(model)  # a model the caller changed since loading it is keyed by its state
         check_weights(loaded.net, loaded.spec.name)
+        check_normalisation(loaded)
         if loaded.module.training:
             log.warning(
                 "%s was in training mode: evaluated in eval mode, as timm's validate.py", loaded.spec.name

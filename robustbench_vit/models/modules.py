@@ -30,6 +30,7 @@ __all__ = [
     "PixelModel",
     "live_state",
     "check_weights",
+    "check_normalisation",
     "borrowed",
     "settle_identity",
     "LoadedModel",
@@ -159,6 +160,19 @@ def check_weights(net: nn.Module, name: str) -> None:
             f"{name}'s weights were made under torch.inference_mode(), and attacks differentiate through them: "
             "build or load it outside inference_mode"
         )
+
+
+def check_normalisation(loaded: LoadedModel) -> None:
+    """The mean/std the model normalises with are those its data config (recorded in every row) says: a
+    ``dataclasses.replace(model, data_config=...)`` would record one normalisation and compute another."""
+    module = loaded.module
+    for what, said in (("mean", loaded.data_config.mean), ("std", loaded.data_config.std)):
+        used = getattr(module, what).detach().cpu().flatten()
+        if not torch.equal(used, torch.tensor(said, dtype=used.dtype)):
+            raise ConfigError(
+                f"{loaded.spec.name}'s data config says {what} {tuple(said)} but the model normalises with "
+                f"{tuple(round(v, 6) for v in used.tolist())}: change preprocessing with with_preprocessing()"
+            )
 
 
 def state_digest(net: nn.Module) -> str:
