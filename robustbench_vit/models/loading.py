@@ -127,16 +127,6 @@ def load_model(
     return loaded
 
 
-def built_identity(spec: ModelSpec, *, pretrained: bool = True, cache_dir: str | Path | None = None) -> dict:
-    """The identity of a model only its building tells (an entry point, whose code decides the tensors it
-    returns): built on the CPU, then identified as a run identifies it (its tensors, code, preprocessing
-    and label space)."""
-    from robustbench_vit.identity import loaded_model_identity
-
-    loaded = load_model(spec, device="cpu", pretrained=pretrained, cache_dir=cache_dir, remember_state=False)
-    return {k: v for k, v in loaded_model_identity(loaded).items() if k != "dtype"}
-
-
 def check_same_files(name: str, before: dict, after: dict, when: str = "while it was loaded") -> None:
     """The local files a model was built from (its weights file, its card) hold, after the load, what they
     held when ``before`` was taken (before the load, or when a run's id was made): else the identity could

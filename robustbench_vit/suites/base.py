@@ -23,14 +23,15 @@ from robustbench_vit.data.cache import ImageCache
 from robustbench_vit.data.datasets import ImageDataset
 from robustbench_vit.data.loader import device_batches
 from robustbench_vit.data.preprocessing import DataConfig
-from robustbench_vit.errors import CheckpointError, ConfigError, RbvitError
+from robustbench_vit.errors import ConfigError
 from robustbench_vit.metrics.accumulators import (
     CALIBRATION_METRICS,
     ClassificationAccumulator,
     MetricValue,
     PrecomputedResults,
 )
-from robustbench_vit.models.loading import LoadedModel, check_same_files, load_model
+from robustbench_vit.models.loading import LoadedModel, load_model
+from robustbench_vit.models.referenced import check_loaded_as_named, referenced_identity
 from robustbench_vit.registry import Registry
 from robustbench_vit.suites.memory import chunked_forward, retry_out_of_memory
 from robustbench_vit.suites.params import (
@@ -305,15 +306,7 @@ class Suite:
         loaded = load_model(
             ref, device=str(ctx.device), dtype=ctx.model.dtype, pretrained=pretrained, remember_state=False
         )
-        named = ctx.referenced.get(param)
-        if named is not None and "ref" not in named:
-            check_same_files(loaded.spec.name, named, loaded.identity, "since the run began")
-            if loaded.spec.source == "entrypoint" and any(
-                named.get(k) != loaded.identity.get(k) for k in ("weights", "code")
-            ):
-                raise CheckpointError(
-                    f"entry point {ref} returned another model than when the run began; run again"
-                )
+        check_loaded_as_named(loaded, ctx.referenced.get(param), ref)
         return loaded
 
     def reads_other_images(self) -> bool:
@@ -335,21 +328,11 @@ class Suite:
         references (a source checkpoint overwritten in place changes the key) and the versions of the
         libraries it computes with (:meth:`libraries`)."""
         from robustbench_vit.identity import library_versions
-        from robustbench_vit.models.identity import model_identity
-        from robustbench_vit.models.loading import built_identity
-        from robustbench_vit.models.names import resolve_spec
 
-        refs: dict[str, Any] = {}
-        for param, (ref, pretrained) in self.referenced_models().items():
-            try:
-                spec = resolve_spec(ref)
-            except RbvitError:  # the evaluated model itself (named by its card's name): already identified
-                refs[param] = {"ref": ref}
-                continue
-            if spec.source == "entrypoint":  # its code decides what it returns: built, then identified
-                refs[param] = built_identity(spec, pretrained=pretrained, cache_dir=cache_dir)
-            else:
-                refs[param] = model_identity(spec, pretrained=pretrained, cache_dir=cache_dir)
+        refs = {
+            param: referenced_identity(ref, pretrained=pretrained, cache_dir=cache_dir)
+            for param, (ref, pretrained) in self.referenced_models().items()
+        }
         libs = library_versions(self.libraries()) if self.libraries() else {}
         return {
             **self.config(),
