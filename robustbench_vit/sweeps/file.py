@@ -181,22 +181,22 @@ def validate_sweep(spec: SweepSpec, *, allow_entrypoints: bool = False) -> None:
     from robustbench_vit.models.loading import resolve_spec
     from robustbench_vit.suites import make_suite
 
+    def refuse_code(what: str) -> None:
+        raise ConfigError(
+            f"sweep file {spec.path}: {what} names code to run (module:factory); a sweep file is data: name "
+            "timm/torchvision models or cards, or pass --allow-entrypoints"
+        )
+
     seen: set[str] = set()
     for cell in spec.cells:
         if cell.model not in seen:
             if resolve_spec(cell.model).source == "entrypoint" and not allow_entrypoints:
-                raise ConfigError(
-                    f"sweep file {spec.path}: model {cell.model!r} names code to run (module:factory); a sweep "
-                    "file is data: name timm/torchvision models or cards, or pass --allow-entrypoints"
-                )
+                refuse_code(f"model {cell.model!r}")
             seen.add(cell.model)
         suite = make_suite(cell.suite, cell.options.suite_params)
         for param, (ref, _) in suite.referenced_models().items():  # a transfer source, a saliency model
             if _names_code(ref) and not allow_entrypoints:
-                raise ConfigError(
-                    f"sweep file {spec.path}: {cell.suite} {param}={ref!r} names code to run (module:factory); "
-                    "a sweep file is data: name timm/torchvision models or cards, or pass --allow-entrypoints"
-                )
+                refuse_code(f"{cell.suite} {param}={ref!r}")
         cell.options.validate()
         data = cell.options.data
         if data and not Path(data).expanduser().exists():
