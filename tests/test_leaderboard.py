@@ -107,6 +107,19 @@ def test_a_smaller_later_run_never_replaces_a_larger_image_set():
     assert "1000 images (largest of 2 image sets)" in md
 
 
+def test_a_table_of_models_on_different_image_sets_says_so():
+    """Two models of one table evaluated on different images (a labels file edited between their runs
+    gives one folder two image sets): the caption names each model's set and says the ranks compare
+    different images; on one shared set it says neither."""
+    two = render_markdown(
+        board([row("a", 0.7, image_set="set1aaaaaaa"), row("b", 0.6, image_set="set2bbbbbbb")])
+    )
+    assert "a: 100 images (set set1aaaa), b: 100 images (set set2bbbb)" in two
+    assert "NOT one image set: ranks compare models on different images" in two
+    one = render_markdown(board([row("a", 0.7), row("b", 0.6)]))
+    assert "a: 100 images, b: 100 images;" in one and "NOT one image set" not in one
+
+
 def test_a_run_of_a_folder_listed_otherwise_since_is_not_the_current_number():
     """An image deleted from the folder, then a rerun: the 999-image run is the folder's number now, not the
     larger run that read a file which no longer exists. A --limit run of the folder as it is listed now

@@ -132,7 +132,7 @@ def test_compare_pairs_the_same_images_not_the_same_positions(tmp_path, cifar_ca
     printed = CliRunner().invoke(main, ["compare", str(cifar_card), str(cifar_cnn_card), "-r", str(out)])
     assert printed.exit_code == 0, printed.output
     assert f"on {len(shared)} shared images" in printed.output
-    assert "left out: 1 images named alike whose content differs" in printed.output
+    assert "left out: 1 images named alike whose content or label differs" in printed.output
 
 
 @needs_cifar
@@ -217,3 +217,72 @@ def test_compare_pairs_transfer_rows_source_with_source(tmp_path, cifar_card, ci
     test = mcnemar(out, str(cifar_card), str(cifar_cnn_card), suite="transfer", condition=cond)
     assert test.n == 20  # only source cifar_vit was run on both targets
     assert (test.a_only, test.b_only) == (int((a & ~b[a.index]).sum()), int((~a & b[a.index]).sum()))
+
+
+def _flat_with_labels(files: list[Path], root: Path) -> Path:
+    """``files`` copied into one flat folder, with a labels file naming each file's class folder."""
+    root.mkdir(parents=True)
+    for f in files:
+        shutil.copyfile(f, root / f"{f.parent.name}_{f.name}")
+    labels = root.parent / "labels.txt"
+    labels.write_text("".join(f"{f.parent.name}_{f.name} {f.parent.name}\n" for f in files))
+    return labels
+
+
+def _swap_two_labels(labels: Path, i: int, j: int) -> None:
+    lines = [line.split() for line in labels.read_text().splitlines()]
+    lines[i][1], lines[j][1] = lines[j][1], lines[i][1]
+    labels.write_text("".join(f"{a} {b}\n" for a, b in lines))
+
+
+@needs_cifar
+def test_compare_never_pairs_one_image_graded_against_two_labels(tmp_path, cifar_card, cifar_cnn_card):
+    """A flat folder's labels file is edited between two models' runs (two lines swap their classes): the
+    two relabelled images were graded against other truths and are left out of the paired test, which
+    used to pair them by name and content alone."""
+    import robustbench_vit as rbvit
+    from robustbench_vit.results.analysis import mcnemar
+    from robustbench_vit.storage.reading import load_samples
+
+    files = [f for c in sorted(CIFAR10_TEST.iterdir()) for f in sorted(c.iterdir())[:2]]
+    labels = _flat_with_labels(files, tmp_path / "flat")
+    out = tmp_path / "out"
+    kw = dict(data=str(tmp_path / "flat"), out=str(out), cache_dir=str(tmp_path / "cache"), progress=False)
+    rbvit.evaluate(str(cifar_card), "clean", labels=str(labels), save_samples=True, **kw)
+    _swap_two_labels(labels, 0, 5)
+    rbvit.evaluate(str(cifar_cnn_card), "clean", labels=str(labels), save_samples=True, **kw)
+
+    s = load_samples(out)
+    a, b = (s[s.model == m].set_index("item") for m in ("cifar_vit", "cifar_resnet10t"))
+    assert (a.label != b.label[a.index]).sum() == 2
+    same = a.index[a.label == b.label[a.index]]
+    test = mcnemar(out, str(cifar_card), str(cifar_cnn_card))
+    assert (test.n, test.content_differs) == (len(files) - 2, 2)
+    ca, cb = a.correct[same], b.correct[same]
+    assert (test.a_only, test.b_only) == (int((ca & ~cb).sum()), int((~ca & cb).sum()))
+    assert test.acc_a == pytest.approx(ca.mean()) and test.acc_b == pytest.approx(cb.mean())
+
+
+@needs_cifar
+def test_worst_case_never_joins_one_image_graded_against_two_labels(tmp_path):
+    """PGD and AutoAttack run on a flat folder whose labels file is edited between them: the relabelled
+    images are two images each, neither evaluated by both attacks against one label."""
+    import robustbench_vit as rbvit
+    from robustbench_vit.models.loading import wrap_module
+    from robustbench_vit.results.worst_case import worst_case
+    from tests.smooth_classifier import PRE, Smooth
+
+    files = [f for c in sorted(CIFAR10_TEST.iterdir()) for f in sorted(c.iterdir())[:2]]
+    labels = _flat_with_labels(files, tmp_path / "flat")
+    model = wrap_module(Smooth(), preprocessing=PRE, name="smooth", device="cpu", dtype="fp32")
+    kw = dict(data=str(tmp_path / "flat"), labels=str(labels), progress=False, save_samples=True)
+    kw |= dict(out=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"))
+    rbvit.evaluate(model, "pgd", suite_params={"epsilons": ("2/255",), "steps": 2}, **kw)
+    _swap_two_labels(labels, 0, 5)
+    aa = {"eps": "2/255", "aa_version": "custom", "attacks": ("apgd-ce",), "n_iter": 5}
+    rbvit.evaluate(model, "autoattack", suite_params=aa, **kw)
+    summary, per_image = worst_case(tmp_path / "out", "smooth")
+    assert summary.iloc[0].attacks == 2 and summary.iloc[0].n_images == len(files) - 2
+    relabelled = {f"{f.parent.name}_{f.name}" for f in (files[0], files[5])}
+    assert not relabelled & set(per_image.item)
+    assert per_image.groupby("item").size().eq(1).all()

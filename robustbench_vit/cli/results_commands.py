@@ -150,8 +150,8 @@ def compare_cmd(
     click.echo(f"exact McNemar p-value: {r.p_value:.4g}")
     if r.content_differs:
         click.echo(
-            f"left out: {r.content_differs} images named alike whose content differs between the two runs "
-            "(or was not recorded by an older rbvit)"
+            f"left out: {r.content_differs} images named alike whose content or label differs between the two "
+            "runs (or whose content an older rbvit did not record)"
         )
 
 

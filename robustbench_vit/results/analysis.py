@@ -150,7 +150,8 @@ class McNemar:
     acc_b: float
     p_value: float
     #: images of one name in both runs left out: their content differs (a file replaced between the runs),
-    #: or one run recorded none (rows of an rbvit before ``image_sha256``)
+    #: their label differs (a labels file edited between the runs), or one run recorded no content (rows
+    #: of an rbvit before ``image_sha256``)
     content_differs: int = 0
 
 
@@ -202,9 +203,10 @@ def mcnemar(
         )
 
     a, b = rows_of(model_a, runs_a), rows_of(model_b, runs_b)
-    # an image is the same image in both runs when its name and its content agree, never by its position
-    # in two image lists (a --subset, a --limit, or an ImageNet-C folder lacking files shift positions)
-    key = ["dataset", "condition", "source_model", "item", "image_sha256"]
+    # an image is the same image in both runs when its name, its content and its label agree, never by its
+    # position in two image lists (a --subset, a --limit, or an ImageNet-C folder lacking files shift
+    # positions); one graded against two labels (a labels file edited between the runs) is two images
+    key = ["dataset", "condition", "source_model", "item", "image_sha256", "label"]
     a, b = (d.drop_duplicates(key, keep="last") for d in (a, b))
     if a.empty or b.empty:
         missing = model_a if a.empty else model_b
@@ -215,9 +217,9 @@ def mcnemar(
         )
     m = a.merge(b, on=key, suffixes=("_a", "_b"))
     named = a.merge(b, on=["dataset", "condition", "source_model", "item"], suffixes=("_a", "_b"))
-    differs = int((named.image_sha256_a != named.image_sha256_b).sum())
+    differs = int(((named.image_sha256_a != named.image_sha256_b) | (named.label_a != named.label_b)).sum())
     if m.empty:
-        why = f" ({differs} share a name but not their recorded content)" if differs else ""
+        why = f" ({differs} share a name but not their recorded content or label)" if differs else ""
         raise DataError(f"{model_a} and {model_b} share no evaluated images in suite {suite}{why}")
     a_only = int((m.correct_a & ~m.correct_b).sum())
     b_only = int((~m.correct_a & m.correct_b).sum())

@@ -56,19 +56,7 @@ def suite_tables(board: pd.DataFrame, cell=_cell) -> list[tuple[str, str, str, p
         ranks = g[g["col"] == order_col].set_index(["label", "family"])["rank"]
         wide = wide.loc[sorted(wide.index, key=lambda i: (ranks.get(i, 10**9), i))]
         prov = g.iloc[0]
-        sets = ", ".join(
-            sorted(
-                {
-                    f"{r.label}: {int(r.n_images)} images"
-                    + (
-                        f" (largest of {int(r.image_sets_available)} image sets)"
-                        if r.image_sets_available > 1
-                        else ""
-                    )
-                    for r in g.drop_duplicates("label").itertuples()
-                }
-            )
-        )
+        sets = _image_sets(g)
         seeds = sorted(set(g["seeds"]))
         cards = sorted(
             {
@@ -86,6 +74,28 @@ def suite_tables(board: pd.DataFrame, cell=_cell) -> list[tuple[str, str, str, p
         )
         tables.append((suite, dataset, caption, wide, order_col))
     return tables
+
+
+def _image_sets(g: pd.DataFrame) -> str:
+    """Each model's image set in a table's caption; when the models were not all evaluated on one image set
+    (another --limit or --subset, a labels file edited, an image replaced) each set is named by its id and
+    the caption says the ranks compare different images."""
+    several = g["image_set"].nunique() > 1 if "image_set" in g else False
+    sets = ", ".join(
+        sorted(
+            {
+                f"{r.label}: {int(r.n_images)} images"
+                + (f" (set {str(r.image_set)[:8]})" if several else "")
+                + (
+                    f" (largest of {int(r.image_sets_available)} image sets)"
+                    if r.image_sets_available > 1
+                    else ""
+                )
+                for r in g.drop_duplicates("label").itertuples()
+            }
+        )
+    )
+    return sets + ("; NOT one image set: ranks compare models on different images" if several else "")
 
 
 def _ranking_column(g: pd.DataFrame) -> str:

@@ -78,10 +78,10 @@ def worst_case(
     )
     s["order"] = s.suite.map({n: i for i, n in enumerate(suites)})
     s = s.sort_values(["order", "attack"], kind="stable")
-    # an image is its name and its content: a file replaced between two attacks' runs is two images, and
-    # neither was evaluated by every attack
+    # an image is its name, its content and its label: a file replaced or relabelled between two attacks'
+    # runs is two images, and neither was evaluated by every attack
     s["image_sha256"] = s.image_sha256.fillna("")
-    image = ["item", "image_sha256"]
+    image = ["item", "image_sha256", "label"]
     s = s.drop_duplicates(["dataset", "norm", "eps", "attack", *image], keep="last")
     summaries, images = [], []
     for (ds, norm, eps), g in s.groupby(["dataset", "norm", "eps"], sort=True):
@@ -91,8 +91,7 @@ def worst_case(
         g = g[g.set_index(image).index.isin(shared)]
         robust = g.groupby(image).correct.all()
         first_broken = g[~g.correct].groupby(image).attack.first()
-        labels = g.groupby(image).label.first()
-        per = pd.DataFrame({"robust": robust, "broken_by": first_broken, "label": labels}).reset_index()
+        per = pd.DataFrame({"robust": robust, "broken_by": first_broken}).reset_index()  # label: in the key
         per.insert(0, "eps", eps)
         per.insert(0, "norm", norm)
         per.insert(0, "dataset", ds)
