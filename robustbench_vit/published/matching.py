@@ -3,7 +3,9 @@
 
 A row follows protocol ``P`` of a card when all of these hold:
 
-- the same suite, condition and metric, for a model the card lists under ``P``;
+- the same suite, condition and metric, for a model the card lists under ``P``, loaded from the same source
+  with its own published weights: never a checkpoint given in their place (``--checkpoint``), random
+  weights, a model changed after loading, or a card of the user's that takes the model's name;
 - the same suite configuration (every parameter and the suite version, as the run recorded it);
 - ``P``'s dataset, where ``P`` names one;
 - ``P``'s preprocessing. Every field ``P`` fixes has the row's effective value, and the run overrode no
@@ -33,6 +35,7 @@ class _Entry:
     protocol: Protocol
     suite_config: str
     models: dict[str, dict[str, Any]]  # row key -> the preprocessing overrides P gives that model
+    sources: dict[str, str]  # row key -> the source the card's model is loaded from (timm, torchvision, ...)
 
 
 def _canonical(obj: Any) -> str:
@@ -42,7 +45,7 @@ def _canonical(obj: Any) -> str:
 @functools.lru_cache(maxsize=1)
 def _protocols() -> dict[tuple[str, str, str], list[_Entry]]:
     """(suite, condition, metric) -> the shipped protocols with that cell."""
-    from robustbench_vit.models.names import row_key
+    from robustbench_vit.models.names import resolve_spec, row_key
     from robustbench_vit.suites import make_suite
 
     out: dict[tuple[str, str, str], list[_Entry]] = {}
@@ -54,9 +57,12 @@ def _protocols() -> dict[tuple[str, str, str], list[_Entry]]:
                 for c in card.cells
                 if c.protocol == pid
             }
+            sources = {
+                row_key(c.model): resolve_spec(c.model).source for c in card.cells if c.protocol == pid
+            }
             config = _canonical(make_suite(p.suite, p.params).config())
             out.setdefault((p.suite, p.condition, p.metric), []).append(
-                _Entry(f"{name}/{pid}", p, config, models)
+                _Entry(f"{name}/{pid}", p, config, models, sources)
             )
     return out
 
@@ -90,11 +96,29 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
+#: marks of the ``weights`` column that say the weights are not the model's published ones
+_NOT_PUBLISHED = ("checkpoint:", "random", "module ")
+_CHANGED = (" changed:", " global-hooks:")
+
+
+def _published_weights(row: Any, entry: _Entry, config: dict[str, Any]) -> bool:
+    """Whether the row's model is the card's model with its own published weights: the same source (a
+    user's card named like a zoo model is not it), no checkpoint in their place, not random, not changed
+    after loading, no hook registered for every module."""
+    if str(getattr(row, "source", "")) != entry.sources.get(row.model):
+        return False
+    options = config.get("options", {})
+    if options.get("checkpoint") or options.get("pretrained") is False:
+        return False
+    weights = str(getattr(row, "weights", "") or "")
+    return not weights.startswith(_NOT_PUBLISHED) and not any(m in weights for m in _CHANGED)
+
+
 def _follows(row: Any, entry: _Entry, config: dict[str, Any]) -> bool:
     """Whether one result row (an itertuples row) follows ``entry``'s protocol; ``config`` is its parsed
     ``config`` column."""
     p = entry.protocol
-    if row.model not in entry.models:
+    if row.model not in entry.models or not _published_weights(row, entry, config):
         return False
     if _canonical(config.get("suite", {})) != entry.suite_config:
         return False
@@ -121,7 +145,8 @@ def comparable_with(rows: pd.DataFrame) -> pd.Series:
     result rows as stored (``config`` JSON, ``input_size``, ``crop_pct``, ``interpolation``, ``dataset``,
     ``n_images``, ``image_set``); a row without them follows no protocol."""
     table = _protocols()
-    needed = {"suite", "condition", "metric", "model", "n_images", "image_set", "config", "dataset"}
+    needed = {"suite", "condition", "metric", "model", "source", "weights", "n_images", "image_set", "config"}
+    needed |= {"dataset"}
     if rows.empty or not needed <= set(rows.columns):
         return pd.Series("", index=rows.index, dtype=object)
     marks = []
