@@ -118,6 +118,8 @@ def software_identity() -> dict[str, str]:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             versions[dist] = "not installed"
+    if versions["pillow"] == "not installed":  # a fork under PIL's import name (pillow-simd) decodes too
+        versions["pillow"] = library_versions(("PIL",))["PIL"]
     versions["rbvit-decode"] = str(DECODE_VERSION)
     return versions
 

@@ -205,6 +205,32 @@ def test_a_library_upgrade_recomputes_redecodes_and_reruns_the_sweep(tmp_path, m
         software_identity.cache_clear()
 
 
+def test_a_pil_fork_keys_runs_by_its_own_version(monkeypatch):
+    """pillow-simd installs under PIL's import name with another distribution name: its version (which
+    can decode and resize otherwise) keys runs and caches, never "pillow not installed" for every fork."""
+    from robustbench_vit import identity
+    from robustbench_vit.identity import software_identity
+
+    real = metadata.version
+
+    def version(dist: str) -> str:
+        if dist.lower() == "pillow":
+            raise metadata.PackageNotFoundError(dist)
+        return "9.5.0.post1" if dist == "Pillow-SIMD" else real(dist)
+
+    monkeypatch.setattr(metadata, "version", version)
+    monkeypatch.setattr(identity, "_module_providers", lambda: {"PIL": ["Pillow-SIMD"]})
+    identity.library_versions.cache_clear()
+    software_identity.cache_clear()
+    try:
+        assert software_identity()["pillow"] == "Pillow-SIMD 9.5.0.post1"
+    finally:
+        monkeypatch.undo()
+        identity.library_versions.cache_clear()
+        software_identity.cache_clear()
+    assert software_identity()["pillow"] == real("pillow")  # the usual install: the key as before
+
+
 @needs_cifar
 def test_an_upgrade_of_a_library_a_suite_computes_with_reruns_it_and_only_it(tmp_path, monkeypatch):
     """The corruption suite computes with OpenCV and imagecorruptions (frost photographs, the reference
