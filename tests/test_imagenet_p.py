@@ -221,6 +221,16 @@ def test_a_real_model_flips_more_under_stronger_noise():
     assert v[("translate/d=1", "flip_probability")] <= v[("translate/d=3", "flip_probability")] < 0.5
 
 
+def test_the_released_videos_key_their_runs_by_the_decoder_that_reads_them():
+    """The released MP4s are decoded by PyAV (its FFmpeg converts the frames to RGB): its version is part
+    of a files run's identity, so an upgrade recomputes; generated sequences use torch alone."""
+    from robustbench_vit.suites import make_suite
+
+    files = make_suite("imagenet_p", {"source": "files"}).identity()
+    assert set(files["libraries"]) == {"av"}
+    assert "libraries" not in make_suite("imagenet_p").identity()
+
+
 def test_released_layout_errors_name_the_folder(tmp_path):
     from robustbench_vit.errors import DataError
 

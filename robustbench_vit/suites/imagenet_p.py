@@ -119,6 +119,9 @@ class ImageNetP(Suite):
     def uses_run_cache(self) -> bool:  # type: ignore[override]
         return self.source == "generated"
 
+    def libraries(self) -> tuple[str, ...]:
+        return ("av",) if self.source == "files" else ()  # PyAV (its FFmpeg) decodes the released MP4s
+
     # --- data -------------------------------------------------------------------------------------
     def open_data(self, data, dataset, labels):  # type: ignore[no-untyped-def]
         if self.source == "generated":
