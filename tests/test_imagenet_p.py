@@ -294,6 +294,30 @@ def test_the_baseline_is_found_by_its_typed_name_and_must_share_the_images(tmp_p
 
 
 @needs_imagenet
+def test_a_baseline_of_two_weights_under_one_name_is_refused_and_the_rates_name_theirs(tmp_path):
+    """The baseline folder holds rows of two different models stored under the baseline's name (a
+    checkpoint evaluated as ``alexnet``) on the same images and seed: the normalisation took the cells
+    seen last from either, a mix of two models. It is refused; with one model the rate rows name the
+    baseline weights they were normalised by."""
+    from robustbench_vit.errors import DataError
+
+    kw = dict(preprocessing=PRE, progress=False, batch_size=62, data=str(IMAGENET_SAMPLES), limit=2)
+    params = {"perturbations": "gaussian_noise"}
+    base = dict(name="alexnet.tv_imagenet1k_v1", out=str(tmp_path / "base"), suite_params=params)
+    published = rbvit.evaluate(_Tiny(), "imagenet_p", **base, **kw)
+    run = {**params, "baseline": str(tmp_path / "base")}
+    rates = rbvit.evaluate(_Tiny(), "imagenet_p", name="tiny", suite_params=run, **kw)
+    fr = rates[rates.metric == "flip_rate"]
+    assert len(fr) == 1 and fr.params.str.contains(published.weights.iloc[0], regex=False).all()
+    other = _Tiny()
+    with torch.no_grad():
+        other.w.mul_(-1.0)
+    rbvit.evaluate(other, "imagenet_p", **base, **kw)
+    with pytest.raises(DataError, match="come from 2 weights or precisions"):
+        rbvit.evaluate(_Tiny(), "imagenet_p", name="tiny", suite_params=run, **kw)
+
+
+@needs_imagenet
 def test_progress_counts_every_difficulty(tmp_path):
     """The frames of a non-noise type are computed once for all difficulties: the later difficulties still
     report their sequences as done (they showed 0/N images, 0.0 img/s)."""

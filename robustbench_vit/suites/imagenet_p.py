@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
-import pandas as pd
 import torch
 
 from robustbench_vit.data.datasets import ImageDataset
@@ -40,6 +39,7 @@ from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.models.probes import resize_to
 from robustbench_vit.perturbations import sequences as seq
 from robustbench_vit.suites.base import Condition, EvalContext, Result, Suite, batch_generator, register_suite
+from robustbench_vit.suites.imagenet_p_baseline import read_baseline
 
 __all__ = ["ImageNetP", "read_video"]
 
@@ -276,53 +276,7 @@ class ImageNetP(Suite):
         # the first 16 hex digits of the run's content identity) and the same seed
         object.__setattr__(self, "_run_images", (ctx.identity[:16], ctx.seed))
 
-    # --- summaries --------------------------------------------------------------------------------
-    def _baseline_rows(self, df: pd.DataFrame) -> pd.DataFrame:
-        """The baseline model's rows, found by what the user typed (``alexnet``) or by the name rows
-        record for it (``torchvision:alexnet`` -> ``alexnet.tv_imagenet1k_v1``)."""
-        from robustbench_vit.models.names import row_key
-
-        typed = self.baseline_model
-        names = {typed, row_key(typed)}
-        if ":" not in typed:
-            names.add(row_key(f"torchvision:{typed}"))
-        models = sorted(m for m in set(df.model) if m in names or m.split(".")[0] == typed)
-        if len(models) > 1:
-            raise DataError(
-                f"baseline {self.baseline}: {typed!r} names several models ({', '.join(models)}); "
-                "pass -p baseline_model=<one of them>"
-            )
-        return df[df.model.isin(models)]
-
-    def _baseline_table(self) -> dict[tuple[str, int, str], float]:
-        from robustbench_vit.storage.reading import load_results, oldest_first
-
-        df = load_results(self.baseline)
-        df = self._baseline_rows(df[df.suite == self.name])
-        if "sequences" in df:
-            df = df[df["sequences"] == self.source]
-        df = df[~df.condition.str.startswith("summary")]
-        if df.empty:
-            raise DataError(
-                f"baseline {self.baseline}: no imagenet_p rows of model {self.baseline_model!r} with source={self.source}"
-            )
-        images, seed = getattr(self, "_run_images", (None, None))
-        if images is not None:
-            same = df[(df.image_set == images) & (df.seed == seed)]
-            if same.empty:
-                raise DataError(
-                    f"baseline {self.baseline}: the {self.baseline_model} rows were computed on other images or "
-                    f"another seed (image_set {sorted(set(df.image_set))[:3]}, seeds {sorted(set(df.seed))}; this "
-                    f"run: image_set {images}, seed {seed}); rerun the baseline with the same --data, --limit, "
-                    "--subset and --seed"
-                )
-            df = oldest_first(same).drop_duplicates(["condition", "metric"], keep="last")
-        return {
-            (r.perturbation, int(r.difficulty), r.metric): float(r.value)
-            for r in df.itertuples()
-            if r.metric in ("flip_probability", "top5_distance")
-        }
-
+    # --- summaries ---------------------------------------------------------------------------------
     def summarize(self, results: list[Result]) -> list[Result]:
         cells = {
             (c.params["perturbation"], int(c.params["difficulty"]), mv.metric): mv
@@ -345,7 +299,14 @@ class ImageNetP(Suite):
                 "imagenet_p: mFR / mT5D need -p baseline=<results folder with the baseline model's rows>"
             )
             return out
-        base = self._baseline_table()
+        images, seed = getattr(self, "_run_images", (None, None))
+        baseline = read_baseline(
+            self.baseline, self.baseline_model, suite=self.name, source=self.source, images=images, seed=seed
+        )
+        base, who = (
+            baseline.table,
+            {"baseline_model": self.baseline_model, "baseline_weights": baseline.weights},
+        )
         rates: dict[str, list[float]] = {"flip_rate": [], "top5_distance_rate": []}
         for p in dict.fromkeys(k[0] for k in cells):
             for metric, rate in (("flip_probability", "flip_rate"), ("top5_distance", "top5_distance_rate")):
@@ -358,12 +319,12 @@ class ImageNetP(Suite):
                     log.warning("imagenet_p: baseline %s of %s is 0; no %s", metric, p, rate)
                     continue
                 value = sum(cells[(p, d, metric)].value for d in ds) / denom
-                params = {"perturbation": p, "difficulties": ds, "baseline_model": self.baseline_model}
+                params = {"perturbation": p, "difficulties": ds, **who}
                 out.append((Condition(f"summary/{rate}/{p}", None, params), MetricValue(rate, value, n)))
                 rates[rate].append(value)
         for rate, mean_name in (("flip_rate", "mfr"), ("top5_distance_rate", "mt5d")):
             if len(rates[rate]) == len(seq.SEQUENCES):
-                params = {"baseline_model": self.baseline_model, "types": len(rates[rate])}
+                params = {**who, "types": len(rates[rate])}
                 out.append(
                     (
                         Condition(f"summary/{mean_name}", None, params),
