@@ -7,8 +7,10 @@ decision: bump the version if a number can change, then record the new digests w
     python -m tests.test_code_versions --record
 
 A suite's code is its module and every module it imports from the packages that compute its numbers
-(suites, perturbations, attacks, metrics, models.attention, models.probes), transitively; the decoder's is
-``data/decode.py`` and ``data/preprocessing.py`` (the resize and crop geometry).
+(suites, perturbations, attacks, metrics, models.attention, models.probes), transitively, and the shipped
+tables those modules name (``data/_info/shape16.json``: a category's WordNet set is as much a part of
+shape bias as its code); the decoder's is ``data/decode.py`` and ``data/preprocessing.py`` (the resize and
+crop geometry).
 """
 
 from __future__ import annotations
@@ -33,6 +35,14 @@ COMPUTING = (
     "robustbench_vit.models.probes",
 )
 DECODER = ("robustbench_vit.data.decode", "robustbench_vit.data.preprocessing")
+#: shipped data tables a module reads by file name (``resources.files(...) / "_info" / "shape16.json"``)
+TABLES = ROOT / "robustbench_vit" / "data" / "_info"
+
+
+def _tables(tree: ast.AST) -> list[Path]:
+    """The shipped tables a module names in a string constant."""
+    names = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    return sorted(p for p in TABLES.iterdir() if p.name in names)
 
 
 def _file(module: str) -> Path | None:
@@ -99,11 +109,14 @@ def code_digest(roots: tuple[str, ...], within: tuple[str, ...]) -> tuple[str, l
         tree = ast.parse(path.read_text())
         todo += [m for m in _imports(module, tree) if m.startswith(within) and m not in seen]
     h = hashlib.sha256()
+    tables: set[Path] = set()
     for module in sorted(seen):
-        h.update(
-            f"{module}\0{_canonical(_without_docstrings(ast.parse(seen[module].read_text())))}\n".encode()
-        )
-    return h.hexdigest(), sorted(str(p.relative_to(ROOT)) for p in seen.values())
+        tree = ast.parse(seen[module].read_text())
+        tables.update(_tables(tree))
+        h.update(f"{module}\0{_canonical(_without_docstrings(tree))}\n".encode())
+    for table in sorted(tables):
+        h.update(f"{table.name}\0".encode() + table.read_bytes())
+    return h.hexdigest(), sorted(str(p.relative_to(ROOT)) for p in [*seen.values(), *tables])
 
 
 def current() -> dict[str, dict]:
@@ -124,6 +137,7 @@ def test_the_covered_code_of_every_suite_and_of_the_decoder_is_found():
     assert "robustbench_vit/perturbations/occlusion.py" in table["suite/occlusion"]["files"]
     assert "robustbench_vit/suites/base.py" in table["suite/occlusion"]["files"]
     assert "robustbench_vit/attacks/self_ensemble.py" in table["suite/transfer"]["files"]
+    assert "robustbench_vit/data/_info/shape16.json" in table["suite/shape_bias"]["files"]
     assert any(
         f.startswith("robustbench_vit/perturbations/corruptions/")
         for f in table["suite/corruptions"]["files"]
