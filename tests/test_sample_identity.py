@@ -286,3 +286,24 @@ def test_worst_case_never_joins_one_image_graded_against_two_labels(tmp_path):
     relabelled = {f"{f.parent.name}_{f.name}" for f in (files[0], files[5])}
     assert not relabelled & set(per_image.item)
     assert per_image.groupby("item").size().eq(1).all()
+
+
+@needs_cifar
+def test_compare_refuses_to_pair_two_models_attacked_otherwise(tmp_path, cifar_card, cifar_cnn_card):
+    """PGD's step count is not in its condition's name: one model attacked with 1 step and the other with 3
+    under the same ``linf/eps=...`` were paired as if one attack, and the test credited the attack's
+    weakness to a model. Such runs are refused, naming the setting; run alike, they pair."""
+    import robustbench_vit as rbvit
+    from robustbench_vit.errors import ConfigError
+    from robustbench_vit.results.analysis import mcnemar
+
+    out = tmp_path / "out"
+    kw = dict(data=str(CIFAR10_TEST), limit=10, out=str(out), save_samples=True, progress=False)
+    kw["cache_dir"] = str(tmp_path / "cache")
+    for card, steps in ((cifar_card, 1), (cifar_cnn_card, 3)):
+        rbvit.evaluate(str(card), "pgd", suite_params={"epsilons": ("2/255",), "steps": steps}, **kw)
+    with pytest.raises(ConfigError, match=r"with other settings \(steps: 1 vs 3\)"):
+        mcnemar(out, str(cifar_card), str(cifar_cnn_card), suite="pgd")
+    rbvit.evaluate(str(cifar_card), "pgd", suite_params={"epsilons": ("2/255",), "steps": 3}, **kw)
+    test = mcnemar(out, str(cifar_card), str(cifar_cnn_card), suite="pgd", condition="linf/eps=2/255")
+    assert test.n == 10

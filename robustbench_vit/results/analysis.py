@@ -216,6 +216,8 @@ def mcnemar(
             f"no per-sample rows for {missing} in suite {suite}{there}; run it with --save-samples"
         )
     m = a.merge(b, on=key, suffixes=("_a", "_b"))
+    if runs is not None and not m.empty:
+        _refuse_other_settings(m, runs, model_a, model_b, suite)
     named = a.merge(b, on=["dataset", "condition", "source_model", "item"], suffixes=("_a", "_b"))
     differs = int(((named.image_sha256_a != named.image_sha256_b) | (named.label_a != named.label_b)).sum())
     if m.empty:
@@ -232,3 +234,32 @@ def mcnemar(
         exact_mcnemar_p(a_only, b_only),
         differs,
     )
+
+
+def _refuse_other_settings(
+    pairs: pd.DataFrame, runs: pd.DataFrame, model_a: str, model_b: str, suite: str
+) -> None:
+    """Two runs paired under one condition name must have run the suite alike: PGD's ``steps``, an attack's
+    restarts, a corruption table are not in the condition's name, and pairing a 1-step attack on one model
+    with a 50-step attack on the other tests the attacks, not the models."""
+    import json
+
+    settings = {}
+    for run_id, config in runs.drop_duplicates("run_id")[["run_id", "config"]].itertuples(index=False):
+        try:
+            settings[run_id] = json.loads(config).get("suite", {})
+        except (TypeError, ValueError):
+            settings[run_id] = {}
+    for ra, rb in pairs[["run_id_a", "run_id_b"]].drop_duplicates().itertuples(index=False):
+        sa, sb = settings.get(ra), settings.get(rb)
+        if sa is None or sb is None or sa == sb:
+            continue
+        diff = "; ".join(
+            f"{k}: {sa.get(k, '-')} vs {sb.get(k, '-')}"
+            for k in sorted(set(sa) | set(sb))
+            if sa.get(k) != sb.get(k)
+        )
+        raise ConfigError(
+            f"{model_a} and {model_b} ran {suite} with other settings ({diff}): their per-image outcomes "
+            "are of different protocols; rerun one with the other's -p parameters"
+        )
