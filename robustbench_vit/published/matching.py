@@ -145,8 +145,8 @@ def comparable_with(rows: pd.DataFrame) -> pd.Series:
     result rows as stored (``config`` JSON, ``input_size``, ``crop_pct``, ``interpolation``, ``dataset``,
     ``n_images``, ``image_set``); a row without them follows no protocol."""
     table = _protocols()
-    needed = {"suite", "condition", "metric", "model", "source", "weights", "n_images", "image_set", "config"}
-    needed |= {"dataset"}
+    needed = {"suite", "condition", "metric", "model", "source", "weights", "dataset"}
+    needed |= {"n_images", "image_set", "config"}
     if rows.empty or not needed <= set(rows.columns):
         return pd.Series("", index=rows.index, dtype=object)
     marks = []
