@@ -171,7 +171,7 @@ def test_per_image_files_written_before_image_sha256_still_read_verified(tmp_pat
     from robustbench_vit.storage.store import SAMPLE_SCHEMA
     from robustbench_vit.storage.verified_parquet import UnverifiedFile, atomic_write_table, read_verified
 
-    older = pa.schema([f for f in SAMPLE_SCHEMA if f.name != "image_sha256"])
+    older = pa.schema([f for f in SAMPLE_SCHEMA if f.name not in ("image_sha256", "label_class")])
     row = {"run_id": "r", "model": "m", "suite": "clean", "dataset": "d", "condition": "clean"}
     row |= {
         "source_model": None,
@@ -185,7 +185,9 @@ def test_per_image_files_written_before_image_sha256_still_read_verified(tmp_pat
     path = tmp_path / "old.parquet"
     atomic_write_table(pa.Table.from_pylist([row], schema=older), path, kind="samples")
     read = read_verified(path, SAMPLE_SCHEMA)
-    assert read.schema == SAMPLE_SCHEMA and read.to_pylist() == [{**row, "image_sha256": None}]
+    assert read.schema == SAMPLE_SCHEMA and read.to_pylist() == [
+        {**row, "image_sha256": None, "label_class": None}
+    ]
     edited = pq.read_table(path)
     pq.write_table(edited.set_column(edited.column_names.index("pred"), "pred", pa.array([7])), path)
     with pytest.raises(UnverifiedFile):
@@ -307,3 +309,31 @@ def test_compare_refuses_to_pair_two_models_attacked_otherwise(tmp_path, cifar_c
     rbvit.evaluate(str(cifar_card), "pgd", suite_params={"epsilons": ("2/255",), "steps": 3}, **kw)
     test = mcnemar(out, str(cifar_card), str(cifar_cnn_card), suite="pgd", condition="linf/eps=2/255")
     assert test.n == 10
+
+
+@needs_cifar
+def test_compare_pairs_models_whose_label_spaces_order_the_classes_otherwise(tmp_path, cifar_card):
+    """A row's ``label`` indexes its own model's label space: one card lists CIFAR-10's classes in reverse,
+    so one image has label 3 for one model and 6 for the other. Both were graded against the same class,
+    and the paired test pairs every image, with the counts of a restatement joined on file names."""
+    import robustbench_vit as rbvit
+    from robustbench_vit.data.labels import CIFAR10_CLASSES
+    from robustbench_vit.results.analysis import mcnemar
+    from robustbench_vit.storage.reading import load_samples
+    from tests.helpers import write_cifar_card
+
+    reverse = write_cifar_card(
+        tmp_path / "reverse", arch="resnet10t", label_space=list(reversed(CIFAR10_CLASSES)), name="rev"
+    )
+    out = tmp_path / "out"
+    kw = dict(data=str(CIFAR10_TEST), limit=20, out=str(out), save_samples=True, progress=False)
+    kw["cache_dir"] = str(tmp_path / "cache")
+    for card in (cifar_card, reverse):
+        rbvit.evaluate(str(card), "clean", **kw)
+    s = load_samples(out)
+    a, b = (s[s.model == m].set_index("item") for m in ("cifar_vit", "rev"))
+    assert (a.label + b.label[a.index] == 9).all()  # the same class, at mirrored indices
+    test = mcnemar(out, str(cifar_card), str(reverse))
+    assert (test.n, test.content_differs) == (20, 0)
+    ca, cb = a.correct, b.correct[a.index]
+    assert (test.a_only, test.b_only) == (int((ca & ~cb).sum()), int((~ca & cb).sum()))

@@ -142,8 +142,9 @@ def now() -> dt.datetime:
 
 def sample_columns(acc: Any, ctx: Any, base: dict[str, Any], cond: Condition) -> dict[str, Any]:
     """Per-image rows of one condition, named in the context it read (``ctx``: the run's, or an ImageNet-C
-    cell's or clean counterpart's): each row's ``item`` and ``image_sha256`` (the SHA-256 of the file, or
-    of an in-memory item's pixels, its cache slot was decoded from; null where the run decoded no slot),
+    cell's or clean counterpart's): each row's ``item``, ``image_sha256`` (the SHA-256 of the file, or
+    of an in-memory item's pixels, its cache slot was decoded from; null where the run decoded no slot) and
+    ``label_class`` (its dataset class by name),
     so per-image readers pair the same image, never the same position in two image lists."""
     s = acc.samples()
     n = len(s["index"])
@@ -160,6 +161,9 @@ def sample_columns(acc: Any, ctx: Any, base: dict[str, Any], cond: Condition) ->
         "source_model": [cond.params.get("source_model")] * n,
         "item": [items[i] for i in idx],
         "image_sha256": [t.tobytes().hex() if ok else None for t, ok in zip(tags, filled)],
+        # the dataset class the row was graded against, by name: ``label`` indexes the model's (or the
+        # suite's masked) label space, whose order two models need not share
+        "label_class": [ctx.dataset.class_of(i) for i in idx],
         **s,
     }
 

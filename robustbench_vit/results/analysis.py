@@ -150,7 +150,7 @@ class McNemar:
     acc_b: float
     p_value: float
     #: images of one name in both runs left out: their content differs (a file replaced between the runs),
-    #: their label differs (a labels file edited between the runs), or one run recorded no content (rows
+    #: their class differs (a labels file edited between the runs), or one run recorded no content (rows
     #: of an rbvit before ``image_sha256``)
     content_differs: int = 0
 
@@ -203,10 +203,9 @@ def mcnemar(
         )
 
     a, b = rows_of(model_a, runs_a), rows_of(model_b, runs_b)
-    # an image is the same image in both runs when its name, its content and its label agree, never by its
-    # position in two image lists (a --subset, a --limit, or an ImageNet-C folder lacking files shift
-    # positions); one graded against two labels (a labels file edited between the runs) is two images
-    key = ["dataset", "condition", "source_model", "item", "image_sha256", "label"]
+    # an image is the same image in both runs when its name and its content agree, never by its position in
+    # two image lists (a --subset, a --limit, or an ImageNet-C folder lacking files shift positions)
+    key = ["dataset", "condition", "source_model", "item", "image_sha256"]
     a, b = (d.drop_duplicates(key, keep="last") for d in (a, b))
     if a.empty or b.empty:
         missing = model_a if a.empty else model_b
@@ -216,10 +215,14 @@ def mcnemar(
             f"no per-sample rows for {missing} in suite {suite}{there}; run it with --save-samples"
         )
     m = a.merge(b, on=key, suffixes=("_a", "_b"))
+    # ... and graded against one class, by name: ``label`` indexes each model's own label space (rows of an
+    # rbvit before ``label_class`` name no class, and pair as before)
+    relabelled = m.label_class_a.notna() & m.label_class_b.notna() & (m.label_class_a != m.label_class_b)
+    m = m[~relabelled.to_numpy()]
     if runs is not None and not m.empty:
         _refuse_other_settings(m, runs, model_a, model_b, suite)
     named = a.merge(b, on=["dataset", "condition", "source_model", "item"], suffixes=("_a", "_b"))
-    differs = int(((named.image_sha256_a != named.image_sha256_b) | (named.label_a != named.label_b)).sum())
+    differs = int((named.image_sha256_a != named.image_sha256_b).sum()) + int(relabelled.sum())
     if m.empty:
         why = f" ({differs} share a name but not their recorded content or label)" if differs else ""
         raise DataError(f"{model_a} and {model_b} share no evaluated images in suite {suite}{why}")

@@ -147,6 +147,7 @@ SAMPLE_SCHEMA = pa.schema(
         ("item", pa.string()),
         ("image_sha256", pa.string()),
         ("label", pa.int64()),
+        ("label_class", pa.string()),
         ("pred", pa.int64()),
         ("correct", pa.bool_()),
         ("loss", pa.float32()),
