@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers import CIFAR10_TEST, IMAGENET_SAMPLES, needs_cifar, needs_imagenet
 
@@ -337,3 +338,29 @@ def test_compare_pairs_models_whose_label_spaces_order_the_classes_otherwise(tmp
     assert (test.n, test.content_differs) == (20, 0)
     ca, cb = a.correct, b.correct[a.index]
     assert (test.a_only, test.b_only) == (int((ca & ~cb).sum()), int((~ca & cb).sum()))
+
+
+@needs_cifar
+def test_worst_case_never_combines_attacks_on_two_weights_of_one_name(tmp_path):
+    """PGD runs on a model, its weights change under the same name (a card's file overwritten), then
+    AutoAttack runs: the worst case combined PGD on the old network with AutoAttack on the new one as one
+    model's. Each weights is its own row now, each attacked once."""
+    import robustbench_vit as rbvit
+    from robustbench_vit.models.loading import wrap_module
+    from robustbench_vit.results.worst_case import worst_case
+    from tests.smooth_classifier import PRE, Smooth
+
+    kw = dict(data=str(CIFAR10_TEST), limit=20, progress=False, out=str(tmp_path / "out"), save_samples=True)
+    kw["cache_dir"] = str(tmp_path / "cache")
+    net = Smooth()
+    model = wrap_module(net, preprocessing=PRE, name="smooth", device="cpu", dtype="fp32")
+    pgd = rbvit.evaluate(model, "pgd", suite_params={"epsilons": ("2/255",), "steps": 2}, **kw)
+    with torch.no_grad():
+        net.fc.weight.mul_(-1.0)
+    changed = wrap_module(net, preprocessing=PRE, name="smooth", device="cpu", dtype="fp32")
+    aa = {"eps": "2/255", "aa_version": "custom", "attacks": ("apgd-ce",), "n_iter": 5}
+    auto = rbvit.evaluate(changed, "autoattack", suite_params=aa, **kw)
+    summary, per_image = worst_case(tmp_path / "out", "smooth")
+    assert sorted(summary.weights) == sorted({pgd.weights.iloc[0], auto.weights.iloc[0]})
+    assert (summary.attacks == 1).all() and (summary.n_images == 20).all()
+    assert per_image.groupby("weights").size().eq(20).all()

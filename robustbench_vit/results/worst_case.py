@@ -3,7 +3,9 @@ run on it at that threat (PGD, AutoAttack, transfer from any source) left it cor
 
 Reads the per-sample rows (``--save-samples``) of the attack suites and the conditions' parameters
 from the metric rows; only images that every selected attack evaluated count, so the worst case is
-never taken over a mix of image sets.
+never taken over a mix of image sets. One worst case is one network: runs of other weights (a card's file
+overwritten between two attacks), precision or preprocessing under the model's name are another row, never
+combined.
 
 Example:
     >>> from robustbench_vit.results.worst_case import worst_case
@@ -25,6 +27,8 @@ __all__ = ["ATTACK_SUITES", "worst_case", "final_attack_rows"]
 
 #: suites whose adversarial per-sample rows take part, in the order "broken by" is reported
 ATTACK_SUITES = ("autoattack", "pgd", "transfer")
+#: what makes two runs of one model name the same network to attack (the leaderboard's variant)
+VARIANT = ["weights", "dtype", "preprocessing"]
 
 
 def final_attack_rows(conditions: pd.Series) -> pd.Series:
@@ -50,7 +54,8 @@ def worst_case(
     suites: tuple[str, ...] = ATTACK_SUITES,
     dataset: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(summary, per_image)`` of ``model``'s worst case per (dataset, norm, eps).
+    """``(summary, per_image)`` of ``model``'s worst case per (weights, dtype, preprocessing, dataset, norm,
+    eps): attacks run on other weights under one name are never combined.
 
     ``summary``: images evaluated by every attack, the attacks, the worst-case robust accuracy and each
     attack's own robust accuracy on those images. ``per_image``: each image's label, whether it
@@ -65,8 +70,11 @@ def worst_case(
     if dataset:
         s = s[s.dataset == dataset]
     s = s[final_attack_rows(s.condition)]
+    s = s.join(rows.drop_duplicates("run_id").set_index("run_id")[VARIANT], on="run_id")
+    s[VARIANT] = s[VARIANT].fillna("")
     s = latest_runs(
-        s.assign(source_model=s.source_model.fillna("")), ["dataset", "suite", "condition", "source_model"]
+        s.assign(source_model=s.source_model.fillna("")),
+        ["dataset", "suite", "condition", "source_model", *VARIANT],
     )
     if s.empty:
         raise DataError(
@@ -84,7 +92,7 @@ def worst_case(
     image = ["item", "image_sha256", "label"]
     s = s.drop_duplicates(["dataset", "norm", "eps", "attack", *image], keep="last")
     summaries, images = [], []
-    for (ds, norm, eps), g in s.groupby(["dataset", "norm", "eps"], sort=True):
+    for (*variant, ds, norm, eps), g in s.groupby([*VARIANT, "dataset", "norm", "eps"], sort=True):
         attacks = list(dict.fromkeys(g.attack))
         counts = g.groupby(image).attack.nunique()
         shared = counts[counts == len(attacks)].index
@@ -95,10 +103,13 @@ def worst_case(
         per.insert(0, "eps", eps)
         per.insert(0, "norm", norm)
         per.insert(0, "dataset", ds)
+        for col, value in reversed(list(zip(VARIANT, variant))):
+            per.insert(0, col, value)
         images.append(per)
         own = g.groupby("attack").correct.mean()
         summaries.append(
             {
+                **dict(zip(VARIANT, variant)),
                 "dataset": ds,
                 "norm": norm,
                 "eps": eps,
