@@ -295,7 +295,8 @@ def test_worst_case_never_joins_one_image_graded_against_two_labels(tmp_path):
 def test_compare_refuses_to_pair_two_models_attacked_otherwise(tmp_path, cifar_card, cifar_cnn_card):
     """PGD's step count is not in its condition's name: one model attacked with 1 step and the other with 3
     under the same ``linf/eps=...`` were paired as if one attack, and the test credited the attack's
-    weakness to a model. Such runs are refused, naming the setting; run alike, they pair."""
+    weakness to a model. Such runs are refused, naming the setting; run alike, they pair, whatever other
+    epsilons either run chose."""
     import robustbench_vit as rbvit
     from robustbench_vit.errors import ConfigError
     from robustbench_vit.results.analysis import mcnemar
@@ -305,9 +306,12 @@ def test_compare_refuses_to_pair_two_models_attacked_otherwise(tmp_path, cifar_c
     kw["cache_dir"] = str(tmp_path / "cache")
     for card, steps in ((cifar_card, 1), (cifar_cnn_card, 3)):
         rbvit.evaluate(str(card), "pgd", suite_params={"epsilons": ("2/255",), "steps": steps}, **kw)
-    with pytest.raises(ConfigError, match=r"with other settings \(steps: 1 vs 3\)"):
+    with pytest.raises(
+        ConfigError, match=r"condition linf/eps=2/255 with other settings \(.*steps: 1 vs 3\)"
+    ):
         mcnemar(out, str(cifar_card), str(cifar_cnn_card), suite="pgd")
-    rbvit.evaluate(str(cifar_card), "pgd", suite_params={"epsilons": ("2/255",), "steps": 3}, **kw)
+    both = {"epsilons": ("2/255", "1/255"), "steps": 3}
+    rbvit.evaluate(str(cifar_card), "pgd", suite_params=both, **kw)
     test = mcnemar(out, str(cifar_card), str(cifar_cnn_card), suite="pgd", condition="linf/eps=2/255")
     assert test.n == 10
 
@@ -364,3 +368,27 @@ def test_worst_case_never_combines_attacks_on_two_weights_of_one_name(tmp_path):
     assert sorted(summary.weights) == sorted({pgd.weights.iloc[0], auto.weights.iloc[0]})
     assert (summary.attacks == 1).all() and (summary.n_images == 20).all()
     assert per_image.groupby("weights").size().eq(20).all()
+
+
+@needs_cifar
+def test_compare_never_pools_two_weights_of_one_model_name(tmp_path, cifar_card):
+    """Model A's weights change under its name between two PGD runs of different epsilons; pooled over
+    conditions, the test mixed the old network's outcomes with the new one's. Only the network seen last
+    takes part (with a warning), so only its condition pairs."""
+    import robustbench_vit as rbvit
+    from robustbench_vit.models.loading import wrap_module
+    from robustbench_vit.results.analysis import mcnemar
+    from tests.smooth_classifier import PRE, Smooth
+
+    out = tmp_path / "out"
+    kw = dict(data=str(CIFAR10_TEST), limit=10, out=str(out), save_samples=True, progress=False)
+    kw["cache_dir"] = str(tmp_path / "cache")
+    net = Smooth()
+    a = dict(preprocessing=PRE, name="smooth", device="cpu", dtype="fp32")
+    rbvit.evaluate(wrap_module(net, **a), "pgd", suite_params={"epsilons": ("1/255",), "steps": 2}, **kw)
+    with torch.no_grad():
+        net.fc.weight.mul_(-1.0)
+    rbvit.evaluate(wrap_module(net, **a), "pgd", suite_params={"epsilons": ("2/255",), "steps": 2}, **kw)
+    rbvit.evaluate(str(cifar_card), "pgd", suite_params={"epsilons": ("1/255", "2/255"), "steps": 2}, **kw)
+    test = mcnemar(out, "smooth", str(cifar_card), suite="pgd")
+    assert test.n == 20  # linf/eps=2/255 and its clean variant, of the changed network only (was 40)

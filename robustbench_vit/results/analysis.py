@@ -19,7 +19,7 @@ import pandas as pd
 
 from robustbench_vit.errors import ConfigError, DataError
 from robustbench_vit.metrics.mce import mce, relative_mce
-from robustbench_vit.results.selection import runs_of_model
+from robustbench_vit.results.selection import latest_network, runs_of_model
 from robustbench_vit.storage.reading import latest_runs, load_results, load_samples, oldest_first
 from robustbench_vit.suites._common import curve_auc
 
@@ -198,9 +198,8 @@ def mcnemar(
 
     def rows_of(model: str, ids: set[str] | None) -> pd.DataFrame:
         d = s[s.model == model]
-        return latest_runs(
-            d if ids is None else d[d.run_id.isin(ids)], ["dataset", "condition", "source_model"]
-        )
+        d = latest_network(d if ids is None else d[d.run_id.isin(ids)], runs, model)
+        return latest_runs(d, ["dataset", "condition", "source_model"])
 
     a, b = rows_of(model_a, runs_a), rows_of(model_b, runs_b)
     # an image is the same image in both runs when its name and its content agree, never by its position in
@@ -239,22 +238,44 @@ def mcnemar(
     )
 
 
+#: suite parameters that name inputs (a referenced model, a folder) rather than how the suite runs: they
+#: may be spelled otherwise for one input, and the condition's own parameters name the input where it matters
+_INPUT_PARAMETERS = ("source", "compare_with", "saliency_model", "clean_data", "baseline", "baseline_model")
+
+
+def _settings(config: str, params: str) -> dict[str, object]:
+    """How a run ran one condition: the suite's version and plain parameters (not the lists that choose the
+    conditions: epsilons, corruptions, grids) and the condition's own parameters."""
+    import json
+
+    try:
+        suite = json.loads(config).get("suite", {})
+    except (TypeError, ValueError, AttributeError):
+        suite = {}
+    try:
+        own = json.loads(params or "{}")
+    except (TypeError, ValueError):
+        own = {}
+    plain = {k: v for k, v in suite.items() if not isinstance(v, (list, dict)) and k not in _INPUT_PARAMETERS}
+    return {**plain, **own}
+
+
 def _refuse_other_settings(
     pairs: pd.DataFrame, runs: pd.DataFrame, model_a: str, model_b: str, suite: str
 ) -> None:
-    """Two runs paired under one condition name must have run the suite alike: PGD's ``steps``, an attack's
-    restarts, a corruption table are not in the condition's name, and pairing a 1-step attack on one model
-    with a 50-step attack on the other tests the attacks, not the models."""
-    import json
-
-    settings = {}
-    for run_id, config in runs.drop_duplicates("run_id")[["run_id", "config"]].itertuples(index=False):
-        try:
-            settings[run_id] = json.loads(config).get("suite", {})
-        except (TypeError, ValueError):
-            settings[run_id] = {}
-    for ra, rb in pairs[["run_id_a", "run_id_b"]].drop_duplicates().itertuples(index=False):
-        sa, sb = settings.get(ra), settings.get(rb)
+    """Two runs paired under one condition name must have run it alike: PGD's ``steps``, an attack's
+    restarts, a corruption backend are not in the condition's name, and pairing a 1-step attack on one
+    model with a 50-step attack on the other tests the attacks, not the models. Which conditions each run
+    chose (its ``epsilons`` list) does not matter."""
+    cols = ["run_id", "condition", "config", "params"]
+    known = {
+        (r, c): _settings(cfg, prm)
+        for r, c, cfg, prm in runs.drop_duplicates(["run_id", "condition"])[cols].itertuples(index=False)
+    }
+    for ra, rb, cond in (
+        pairs[["run_id_a", "run_id_b", "condition"]].drop_duplicates().itertuples(index=False)
+    ):
+        sa, sb = known.get((ra, cond)), known.get((rb, cond))
         if sa is None or sb is None or sa == sb:
             continue
         diff = "; ".join(
@@ -263,6 +284,6 @@ def _refuse_other_settings(
             if sa.get(k) != sb.get(k)
         )
         raise ConfigError(
-            f"{model_a} and {model_b} ran {suite} with other settings ({diff}): their per-image outcomes "
-            "are of different protocols; rerun one with the other's -p parameters"
+            f"{model_a} and {model_b} ran {suite} condition {cond} with other settings ({diff}): their "
+            "per-image outcomes are of different protocols; rerun one with the other's -p parameters"
         )

@@ -1,4 +1,5 @@
-"""Which stored runs a model reference names: the rows of ``compare`` and ``worst-case``.
+"""Which stored runs a model reference names, and which network they ran: the rows of ``compare`` and
+``worst-case``.
 
 A model's name is chosen by people (a card's ``name``), so two card files can give one name to two models
 (the same weights built with other ``kwargs``). Rows record the exact model (``arch``: a card's resolved
@@ -8,13 +9,20 @@ covers several models is refused rather than answered with whichever ran last.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 import pandas as pd
 
 from robustbench_vit.errors import DataError, RbvitError
 
-__all__ = ["runs_of_model"]
+__all__ = ["runs_of_model", "NETWORK", "with_network", "latest_network"]
+
+log = logging.getLogger(__name__)
+
+#: what makes two runs under one model name the same network (the leaderboard's variant, less the suite
+#: configuration and images): per-image outcomes of two of them are never combined
+NETWORK = ["weights", "dtype", "preprocessing"]
 
 
 def runs_of_model(ref: str, present: Iterable[str], runs: pd.DataFrame | None) -> tuple[str, set[str] | None]:
@@ -39,3 +47,34 @@ def runs_of_model(ref: str, present: Iterable[str], runs: pd.DataFrame | None) -
             f"{key} names {len(archs)} models ({', '.join(archs[:3])}); name the one you mean by its card file"
         )
     return key, None
+
+
+def with_network(samples: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """``samples`` with the :data:`NETWORK` columns of their runs ('' where the metric rows lack them)."""
+    network = runs.drop_duplicates("run_id").set_index("run_id")[NETWORK]
+    out = samples.drop(columns=[c for c in NETWORK if c in samples]).join(network, on="run_id")
+    out[NETWORK] = out[NETWORK].fillna("")
+    return out
+
+
+def latest_network(samples: pd.DataFrame, runs: pd.DataFrame | None, model: str) -> pd.DataFrame:
+    """The per-image rows of one model name that ran the network seen last, with a warning naming how many
+    others were left out (weights overwritten, another precision or preprocessing under the same name):
+    rows of two networks are never pooled into one model's outcomes."""
+    if runs is None or samples.empty:
+        return samples
+    d = with_network(samples, runs)
+    key = d[NETWORK].astype(str).agg("\0".join, axis=1)
+    if key.nunique() <= 1:
+        return samples
+    seen = d["seen_at"] if "seen_at" in d else pd.Series(pd.NaT, index=d.index)
+    order = d.assign(_seen=seen, _key=key).sort_values(["_seen", "run_id"], na_position="first")
+    chosen = order["_key"].iloc[-1]
+    log.warning(
+        "%s has per-image rows of %d networks under its name (weights, precision or preprocessing); "
+        "using the one seen last (%s)",
+        model,
+        key.nunique(),
+        chosen.replace("\0", "; "),
+    )
+    return samples[(key == chosen).to_numpy()]

@@ -20,15 +20,13 @@ from pathlib import Path
 import pandas as pd
 
 from robustbench_vit.errors import DataError
-from robustbench_vit.results.selection import runs_of_model
+from robustbench_vit.results.selection import NETWORK, runs_of_model, with_network
 from robustbench_vit.storage.reading import latest_runs, load_results, load_samples
 
 __all__ = ["ATTACK_SUITES", "worst_case", "final_attack_rows"]
 
 #: suites whose adversarial per-sample rows take part, in the order "broken by" is reported
 ATTACK_SUITES = ("autoattack", "pgd", "transfer")
-#: what makes two runs of one model name the same network to attack (the leaderboard's variant)
-VARIANT = ["weights", "dtype", "preprocessing"]
 
 
 def final_attack_rows(conditions: pd.Series) -> pd.Series:
@@ -70,11 +68,10 @@ def worst_case(
     if dataset:
         s = s[s.dataset == dataset]
     s = s[final_attack_rows(s.condition)]
-    s = s.join(rows.drop_duplicates("run_id").set_index("run_id")[VARIANT], on="run_id")
-    s[VARIANT] = s[VARIANT].fillna("")
+    s = with_network(s, rows)
     s = latest_runs(
         s.assign(source_model=s.source_model.fillna("")),
-        ["dataset", "suite", "condition", "source_model", *VARIANT],
+        ["dataset", "suite", "condition", "source_model", *NETWORK],
     )
     if s.empty:
         raise DataError(
@@ -92,7 +89,7 @@ def worst_case(
     image = ["item", "image_sha256", "label"]
     s = s.drop_duplicates(["dataset", "norm", "eps", "attack", *image], keep="last")
     summaries, images = [], []
-    for (*variant, ds, norm, eps), g in s.groupby([*VARIANT, "dataset", "norm", "eps"], sort=True):
+    for (*variant, ds, norm, eps), g in s.groupby([*NETWORK, "dataset", "norm", "eps"], sort=True):
         attacks = list(dict.fromkeys(g.attack))
         counts = g.groupby(image).attack.nunique()
         shared = counts[counts == len(attacks)].index
@@ -103,13 +100,13 @@ def worst_case(
         per.insert(0, "eps", eps)
         per.insert(0, "norm", norm)
         per.insert(0, "dataset", ds)
-        for col, value in reversed(list(zip(VARIANT, variant))):
+        for col, value in reversed(list(zip(NETWORK, variant))):
             per.insert(0, col, value)
         images.append(per)
         own = g.groupby("attack").correct.mean()
         summaries.append(
             {
-                **dict(zip(VARIANT, variant)),
+                **dict(zip(NETWORK, variant)),
                 "dataset": ds,
                 "norm": norm,
                 "eps": eps,
