@@ -120,6 +120,28 @@ def test_a_table_of_models_on_different_image_sets_says_so():
     assert "a: 100 images, b: 100 images;" in one and "NOT one image set" not in one
 
 
+def test_a_table_of_models_that_ran_a_condition_otherwise_says_so():
+    """PGD's step count is not in its condition's name: a model attacked with 1 step and one with 50 are
+    ranked in one table, and the caption says which settings differ; an epsilon list chosen otherwise
+    (which conditions ran) and a source named otherwise are not settings."""
+    pgd = dict(suite="pgd", condition="linf/eps=4/255", metric="robust_accuracy")
+
+    def cfg(steps, epsilons=("4/255",), source="a"):
+        return {"suite": "pgd", "version": 1, "steps": steps, "epsilons": list(epsilons), "source": source}
+
+    other = render_markdown(
+        board([row("a", 0.3, suite_cfg=cfg(1), **pgd), row("b", 0.1, suite_cfg=cfg(50), **pgd)])
+    )
+    assert "NOT one protocol: `linf/eps=4/255` ran with other settings (`steps` a: 1, b: 50)" in other
+    alike = board(
+        [
+            row("a", 0.3, suite_cfg=cfg(50, ("4/255", "8/255"), "x"), **pgd),
+            row("b", 0.1, suite_cfg=cfg(50, source="timm:x"), **pgd),
+        ]
+    )
+    assert "NOT one protocol" not in render_markdown(alike)
+
+
 def test_a_run_of_a_folder_listed_otherwise_since_is_not_the_current_number():
     """An image deleted from the folder, then a rerun: the 999-image run is the folder's number now, not the
     larger run that read a file which no longer exists. A --limit run of the folder as it is listed now

@@ -19,7 +19,7 @@ import pandas as pd
 
 from robustbench_vit.errors import ConfigError, DataError
 from robustbench_vit.metrics.mce import mce, relative_mce
-from robustbench_vit.results.selection import latest_network, runs_of_model
+from robustbench_vit.results.selection import condition_settings, latest_network, runs_of_model
 from robustbench_vit.storage.reading import latest_runs, load_results, load_samples, oldest_first
 from robustbench_vit.suites._common import curve_auc
 
@@ -238,28 +238,6 @@ def mcnemar(
     )
 
 
-#: suite parameters that name inputs (a referenced model, a folder) rather than how the suite runs: they
-#: may be spelled otherwise for one input, and the condition's own parameters name the input where it matters
-_INPUT_PARAMETERS = ("source", "compare_with", "saliency_model", "clean_data", "baseline", "baseline_model")
-
-
-def _settings(config: str, params: str) -> dict[str, object]:
-    """How a run ran one condition: the suite's version and plain parameters (not the lists that choose the
-    conditions: epsilons, corruptions, grids) and the condition's own parameters."""
-    import json
-
-    try:
-        suite = json.loads(config).get("suite", {})
-    except (TypeError, ValueError, AttributeError):
-        suite = {}
-    try:
-        own = json.loads(params or "{}")
-    except (TypeError, ValueError):
-        own = {}
-    plain = {k: v for k, v in suite.items() if not isinstance(v, (list, dict)) and k not in _INPUT_PARAMETERS}
-    return {**plain, **own}
-
-
 def _refuse_other_settings(
     pairs: pd.DataFrame, runs: pd.DataFrame, model_a: str, model_b: str, suite: str
 ) -> None:
@@ -269,7 +247,7 @@ def _refuse_other_settings(
     chose (its ``epsilons`` list) does not matter."""
     cols = ["run_id", "condition", "config", "params"]
     known = {
-        (r, c): _settings(cfg, prm)
+        (r, c): condition_settings(cfg, prm)
         for r, c, cfg, prm in runs.drop_duplicates(["run_id", "condition"])[cols].itertuples(index=False)
     }
     for ra, rb, cond in (

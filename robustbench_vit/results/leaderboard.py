@@ -81,8 +81,25 @@ def _with_variant_columns(df: pd.DataFrame) -> pd.DataFrame:
         n_images=n_images.astype("int64"),
         preprocessing_key=pre_key,
         suite_config=[_suite_config(c) for c in df["config"]],
+        settings=_settings_column(df),
         random_weights=df["weights"].str.startswith("random"),
     )
+
+
+def _settings_column(df: pd.DataFrame) -> list[str]:
+    """How each row's condition ran (:func:`~robustbench_vit.results.selection.condition_settings`, as
+    JSON): a board table whose models ran one condition otherwise says so."""
+    from robustbench_vit.results.selection import condition_settings
+
+    params = df["params"] if "params" in df else pd.Series("{}", index=df.index)
+    seen: dict[tuple[str, str], str] = {}
+    out = []
+    for config, p in zip(df["config"], params):
+        key = (config, p)
+        if key not in seen:
+            seen[key] = json.dumps(condition_settings(config, p), sort_keys=True, default=str)
+        out.append(seen[key])
+    return out
 
 
 def build_leaderboard(results: str | Path | pd.DataFrame, *, all_variants: bool = False) -> pd.DataFrame:
@@ -118,6 +135,7 @@ def _board(df: pd.DataFrame, all_variants: bool) -> tuple[pd.DataFrame, pd.DataF
         "data_roots",
         "n_images",
         "image_sets_available",
+        "settings",
         "run_id",
         "seeds",
         "rbvit_version",
@@ -149,6 +167,7 @@ def _board(df: pd.DataFrame, all_variants: bool) -> tuple[pd.DataFrame, pd.DataF
             _seen=("_seen", "max"),
             run_id=("run_id", "last"),
             higher_is_better=("higher_is_better", "first"),
+            settings=("settings", "first"),
             family=("family", "first"),
             random_weights=("random_weights", "first"),
             rbvit_version=("rbvit_version", "last"),

@@ -9,6 +9,7 @@ covers several models is refused rather than answered with whichever ran last.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 
@@ -16,7 +17,7 @@ import pandas as pd
 
 from robustbench_vit.errors import DataError, RbvitError
 
-__all__ = ["runs_of_model", "NETWORK", "with_network", "latest_network"]
+__all__ = ["runs_of_model", "NETWORK", "with_network", "latest_network", "condition_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -78,3 +79,23 @@ def latest_network(samples: pd.DataFrame, runs: pd.DataFrame | None, model: str)
         chosen.replace("\0", "; "),
     )
     return samples[(key == chosen).to_numpy()]
+
+
+#: suite parameters that name inputs (a referenced model, a folder) rather than how the suite runs: they
+#: may be spelled otherwise for one input, and the condition's own parameters name the input where it matters
+_INPUT_PARAMETERS = ("source", "compare_with", "saliency_model", "clean_data", "baseline", "baseline_model")
+
+
+def condition_settings(config: str, params: str) -> dict[str, object]:
+    """How a run ran one condition: the suite's version and plain parameters (not the lists that choose the
+    conditions: epsilons, corruptions, grids) and the condition's own parameters."""
+    try:
+        suite = json.loads(config).get("suite", {})
+    except (TypeError, ValueError, AttributeError):
+        suite = {}
+    try:
+        own = json.loads(params or "{}")
+    except (TypeError, ValueError):
+        own = {}
+    plain = {k: v for k, v in suite.items() if not isinstance(v, (list, dict))}
+    return {k: v for k, v in {**plain, **own}.items() if k not in _INPUT_PARAMETERS}

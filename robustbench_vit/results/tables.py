@@ -3,6 +3,7 @@ the HTML report's tables), and the two board files ``rbvit leaderboard`` writes.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -69,8 +70,8 @@ def suite_tables(board: pd.DataFrame, cell=_cell) -> list[tuple[str, str, str, p
         published = f"; comparable with published `{'`, `'.join(cards)}` (rbvit reproduce)" if cards else ""
         caption = (
             f"_ranked by `{order_col}`; preprocessing of the first model: {prov['preprocessing'].split(' mean=')[0]}; "
-            f"seeds {' / '.join(seeds)} (mean over seeds); image sets: {sets}; rbvit {prov['rbvit_version']}, "
-            f"timm {prov['timm_version']}, torch {prov['torch_version']}{published}_"
+            f"seeds {' / '.join(seeds)} (mean over seeds); image sets: {sets}{_other_settings(g)}; "
+            f"rbvit {prov['rbvit_version']}, timm {prov['timm_version']}, torch {prov['torch_version']}{published}_"
         )
         tables.append((suite, dataset, caption, wide, order_col))
     return tables
@@ -96,6 +97,24 @@ def _image_sets(g: pd.DataFrame) -> str:
         )
     )
     return sets + ("; NOT one image set: ranks compare models on different images" if several else "")
+
+
+def _other_settings(g: pd.DataFrame) -> str:
+    """Where the table's models ran a condition otherwise (PGD with 1 step for one, 50 for another: the
+    condition's name does not say), the first such condition's differing settings with each model's value."""
+    if "settings" not in g:
+        return ""
+    for cond, c in g.drop_duplicates(["condition", "label"]).groupby("condition", sort=False):
+        if c["settings"].nunique() < 2:
+            continue
+        parsed = [(r.label, json.loads(r.settings)) for r in c.itertuples()]
+        keys = sorted({k for _, d in parsed for k in d})
+        differ = [k for k in keys if len({json.dumps(d.get(k), default=str) for _, d in parsed}) > 1]
+        said = "; ".join(
+            f"`{k}` " + ", ".join(f"{label}: {d.get(k, '-')}" for label, d in parsed) for k in differ[:3]
+        )
+        return f"; NOT one protocol: `{cond}` ran with other settings ({said})"
+    return ""
 
 
 def _ranking_column(g: pd.DataFrame) -> str:
