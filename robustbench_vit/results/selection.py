@@ -22,8 +22,9 @@ __all__ = ["runs_of_model", "NETWORK", "with_network", "latest_network", "condit
 log = logging.getLogger(__name__)
 
 #: what makes two runs under one model name the same network (the leaderboard's variant, less the suite
-#: configuration and images): per-image outcomes of two of them are never combined
-NETWORK = ["weights", "dtype", "preprocessing"]
+#: configuration and images; ``preprocessing`` names the geometry, ``mean``/``std`` the normalisation):
+#: per-image outcomes of two of them are never combined
+NETWORK = ["weights", "dtype", "preprocessing", "mean", "std"]
 
 
 def runs_of_model(ref: str, present: Iterable[str], runs: pd.DataFrame | None) -> tuple[str, set[str] | None]:
