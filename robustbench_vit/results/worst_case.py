@@ -52,8 +52,9 @@ def worst_case(
     suites: tuple[str, ...] = ATTACK_SUITES,
     dataset: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(summary, per_image)`` of ``model``'s worst case per (weights, dtype, preprocessing, dataset, norm,
-    eps): attacks run on other weights under one name are never combined.
+    """``(summary, per_image)`` of ``model``'s worst case per network (:data:`~robustbench_vit.results.
+    selection.NETWORK`: weights, dtype, preprocessing, mean, std) and (dataset, norm, eps): attacks run on
+    other weights under one name are never combined.
 
     ``summary``: images evaluated by every attack, the attacks, the worst-case robust accuracy and each
     attack's own robust accuracy on those images. ``per_image``: each image's label, whether it
