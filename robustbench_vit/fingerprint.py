@@ -344,6 +344,15 @@ def _digest_of(obj: Any) -> str:
     return walk.hash.hexdigest()
 
 
+def outside_code(cls: type) -> str | None:
+    """SHA-256 of a class defined outside rbvit as it is in memory (a suite registered in a notebook, whose
+    ``version`` no test bumps: a method edited between two runs is other code); ``None`` for rbvit's own
+    classes, keyed by their versions (``tests/test_code_versions.py``)."""
+    if cls.__module__.split(".")[0] == "robustbench_vit":
+        return None
+    return _digest_of(cls)
+
+
 def runtime_digest(net: nn.Module, *, with_state: bool = True) -> str:
     """SHA-256 of everything ``net`` computes with: every submodule's class (its runtime code: a method
     replaced on the class included, with the globals it reads), tensors (non-persistent buffers and tensors

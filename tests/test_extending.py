@@ -74,3 +74,27 @@ def test_new_suite_parameters_are_validated_from_their_types():
         make_suite("grayscale_example", {"mode": "hsv"})
     with pytest.raises(ConfigError, match="did you mean 'amounts'"):
         make_suite("grayscale_example", {"amount": "1"})
+
+
+@needs_cifar
+def test_a_suite_defined_outside_rbvit_is_keyed_by_its_code(tmp_path, cifar_card, monkeypatch):
+    """No test bumps the version of a suite registered in a notebook: its ``perturb`` edited between two
+    runs resumed the first code's numbers. Such a suite is keyed by the code it runs, in memory: an edit
+    recomputes, the same code resumes. rbvit's own suites stay keyed by their versions."""
+    import robustbench_vit as rbvit
+
+    _register_example()
+    cls = SUITES.get("grayscale_example")
+    kw = dict(data=str(CIFAR10_TEST), limit=10, out=str(tmp_path), cache_dir=str(tmp_path / "cache"))
+    kw |= dict(suite_params={"amounts": "1"}, progress=False)
+    first = rbvit.evaluate(str(cifar_card), "grayscale_example", **kw)
+    assert rbvit.evaluate(str(cifar_card), "grayscale_example", **kw).attrs["conditions_computed"] == 0
+
+    def perturb(self, x, y, idx, cond, ctx, generator):  # type: ignore[no-untyped-def]
+        return 1.0 - x  # another perturbation under the same name and version
+
+    monkeypatch.setattr(cls, "perturb", perturb)
+    edited = rbvit.evaluate(str(cifar_card), "grayscale_example", **kw)
+    assert edited.attrs["conditions_computed"] == 1
+    assert set(edited.run_id).isdisjoint(first.run_id)
+    assert "code" not in make_suite("clean").identity()

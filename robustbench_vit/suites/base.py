@@ -327,6 +327,7 @@ class Suite:
         """The suite's part of a run's identity: its configuration, the content identity of every model it
         references (a source checkpoint overwritten in place changes the key) and the versions of the
         libraries it computes with (:meth:`libraries`)."""
+        from robustbench_vit.fingerprint import outside_code
         from robustbench_vit.identity import library_versions
 
         refs = {
@@ -338,6 +339,8 @@ class Suite:
             **self.config(),
             **({"models": refs} if refs else {}),
             **({"libraries": libs} if libs else {}),
+            # a suite defined outside rbvit (a notebook's): no test bumps its version, its code keys it
+            **({"code": own} if (own := outside_code(type(self))) else {}),
         }
 
     @final
