@@ -98,8 +98,9 @@ MAX_DEPTH = 120
 class _Walk:
     """One deterministic walk: tokens go to one SHA-256; each object is hashed once, later visits name it."""
 
-    def __init__(self, *, with_state: bool = True) -> None:
+    def __init__(self, *, with_state: bool = True, named: tuple[str, ...] = ()) -> None:
         self.with_state = with_state  # hash the bytes of parameters and persistent buffers too
+        self.named = named  # packages named by their version like installed ones (rbvit, for outside_code)
         self.hash = hashlib.sha256()
         self.seen: dict[int, int] = {}
         self.depth = 0
@@ -108,6 +109,9 @@ class _Walk:
     def put(self, *tokens: object) -> None:
         for token in tokens:
             self.hash.update(f"{token}\x1f".encode())
+
+    def library(self, module_name: str) -> bool:
+        return is_library(module_name) or module_name.split(".")[0] in self.named
 
     def first_visit(self, obj: Any) -> bool:
         if id(obj) in self.seen:
@@ -200,7 +204,7 @@ class _Walk:
         """An imported module a function reads (``mymodels.helper(x)``): an installed package by its
         version, the user's own by what it holds in memory now, the code it runs (its functions and classes,
         an edited and reloaded helper is another model) and its plain settings."""
-        if is_library(mod.__name__):
+        if self.library(mod.__name__):
             self.put("module", mod.__name__, _package_version(mod.__name__))
             return
         self.put("module", mod.__name__)
@@ -216,7 +220,7 @@ class _Walk:
                 self.value(item)
 
     def function(self, fn: types.FunctionType) -> None:
-        if is_library(fn.__module__ or ""):
+        if self.library(fn.__module__ or ""):
             self.put("function", fn.__module__, fn.__qualname__, _package_version(fn.__module__))
             return
         self.put("function", fn.__qualname__)
@@ -245,7 +249,7 @@ class _Walk:
                 self.value(const)
 
     def cls(self, cls: type) -> None:
-        if is_library(cls.__module__):
+        if self.library(cls.__module__):
             self.put("class", cls.__module__, cls.__qualname__, _package_version(cls.__module__))
             return
         self.put("class", cls.__module__, cls.__qualname__)
@@ -261,7 +265,7 @@ class _Walk:
         self.value(cls)
         state = getattr(obj, "__dict__", None)
         if isinstance(state, dict):
-            if is_library(cls.__module__):  # an installed package's object: its plain settings only
+            if self.library(cls.__module__):  # an installed package's object: its plain settings only
                 state = {k: v for k, v in state.items() if _is_plain(v)}
             self.value(state)
         for slot in getattr(cls, "__slots__", ()):
@@ -344,13 +348,15 @@ def _digest_of(obj: Any) -> str:
     return walk.hash.hexdigest()
 
 
-def outside_code(cls: type) -> str | None:
-    """SHA-256 of a class defined outside rbvit as it is in memory (a suite registered in a notebook, whose
-    ``version`` no test bumps: a method edited between two runs is other code); ``None`` for rbvit's own
-    classes, keyed by their versions (``tests/test_code_versions.py``)."""
-    if cls.__module__.split(".")[0] == "robustbench_vit":
+def outside_code(obj: Any) -> str | None:
+    """SHA-256 of a class or function defined outside rbvit as it is in memory (a suite or a metric's
+    ``compute`` registered in a notebook, whose version no test bumps: a method edited between two runs is
+    other code); ``None`` for rbvit's own code, keyed by versions (``tests/test_code_versions.py``)."""
+    if obj is None or str(getattr(obj, "__module__", "")).split(".")[0] == "robustbench_vit":
         return None
-    return _digest_of(cls)
+    walk = _Walk(named=("robustbench_vit",))  # rbvit's own code it reaches: by version, like a package
+    walk.value(obj)
+    return walk.hash.hexdigest()
 
 
 def runtime_digest(net: nn.Module, *, with_state: bool = True) -> str:

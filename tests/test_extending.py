@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+import numpy as np
 import pytest
 import torch
 
@@ -78,9 +79,10 @@ def test_new_suite_parameters_are_validated_from_their_types():
 
 @needs_cifar
 def test_a_suite_defined_outside_rbvit_is_keyed_by_its_code(tmp_path, cifar_card, monkeypatch):
-    """No test bumps the version of a suite registered in a notebook: its ``perturb`` edited between two
-    runs resumed the first code's numbers. Such a suite is keyed by the code it runs, in memory: an edit
-    recomputes, the same code resumes. rbvit's own suites stay keyed by their versions."""
+    """No test bumps the version of a suite (or a metric) registered in a notebook: its ``perturb`` edited
+    between two runs resumed the first code's numbers. Such a suite is keyed by the code it runs, and the
+    ``compute`` of such a metric it reports, in memory: an edit recomputes, the same code resumes. rbvit's
+    own suites and metrics stay keyed by their versions."""
     import robustbench_vit as rbvit
 
     _register_example()
@@ -97,4 +99,14 @@ def test_a_suite_defined_outside_rbvit_is_keyed_by_its_code(tmp_path, cifar_card
     edited = rbvit.evaluate(str(cifar_card), "grayscale_example", **kw)
     assert edited.attrs["conditions_computed"] == 1
     assert set(edited.run_id).isdisjoint(first.run_id)
-    assert "code" not in make_suite("clean").identity()
+    # a metric registered outside rbvit: its ``compute`` edited is another run too
+    import dataclasses
+
+    spec = METRICS.get("mean_confidence_example")
+    median = dataclasses.replace(spec, compute=lambda acc: float(np.median(acc._cat("conf"))))
+    monkeypatch.setitem(METRICS._items, "mean_confidence_example", median)
+    metric = rbvit.evaluate(str(cifar_card), "grayscale_example", **kw)
+    assert metric.attrs["conditions_computed"] == 1 and set(metric.run_id).isdisjoint(edited.run_id)
+    assert (
+        "code" not in make_suite("clean").identity() and "metric_code" not in make_suite("clean").identity()
+    )

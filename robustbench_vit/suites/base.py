@@ -26,6 +26,7 @@ from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.metrics.accumulators import (
     CALIBRATION_METRICS,
+    METRICS,
     ClassificationAccumulator,
     MetricValue,
     PrecomputedResults,
@@ -335,12 +336,15 @@ class Suite:
             for param, (ref, pretrained) in self.referenced_models().items()
         }
         libs = library_versions(self.libraries()) if self.libraries() else {}
+        names = dict.fromkeys((*self.metrics, *self.calibration))
+        theirs = {m: c for m in names if m in METRICS and (c := outside_code(METRICS.get(m).compute))}
         return {
             **self.config(),
             **({"models": refs} if refs else {}),
             **({"libraries": libs} if libs else {}),
-            # a suite defined outside rbvit (a notebook's): no test bumps its version, its code keys it
+            # a suite or metric defined outside rbvit (a notebook's): no test bumps its version, its code keys it
             **({"code": own} if (own := outside_code(type(self))) else {}),
+            **({"metric_code": theirs} if theirs else {}),
         }
 
     @final
