@@ -281,6 +281,9 @@ def test_rows_follow_a_cards_protocol_only_with_its_config_preprocessing_and_ima
     object.__setattr__(clean_v0, "version", 0)  # the same suite at an older version: another protocol
     ic = make_suite("imagenet_c", {"corruptions": ["shot_noise"], "preprocessing": "resize"})
     alexnet = row_key("torchvision:alexnet")
+    shot = dict(
+        n=5000, source="torchvision", suite=ic, condition="shot_noise/1", dataset="imagenet-c", crop=1.0
+    )
     assert protocol_preprocessing("timm-test", "convnext_b") == {"img_size": 288, "crop_pct": 1.0}
     cases = [
         (
@@ -325,30 +328,10 @@ def test_rows_follow_a_cards_protocol_only_with_its_config_preprocessing_and_ima
             "",
         ),  # 288 px but timm's crop_pct 0.875 instead of its test crop 1.0
         (
-            _row(
-                alexnet,
-                n=5000,
-                source="torchvision",
-                suite=ic,
-                condition="shot_noise/1",
-                dataset="imagenet-c",
-                crop=1.0,
-                subset="robustbench-imagenet-5000",
-            ),
+            _row(alexnet, **shot, subset="robustbench-imagenet-5000"),
             "robustbench-imagenet-corruptions/shot_noise/1",
-        ),  # fmt: skip
-        (
-            _row(
-                alexnet,
-                n=5000,
-                source="torchvision",
-                suite=ic,
-                condition="shot_noise/1",
-                dataset="imagenet-c",
-                crop=1.0,
-            ),
-            "",
-        ),  # 5,000 images, but not RobustBench's list
+        ),
+        (_row(alexnet, **shot), ""),  # 5,000 images, but not RobustBench's list
     ]
     rows = pd.DataFrame([r for r, _ in cases])
     marks = list(comparable_with(rows))
