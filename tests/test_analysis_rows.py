@@ -83,3 +83,18 @@ def test_pivot_shows_each_board_entry_never_a_mix_of_runs():
     assert t.loc["m [timm:m.tag]"].tolist() == [0.7, 0.6]
     assert t.loc["m [w2]"].tolist() == [0.5, 0.4]
     assert len(t) == 2
+
+
+def test_a_clean_run_normalised_otherwise_is_no_clean_counterpart():
+    """A clean run with ``--mean``/``--std`` overridden shares the geometry string (``preprocessing``) with
+    the occlusion run made with the model's own normalisation: it fed the network other pixels, so it is
+    not that run's clean counterpart (NaN), while the clean run normalised alike is."""
+    from robustbench_vit.results.analysis import relative_to_clean
+
+    occ = row("m", 0.5, suite="occlusion", condition="random/0.5", metric="top1")
+    own = row("m", 0.8, minute=1)
+    other = {**row("m", 0.9, minute=2), "mean": "[0.0]", "std": "[1.0]"}
+    rel = relative_to_clean(rows_to_frame([occ, own, other]))
+    assert rel["clean_top1"].tolist() == [0.8]
+    alone = relative_to_clean(rows_to_frame([occ, other]))
+    assert alone["clean_top1"].isna().all()

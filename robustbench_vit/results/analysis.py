@@ -111,7 +111,7 @@ def auc_from_rows(
 #: accuracy rows that :func:`relative_to_clean` sets beside the clean top-1
 ACCURACY_METRICS = ("top1", "top1_mean", "robust_accuracy", "target_accuracy", "mean_corruption_accuracy")
 #: what makes a clean run the counterpart of a perturbed one: the same network, pixels in, and images
-CLEAN_PAIR_KEY = ["model", "arch", "weights", "preprocessing", "image_set", "dtype"]
+CLEAN_PAIR_KEY = ["model", "arch", "weights", "preprocessing", "mean", "std", "image_set", "dtype"]
 
 
 def clean_top1_table(df: pd.DataFrame, clean_suite: str = "clean") -> pd.DataFrame:
