@@ -9,6 +9,7 @@ covers several models is refused rather than answered with whichever ran last.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Iterable
@@ -87,16 +88,22 @@ def latest_network(samples: pd.DataFrame, runs: pd.DataFrame | None, model: str)
 _INPUT_PARAMETERS = ("source", "compare_with", "saliency_model", "clean_data", "baseline", "baseline_model")
 
 
+@functools.lru_cache(maxsize=4096)
+def _plain_suite_settings(config: str) -> tuple[tuple[str, object], ...]:
+    """The suite's version and plain parameters in a run's ``config`` (parsed once per run, not per row)."""
+    try:
+        suite = json.loads(config).get("suite", {})
+    except (TypeError, ValueError, AttributeError):
+        return ()
+    return tuple((k, v) for k, v in suite.items() if not isinstance(v, (list, dict)))
+
+
 def condition_settings(config: str, params: str) -> dict[str, object]:
     """How a run ran one condition: the suite's version and plain parameters (not the lists that choose the
     conditions: epsilons, corruptions, grids) and the condition's own parameters."""
     try:
-        suite = json.loads(config).get("suite", {})
-    except (TypeError, ValueError, AttributeError):
-        suite = {}
-    try:
         own = json.loads(params or "{}")
     except (TypeError, ValueError):
         own = {}
-    plain = {k: v for k, v in suite.items() if not isinstance(v, (list, dict))}
+    plain = dict(_plain_suite_settings(config)) if isinstance(config, str) else {}
     return {k: v for k, v in {**plain, **own}.items() if k not in _INPUT_PARAMETERS}
