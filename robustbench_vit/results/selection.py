@@ -105,5 +105,6 @@ def condition_settings(config: str, params: str) -> dict[str, object]:
         own = json.loads(params or "{}")
     except (TypeError, ValueError):
         own = {}
+    own = own if isinstance(own, dict) else {}
     plain = dict(_plain_suite_settings(config)) if isinstance(config, str) else {}
     return {k: v for k, v in {**plain, **own}.items() if k not in _INPUT_PARAMETERS}
