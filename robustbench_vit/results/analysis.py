@@ -178,7 +178,9 @@ def mcnemar(
 
     Models are named as on the command line (``timm:resnet50``, a card path ...): each is mapped to the
     canonical key its rows are stored under. ``refuse_same`` (the CLI's) refuses two names of one stored
-    model, whose test says p = 1 by construction.
+    model, whose test says p = 1 by construction. From a results folder, each model's rows are of the
+    network it ran last and a condition the two ran with other settings is refused; given a DataFrame of
+    per-image rows alone, those two checks (which read the metric rows) are left out.
     """
     runs = None if isinstance(results, pd.DataFrame) else load_results(results, expand_params=False)
     s = results if isinstance(results, pd.DataFrame) else load_samples(results, runs=runs)
