@@ -52,14 +52,11 @@ def _protocols() -> dict[tuple[str, str, str], list[_Entry]]:
     for name in card_names():
         card = load_card(name)
         for pid, p in card.protocols.items():
-            models = {
-                row_key(c.model): protocol_preprocessing(p.preprocessing, c.model)
-                for c in card.cells
-                if c.protocol == pid
-            }
-            sources = {
-                row_key(c.model): resolve_spec(c.model).source for c in card.cells if c.protocol == pid
-            }
+            models, sources = {}, {}
+            for c in card.cells:
+                if c.protocol == pid:
+                    models[row_key(c.model)] = protocol_preprocessing(p.preprocessing, c.model)
+                    sources[row_key(c.model)] = resolve_spec(c.model).source
             config = _canonical(make_suite(p.suite, p.params).config())
             out.setdefault((p.suite, p.condition, p.metric), []).append(
                 _Entry(f"{name}/{pid}", p, config, models, sources)

@@ -19,7 +19,12 @@ import pandas as pd
 
 from robustbench_vit.errors import ConfigError, DataError
 from robustbench_vit.metrics.mce import mce, relative_mce
-from robustbench_vit.results.selection import condition_settings, latest_network, runs_of_model
+from robustbench_vit.results.selection import (
+    condition_settings,
+    differing_settings,
+    latest_network,
+    runs_of_model,
+)
 from robustbench_vit.storage.reading import latest_runs, load_results, load_samples, oldest_first
 from robustbench_vit.suites._common import curve_auc
 
@@ -258,11 +263,7 @@ def _refuse_other_settings(
         sa, sb = known.get((ra, cond)), known.get((rb, cond))
         if sa is None or sb is None or sa == sb:
             continue
-        diff = "; ".join(
-            f"{k}: {sa.get(k, '-')} vs {sb.get(k, '-')}"
-            for k in sorted(set(sa) | set(sb))
-            if sa.get(k) != sb.get(k)
-        )
+        diff = "; ".join(f"{k}: {sa.get(k, '-')} vs {sb.get(k, '-')}" for k in differing_settings([sa, sb]))
         raise ConfigError(
             f"{model_a} and {model_b} ran {suite} condition {cond} with other settings ({diff}): their "
             "per-image outcomes are of different protocols; rerun one with the other's -p parameters"

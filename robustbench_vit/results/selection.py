@@ -18,7 +18,14 @@ import pandas as pd
 
 from robustbench_vit.errors import DataError, RbvitError
 
-__all__ = ["runs_of_model", "NETWORK", "with_network", "latest_network", "condition_settings"]
+__all__ = [
+    "runs_of_model",
+    "NETWORK",
+    "with_network",
+    "latest_network",
+    "condition_settings",
+    "differing_settings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -108,3 +115,9 @@ def condition_settings(config: str, params: str) -> dict[str, object]:
     own = own if isinstance(own, dict) else {}
     plain = dict(_plain_suite_settings(config)) if isinstance(config, str) else {}
     return {k: v for k, v in {**plain, **own}.items() if k not in _INPUT_PARAMETERS}
+
+
+def differing_settings(settings: list[dict[str, object]]) -> list[str]:
+    """The keys whose values are not the same in every one of ``settings`` (a key one lacks differs)."""
+    keys = sorted({k for d in settings for k in d})
+    return [k for k in keys if len({json.dumps(d.get(k, "-"), default=str) for d in settings}) > 1]

@@ -13,6 +13,7 @@ import pandas as pd
 from robustbench_vit.data.tempfiles import temp_path
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.results.leaderboard import headline_rows
+from robustbench_vit.results.selection import differing_settings
 from robustbench_vit.storage.store import atomic_write_table
 
 __all__ = ["suite_tables", "render_markdown", "write_leaderboard"]
@@ -108,8 +109,7 @@ def _other_settings(g: pd.DataFrame) -> str:
         if c["settings"].nunique() < 2:
             continue
         parsed = [(r.label, json.loads(r.settings)) for r in c.itertuples()]
-        keys = sorted({k for _, d in parsed for k in d})
-        differ = [k for k in keys if len({json.dumps(d.get(k), default=str) for _, d in parsed}) > 1]
+        differ = differing_settings([d for _, d in parsed])
         said = "; ".join(
             f"`{k}` " + ", ".join(f"{label}: {d.get(k, '-')}" for label, d in parsed) for k in differ[:3]
         )
