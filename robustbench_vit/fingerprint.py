@@ -170,7 +170,7 @@ class _Walk:
                 self.value(key)
                 self.value(item)
         elif isinstance(obj, (set, frozenset)):
-            self.put("set", *sorted(_digest_of(item) for item in obj))
+            self.put("set", *sorted(_digest_of(item, self.named) for item in obj))
         elif isinstance(obj, types.ModuleType):
             self.module_object(obj)
         elif isinstance(obj, nn.Module):
@@ -342,8 +342,8 @@ def value_digest(obj: Any) -> str:
     return _digest_of(obj)
 
 
-def _digest_of(obj: Any) -> str:
-    walk = _Walk()
+def _digest_of(obj: Any, named: tuple[str, ...] = ()) -> str:
+    walk = _Walk(named=named)
     walk.value(obj)
     return walk.hash.hexdigest()
 
@@ -354,9 +354,7 @@ def outside_code(obj: Any) -> str | None:
     other code); ``None`` for rbvit's own code, keyed by versions (``tests/test_code_versions.py``)."""
     if obj is None or str(getattr(obj, "__module__", "")).split(".")[0] == "robustbench_vit":
         return None
-    walk = _Walk(named=("robustbench_vit",))  # rbvit's own code it reaches: by version, like a package
-    walk.value(obj)
-    return walk.hash.hexdigest()
+    return _digest_of(obj, named=("robustbench_vit",))  # rbvit's code it reaches: by version, like a package
 
 
 def runtime_digest(net: nn.Module, *, with_state: bool = True) -> str:
