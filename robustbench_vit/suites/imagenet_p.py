@@ -303,10 +303,8 @@ class ImageNetP(Suite):
         baseline = read_baseline(
             self.baseline, self.baseline_model, suite=self.name, source=self.source, images=images, seed=seed
         )
-        base, who = (
-            baseline.table,
-            {"baseline_model": self.baseline_model, "baseline_weights": baseline.weights},
-        )
+        base = baseline.table
+        who = {"baseline_model": self.baseline_model, "baseline_weights": baseline.weights}
         rates: dict[str, list[float]] = {"flip_rate": [], "top5_distance_rate": []}
         for p in dict.fromkeys(k[0] for k in cells):
             for metric, rate in (("flip_probability", "flip_rate"), ("top5_distance", "top5_distance_rate")):
