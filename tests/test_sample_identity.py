@@ -391,4 +391,6 @@ def test_compare_never_pools_two_weights_of_one_model_name(tmp_path, cifar_card)
     rbvit.evaluate(wrap_module(net, **a), "pgd", suite_params={"epsilons": ("2/255",), "steps": 2}, **kw)
     rbvit.evaluate(str(cifar_card), "pgd", suite_params={"epsilons": ("1/255", "2/255"), "steps": 2}, **kw)
     test = mcnemar(out, "smooth", str(cifar_card), suite="pgd")
-    assert test.n == 20  # linf/eps=2/255 and its clean variant, of the changed network only (was 40)
+    # linf/eps=2/255 and its clean variant, of the changed network only (was 40 pairs): 10 images
+    assert (test.pairs, test.n) == (20, 10)
+    assert [c.condition for c in test.conditions] == ["linf/eps=2/255", "linf/eps=2/255/clean"]

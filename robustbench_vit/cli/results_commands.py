@@ -121,7 +121,10 @@ def plot_cmd(results: str, figures: str | None, legacy_out: str | None, kind: tu
 @_samples_folder
 @click.option("--suite", "-s", default="clean", show_default=True, help="Suite whose per-image rows to pair.")
 @click.option(
-    "--condition", default=None, help="Condition to compare (default: all shared conditions pooled)."
+    "--condition",
+    default=None,
+    help="Condition to compare (default: every shared one: a sign test over images, and each condition's "
+    "McNemar test, Holm-adjusted).",
 )
 @click.option("--dataset", default=None, help="Dataset to compare on (default: every shared one).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
@@ -145,13 +148,38 @@ def compare_cmd(
     if as_json:
         click.echo(json_line({"model_a": model_a, "model_b": model_b, **dataclasses.asdict(r)}))
         return
-    click.echo(f"{model_a}: {r.acc_a:.4f}   {model_b}: {r.acc_b:.4f}   on {r.n} shared images ({suite})")
-    click.echo(f"only {model_a} correct: {r.a_only}   only {model_b} correct: {r.b_only}")
-    click.echo(f"exact McNemar p-value: {r.p_value:.4g}")
+    if len(r.conditions) <= 1:
+        click.echo(f"{model_a}: {r.acc_a:.4f}   {model_b}: {r.acc_b:.4f}   on {r.n} shared images ({suite})")
+        click.echo(f"only {model_a} correct: {r.a_only}   only {model_b} correct: {r.b_only}")
+        click.echo(f"exact McNemar p-value: {r.p_value:.4g}")
+    else:
+        _echo_pooled(r, model_a, model_b, suite)
     if r.content_differs:
         click.echo(
             f"left out: {r.content_differs} images named alike whose content or label differs between the two "
             "runs (or whose content an older rbvit did not record)"
+        )
+
+
+def _echo_pooled(r, model_a: str, model_b: str, suite: str) -> None:
+    """A comparison over several conditions: the sign test over images, then each condition's McNemar."""
+    k = len(r.conditions)
+    click.echo(
+        f"{model_a}: {r.acc_a:.4f}   {model_b}: {r.acc_b:.4f}   over {k} conditions of {suite}: "
+        f"{r.n} shared images, {r.pairs} image-condition pairs"
+    )
+    click.echo(
+        f"images {model_a} answers correctly under more conditions: {r.a_only}   {model_b}: {r.b_only}"
+    )
+    click.echo(
+        f"exact sign test over images p-value: {r.p_value:.4g} (an image counts once, not once per condition)"
+    )
+    click.echo(f"per condition: exact McNemar, p_holm adjusted over the {k} conditions")
+    click.echo("condition\tn\tacc_a\tacc_b\tonly_a\tonly_b\tp\tp_holm")
+    for c in r.conditions:
+        name = "/".join(x for x in (c.dataset, c.condition, c.source_model and f"from {c.source_model}") if x)
+        click.echo(
+            f"{name}\t{c.n}\t{c.acc_a:.4f}\t{c.acc_b:.4f}\t{c.a_only}\t{c.b_only}\t{c.p_value:.4g}\t{c.p_holm:.4g}"
         )
 
 

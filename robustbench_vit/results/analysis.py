@@ -19,6 +19,7 @@ import pandas as pd
 
 from robustbench_vit.errors import ConfigError, DataError
 from robustbench_vit.metrics.mce import mce, relative_mce
+from robustbench_vit.metrics.statistics import holm_adjusted
 from robustbench_vit.results.selection import (
     condition_settings,
     differing_settings,
@@ -37,6 +38,7 @@ __all__ = [
     "relative_to_clean",
     "ACCURACY_METRICS",
     "McNemar",
+    "ConditionTest",
     "mcnemar",
     "exact_mcnemar_p",
 ]
@@ -145,19 +147,46 @@ def relative_to_clean(
 
 
 @dataclass(frozen=True)
-class McNemar:
-    """Exact McNemar test on paired per-image correctness of two models."""
+class ConditionTest:
+    """The exact McNemar test of one condition (dataset, condition, transfer source) of a comparison."""
 
+    dataset: str
+    condition: str
+    source_model: str
     n: int
-    a_only: int  # images A classifies correctly and B does not
+    a_only: int
     b_only: int
     acc_a: float
+    acc_b: float
+    p_value: float
+    #: Holm's adjustment over every condition of the comparison (the family-wise error rate)
+    p_holm: float
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """Paired test of two models' per-image correctness, with images as the independent units.
+
+    With one condition it is the exact McNemar test. Over several conditions (every shared condition of a
+    suite) one image is seen under each, and its outcomes are not independent draws: pooling the
+    (image, condition) pairs into one McNemar test would count one image K times and overstate the
+    evidence. The pooled test is then the exact sign test over images of the per-image difference in
+    conditions answered correctly (A's count minus B's), which is McNemar's test when K = 1; ``conditions``
+    holds each condition's own McNemar test with Holm's adjustment over the family.
+    """
+
+    n: int  # images (an image is one unit however many conditions it was seen under)
+    a_only: int  # images A answers correctly under more conditions than B (K = 1: A correct, B not)
+    b_only: int
+    acc_a: float  # accuracy over every (image, condition) pair
     acc_b: float
     p_value: float
     #: images of one name in both runs left out: their content differs (a file replaced between the runs),
     #: their class differs (a labels file edited between the runs), or one run recorded no content (rows
     #: of an rbvit before ``image_sha256``)
     content_differs: int = 0
+    pairs: int = 0  # (image, condition) pairs
+    conditions: tuple[ConditionTest, ...] = ()
 
 
 def exact_mcnemar_p(a_only: int, b_only: int) -> float:
@@ -232,16 +261,36 @@ def mcnemar(
     if m.empty:
         why = f" ({differs} share a name but not their recorded content or label)" if differs else ""
         raise DataError(f"{model_a} and {model_b} share no evaluated images in suite {suite}{why}")
-    a_only = int((m.correct_a & ~m.correct_b).sum())
-    b_only = int((~m.correct_a & m.correct_b).sum())
+    return _paired_test(m, differs)
+
+
+def _paired_test(m: pd.DataFrame, content_differs: int) -> McNemar:
+    """Per-condition exact McNemar tests (Holm-adjusted) and the sign test over images of the pairs ``m``.
+    An image is one unit by its dataset and name: an ImageNet-C cell's file of one name under every
+    corruption and severity is one scene, as is the run's file under each generated corruption."""
+    by_condition = []
+    for (ds, cond, src), g in m.groupby(["dataset", "condition", "source_model"], sort=True):
+        a_only = int((g.correct_a & ~g.correct_b).sum())
+        b_only = int((~g.correct_a & g.correct_b).sum())
+        by_condition.append(
+            (ds, cond, src, len(g), a_only, b_only, float(g.correct_a.mean()), float(g.correct_b.mean()))
+        )
+    p_values = [exact_mcnemar_p(c[4], c[5]) for c in by_condition]
+    conditions = tuple(
+        ConditionTest(*c, p, p_holm) for c, p, p_holm in zip(by_condition, p_values, holm_adjusted(p_values))
+    )
+    per_image = (m.correct_a.astype(int) - m.correct_b.astype(int)).groupby([m.dataset, m.item]).sum()
+    a_more, b_more = int((per_image > 0).sum()), int((per_image < 0).sum())
     return McNemar(
-        len(m),
-        a_only,
-        b_only,
+        len(per_image),
+        a_more,
+        b_more,
         float(m.correct_a.mean()),
         float(m.correct_b.mean()),
-        exact_mcnemar_p(a_only, b_only),
-        differs,
+        exact_mcnemar_p(a_more, b_more),
+        content_differs,
+        len(m),
+        conditions,
     )
 
 
