@@ -138,6 +138,13 @@ PROBES = [
         2,
         "64x64 inputs",
     ),
+    (  # resizing the 32 px crop's short side to 32 million px failed in the allocator, deep in a resize
+        "crop-pct 1e-6",
+        lambda w: _eval(w, "-s", "clean", "--crop-pct", "1e-6"),
+        2,
+        "above the 89,478,485 pixel limit",
+    ),
+    ("card crop_pct 1e-6", lambda w: _card(w, "c3d", crop_pct=1e-6), 2, "--crop-pct"),
     (
         "card mean on the 0-255 scale",
         lambda w: _card(w, "c3b", mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375]),

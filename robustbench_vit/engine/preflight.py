@@ -13,7 +13,7 @@ from robustbench_vit.engine.options import RunOptions
 from robustbench_vit.errors import ConfigError, RbvitError
 from robustbench_vit.models.loading import LoadedModel
 
-__all__ = ["refuse_writing_into_data", "check_output_width"]
+__all__ = ["refuse_writing_into_data", "check_geometry", "check_output_width"]
 
 
 def refuse_writing_into_data(root: Path, opts: RunOptions) -> None:
@@ -30,6 +30,25 @@ def refuse_writing_into_data(root: Path, opts: RunOptions) -> None:
             raise ConfigError(
                 f"{flag} {where} is in the dataset folder {root}: the next run would read what rbvit writes "
                 f"there as part of the dataset; choose a {flag} outside it"
+            )
+
+
+def check_geometry(data_cfg: Any) -> None:
+    """An image resized larger than the decoder's pixel limit (``--crop-pct 1e-6`` resizes a 224 px crop's
+    short side to 224 million pixels) is refused by name before any image is decoded, never an allocator
+    failure deep in a resize."""
+    from robustbench_vit.data.decode import max_image_pixels
+
+    limit = max_image_pixels()
+    for what, (h, w) in (
+        ("resizes images to", data_cfg.resize_size),
+        ("feeds the model", data_cfg.image_size),
+    ):
+        if h * w > limit:
+            raise ConfigError(
+                f"preprocessing {what} {h}x{w} px (input {data_cfg.image_size[0]}x{data_cfg.image_size[1]}, "
+                f"crop_pct {data_cfg.crop_pct:g}), above the {limit:,} pixel limit (--max-image-pixels); "
+                "check --img-size / --crop-pct or the card's input_size / crop_pct"
             )
 
 

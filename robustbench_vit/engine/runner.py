@@ -28,7 +28,7 @@ from robustbench_vit.data.registry import MASKED_DATASETS
 from robustbench_vit.data.subset import LIMIT_SEED, read_subset, stratified_limit
 from robustbench_vit.device import float32_default, select_device
 from robustbench_vit.engine.options import DECODE_CHOICES, RunOptions, run_options
-from robustbench_vit.engine.preflight import check_output_width, refuse_writing_into_data
+from robustbench_vit.engine.preflight import check_geometry, check_output_width, refuse_writing_into_data
 from robustbench_vit.engine.progress import Progress, make_progress
 from robustbench_vit.engine.rows import (
     base_row,
@@ -265,12 +265,14 @@ def _evaluate_one(
             remember_state=False,
         )
     loaded = with_preprocessing(loaded, opts.override_preprocessing)
+    check_geometry(loaded.data_config)
     check_output_width(loaded, loaded.data_config)
     class_map = suite_obj.label_map(ds, loaded)
     labels = class_map[ds.targets]
     indices = select_indices(ds.targets, opts, ds)
     cache_root = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()
     data_cfg = suite_obj.data_config(loaded)
+    check_geometry(data_cfg)
     cache = ImageCache(ds, data_cfg, cache_root, decode_device=decode_device(opts.decode, loaded.device))
     if suite_obj.uses_run_cache:
         todo = cache.missing(indices)
