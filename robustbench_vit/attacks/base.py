@@ -16,7 +16,7 @@ import torch
 
 from robustbench_vit.errors import ConfigError
 
-__all__ = ["Attack", "AttackResult", "parse_eps", "project", "NORMS", "LossFn"]
+__all__ = ["Attack", "AttackResult", "parse_eps", "eps_label", "project", "NORMS", "LossFn"]
 
 Norm = Literal["linf", "l2"]
 NORMS: tuple[str, ...] = get_args(Norm)
@@ -41,6 +41,38 @@ def parse_eps(value: str | float) -> float:
     if not math.isfinite(eps) or eps < 0:
         raise ConfigError(f"epsilon {value!r} must be a finite number >= 0")
     return eps
+
+
+def eps_label(value: str | float) -> str:
+    """One spelling per budget, so that one epsilon is one condition however it was written: ``4/255.0``,
+    ``8/510`` and ``0.01568627450980392`` are all ``4/255``. The shorter of ``k/255`` (when ``k`` has at most
+    two decimals) and the decimal to 12 significant digits (``0.5``, ``3.0``: floats one rounding apart are one
+    budget); a zero budget is ``0``."""
+    eps = parse_eps(value)
+    if eps == 0:
+        return "0"
+    decimal = format(eps, ".12g")
+    if "." not in decimal and "e" not in decimal:
+        decimal += ".0"  # as Python writes a whole float: the L2 default 3.0
+    k = eps * 255
+    if abs(k - round(k, 2)) <= 1e-9 * max(1.0, k):
+        fraction = f"{round(k, 2):.2f}".rstrip("0").rstrip(".") + "/255"
+        if len(fraction) < len(decimal):
+            return fraction
+    return decimal
+
+
+def unique_eps_labels(values: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """``values`` by their :func:`eps_label`; one budget given twice (``4/255,8/510``) is refused, since it
+    would be one condition evaluated twice under two names."""
+    labels = tuple(eps_label(v) for v in values)
+    for i, label in enumerate(labels):
+        if label in labels[:i]:
+            first = values[labels.index(label)]
+            raise ConfigError(
+                f"{what} lists the budget {label} twice ({first!r} and {values[i]!r}); keep one"
+            )
+    return labels
 
 
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:

@@ -21,7 +21,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 import torch
 
-from robustbench_vit.attacks import parse_eps
+from robustbench_vit.attacks import eps_label, parse_eps
 from robustbench_vit.attacks.autoattack import AANorm, make_autoattack, run_stages, stages_of
 from robustbench_vit.data.filled import FilledArray
 from robustbench_vit.errors import ConfigError
@@ -104,6 +104,7 @@ class AutoAttackSuite(Suite):
     def __post_init__(self) -> None:
         stages_of(self.aa_version, self.attacks)
         if self.eps != "auto":
+            object.__setattr__(self, "eps", eps_label(self.eps))  # one spelling per budget: 4/255.0 is 4/255
             e = parse_eps(self.eps)
             if e <= 0 or (self.norm == "linf" and e > 1):
                 raise ConfigError(
@@ -113,7 +114,11 @@ class AutoAttackSuite(Suite):
             raise ConfigError("n_restarts, square_queries and n_iter must be >= 0")
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:
-        e = self.eps if self.eps != "auto" else default_eps(self.norm, ctx.model.data_config.image_size)
+        e = (
+            self.eps
+            if self.eps != "auto"
+            else eps_label(default_eps(self.norm, ctx.model.data_config.image_size))
+        )
         params = {
             "norm": self.norm,
             "eps": parse_eps(e),

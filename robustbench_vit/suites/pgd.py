@@ -9,7 +9,7 @@ from typing import Annotated, ClassVar, Literal
 
 import torch
 
-from robustbench_vit.attacks import PGD, parse_eps
+from robustbench_vit.attacks import PGD, parse_eps, unique_eps_labels
 from robustbench_vit.attacks.base import Norm
 from robustbench_vit.attacks.pgd import Keep
 from robustbench_vit.errors import ConfigError
@@ -98,6 +98,8 @@ class PGDSuite(Suite):
         return ("foolbox",) if self.backend == "foolbox" else ()
 
     def __post_init__(self) -> None:
+        # one spelling per budget (4/255.0 is 4/255): one epsilon is one condition, one board column
+        object.__setattr__(self, "epsilons", unique_eps_labels(self.epsilons, "suite parameter epsilons"))
         for e in self.epsilons:
             eps = parse_eps(e)
             if self.norm == "linf" and not 0 <= eps <= 1:
@@ -108,7 +110,9 @@ class PGDSuite(Suite):
             raise ConfigError("steps and restarts must be >= 1")
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:
-        eps_list = self.epsilons or default_epsilons(self.norm, ctx.model.data_config.image_size)
+        eps_list = self.epsilons or unique_eps_labels(
+            default_epsilons(self.norm, ctx.model.data_config.image_size), "default epsilons"
+        )
         conds = []
         for e in eps_list:
             eps = parse_eps(e)

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from robustbench_vit.attacks import PGD, parse_eps
+from robustbench_vit.attacks import PGD, eps_label, parse_eps
 from robustbench_vit.attacks.pgd import DI_RESIZE_RATIO
 from robustbench_vit.attacks.self_ensemble import SelfEnsemble
 from robustbench_vit.attacks.storage import STORAGE, decode_adversarial, encode_adversarial, stored_shape
@@ -144,6 +144,7 @@ class Transfer(Suite):
             raise ConfigError(f"ti_kernel must be an odd number of pixels, got {self.ti_kernel}")
         if self.steps < 1:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
+        object.__setattr__(self, "eps", eps_label(self.eps))  # one spelling per budget: 16/255.0 is 16/255
         eps = parse_eps(self.eps)
         if not 0 < eps <= 1:
             raise ConfigError(
