@@ -295,6 +295,11 @@ name = "clean"
     assert dict(cells["timm:test_vit", "occlusion"].suite_params) == {"grid": "8", "fractions": (0.5,)}
     assert dict(cells["timm:test_resnet", "occlusion"].suite_params) == {"grid": "4", "fractions": (0.5,)}
     assert cells["timm:test_vit", "clean"].batch_size == 64
+    # the status table tells a suite's cells apart by their parameters
+    labels = {c.label() for c in load_sweep(toml).cells}
+    assert "timm:test_vit | occlusion (grid=8, fractions=0.5) | default | seed 0" in labels
+    assert "timm:test_resnet | occlusion (grid=4, fractions=0.5) | default | seed 0" in labels
+    assert "timm:test_vit | clean | default | seed 0" in labels
     assert (
         cells["timm:test_resnet", "clean"].batch_size == 8
         and cells["timm:test_resnet", "clean"].dtype == "bf16"

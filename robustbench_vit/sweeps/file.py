@@ -52,8 +52,15 @@ class Cell:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def label(self) -> str:
+        """``model | suite (its parameters) | data folder | seed``: two [[suite]] entries of one suite with
+        other parameters are two lines a reader tells apart."""
         data = self.options.data
-        return f"{self.model} | {self.suite} | {Path(data).name if data else 'default'} | seed {self.options.seed}"
+        params = self.options.suite_params
+        suite = self.suite
+        if params:
+            shown = (",".join(map(str, v)) if isinstance(v, (list, tuple)) else v for v in params.values())
+            suite += " (" + ", ".join(f"{k}={v}" for k, v in zip(params, shown)) + ")"
+        return f"{self.model} | {suite} | {Path(data).name if data else 'default'} | seed {self.options.seed}"
 
 
 @dataclass(frozen=True)
