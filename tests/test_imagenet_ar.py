@@ -202,3 +202,24 @@ def test_reference_preprocessing_is_the_papers_transform(tmp_path, name):
     assert (samples["pred"].to_numpy() == logits.argmax(1).numpy()).mean() >= 0.95
     assert set(df.params.map(lambda p: json.loads(p)["preprocessing"])) == {"reference"}
     assert "reference" in df.preprocessing_source.iloc[0] and set(df.input_size) == {224}
+
+
+@needs_imagenet
+@pytest.mark.parametrize("name", ["imagenet-a", "imagenet-r"])
+def test_a_copy_with_a_stray_class_folder_is_never_scored_1000_way(tmp_path, name):
+    """All 200 classes plus one class folder copied in (a wnid outside the set): its class set is neither the
+    benchmark's nor a part of it, and it used to be scored 1000-way as ImageNet val under the benchmark's
+    name. Named like the benchmark, it is refused, naming the stray folder."""
+    from robustbench_vit.data.labels import get_label_space
+    from robustbench_vit.data.registry import open_dataset
+    from robustbench_vit.errors import DataError
+
+    root = _ar_fixture(tmp_path / name, name)
+    stray = next(w for w in get_label_space("imagenet1k").wnids if w not in set(subset_synsets(name)[0]))
+    (root / stray).mkdir()
+    (root / stray / "x.JPEG").symlink_to(next((IMAGENET_SAMPLES / stray).iterdir()))
+    with pytest.raises(
+        DataError, match=f"named like {name} but holds 1 class folders outside its 200 \\(e.g. {stray}"
+    ):
+        open_dataset(root)
+    assert open_dataset(root, dataset="imagenet-val")[0] == "imagenet-val"  # 1000-way, when asked for

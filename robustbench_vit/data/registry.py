@@ -216,7 +216,7 @@ _WNID_LAYOUT_HINTS = {
 def _guess_name(ds: ImageDataset, root: Path) -> str:
     """The dataset a folder holds, from its classes (class folders, or a flat folder's labels file). The
     200-class sets (ImageNet-A/-R, scored 200-way) are recognised by their exact class set; a folder *named* like one of them but holding only some of
-    its classes is refused (1000-way scores would pass for its numbers), and 100 or more classes that all
+    its classes, or other classes besides, is refused (1000-way scores would pass for its numbers), and 100 or more classes that all
     fall in one of them get a warning naming the flag."""
     classes = set(ds.classes)
     spelled = "".join(ch for ch in root.resolve().name.lower() if ch.isalnum())
@@ -228,6 +228,13 @@ def _guess_name(ds: ImageDataset, root: Path) -> str:
             raise DataError(
                 f"{root} is named like {name} but holds {len(classes)} of its 200 classes; pass "
                 f"--dataset {name} to score it 200-way as the benchmark does, or --dataset imagenet-val for 1000-way"
+            )
+        if classes > mask and spelled in _MASKED_HINTS[name]:  # a stray class folder copied in
+            extra = sorted(classes - mask)
+            raise DataError(
+                f"{root} is named like {name} but holds {len(extra)} class folders outside its 200 (e.g. "
+                f"{extra[0]}); remove them to score it 200-way as the benchmark does, or pass --dataset "
+                "imagenet-val for 1000-way"
             )
         if classes < mask and len(classes) >= 100:
             log.warning(
