@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -193,3 +194,25 @@ def test_a_cell_image_replaced_in_place_recomputes_that_cell_only(tmp_path, monk
     assert after["brightness/3"] == truth["brightness/3"] != before["brightness/3"]
     runs = tmp_path / "out" / "runs"
     assert len(list(runs.rglob("_stale-*brightness_3@*.parquet.aside"))) == 1  # the old cell, moved aside
+
+
+@needs_imagenet
+def test_folders_no_condition_reads_are_named(tmp_path, caplog):
+    """A misspelt corruption (``Fog``, ``glass-blur``) or a severity outside 1-5 was left out without a word:
+    the table then lacked a corruption the user believed evaluated. The log names each such folder."""
+    from robustbench_vit.suites import make_suite
+
+    root = _imagenet_c_fixture(tmp_path / "imagenet-c", n=2)
+    for extra in ("Fog/1/n01440764", "glass-blur/3/n01440764", "brightness/6/n01440764", ".cache/x"):
+        (root / extra).mkdir(parents=True)
+    make_suite("imagenet_c").open_data(str(root), None, None)
+    line = next(r.getMessage() for r in caplog.records if "not evaluated" in r.getMessage())
+    assert line.endswith(
+        "3 folders are no ImageNet-C corruption/severity (1-5) and are not evaluated: "
+        "Fog, brightness/6, glass-blur"
+    )
+    caplog.clear()
+    for extra in ("Fog", "glass-blur", "brightness/6"):
+        shutil.rmtree(root / extra)
+    make_suite("imagenet_c").open_data(str(root), None, None)
+    assert not [r for r in caplog.records if "not evaluated" in r.getMessage()]

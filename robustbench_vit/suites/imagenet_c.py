@@ -62,6 +62,19 @@ def find_corruption_folders(root: Path) -> dict[tuple[str, int], Path]:
     return found
 
 
+def unread_folders(root: Path) -> list[str]:
+    """Folders under an ImageNet-C root that no condition reads: a name that is no corruption (``Fog``,
+    ``glass-blur``) or a severity outside 1-5 (``fog/6``); hidden folders are left out."""
+    known, severities = {*BENCHMARK_CORRUPTIONS, *EXTRA_CORRUPTIONS}, {str(s) for s in SEVERITIES}
+    out = []
+    for p in sorted(q for q in root.iterdir() if q.is_dir() and not q.name.startswith(".")):
+        if p.name not in known:
+            out.append(p.name)
+            continue
+        out += [f"{p.name}/{q.name}" for q in sorted(p.iterdir()) if q.is_dir() and q.name not in severities]
+    return [f for f in out if not f.rpartition("/")[2].startswith(".")]
+
+
 @register_suite("imagenet_c")
 @dataclass(frozen=True)
 class ImageNetC(Suite):
@@ -102,6 +115,13 @@ class ImageNetC(Suite):
         if not root.is_dir():
             raise DataError(f"data folder not found: {root}")
         folders = self._folders(root)
+        if unread := unread_folders(root):  # a misspelt corruption is never silently left out of a table
+            log.warning(
+                "%s: %d folders are no ImageNet-C corruption/severity (1-5) and are not evaluated: %s",
+                root,
+                len(unread),
+                ", ".join(unread[:8]) + (" ..." if len(unread) > 8 else ""),
+            )
         first = folders[sorted(folders)[0]]
         ds = image_folder(first)
         h = hashlib.sha256(ds.fingerprint.encode())
