@@ -16,7 +16,16 @@ import torch
 
 from robustbench_vit.errors import ConfigError
 
-__all__ = ["Attack", "AttackResult", "parse_eps", "eps_label", "project", "NORMS", "LossFn"]
+__all__ = [
+    "Attack",
+    "AttackResult",
+    "parse_eps",
+    "eps_label",
+    "unique_eps_labels",
+    "project",
+    "NORMS",
+    "LossFn",
+]
 
 Norm = Literal["linf", "l2"]
 NORMS: tuple[str, ...] = get_args(Norm)

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -268,17 +269,15 @@ def _paired_test(m: pd.DataFrame, content_differs: int) -> McNemar:
     """Per-condition exact McNemar tests (Holm-adjusted) and the sign test over images of the pairs ``m``.
     An image is one unit by its dataset and name: an ImageNet-C cell's file of one name under every
     corruption and severity is one scene, as is the run's file under each generated corruption."""
-    by_condition = []
+    tests = []
     for (ds, cond, src), g in m.groupby(["dataset", "condition", "source_model"], sort=True):
         a_only = int((g.correct_a & ~g.correct_b).sum())
         b_only = int((~g.correct_a & g.correct_b).sum())
-        by_condition.append(
-            (ds, cond, src, len(g), a_only, b_only, float(g.correct_a.mean()), float(g.correct_b.mean()))
-        )
-    p_values = [exact_mcnemar_p(c[4], c[5]) for c in by_condition]
-    conditions = tuple(
-        ConditionTest(*c, p, p_holm) for c, p, p_holm in zip(by_condition, p_values, holm_adjusted(p_values))
-    )
+        acc_a, acc_b = float(g.correct_a.mean()), float(g.correct_b.mean())
+        p = exact_mcnemar_p(a_only, b_only)
+        tests.append(ConditionTest(ds, cond, src, len(g), a_only, b_only, acc_a, acc_b, p, p_holm=p))
+    holm = holm_adjusted([t.p_value for t in tests])
+    conditions = tuple(dataclasses.replace(t, p_holm=h) for t, h in zip(tests, holm))
     per_image = (m.correct_a.astype(int) - m.correct_b.astype(int)).groupby([m.dataset, m.item]).sum()
     a_more, b_more = int((per_image > 0).sum()), int((per_image < 0).sum())
     return McNemar(

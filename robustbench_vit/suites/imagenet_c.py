@@ -71,8 +71,12 @@ def unread_folders(root: Path) -> list[str]:
         if p.name not in known:
             out.append(p.name)
             continue
-        out += [f"{p.name}/{q.name}" for q in sorted(p.iterdir()) if q.is_dir() and q.name not in severities]
-    return [f for f in out if not f.rpartition("/")[2].startswith(".")]
+        out += [
+            f"{p.name}/{q.name}"
+            for q in sorted(p.iterdir())
+            if q.is_dir() and not q.name.startswith(".") and q.name not in severities
+        ]
+    return out
 
 
 @register_suite("imagenet_c")
