@@ -138,6 +138,12 @@ PROBES = [
         2,
         "64x64 inputs",
     ),
+    (  # 0.1234567 and 0.1234568 are both r=0.123457: was "internal error: RuntimeError"
+        "fourier radii closer than their names",
+        lambda w: _eval(w, "-s", "fourier_filter", "-p", "radius_fractions=0.1234567,0.1234568"),
+        2,
+        "two conditions share the name high/r=0.123457",
+    ),
     (  # resizing the 32 px crop's short side to 32 million px failed in the allocator, deep in a resize
         "crop-pct 1e-6",
         lambda w: _eval(w, "-s", "clean", "--crop-pct", "1e-6"),

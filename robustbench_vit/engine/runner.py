@@ -321,8 +321,13 @@ def _evaluate_one(
     suite_obj.prepare(ctx)
     conds = suite_obj.conditions(ctx)
     names = [c.name for c in conds]
-    if len(set(names)) != len(names):
-        raise RuntimeError(f"suite {suite_obj.name} yields duplicate condition names")
+    if twice := sorted(
+        {n for n in names if names.count(n) > 1}
+    ):  # one file per name: one would stand for both
+        raise ConfigError(
+            f"suite {suite_obj.name}: two conditions share the name {twice[0]} (parameter values closer than the "
+            "name shows them); give values further apart"
+        )
     reusable = _finished_conditions(suite_obj, ctx, conds, store, opts.save_samples) if opts.out else {}
     if opts.out and not writable and len(reusable) < len(conds):
         check_writable(opts.out)  # raises the one-line error before any condition is computed
