@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -321,11 +322,10 @@ def _evaluate_one(
     suite_obj.prepare(ctx)
     conds = suite_obj.conditions(ctx)
     names = [c.name for c in conds]
-    if twice := sorted(
-        {n for n in names if names.count(n) > 1}
-    ):  # one file per name: one would stand for both
+    if len(set(names)) != len(names):  # one file per name: one condition's rows would stand for both
+        twice = min(n for n, k in Counter(names).items() if k > 1)
         raise ConfigError(
-            f"suite {suite_obj.name}: two conditions share the name {twice[0]} (parameter values closer than the "
+            f"suite {suite_obj.name}: two conditions share the name {twice} (parameter values closer than the "
             "name shows them); give values further apart"
         )
     reusable = _finished_conditions(suite_obj, ctx, conds, store, opts.save_samples) if opts.out else {}
