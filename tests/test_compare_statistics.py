@@ -69,8 +69,8 @@ def test_one_condition_is_the_exact_mcnemar_test():
 
 
 def test_a_condition_repeated_k_times_is_no_more_evidence():
-    """The same outcomes under 5 condition names: the pooled McNemar said p = 6e-8 where one condition says
-    p = 0.04. Images are the units: the sign test gives the one-condition p-value whatever K is."""
+    """The same outcomes under 5 condition names: the pooled McNemar said p = 9e-6 where one condition says
+    p = 0.08. Images are the units: the sign test gives the one-condition p-value whatever K is."""
     a = np.array([True] * 12 + [False] * 4 + [True] * 20)
     b = np.array([False] * 12 + [True] * 4 + [True] * 20)
     one = mcnemar(_rows({"A": {"c0": a}, "B": {"c0": b}}), "A", "B", suite="occlusion")
