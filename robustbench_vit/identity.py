@@ -16,7 +16,8 @@ paths or sizes:
 - **software** (:func:`software_identity`): the versions of the libraries every number passes through
   (torch, torchvision, Pillow), so an upgrade recomputes instead of mixing two implementations in one
   run; rbvit's own changes are keyed by each suite's ``version``, which also keys the artifacts the suite
-  stores (adversarials, saliency maps, AutoAttack outcomes).
+  stores (adversarials, saliency maps, AutoAttack outcomes); rbvit's computing code or tables replaced in
+  memory by a notebook by their content (:mod:`robustbench_vit.replaced_code`).
 
 Keys built from these: the run id (:func:`run_key`, and from it every results file), the sweep cell's
 completeness (:func:`robustbench_vit.sweeps.run.plan`), the transfer suite's crafted adversarials, the

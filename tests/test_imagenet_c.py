@@ -13,6 +13,7 @@ from PIL import Image
 
 from robustbench_vit.storage.reading import load_results
 from tests.helpers import IMAGENET_SAMPLES, REFERENCE, needs_imagenet
+from tests.identity_world import Counter
 
 CSV = REFERENCE / "robustbench_imagenet_c_unaggregated.csv"
 RBVIT = [sys.executable, "-m", "robustbench_vit.cli.commands"]
@@ -160,7 +161,6 @@ def test_a_cell_image_replaced_in_place_recomputes_that_cell_only(tmp_path, monk
 
     import robustbench_vit as rbvit
     from robustbench_vit.data import digests
-    from robustbench_vit.suites.base import Suite
 
     monkeypatch.setattr(digests, "SETTLED_NS", -(10**12))  # trust the young files' stat tuples
     root = _imagenet_c_fixture(tmp_path / "imagenet-c", n=4)
@@ -173,14 +173,7 @@ def test_a_cell_image_replaced_in_place_recomputes_that_cell_only(tmp_path, monk
         return df.query("metric == 'nll'").set_index("condition")["value"]
 
     before = run()
-    computed: list[str] = []
-    real = Suite._run
-
-    def counting(self, ctx, cond, bs):  # type: ignore[no-untyped-def]
-        computed.append(cond.name)
-        return real(self, ctx, cond, bs)
-
-    monkeypatch.setattr(Suite, "_run", counting)
+    computed = Counter(monkeypatch).names
     assert run().equals(before) and computed == []  # unchanged: every cell reused
 
     target = sorted((root / "brightness" / "3").glob("*/*.JPEG"))[0]

@@ -102,6 +102,7 @@ LAYERS = [
         "device",
         "identity",
         "fingerprint",
+        "replaced_code",
     },  # "": the package root (version, lazy public names)
     {"data", "subsets"},
     {"models"},

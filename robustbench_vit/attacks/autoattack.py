@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 
 from robustbench_vit.errors import ConfigError
+from robustbench_vit.replaced_code import ship
 
 __all__ = [
     "VERSIONS",
@@ -41,6 +42,7 @@ VERSIONS: dict[str, tuple[str, ...]] = {
     "plus": ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"),
     "rand": ("apgd-ce", "apgd-dlr"),
 }
+ship(__name__, "VERSIONS", VERSIONS)
 _NORMS = {"linf": "Linf", "l2": "L2", "l1": "L1"}
 INSTALL = "pip install 'robustbench_vit[autoattack]' (the pyautoattack package: the authors' AutoAttack code)"
 

@@ -22,6 +22,7 @@ from robustbench_vit.perturbations.corruptions.tables import (
     EXTRA_CORRUPTIONS,
     SEVERITIES,
 )
+from robustbench_vit.replaced_code import ship
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ ALEXNET_ERRORS: dict[str, float] = {
     "pixelate": 0.717840,
     "jpeg_compression": 0.606500,
 }
+ship(__name__, "ALEXNET_ERRORS", ALEXNET_ERRORS)
 
 #: AlexNet's clean ImageNet top-1 error (torchvision AlexNet, 56.52% top-1), for relative mCE.
 ALEXNET_CLEAN_ERROR = 0.4348

@@ -35,6 +35,7 @@ from robustbench_vit.perturbations.corruptions._ops import (
     rgb_to_gray,
 )
 from robustbench_vit.perturbations.corruptions.digital import brightness
+from robustbench_vit.replaced_code import ship
 
 __all__ = [
     "CANVAS",
@@ -80,6 +81,8 @@ SEQUENCES: dict[str, SequenceSpec] = {
 
 #: noise strength per difficulty (1, 2, 3): Gaussian sigma and Poisson photon count of the reference
 NOISE_LEVELS = {"gaussian_noise": (0.03, 0.05, 0.08), "shot_noise": (300.0, 120.0, 60.0)}
+ship(__name__, "SEQUENCES", SEQUENCES)
+ship(__name__, "NOISE_LEVELS", NOISE_LEVELS)
 
 
 def _round8(x: torch.Tensor) -> torch.Tensor:

@@ -330,6 +330,7 @@ class Suite:
         libraries it computes with (:meth:`libraries`)."""
         from robustbench_vit.fingerprint import outside_code
         from robustbench_vit.identity import library_versions
+        from robustbench_vit.replaced_code import replaced_code
 
         refs = {
             param: referenced_identity(ref, pretrained=pretrained, cache_dir=cache_dir)
@@ -345,6 +346,8 @@ class Suite:
             # a suite or metric defined outside rbvit (a notebook's): no test bumps its version, its code keys it
             **({"code": own} if (own := outside_code(type(self))) else {}),
             **({"metric_code": theirs} if theirs else {}),
+            # rbvit's own code or tables replaced in memory (a notebook's OPS["fog"] = mine): keyed by content
+            **({"replaced": swapped} if (swapped := replaced_code()) else {}),
         }
 
     @final

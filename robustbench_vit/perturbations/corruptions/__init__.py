@@ -34,6 +34,7 @@ from robustbench_vit.perturbations.corruptions.tables import (
     TABLES,
     check_corruption,
 )
+from robustbench_vit.replaced_code import ship
 
 __all__ = [
     "ALL_CORRUPTIONS",
@@ -106,6 +107,7 @@ OPS: dict[str, CorruptionOp] = {
 #: must be: its last bit decides the level): not quantised again
 ON_UINT8_GRID = frozenset({"pixelate", "jpeg_compression", "brightness", "saturate"})
 assert set(OPS) == set(ALL_CORRUPTIONS), "every corruption in the tables needs an op"
+ship(__name__, "TABLES", TABLES)  # the binding corrupt() reads: rebinding it is another run
 
 
 def jpeg_store(x: torch.Tensor, quality: int = 85) -> torch.Tensor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 from robustbench_vit.errors import ConfigError
+from robustbench_vit.replaced_code import ship
 
 __all__ = [
     "ALL_CORRUPTIONS",
@@ -152,11 +153,12 @@ RELEASE_RESIZE, RELEASE_CROP = 256, 224
 #: JPEG quality the released files were stored with (PIL, optimize=True)
 RELEASE_JPEG_QUALITY = 85
 
-TABLES: dict[str, dict[str, list]] = {
-    "imagenet": IMAGENET,
-    "cifar10": CIFAR10,
-    "imagenet_c_release": IMAGENET_C_RELEASE,
-}
+#: every table by name; its content as shipped is remembered, so a table edited in memory is another run
+TABLES: dict[str, dict[str, list]] = ship(
+    __name__,
+    "TABLES",
+    {"imagenet": IMAGENET, "cifar10": CIFAR10, "imagenet_c_release": IMAGENET_C_RELEASE},
+)
 
 #: every corruption, in the reference's order (the ImageNet table's): the 15 benchmark corruptions of
 #: ImageNet-C, then the extra ones (4 in the paper; a corruption added to the tables lands here)

@@ -1,0 +1,114 @@
+"""rbvit's own computing code replaced in memory by code from outside it (a notebook's experiment).
+
+rbvit's code is keyed by each suite's ``version`` (``tests/test_code_versions.py`` asks for a bump when the
+code changes), which says nothing of a function a notebook sets in its place: ``OPS["fog"] = my_fog``,
+``noise_blur.gaussian_noise = mine``, ``Occlusion.perturb = mine``. Computed under the shipped run id, such
+numbers would later be resumed as the shipped code's. :func:`replaced_code` finds every function or class
+defined outside rbvit (neither rbvit's nor an installed package's) that sits where rbvit's computing modules
+look code up (module members, the values of their dicts, lists and tuples, the attributes of their classes),
+any named function or class under a member name not its own (``gaussian_blur = torch.relu``), and every data
+table registered with :func:`ship` (the corruption tables) whose content differs from what
+was shipped (edited in place or rebound). They key the run (:meth:`robustbench_vit.suites.base.Suite.identity`)
+only when something was replaced, so shipped runs keep their ids. Not found: an installed package's function
+under its own name, or one of rbvit's lambdas moved to another ``OPS`` key.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import types
+from typing import Any, TypeVar
+
+from robustbench_vit.fingerprint import is_library, outside_code
+from robustbench_vit.identity import canonical_json, digest
+
+__all__ = ["replaced_code", "ship", "COMPUTING_PACKAGES"]
+
+T = TypeVar("T")
+
+#: ``(module, attribute) -> canonical text`` of the data tables as shipped (:func:`ship`)
+_SHIPPED: dict[tuple[str, str], str] = {}
+
+#: the packages whose code computes a suite's numbers (what ``tests/test_code_versions.py`` digests)
+COMPUTING_PACKAGES = (
+    "robustbench_vit.perturbations",
+    "robustbench_vit.attacks",
+    "robustbench_vit.metrics",
+    "robustbench_vit.suites",
+    "robustbench_vit.models.attention",
+    "robustbench_vit.models.probes",
+)
+
+
+def ship(module_name: str, attribute: str, value: T) -> T:
+    """Remember the content of a module's data table as shipped (called where it is defined, at import), so
+    a notebook that edits it in place or rebinds it computes under another run id; returns ``value``."""
+    _SHIPPED[(module_name, attribute)] = canonical_json(value)
+    return value
+
+
+def _computing(module_name: str) -> bool:
+    return any(module_name == p or module_name.startswith(p + ".") for p in COMPUTING_PACKAGES)
+
+
+def _foreign(obj: Any) -> bool:
+    """A function or class whose code is neither rbvit's nor an installed package's (a notebook's)."""
+    if isinstance(obj, functools.partial):
+        return _foreign(obj.func)
+    if not isinstance(obj, (types.FunctionType, type)):
+        return False
+    module = str(getattr(obj, "__module__", None) or "")
+    return module.split(".")[0] != "robustbench_vit" and not is_library(module)
+
+
+def _code_digest(obj: Any) -> str:
+    """A notebook's code by its content; rbvit's or a package's by where it lives (their versions key it)."""
+    code = obj.func if isinstance(obj, functools.partial) else obj
+    return outside_code(code) or digest(
+        [getattr(code, "__module__", None), getattr(code, "__qualname__", None)]
+    )
+
+
+def _renamed(name: str, obj: Any) -> bool:
+    """A named function or class under another name (``noise_blur.gaussian_blur = torch.relu``)."""
+    own = getattr(obj, "__name__", None)
+    return isinstance(obj, (types.FunctionType, type)) and own != name and own != "<lambda>"
+
+
+def _scan(where: str, name: str, value: Any, found: dict[str, str], *, nested: bool) -> None:
+    if _foreign(value) or (not nested and _renamed(name, value)):
+        found[where] = _code_digest(value)
+        return
+    if nested:
+        return
+    if isinstance(value, type) and _computing(value.__module__):
+        for attr, item in sorted(vars(value).items()):
+            for part in (item, getattr(item, "__func__", None), getattr(item, "fget", None)):
+                if part is not None and (_foreign(part) or _renamed(attr, part)):
+                    found[f"{where}.{attr}"] = _code_digest(part)
+                    break
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _scan(f"{where}[{key!r}]", str(key), item, found, nested=True)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _scan(f"{where}[{i}]", str(i), item, found, nested=True)
+
+
+def replaced_code() -> dict[str, str]:
+    """``where -> digest of the code found there`` for every outside function or class in the place of
+    rbvit's computing code (imported modules of :data:`COMPUTING_PACKAGES`); empty as shipped."""
+    found: dict[str, str] = {}
+    for name in sorted(m for m in list(sys.modules) if _computing(m)):
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        for attr, value in sorted(vars(module).items()):
+            if not attr.startswith("__"):
+                _scan(f"{name}.{attr}", attr, value, found, nested=False)
+    for (name, attr), text in sorted(_SHIPPED.items()):
+        module = sys.modules.get(name)
+        if module is not None and canonical_json(now := getattr(module, attr, None)) != text:
+            found[f"{name}.{attr}"] = digest(now)
+    return found

@@ -1,0 +1,147 @@
+"""rbvit's own computing code or tables replaced in memory (a notebook's experiment) is another run.
+
+rbvit's code is keyed by each suite's version, which no one bumps for ``OPS["contrast"] = mine`` typed in a
+notebook: before, such a run was stored under the shipped run id, and the next run with the shipped code
+resumed its numbers (exit 0). Now whatever a notebook puts in the place of rbvit's computing code (an
+``OPS`` entry, a module function, a suite's method) or a shipped table edited in place or rebound keys the
+run by its content; the shipped package keys nothing extra, so shipped runs keep their ids.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import robustbench_vit as rbvit
+from robustbench_vit.errors import ConfigError
+from robustbench_vit.replaced_code import replaced_code
+from robustbench_vit.suites import make_suite
+from tests.helpers import CIFAR10_TEST, needs_cifar
+
+
+def test_the_shipped_package_replaces_nothing():
+    """Every suite, perturbation, attack and metric module imported in a fresh process: nothing found (a
+    false find would give every shipped run another id)."""
+    code = (
+        "import importlib, pkgutil, robustbench_vit as r\n"
+        "for p in ('perturbations', 'attacks', 'metrics', 'suites'):\n"
+        "    pkg = importlib.import_module(f'robustbench_vit.{p}')\n"
+        "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+        "        importlib.import_module(m.name)\n"
+        "import robustbench_vit.models.attention, robustbench_vit.models.probes\n"
+        "from robustbench_vit.replaced_code import replaced_code, _SHIPPED\n"
+        "assert len(_SHIPPED) >= 6, _SHIPPED\n"
+        "print(replaced_code())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "{}"
+
+
+def test_each_kind_of_replacement_is_found_and_undone(monkeypatch):
+    from robustbench_vit.metrics import mce
+    from robustbench_vit.perturbations import corruptions
+    from robustbench_vit.perturbations.corruptions import noise_blur, tables
+    from robustbench_vit.suites.occlusion import Occlusion
+
+    base = make_suite("occlusion").identity()
+    assert "replaced" not in base and replaced_code() == {}
+
+    def mine(x, c, g, t):  # type: ignore[no-untyped-def]
+        return x
+
+    with monkeypatch.context() as m:
+        m.setitem(corruptions.OPS, "contrast", mine)  # an OPS entry
+        m.setattr(noise_blur, "gaussian_blur", lambda x, c: x)  # a module function
+        m.setattr(Occlusion, "perturb", lambda self, *a: a[0])  # a suite's method
+        found = replaced_code()
+        assert set(found) == {
+            "robustbench_vit.perturbations.corruptions.OPS['contrast']",
+            "robustbench_vit.perturbations.corruptions.noise_blur.gaussian_blur",
+            "robustbench_vit.suites.occlusion.Occlusion.perturb",
+        }
+        assert make_suite("occlusion").identity()["replaced"] == found
+    assert replaced_code() == {}
+
+    # data tables: edited in place (both bindings hold the same dict) or rebound
+    with monkeypatch.context() as m:
+        m.setitem(tables.IMAGENET, "contrast", [0.5, 0.3, 0.2, 0.1, 0.05])
+        assert set(replaced_code()) == {
+            "robustbench_vit.perturbations.corruptions.TABLES",
+            "robustbench_vit.perturbations.corruptions.tables.TABLES",
+        }
+    assert replaced_code() == {}
+    with monkeypatch.context() as m:
+        m.setattr(mce, "ALEXNET_ERRORS", {**mce.ALEXNET_ERRORS, "fog": 0.5})
+        assert set(replaced_code()) == {"robustbench_vit.metrics.mce.ALEXNET_ERRORS"}
+    # a package's or rbvit's own function under a name not its own is found too
+    with monkeypatch.context() as m:
+        m.setattr(noise_blur, "gaussian_blur", torch.nn.functional.relu)
+        m.setattr(noise_blur, "defocus_blur", noise_blur.motion_blur_random)
+        assert set(replaced_code()) == {
+            "robustbench_vit.perturbations.corruptions.noise_blur.gaussian_blur",
+            "robustbench_vit.perturbations.corruptions.noise_blur.defocus_blur",
+        }
+    assert replaced_code() == {}
+
+
+@needs_cifar
+def test_a_run_with_a_replaced_corruption_is_recomputed_and_the_shipped_one_resumed(
+    tmp_path, cifar_card, monkeypatch
+):
+    """The probe: ``OPS["contrast"]`` replaced in a notebook, then restored. The replaced run gets its own
+    id and numbers; the shipped run before and after it is one run (resumed, 0 computed)."""
+    from robustbench_vit.perturbations import corruptions
+
+    kw = dict(data=str(CIFAR10_TEST), limit=40, out=str(tmp_path), cache_dir=str(tmp_path / "cache"))
+    kw |= dict(suite_params={"corruptions": "contrast", "severities": "5"}, progress=False)
+    shipped = rbvit.evaluate(str(cifar_card), "corruptions", **kw)
+    with monkeypatch.context() as m:
+        m.setitem(corruptions.OPS, "contrast", lambda x, c, g, t: torch.zeros_like(x) + 0.5)
+        swapped = rbvit.evaluate(str(cifar_card), "corruptions", **kw)
+        assert swapped.attrs["conditions_computed"] == 1
+        assert set(swapped.run_id).isdisjoint(shipped.run_id)
+        # every image is the same gray: one prediction for all, unlike the shipped contrast
+        preds = swapped[(swapped.metric == "top1") & (swapped.condition == "contrast/5")]
+        assert len(preds) == 1
+    again = rbvit.evaluate(str(cifar_card), "corruptions", **kw)
+    assert again.attrs["conditions_computed"] == 0
+    assert set(again.run_id) == set(shipped.run_id)
+    key = ["condition", "metric"]
+    a = shipped.set_index(key).value.sort_index()
+    assert a.equals(again.set_index(key).value.sort_index())
+    b = swapped.set_index(key).value.sort_index()
+    assert not a.loc[("contrast/5", "nll")] == b.loc[("contrast/5", "nll")]
+
+
+def test_device_processes_refuse_code_they_would_not_see(monkeypatch):
+    """``--devices`` runs each share in a fresh process, which imports the shipped code: numbers computed
+    there would be stored under the replaced code's run id. Refused with one line naming what was replaced."""
+    from robustbench_vit.engine.multidevice import evaluate_on_devices
+    from robustbench_vit.engine.options import RunOptions
+    from robustbench_vit.perturbations import corruptions
+
+    monkeypatch.setitem(corruptions.OPS, "contrast", lambda x, c, g, t: x)
+    opts = RunOptions(out="/nonexistent-never-written", devices="cpu,cpu")
+    with pytest.raises(ConfigError, match=r"OPS\['contrast'\]"):
+        evaluate_on_devices("test_vit", make_suite("corruptions"), opts)
+
+
+def test_a_ray_sweep_refuses_code_its_workers_would_not_see(tmp_path, monkeypatch):
+    """Ray's workers import the shipped code: the sweep would report the shipped numbers as the replaced
+    code's. Refused before Ray is imported or any cell planned."""
+    from robustbench_vit.perturbations import corruptions
+    from robustbench_vit.sweeps.run import load_sweep, run_sweep
+
+    toml = tmp_path / "s.toml"
+    toml.write_text(
+        f'[sweep]\ndata = "{tmp_path}"\nmodels = [{{ ref = "timm:test_vit", pretrained = false }}]\n'
+        '[[suite]]\nname = "corruptions"\n'
+    )
+    spec = load_sweep(toml)
+    monkeypatch.setitem(corruptions.OPS, "contrast", lambda x, c, g, t: x)
+    with pytest.raises(ConfigError, match="local executor"):
+        run_sweep(spec, str(tmp_path / "out"), executor="ray")
