@@ -103,6 +103,7 @@ LAYERS = [
         "identity",
         "fingerprint",
         "replaced_code",
+        "cpu_allocator",
     },  # "": the package root (version, lazy public names)
     {"data", "subsets"},
     {"models"},

@@ -56,6 +56,10 @@ def main(verbose: int, quiet: bool, progress: str, debug: bool, max_image_pixels
     """Robustness benchmark for Vision Transformers and CNNs."""
     import os
 
+    from robustbench_vit.cpu_allocator import keep_cpu_buffers
+
+    keep_cpu_buffers()  # this process is rbvit's: CPU forward passes keep their buffers (env RBVIT_MALLOC)
+
     if max_image_pixels is not None:  # read by the decoder, in this process and the ones it starts
         os.environ["RBVIT_MAX_IMAGE_PIXELS"] = str(max_image_pixels)
     else:  # a malformed $RBVIT_MAX_IMAGE_PIXELS fails at once, not at the first image decoded
