@@ -243,7 +243,7 @@ def test_corruptions_suite_through_cli(tmp_path):
     assert set(cells.storage) == {"jpeg q85"} and set(
         cells.preprocessing_source.str.contains("make_imagenet_c")
     ) == {True}
-    assert set(cells[cells.corruption == "snow"].validation) == {"approximate"}
+    assert set(cells[cells.corruption == "snow"].validation) == {"formula"}  # ImageMagick restated
     assert set(cells[cells.corruption == "contrast"].validation) == {"pixel"}
 
 

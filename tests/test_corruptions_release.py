@@ -228,10 +228,11 @@ def test_corruption_figure_never_normalises_incomparable_or_partial_errors():
 
 
 @pytest.mark.parametrize("severity", [1, 3, 5])
-def test_release_snow_floors_the_layer_before_and_after_the_blur(images, severity):
+def test_release_snow_floors_the_layer_before_the_blur_and_takes_imagemagicks_8_bits(images, severity):
     """make_imagenet_c.py restated: the thresholded layer is stored as an 8-bit image (astype(np.uint8): the
-    floor), ImageMagick blurs it and returns 8 bits (the floor of the exact blur); the layer is added as
-    is and rotated. Our motion blur stands in for ImageMagick's (the kernel is tested elsewhere)."""
+    floor), ImageMagick blurs it and returns 8 bits (``floor(round(65535 v) / 257)`` of the exact blur); the
+    layer is added as is and rotated. Our motion blur stands in for ImageMagick's here; tests/test_imagemagick.py
+    checks the two are equal, where ImageMagick is installed."""
     from robustbench_vit.perturbations.corruptions import weather
     from robustbench_vit.perturbations.corruptions._ops import motion_blur
 
@@ -239,7 +240,9 @@ def test_release_snow_floors_the_layer_before_and_after_the_blur(images, severit
     rng = np.random.default_rng(severity)
     noise = rng.normal(size=(len(images), S, S), loc=c[0], scale=c[1])
     angles = list(rng.uniform(-135, -45, len(images)))
-    ours = weather.snow_with(images, c, torch.from_numpy(noise), angles, trim="centre", quantize="floor")
+    ours = weather.snow_with(
+        images, c, torch.from_numpy(noise), angles, trim="centre", quantize="imagemagick"
+    )
     for i, img in enumerate(_u8(images)):
         x = img / 255.0
         layer = _clipped_zoom(noise[i][..., None], c[2])[..., 0]
@@ -249,7 +252,7 @@ def test_release_snow_floors_the_layer_before_and_after_the_blur(images, severit
         blurred = motion_blur(torch.from_numpy(stored / 255.0)[None, None], c[4], c[5], [angles[i]])[
             0, 0
         ].numpy()
-        layer = np.floor(blurred * 255 + 1e-9) / 255  # ImageMagick's 8-bit result
+        layer = np.floor(np.round(blurred * 65535) / 257) / 255  # ImageMagick's 8-bit result
         gray = cv2.cvtColor(np.float32(x), cv2.COLOR_RGB2GRAY).reshape(S, S, 1)
         x = c[6] * x + (1 - c[6]) * np.maximum(x, gray * 1.5 + 0.5)
         want = np.clip(x + layer[..., None] + np.rot90(layer, k=2)[..., None], 0, 1)
@@ -257,7 +260,7 @@ def test_release_snow_floors_the_layer_before_and_after_the_blur(images, severit
         assert np.abs(got - want).max() * 255 < 0.01, (severity, i)
 
 
-def test_the_release_table_floors_snow_and_imagecorruptions_rounds(images, monkeypatch):
+def test_the_release_table_quantises_snow_as_imagemagick_and_imagecorruptions_rounds(images, monkeypatch):
     from robustbench_vit.perturbations.corruptions import weather
 
     seen = []
@@ -266,7 +269,7 @@ def test_the_release_table_floors_snow_and_imagecorruptions_rounds(images, monke
     g = torch.Generator().manual_seed(0)
     corrupt(images[:1], "snow", 2, table="imagenet_c_release", generator=g)
     corrupt(images[:1], "snow", 2, table="imagenet", generator=g)
-    assert seen == ["floor", "round"]
+    assert seen == ["imagemagick", "round"]
 
 
 @pytest.mark.parametrize("name", ["brightness", "saturate"])
@@ -307,3 +310,22 @@ def test_hsv_round_trip_handles_grey_ties_and_saturated_pixels():
         )
         ref = np.uint8(np.clip(sk.color.hsv2rgb(hsv), 0, 1) * 255)
         assert np.array_equal(_u8(fn(x, c))[0], ref)
+
+
+@pytest.mark.parametrize("table", ["imagenet_c_release", "cifar10"])
+def test_motion_blur_keeps_imagemagicks_8_bits(images, table):
+    """The make_*_c tables' motion_blur is ImageMagick's 8-bit output, ``floor(round(65535 v) / 257)`` of the
+    blur at the drawn angles (the floor every corruption ends with keeps each of its 256 levels);
+    tests/test_imagemagick.py compares with ImageMagick itself."""
+    from robustbench_vit.perturbations.corruptions._ops import quantize_imagemagick
+    from robustbench_vit.perturbations.corruptions.noise_blur import motion_blur_at
+
+    c = TABLES[table]["motion_blur"][2]
+    angles = (
+        torch.rand(len(images), generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 90 - 45
+    )
+    got = corrupt(images, "motion_blur", 3, table=table, generator=torch.Generator().manual_seed(3))
+    want = quantize_imagemagick(motion_blur_at(images, c, angles.tolist()))
+    assert torch.equal(got, want)
+    exact = motion_blur_at(images, c, angles.tolist()).clamp(0, 1) * 255
+    assert not torch.equal(torch.round(want * 255), torch.floor(exact))  # a plain floor is another image

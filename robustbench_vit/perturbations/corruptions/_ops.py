@@ -30,6 +30,15 @@ def quantize_floor(x: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
     return torch.floor(x.clamp(0, 1) * 255) / 255
 
 
+def quantize_imagemagick(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] -> multiples of 1/255 as ImageMagick (Q16, called through Wand by make_imagenet_c.py and
+    make_cifar_c.py) writes a blurred image to an 8-bit PNG: rounded to 16-bit quanta, then floored to 8 bits,
+    ``floor(round(65535 v) / 257)``. That is ``floor(255 v)`` except within 0.5/257 of a level below it, which
+    it lifts to the level (0.4-0.9% of motion-blurred values); tests/test_imagemagick.py checks it against
+    ImageMagick 6.9 Q16."""
+    return torch.floor(torch.round(x.clamp(0, 1) * 65535) / 257) / 255
+
+
 def symmetric_index(i: torch.Tensor, n: int) -> torch.Tensor:
     """Map integer indices onto 0..n-1 by half-sample reflection (scipy ``mode='reflect'``: d c b a | a b c d)."""
     r = torch.remainder(i, 2 * n)

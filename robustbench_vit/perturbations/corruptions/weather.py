@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import torch
 
 from robustbench_vit.device import to_device
-from robustbench_vit.perturbations.corruptions._ops import clipped_zoom, dev_gen, motion_blur, rgb_to_gray
+from robustbench_vit.perturbations.corruptions._ops import (
+    clipped_zoom,
+    dev_gen,
+    motion_blur,
+    quantize_imagemagick,
+    rgb_to_gray,
+)
 
 
 def plasma_fractal(
@@ -137,7 +144,7 @@ def snow_with(
     noise: torch.Tensor,
     angles: list[float],
     trim: str = "corner",
-    quantize: str = "round",
+    quantize: Literal["round", "imagemagick"] = "round",
 ) -> torch.Tensor:
     """Snow from given draws: ``noise`` (B, H, W) ~ N(c[0], c[1]) and per-image blur angles in degrees.
 
@@ -146,23 +153,23 @@ def snow_with(
     ``centre`` as make_cifar_c) and added twice (as is and rotated 180 degrees) to the image, which is
     first brightened towards its grey level with weight 1 - c[6].
 
-    ``quantize``: ``round`` as imagecorruptions (``np.round`` after its own blur); ``floor`` as
+    ``quantize``: ``round`` as imagecorruptions (``np.round`` after its own blur); ``imagemagick`` as
     make_imagenet_c.py / make_cifar_c.py, which store the layer as an 8-bit image before ImageMagick's
-    blur (``astype(np.uint8)``: the floor) and get ImageMagick's 8-bit result back (the floor of the
-    exact blur).
+    blur (``astype(np.uint8)``: the floor) and get ImageMagick's 8-bit result back
+    (:func:`~robustbench_vit.perturbations.corruptions._ops.quantize_imagemagick`).
     """
     h, w = x.shape[-2:]
     layer = clipped_zoom(noise[:, None].to(x.device, torch.float64), c[2])  # float64 as the reference: the
     # layer is rounded to uint8 below, and float32 would move values across the rounding boundaries
     layer = torch.where(layer < c[3], torch.zeros_like(layer), layer).clamp(0, 1)
-    if quantize == "floor":
+    if quantize == "imagemagick":
         layer = torch.floor(layer * 255) / 255
     if trim == "centre":  # make_cifar_c trims the zoomed layer before blurring it
         top, left = (layer.shape[-2] - h) // 2, (layer.shape[-1] - w) // 2
         layer = layer[..., top : top + h, left : left + w]
     layer = motion_blur(layer, c[4], c[5], angles)
-    if quantize == "floor":  # 1e-9 levels: an exact integer blurred in float64 must not drop a level
-        layer = torch.floor(layer * 255 + 1e-9).clamp(0, 255) / 255
+    if quantize == "imagemagick":
+        layer = quantize_imagemagick(layer)
     else:
         layer = torch.round(layer * 255).clamp(0, 255) / 255
     layer = layer[..., :h, :w].to(x.dtype)
@@ -175,7 +182,7 @@ def snow(
     c: tuple,
     generator: torch.Generator | None,
     trim: str = "corner",
-    quantize: str = "round",
+    quantize: Literal["round", "imagemagick"] = "round",
 ) -> torch.Tensor:
     b, _, h, w = x.shape
     noise = (
