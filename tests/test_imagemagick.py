@@ -1,4 +1,4 @@
-"""make_imagenet_c.py and make_cifar_c.py blur motion_blur and snow with ImageMagick (Wand's
+"""make_imagenet_c.py, make_cifar_c.py and make_imagenet_p.py blur motion_blur and snow with ImageMagick (Wand's
 ``MagickMotionBlurImage`` on a PNG of the image or of the snow layer). Restated here with ImageMagick itself,
 given the same angles: our motion blur kernel equals ImageMagick's, and ImageMagick 6 Q16's 8-bit output is
 ``floor(round(65535 v) / 257)`` of the exact blur (``quantize_imagemagick``; a plain floor is one level low in
@@ -137,3 +137,47 @@ def test_release_motion_blur_equals_the_scripts_jpeg_files(images, severity):
         script.append(np.asarray(Image.open(buf).convert("RGB")))
     diff = np.abs(_u8(jpeg_store(ours)).astype(int) - np.stack(script).astype(int))
     assert diff.mean() < 1e-3, diff.mean()
+
+
+def test_imagenet_p_motion_blur_frames_are_imagemagicks(images):
+    """make_imagenet_p.py saves each motion_blur frame as ImageMagick returns it (radius 10, sigma 3, angle
+    4 (i - 30)): the generated frames equal it given the same 224 px crop."""
+    from robustbench_vit.perturbations import sequences as seq
+
+    crops = images[:2]
+    canvas = torch.zeros(len(crops), 3, seq.CANVAS, seq.CANVAS)
+    canvas[:, :, :224, :224] = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255
+    ext = torch.tensor([[0.0, 0.0, 224.0, 224.0]] * len(crops), dtype=torch.float64)
+    frames = seq.generate("motion_blur", canvas, ext, torch.Generator().manual_seed(0))
+    for i in (0, 10, 30):
+        theirs = np.stack([_imagemagick_motion_blur(_png(c), 10, 3, (i - 30) * 4) for c in crops])
+        equal, worst = _agreement(_u8(frames[i]), theirs)
+        assert equal > 1 - 1e-4 and worst <= 1, (i, equal, worst)
+
+
+def test_imagenet_p_snow_frames_take_imagemagicks_layer(images):
+    """make_imagenet_p.py's snow: the 8-bit layer blurred by ImageMagick (radius 14, sigma 4, angle 4i - 150)
+    and read back as it is, added with its rotation to the brightened crop, floored to 8 bits."""
+    from scipy.ndimage import zoom as scizoom
+
+    from robustbench_vit.perturbations import sequences as seq
+
+    x = images[0] / 255.0
+    noise = np.random.default_rng(0).normal(size=(224, 224), loc=0.05, scale=0.3)
+    ours = seq.snow_sequence(
+        torch.from_numpy(x).permute(2, 0, 1)[None].float(), torch.from_numpy(noise)[None, None]
+    )
+    ch = int(np.ceil(224 / 3))
+    top = (224 - ch) // 2
+    z = scizoom(noise[top : top + ch, top : top + ch], 3, order=1)
+    t = (z.shape[0] - 224) // 2
+    z = z[t : t + 224, t : t + 224]
+    z[z < 0.5] = 0
+    layer = _png((np.clip(z, 0, 1) * 255).astype(np.uint8))
+    gray = cv2.cvtColor(np.float32(x), cv2.COLOR_RGB2GRAY)[..., None]
+    base = 0.85 * x + 0.15 * np.maximum(x, gray * 1.5 + 0.5)
+    for i in (0, 15, 30):
+        s = _imagemagick_motion_blur(layer, 14, 4, i * 4 - 150)[..., None] / 255.0
+        ref = np.uint8(np.clip(base + s + np.rot90(s, k=2), 0, 1) * 255)
+        equal, worst = _agreement(_u8(ours[i])[0], ref)
+        assert equal > 0.999 and worst <= 1, (i, equal, worst)

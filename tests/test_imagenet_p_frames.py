@@ -1,5 +1,7 @@
 """imagenet_p's generated sequences against the reference generator's operations (PIL, OpenCV,
-imagecorruptions' ImageMagick motion blur), restated with the same draws."""
+imagecorruptions' restatement of ImageMagick's motion blur, quantised as ImageMagick writes 8 bits:
+``floor(round(257 b) / 257)`` of a blur ``b`` in levels), restated with the same draws. tests/test_imagemagick.py
+compares the blurred frames with ImageMagick itself."""
 
 from __future__ import annotations
 
@@ -92,7 +94,7 @@ def test_generated_frames_follow_the_reference_generator(name, source):
             ref = np.uint8(skcolor.hsv2rgb(hsv) * 255)
         elif name == "motion_blur":
             blurred = _motion_blur(np.asarray(crop(img)), radius=10, sigma=3, angle=(i - 30) * 4)
-            ref = np.clip(np.round(blurred), 0, 255)
+            ref = np.floor(np.round(np.clip(blurred, 0, 255) * 257) / 257)  # ImageMagick's 8 bits
         else:
             continue
         _close(frames[i], ref, 0.6, 3)
@@ -120,7 +122,8 @@ def test_snow_frames_follow_the_reference_with_the_same_draws():
     gray = cv2.cvtColor(np.float32(x), cv2.COLOR_RGB2GRAY)[..., None]
     base = 0.85 * x + 0.15 * np.maximum(x, gray * 1.5 + 0.5)
     for i in (0, 15, 30):
-        s = np.clip(np.round(_motion_blur(layer, 14, 4, i * 4 - 150)), 0, 255)[..., None] / 255.0
+        blurred = np.clip(_motion_blur(layer, 14, 4, i * 4 - 150), 0, 255)
+        s = np.floor(np.round(blurred * 257) / 257)[..., None] / 255.0  # ImageMagick's 8 bits
         ref = np.uint8(np.clip(base + s + np.rot90(s, k=2), 0, 1) * 255)
         _close(ours[i][0], ref, 0.6, 3)
 

@@ -32,6 +32,7 @@ from robustbench_vit.perturbations.corruptions._ops import (
     dev_gen,
     motion_blur,
     quantize_floor,
+    quantize_imagemagick,
     rgb_to_gray,
 )
 from robustbench_vit.perturbations.corruptions.digital import brightness
@@ -213,7 +214,8 @@ def snow_sequence(x: torch.Tensor, layer: torch.Tensor) -> list[torch.Tensor]:
     base = 0.85 * x + 0.15 * torch.maximum(x, rgb_to_gray(x) * 1.5 + 0.5)
     frames = []
     for i in range(31):
-        s = _round8(motion_blur(layer, 14, 4.0, [i * 4.0 - 150] * len(x))).to(x.dtype)
+        # ImageMagick blurs the layer and writes 8 bits, which the reference reads back as they are
+        s = quantize_imagemagick(motion_blur(layer, 14, 4.0, [i * 4.0 - 150] * len(x))).to(x.dtype)
         frames.append(quantize_floor(base + s + torch.rot90(s, 2, dims=(-2, -1))))
     return frames
 
@@ -240,7 +242,8 @@ def generate(
         g = dev_gen(x, generator)
         frames = [x] + [quantize_floor(torch.poisson(x * lam, generator=g) / lam) for _ in range(30)]
     elif name == "motion_blur":
-        frames = [_round8(motion_blur(x, 10, 3.0, [(i - 30) * 4.0] * len(x))) for i in range(31)]
+        # each frame is ImageMagick's 8-bit output (make_imagenet_p.py's MotionImage, saved as it is)
+        frames = [quantize_imagemagick(motion_blur(x, 10, 3.0, [(i - 30) * 4.0] * len(x))) for i in range(31)]
     elif name == "zoom_blur":
         total = x.double()
         frames = [x]

@@ -97,8 +97,9 @@ class ImageNetP(Suite):
         baseline_model: the baseline's model name in that folder (default ``alexnet``).
     """
 
-    #: 2: generated sequences transform the whole short-side-256 image (576 px canvas, carried extent)
-    version: ClassVar[int] = 2
+    #: 2: generated sequences transform the whole short-side-256 image (576 px canvas, carried extent).
+    #: 3: motion_blur frames and the snow layer are ImageMagick's 8 bits (16-bit rounding, then the floor)
+    version: ClassVar[int] = 3
     paper: ClassVar[str] = "Hendrycks & Dietterich 2019, Benchmarking Neural Network Robustness (ImageNet-P)"
     metrics: ClassVar[tuple[str, ...]] = ("flip_probability", "top5_distance")
     calibration: ClassVar[tuple[str, ...]] = ()
