@@ -1,10 +1,11 @@
-"""make_imagenet_c.py, make_cifar_c.py and make_imagenet_p.py blur motion_blur and snow with ImageMagick (Wand's
-``MagickMotionBlurImage`` on a PNG of the image or of the snow layer). Restated here with ImageMagick itself,
-given the same angles: our motion blur kernel equals ImageMagick's, and ImageMagick 6 Q16's 8-bit output is
-``floor(round(65535 v) / 257)`` of the exact blur (``quantize_imagemagick``; a plain floor is one level low in
-0.4-0.9% of the values), so the release and CIFAR tables' motion_blur and snow layer equal the scripts' pixel
-for pixel, through the JPEG q85 storage too. Skipped where Wand or the MagickWand library is absent (``.ci/run`` installs ImageMagick
-where it can: ``apt-get install imagemagick``, then Wand comes with the ``dev`` extra)."""
+"""make_imagenet_c.py, make_cifar_c.py and make_imagenet_p.py blur motion_blur and snow with ImageMagick
+(Wand's ``MagickMotionBlurImage`` on a PNG of the image or of the snow layer). Restated here with ImageMagick
+itself, given the same angles: our motion blur kernel equals ImageMagick's, and ImageMagick 6 Q16's 8-bit
+output is ``floor(round(65535 v) / 257)`` of the exact blur (``quantize_imagemagick``; a plain floor is one
+level low in 0.4-0.9% of the values), so the release and CIFAR tables' motion_blur and snow layer, and
+ImageNet-P's frames, equal the scripts' pixel for pixel, through the JPEG q85 storage too. Skipped where
+Wand or the MagickWand library is absent (``.ci/run`` installs ImageMagick where it can: ``apt-get install
+imagemagick``; Wand comes with the ``dev`` extra)."""
 
 from __future__ import annotations
 
