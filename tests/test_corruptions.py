@@ -243,6 +243,12 @@ def test_corruptions_suite_through_cli(tmp_path):
     assert set(cells.storage) == {"jpeg q85"} and set(
         cells.preprocessing_source.str.contains("make_imagenet_c")
     ) == {True}
+    # both steps are named: the decoding the columns describe, and the files' way to the model's input
+    assert set(cells.preprocessing) == {"resize 256 / crop 224 bilinear (center)"}
+    assert all(
+        s.endswith("then to the model: resize 160 / crop 160 bilinear (center)")
+        for s in cells.preprocessing_source
+    )
     assert set(cells[cells.corruption == "snow"].validation) == {"formula"}  # ImageMagick restated
     assert set(cells[cells.corruption == "contrast"].validation) == {"pixel"}
 

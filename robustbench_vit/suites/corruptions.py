@@ -119,7 +119,8 @@ class Corruptions(Suite):
 
     def data_config(self, model: LoadedModel) -> DataConfig:
         """``imagenet_c_release`` decodes images as make_imagenet_c did (resize 256, centre crop 224,
-        bilinear); the model's own geometry is applied after corrupting, as for the released files."""
+        bilinear); the model's own geometry is applied after corrupting, as for the released files, and the
+        rows' ``preprocessing_source`` names both steps (the other columns describe the decoding)."""
         dc = model.data_config
         if self.resolved_table(dc.image_size) != "imagenet_c_release":
             return dc
@@ -128,7 +129,8 @@ class Corruptions(Suite):
             crop_pct=RELEASE_CROP / RELEASE_RESIZE,
             interpolation="bilinear",
             crop_mode="center",
-            source=f"{dc.source}; make_imagenet_c resize {RELEASE_RESIZE} / crop {RELEASE_CROP}",
+            source=f"{dc.source}; make_imagenet_c resize {RELEASE_RESIZE} / crop {RELEASE_CROP}, corrupted, "
+            f"JPEG q{RELEASE_JPEG_QUALITY}, then to the model: {_file_to_model(dc).describe()}",
         )
 
     def conditions(self, ctx: EvalContext) -> list[Condition]:
@@ -170,11 +172,16 @@ class Corruptions(Suite):
         return corruption_summary(results)
 
 
+def _file_to_model(model_dc: DataConfig) -> DataConfig:
+    """How a 224 px released file reaches the model: the ``imagenet_c`` suite's ``preprocessing=crop``."""
+    return model_dc.replace(crop_pct=1.0, crop_mode="center")
+
+
 def _as_released_file_to_model(x: torch.Tensor, model_dc: DataConfig) -> torch.Tensor:
     """224 px corrupted images -> JPEG q85 as stored in the released files -> the model's input, with the
     same centre-crop geometry as the ``imagenet_c`` suite's default ``preprocessing=crop``."""
     stored = jpeg_store(x, RELEASE_JPEG_QUALITY)
-    geo = model_dc.replace(crop_pct=1.0, crop_mode="center")
+    geo = _file_to_model(model_dc)
     if tuple(stored.shape[-2:]) == geo.image_size:
         return stored
     u8 = (stored * 255).round().to(torch.uint8).cpu()
