@@ -336,7 +336,7 @@ class Suite:
             param: referenced_identity(ref, pretrained=pretrained, cache_dir=cache_dir)
             for param, (ref, pretrained) in self.referenced_models().items()
         }
-        libs = library_versions(self.libraries()) if self.libraries() else {}
+        libs = library_versions(used) if (used := self.libraries()) else {}
         names = dict.fromkeys((*self.metrics, *self.calibration))
         theirs = {m: c for m in names if m in METRICS and (c := outside_code(METRICS.get(m).compute))}
         return {
