@@ -84,3 +84,24 @@ def error_lines(stderr: str) -> list[str]:
 
     progress = re.compile(r"^\d\d:\d\d:\d\d rbvit: ")
     return [line for line in stderr.splitlines() if line.strip() and not progress.match(line)]
+
+
+def imagenet_p_snow_reference(x, noise):  # type: ignore[no-untyped-def]
+    """make_imagenet_p.py's snow, restated up to its per-frame blur: ``(layer, base)`` for a (224, 224, 3)
+    crop ``x`` in [0, 1] and (224, 224) N(0.05, 0.3) ``noise``. The layer (uint8, 224 x 224) is the noise
+    zoomed x3 (scipy order 1, centre crop and trim), thresholded at 0.5 and stored as 8 bits; ``base`` is the
+    crop brightened towards its gray level (weight 0.15). A frame is ``np.uint8(np.clip(base + s +
+    rot180(s), 0, 1) * 255)`` with ``s`` the blurred layer read back in [0, 1]."""
+    import cv2
+    import numpy as np
+    from scipy.ndimage import zoom as scizoom
+
+    ch = int(np.ceil(224 / 3))
+    top = (224 - ch) // 2
+    z = scizoom(noise[top : top + ch, top : top + ch], 3, order=1)
+    t = (z.shape[0] - 224) // 2
+    z = z[t : t + 224, t : t + 224]
+    z[z < 0.5] = 0
+    layer = (np.clip(z, 0, 1) * 255).astype(np.uint8)
+    gray = cv2.cvtColor(np.float32(x), cv2.COLOR_RGB2GRAY)[..., None]
+    return layer, 0.85 * x + 0.15 * np.maximum(x, gray * 1.5 + 0.5)

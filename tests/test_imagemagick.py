@@ -22,7 +22,7 @@ from robustbench_vit.perturbations.corruptions import CIFAR10, corrupt, jpeg_sto
 from robustbench_vit.perturbations.corruptions._ops import motion_blur, quantize_floor, quantize_imagemagick
 from robustbench_vit.perturbations.corruptions.noise_blur import motion_blur_at
 from robustbench_vit.perturbations.corruptions.tables import IMAGENET_C_RELEASE
-from tests.helpers import IMAGENET_SAMPLES
+from tests.helpers import IMAGENET_SAMPLES, imagenet_p_snow_reference
 
 wand_image = pytest.importorskip("wand.image", reason="Wand and ImageMagick's MagickWand library")
 wand_api = pytest.importorskip("wand.api")
@@ -159,8 +159,6 @@ def test_imagenet_p_motion_blur_frames_are_imagemagicks(images):
 def test_imagenet_p_snow_frames_take_imagemagicks_layer(images):
     """make_imagenet_p.py's snow: the 8-bit layer blurred by ImageMagick (radius 14, sigma 4, angle 4i - 150)
     and read back as it is, added with its rotation to the brightened crop, floored to 8 bits."""
-    from scipy.ndimage import zoom as scizoom
-
     from robustbench_vit.perturbations import sequences as seq
 
     x = images[0] / 255.0
@@ -168,15 +166,8 @@ def test_imagenet_p_snow_frames_take_imagemagicks_layer(images):
     ours = seq.snow_sequence(
         torch.from_numpy(x).permute(2, 0, 1)[None].float(), torch.from_numpy(noise)[None, None]
     )
-    ch = int(np.ceil(224 / 3))
-    top = (224 - ch) // 2
-    z = scizoom(noise[top : top + ch, top : top + ch], 3, order=1)
-    t = (z.shape[0] - 224) // 2
-    z = z[t : t + 224, t : t + 224]
-    z[z < 0.5] = 0
-    layer = _png((np.clip(z, 0, 1) * 255).astype(np.uint8))
-    gray = cv2.cvtColor(np.float32(x), cv2.COLOR_RGB2GRAY)[..., None]
-    base = 0.85 * x + 0.15 * np.maximum(x, gray * 1.5 + 0.5)
+    stored, base = imagenet_p_snow_reference(x, noise)
+    layer = _png(stored)
     for i in (0, 15, 30):
         s = _imagemagick_motion_blur(layer, 14, 4, i * 4 - 150)[..., None] / 255.0
         ref = np.uint8(np.clip(base + s + np.rot90(s, k=2), 0, 1) * 255)

@@ -14,7 +14,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from robustbench_vit.perturbations import sequences as seq
-from tests.helpers import IMAGENET_SAMPLES, needs_imagenet
+from tests.helpers import IMAGENET_SAMPLES, imagenet_p_snow_reference, needs_imagenet
 
 
 # --- generated sequences against the reference's operations -----------------------------------------
@@ -103,7 +103,6 @@ def test_generated_frames_follow_the_reference_generator(name, source):
 @needs_imagenet
 def test_snow_frames_follow_the_reference_with_the_same_draws():
     from imagecorruptions.corruptions import _motion_blur
-    from scipy.ndimage import zoom as scizoom
 
     img = T.CenterCrop(224)(_source())
     x = np.asarray(img) / 255.0
@@ -112,15 +111,7 @@ def test_snow_frames_follow_the_reference_with_the_same_draws():
         torch.from_numpy(x).permute(2, 0, 1)[None].float(), torch.from_numpy(noise)[None, None]
     )
     # reference: clipped_zoom x3 (order 1, centre trim), threshold, 8-bit layer, blur, brighten, add
-    ch = int(np.ceil(224 / 3))
-    top = (224 - ch) // 2
-    z = scizoom(noise[top : top + ch, top : top + ch], 3, order=1)
-    t = (z.shape[0] - 224) // 2
-    z = z[t : t + 224, t : t + 224]
-    z[z < 0.5] = 0
-    layer = (np.clip(z, 0, 1) * 255).astype(np.uint8)
-    gray = cv2.cvtColor(np.float32(x), cv2.COLOR_RGB2GRAY)[..., None]
-    base = 0.85 * x + 0.15 * np.maximum(x, gray * 1.5 + 0.5)
+    layer, base = imagenet_p_snow_reference(x, noise)
     for i in (0, 15, 30):
         blurred = np.clip(_motion_blur(layer, 14, 4, i * 4 - 150), 0, 255)
         s = np.floor(np.round(blurred * 257) / 257)[..., None] / 255.0  # ImageMagick's 8 bits
