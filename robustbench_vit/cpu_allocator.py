@@ -6,7 +6,7 @@ has grown) with a fresh ``mmap`` and returns it with ``munmap`` on free, and tri
 each batch maps, page-faults and unmaps them again: on a 2-core machine the process spends about as much
 time in the kernel as in PyTorch's kernels. With both thresholds at 1 GiB those buffers come from the
 heap, which keeps them between batches (measured with ``resnet18``, batch 64 at 224 px, 2 cores: 2.0 s ->
-1.3 s per batch, peak RSS +15%); ``benchmarks/bench_allocator.py`` prints the ratio.
+1.3 s per batch, peak RSS +10-20%); ``benchmarks/bench_allocator.py`` prints the ratio.
 
 :func:`keep_cpu_buffers` is what the ``rbvit`` command does at start (it owns its process); a library call
 never changes a process-wide setting. It sets the settings with ``mallopt`` and in the environment, so the
