@@ -20,10 +20,11 @@ import sys
 import types
 from typing import Any, TypeVar
 
+from robustbench_vit.errors import ConfigError
 from robustbench_vit.fingerprint import is_library, outside_code
 from robustbench_vit.identity import canonical_json, digest
 
-__all__ = ["replaced_code", "ship", "COMPUTING_PACKAGES"]
+__all__ = ["replaced_code", "refuse_replaced_code", "ship", "COMPUTING_PACKAGES"]
 
 T = TypeVar("T")
 
@@ -76,8 +77,13 @@ def _renamed(name: str, obj: Any) -> bool:
     return isinstance(obj, (types.FunctionType, type)) and own != name and own != "<lambda>"
 
 
+def _replaced(name: str, obj: Any) -> bool:
+    """Code found under ``name`` that is not rbvit's own code of that name."""
+    return _foreign(obj) or _renamed(name, obj)
+
+
 def _scan(where: str, name: str, value: Any, found: dict[str, str], *, nested: bool) -> None:
-    if _foreign(value) or (not nested and _renamed(name, value)):
+    if _foreign(value) if nested else _replaced(name, value):
         found[where] = _code_digest(value)
         return
     if nested:
@@ -85,7 +91,7 @@ def _scan(where: str, name: str, value: Any, found: dict[str, str], *, nested: b
     if isinstance(value, type) and _computing(value.__module__):
         for attr, item in sorted(vars(value).items()):
             for part in (item, getattr(item, "__func__", None), getattr(item, "fget", None)):
-                if part is not None and (_foreign(part) or _renamed(attr, part)):
+                if part is not None and _replaced(attr, part):
                     found[f"{where}.{attr}"] = _code_digest(part)
                     break
     elif isinstance(value, dict):
@@ -112,3 +118,12 @@ def replaced_code() -> dict[str, str]:
         if module is not None and canonical_json(now := getattr(module, attr, None)) != text:
             found[f"{name}.{attr}"] = digest(now)
     return found
+
+
+def refuse_replaced_code(workers: str, instead: str) -> None:
+    """Raise a one-line ``ConfigError`` (naming what was replaced, and ``instead``) when code was replaced in
+    this process and the work would run in ``workers``: fresh processes, which import the shipped code."""
+    if swapped := replaced_code():
+        raise ConfigError(
+            f"{workers} would not run the code replaced in this process ({', '.join(sorted(swapped))}); {instead}"
+        )

@@ -46,7 +46,7 @@ def evaluate_on_devices(model: Any, suite: Any, opts: Any, *, progress: Any = "a
     """Split the conditions of ``evaluate(model, suite, opts)`` over ``opts.devices`` (one process each)."""
     from robustbench_vit.device import select_device
     from robustbench_vit.engine.runner import evaluate
-    from robustbench_vit.replaced_code import replaced_code
+    from robustbench_vit.replaced_code import refuse_replaced_code
 
     if not isinstance(model, str):
         raise ConfigError(
@@ -57,11 +57,7 @@ def evaluate_on_devices(model: Any, suite: Any, opts: Any, *, progress: Any = "a
             "--devices needs a results folder (out=...): the device processes meet in its files"
         )
     devices = parse_devices(opts.devices)
-    if swapped := replaced_code():  # a fresh process imports the shipped code, not the notebook's
-        raise ConfigError(
-            f"--devices runs each share in a fresh process, which would not run the code replaced in this one "
-            f"({', '.join(sorted(swapped))}); evaluate on one device here instead"
-        )
+    refuse_replaced_code("--devices' processes (one fresh process per device)", "evaluate on one device here")
     for d in devices:
         select_device(d)  # an unknown or absent device fails here, before any process starts
     n = len(devices)

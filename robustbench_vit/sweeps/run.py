@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from robustbench_vit.engine.progress import NullProgress, Progress
 from robustbench_vit.errors import CheckpointError, ConfigError, UnknownNameError
-from robustbench_vit.replaced_code import replaced_code
+from robustbench_vit.replaced_code import refuse_replaced_code
 from robustbench_vit.sweeps.file import Cell, SweepSpec, load_sweep, validate_sweep
 from robustbench_vit.sweeps.markers import files_intact, marker_path, read_marker, runs_of, write_marker
 
@@ -289,11 +289,8 @@ def run_sweep(
         raise ConfigError(f"--shards must be an integer >= 1, got {shards!r}")
     if shards > 1 and executor != "ray":
         raise ConfigError("--shards splits cells over Ray tasks: use it with --executor ray")
-    if executor == "ray" and (swapped := replaced_code()):  # Ray's workers import the shipped code
-        raise ConfigError(
-            f"Ray's workers would not run the code replaced in this process ({', '.join(sorted(swapped))}); "
-            "run the sweep with the local executor"
-        )
+    if executor == "ray":
+        refuse_replaced_code("Ray's workers", "run the sweep with the local executor")
     out = out or spec.out
     progress = progress or NullProgress()
     planned = plan(spec, out, mark_current=True)
