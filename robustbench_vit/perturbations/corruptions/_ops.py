@@ -32,10 +32,10 @@ def quantize_floor(x: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
 
 def quantize_imagemagick(x: torch.Tensor) -> torch.Tensor:
     """[0, 1] -> multiples of 1/255 as ImageMagick (Q16, called through Wand by make_imagenet_c.py,
-    make_cifar_c.py and make_imagenet_p.py) writes a blurred image to an 8-bit PNG: rounded to 16-bit quanta, then floored to 8 bits,
-    ``floor(round(65535 v) / 257)``. That is ``floor(255 v)`` except within 0.5/257 of a level below it, which
-    it lifts to the level (0.4-0.9% of motion-blurred values); tests/test_imagemagick.py checks it against
-    ImageMagick 6.9 Q16."""
+    make_cifar_c.py and make_imagenet_p.py) writes a blurred image to an 8-bit PNG: rounded to 16-bit
+    quanta, then floored to 8 bits, ``floor(round(65535 v) / 257)``. That is ``floor(255 v)`` except within
+    0.5/257 of a level below it, which it lifts to the level (0.4-0.9% of motion-blurred values);
+    tests/test_imagemagick.py checks it against ImageMagick 6.9 Q16."""
     return torch.floor(torch.round(x.clamp(0, 1) * 65535) / 257) / 255
 
 
