@@ -103,7 +103,7 @@ def loaded_model_identity(loaded: Any) -> dict[str, Any]:
 #: when a change there can change a decoded pixel. Part of :func:`software_identity`, it keys every
 #: decoded-image cache entry and run id, so a fix re-decodes instead of reusing the old code's pixels;
 #: ``tests/test_code_versions.py`` fails when that code changes without a decision about it
-DECODE_VERSION = 1
+DECODE_VERSION = 2  # 2: the CPU resize is Pillow's (timm's pixels), no longer torchvision's tensor resize
 
 
 @functools.cache

@@ -329,29 +329,3 @@ def test_motion_blur_keeps_imagemagicks_8_bits(images, table):
     assert torch.equal(got, want)
     exact = motion_blur_at(images, c, angles.tolist()).clamp(0, 1) * 255
     assert not torch.equal(torch.round(want * 255), torch.floor(exact))  # a plain floor is another image
-
-
-@pytest.mark.skipif(not IMAGENET_SAMPLES.is_dir(), reason="needs the shared ImageNet samples")
-def test_the_release_resize_is_pils_but_for_rare_single_levels(tmp_path):
-    """make_imagenet_c.py resizes with torchvision's ``Resize(256)`` on PIL images (PIL's antialiased
-    bilinear) before its 224 centre crop; ours resizes uint8 tensors. On full-size images (the samples
-    upscaled 1.87x, saved losslessly) the two agree in more than 99.5% of the values and never by more
-    than one level."""
-    import torchvision.transforms as T
-
-    from robustbench_vit.data.decode import load_image
-    from robustbench_vit.data.preprocessing import DataConfig
-
-    dc = DataConfig((3, S, S), 224 / 256, "bilinear", (0.5,) * 3, (0.5,) * 3)
-    reference = T.Compose([T.Resize(256), T.CenterCrop(224)])
-    for k, f in enumerate(sorted(IMAGENET_SAMPLES.rglob("*.JPEG"))[::100]):
-        with Image.open(f) as im:
-            w, h = im.size
-            im.convert("RGB").resize((int(w * 1.87), int(h * 1.87)), Image.BICUBIC).save(
-                tmp_path / f"{k}.png"
-            )
-        with Image.open(tmp_path / f"{k}.png") as im:
-            want = np.asarray(reference(im.convert("RGB"))).astype(int)
-        got = load_image(tmp_path / f"{k}.png", dc).permute(1, 2, 0).numpy().astype(int)
-        diff = np.abs(got - want)
-        assert (diff == 0).mean() > 0.995 and diff.max() <= 1, (f.name, (diff == 0).mean(), diff.max())

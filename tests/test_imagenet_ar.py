@@ -197,9 +197,9 @@ def test_reference_preprocessing_is_the_papers_transform(tmp_path, name):
         logits = net(x)[:, idx]
     y = torch.as_tensor([wnids.index(it.split("/")[0]) for it in samples["item"]])
     ref_loss = torch.nn.functional.cross_entropy(logits, y, reduction="none").numpy()
-    # PIL's resize vs torchvision's antialiased tensor resize: within a uint8 level, so losses agree closely
-    assert np.abs(samples["loss"].to_numpy() - ref_loss).max() < 0.02
-    assert (samples["pred"].to_numpy() == logits.argmax(1).numpy()).mean() >= 0.95
+    # the same pixels (rbvit's CPU geometry is PIL's), so the same losses but for float rounding
+    assert np.abs(samples["loss"].to_numpy() - ref_loss).max() < 1e-4
+    assert (samples["pred"].to_numpy() == logits.argmax(1).numpy()).all()
     assert set(df.params.map(lambda p: json.loads(p)["preprocessing"])) == {"reference"}
     assert "reference" in df.preprocessing_source.iloc[0] and set(df.input_size) == {224}
 

@@ -1,9 +1,10 @@
 """Decode one image file to uint8 RGB and apply the eval geometry (resize + center crop).
 
-torchvision.io decodes about 2x faster than PIL per core; PIL is the fallback for formats it
-does not read. Resizing uses torchvision's antialiased tensor resize with the model's
-interpolation, following timm's eval transform (short side to ``floor(size / crop_pct)``,
-then center crop). The geometry runs on whatever device its input is on.
+torchvision.io decodes about 2x faster than PIL per core (libjpeg-turbo both, the same pixels); PIL is
+the fallback for formats it does not read. The geometry is timm's eval transform (short side to
+``floor(size / crop_pct)``, then center crop) with the model's interpolation: on the CPU computed by
+Pillow on PIL images, as timm computes it, so the cached pixels are the reference's; on a GPU by
+torchvision's antialiased tensor resize (within a level or two).
 
 :func:`decode_batch` is the GPU data path: the JPEGs of a batch go to ``decode_jpeg`` in one call
 on the device (nvjpeg on CUDA), are resized there, and come back as one uint8 batch; formats the
@@ -31,7 +32,17 @@ from torchvision.transforms import InterpolationMode
 from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.errors import ConfigError, DataError
 
-__all__ = ["read_bytes", "decode_rgb", "read_rgb", "apply_geometry", "load_image", "decode_batch", "is_jpeg"]
+__all__ = [
+    "read_bytes",
+    "decode_rgb",
+    "read_rgb",
+    "apply_geometry",
+    "resized_size",
+    "tensor_geometry",
+    "load_image",
+    "decode_batch",
+    "is_jpeg",
+]
 
 log = logging.getLogger(__name__)
 
@@ -156,23 +167,73 @@ def read_rgb(path: str | Path) -> torch.Tensor:
     return decode_rgb(read_bytes(path), path)
 
 
+def resized_size(h: int, w: int, dc: DataConfig) -> list[int] | None:
+    """The size timm's eval transform resizes an ``h`` x ``w`` image to before its centre crop, as
+    torchvision's ``Resize`` takes it (one entry: the short side), or ``None`` when it resizes nothing."""
+    rh, rw = dc.resize_size
+    if dc.crop_mode == "squash":
+        return [rh, rw]
+    if rh == rw:
+        return None if min(h, w) == rh else [rh]  # short side, like timm's ``Resize(int)``
+    ratio = min(h / rh, w / rw)  # timm's ResizeKeepRatio (shortest edge to its target)
+    return [round(h / ratio), round(w / ratio)]
+
+
 def apply_geometry(img: torch.Tensor, dc: DataConfig) -> torch.Tensor:
-    """Resize + center-crop a uint8 (3, H, W) image to ``dc.image_size``; identity when it already fits."""
+    """Resize + center-crop uint8 (3, H, W) or (B, 3, H, W) images to ``dc.image_size``; identity when
+    they already fit.
+
+    On the CPU the steps run on PIL images, exactly as timm's eval transform (``Resize`` + ``CenterCrop``
+    of torchvision on PIL images, Pillow's fixed-point resampling) computes them, pixel for pixel. On
+    another device (the GPU data path) they run on tensors: :func:`tensor_geometry`."""
     th, tw = dc.image_size
     h, w = img.shape[-2:]
     if (h, w) == (th, tw) and dc.crop_pct == 1.0:
         return img
-    rh, rw = dc.resize_size
-    interp = _INTERP[dc.interpolation]
-    if dc.crop_mode == "squash":
-        img = TF.resize(img, [rh, rw], interpolation=interp, antialias=True)
-    elif rh == rw:
-        if min(h, w) != rh:
-            img = TF.resize(img, [rh], interpolation=interp, antialias=True)  # short side, like timm
-    else:
-        scale = max(rh / h, rw / w)
-        img = TF.resize(img, [round(h * scale), round(w * scale)], interpolation=interp, antialias=True)
-    return TF.center_crop(img, [th, tw]).contiguous()
+    if img.ndim == 4:
+        return torch.stack([apply_geometry(one, dc) for one in img]) if len(img) else img[:, :, :th, :tw]
+    if img.device.type != "cpu":
+        return tensor_geometry(img, dc)
+    from PIL import Image
+
+    size = resized_size(h, w, dc)
+    # planes in and out (PIL's merge/split): a (3, H, W) <-> (H, W, 3) transpose costs more than the resize
+    pil = Image.merge("RGB", [Image.fromarray(plane) for plane in img.contiguous().numpy()])
+    if size is not None:
+        pil = TF.resize(pil, size, interpolation=_INTERP[dc.interpolation])
+    pil = TF.center_crop(pil, [th, tw])
+    return torch.from_numpy(np.stack([np.asarray(band) for band in pil.split()]))
+
+
+def tensor_geometry(img: torch.Tensor, dc: DataConfig) -> torch.Tensor:
+    """:func:`apply_geometry` on a uint8 (3, H, W) tensor wherever it is: torchvision's antialiased resize
+    (within a level or two of Pillow's in a few values per thousand), and ``nearest`` as Pillow samples it
+    (:func:`pil_nearest_indices`; tensor ``nearest`` is half a pixel off and ``nearest-exact`` rounds
+    differently at pixel boundaries)."""
+    size = resized_size(*img.shape[-2:], dc)
+    if size is not None and dc.interpolation == "nearest":
+        h, w = img.shape[-2:]
+        oh, ow = (size[0], size[1]) if len(size) == 2 else _short_side_size(h, w, size[0])
+        rows, cols = (pil_nearest_indices(n, m).to(img.device) for n, m in ((h, oh), (w, ow)))
+        img = img.index_select(-2, rows).index_select(-1, cols)
+    elif size is not None:
+        img = TF.resize(img, size, interpolation=_INTERP[dc.interpolation], antialias=True)
+    return TF.center_crop(img, list(dc.image_size)).contiguous()
+
+
+def _short_side_size(h: int, w: int, short: int) -> tuple[int, int]:
+    """torchvision's ``Resize(int)`` output size: the short side to ``short``, the long one truncated."""
+    return (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
+
+
+def pil_nearest_indices(n_in: int, n_out: int) -> torch.Tensor:
+    """The source index of each output pixel of Pillow's NEAREST resize along one axis: its affine scale
+    loop (``ImagingScaleAffine``) starts at half a step and adds the step ``n_in / n_out`` pixel by pixel
+    in double precision, truncating; the running sum (``np.cumsum`` adds in the same order) decides the
+    ties at pixel boundaries."""
+    step = n_in / n_out
+    coords = np.cumsum(np.concatenate([[step * 0.5], np.full(n_out - 1, step)]))
+    return torch.from_numpy(np.clip(coords.astype(np.int64), 0, n_in - 1))
 
 
 def load_image(path: str | Path, dc: DataConfig) -> torch.Tensor:
