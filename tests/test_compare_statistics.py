@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from scipy.stats import binomtest
+from scipy.stats import binomtest, ttest_1samp
 
 from robustbench_vit.results.analysis import exact_mcnemar_p, mcnemar
 from tests.helpers import CIFAR10_TEST, needs_cifar
@@ -155,6 +155,10 @@ def test_the_cli_prints_the_sign_test_and_each_condition(tmp_path, cifar_card, c
     assert [line[0] for line in table] == [f"cifar10/{c}" for c in conditions]
     assert [float(line[6]) for line in table] == pytest.approx(raw, rel=1e-3)
     assert [float(line[7]) for line in table] == pytest.approx(_holm_restated(raw), rel=1e-3)
+    for line, c in zip(table, conditions):  # each condition's difference and Newcombe's interval
+        cells = [int((a[c] & b[c]).sum()), int((a[c] & ~b[c]).sum()), int((~a[c] & b[c]).sum())]
+        want = _newcombe_restated(*cells, 30 - sum(cells))
+        assert [float(x) for x in line[8:11]] == pytest.approx([(cells[1] - cells[2]) / 30, *want], abs=6e-5)
     res = CliRunner().invoke(main, [*args, "--json"])
     got = json.loads(res.output)
     assert (got["n"], got["pairs"], got["a_only"], got["b_only"]) == (
@@ -166,3 +170,93 @@ def test_the_cli_prints_the_sign_test_and_each_condition(tmp_path, cifar_card, c
     sign = binomtest(wins_a, wins_a + wins_b, 0.5).pvalue if wins_a + wins_b else 1.0
     assert got["p_value"] == pytest.approx(sign, rel=1e-12)
     assert [c["p_holm"] for c in got["conditions"]] == pytest.approx(_holm_restated(raw), rel=1e-12)
+    # the pooled difference: every image under every condition, so the paired t interval over images
+    t = ttest_1samp(diff.to_numpy() / len(conditions), 0.0).confidence_interval(0.95)
+    assert (got["diff_low"], got["diff_high"]) == pytest.approx((t.low, t.high), abs=1e-12)
+    assert "over the pairs (t interval with the image as the unit)" in CliRunner().invoke(main, args).output
+
+
+def _newcombe_restated(a: int, b: int, c: int, d: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Newcombe (1998), paired proportions, method 10, from the paper's notation: cells a (both correct),
+    b (A only), c (B only), d (neither); Wilson limits solved from the score equation; phi from the table,
+    reduced towards 0 by n/2 when positive."""
+    n = a + b + c + d
+
+    def wilson(x: int) -> tuple[float, float]:
+        p = x / n
+        centre, spread = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        return ((centre - spread) / (1 + z * z / n), (centre + spread) / (1 + z * z / n))
+
+    (l1, u1), (l2, u2) = wilson(a + b), wilson(a + c)
+    p1, p2 = (a + b) / n, (a + c) / n
+    ad_bc = a * d - b * c
+    num = ad_bc - n / 2 if ad_bc > n / 2 else min(ad_bc, 0)
+    den = np.sqrt((a + b) * (c + d) * (a + c) * (b + d))
+    phi = num / den if den else 0.0
+    lo = p1 - p2 - np.sqrt((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2)
+    hi = p1 - p2 + np.sqrt((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2)
+    return (lo, hi)
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        (1, 1, 7, 12),
+        (500, 30, 10, 460),
+        (40, 0, 0, 60),
+        (0, 5, 3, 0),
+        (90, 10, 0, 0),
+        (7, 3, 3, 7),
+        (0, 0, 0, 9),
+    ],
+)
+def test_the_difference_interval_is_newcombes_method_10(table):
+    from robustbench_vit.metrics.statistics import paired_difference_interval
+
+    got = paired_difference_interval(*table)
+    want = _newcombe_restated(*table)
+    assert got == pytest.approx((max(-1.0, want[0]), min(1.0, want[1])), abs=1e-12)
+    a, b, c, d = table
+    assert got[0] <= (b - c) / sum(table) <= got[1]
+
+
+def test_the_difference_interval_covers_at_its_level():
+    """Simulated pairs of models on 300 images (correlated outcomes, A 2 points better): the 95% interval
+    holds the true difference in 93-97% of 3000 draws."""
+    from robustbench_vit.metrics.statistics import paired_difference_interval
+
+    rng = np.random.default_rng(0)
+    probs = [0.70, 0.06, 0.04, 0.20]  # both, A only, B only, neither: difference 0.02
+    tables = rng.multinomial(300, probs, size=3000)
+    covered = np.mean([lo <= 0.02 <= hi for lo, hi in (paired_difference_interval(*t) for t in tables)])
+    assert 0.93 <= covered <= 0.97, covered
+
+
+def test_the_pooled_interval_takes_the_image_as_the_unit():
+    """Over K conditions the pairs of one image are correlated. The pooled interval is Student's t over
+    images of the ratio estimate: with every image under every condition it is the paired t interval of the
+    per-image mean difference (SciPy's one-sample t test), and it keeps its level where an interval over
+    the pooled pairs, as if independent, would be too narrow."""
+    from robustbench_vit.metrics.statistics import clustered_difference_interval, paired_difference_interval
+
+    rng = np.random.default_rng(1)
+    d = rng.integers(-3, 4, size=200).astype(float)  # per-image difference over K = 3 conditions
+    ci = ttest_1samp(d / 3, 0.0).confidence_interval(0.95)
+    assert clustered_difference_interval(d, np.full(200, 3.0)) == pytest.approx((ci.low, ci.high), abs=1e-12)
+
+    covered = pooled_naive = 0
+    # 150 images, 5 conditions; an image's kind (both right, both wrong, A wins, B wins) holds under all
+    # its conditions, each outcome flipped with probability 0.1: E[a - b] = 0.8 * (0.12 - 0.08)
+    truth = 0.8 * (0.12 - 0.08)
+    for _ in range(1000):
+        kind = rng.choice(4, size=150, p=[0.55, 0.25, 0.12, 0.08])
+        a0, b0 = np.isin(kind, (0, 2)), np.isin(kind, (0, 3))
+        a = a0[:, None] ^ (rng.random((150, 5)) < 0.1)
+        b = b0[:, None] ^ (rng.random((150, 5)) < 0.1)
+        lo, hi = clustered_difference_interval((a.astype(int) - b).sum(1), np.full(150, 5.0))
+        covered += lo <= truth <= hi
+        counts = [int((a & b).sum()), int((a & ~b).sum()), int((~a & b).sum()), int((~a & ~b).sum())]
+        nlo, nhi = paired_difference_interval(*counts)
+        pooled_naive += nlo <= truth <= nhi
+    assert 0.93 <= covered / 1000 <= 0.97, covered
+    assert pooled_naive / 1000 < covered / 1000 - 0.02, (pooled_naive, covered)

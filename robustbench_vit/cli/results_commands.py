@@ -138,7 +138,7 @@ def compare_cmd(
     dataset: str | None,
     as_json: bool,
 ) -> None:
-    """Paired exact McNemar test: do two models differ on the same images?"""
+    """Paired exact McNemar test: do two models differ on the same images, and by how much (95% interval)?"""
 
     from robustbench_vit.results.analysis import mcnemar
 
@@ -152,6 +152,7 @@ def compare_cmd(
         click.echo(f"{model_a}: {r.acc_a:.4f}   {model_b}: {r.acc_b:.4f}   on {r.n} shared images ({suite})")
         click.echo(f"only {model_a} correct: {r.a_only}   only {model_b} correct: {r.b_only}")
         click.echo(f"exact McNemar p-value: {r.p_value:.4g}")
+        click.echo(f"{_difference(r)} (Newcombe's paired score interval)")
     else:
         _echo_pooled(r, model_a, model_b, suite)
     if r.content_differs:
@@ -174,13 +175,22 @@ def _echo_pooled(r, model_a: str, model_b: str, suite: str) -> None:
     click.echo(
         f"exact sign test over images p-value: {r.p_value:.4g} (an image counts once, not once per condition)"
     )
-    click.echo(f"per condition: exact McNemar, p_holm adjusted over the {k} conditions")
-    click.echo("condition\tn\tacc_a\tacc_b\tonly_a\tonly_b\tp\tp_holm")
+    click.echo(f"{_difference(r)} over the pairs (t interval with the image as the unit)")
+    click.echo(
+        f"per condition: exact McNemar, p_holm adjusted over the {k} conditions; the difference acc_a - acc_b "
+        "with its 95% interval (Newcombe's paired score interval, not adjusted)"
+    )
+    click.echo("condition\tn\tacc_a\tacc_b\tonly_a\tonly_b\tp\tp_holm\tdiff\tdiff_low\tdiff_high")
     for c in r.conditions:
         name = "/".join(x for x in (c.dataset, c.condition, c.source_model and f"from {c.source_model}") if x)
         click.echo(
             f"{name}\t{c.n}\t{c.acc_a:.4f}\t{c.acc_b:.4f}\t{c.a_only}\t{c.b_only}\t{c.p_value:.4g}\t{c.p_holm:.4g}"
+            f"\t{c.acc_a - c.acc_b:+.4f}\t{c.diff_low:+.4f}\t{c.diff_high:+.4f}"
         )
+
+
+def _difference(r) -> str:  # noqa: ANN001 - a McNemar result
+    return f"difference acc_a - acc_b: {r.acc_a - r.acc_b:+.4f}, 95% interval [{r.diff_low:+.4f}, {r.diff_high:+.4f}]"
 
 
 @click.command("worst-case")

@@ -20,7 +20,11 @@ import pandas as pd
 
 from robustbench_vit.errors import ConfigError, DataError
 from robustbench_vit.metrics.mce import mce, relative_mce
-from robustbench_vit.metrics.statistics import holm_adjusted
+from robustbench_vit.metrics.statistics import (
+    clustered_difference_interval,
+    holm_adjusted,
+    paired_difference_interval,
+)
 from robustbench_vit.results.selection import (
     condition_settings,
     differing_settings,
@@ -162,6 +166,9 @@ class ConditionTest:
     p_value: float
     #: Holm's adjustment over every condition of the comparison (the family-wise error rate)
     p_holm: float
+    #: 95% interval of ``acc_a - acc_b`` (Newcombe's paired score interval)
+    diff_low: float = float("nan")
+    diff_high: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -188,6 +195,10 @@ class McNemar:
     content_differs: int = 0
     pairs: int = 0  # (image, condition) pairs
     conditions: tuple[ConditionTest, ...] = ()
+    #: 95% interval of ``acc_a - acc_b``: Newcombe's paired score interval for one condition; over several,
+    #: a cluster-robust t interval with the image as the unit (:func:`clustered_difference_interval`)
+    diff_low: float = float("nan")
+    diff_high: float = float("nan")
 
 
 def exact_mcnemar_p(a_only: int, b_only: int) -> float:
@@ -275,11 +286,18 @@ def _paired_test(m: pd.DataFrame, content_differs: int) -> McNemar:
         b_only = int((~g.correct_a & g.correct_b).sum())
         acc_a, acc_b = float(g.correct_a.mean()), float(g.correct_b.mean())
         p = exact_mcnemar_p(a_only, b_only)
-        tests.append(ConditionTest(ds, cond, src, len(g), a_only, b_only, acc_a, acc_b, p, p_holm=p))
+        both = int((g.correct_a & g.correct_b).sum())
+        low, high = paired_difference_interval(both, a_only, b_only, len(g) - both - a_only - b_only)
+        tests.append(ConditionTest(ds, cond, src, len(g), a_only, b_only, acc_a, acc_b, p, p, low, high))
     holm = holm_adjusted([t.p_value for t in tests])
     conditions = tuple(dataclasses.replace(t, p_holm=h) for t, h in zip(tests, holm))
-    per_image = (m.correct_a.astype(int) - m.correct_b.astype(int)).groupby([m.dataset, m.item]).sum()
+    by_image = (m.correct_a.astype(int) - m.correct_b.astype(int)).groupby([m.dataset, m.item])
+    per_image = by_image.sum()
     a_more, b_more = int((per_image > 0).sum()), int((per_image < 0).sum())
+    if len(conditions) == 1:
+        low, high = conditions[0].diff_low, conditions[0].diff_high
+    else:
+        low, high = clustered_difference_interval(per_image.to_numpy(), by_image.size().to_numpy())
     return McNemar(
         len(per_image),
         a_more,
@@ -290,6 +308,8 @@ def _paired_test(m: pd.DataFrame, content_differs: int) -> McNemar:
         content_differs,
         len(m),
         conditions,
+        low,
+        high,
     )
 
 
