@@ -4,8 +4,9 @@ Each function restates ``make_imagenet_p.py`` (hendrycks/robustness) for a batch
 ImageNet image resized to 256 on its short side; geometric sequences (zoom_blur, translate, rotate, tilt,
 scale) transform that whole image and then take the 224 centre crop, the others perturb the 224 crop.
 Frames are quantised as the reference's PNGs were (``np.uint8`` truncation, or rounding where PIL, OpenCV
-or ImageMagick produced the pixels). The released sequences were then H.264-encoded; generated frames
-skip that lossy step.
+or ImageMagick produced the pixels). The released sequences were then H.264-encoded; the suite's
+``codec=h264`` adds that lossy step (:mod:`~robustbench_vit.perturbations.video_codec`), by default
+generated frames skip it.
 
 Input is a *canvas*: the short-side-256 image centred on a ``CANVAS`` x ``CANVAS`` black square (the
 cache decodes it so, as torchvision's ``center_crop`` pads and crops), and the image's *extent*: where the

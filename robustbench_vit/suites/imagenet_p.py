@@ -38,6 +38,7 @@ from robustbench_vit.metrics.stability import flip_probability, top5_distance, t
 from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.models.probes import resize_to
 from robustbench_vit.perturbations import sequences as seq
+from robustbench_vit.perturbations.video_codec import h264_available, h264_round_trip
 from robustbench_vit.suites.base import Condition, EvalContext, Result, Suite, batch_generator, register_suite
 from robustbench_vit.suites.imagenet_p_baseline import read_baseline
 
@@ -95,6 +96,8 @@ class ImageNetP(Suite):
         difficulties: 1..3 (noise strength for the noise types, frame stride otherwise; default 1).
         baseline: results folder with the baseline model's imagenet_p rows (for FR, mFR, mT5D).
         baseline_model: the baseline's model name in that folder (default ``alexnet``).
+        codec: ``none`` (generated frames as the script's PNGs) or ``h264`` (each generated sequence coded
+            as the released MP4s were: libx264 with make_imagenet_p.py's settings, then decoded).
     """
 
     #: 2: generated sequences transform the whole short-side-256 image (576 px canvas, carried extent).
@@ -115,13 +118,21 @@ class ImageNetP(Suite):
     difficulties: tuple[Difficulty, ...] = (1,)
     baseline: str = ""
     baseline_model: str = "alexnet"
+    codec: Literal["none", "h264"] = "none"
+
+    def __post_init__(self) -> None:
+        if self.codec != "none" and self.source == "files":
+            raise ConfigError("codec applies to generated sequences; the released files are H.264 already")
+        if self.codec == "h264":
+            h264_available()
 
     @property
     def uses_run_cache(self) -> bool:  # type: ignore[override]
         return self.source == "generated"
 
     def libraries(self) -> tuple[str, ...]:
-        return ("av",) if self.source == "files" else ()  # PyAV (its FFmpeg) decodes the released MP4s
+        # PyAV (its FFmpeg and x264) decodes the released MP4s, or codes the generated sequences
+        return ("av",) if self.source == "files" or self.codec != "none" else ()
 
     # --- data -------------------------------------------------------------------------------------
     def open_data(self, data, dataset, labels):  # type: ignore[no-untyped-def]
@@ -182,6 +193,8 @@ class ImageNetP(Suite):
                 }
                 if spec.noise:
                     params["noise_level"] = seq.NOISE_LEVELS[p][d - 1]
+                if self.source == "generated":
+                    params["codec"] = self.codec
                 if self.source == "files":
                     folder = Path(ctx.dataset.root) / _folder(p, d)
                     if not folder.is_dir():
@@ -207,8 +220,9 @@ class ImageNetP(Suite):
         if self.source == "generated":
             for x, _y, idx in ctx.batches(per_step):
                 gen = batch_generator(ctx.seed, self.name, cond.name, int(idx[0]))
+                frames = seq.generate(p, x, self._extents(ctx)[torch.as_tensor(idx).cpu().long()], gen, d)
                 yield (
-                    seq.generate(p, x, self._extents(ctx)[torch.as_tensor(idx).cpu().long()], gen, d),
+                    (self._coded(frames, seq.SEQUENCES[p].noise) if self.codec == "h264" else frames),
                     len(idx),
                 )
             return
@@ -224,6 +238,14 @@ class ImageNetP(Suite):
                     )
                 frames = torch.stack(videos, 1).to(ctx.device).float().div_(255)
                 yield frames, len(videos)
+
+    @staticmethod
+    def _coded(frames: torch.Tensor, noise: bool) -> torch.Tensor:
+        """(T, B, 3, H, W) frames in [0, 1] (uint8 levels, as the script's PNGs) through the H.264 round trip,
+        each sequence on its own (x264 threads within one)."""
+        levels = (frames * 255).round().to(torch.uint8).cpu()
+        coded = torch.stack([h264_round_trip(levels[:, b], noise=noise) for b in range(levels.shape[1])], 1)
+        return coded.to(frames.device).float().div_(255)
 
     def _extents(self, ctx: EvalContext) -> torch.Tensor:
         """Every evaluated image's canvas extent, indexed by dataset index: the file headers are read once
@@ -302,7 +324,13 @@ class ImageNetP(Suite):
             return out
         images, seed = getattr(self, "_run_images", (None, None))
         baseline = read_baseline(
-            self.baseline, self.baseline_model, suite=self.name, source=self.source, images=images, seed=seed
+            self.baseline,
+            self.baseline_model,
+            suite=self.name,
+            source=self.source,
+            images=images,
+            seed=seed,
+            codec=self.codec,
         )
         base = baseline.table
         who = {"baseline_model": self.baseline_model, "baseline_weights": baseline.weights}

@@ -39,10 +39,18 @@ def baseline_rows(df: pd.DataFrame, typed: str, folder: str) -> pd.DataFrame:
 
 
 def read_baseline(
-    folder: str, typed: str, *, suite: str, source: str, images: str | None, seed: int | None
+    folder: str,
+    typed: str,
+    *,
+    suite: str,
+    source: str,
+    images: str | None,
+    seed: int | None,
+    codec: str = "none",
 ) -> Baseline:
-    """The baseline table from ``folder``: rows of ``suite`` with ``source`` sequences; with ``images``
-    (the run's ``image_set``) only rows of those images and ``seed``, and only of one weights and dtype."""
+    """The baseline table from ``folder``: rows of ``suite`` with ``source`` sequences (generated ones
+    coded with ``codec``: rows of an rbvit before the parameter were not coded); with ``images`` (the run's
+    ``image_set``) only rows of those images and ``seed``, and only of one weights and dtype."""
     from robustbench_vit.storage.reading import load_results, oldest_first
 
     df = load_results(folder)
@@ -50,6 +58,14 @@ def read_baseline(
     if "sequences" in df:
         df = df[df["sequences"] == source]
     df = df[~df.condition.str.startswith("summary")]
+    if source == "generated":
+        coded = df["codec"].fillna("none") if "codec" in df else pd.Series("none", index=df.index)
+        if not df.empty and not (coded == codec).any():
+            raise DataError(
+                f"baseline {folder}: the {typed} rows were computed on sequences coded {sorted(set(coded))[0]!r}, "
+                f"this run's are coded {codec!r}: rerun the baseline with -p codec={codec}"
+            )
+        df = df[coded == codec]
     if df.empty:
         raise DataError(f"baseline {folder}: no {suite} rows of model {typed!r} with source={source}")
     if images is not None:
