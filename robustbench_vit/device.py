@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,8 @@ __all__ = [
     "float32_precision",
     "changed_float32_precision",
     "float32_key",
+    "numerics_key",
+    "changed_attention_kernels",
     "float32_default",
 ]
 
@@ -138,6 +141,36 @@ def float32_key() -> dict[str, Any]:
     empty in a fresh process, so runs with the defaults keep their keys."""
     changed = changed_float32_precision()
     return {"float32_precision": changed} if changed else {}
+
+
+#: torch's scaled-dot-product attention backends (``torch.backends.cuda.enable_*_sdp``), on by default
+_SDPA_BACKENDS = ("flash", "mem_efficient", "math", "cudnn")
+
+
+def changed_attention_kernels() -> dict[str, Any]:
+    """The switches away from their defaults that choose the kernel attention is computed with (``{}`` in
+    a fresh process): timm's fused attention (``TIMM_FUSED_ATTN=0``, ``timm.layers.set_fused_attn(False)``,
+    exportable mode; a timm model takes it when built: the manual softmax path rounds otherwise) and
+    torch's scaled-dot-product backends disabled (``torch.backends.cuda.enable_flash_sdp(False)``, ...)."""
+    out: dict[str, Any] = {}
+    timm_config = sys.modules.get("timm.layers.config")  # never imported for this: unread, it is unset
+    if timm_config is not None:
+        fused = int(getattr(timm_config, "_USE_FUSED_ATTN", 1))
+        exportable = bool(getattr(timm_config, "_EXPORTABLE", False))
+        if fused != 1 or exportable:
+            out["timm_fused_attn"] = {"level": fused, "exportable": exportable}
+    off = [b for b in _SDPA_BACKENDS if not getattr(torch.backends.cuda, f"{b}_sdp_enabled", lambda: True)()]
+    if off:
+        out["sdpa_disabled"] = off
+    return out
+
+
+def numerics_key() -> dict[str, Any]:
+    """:func:`float32_key` plus the attention kernel switches set away from their defaults
+    (:func:`changed_attention_kernels`): the part of a run's key, a sweep cell's and stored adversarials'
+    that names how the same model computes. Empty in a fresh process, so default runs keep their keys."""
+    kernels = changed_attention_kernels()
+    return {**float32_key(), **({"attention_kernels": kernels} if kernels else {})}
 
 
 @contextlib.contextmanager

@@ -83,8 +83,8 @@ def derived_key(**parts: Any) -> str:
 def loaded_model_identity(loaded: Any) -> dict[str, Any]:
     """A loaded model's identity: what its load recorded, its preprocessing and its label space in order,
     and, when there are any, the hooks registered for every module in this process and the float32
-    precision switches set away from PyTorch's defaults (both change every model's outputs)."""
-    from robustbench_vit.device import float32_key
+    precision and attention kernel switches set away from their defaults (they change every model's outputs)."""
+    from robustbench_vit.device import numerics_key
     from robustbench_vit.fingerprint import global_hooks_digest
 
     ident = {
@@ -96,7 +96,7 @@ def loaded_model_identity(loaded: Any) -> dict[str, Any]:
     hooks = global_hooks_digest()
     if hooks is not None:
         ident["global_hooks"] = hooks
-    return {**ident, **float32_key()}
+    return {**ident, **numerics_key()}
 
 
 #: the version of rbvit's own decoding and resizing (``data/decode.py``, ``data/preprocessing.py``): bump it

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from robustbench_vit import __version__
-from robustbench_vit.device import changed_float32_precision, float32_precision
+from robustbench_vit.device import changed_attention_kernels, changed_float32_precision, float32_precision
 from robustbench_vit.identity import digest, loaded_model_identity, run_key, software_identity
 from robustbench_vit.metrics.accumulators import MetricValue
 from robustbench_vit.models.loading import LoadedModel
@@ -179,9 +179,18 @@ def computed_weights(weights: str) -> str:
 
 def computed_dtype(dtype: str) -> str:
     """The ``dtype`` column: the autocast dtype, with the float32 precision switches set away from
-    PyTorch's defaults (``fp32 cuda.matmul=tf32``), so a TF32 run is never a seed of a float32 one."""
+    PyTorch's defaults (``fp32 cuda.matmul=tf32``), so a TF32 run is never a seed of a float32 one, and the
+    attention kernel switches set away from theirs (``fp32 timm_fused_attn=0``, ``sdpa_off=flash``)."""
     changed = changed_float32_precision()
-    return " ".join([dtype, *(f"{k}={v}" for k, v in sorted(changed.items()))])
+    kernels = changed_attention_kernels()
+    attention = []
+    if timm_attn := kernels.get("timm_fused_attn"):
+        attention.append(
+            f"timm_fused_attn={timm_attn['level']}{'-exportable' if timm_attn['exportable'] else ''}"
+        )
+    if "sdpa_disabled" in kernels:
+        attention.append(f"sdpa_off={'+'.join(kernels['sdpa_disabled'])}")
+    return " ".join([dtype, *(f"{k}={v}" for k, v in sorted(changed.items())), *attention])
 
 
 def accelerator(device: torch.device) -> dict[str, Any] | None:
