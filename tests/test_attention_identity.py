@@ -76,3 +76,35 @@ def test_a_sweep_cell_reruns_with_a_disabled_attention_backend(tmp_path):
     assert [s.status for s in run_sweep(load_sweep(toml))] == ["skipped"]
     torch.backends.cuda.enable_flash_sdp(False)
     assert [s.status for s in run_sweep(load_sweep(toml))] == ["done"]
+
+
+@needs_cifar
+def test_device_processes_compute_with_the_parents_switches(tmp_path):
+    """``--devices`` shares run in fresh interpreters: they take the parent's float32 precision and
+    attention switches, so their rows carry the parent's run id and dtype label and the parent's final
+    pass finds every condition done (with a fresh interpreter's defaults it would compute them all again)."""
+    import timm.layers
+
+    card = str(write_cifar_card(tmp_path / "card"))
+    kw = dict(data=str(CIFAR10_TEST), limit=10, progress=False, out=str(tmp_path / "out"))
+    timm.layers.set_fused_attn(False)
+    torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+    try:
+        rows = rbvit.evaluate(
+            card, "occlusion", devices=("cpu", "cpu"), suite_params={"fractions": "0,0.5"}, **kw
+        )
+        assert rows.attrs["conditions_computed"] == 0
+        assert set(rows.dtype) == {"fp32 mkldnn.matmul=bf16 timm_fused_attn=0"}
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = "none"
+
+
+def test_a_ray_task_applies_the_drivers_switches_first():
+    from robustbench_vit.device import numerics_settings
+    from robustbench_vit.sweeps.ray_executor import _with_numerics
+
+    torch.backends.cuda.enable_flash_sdp(False)
+    settings = numerics_settings()
+    torch.backends.cuda.enable_flash_sdp(True)  # a fresh worker: the defaults
+    seen = _with_numerics(lambda cell, out: (cell, out, changed_attention_kernels()), settings)("c", "o")
+    assert seen == ("c", "o", {"sdpa_disabled": ["flash"]})

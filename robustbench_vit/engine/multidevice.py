@@ -31,11 +31,14 @@ def parse_devices(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return out
 
 
-def _worker(model: str, suite: Any, opts: Any, progress: Any, errors: Any, k: int) -> None:
-    """One device's share; its error (one line) goes back to the parent through ``errors``."""
+def _worker(model: str, suite: Any, opts: Any, progress: Any, errors: Any, k: int, numerics: Any) -> None:
+    """One device's share, computed with the parent's float32 precision and attention switches; its error
+    (one line) goes back to the parent through ``errors``."""
+    from robustbench_vit.device import apply_numerics
     from robustbench_vit.engine.runner import evaluate
 
     try:
+        apply_numerics(numerics)
         evaluate(model, suite, opts, progress=progress)
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
         errors.put((k, opts.device, f"{type(e).__name__}: {' '.join(str(e).split())}"))
@@ -44,7 +47,7 @@ def _worker(model: str, suite: Any, opts: Any, progress: Any, errors: Any, k: in
 
 def evaluate_on_devices(model: Any, suite: Any, opts: Any, *, progress: Any = "auto") -> pd.DataFrame:
     """Split the conditions of ``evaluate(model, suite, opts)`` over ``opts.devices`` (one process each)."""
-    from robustbench_vit.device import select_device
+    from robustbench_vit.device import numerics_settings, select_device
     from robustbench_vit.engine.runner import evaluate
     from robustbench_vit.replaced_code import refuse_replaced_code
 
@@ -67,7 +70,8 @@ def evaluate_on_devices(model: Any, suite: Any, opts: Any, *, progress: Any = "a
     procs = []
     for k, device in enumerate(devices):
         share = dataclasses.replace(opts, device=device, shard=(k, n), devices=None)
-        p = ctx.Process(target=_worker, args=(model, suite, share, worker_progress, errors, k), daemon=False)
+        args = (model, suite, share, worker_progress, errors, k, numerics_settings())
+        p = ctx.Process(target=_worker, args=args, daemon=False)
         p.start()
         procs.append(p)
     for p in procs:

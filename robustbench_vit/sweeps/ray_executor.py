@@ -44,6 +44,11 @@ def run_cells_on_ray(
     except ImportError:
         raise RbvitError("--executor ray needs Ray: pip install 'robustbench_vit[ray]'") from None
 
+    from robustbench_vit.device import numerics_settings
+
+    # a Ray worker is a fresh interpreter: it computes with this process's precision and attention switches
+    settings = numerics_settings()
+    cell_fn, shard_fn = _with_numerics(cell_fn, settings), shard_fn and _with_numerics(shard_fn, settings)
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
@@ -62,3 +67,16 @@ def run_cells_on_ray(
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _with_numerics(fn: Callable[..., Any], settings: dict[str, Any]) -> Callable[..., Any]:
+    """``fn`` run after :func:`~robustbench_vit.device.apply_numerics` of the driver's ``settings``."""
+
+    def in_worker(*args: Any) -> Any:
+        from robustbench_vit.device import apply_numerics
+
+        apply_numerics(settings)
+        return fn(*args)
+
+    in_worker.__name__ = getattr(fn, "__name__", "task")
+    return in_worker
