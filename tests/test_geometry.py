@@ -97,6 +97,7 @@ def test_a_batch_is_its_images_one_by_one():
     batch = batch.permute(0, 3, 1, 2).contiguous()
     assert torch.equal(apply_geometry(batch, dc), torch.stack([apply_geometry(b, dc) for b in batch]))
     assert apply_geometry(batch[:0], dc).shape == (0, 3, 64, 64)
+    assert apply_geometry(batch[:0, :, :32, :32], dc).shape == (0, 3, 64, 64)  # smaller than the input size
 
 
 @pytest.mark.parametrize("interp", ["bilinear", "bicubic", "nearest", "lanczos"])

@@ -191,8 +191,10 @@ def apply_geometry(img: torch.Tensor, dc: DataConfig) -> torch.Tensor:
     if (h, w) == (th, tw) and dc.crop_pct == 1.0:
         return img
     if img.ndim == 4:
-        return torch.stack([apply_geometry(one, dc) for one in img]) if len(img) else img[:, :, :th, :tw]
-    if img.device.type != "cpu":
+        return (
+            torch.stack([apply_geometry(one, dc) for one in img]) if len(img) else img.new_empty(0, 3, th, tw)
+        )
+    if img.device.type != "cpu" or img.dtype != torch.uint8:  # PIL holds 8-bit images only
         return tensor_geometry(img, dc)
     from PIL import Image
 
