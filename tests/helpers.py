@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,20 @@ def rbvit_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProces
     """``rbvit ARGS`` in a fresh Python process, as a user runs it (stdout and stderr captured as text)."""
     command = [sys.executable, "-m", "robustbench_vit.cli.commands", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+def clean_sweep_statuses(tmp_path: Path) -> Callable[[], list[str]]:
+    """A one-cell sweep (a tiny CIFAR card, ``clean`` on 10 test images) in ``tmp_path``; the returned
+    function runs it and gives the cells' statuses (``done``, ``skipped``, ...)."""
+    from robustbench_vit.sweeps.run import load_sweep, run_sweep
+
+    card = write_cifar_card(tmp_path / "card")
+    toml = tmp_path / "sweep.toml"
+    toml.write_text(
+        f'[sweep]\nout = "{tmp_path / "out"}"\ndata = "{CIFAR10_TEST}"\nlimit = 10\n'
+        f'models = ["{card}"]\n[[suite]]\nname = "clean"\n'
+    )
+    return lambda: [s.status for s in run_sweep(load_sweep(toml))]
 
 
 def write_cifar_card(

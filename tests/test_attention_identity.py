@@ -11,7 +11,7 @@ import torch
 
 import robustbench_vit as rbvit
 from robustbench_vit.device import changed_attention_kernels, numerics_key
-from tests.helpers import CIFAR10_TEST, needs_cifar, write_cifar_card
+from tests.helpers import CIFAR10_TEST, clean_sweep_statuses, needs_cifar, write_cifar_card
 
 timm_config = pytest.importorskip("timm.layers.config")
 
@@ -64,18 +64,10 @@ def test_a_run_with_timms_attention_unfused_is_another_run(tmp_path):
 
 @needs_cifar
 def test_a_sweep_cell_reruns_with_a_disabled_attention_backend(tmp_path):
-    from robustbench_vit.sweeps.run import load_sweep, run_sweep
-
-    card = write_cifar_card(tmp_path / "card")
-    toml = tmp_path / "sweep.toml"
-    toml.write_text(
-        f'[sweep]\nout = "{tmp_path / "out"}"\ndata = "{CIFAR10_TEST}"\nlimit = 10\n'
-        f'models = ["{card}"]\n[[suite]]\nname = "clean"\n'
-    )
-    assert [s.status for s in run_sweep(load_sweep(toml))] == ["done"]
-    assert [s.status for s in run_sweep(load_sweep(toml))] == ["skipped"]
+    run = clean_sweep_statuses(tmp_path)
+    assert run() == ["done"] and run() == ["skipped"]
     torch.backends.cuda.enable_flash_sdp(False)
-    assert [s.status for s in run_sweep(load_sweep(toml))] == ["done"]
+    assert run() == ["done"]
 
 
 @needs_cifar

@@ -11,7 +11,7 @@ import torch
 import robustbench_vit as rbvit
 from robustbench_vit.device import changed_float32_precision, float32_precision
 from robustbench_vit.engine.rows import accelerator
-from tests.helpers import CIFAR10_TEST, needs_cifar, write_cifar_card
+from tests.helpers import CIFAR10_TEST, clean_sweep_statuses, needs_cifar, write_cifar_card
 
 #: every level of the fp32_precision switches (torch >= 2.9), restored after each test
 _LEVELS = [
@@ -98,18 +98,10 @@ def test_a_run_with_other_float32_precision_is_another_run(tmp_path):
 
 @needs_cifar
 def test_a_sweep_cell_reruns_under_other_float32_precision(tmp_path):
-    from robustbench_vit.sweeps.run import load_sweep, run_sweep
-
-    card = write_cifar_card(tmp_path / "card")
-    toml = tmp_path / "sweep.toml"
-    toml.write_text(
-        f'[sweep]\nout = "{tmp_path / "out"}"\ndata = "{CIFAR10_TEST}"\nlimit = 10\n'
-        f'models = ["{card}"]\n[[suite]]\nname = "clean"\n'
-    )
-    assert [s.status for s in run_sweep(load_sweep(toml))] == ["done"]
-    assert [s.status for s in run_sweep(load_sweep(toml))] == ["skipped"]
+    run = clean_sweep_statuses(tmp_path)
+    assert run() == ["done"] and run() == ["skipped"]
     torch.set_float32_matmul_precision("high")
-    assert [s.status for s in run_sweep(load_sweep(toml))] == ["done"]
+    assert run() == ["done"]
 
 
 @needs_cifar
