@@ -22,7 +22,6 @@ __all__ = [
     "float32_key",
     "numerics_key",
     "changed_attention_kernels",
-    "numerics_settings",
     "apply_numerics",
     "float32_default",
 ]
@@ -175,18 +174,12 @@ def numerics_key() -> dict[str, Any]:
     return {**float32_key(), **({"attention_kernels": kernels} if kernels else {})}
 
 
-def numerics_settings() -> dict[str, Any]:
-    """The switches :func:`numerics_key` reads that are set away from their defaults, in the form
-    :func:`apply_numerics` sets in another process."""
-    return {"float32": changed_float32_precision(), "attention": changed_attention_kernels()}
-
-
-def apply_numerics(settings: dict[str, Any]) -> None:
-    """Set this (fresh) process's float32 precision and attention switches as :func:`numerics_settings`
-    read them in another: a ``--devices`` share or a Ray task then computes, and keys its rows, as the
-    process that started it would, never with the defaults of a fresh interpreter."""
+def apply_numerics(numerics: dict[str, Any]) -> None:
+    """Set this (fresh) process's float32 precision and attention switches to those another process's
+    :func:`numerics_key` names: a ``--devices`` share or a Ray task then computes, and keys its rows, as
+    the process that started it would, never with the defaults of a fresh interpreter."""
     backends = torch.backends
-    for key, value in settings.get("float32", {}).items():
+    for key, value in numerics.get("float32_precision", {}).items():
         backend, op = key.split(".")
         if hasattr(backends, "fp32_precision"):
             getattr(getattr(backends, backend), op).fp32_precision = value
@@ -196,7 +189,7 @@ def apply_numerics(settings: dict[str, Any]) -> None:
             backends.cudnn.allow_tf32 = value == "tf32"
         elif key == "mkldnn.matmul":
             torch.set_float32_matmul_precision("medium" if value == "bf16" else "highest")
-    kernels = settings.get("attention", {})
+    kernels = numerics.get("attention_kernels", {})
     if "timm_fused_attn" in kernels:
         import timm.layers.config as timm_config
 

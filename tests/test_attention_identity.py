@@ -92,11 +92,11 @@ def test_device_processes_compute_with_the_parents_switches(tmp_path):
 
 
 def test_a_ray_task_applies_the_drivers_switches_first():
-    from robustbench_vit.device import numerics_settings
+    from robustbench_vit.device import numerics_key
     from robustbench_vit.sweeps.ray_executor import _with_numerics
 
     torch.backends.cuda.enable_flash_sdp(False)
-    settings = numerics_settings()
+    settings = numerics_key()
     torch.backends.cuda.enable_flash_sdp(True)  # a fresh worker: the defaults
     seen = _with_numerics(lambda cell, out: (cell, out, changed_attention_kernels()), settings)("c", "o")
     assert seen == ("c", "o", {"sdpa_disabled": ["flash"]})

@@ -47,7 +47,7 @@ def _worker(model: str, suite: Any, opts: Any, progress: Any, errors: Any, k: in
 
 def evaluate_on_devices(model: Any, suite: Any, opts: Any, *, progress: Any = "auto") -> pd.DataFrame:
     """Split the conditions of ``evaluate(model, suite, opts)`` over ``opts.devices`` (one process each)."""
-    from robustbench_vit.device import numerics_settings, select_device
+    from robustbench_vit.device import numerics_key, select_device
     from robustbench_vit.engine.runner import evaluate
     from robustbench_vit.replaced_code import refuse_replaced_code
 
@@ -70,7 +70,7 @@ def evaluate_on_devices(model: Any, suite: Any, opts: Any, *, progress: Any = "a
     procs = []
     for k, device in enumerate(devices):
         share = dataclasses.replace(opts, device=device, shard=(k, n), devices=None)
-        args = (model, suite, share, worker_progress, errors, k, numerics_settings())
+        args = (model, suite, share, worker_progress, errors, k, numerics_key())
         p = ctx.Process(target=_worker, args=args, daemon=False)
         p.start()
         procs.append(p)

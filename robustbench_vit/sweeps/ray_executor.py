@@ -44,10 +44,10 @@ def run_cells_on_ray(
     except ImportError:
         raise RbvitError("--executor ray needs Ray: pip install 'robustbench_vit[ray]'") from None
 
-    from robustbench_vit.device import numerics_settings
+    from robustbench_vit.device import numerics_key
 
     # a Ray worker is a fresh interpreter: it computes with this process's precision and attention switches
-    settings = numerics_settings()
+    settings = numerics_key()
     cell_fn, shard_fn = _with_numerics(cell_fn, settings), shard_fn and _with_numerics(shard_fn, settings)
     started_here = not ray.is_initialized()
     if started_here:
