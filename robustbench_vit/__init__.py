@@ -7,7 +7,7 @@ Example:
     >>> import robustbench_vit as rbvit
     >>> df = rbvit.evaluate("efficientnet_lite0", ["clean", "occlusion"], data="imagenet-samples/val")  # doctest: +SKIP
     >>> rbvit.relative_to_clean(df)  # doctest: +SKIP
-    >>> rbvit.load_results("results/")  # doctest: +SKIP
+    >>> rbvit.board_rows("results/")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ _LAZY = {
     "load_results": ("robustbench_vit.storage.reading", "load_results"),
     "load_samples": ("robustbench_vit.storage.reading", "load_samples"),
     "build_leaderboard": ("robustbench_vit.results.leaderboard", "build_leaderboard"),
+    "board_rows": ("robustbench_vit.results.leaderboard", "board_rows"),
     "relative_to_clean": ("robustbench_vit.results.analysis", "relative_to_clean"),
     "mcnemar": ("robustbench_vit.results.analysis", "mcnemar"),
 }

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from robustbench_vit.cli.commands import main
 from robustbench_vit.suites import SUITES
 from robustbench_vit.suites.describe import PARAMS_BEGIN, PARAMS_END, parameters_markdown
-from tests.helpers import ROOT
+from tests.helpers import ROOT, needs_cifar
+from tests.identity_world import overwrite_weights
 
 DOCS = ROOT / "docs"
 README = (ROOT / "README.md").read_text()
@@ -63,3 +64,50 @@ def test_readme_is_a_short_door_with_working_links():
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
             if not target.startswith(("http://", "https://")):
                 assert (page.parent / target).exists(), f"{page.relative_to(ROOT)} links a missing {target}"
+
+
+def _python_block_after(page: str, heading: str) -> str:
+    """The first ```python block after the line ``heading`` in ``page``."""
+    text = (DOCS / page).read_text()
+    start = text.index(heading)
+    return re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)  # type: ignore[union-attr]
+
+
+@needs_cifar
+@pytest.mark.usefixtures("young_files_trusted")
+def test_the_documented_pandas_reading_never_averages_a_stale_run(identity_world, monkeypatch):
+    """docs/python.md's "Reading a results folder" block, run as written on a folder holding the runs of
+    weights since overwritten and a --limit run beside the full one: one table row per network, each with
+    that network's own full-run values (a pivot of every stored row by model averages them)."""
+    from robustbench_vit.api import evaluate
+
+    root = identity_world["root"]
+    out = root / "results"
+
+    def occlusion(**kw):  # type: ignore[no-untyped-def]
+        df = evaluate(
+            str(identity_world["card"]),
+            "occlusion",
+            suite_params={"fractions": [0.0, 0.5]},
+            data=str(identity_world["data"]),
+            out=str(out),
+            cache_dir=str(root / "cache"),
+            progress=False,
+            **kw,
+        )
+        top1 = df.query("metric == 'top1'")
+        return dict(zip(top1.condition.str.extract(r"fraction=([\d.]+)")[0].astype(float), top1.value))
+
+    old = occlusion()
+    overwrite_weights(identity_world)
+    limited = occlusion(limit=10)
+    new = occlusion()
+    assert old != new and limited != new  # else a mean could pass for either
+
+    namespace: dict = {}
+    monkeypatch.chdir(root)
+    exec(_python_block_after("python.md", "Reading a results folder"), namespace)  # noqa: S102
+    table = namespace["table"]
+    assert len(table) == 2 == namespace["board"].label.nunique()
+    by_values = sorted(table.to_dict("index").values(), key=lambda v: v != old)
+    assert by_values == [old, new]
