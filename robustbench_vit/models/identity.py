@@ -26,6 +26,7 @@ __all__ = [
     "files_identity",
     "weights_identity",
     "hub_revision",
+    "hf_snapshot_dir",
     "architecture_code",
     "module_code",
     "model_identity",
@@ -82,6 +83,19 @@ def _hf_snapshot(repo: str) -> str | None:
         return ref.read_text().strip() or None
     except OSError:
         return revision if revision and len(revision) == 40 else None  # a pinned commit names itself
+
+
+def hf_snapshot_dir(repo: str) -> Path | None:
+    """The snapshot folder the local Hugging Face cache resolves ``repo`` (``org/name[@revision]``) to, or
+    None when nothing of it is cached."""
+    commit = _hf_snapshot(repo)
+    if not commit or len(commit) != 40 or not all(c in "0123456789abcdef" for c in commit):
+        return None
+    from huggingface_hub import constants
+
+    name = repo.partition("@")[0]
+    folder = Path(constants.HF_HUB_CACHE) / f"models--{name.replace('/', '--')}" / "snapshots" / commit
+    return folder if folder.is_dir() else None
 
 
 def hub_revision(spec: ModelSpec, *, cache_dir: str | Path | None = None) -> str | None:

@@ -32,6 +32,7 @@ from robustbench_vit.errors import (
     RbvitError,
     WeightsUnavailableError,
 )
+from robustbench_vit.models.cached_weights import verify_cached_weights
 from robustbench_vit.models.cards import read_card
 from robustbench_vit.models.checkpoint import load_state_dict_strict, read_state_dict, split_checkpoint
 from robustbench_vit.models.hub import (
@@ -98,6 +99,8 @@ def load_model(
         # random weights (pretrained=False) are reproducible: seeded from the architecture name
         torch.manual_seed(int(hashlib.sha256(spec.arch.encode()).hexdigest()[:8], 16))
         net, data_cfg, label_space, weights = loader(spec, pretrained=pretrained, checkpoint=checkpoint)
+    if pretrained and not checkpoint:  # what a download cache holds is what it names, or refused
+        verify_cached_weights(spec, cache_dir=cache_dir)
     # a local weights file is named by its content: overwriting it in place changes every key derived from it
     identity = model_identity(spec, pretrained=pretrained, checkpoint=checkpoint, cache_dir=cache_dir)
     check_same_files(spec.name, before, identity)
