@@ -68,12 +68,17 @@ def is_library(module_name: str) -> bool:
 
 @functools.cache
 def _package_version(module_name: str) -> str:
+    """The version of the package a module belongs to, with what its files changed since (an edited or
+    development install: :func:`robustbench_vit.installed_code.code_changes`)."""
+    from robustbench_vit.installed_code import code_changes
+
     top = module_name.split(".")[0]
+    changes = "".join(code_changes(d) for d in sorted(set(metadata.packages_distributions().get(top, []))))
     version = getattr(sys.modules.get(top), "__version__", None)
     if isinstance(version, str):
-        return version
+        return version + changes
     try:
-        return metadata.version(top)
+        return metadata.version(top) + changes
     except metadata.PackageNotFoundError:
         return f"python {sys.version.split()[0]}"
 

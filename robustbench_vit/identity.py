@@ -15,7 +15,8 @@ paths or sizes:
   (:func:`canonical_json`: sorted keys, tuples as lists, no NaN or infinity);
 - **software** (:func:`software_identity`): the versions of the libraries every number passes through
   (torch, torchvision, Pillow), so an upgrade recomputes instead of mixing two implementations in one
-  run; rbvit's own changes are keyed by each suite's ``version``, which also keys the artifacts the suite
+  run (a version with what its files changed since it was installed:
+  :func:`robustbench_vit.installed_code.installed_version`); rbvit's own changes are keyed by each suite's ``version``, which also keys the artifacts the suite
   stores (adversarials, saliency maps, AutoAttack outcomes); rbvit's computing code or tables replaced in
   memory by a notebook by their content (:mod:`robustbench_vit.replaced_code`).
 
@@ -113,10 +114,12 @@ def software_identity() -> dict[str, str]:
     run id, sweep cell and decoded-image cache key."""
     from importlib import metadata
 
+    from robustbench_vit.installed_code import installed_version
+
     versions = {}
     for dist in ("torch", "torchvision", "pillow"):
         try:
-            versions[dist] = metadata.version(dist)
+            versions[dist] = installed_version(dist)
         except metadata.PackageNotFoundError:
             versions[dist] = "not installed"
     if versions["pillow"] == "not installed":  # a fork under PIL's import name (pillow-simd) decodes too
@@ -130,13 +133,14 @@ def library_versions(modules: tuple[str, ...]) -> dict[str, str]:
     """``module -> "<distribution> <version>"`` of the distributions providing each importable module
     (``cv2`` -> ``opencv-python-headless 4.12.0``; a fork under the same import name is another entry):
     the code a suite computes its numbers with besides torch, so that an upgrade recomputes."""
-    from importlib import metadata
+
+    from robustbench_vit.installed_code import installed_version
 
     providers = _module_providers()
     out = {}
     for module in modules:
         dists = sorted(set(providers.get(module, [])))
-        out[module] = ", ".join(f"{d} {metadata.version(d)}" for d in dists) or "not installed"
+        out[module] = ", ".join(f"{d} {installed_version(d)}" for d in dists) or "not installed"
     return out
 
 

@@ -100,12 +100,10 @@ LAYERS = [
         "errors",
         "registry",
         "device",
-        "identity",
-        "fingerprint",
-        "replaced_code",
         "cpu_allocator",
     },  # "": the package root (version, lazy public names)
-    {"data", "subsets"},
+    # content identity hashes files with the data layer's content index (installed code, cached weights)
+    {"data", "subsets", "identity", "fingerprint", "replaced_code", "installed_code"},
     {"models"},
     {"perturbations", "attacks"},
     {"metrics", "storage"},

@@ -32,7 +32,7 @@ import torch
 
 from robustbench_vit.data.datasets import ImageDataset
 from robustbench_vit.data.decode import apply_geometry, decode_batch, decode_rgb
-from robustbench_vit.data.digests import DigestIndex, hash_file, sha256_bytes
+from robustbench_vit.data.digests import DigestIndex, default_cache_dir, hash_file, sha256_bytes
 from robustbench_vit.data.filled import FilledArray
 from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.errors import DataError, ResultsError
@@ -44,12 +44,6 @@ log = logging.getLogger(__name__)
 
 _CHUNK = 64
 _DEVICE_CHUNK = 256  # images per device decode call: a batch that keeps nvjpeg busy
-
-
-def default_cache_dir() -> Path:
-    """``$RBVIT_CACHE`` or ``~/.cache/rbvit/images``."""
-    env = os.environ.get("RBVIT_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "rbvit" / "images"
 
 
 class ImageCache:

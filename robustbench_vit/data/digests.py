@@ -36,6 +36,7 @@ __all__ = [
     "no_digest",
     "DIGEST_BYTES",
     "SETTLED_NS",
+    "default_cache_dir",
 ]
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,12 @@ DIGEST_BYTES = 32
 #: a file whose ctime is younger than this when hashed is not remembered (it may change within one tick)
 SETTLED_NS = 2_000_000_000
 _NO_DIGEST = np.zeros(DIGEST_BYTES, dtype=np.uint8)
+
+
+def default_cache_dir() -> Path:
+    """``$RBVIT_CACHE`` or ``~/.cache/rbvit/images``: where decoded images and content indexes live."""
+    env = os.environ.get("RBVIT_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "rbvit" / "images"
 
 
 def stat_tuple(st: os.stat_result) -> tuple[int, int, int, int]:

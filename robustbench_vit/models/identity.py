@@ -186,8 +186,10 @@ def architecture_code(spec: ModelSpec) -> dict[str, str]:
     dist = _BUILDERS.get(source)
     if dist is None:
         return {}
+    from robustbench_vit.installed_code import installed_version
+
     try:
-        return {dist: metadata.version(dist)}
+        return {dist: installed_version(dist)}
     except metadata.PackageNotFoundError:
         return {dist: "not installed"}
 

@@ -1,0 +1,155 @@
+"""What an installed library's version stands for: the Python code its files hold now.
+
+Every key that names a library by its version (the libraries every number passes through, a suite's
+libraries, the package that builds an architecture, the installed classes a module is built of) assumes
+that the version names the code. Two common ways run other code under the same version:
+
+- a file edited in site-packages (a quick patch to timm's attention, a print left in torchvision);
+- a development install (``pip install -e`` of a timm checkout, or an ``.egg-info`` beside a source
+  tree): a branch switched or a line changed keeps the version string.
+
+:func:`installed_version` is the version alone while every Python file of the distribution is the one its
+install recorded, else the version with a digest of what differs: ``1.0.31 edited:<sha256>`` over the
+files whose content is not the hash pip recorded for them (or that are gone). An install that recorded no
+hashes (a development install; conda and distribution packages) is named by all its Python files:
+``1.0.32.dev0 files:<sha256>``. An unmodified pip install keeps its plain version, so its keys are those it
+always had.
+
+Cost: a file whose ctime is earlier than its ``RECORD``'s was written by the install that recorded its
+hash (any later write moves the ctime, which no user call can set back), so only the others are hashed,
+remembered per stat tuple in the cache's content index; torch's 2,400 files take one ``stat`` each
+(about 0.1 s, once per process). Left out: compiled extensions (a rebuilt ``.so`` under one version),
+rbvit itself (keyed by its suites' versions, ``tests/test_code_versions.py``), and files edited after a
+process computed a version (it is computed once per process, when first needed, as the code in memory
+was imported before).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+from importlib import metadata
+from pathlib import Path
+
+from robustbench_vit.data.digests import DigestIndex, default_cache_dir
+
+__all__ = ["installed_version", "code_changes"]
+
+#: distributions whose code is keyed otherwise (rbvit: each suite's version and the decoder's)
+_KEYED_OTHERWISE = frozenset({"robustbench-vit", "robustbench_vit"})
+
+
+def _index() -> DigestIndex:
+    return DigestIndex(default_cache_dir() / "identity", "installed-code")
+
+
+def _record_file(files: list[metadata.PackagePath]) -> Path | None:
+    for f in files:
+        if f.name == "RECORD" and f.parent.name.endswith(".dist-info"):
+            return Path(str(f.locate()))
+    return None
+
+
+def _unrecorded(dist: metadata.Distribution, files: list[metadata.PackagePath]) -> bool:
+    """No RECORD says what its Python files hold: an editable install (a source tree the user keeps
+    editing), a legacy ``setup.py develop`` egg-info, a conda or distribution package."""
+    try:
+        url = json.loads(dist.read_text("direct_url.json") or "{}")
+    except ValueError:
+        url = {}
+    if url.get("dir_info", {}).get("editable"):
+        return True
+    return not any(f.hash is not None and str(f).endswith(".py") for f in files)
+
+
+def _edited(dist: metadata.Distribution, files: list[metadata.PackagePath], index: DigestIndex) -> list:
+    """``(file, its SHA-256 now or "missing")`` of every Python file whose content is not the hash its
+    RECORD holds."""
+    record = _record_file(files)
+    settled = os.stat(record).st_ctime_ns if record is not None else -1
+    root = Path(str(dist.locate_file("")))
+    changed = []
+    for f in files:
+        if f.hash is None or f.hash.mode != "sha256" or not str(f).endswith(".py"):
+            continue
+        path = root / str(f)
+        try:
+            if os.stat(path).st_ctime_ns < settled:
+                continue  # written before the install recorded its hash, and not since
+            actual = index.digest_of(str(path.resolve()), path).tobytes()
+        except FileNotFoundError:
+            changed.append((str(f), "missing"))
+            continue
+        if base64.urlsafe_b64encode(actual).rstrip(b"=").decode() != f.hash.value:
+            changed.append((str(f), actual.hex()))
+    return changed
+
+
+def _package_locations(dist: metadata.Distribution) -> list[Path]:
+    """The folders (or single modules) of a distribution's top-level packages, as an import finds them."""
+    tops = (dist.read_text("top_level.txt") or "").split()
+    if not tops:
+        provided = metadata.packages_distributions()
+        tops = sorted(m for m, ds in provided.items() if dist.metadata["Name"] in ds)
+    out = []
+    for top in tops:
+        try:
+            spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            continue
+        if spec is None:
+            continue
+        if spec.submodule_search_locations:
+            out += [Path(p) for p in spec.submodule_search_locations]
+        elif spec.origin and spec.origin.endswith(".py"):
+            out.append(Path(spec.origin))
+    return out
+
+
+def _package_files(dist: metadata.Distribution, index: DigestIndex) -> list[tuple[str, str]]:
+    """``(file, SHA-256)`` of every Python file of the distribution's packages, as an import finds them."""
+    files = []
+    for root in _package_locations(dist):
+        paths = [root] if root.is_file() else sorted(root.rglob("*.py"))
+        for path in paths:
+            if "__pycache__" in path.parts or not path.is_file():
+                continue
+            digest = index.digest_of(str(path.resolve()), path).tobytes().hex()
+            files.append((path.name if root.is_file() else f"{root.name}/{path.relative_to(root)}", digest))
+    return files
+
+
+@functools.cache
+def code_changes(dist_name: str) -> str:
+    """``""`` for an install whose Python files are those it recorded; else `` edited:<sha256>`` or
+    `` files:<sha256>`` (see the module docstring). Computed once per process."""
+    try:
+        dist = metadata.distribution(dist_name)
+    except metadata.PackageNotFoundError:
+        return ""
+    if dist.metadata["Name"] in _KEYED_OTHERWISE or dist_name in _KEYED_OTHERWISE:
+        return ""
+    index = _index()
+    listed = list(dist.files or [])
+    try:
+        if _unrecorded(dist, listed):
+            kind, files = "files", _package_files(dist, index)
+        else:
+            kind, files = "edited", _edited(dist, listed, index)
+    finally:
+        index.save()
+    if not files:
+        return ""
+    h = hashlib.sha256()
+    for name, digest in sorted(files):
+        h.update(f"{name}\0{digest}\n".encode())
+    return f" {kind}:{h.hexdigest()[:16]}"
+
+
+def installed_version(dist_name: str) -> str:
+    """The distribution's version, with :func:`code_changes` when its code is not what the version names."""
+    return metadata.version(dist_name) + code_changes(dist_name)
