@@ -124,7 +124,12 @@ def software_identity() -> dict[str, str]:
             versions[dist] = "not installed"
     if versions["pillow"] == "not installed":  # a fork under PIL's import name (pillow-simd) decodes too
         versions["pillow"] = library_versions(("PIL",))["PIL"]
-    versions["rbvit-decode"] = str(DECODE_VERSION)
+    from robustbench_vit.code_manifest import edited_code
+
+    # the decoder edited in a checkout is other pixels under the same version
+    versions["rbvit-decode"] = (
+        f"{DECODE_VERSION} {edited}" if (edited := edited_code("decode")) else str(DECODE_VERSION)
+    )
     return versions
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import needs_cifar
+from tests.helpers import instrument, needs_cifar
 from tests.smooth_classifier import Smooth
 from tests.smooth_classifier import run_autoattack as _eval
 
@@ -29,11 +29,11 @@ def test_a_killed_run_resumes_at_the_batch_in_flight(tmp_path, monkeypatch):
             raise KeyboardInterrupt("killed")
         return real(*a, **k)
 
-    monkeypatch.setattr(suite_module, "run_stages", dies_on_second_batch)
+    instrument(monkeypatch, suite_module, "run_stages", dies_on_second_batch)
     with pytest.raises(KeyboardInterrupt):
         _eval(Smooth(), out=str(tmp_path / "resumed"), cache_dir=str(tmp_path / "c2"), **params)
     calls.clear()
-    monkeypatch.setattr(suite_module, "run_stages", lambda *a, **k: calls.append(1) or real(*a, **k))
+    instrument(monkeypatch, suite_module, "run_stages", lambda *a, **k: calls.append(1) or real(*a, **k))
     resumed = _eval(Smooth(), out=str(tmp_path / "resumed"), cache_dir=str(tmp_path / "c2"), **params)
     assert len(calls) == 2  # batches 2 and 3; the finished first batch is not attacked again
     key = ["condition", "metric"]
@@ -52,7 +52,8 @@ def test_shards_split_the_batches_and_the_final_pass_attacks_nothing(tmp_path, m
     whole = _eval(Smooth(), out=str(tmp_path / "whole"), cache_dir=str(tmp_path / "c1"), **params)
     real = suite_module.run_stages
     attacked: list[list[int]] = []
-    monkeypatch.setattr(
+    instrument(
+        monkeypatch,
         suite_module,
         "run_stages",
         lambda aa, f, x, y, st: attacked[-1].append(len(y)) or real(aa, f, x, y, st),
@@ -90,12 +91,15 @@ def test_a_shard_out_of_gpu_memory_leaves_its_batches_to_the_final_pass(tmp_path
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
         return real(aa, f, x, y, st)
 
-    monkeypatch.setattr(suite_module, "run_stages", oom_on_the_second_batch)
+    instrument(monkeypatch, suite_module, "run_stages", oom_on_the_second_batch)
     with caplog.at_level("WARNING"):
         assert _eval(Smooth(), cache_dir=str(tmp_path / "c2"), shard=(0, 1), **params).empty
     assert attacked == [20, 20] and "shard 0/1: out of GPU memory at batch size 20" in caplog.text
-    monkeypatch.setattr(
-        suite_module, "run_stages", lambda aa, f, x, y, st: attacked.append(len(y)) or real(aa, f, x, y, st)
+    instrument(
+        monkeypatch,
+        suite_module,
+        "run_stages",
+        lambda aa, f, x, y, st: attacked.append(len(y)) or real(aa, f, x, y, st),
     )
     final = _eval(Smooth(), cache_dir=str(tmp_path / "c2"), **params)
     assert attacked[2:] == [20, 20]  # the batch that ran out of memory and the one never reached
@@ -116,7 +120,7 @@ def test_another_autoattack_package_attacks_again_instead_of_reading_stored_outc
     params = dict(eps="2/255", aa_version="custom", attacks=("apgd-ce",), limit=40, batch_size=20)
     _eval(Smooth(), out=str(tmp_path / "a"), cache_dir=str(tmp_path / "c"), **params)
     real, calls = suite_module.run_stages, []
-    monkeypatch.setattr(suite_module, "run_stages", lambda *a, **k: calls.append(1) or real(*a, **k))
+    instrument(monkeypatch, suite_module, "run_stages", lambda *a, **k: calls.append(1) or real(*a, **k))
     _eval(Smooth(), out=str(tmp_path / "b"), cache_dir=str(tmp_path / "c"), **params)
     assert calls == []  # same package: a fresh --out reads the stored outcomes
     version = metadata.version

@@ -24,7 +24,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLE = Path(__file__).with_name("code_versions.json")
+#: shipped with the package: at run time a file whose bytes differ from it keys its suite by content
+#: (``robustbench_vit/code_manifest.py``: a researcher's local edit)
+TABLE = ROOT / "robustbench_vit" / "code_versions.json"
 #: the packages (and modules) whose code computes a suite's numbers
 COMPUTING = (
     "robustbench_vit.suites.",
@@ -116,19 +118,24 @@ def code_digest(roots: tuple[str, ...], within: tuple[str, ...]) -> tuple[str, l
         h.update(f"{module}\0{_canonical(_without_docstrings(tree))}\n".encode())
     for table in sorted(tables):
         h.update(f"{table.name}\0".encode() + table.read_bytes())
-    return h.hexdigest(), sorted(str(p.relative_to(ROOT)) for p in [*seen.values(), *tables])
+    return h.hexdigest(), sorted(p.relative_to(ROOT).as_posix() for p in [*seen.values(), *tables])
+
+
+def _entry(version: int, code: str, files: list[str]) -> dict:
+    sha = {f: hashlib.sha256((ROOT / f).read_bytes()).hexdigest() for f in files}
+    return {"version": version, "code": code, "files": files, "sha256": sha}
 
 
 def current() -> dict[str, dict]:
-    """``name -> {"version", "code", "files"}`` for the decoder and every registered suite, as the code is now."""
+    """``name -> {"version", "code", "files", "sha256"}`` for the decoder and every suite of rbvit's own, as
+    the code is now (``sha256``: each file's bytes, what a run compares a checkout with)."""
     from robustbench_vit.identity import DECODE_VERSION
     from robustbench_vit.suites import SUITES
 
-    code, files = code_digest(DECODER, DECODER)
-    table = {"decode": {"version": DECODE_VERSION, "code": code, "files": files}}
+    table = {"decode": _entry(DECODE_VERSION, *code_digest(DECODER, DECODER))}
     for name, cls in SUITES.items():
-        code, files = code_digest((cls.__module__,), COMPUTING)
-        table[f"suite/{name}"] = {"version": cls.version, "code": code, "files": files}
+        if cls.__module__.startswith("robustbench_vit."):  # a test may register an example suite of its own
+            table[f"suite/{name}"] = _entry(cls.version, *code_digest((cls.__module__,), COMPUTING))
     return table
 
 
@@ -172,6 +179,8 @@ def test_code_that_computes_numbers_changed_only_with_a_decision_about_its_versi
             )
         elif old["version"] != entry["version"] or old["code"] != entry["code"]:
             problems.append(f"{name} is now version {entry['version']}: record it")
+        elif old.get("sha256") != entry["sha256"]:  # a comment or docstring: the shipped bytes must be these
+            problems.append(f"{name}'s files changed (comments or formatting): record them")
     problems += [f"{name} is recorded but no longer exists" for name in sorted(set(recorded) - set(now))]
     assert not problems, "; ".join(problems) + " (python -m tests.test_code_versions --record)"
 

@@ -12,24 +12,25 @@ from __future__ import annotations
 import pytest
 
 from robustbench_vit.engine.runner import evaluate
-from tests.helpers import CIFAR10_TEST, needs_cifar, write_cifar_card
+from tests.helpers import CIFAR10_TEST, instrument, needs_cifar, write_cifar_card
 from tests.identity_world import run_suite
 
 #: files written by a test are seconds young: trust their stat tuples (tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("young_files_trusted")
 
 
-def _fix_transfer(monkeypatch) -> list:
+def _fix_transfer(monkeypatch, bump: bool = True) -> list:
     """Crafted adversarials stored mirrored: another image for every stored row. Returns the calls."""
     from robustbench_vit.suites import transfer
 
     real, calls = transfer.encode_adversarial, []
     monkeypatch.setattr(transfer, "encode_adversarial", lambda adv: calls.append(1) or real(adv.flip(-1)))
-    monkeypatch.setattr(transfer.Transfer, "version", transfer.Transfer.version + 1)
+    if bump:
+        monkeypatch.setattr(transfer.Transfer, "version", transfer.Transfer.version + 1)
     return calls
 
 
-def _fix_saliency(monkeypatch) -> list:
+def _fix_saliency(monkeypatch, bump: bool = True) -> list:
     """Saliency maps mirrored: other cells are salient. Returns the calls."""
     from robustbench_vit.suites import occlusion, saliency
 
@@ -37,7 +38,8 @@ def _fix_saliency(monkeypatch) -> list:
     monkeypatch.setattr(
         saliency, "cls_attention", lambda m, x, head: calls.append(1) or real(m, x, head=head).flip(-1)
     )
-    monkeypatch.setattr(occlusion.Occlusion, "version", occlusion.Occlusion.version + 1)
+    if bump:
+        monkeypatch.setattr(occlusion.Occlusion, "version", occlusion.Occlusion.version + 1)
     return calls
 
 
@@ -53,11 +55,16 @@ def _fix_saliency(monkeypatch) -> list:
         ),
     ],
 )
-def test_a_version_bump_recomputes_what_the_suite_stored(identity_world, suite, params, fix, monkeypatch):
+@pytest.mark.parametrize("bump", [True, False], ids=["version-bumped", "replaced-in-memory-only"])
+def test_a_version_bump_recomputes_what_the_suite_stored(
+    identity_world, suite, params, fix, bump, monkeypatch
+):
+    """Bumped, or only replaced in memory (a notebook's patch, keyed by ``Suite.code_key``): before the
+    replacement keyed the stores, the rerun got a new run id yet read the old code's artifacts back."""
     target = write_cifar_card(identity_world["root"] / "target", arch="resnet10t", seed=2)
     p = params(identity_world["card"])
     before = run_suite(identity_world, target, suite, p, "run")
-    calls = fix(monkeypatch)
+    calls = fix(monkeypatch, bump)
     after = run_suite(identity_world, target, suite, p, "run")
     assert calls  # computed again by the fixed code, not read back
     assert after == run_suite(identity_world, target, suite, p, "truth")
@@ -75,7 +82,7 @@ def test_a_version_bump_attacks_again_instead_of_reading_stored_outcomes(tmp_pat
     params = dict(eps="2/255", aa_version="custom", attacks=("apgd-ce",), limit=40, batch_size=20)
     run(Smooth(), out=str(tmp_path / "a"), cache_dir=str(tmp_path / "c"), **params)
     real, calls = suite_module.run_stages, []
-    monkeypatch.setattr(suite_module, "run_stages", lambda *a, **k: calls.append(1) or real(*a, **k))
+    instrument(monkeypatch, suite_module, "run_stages", lambda *a, **k: calls.append(1) or real(*a, **k))
     run(Smooth(), out=str(tmp_path / "b"), cache_dir=str(tmp_path / "c"), **params)
     assert calls == []  # the same code: a fresh --out reads the stored outcomes
     monkeypatch.setattr(suite_module.AutoAttackSuite, "version", suite_module.AutoAttackSuite.version + 1)
@@ -111,7 +118,7 @@ def test_adversarials_with_per_batch_draws_are_keyed_by_the_batch(
 
     run_suite(root / "out", root / "cache", 16)
     real, calls = transfer.encode_adversarial, []
-    monkeypatch.setattr(transfer, "encode_adversarial", lambda adv: calls.append(1) or real(adv))
+    instrument(monkeypatch, transfer, "encode_adversarial", lambda adv: calls.append(1) or real(adv))
     again = run_suite(root / "out-8", root / "cache", 8)
     assert bool(calls) == recrafted
     assert again == run_suite(root / "truth-out", root / "truth-cache", 8)
@@ -154,7 +161,7 @@ def test_transfer_adversarials_crafted_at_bf16_are_never_read_by_an_fp32_run(tmp
     run("bf16", str(tmp_path / "shared"))
     bf16 = _stored_adversarials(tmp_path / "shared")
     real, calls = transfer.encode_adversarial, []
-    monkeypatch.setattr(transfer, "encode_adversarial", lambda adv: calls.append(1) or real(adv))
+    instrument(monkeypatch, transfer, "encode_adversarial", lambda adv: calls.append(1) or real(adv))
     run("fp32", str(tmp_path / "shared"))
     assert calls  # crafted again at fp32, not read back
     run("fp32", str(tmp_path / "fresh"))

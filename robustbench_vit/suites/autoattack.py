@@ -161,7 +161,7 @@ class AutoAttackSuite(Suite):
             seed=ctx.seed,
             batch_size=bs,  # AutoAttack's random starts are drawn per batch
             libraries=library_versions(self.libraries()),  # another AutoAttack package: other outcomes
-            suite_version=self.version,  # a fix of rbvit's side of the attack attacks again
+            suite_version=self.code_key(),  # a fix of rbvit's side of the attack (bumped, edited) attacks again
         )
         return FilledArray(ctx.workdir / f"autoattack-{digest}", (len(ctx.dataset), 3), np.int64)
 

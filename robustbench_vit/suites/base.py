@@ -26,13 +26,12 @@ from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.metrics.accumulators import (
     CALIBRATION_METRICS,
-    METRICS,
     ClassificationAccumulator,
     MetricValue,
     PrecomputedResults,
 )
 from robustbench_vit.models.loading import LoadedModel, load_model
-from robustbench_vit.models.referenced import check_loaded_as_named, referenced_identity
+from robustbench_vit.models.referenced import check_loaded_as_named
 from robustbench_vit.registry import Registry
 from robustbench_vit.suites.memory import chunked_forward, retry_out_of_memory
 from robustbench_vit.suites.params import (
@@ -324,31 +323,17 @@ class Suite:
     def config(self) -> dict[str, Any]:
         return {"suite": self.name, "version": self.version, **dataclasses.asdict(self)}
 
-    def identity(self, cache_dir: str | Path | None = None) -> dict[str, Any]:
-        """The suite's part of a run's identity: its configuration, the content identity of every model it
-        references (a source checkpoint overwritten in place changes the key) and the versions of the
-        libraries it computes with (:meth:`libraries`)."""
-        from robustbench_vit.fingerprint import outside_code
-        from robustbench_vit.identity import library_versions
-        from robustbench_vit.replaced_code import replaced_code
+    def code_key(self) -> int | dict[str, Any]:
+        """The suite's code as it runs, keying its runs and what it stores (:func:`suite_code_key`)."""
+        from robustbench_vit.suites.keys import suite_code_key
 
-        refs = {
-            param: referenced_identity(ref, pretrained=pretrained, cache_dir=cache_dir)
-            for param, (ref, pretrained) in self.referenced_models().items()
-        }
-        libs = library_versions(used) if (used := self.libraries()) else {}
-        names = dict.fromkeys((*self.metrics, *self.calibration))
-        theirs = {m: c for m in names if m in METRICS and (c := outside_code(METRICS.get(m).compute))}
-        return {
-            **self.config(),
-            **({"models": refs} if refs else {}),
-            **({"libraries": libs} if libs else {}),
-            # a suite or metric defined outside rbvit (a notebook's): no test bumps its version, its code keys it
-            **({"code": own} if (own := outside_code(type(self))) else {}),
-            **({"metric_code": theirs} if theirs else {}),
-            # rbvit's own code or tables replaced in memory (a notebook's OPS["fog"] = mine): keyed by content
-            **({"replaced": swapped} if (swapped := replaced_code()) else {}),
-        }
+        return suite_code_key(self)
+
+    def identity(self, cache_dir: str | Path | None = None) -> dict[str, Any]:
+        """The suite's part of a run's identity (:func:`~robustbench_vit.suites.keys.suite_identity`)."""
+        from robustbench_vit.suites.keys import suite_identity
+
+        return suite_identity(self, cache_dir)
 
     @final
     def run_condition(

@@ -134,7 +134,7 @@ class Occlusion(Suite):
         if any(m != "random" for m in self.modes):
             own = self.saliency_model == ctx.model.spec.name  # the evaluated model ranks its own patches
             sal_model = ctx.model if own else self.load_referenced(ctx, "saliency_model")
-            store = SaliencyStore.open(ctx, sal_model, self.head, self.version)
+            store = SaliencyStore.open(ctx, sal_model, self.head, self.code_key())
             store.ensure(ctx)
             ctx.state["saliency"] = store
 

@@ -33,9 +33,10 @@ class SaliencyStore:
     store: FilledArray
 
     @classmethod
-    def open(cls, ctx, sal_model: LoadedModel, head: str, version: int) -> SaliencyStore:  # type: ignore[no-untyped-def]
+    def open(cls, ctx, sal_model: LoadedModel, head: str, version: int | dict) -> SaliencyStore:  # type: ignore[no-untyped-def]
         """The maps of ``sal_model``'s class-token attention (``head``) for the run's images; ``version`` is
-        the calling suite's, so a fix of how maps are computed (its version bumped) computes them again."""
+        the calling suite's code key (``Suite.code_key``), so a fix of how maps are computed (its version
+        bumped, or the code replaced or edited) computes them again."""
         grid = patch_grid(sal_model)
         # the maps are a function of the saliency model's content and of the images' content
         key = derived_key(

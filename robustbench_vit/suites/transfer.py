@@ -277,8 +277,9 @@ class Transfer(Suite):
             "dtype": ctx.model.dtype,
             **numerics_key(),
             "images": ctx.identity,  # the crafted pixels are a function of the evaluated images' content
-            # ... and of the code that crafts them: a fix that bumps the suite's version crafts them again
-            "suite_version": self.version,
+            # ... and of the code that crafts them: a fix that bumps the suite's version crafts them again, as
+            # does that code replaced in memory or edited in a checkout
+            "suite_version": self.code_key(),
         }
         if cfg["di_prob"]:  # input diversity draws per batch of ctx.batch_size images: the batch is an input
             parts["batch_size"] = ctx.batch_size
