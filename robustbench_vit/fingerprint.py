@@ -70,10 +70,10 @@ def is_library(module_name: str) -> bool:
 def _package_version(module_name: str) -> str:
     """The version of the package a module belongs to, with what its files changed since (an edited or
     development install: :func:`robustbench_vit.installed_code.code_changes`)."""
-    from robustbench_vit.installed_code import code_changes
+    from robustbench_vit.installed_code import code_changes, module_distributions
 
     top = module_name.split(".")[0]
-    changes = "".join(code_changes(d) for d in sorted(set(metadata.packages_distributions().get(top, []))))
+    changes = "".join(code_changes(d) for d in sorted(set(module_distributions().get(top, []))))
     version = getattr(sys.modules.get(top), "__version__", None)
     if isinstance(version, str):
         return version + changes

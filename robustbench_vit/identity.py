@@ -149,9 +149,8 @@ def library_versions(modules: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-@functools.cache
 def _module_providers() -> dict[str, list[str]]:
-    """Top-level module -> the installed distributions providing it (one scan of the installed packages)."""
-    from importlib import metadata
+    """Top-level module -> the installed distributions providing it (one scan per process)."""
+    from robustbench_vit.installed_code import module_distributions
 
-    return dict(metadata.packages_distributions())
+    return module_distributions()

@@ -18,10 +18,11 @@ always had.
 Cost: a file whose ctime is earlier than its ``RECORD``'s was written by the install that recorded its
 hash (any later write moves the ctime, which no user call can set back), so only the others are hashed,
 remembered per stat tuple in the cache's content index; torch's 2,400 files take one ``stat`` each
-(about 0.1 s, once per process). Left out: compiled extensions (a rebuilt ``.so`` under one version),
-rbvit itself (keyed by its suites' versions, ``tests/test_code_versions.py``), and files edited after a
-process computed a version (it is computed once per process, when first needed, as the code in memory
-was imported before).
+(about 0.2 s with reading its RECORD, once per process). A package manager that rewrites files after pip
+recorded them (conda's prefix replacement) gives a stable ``edited:`` key of its own. Left out: compiled
+extensions (a rebuilt ``.so`` under one version), rbvit itself (its files are compared with the table it
+ships: :mod:`robustbench_vit.code_manifest`), and files edited after a process computed a version (it is
+computed once per process, when first needed, as the code in memory was imported before).
 """
 
 from __future__ import annotations
@@ -37,7 +38,13 @@ from pathlib import Path
 
 from robustbench_vit.data.digests import DigestIndex, default_cache_dir
 
-__all__ = ["installed_version", "code_changes", "recorded_sha256", "installed_file_sha256"]
+__all__ = [
+    "installed_version",
+    "code_changes",
+    "recorded_sha256",
+    "installed_file_sha256",
+    "module_distributions",
+]
 
 #: distributions whose code is keyed otherwise (rbvit: each suite's version and the decoder's)
 _KEYED_OTHERWISE = frozenset({"robustbench-vit", "robustbench_vit"})
@@ -116,8 +123,7 @@ def _package_locations(dist: metadata.Distribution) -> list[Path]:
     """The folders (or single modules) of a distribution's top-level packages, as an import finds them."""
     tops = (dist.read_text("top_level.txt") or "").split()
     if not tops:
-        provided = metadata.packages_distributions()
-        tops = sorted(m for m, ds in provided.items() if dist.metadata["Name"] in ds)
+        tops = sorted(m for m, ds in module_distributions().items() if dist.metadata["Name"] in ds)
     out = []
     for top in tops:
         try:
@@ -171,6 +177,12 @@ def code_changes(dist_name: str) -> str:
     for name, digest in sorted(files):
         h.update(f"{name}\0{digest}\n".encode())
     return f" {kind}:{h.hexdigest()[:16]}"
+
+
+@functools.cache
+def module_distributions() -> dict[str, list[str]]:
+    """Top-level module -> the installed distributions providing it (one scan of the installed packages)."""
+    return dict(metadata.packages_distributions())
 
 
 def installed_version(dist_name: str) -> str:

@@ -34,7 +34,7 @@ def _fresh_process() -> None:
     installed_code.code_changes.cache_clear()
     fingerprint._package_version.cache_clear()
     identity.library_versions.cache_clear()
-    identity._module_providers.cache_clear()
+    installed_code.module_distributions.cache_clear()
     importlib.invalidate_caches()
     for name in [m for m in sys.modules if m.split(".")[0] in (LIB, "rbvit_devlib")]:
         del sys.modules[name]
