@@ -63,6 +63,15 @@ def recorded_sha256(f: metadata.PackagePath) -> str | None:
     return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).hex()
 
 
+def recorded_sha256_of(dist_name: str, name: str) -> str | None:
+    """The SHA-256 the install of ``dist_name`` recorded for its file ``name`` (``pkg/data/x.png``)."""
+    try:
+        files = metadata.files(dist_name) or []
+    except metadata.PackageNotFoundError:
+        return None
+    return next((recorded_sha256(f) for f in files if f.as_posix() == name), None)
+
+
 def installed_file_sha256(dist_name: str, path: Path) -> str | None:
     """The SHA-256 the install of ``dist_name`` recorded for the file at ``path`` (None: not one of its
     recorded files)."""

@@ -64,6 +64,15 @@ def test_an_edited_perturbation_keys_the_suites_that_compute_with_it(checkout):
     assert code_manifest.edited_code("suite/occlusion") not in ("", edited)  # a file gone is an edit too
 
 
+def test_an_edited_corruption_keys_the_corruptions_suite(checkout):
+    """The corruptions compute in their package's __init__ (OPS) and its modules: all of them are covered."""
+    with open(checkout / "perturbations" / "corruptions" / "weather.py", "a") as f:
+        f.write("\nFROST_BLEND = 0.9\n")
+    _forget()
+    assert code_manifest.edited_code("suite/corruptions").startswith("edited:")
+    assert code_manifest.edited_code("suite/imagenet_c") == ""  # ImageNet-C's files: no corruption code
+
+
 def test_an_edited_decoder_is_another_decode_key(checkout):
     with open(checkout / "data" / "decode.py", "a") as f:
         f.write("\n# resize with another filter\n")

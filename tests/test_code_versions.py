@@ -48,9 +48,26 @@ def _tables(tree: ast.AST) -> list[Path]:
 
 
 def _file(module: str) -> Path | None:
+    """A module's file; a package's ``__init__.py`` only when it holds code of its own (the corruptions'
+    ``OPS`` and ``corrupt``), not when it only re-exports its modules."""
     base = ROOT / Path(*module.split("."))
     path = base.with_suffix(".py")
-    return path if path.is_file() else None  # a package (__init__) re-exports; it computes nothing
+    if path.is_file():
+        return path
+    init = base / "__init__.py"
+    return init if init.is_file() and _computes(ast.parse(init.read_text())) else None
+
+
+def _computes(tree: ast.Module) -> bool:
+    """Whether a module body holds more than imports, its docstring and ``__all__``."""
+
+    def only_names(node: ast.stmt) -> bool:
+        if isinstance(node, (ast.Import, ast.ImportFrom, ast.Expr)):
+            return True
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        return bool(targets) and all(isinstance(t, ast.Name) and t.id == "__all__" for t in targets)
+
+    return not all(only_names(node) for node in tree.body)
 
 
 def _without_docstrings(tree: ast.AST) -> ast.AST:
@@ -145,10 +162,13 @@ def test_the_covered_code_of_every_suite_and_of_the_decoder_is_found():
     assert "robustbench_vit/suites/base.py" in table["suite/occlusion"]["files"]
     assert "robustbench_vit/attacks/self_ensemble.py" in table["suite/transfer"]["files"]
     assert "robustbench_vit/data/_info/shape16.json" in table["suite/shape_bias"]["files"]
-    assert any(
-        f.startswith("robustbench_vit/perturbations/corruptions/")
-        for f in table["suite/corruptions"]["files"]
-    )
+    # the corruptions package computes in its __init__ (OPS, corrupt), and through it in its modules
+    assert {
+        "robustbench_vit/perturbations/corruptions/__init__.py",
+        "robustbench_vit/perturbations/corruptions/weather.py",
+        "robustbench_vit/perturbations/corruptions/digital.py",
+    } <= set(table["suite/corruptions"]["files"])
+    assert "robustbench_vit/perturbations/__init__.py" not in table["suite/occlusion"]["files"]  # re-exports
     assert table["decode"]["files"] == [
         "robustbench_vit/data/decode.py",
         "robustbench_vit/data/preprocessing.py",

@@ -161,3 +161,27 @@ def test_glass_permutation_reproduces_the_reference_loop():
         ours = glass_permutations(h, w, delta, iters, [seed])[0].numpy()
         np.testing.assert_array_equal(ours, ref_idx.reshape(-1))
         assert not np.array_equal(ours, np.arange(h * w))
+
+
+def test_a_frost_photograph_other_than_the_installed_one_is_refused(tmp_path, monkeypatch):
+    """The photographs define frost: one replaced or damaged in the package (same name, same package version)
+    is refused in one line naming it, never blended in as frost."""
+    import shutil
+
+    from robustbench_vit.errors import DataError
+    from robustbench_vit.perturbations.corruptions import weather
+
+    copy = tmp_path / "frost"
+    shutil.copytree(weather._frost_dir(), copy)
+    monkeypatch.setattr(weather, "_frost_dir", lambda: copy)
+    weather._frost_photos.cache_clear()
+    try:
+        assert len(weather._frost_photos()) == 6  # the installed bytes: read
+        data = bytearray((copy / "frost4.jpg").read_bytes())
+        data[len(data) // 2] ^= 0x01
+        (copy / "frost4.jpg").write_bytes(bytes(data))
+        weather._frost_photos.cache_clear()
+        with pytest.raises(DataError, match="frost4.jpg is not the file its package installed"):
+            weather._frost_photos()
+    finally:
+        weather._frost_photos.cache_clear()

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 
 from robustbench_vit.device import to_device
+from robustbench_vit.errors import DataError
+from robustbench_vit.installed_code import module_distributions, recorded_sha256_of
 from robustbench_vit.perturbations.corruptions._ops import (
     clipped_zoom,
     dev_gen,
@@ -66,19 +70,40 @@ def fog(x: torch.Tensor, c: tuple[float, float], gen: torch.Generator) -> torch.
     return fog_with(x, c, lambda shape: torch.rand((len(x), *shape), generator=gen, device=x.device))
 
 
+def _frost_dir() -> Path:
+    import importlib.resources
+
+    return Path(str(importlib.resources.files("imagecorruptions") / "frost"))
+
+
+def _installed_photo(path: Path) -> np.ndarray:
+    """One frost photograph, BGR uint8, refused unless it holds the bytes its package installed (a photo
+    replaced or damaged since would be another corruption under the same name and package version)."""
+    import cv2
+
+    data = path.read_bytes()
+    recorded = [
+        expected
+        for dist in module_distributions().get("imagecorruptions", [])
+        if (expected := recorded_sha256_of(dist, f"imagecorruptions/frost/{path.name}")) is not None
+    ]
+    if recorded and hashlib.sha256(data).hexdigest() not in recorded:
+        raise DataError(
+            f"imagecorruptions' frost photograph {path} is not the file its package installed (its SHA-256 "
+            "differs); reinstall it: pip install --force-reinstall imagecorruptions-imaug"
+        )
+    photo = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if photo is None:
+        raise DataError(f"cannot read imagecorruptions' frost photograph {path}; reinstall imagecorruptions")
+    return photo
+
+
 @functools.lru_cache(maxsize=1)
 def _frost_photos() -> tuple[np.ndarray, ...]:
     """The reference's six frost photographs (shipped in the imagecorruptions package), BGR uint8."""
-    import importlib.resources
-
-    import cv2
-
-    root = importlib.resources.files("imagecorruptions") / "frost"
-    photos = []
-    for name in ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg"):
-        with importlib.resources.as_file(root / name) as path:
-            photos.append(cv2.imread(str(path)))
-    return tuple(photos)
+    root = _frost_dir()
+    names = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
+    return tuple(_installed_photo(root / name) for name in names)
 
 
 @functools.lru_cache(maxsize=16)
