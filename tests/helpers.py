@@ -122,13 +122,15 @@ def imagenet_p_snow_reference(x, noise):  # type: ignore[no-untyped-def]
     return layer, 0.85 * x + 0.15 * np.maximum(x, gray * 1.5 + 0.5)
 
 
-def instrument(monkeypatch, module, name: str, wrapper) -> None:  # type: ignore[no-untyped-def]
+def instrument(monkeypatch, owner, name: str, wrapper) -> None:  # type: ignore[no-untyped-def]
     """Put ``wrapper`` (which counts or fails calls, then calls the shipped function) in the place of rbvit's
-    ``module.name``, with the suite keys still seeing the shipped code there: replaced code keys a run and
-    what its suite stores (``Suite.code_key``), and a test's counter is not other code."""
+    ``owner.name`` (``owner``: a module or a class), with the suite keys still seeing the shipped code there:
+    replaced code keys a run and what its suite stores (``Suite.code_key``), and a test's counter is not
+    other code."""
     from robustbench_vit.suites import keys
 
+    where = f"{owner.__module__}.{owner.__qualname__}" if isinstance(owner, type) else owner.__name__
     # the counter's place and this filter's own (itself code in the place of rbvit's) are left out
-    hidden, seen = {f"{module.__name__}.{name}", f"{keys.__name__}.replaced_code"}, keys.replaced_code
+    hidden, seen = {f"{where}.{name}", f"{keys.__name__}.replaced_code"}, keys.replaced_code
     monkeypatch.setattr(keys, "replaced_code", lambda: {k: v for k, v in seen().items() if k not in hidden})
-    monkeypatch.setattr(module, name, wrapper)
+    monkeypatch.setattr(owner, name, wrapper)

@@ -1,7 +1,7 @@
 """imagenet_p ``codec=h264``: generated sequences coded as make_imagenet_p.py's ffmpeg call coded the
 released MP4s. The settings are read back from the stream itself (x264 writes its options into it, and
-ffmpeg's choices show in the stream: yuv444p, 1 frame per second), the round trip is deterministic and
-lossy, and a run says how its sequences were coded: its rows, its identity, and the baseline it accepts."""
+ffmpeg's choices show in the stream: yuv444p, 1 frame per second), the round trip is deterministic (with
+x264's canonical algorithms and one thread, which the script did not ask for) and lossy, and a run says how its sequences were coded: its rows, its identity, and the baseline it accepts."""
 
 from __future__ import annotations
 
@@ -52,6 +52,7 @@ def test_the_stream_carries_the_scripts_settings(noise):
     grain = {"deadzone": "6,6", "psy_rd": "1.00:0.25", "aq": "1:0.50"}
     assert opts["rc"] == "crf" and opts["crf"] == ("23.0" if noise else "20.0")
     assert ({k: opts[k] for k in grain} == grain) is noise
+    assert opts["threads"] == opts["lookahead_threads"] == "1"  # one thread: the same frames on any machine
     with av.open(io.BytesIO(data)) as box:
         stream = box.streams.video[0]
         assert stream.codec_context.pix_fmt == "yuv444p" and "4:4:4" in stream.codec_context.profile
@@ -68,13 +69,32 @@ def test_the_round_trip_is_lossy_deterministic_and_close(noise):
     assert mse > 0 and 10 * np.log10(255**2 / mse) > 30  # lossy, as the released files are, but close
 
 
+def test_noisy_sequences_are_coded_alike_on_every_run():
+    """x264's default CPU-specific code (MB-tree's SIMD float paths) coded most of these 224 px noise
+    sequences differently from one run to the next, up to 38 levels apart: a fresh run's numbers were other
+    numbers. With x264's canonical algorithms and one thread every coding is the same."""
+    from robustbench_vit.perturbations.video_codec import h264_round_trips
+
+    gen = torch.Generator().manual_seed(0)
+    base = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 224, 224, generator=gen), 9, 1, 4)
+    noisy = base + 0.05 * torch.randn(8, 4, 3, 224, 224, generator=gen)  # (T, B, ...): 4 sequences
+    levels = noisy.clamp(0, 1).mul(255).round().byte()
+    first = h264_round_trips(levels, noise=True)
+    assert torch.equal(first, h264_round_trips(levels, noise=True))
+    assert torch.equal(first[:, 2], h264_round_trip(levels[:, 2], noise=True))  # in parallel as alone
+
+
 def test_files_take_no_codec_and_a_coded_run_is_keyed_by_pyav():
     from robustbench_vit.suites import make_suite
 
     with pytest.raises(ConfigError, match="released files are H.264 already"):
         make_suite("imagenet_p", {"source": "files", "codec": "h264"})
-    assert "av" in make_suite("imagenet_p", {"codec": "h264"}).identity()["libraries"]
+    from robustbench_vit.perturbations.video_codec import h264_settings
+
+    coded = make_suite("imagenet_p", {"codec": "h264"}).identity()
+    assert "av" in coded["libraries"] and coded["x264"] == h264_settings()  # how it codes keys the run
     assert "libraries" not in make_suite("imagenet_p", {}).identity()
+    assert "x264" not in make_suite("imagenet_p", {}).identity()  # uncoded runs keep their key
 
 
 @needs_imagenet
@@ -82,6 +102,7 @@ def test_a_coded_run_says_so_and_takes_only_a_baseline_coded_alike(tmp_path):
     """The frames the model sees are the round trip of the generated ones (a model reading the pixels
     flips otherwise); rows carry ``codec`` and the run id differs from the uncoded run's; a baseline of
     uncoded sequences is refused for a coded run, one coded alike normalises it."""
+    from robustbench_vit.perturbations.video_codec import h264_settings
     from robustbench_vit.suites.imagenet_p import ImageNetP
 
     net = _Tiny()
@@ -91,6 +112,7 @@ def test_a_coded_run_says_so_and_takes_only_a_baseline_coded_alike(tmp_path):
     base = rbvit.evaluate(net, "imagenet_p", name="base", out=str(tmp_path / "b"), suite_params=plain, **kw)
     run = rbvit.evaluate(net, "imagenet_p", name="base", out=str(tmp_path / "c"), suite_params=coded, **kw)
     assert set(run.params.map(lambda p: json.loads(p).get("codec")).dropna()) == {"h264"}
+    assert set(run.params.map(lambda p: json.loads(p).get("x264")).dropna()) == {h264_settings()}
     assert set(run.run_id) != set(base.run_id)
     with pytest.raises(DataError, match="rerun the baseline with -p codec=h264"):
         rbvit.evaluate(

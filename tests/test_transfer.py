@@ -7,7 +7,7 @@ import torch
 from robustbench_vit.attacks import SelfEnsemble, input_diversity, parse_blocks, translation_kernel
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.models.loading import load_model
-from tests.helpers import CIFAR10_TEST, needs_cifar
+from tests.helpers import CIFAR10_TEST, instrument, needs_cifar
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,7 @@ def test_vit_card_to_cnn_card_transfer(tmp_path, cifar_card, cifar_cnn_card, ens
     def no_recrafting(*a, **k):
         raise AssertionError("adversarial examples must be reused from the cache")
 
-    monkeypatch.setattr(transfer_mod.Transfer, "load_referenced", no_recrafting)
+    instrument(monkeypatch, transfer_mod.Transfer, "load_referenced", no_recrafting)
     on_vit = rbvit.evaluate(str(cifar_card), "transfer", **kw)  # white-box target: the source itself
     assert on_vit.set_index("metric")["value"]["fooling_rate_all"] > 0.5
     df = load_results(tmp_path)

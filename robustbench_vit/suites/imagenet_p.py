@@ -20,7 +20,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ from robustbench_vit.metrics.stability import flip_probability, top5_distance, t
 from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.models.probes import resize_to
 from robustbench_vit.perturbations import sequences as seq
-from robustbench_vit.perturbations.video_codec import h264_available, h264_round_trip
+from robustbench_vit.perturbations.video_codec import h264_available, h264_round_trips, h264_settings
 from robustbench_vit.suites.base import Condition, EvalContext, Result, Suite, batch_generator, register_suite
 from robustbench_vit.suites.imagenet_p_baseline import read_baseline
 
@@ -134,6 +134,10 @@ class ImageNetP(Suite):
         # PyAV (its FFmpeg and x264) decodes the released MP4s, or codes the generated sequences
         return ("av",) if self.source == "files" or self.codec != "none" else ()
 
+    def config(self) -> dict[str, Any]:
+        # coded runs are keyed by how they code (x264's settings), uncoded ones keep their key
+        return {**super().config(), **({"x264": h264_settings()} if self.codec == "h264" else {})}
+
     # --- data -------------------------------------------------------------------------------------
     def open_data(self, data, dataset, labels):  # type: ignore[no-untyped-def]
         if self.source == "generated":
@@ -195,6 +199,8 @@ class ImageNetP(Suite):
                     params["noise_level"] = seq.NOISE_LEVELS[p][d - 1]
                 if self.source == "generated":
                     params["codec"] = self.codec
+                    if self.codec == "h264":
+                        params["x264"] = h264_settings()
                 if self.source == "files":
                     folder = Path(ctx.dataset.root) / _folder(p, d)
                     if not folder.is_dir():
@@ -242,10 +248,9 @@ class ImageNetP(Suite):
     @staticmethod
     def _coded(frames: torch.Tensor, noise: bool) -> torch.Tensor:
         """(T, B, 3, H, W) frames in [0, 1] (uint8 levels, as the script's PNGs) through the H.264 round trip,
-        each sequence on its own (x264 threads within one)."""
+        each sequence on its own (one x264 thread each, sequences in parallel)."""
         levels = (frames * 255).round().to(torch.uint8).cpu()
-        coded = torch.stack([h264_round_trip(levels[:, b], noise=noise) for b in range(levels.shape[1])], 1)
-        return coded.to(frames.device).float().div_(255)
+        return h264_round_trips(levels, noise=noise).to(frames.device).float().div_(255)
 
     def _extents(self, ctx: EvalContext) -> torch.Tensor:
         """Every evaluated image's canvas extent, indexed by dataset index: the file headers are read once
@@ -331,6 +336,7 @@ class ImageNetP(Suite):
             images=images,
             seed=seed,
             codec=self.codec,
+            x264=h264_settings() if self.codec == "h264" else "",
         )
         base = baseline.table
         who = {"baseline_model": self.baseline_model, "baseline_weights": baseline.weights}

@@ -47,9 +47,11 @@ def read_baseline(
     images: str | None,
     seed: int | None,
     codec: str = "none",
+    x264: str = "",
 ) -> Baseline:
     """The baseline table from ``folder``: rows of ``suite`` with ``source`` sequences (generated ones
-    coded with ``codec``: rows of an rbvit before the parameter were not coded); with ``images`` (the run's
+    coded with ``codec``, and ``x264``'s settings for ``h264``: rows of an rbvit before the parameter were
+    not coded); with ``images`` (the run's
     ``image_set``) only rows of those images and ``seed``, and only of one weights and dtype."""
     from robustbench_vit.storage.reading import load_results, oldest_first
 
@@ -60,6 +62,9 @@ def read_baseline(
     df = df[~df.condition.str.startswith("summary")]
     if source == "generated":
         coded = df["codec"].fillna("none") if "codec" in df else pd.Series("none", index=df.index)
+        if codec != "none":  # coded alike: the same x264 settings (rows before them coded irreproducibly)
+            settings = df["x264"].fillna("") if "x264" in df else pd.Series("", index=df.index)
+            coded = coded.where(settings == x264, coded + " with other x264 settings")
         if not df.empty and not (coded == codec).any():
             raise DataError(
                 f"baseline {folder}: the {typed} rows were computed on sequences coded {sorted(set(coded))[0]!r}, "
