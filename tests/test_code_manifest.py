@@ -73,6 +73,16 @@ def test_an_edited_corruption_keys_the_corruptions_suite(checkout):
     assert code_manifest.edited_code("suite/imagenet_c") == ""  # ImageNet-C's files: no corruption code
 
 
+def test_the_model_wrapper_edited_keys_every_suite(checkout):
+    """The normalisation inside the model computes every number, whatever the suite."""
+    with open(checkout / "models" / "modules.py", "a") as f:
+        f.write("\nEPS = 1e-6  # added to std\n")
+    _forget()
+    assert all(
+        code_manifest.edited_code(f"suite/{s}").startswith("edited:") for s in ("clean", "pgd", "occlusion")
+    )
+
+
 def test_an_edited_decoder_is_another_decode_key(checkout):
     with open(checkout / "data" / "decode.py", "a") as f:
         f.write("\n# resize with another filter\n")
