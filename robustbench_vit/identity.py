@@ -138,19 +138,11 @@ def library_versions(modules: tuple[str, ...]) -> dict[str, str]:
     """``module -> "<distribution> <version>"`` of the distributions providing each importable module
     (``cv2`` -> ``opencv-python-headless 4.12.0``; a fork under the same import name is another entry):
     the code a suite computes its numbers with besides torch, so that an upgrade recomputes."""
+    from robustbench_vit.installed_code import installed_version, module_distributions
 
-    from robustbench_vit.installed_code import installed_version
-
-    providers = _module_providers()
+    providers = module_distributions()
     out = {}
     for module in modules:
         dists = sorted(set(providers.get(module, [])))
         out[module] = ", ".join(f"{d} {installed_version(d)}" for d in dists) or "not installed"
     return out
-
-
-def _module_providers() -> dict[str, list[str]]:
-    """Top-level module -> the installed distributions providing it (one scan per process)."""
-    from robustbench_vit.installed_code import module_distributions
-
-    return module_distributions()

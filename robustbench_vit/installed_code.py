@@ -76,14 +76,11 @@ def installed_file_sha256(dist_name: str, path: Path) -> str | None:
     """The SHA-256 the install of ``dist_name`` recorded for the file at ``path`` (None: not one of its
     recorded files)."""
     try:
-        files = metadata.files(dist_name) or []
-    except metadata.PackageNotFoundError:
+        root = Path(str(metadata.distribution(dist_name).locate_file(""))).resolve()
+        name = path.resolve().relative_to(root).as_posix()
+    except (metadata.PackageNotFoundError, ValueError):  # not installed, or a file outside its folder
         return None
-    target = path.resolve()
-    for f in files:
-        if (expected := recorded_sha256(f)) is not None and Path(str(f.locate())).resolve() == target:
-            return expected
-    return None
+    return recorded_sha256_of(dist_name, name)
 
 
 def _record_file(files: list[metadata.PackagePath]) -> Path | None:

@@ -208,7 +208,7 @@ def test_a_library_upgrade_recomputes_redecodes_and_reruns_the_sweep(tmp_path, m
 def test_a_pil_fork_keys_runs_by_its_own_version(monkeypatch):
     """pillow-simd installs under PIL's import name with another distribution name: its version (which
     can decode and resize otherwise) keys runs and caches, never "pillow not installed" for every fork."""
-    from robustbench_vit import identity
+    from robustbench_vit import identity, installed_code
     from robustbench_vit.identity import software_identity
 
     real = metadata.version
@@ -219,7 +219,7 @@ def test_a_pil_fork_keys_runs_by_its_own_version(monkeypatch):
         return "9.5.0.post1" if dist == "Pillow-SIMD" else real(dist)
 
     monkeypatch.setattr(metadata, "version", version)
-    monkeypatch.setattr(identity, "_module_providers", lambda: {"PIL": ["Pillow-SIMD"]})
+    monkeypatch.setattr(installed_code, "module_distributions", lambda: {"PIL": ["Pillow-SIMD"]})
     identity.library_versions.cache_clear()
     software_identity.cache_clear()
     try:
