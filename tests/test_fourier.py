@@ -121,16 +121,30 @@ def test_filter_suite_on_cifar(tmp_path, cifar_card):
         data=str(CIFAR10_TEST),
         limit=20,
         out=str(tmp_path),
-        suite_params={"kinds": ("low", "high", "band_pass"), "radius_fractions": (0.25, 1.5)},
+        suite_params={"kinds": ("low", "high", "band_pass"), "radius_fractions": (1.5, 0.25, 0.5)},
     )
     top1 = df[df.metric == "top1"]
-    assert len(top1) == 6 and set(top1["condition"]) >= {"low/r=0.25", "high/r=1.5", "band_pass/r=0.25"}
+    assert len(top1) == 9 and set(top1["condition"]) >= {"low/r=0.25", "high/r=1.5", "band_pass/r=0.25"}
     clean = rbvit.evaluate(str(cifar_card), "clean", data=str(CIFAR10_TEST), limit=20, out=None)
     # a low-pass beyond the spectrum's corner (1.5 x Nyquist > diagonal) keeps the clean accuracy
-    assert (
-        top1.set_index("condition").loc["low/r=1.5", "value"]
-        == clean.set_index("metric").loc["top1", "value"]
+    acc = top1.set_index("condition")["value"]
+    assert acc["low/r=1.5"] == clean.set_index("metric").loc["top1", "value"]
+    # each kind's curve is summarised by its area over the radii run (trapezoid / span), restated here
+    auc = df[df.metric == "auc"].set_index("condition")["value"]
+    for kind in ("low", "high", "band_pass"):
+        a, b, c = (acc[f"{kind}/r={r}"] for r in ("0.25", "0.5", "1.5"))
+        assert auc[f"summary/{kind}/auc"] == pytest.approx(((a + b) / 2 * 0.25 + (b + c) / 2 * 1.0) / 1.25)
+    # the board shows the low-pass curve first, radii in order, and ranks by its area
+    from robustbench_vit.results.tables import render_markdown
+
+    md = render_markdown(rbvit.build_leaderboard(str(tmp_path)))
+    header = next(
+        line for line in md.split("## fourier_filter")[1].splitlines() if line.startswith("| label")
     )
+    cols = [c.strip() for c in header.strip("|").split("|")][2:]
+    assert cols[:4] == ["summary/low/auc auc", "low/r=0.25 top1", "low/r=0.5 top1", "low/r=1.5 top1"]
+    assert cols[4:6] == ["summary/high/auc auc", "high/r=0.25 top1"]
+    assert "ranked by `summary/low/auc auc`" in md
 
 
 @pytest.mark.slow

@@ -255,6 +255,26 @@ def test_natural_key():
         "grid=4x8",
         "grid=14x14",
     ]
+    radii = ["low/r=1", "low/r=0.5", "high/r=0.25", "low/r=0.0625", "low/r=0.125", "low/r=1e-05", "low/r=2"]
+    assert sorted(radii, key=natural_key) == [
+        "high/r=0.25",
+        "low/r=1e-05",
+        "low/r=0.0625",
+        "low/r=0.125",
+        "low/r=0.5",
+        "low/r=1",
+        "low/r=2",
+    ]
+    assert sorted(["freq=(2,0)", "freq=(-3,0)", "freq=(0,-1)", "freq=(0,1)"], key=natural_key) == [
+        "freq=(-3,0)",
+        "freq=(0,-1)",
+        "freq=(0,1)",
+        "freq=(2,0)",
+    ]
+    assert (
+        sorted(["linf/eps=8/255", "linf/eps=1/255", "linf/eps=16/255"], key=natural_key)[-1]
+        == "linf/eps=16/255"
+    )
 
 
 def test_figures_draw_the_rows_the_board_aggregates_one_curve_per_label():

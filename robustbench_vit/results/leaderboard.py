@@ -45,9 +45,15 @@ _KEY = ["suite", "dataset", "condition", "metric", "source_model"]
 _GROUP = ["model", "arch", "weights", "preprocessing_key", "suite_config", "dtype", "suite", "dataset"]
 
 
+#: a number in a condition's name: integer, decimal or exponent form, negative after ``=``, ``(`` or ``,``
+_NUMBER = re.compile(r"((?:(?<=[=(,])-)?\d+(?:\.\d+)?(?:e[-+]?\d+)?)")
+
+
 def natural_key(text: str) -> tuple:
-    """Sort key that orders embedded numbers numerically (``grid=2x2`` before ``grid=14x14``)."""
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(text)))
+    """Sort key that orders embedded numbers by value: ``grid=2x2`` before ``grid=14x14``, ``r=0.0625``
+    before ``r=0.5`` before ``r=1``, ``freq=(-3,0)`` before ``freq=(2,0)``."""
+    parts = _NUMBER.split(str(text))  # text and numbers alternate, text first
+    return tuple(float(t) if i % 2 else t for i, t in enumerate(parts))
 
 
 def _short_hash(obj: object) -> str:

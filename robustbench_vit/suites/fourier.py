@@ -21,6 +21,7 @@ from robustbench_vit.perturbations.fourier import (
     frequency_filter,
     half_plane_frequencies,
 )
+from robustbench_vit.suites._common import curve_auc
 from robustbench_vit.suites.base import (
     AT_LEAST_ONE,
     POSITIVE,
@@ -189,6 +190,13 @@ class FourierFilter(Suite):
     paper: ClassVar[str] = (
         "Paul & Chen 2022, Vision Transformers are Robust Learners (after Wang et al. 2020)"
     )
+    #: the board ranks by the low-pass curve's area (robustness to losing high frequencies), then shows each
+    #: kind's curve in radius order
+    headline: ClassVar[tuple[tuple[str, str], ...]] = tuple(
+        pair
+        for kind in ("low", "high", "band_pass", "band_stop")
+        for pair in ((f"summary/{kind}/auc", "auc"), (f"{kind}/r=*", "top1"))
+    )
 
     kinds: tuple[FilterKind, ...] = ("low", "high")
     radius_fractions: tuple[Annotated[float, Range(0, 2, lo_open=True)], ...] = (
@@ -227,3 +235,21 @@ class FourierFilter(Suite):
         return frequency_filter(
             x, kind=p["kind"], radius=p["radius"], radius2=p.get("radius2"), soft=p["soft"]
         )
+
+    def summarize(self, results: list[Result]) -> list[Result]:
+        """Per kind, the normalised area under top-1 vs radius fraction (trapezoid rule over the radii run,
+        divided by their span; the mean when one radius was run), as ``summary/<kind>/auc``."""
+        out: list[Result] = []
+        for kind in self.kinds:
+            pts = [
+                (c.params["radius_fraction"], mv.value, mv.n)
+                for c, mv in results
+                if mv.metric == "top1" and c.params.get("kind") == kind
+            ]
+            if pts:
+                fractions = sorted(p[0] for p in pts)
+                cond = Condition(f"summary/{kind}/auc", None, {"kind": kind, "radius_fractions": fractions})
+                out.append(
+                    (cond, MetricValue("auc", curve_auc([p[0] for p in pts], [p[1] for p in pts]), pts[0][2]))
+                )
+        return out
