@@ -81,11 +81,24 @@ def derived_key(**parts: Any) -> str:
     return digest(parts)[:16]
 
 
+def computing_key() -> dict[str, Any]:
+    """How this process computes, besides the content of what it evaluates: the float32 precision and
+    attention kernel switches set away from their defaults (:func:`~robustbench_vit.device.numerics_key`) and
+    installed packages' code replaced in memory (``Mlp.forward = mine``:
+    :func:`~robustbench_vit.library_patches.replaced_library_code`). Part of every run id, sweep cell and stored
+    artifact; empty in a fresh process, so default runs keep their keys."""
+    from robustbench_vit.device import numerics_key
+    from robustbench_vit.library_patches import replaced_library_code
+
+    patched = replaced_library_code()
+    return {**numerics_key(), **({"replaced_library_code": patched} if patched else {})}
+
+
 def loaded_model_identity(loaded: Any) -> dict[str, Any]:
     """A loaded model's identity: what its load recorded, its preprocessing and its label space in order,
-    and, when there are any, the hooks registered for every module in this process and the float32
-    precision and attention kernel switches set away from their defaults (they change every model's outputs)."""
-    from robustbench_vit.device import numerics_key
+    and, when there are any, the hooks registered for every module in this process, the float32 precision
+    and attention kernel switches set away from their defaults and installed packages' code replaced in
+    memory (they change every model's outputs: :func:`computing_key`)."""
     from robustbench_vit.fingerprint import global_hooks_digest
 
     ident = {
@@ -97,7 +110,7 @@ def loaded_model_identity(loaded: Any) -> dict[str, Any]:
     hooks = global_hooks_digest()
     if hooks is not None:
         ident["global_hooks"] = hooks
-    return {**ident, **numerics_key()}
+    return {**ident, **computing_key()}
 
 
 #: the version of rbvit's own decoding and resizing (``data/decode.py``, ``data/preprocessing.py``): bump it

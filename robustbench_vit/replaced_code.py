@@ -122,8 +122,11 @@ def replaced_code() -> dict[str, str]:
 
 def refuse_replaced_code(workers: str, instead: str) -> None:
     """Raise a one-line ``ConfigError`` (naming what was replaced, and ``instead``) when code was replaced in
-    this process and the work would run in ``workers``: fresh processes, which import the shipped code."""
-    if swapped := replaced_code():
+    this process (rbvit's, or an installed package's) and the work would run in ``workers``: fresh processes,
+    which import the shipped code."""
+    from robustbench_vit.library_patches import replaced_library_code
+
+    if swapped := {**replaced_code(), **replaced_library_code()}:
         raise ConfigError(
             f"{workers} would not run the code replaced in this process ({', '.join(sorted(swapped))}); {instead}"
         )

@@ -103,7 +103,16 @@ LAYERS = [
         "cpu_allocator",
     },  # "": the package root (version, lazy public names)
     # content identity hashes files with the data layer's content index (installed code, cached weights)
-    {"data", "subsets", "identity", "fingerprint", "replaced_code", "installed_code", "code_manifest"},
+    {
+        "data",
+        "subsets",
+        "identity",
+        "fingerprint",
+        "replaced_code",
+        "library_patches",
+        "installed_code",
+        "code_manifest",
+    },
     {"models"},
     {"perturbations", "attacks"},
     {"metrics", "storage"},

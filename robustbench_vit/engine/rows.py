@@ -169,12 +169,19 @@ def sample_columns(acc: Any, ctx: Any, base: dict[str, Any], cond: Condition) ->
 
 
 def computed_weights(weights: str) -> str:
-    """The ``weights`` column: the model's weights, and the hooks registered for every module when there
-    are any (they change its outputs, so its runs are another board entry, never a seed of the plain one)."""
+    """The ``weights`` column: the model's weights, and the hooks registered for every module and installed
+    packages' code replaced in memory when there are any (they change its outputs, so its runs are another
+    board entry, never a seed of the plain one)."""
     from robustbench_vit.fingerprint import global_hooks_digest
+    from robustbench_vit.library_patches import replaced_library_code
 
     hooks = global_hooks_digest()
-    return weights if hooks is None else f"{weights} global-hooks:{hooks[:12]}"
+    patched = replaced_library_code()
+    return (
+        weights
+        + ("" if hooks is None else f" global-hooks:{hooks[:12]}")
+        + ("" if not patched else f" library-code:{digest(patched)[:12]}")
+    )
 
 
 def computed_dtype(dtype: str) -> str:

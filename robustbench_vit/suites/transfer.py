@@ -49,9 +49,8 @@ from robustbench_vit.attacks.storage import STORAGE, decode_adversarial, encode_
 from robustbench_vit.data.filled import FilledArray
 from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.data.subset import shipped_subset_items
-from robustbench_vit.device import numerics_key
 from robustbench_vit.errors import ConfigError, DataError
-from robustbench_vit.identity import canonical_json, derived_key
+from robustbench_vit.identity import canonical_json, computing_key, derived_key
 from robustbench_vit.metrics.accumulators import MetricValue
 from robustbench_vit.models.identity import model_identity
 from robustbench_vit.models.loading import LoadedModel, resolve_spec
@@ -275,7 +274,7 @@ class Transfer(Suite):
             "seed": ctx.seed,
             # the source computes at the run's precision: bf16 gradients craft other pixels than fp32 ones
             "dtype": ctx.model.dtype,
-            **numerics_key(),
+            **computing_key(),
             "images": ctx.identity,  # the crafted pixels are a function of the evaluated images' content
             # ... and of the code that crafts them: a fix that bumps the suite's version crafts them again, as
             # does that code replaced in memory or edited in a checkout
