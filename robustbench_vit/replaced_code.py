@@ -2,7 +2,9 @@
 
 rbvit's code is keyed by each suite's ``version`` (``tests/test_code_versions.py`` asks for a bump when the
 code changes), which says nothing of a function a notebook sets in its place: ``OPS["fog"] = my_fog``,
-``noise_blur.gaussian_noise = mine``, ``Occlusion.perturb = mine``. Computed under the shipped run id, such
+``noise_blur.gaussian_noise = mine``, ``Occlusion.perturb = mine``, ``PixelModel.forward = mine`` (the
+normalisation inside every model), a decoder function (:func:`running_software`: it keys the decoded-image
+cache too). Computed under the shipped run id, such
 numbers would later be resumed as the shipped code's. :func:`replaced_code` finds every function or class
 defined outside rbvit (neither rbvit's nor an installed package's) that sits where rbvit's computing modules
 look code up (module members, the values of their dicts, lists and tuples, the attributes of their classes),
@@ -24,7 +26,14 @@ from robustbench_vit.errors import ConfigError
 from robustbench_vit.fingerprint import is_library, outside_code
 from robustbench_vit.identity import canonical_json, digest
 
-__all__ = ["replaced_code", "refuse_replaced_code", "ship", "COMPUTING_PACKAGES"]
+__all__ = [
+    "replaced_code",
+    "running_software",
+    "refuse_replaced_code",
+    "ship",
+    "COMPUTING_PACKAGES",
+    "DECODING_MODULES",
+]
 
 T = TypeVar("T")
 
@@ -39,6 +48,18 @@ COMPUTING_PACKAGES = (
     "robustbench_vit.suites",
     "robustbench_vit.models.attention",
     "robustbench_vit.models.probes",
+    # every suite's numbers pass through them: the model wrapper (normalisation inside the model, autocast)
+    # and the loader's uint8 -> [0, 1] scaling
+    "robustbench_vit.models.modules",
+    "robustbench_vit.data.loader",
+)
+
+#: rbvit's decoding and resizing (what ``DECODE_VERSION`` names) and the cache that calls it: replaced in
+#: memory, it keys the decoded-image cache and every run (:func:`running_software`)
+DECODING_MODULES = (
+    "robustbench_vit.data.decode",
+    "robustbench_vit.data.preprocessing",
+    "robustbench_vit.data.cache",
 )
 
 
@@ -49,8 +70,8 @@ def ship(module_name: str, attribute: str, value: T) -> T:
     return value
 
 
-def _computing(module_name: str) -> bool:
-    return any(module_name == p or module_name.startswith(p + ".") for p in COMPUTING_PACKAGES)
+def _within(module_name: str, packages: tuple[str, ...]) -> bool:
+    return any(module_name == p or module_name.startswith(p + ".") for p in packages)
 
 
 def _foreign(obj: Any) -> bool:
@@ -82,13 +103,15 @@ def _replaced(name: str, obj: Any) -> bool:
     return _foreign(obj) or _renamed(name, obj)
 
 
-def _scan(where: str, name: str, value: Any, found: dict[str, str], *, nested: bool) -> None:
+def _scan(
+    where: str, name: str, value: Any, found: dict[str, str], *, nested: bool, packages: tuple[str, ...]
+) -> None:
     if _foreign(value) if nested else _replaced(name, value):
         found[where] = _code_digest(value)
         return
     if nested:
         return
-    if isinstance(value, type) and _computing(value.__module__):
+    if isinstance(value, type) and _within(value.__module__, packages):
         for attr, item in sorted(vars(value).items()):
             for part in (item, getattr(item, "__func__", None), getattr(item, "fget", None)):
                 if part is not None and _replaced(attr, part):
@@ -96,28 +119,42 @@ def _scan(where: str, name: str, value: Any, found: dict[str, str], *, nested: b
                     break
     elif isinstance(value, dict):
         for key, item in value.items():
-            _scan(f"{where}[{key!r}]", str(key), item, found, nested=True)
+            _scan(f"{where}[{key!r}]", str(key), item, found, nested=True, packages=packages)
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            _scan(f"{where}[{i}]", str(i), item, found, nested=True)
+            _scan(f"{where}[{i}]", str(i), item, found, nested=True, packages=packages)
 
 
-def replaced_code() -> dict[str, str]:
+def replaced_code(packages: tuple[str, ...] = COMPUTING_PACKAGES) -> dict[str, str]:
     """``where -> digest of the code found there`` for every outside function or class in the place of
-    rbvit's computing code (imported modules of :data:`COMPUTING_PACKAGES`); empty as shipped."""
+    rbvit's computing code (imported modules of ``packages``, by default :data:`COMPUTING_PACKAGES`; the
+    shipped tables always); empty as shipped."""
     found: dict[str, str] = {}
-    for name in sorted(m for m in list(sys.modules) if _computing(m)):
+    for name in sorted(m for m in list(sys.modules) if _within(m, packages)):
         module = sys.modules.get(name)
         if module is None:
             continue
         for attr, value in sorted(vars(module).items()):
             if not attr.startswith("__"):
-                _scan(f"{name}.{attr}", attr, value, found, nested=False)
+                _scan(f"{name}.{attr}", attr, value, found, nested=False, packages=packages)
     for (name, attr), text in sorted(_SHIPPED.items()):
         module = sys.modules.get(name)
         if module is not None and canonical_json(now := getattr(module, attr, None)) != text:
             found[f"{name}.{attr}"] = digest(now)
     return found
+
+
+def running_software() -> dict[str, str]:
+    """:func:`~robustbench_vit.identity.software_identity` (the libraries that decode and resize, and rbvit's
+    decoding version) with rbvit's decoding replaced in memory (:data:`DECODING_MODULES`: a notebook's
+    ``decode.decode_rgb = mine``) when it is: the decoded-image cache and the run ids are keyed by it, so
+    pixels another decoder made are never read back as the shipped decoder's. As shipped, exactly
+    ``software_identity()``."""
+    from robustbench_vit.identity import software_identity
+
+    software = software_identity()
+    swapped = {k: v for k, v in replaced_code(DECODING_MODULES).items() if _within(k, DECODING_MODULES)}
+    return {**software, "rbvit-decode-replaced": digest(swapped)} if swapped else software
 
 
 def refuse_replaced_code(workers: str, instead: str) -> None:

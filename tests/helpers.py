@@ -127,10 +127,16 @@ def instrument(monkeypatch, owner, name: str, wrapper) -> None:  # type: ignore[
     ``owner.name`` (``owner``: a module or a class), with the suite keys still seeing the shipped code there:
     replaced code keys a run and what its suite stores (``Suite.code_key``), and a test's counter is not
     other code."""
+    from robustbench_vit import replaced_code as scan
     from robustbench_vit.suites import keys
 
     where = f"{owner.__module__}.{owner.__qualname__}" if isinstance(owner, type) else owner.__name__
     # the counter's place and this filter's own (itself code in the place of rbvit's) are left out
-    hidden, seen = {f"{where}.{name}", f"{keys.__name__}.replaced_code"}, keys.replaced_code
-    monkeypatch.setattr(keys, "replaced_code", lambda: {k: v for k, v in seen().items() if k not in hidden})
+    hidden, seen = {f"{where}.{name}", f"{keys.__name__}.replaced_code"}, scan.replaced_code
+
+    def shipped(packages=scan.COMPUTING_PACKAGES):  # type: ignore[no-untyped-def]
+        return {k: v for k, v in seen(packages).items() if k not in hidden}
+
+    monkeypatch.setattr(keys, "replaced_code", shipped)
+    monkeypatch.setattr(scan, "replaced_code", shipped)  # what the decoder's key (running_software) asks
     monkeypatch.setattr(owner, name, wrapper)

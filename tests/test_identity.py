@@ -14,7 +14,7 @@ from robustbench_vit.data import digests
 from robustbench_vit.engine.runner import evaluate
 from robustbench_vit.storage.reading import load_results
 from robustbench_vit.sweeps.run import load_sweep, run_sweep
-from tests.helpers import needs_cifar, write_cifar_card
+from tests.helpers import instrument, needs_cifar, write_cifar_card
 from tests.identity_world import (
     CHANGES,
     CLASSES,
@@ -161,7 +161,7 @@ def test_unchanged_run_resumes_without_decoding(identity_world, monkeypatch):
         decoded.append(j)
         return real(ds, index, j)
 
-    monkeypatch.setattr(cache_mod, "read_item", spy)
+    instrument(monkeypatch, cache_mod, "read_item", spy)
     run(
         identity_world, identity_world["root"] / "other-out", cache
     )  # a fresh --out on the warm cache: the model runs

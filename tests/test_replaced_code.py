@@ -32,13 +32,16 @@ def test_the_shipped_package_replaces_nothing():
         "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
         "        importlib.import_module(m.name)\n"
         "import robustbench_vit.models.attention, robustbench_vit.models.probes\n"
-        "from robustbench_vit.replaced_code import replaced_code, _SHIPPED\n"
+        "import robustbench_vit.models.modules, robustbench_vit.data.loader, robustbench_vit.data.cache\n"
+        "from robustbench_vit.identity import software_identity\n"
+        "from robustbench_vit.replaced_code import DECODING_MODULES, replaced_code, running_software, _SHIPPED\n"
         "assert len(_SHIPPED) >= 6, _SHIPPED\n"
-        "print(replaced_code())\n"
+        "assert running_software() == software_identity()\n"
+        "print(replaced_code(), replaced_code(DECODING_MODULES))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "{}"
+    assert out.stdout.strip() == "{} {}"
 
 
 def test_each_kind_of_replacement_is_found_and_undone(monkeypatch):
@@ -145,3 +148,51 @@ def test_a_ray_sweep_refuses_code_its_workers_would_not_see(tmp_path, monkeypatc
     monkeypatch.setitem(corruptions.OPS, "contrast", lambda x, c, g, t: x)
     with pytest.raises(ConfigError, match="local executor"):
         run_sweep(spec, str(tmp_path / "out"), executor="ray")
+
+
+@needs_cifar
+@pytest.mark.parametrize("where", ["wrapper", "decoder"])
+def test_the_model_wrapper_or_decoder_replaced_in_memory_is_another_run(
+    tmp_path, cifar_card, monkeypatch, where
+):
+    """The probe: rbvit's model wrapper (``PixelModel.forward``: normalisation inside the model) or its image
+    decoder replaced in a notebook. Before, the wrapper was outside the scanned code and the decoder keyed
+    the cache by its version only: the replaced run was stored under the shipped run id (and its pixels under
+    the shipped cache key), and the shipped run resumed from it. Now each is another run (and cache entry),
+    equal to a fresh one, and the shipped run resumes its own numbers before and after."""
+    from robustbench_vit.data import cache as image_cache
+    from robustbench_vit.models import modules
+
+    kw = dict(data=str(CIFAR10_TEST), limit=24, progress=False)
+    shared = dict(out=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"), **kw)
+    shipped = rbvit.evaluate(str(cifar_card), "clean", **shared)
+    caches = set((tmp_path / "cache").iterdir())
+
+    def replace(m: pytest.MonkeyPatch) -> None:
+        if where == "wrapper":
+            forward = modules.PixelModel.forward
+            m.setattr(modules.PixelModel, "forward", lambda self, x: forward(self, x.flip(-1).flip(-2)))
+        else:
+            decode = image_cache.decode_rgb
+            m.setattr(image_cache, "decode_rgb", lambda data, name: decode(data, name).flip(-2))
+
+    with monkeypatch.context() as m:
+        replace(m)
+        replaced = rbvit.evaluate(str(cifar_card), "clean", **shared)
+        fresh = rbvit.evaluate(
+            str(cifar_card), "clean", out=str(tmp_path / "o2"), cache_dir=str(tmp_path / "c2"), **kw
+        )
+    assert replaced.attrs["conditions_computed"] == 1
+    assert set(replaced.run_id).isdisjoint(shipped.run_id)
+    assert (set((tmp_path / "cache").iterdir()) > caches) == (
+        where == "decoder"
+    )  # its pixels: a cache of their own
+    key = ["condition", "metric"]
+    assert replaced.set_index(key).value.equals(fresh.set_index(key).value)
+    assert (
+        replaced.set_index(key).value.loc[("clean", "nll")]
+        != shipped.set_index(key).value.loc[("clean", "nll")]
+    )
+    again = rbvit.evaluate(str(cifar_card), "clean", **shared)
+    assert again.attrs["conditions_computed"] == 0 and set(again.run_id) == set(shipped.run_id)
+    assert again.set_index(key).value.equals(shipped.set_index(key).value)

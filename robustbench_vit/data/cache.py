@@ -36,7 +36,8 @@ from robustbench_vit.data.digests import DigestIndex, default_cache_dir, hash_fi
 from robustbench_vit.data.filled import FilledArray
 from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.errors import DataError, ResultsError
-from robustbench_vit.identity import digest, software_identity
+from robustbench_vit.identity import digest
+from robustbench_vit.replaced_code import running_software
 
 __all__ = ["ImageCache", "default_cache_dir", "content_identity", "current_identity", "item_digests"]
 
@@ -74,7 +75,7 @@ class ImageCache:
         h, w = data_config.image_size
         self.shape = (len(dataset), 3, h, w)
         # the libraries that decode and resize are part of what a slot holds (a kernel change moves a level)
-        stack = digest(software_identity())[:8]
+        stack = digest(running_software())[:8]
         key = f"{data_config.geometry_key()}-{stack}" + ("-nvjpeg" if self.decoder == "nvjpeg" else "")
         self.root = Path(cache_dir or default_cache_dir())
         self.dir = self.root / f"{dataset.fingerprint}-{key}"

@@ -14,9 +14,10 @@ import torch
 
 from robustbench_vit import __version__
 from robustbench_vit.device import changed_attention_kernels, changed_float32_precision, float32_precision
-from robustbench_vit.identity import digest, loaded_model_identity, run_key, software_identity
+from robustbench_vit.identity import digest, loaded_model_identity, run_key
 from robustbench_vit.metrics.accumulators import MetricValue
 from robustbench_vit.models.loading import LoadedModel
+from robustbench_vit.replaced_code import running_software
 from robustbench_vit.storage.store import Record
 from robustbench_vit.suites import Suite
 from robustbench_vit.suites.base import Condition, Result
@@ -71,7 +72,7 @@ def run_id(
         "batch_size": opts.batch_size,
         "decoder": decoder,
         "geometry": geometry,
-        "software": software_identity(),
+        "software": running_software(),
     }
     return run_key(
         model=loaded_model_identity(model),

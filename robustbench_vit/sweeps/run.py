@@ -106,9 +106,10 @@ def _identify(cell: Cell) -> tuple[str | None, str | None]:
     """``(cell_identity, the data folder's file list now)`` (see :func:`cell_identity`)."""
     from robustbench_vit.data.cache import current_identity
     from robustbench_vit.engine.runner import select_indices
-    from robustbench_vit.identity import computing_key, digest, software_identity
+    from robustbench_vit.identity import computing_key, digest
     from robustbench_vit.models.identity import model_identity
     from robustbench_vit.models.loading import resolve_spec
+    from robustbench_vit.replaced_code import running_software
     from robustbench_vit.suites import make_suite
 
     opts = cell.options
@@ -126,7 +127,7 @@ def _identify(cell: Cell) -> tuple[str | None, str | None]:
             ),
             "data": current_identity(ds, indices, Path(opts.cache_dir) if opts.cache_dir else None),
             "suite": suite.identity(opts.cache_dir),
-            "software": software_identity(),
+            "software": running_software(),
             **computing_key(),
         }
     )
