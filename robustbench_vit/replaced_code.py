@@ -3,7 +3,7 @@
 rbvit's code is keyed by each suite's ``version`` (``tests/test_code_versions.py`` asks for a bump when the
 code changes), which says nothing of a function a notebook sets in its place: ``OPS["fog"] = my_fog``,
 ``noise_blur.gaussian_noise = mine``, ``Occlusion.perturb = mine``, ``PixelModel.forward = mine`` (the
-normalisation inside every model), a decoder function (:func:`running_software`: it keys the decoded-image
+normalisation inside every model), ``loading.read_state_dict = mine``, a decoder function (:func:`running_software`: it keys the decoded-image
 cache too). Computed under the shipped run id, such
 numbers would later be resumed as the shipped code's. :func:`replaced_code` finds every function or class
 defined outside rbvit (neither rbvit's nor an installed package's) that sits where rbvit's computing modules
@@ -46,11 +46,10 @@ COMPUTING_PACKAGES = (
     "robustbench_vit.attacks",
     "robustbench_vit.metrics",
     "robustbench_vit.suites",
-    "robustbench_vit.models.attention",
-    "robustbench_vit.models.probes",
-    # every suite's numbers pass through them: the model wrapper (normalisation inside the model, autocast)
+    # every suite's numbers pass through them: how a model is built and loaded (a card's weights, a checkpoint
+    # key's remapping), the model wrapper (normalisation inside the model, autocast), attention and probes,
     # and the loader's uint8 -> [0, 1] scaling
-    "robustbench_vit.models.modules",
+    "robustbench_vit.models",
     "robustbench_vit.data.loader",
 )
 

@@ -151,17 +151,18 @@ def test_a_ray_sweep_refuses_code_its_workers_would_not_see(tmp_path, monkeypatc
 
 
 @needs_cifar
-@pytest.mark.parametrize("where", ["wrapper", "decoder"])
+@pytest.mark.parametrize("where", ["wrapper", "weights", "decoder"])
 def test_the_model_wrapper_or_decoder_replaced_in_memory_is_another_run(
     tmp_path, cifar_card, monkeypatch, where
 ):
     """The probe: rbvit's model wrapper (``PixelModel.forward``: normalisation inside the model) or its image
     decoder replaced in a notebook. Before, the wrapper was outside the scanned code and the decoder keyed
     the cache by its version only: the replaced run was stored under the shipped run id (and its pixels under
-    the shipped cache key), and the shipped run resumed from it. Now each is another run (and cache entry),
+    the shipped cache key), and the shipped run resumed from it; so did a card's weights reader replaced (a card
+    is keyed by its file's digest, not by what the reader made of it). Now each is another run (and cache entry),
     equal to a fresh one, and the shipped run resumes its own numbers before and after."""
     from robustbench_vit.data import cache as image_cache
-    from robustbench_vit.models import modules
+    from robustbench_vit.models import loading, modules
 
     kw = dict(data=str(CIFAR10_TEST), limit=24, progress=False)
     shared = dict(out=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"), **kw)
@@ -172,6 +173,9 @@ def test_the_model_wrapper_or_decoder_replaced_in_memory_is_another_run(
         if where == "wrapper":
             forward = modules.PixelModel.forward
             m.setattr(modules.PixelModel, "forward", lambda self, x: forward(self, x.flip(-1).flip(-2)))
+        elif where == "weights":  # a notebook's experiment: the weights halved as they are read
+            read = loading.read_state_dict
+            m.setattr(loading, "read_state_dict", lambda *a: {k: v * 0.5 for k, v in read(*a).items()})
         else:
             decode = image_cache.decode_rgb
             m.setattr(image_cache, "decode_rgb", lambda data, name: decode(data, name).flip(-2))
