@@ -30,11 +30,20 @@ def _digest(obj: Any) -> str:
 
 
 def _outside_modules() -> frozenset[str]:
-    """The imported modules whose code is neither an installed package's nor rbvit's (``__main__``, a
-    notebook's, the user's own modules)."""
-    return frozenset(
-        n for n in list(sys.modules) if n.split(".")[0] != "robustbench_vit" and not is_library(n)
-    )
+    """The imported modules whose code is neither an installed package's nor rbvit's: ``__main__`` (a
+    script's or a notebook's cells) and the user's own source files. A module without a file (a compiled
+    package's submodule such as ``cv2.aruco``, a namespace package) is a package's, not outside code."""
+    out = set()
+    for name, module in list(sys.modules.items()):
+        if name in ("__main__", "__mp_main__"):
+            out.add(name)
+        elif (
+            name.split(".")[0] != "robustbench_vit"
+            and isinstance(getattr(module, "__file__", None), str)
+            and not is_library(name)
+        ):
+            out.add(name)
+    return frozenset(out)
 
 
 def _outside_code(obj: Any, outside: frozenset[str]) -> bool:
