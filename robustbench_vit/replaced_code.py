@@ -48,9 +48,12 @@ COMPUTING_PACKAGES = (
     "robustbench_vit.suites",
     # every suite's numbers pass through them: how a model is built and loaded (a card's weights, a checkpoint
     # key's remapping), the model wrapper (normalisation inside the model, autocast), attention and probes,
-    # and the loader's uint8 -> [0, 1] scaling
+    # the loader's uint8 -> [0, 1] scaling, and how a dataset's classes map to a model's outputs (the
+    # identity names each image's class by name, not by the index the mapping gives it)
     "robustbench_vit.models",
     "robustbench_vit.data.loader",
+    "robustbench_vit.data.labels",
+    "robustbench_vit.data.datasets",
 )
 
 #: rbvit's decoding and resizing (what ``DECODE_VERSION`` names) and the cache that calls it: replaced in

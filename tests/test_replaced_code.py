@@ -27,12 +27,13 @@ def test_the_shipped_package_replaces_nothing():
     false find would give every shipped run another id)."""
     code = (
         "import importlib, pkgutil, robustbench_vit as r\n"
-        "for p in ('perturbations', 'attacks', 'metrics', 'suites'):\n"
+        "for p in ('perturbations', 'attacks', 'metrics', 'suites', 'models'):\n"
         "    pkg = importlib.import_module(f'robustbench_vit.{p}')\n"
         "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
         "        importlib.import_module(m.name)\n"
         "import robustbench_vit.models.attention, robustbench_vit.models.probes\n"
-        "import robustbench_vit.models.modules, robustbench_vit.data.loader, robustbench_vit.data.cache\n"
+        "import robustbench_vit.data.loader, robustbench_vit.data.labels, robustbench_vit.data.datasets\n"
+        "import robustbench_vit.data.cache\n"
         "from robustbench_vit.identity import software_identity\n"
         "from robustbench_vit.replaced_code import DECODING_MODULES, replaced_code, running_software, _SHIPPED\n"
         "assert len(_SHIPPED) >= 6, _SHIPPED\n"
@@ -151,7 +152,7 @@ def test_a_ray_sweep_refuses_code_its_workers_would_not_see(tmp_path, monkeypatc
 
 
 @needs_cifar
-@pytest.mark.parametrize("where", ["wrapper", "weights", "decoder"])
+@pytest.mark.parametrize("where", ["wrapper", "weights", "labels", "decoder"])
 def test_the_model_wrapper_or_decoder_replaced_in_memory_is_another_run(
     tmp_path, cifar_card, monkeypatch, where
 ):
@@ -159,9 +160,11 @@ def test_the_model_wrapper_or_decoder_replaced_in_memory_is_another_run(
     decoder replaced in a notebook. Before, the wrapper was outside the scanned code and the decoder keyed
     the cache by its version only: the replaced run was stored under the shipped run id (and its pixels under
     the shipped cache key), and the shipped run resumed from it; so did a card's weights reader replaced (a card
-    is keyed by its file's digest, not by what the reader made of it). Now each is another run (and cache entry),
+    is keyed by its file's digest, not by what the reader made of it), and the mapping of a dataset's classes
+    to the model's outputs (the identity names each image's class). Now each is another run (and cache entry),
     equal to a fresh one, and the shipped run resumes its own numbers before and after."""
     from robustbench_vit.data import cache as image_cache
+    from robustbench_vit.data import labels
     from robustbench_vit.models import loading, modules
 
     kw = dict(data=str(CIFAR10_TEST), limit=24, progress=False)
@@ -173,6 +176,11 @@ def test_the_model_wrapper_or_decoder_replaced_in_memory_is_another_run(
         if where == "wrapper":
             forward = modules.PixelModel.forward
             m.setattr(modules.PixelModel, "forward", lambda self, x: forward(self, x.flip(-1).flip(-2)))
+        elif where == "labels":  # classes mapped to the model's outputs otherwise (the identity names them)
+            index_of = labels.LabelSpace.index_of
+            m.setattr(
+                labels.LabelSpace, "index_of", lambda self, c: (index_of(self, c) + 1) % self.num_classes
+            )
         elif where == "weights":  # a notebook's experiment: the weights halved as they are read
             read = loading.read_state_dict
             m.setattr(loading, "read_state_dict", lambda *a: {k: v * 0.5 for k, v in read(*a).items()})
