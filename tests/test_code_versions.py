@@ -8,7 +8,8 @@ decision: bump the version if a number can change, then record the new digests w
 
 A suite's code is its module and every module it imports from the packages that compute its numbers
 (suites, perturbations, attacks, metrics, models.attention, models.probes), transitively, the model wrapper
-and the loader every suite computes through (``models/modules.py``, ``data/loader.py``), and the shipped
+the loader and the class mapping every suite computes through (``models/modules.py``, ``data/loader.py``,
+``data/labels.py``, ``data/datasets.py``), and the shipped
 tables those modules name (``data/_info/shape16.json``: a category's WordNet set is as much a part of
 shape bias as its code); the decoder's is ``data/decode.py`` and ``data/preprocessing.py`` (the resize and
 crop geometry).
@@ -38,8 +39,14 @@ COMPUTING = (
     "robustbench_vit.models.probes",
 )
 #: code every suite computes through, whatever it imports: the model wrapper (the normalisation inside the
-#: model, autocast) and the loader (uint8 -> [0, 1])
-EVERY_SUITE = ("robustbench_vit.models.modules", "robustbench_vit.data.loader")
+#: model, autocast), the loader (uint8 -> [0, 1]) and the mapping of a dataset's classes to a model's outputs
+#: (the content identity names each image's class, not the output index it is graded against)
+EVERY_SUITE = (
+    "robustbench_vit.models.modules",
+    "robustbench_vit.data.loader",
+    "robustbench_vit.data.labels",
+    "robustbench_vit.data.datasets",
+)
 DECODER = ("robustbench_vit.data.decode", "robustbench_vit.data.preprocessing")
 #: shipped data tables a module reads by file name (``resources.files(...) / "_info" / "shape16.json"``)
 TABLES = ROOT / "robustbench_vit" / "data" / "_info"
@@ -168,9 +175,12 @@ def test_the_covered_code_of_every_suite_and_of_the_decoder_is_found():
     assert "robustbench_vit/suites/base.py" in table["suite/occlusion"]["files"]
     for name, entry in table.items():  # the normalisation inside the model and the loader's [0, 1] scaling
         if name.startswith("suite/"):
-            assert {"robustbench_vit/models/modules.py", "robustbench_vit/data/loader.py"} <= set(
-                entry["files"]
-            )
+            assert {
+                "robustbench_vit/models/modules.py",
+                "robustbench_vit/data/loader.py",
+                "robustbench_vit/data/labels.py",
+                "robustbench_vit/data/datasets.py",
+            } <= set(entry["files"])
     assert "robustbench_vit/attacks/self_ensemble.py" in table["suite/transfer"]["files"]
     assert "robustbench_vit/data/_info/shape16.json" in table["suite/shape_bias"]["files"]
     # the corruptions package computes in its __init__ (OPS, corrupt), and through it in its modules
