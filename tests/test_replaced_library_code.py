@@ -12,6 +12,7 @@ run (and the sweep cell and the stored artifacts), and labels the board entry; n
 from __future__ import annotations
 
 import functools
+import json
 
 import pytest
 import timm.layers.mlp as timm_mlp
@@ -87,6 +88,12 @@ def test_a_run_with_a_patched_library_is_recomputed_and_the_plain_one_resumed(
     board = rbvit.board_rows(str(tmp_path / "a"))
     assert board["label"].nunique() == 2
     assert board["weights"].str.contains("library-code:").sum() == len(patched)
+    # the rows say what was replaced; the plain run's say nothing of it
+    configs = [json.loads(c) for c in board["config"]]
+    assert sorted({tuple(c.get("replaced_code", ())) for c in configs}) == [
+        (),
+        ("timm.layers.mlp.Mlp.forward",),
+    ]
 
 
 def test_device_processes_and_ray_workers_refuse_a_patched_library(tmp_path, monkeypatch):

@@ -233,6 +233,12 @@ def base_row(
     """The columns every row of one run shares. ``decoder`` is the one that filled the image cache
     (``cpu``: libjpeg-turbo/PIL per image; ``nvjpeg``: batches on the GPU), which ``--decode auto`` leaves
     to the device."""
+    from robustbench_vit.library_patches import replaced_library_code
+    from robustbench_vit.replaced_code import DECODING_MODULES, replaced_code
+
+    # where code was replaced in memory (rbvit's, its decoder's, an installed package's): a reader of the rows
+    # sees what the numbers were computed with, not only that the key differs
+    replaced = sorted({*replaced_code(), *replaced_code(DECODING_MODULES), *replaced_library_code()})
     config = {
         "model": m.spec.to_dict(),
         "suite": suite.config(),
@@ -240,6 +246,7 @@ def base_row(
         "data_config": dc.to_dict(),
         "accelerator": accelerator(m.device),
         "decoder": decoder,
+        **({"replaced_code": replaced} if replaced else {}),
         # the content identity the run id was derived from, part by part (digests of each part)
         "identity": {
             "model": digest(loaded_model_identity(m)),
