@@ -169,15 +169,14 @@ def sample_columns(acc: Any, ctx: Any, base: dict[str, Any], cond: Condition) ->
     }
 
 
-def computed_weights(weights: str) -> str:
+def computed_weights(weights: str, patched: dict[str, str]) -> str:
     """The ``weights`` column: the model's weights, and the hooks registered for every module and installed
-    packages' code replaced in memory when there are any (they change its outputs, so its runs are another
-    board entry, never a seed of the plain one)."""
+    packages' code replaced in memory (``patched``, :func:`~robustbench_vit.library_patches.replaced_library_code`)
+    when there are any (they change its outputs, so its runs are another board entry, never a seed of the
+    plain one)."""
     from robustbench_vit.fingerprint import global_hooks_digest
-    from robustbench_vit.library_patches import replaced_library_code
 
     hooks = global_hooks_digest()
-    patched = replaced_library_code()
     return (
         weights
         + ("" if hooks is None else f" global-hooks:{hooks[:12]}")
@@ -238,7 +237,8 @@ def base_row(
 
     # where code was replaced in memory (rbvit's, its decoder's, an installed package's): a reader of the rows
     # sees what the numbers were computed with, not only that the key differs
-    replaced = sorted({*replaced_code(), *replaced_code(DECODING_MODULES), *replaced_library_code()})
+    patched = replaced_library_code()
+    replaced = sorted({*replaced_code(), *replaced_code(DECODING_MODULES), *patched})
     config = {
         "model": m.spec.to_dict(),
         "suite": suite.config(),
@@ -261,7 +261,7 @@ def base_row(
         "family": m.spec.family,
         "arch": m.spec.arch,
         "source": m.spec.source,
-        "weights": computed_weights(m.weights),
+        "weights": computed_weights(m.weights, patched),
         "suite": suite.name,
         "suite_version": suite.version,
         "dataset": dataset,
