@@ -78,9 +78,9 @@ def test_a_run_with_a_patched_library_is_recomputed_and_the_plain_one_resumed(
     assert patched.attrs["conditions_computed"] == 1
     assert set(patched.run_id).isdisjoint(plain.run_id)
     key = ["condition", "metric"]
-    nll = patched.set_index(key).value
-    assert nll.equals(fresh.set_index(key).value)
-    assert nll.loc[("clean", "nll")] != plain.set_index(key).value.loc[("clean", "nll")]
+    values = patched.set_index(key).value
+    assert values.equals(fresh.set_index(key).value)
+    assert values.loc[("clean", "nll")] != plain.set_index(key).value.loc[("clean", "nll")]
     again = rbvit.evaluate(str(cifar_card), "clean", out=str(tmp_path / "a"), **kw)
     assert again.attrs["conditions_computed"] == 0
     assert set(again.run_id) == set(plain.run_id)
