@@ -22,6 +22,7 @@ __all__ = [
     "float32_key",
     "numerics_key",
     "changed_attention_kernels",
+    "changed_kernel_switches",
     "apply_numerics",
     "float32_default",
 ]
@@ -166,16 +167,61 @@ def changed_attention_kernels() -> dict[str, Any]:
     return out
 
 
+#: switches (``torch.backends.<path>``) that choose how half-precision matmuls accumulate and which kernel
+#: library computes convolutions, with PyTorch's defaults: cuBLAS's reduced-precision reductions of fp16/bf16
+#: GEMMs (and their split-K), fp16 accumulation (a whole fp16 GEMM summed in fp16), cuDNN and oneDNN on
+_KERNEL_SWITCHES = {
+    "cuda.matmul.allow_fp16_reduced_precision_reduction": True,
+    "cuda.matmul.allow_fp16_reduced_precision_reduction_split_k": True,
+    "cuda.matmul.allow_bf16_reduced_precision_reduction": True,
+    "cuda.matmul.allow_bf16_reduced_precision_reduction_split_k": True,
+    "cuda.matmul.allow_fp16_accumulation": False,
+    "cudnn.enabled": True,
+    "mkldnn.enabled": True,
+}
+
+
+def _switch(path: str) -> tuple[Any, str]:
+    *parents, name = path.split(".")
+    obj: Any = torch.backends
+    for part in parents:
+        obj = getattr(obj, part)
+    return obj, name
+
+
+def changed_kernel_switches() -> dict[str, bool]:
+    """The kernel switches of :data:`_KERNEL_SWITCHES` set away from PyTorch's defaults (``{}`` in a fresh
+    process): ``torch.backends.cuda.matmul.allow_fp16_accumulation = True`` sums a whole fp16 GEMM in fp16,
+    ``torch.backends.mkldnn.enabled = False`` computes CPU convolutions with other kernels (other roundings),
+    so a run under them is another run. A switch this torch does not have is left out."""
+    out = {}
+    for path, default in _KERNEL_SWITCHES.items():
+        obj, name = _switch(path)
+        try:
+            value = bool(getattr(obj, name))
+        except (AttributeError, RuntimeError):  # an older torch without the switch
+            continue
+        if value != default:
+            out[path] = value
+    return out
+
+
 def numerics_key() -> dict[str, Any]:
-    """:func:`float32_key` plus the attention kernel switches set away from their defaults
-    (:func:`changed_attention_kernels`): the part of a run's key, a sweep cell's and stored adversarials'
-    that names how the same model computes. Empty in a fresh process, so default runs keep their keys."""
+    """:func:`float32_key` plus the attention kernel switches (:func:`changed_attention_kernels`) and the
+    half-precision accumulation and convolution library switches (:func:`changed_kernel_switches`) set away
+    from their defaults: the part of a run's key, a sweep cell's and stored adversarials' that names how the
+    same model computes. Empty in a fresh process, so default runs keep their keys."""
     kernels = changed_attention_kernels()
-    return {**float32_key(), **({"attention_kernels": kernels} if kernels else {})}
+    switches = changed_kernel_switches()
+    return {
+        **float32_key(),
+        **({"attention_kernels": kernels} if kernels else {}),
+        **({"kernel_switches": switches} if switches else {}),
+    }
 
 
 def apply_numerics(numerics: dict[str, Any]) -> None:
-    """Set this (fresh) process's float32 precision and attention switches to those another process's
+    """Set this (fresh) process's float32 precision, attention and kernel switches to those another process's
     :func:`numerics_key` names: a ``--devices`` share or a Ray task then computes, and keys its rows, as
     the process that started it would, never with the defaults of a fresh interpreter."""
     backends = torch.backends
@@ -197,6 +243,15 @@ def apply_numerics(numerics: dict[str, Any]) -> None:
         timm_config._EXPORTABLE = bool(kernels["timm_fused_attn"]["exportable"])
     for backend in kernels.get("sdpa_disabled", []):
         getattr(backends.cuda, f"enable_{backend}_sdp")(False)
+    switches = numerics.get("kernel_switches", {})
+    for path, value in switches.items():
+        base = path.removesuffix("_split_k")
+        obj, name = _switch(base)
+        split_k = f"{base}_split_k"
+        if split_k in switches:  # torch takes a reduction and its split-K as one (bool, bool) setting
+            setattr(obj, name, (switches.get(base, _KERNEL_SWITCHES[base]), switches[split_k]))
+        else:
+            setattr(obj, name, value)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,12 @@ import numpy as np
 import torch
 
 from robustbench_vit import __version__
-from robustbench_vit.device import changed_attention_kernels, changed_float32_precision, float32_precision
+from robustbench_vit.device import (
+    changed_attention_kernels,
+    changed_float32_precision,
+    changed_kernel_switches,
+    float32_precision,
+)
 from robustbench_vit.identity import digest, loaded_model_identity, run_key
 from robustbench_vit.metrics.accumulators import MetricValue
 from robustbench_vit.models.loading import LoadedModel
@@ -187,7 +192,9 @@ def computed_weights(weights: str, patched: dict[str, str]) -> str:
 def computed_dtype(dtype: str) -> str:
     """The ``dtype`` column: the autocast dtype, with the float32 precision switches set away from
     PyTorch's defaults (``fp32 cuda.matmul=tf32``), so a TF32 run is never a seed of a float32 one, and the
-    attention kernel switches set away from theirs (``fp32 timm_fused_attn=0``, ``sdpa_off=flash``)."""
+    attention kernel switches set away from theirs (``fp32 timm_fused_attn=0``, ``sdpa_off=flash``), and the
+    half-precision accumulation and convolution library switches (``fp16 fp16_accumulation=on``,
+    ``mkldnn=off``)."""
     changed = changed_float32_precision()
     kernels = changed_attention_kernels()
     attention = []
@@ -197,7 +204,11 @@ def computed_dtype(dtype: str) -> str:
         )
     if "sdpa_disabled" in kernels:
         attention.append(f"sdpa_off={'+'.join(kernels['sdpa_disabled'])}")
-    return " ".join([dtype, *(f"{k}={v}" for k, v in sorted(changed.items())), *attention])
+    switches = [
+        f"{path.removeprefix('cuda.matmul.allow_').removesuffix('.enabled')}={'on' if on else 'off'}"
+        for path, on in sorted(changed_kernel_switches().items())
+    ]
+    return " ".join([dtype, *(f"{k}={v}" for k, v in sorted(changed.items())), *attention, *switches])
 
 
 def accelerator(device: torch.device) -> dict[str, Any] | None:
