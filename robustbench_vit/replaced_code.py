@@ -54,6 +54,9 @@ COMPUTING_PACKAGES = (
     "robustbench_vit.data.loader",
     "robustbench_vit.data.labels",
     "robustbench_vit.data.datasets",
+    # which classes a benchmark's folder holds and which of a model's outputs it is scored on (the 200-class
+    # masks of ImageNet-A/-R)
+    "robustbench_vit.data.registry",
 )
 
 #: rbvit's decoding and resizing (what ``DECODE_VERSION`` names) and the cache that calls it: replaced in

@@ -83,6 +83,18 @@ def test_the_model_wrapper_edited_keys_every_suite(checkout):
     )
 
 
+def test_the_200_class_masks_edited_key_imagenet_a_and_r(checkout):
+    """``data/registry.py`` says which 200 classes ImageNet-A/-R hold and which outputs they are scored on
+    (``subset_synsets``): an edit there was no edit of any suite's code, so its numbers resumed the shipped
+    mask's rows."""
+    with open(checkout / "data" / "registry.py", "a") as f:
+        f.write("\nMASK_FILES = ('imagenet_r_synsets.txt',)  # another class list\n")
+    _forget()
+    assert all(
+        code_manifest.edited_code(f"suite/{s}").startswith("edited:") for s in ("imagenet_a", "imagenet_r")
+    )
+
+
 def test_an_edited_decoder_is_another_decode_key(checkout):
     with open(checkout / "data" / "decode.py", "a") as f:
         f.write("\n# resize with another filter\n")

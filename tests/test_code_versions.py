@@ -7,7 +7,8 @@ decision: bump the version if a number can change, then record the new digests w
     python -m tests.test_code_versions --record
 
 A suite's code is its module and every module it imports from the packages that compute its numbers
-(suites, perturbations, attacks, metrics, models.attention, models.probes), transitively, the model wrapper
+(suites, perturbations, attacks, metrics, models.attention, models.probes, and data.registry: the 200-class
+masks of ImageNet-A/-R), transitively, the model wrapper
 the loader and the class mapping every suite computes through (``models/modules.py``, ``data/loader.py``,
 ``data/labels.py``, ``data/datasets.py``), and the shipped
 tables those modules name (``data/_info/shape16.json``: a category's WordNet set is as much a part of
@@ -37,6 +38,8 @@ COMPUTING = (
     "robustbench_vit.metrics.",
     "robustbench_vit.models.attention",
     "robustbench_vit.models.probes",
+    # which classes a benchmark's folder must hold and which outputs it is scored on (ImageNet-A/-R's 200)
+    "robustbench_vit.data.registry",
 )
 #: code every suite computes through, whatever it imports: the model wrapper (the normalisation inside the
 #: model, autocast), the loader (uint8 -> [0, 1]) and the mapping of a dataset's classes to a model's outputs
