@@ -1,28 +1,32 @@
-"""What an installed library's version stands for: the Python code its files hold now.
+"""What an installed library's version stands for: the code its files hold now.
 
 Every key that names a library by its version (the libraries every number passes through, a suite's
 libraries, the package that builds an architecture, the installed classes a module is built of) assumes
-that the version names the code. Two common ways run other code under the same version:
+that the version names the code. Common ways to run other code under the same version:
 
-- a file edited in site-packages (a quick patch to timm's attention, a print left in torchvision);
+- a file edited in site-packages (a quick patch to timm's attention, a print left in torchvision, a class
+  list in timm's ``_info``);
+- an extension rebuilt in place (torchvision's ``image.so`` linked against another libjpeg);
 - a development install (``pip install -e`` of a timm checkout, or an ``.egg-info`` beside a source
   tree): a branch switched or a line changed keeps the version string.
 
-:func:`installed_version` is the version alone while every Python file of the distribution is the one its
-install recorded, else the version with a digest of what differs: ``1.0.31 edited:<sha256>`` over the
-files whose content is not the hash pip recorded for them (or that are gone). An install that recorded no
-hashes (a development install; conda and distribution packages) is named by all its Python files:
-``1.0.32.dev0 files:<sha256>``. An unmodified pip install keeps its plain version, so its keys are those it
-always had.
+:func:`installed_version` is the version alone while every file the distribution computes with (its
+Python files, compiled extensions and shared libraries, package data; not its ``.dist-info`` nor scripts
+installed outside site-packages) is the one its install recorded, else the version with a digest of what
+differs: ``1.0.31 edited:<sha256>`` over the files whose content is not the hash pip recorded for them (or
+that are gone). An install that recorded no hashes (a development install; conda and distribution
+packages) is named by all its Python files: ``1.0.32.dev0 files:<sha256>``. An unmodified pip install
+keeps its plain version, so its keys are those it always had.
 
 Cost: a file whose ctime is earlier than its ``RECORD``'s was written by the install that recorded its
 hash (any later write moves the ctime, which no user call can set back), so only the others are hashed,
-remembered per stat tuple in the cache's content index; torch's 2,400 files take one ``stat`` each
-(about 0.2 s with reading its RECORD, once per process). A package manager that rewrites files after pip
-recorded them (conda's prefix replacement) gives a stable ``edited:`` key of its own. Left out: compiled
-extensions (a rebuilt ``.so`` under one version), rbvit itself (its files are compared with the table it
-ships: :mod:`robustbench_vit.code_manifest`), and files edited after a process computed a version (it is
-computed once per process, when first needed, as the code in memory was imported before).
+remembered per stat tuple in the cache's content index; torch's 12,000 files take one ``stat`` each
+(about 0.2 s with reading its RECORD, once per process), and a rebuilt ``libtorch_cpu.so`` is hashed once.
+A package manager that rewrites files after pip recorded them (conda's prefix replacement) gives a stable
+``edited:`` key of its own. Left out: the compiled files of an install that recorded no hashes, rbvit
+itself (its files are compared with the table it ships: :mod:`robustbench_vit.code_manifest`), and files
+edited after a process computed a version (it is computed once per process, when first needed, as the
+code in memory was imported before).
 """
 
 from __future__ import annotations
@@ -102,15 +106,24 @@ def _unrecorded(dist: metadata.Distribution, files: list[metadata.PackagePath]) 
     return not any(f.hash is not None and str(f).endswith(".py") for f in files)
 
 
+def _computes(f: metadata.PackagePath) -> bool:
+    """Whether an installed file is part of what the library computes with: its Python code, compiled
+    extensions and shared libraries (``_C.so``, ``libtorch_cpu.so``, torchvision's ``image.so`` with its
+    JPEG decoder) and package data (timm's ``_info`` class lists); not its ``.dist-info`` metadata nor the
+    scripts it installs outside site-packages (``../../bin/``, which a relocated environment rewrites)."""
+    parts = f.parts
+    return bool(parts) and parts[0] != ".." and not parts[0].endswith((".dist-info", ".egg-info"))
+
+
 def _edited(dist: metadata.Distribution, files: list[metadata.PackagePath], index: DigestIndex) -> list:
-    """``(file, its SHA-256 now or "missing")`` of every Python file whose content is not the hash its
-    RECORD holds."""
+    """``(file, its SHA-256 now or "missing")`` of every file the library computes with (:func:`_computes`)
+    whose content is not the hash its RECORD holds."""
     record = _record_file(files)
     settled = os.stat(record).st_ctime_ns if record is not None else -1
     root = Path(str(dist.locate_file("")))
     changed = []
     for f in files:
-        if not str(f).endswith(".py") or (expected := recorded_sha256(f)) is None:
+        if not _computes(f) or (expected := recorded_sha256(f)) is None:
             continue
         path = root / str(f)
         try:

@@ -87,6 +87,46 @@ def test_an_edited_file_is_keyed_by_its_content(site):
     assert installed_code.installed_version(LIB).startswith("1.0 edited:")
 
 
+def test_extensions_and_package_data_are_its_code_metadata_and_scripts_are_not(site):
+    """A compiled extension rebuilt in place (torchvision's ``image.so`` against another libjpeg) or a class
+    list edited in the package's data computes other numbers under the version: keyed like a Python file.
+    The install's metadata and the scripts it put outside site-packages (which a relocated environment
+    rewrites) are not code."""
+    ext, info = site / LIB / "_C.so", site / f"{LIB}-1.0.dist-info"
+    (site / LIB / "_C.so").write_bytes(bytes(range(256)) * 4)
+    (site / LIB / "_info").mkdir()
+    (site / LIB / "_info" / "synsets.txt").write_text("n01440764\nn01443537\n")
+    script = site.parent / "bin" / "fakelib"
+    script.parent.mkdir()
+    script.write_text("#!/old/python\n")
+    record = info / "RECORD"
+    lines = [line for line in record.read_text().splitlines() if not line.endswith("RECORD,,")]
+    lines += [_record_line(site, p) for p in (ext, site / LIB / "_info" / "synsets.txt")]
+    data = script.read_bytes()
+    b64 = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    lines.append(f"../bin/fakelib,sha256={b64},{len(data)}")
+    record.write_text("\n".join([*lines, f"{info.name}/RECORD,,"]) + "\n")
+    _fresh_process()
+    assert installed_code.installed_version(LIB) == "1.0"
+    script.write_text("#!/new/python\n")  # relocated: not the library's code
+    (info / "METADATA").write_text((info / "METADATA").read_text() + "Summary: edited\n")
+    _fresh_process()
+    assert installed_code.installed_version(LIB) == "1.0"
+    keys = set()
+    for path, edit in (
+        (ext, bytes(range(255, -1, -1)) * 4),
+        (site / LIB / "_info" / "synsets.txt", b"n01443537\n"),
+    ):
+        original = path.read_bytes()
+        path.write_bytes(edit)
+        _fresh_process()
+        keys.add(installed_code.installed_version(LIB))
+        path.write_bytes(original)
+    assert len(keys) == 2 and all(k.startswith("1.0 edited:") for k in keys)
+    _fresh_process()
+    assert installed_code.installed_version(LIB) == "1.0"
+
+
 def test_a_development_install_is_keyed_by_its_source(tmp_path, monkeypatch):
     """``pip install -e`` leaves a RECORD of its metadata only: the source tree is hashed instead, so a
     branch switched under the same version string is other code."""
