@@ -70,8 +70,11 @@ def test_the_accelerator_record_never_reads_the_legacy_flags(monkeypatch):
         _ = torch.backends.cuda.matmul.allow_tf32
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Fake GPU")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (9, 0))
+    monkeypatch.setattr(torch.backends.cudnn, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 91002)
     record = accelerator(torch.device("cuda"))
     assert record["matmul_tf32"] is True and record["cudnn_tf32"] is True
+    assert record["cudnn"] == 91002  # which library chose the convolution kernels
     assert float32_precision()["cuda.matmul"] == "tf32"
 
 

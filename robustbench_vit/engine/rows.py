@@ -212,7 +212,7 @@ def computed_dtype(dtype: str) -> str:
 
 
 def accelerator(device: torch.device) -> dict[str, Any] | None:
-    """The GPU and the float32 settings a CUDA run computed with: ``float32`` convolutions run as TF32
+    """The GPU, CUDA and cuDNN versions and the float32 settings a CUDA run computed with: ``float32`` convolutions run as TF32
     on Ampere and newer unless cuDNN's is set to ``ieee`` (PyTorch's default is TF32), matmuls only if
     cuBLAS's is set to ``tf32`` (``torch.backends.cuda.matmul.allow_tf32``). ``None`` off CUDA."""
     if device.type != "cuda":
@@ -222,6 +222,8 @@ def accelerator(device: torch.device) -> dict[str, Any] | None:
         "name": torch.cuda.get_device_name(device),
         "capability": ".".join(map(str, torch.cuda.get_device_capability(device))),
         "cuda": torch.version.cuda,
+        # the libraries that choose a convolution's kernels: another cuDNN under one torch rounds otherwise
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "cudnn_tf32": precision["cudnn.conv"] == "tf32",
         "matmul_tf32": precision["cuda.matmul"] == "tf32",
     }
