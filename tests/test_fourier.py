@@ -37,6 +37,42 @@ def test_basis_is_the_expected_cosine():
     assert torch.allclose(b, ref / ref.norm(), atol=1e-6)
 
 
+def _reference_basis(u: int, v: int, size: int) -> torch.Tensor:
+    """The reference's basis image (FourierHeatmap, the code Paul & Chen 2022 ran): a one-hot real spectrum on
+    the half plane rfft keeps (rows ``u mod H``, columns ``0..W//2``), inverted by ``irfftn`` and L2-normalised.
+    Restated independently; (u, v) with v < 0 is its mirror (-u, -v), the same cosine."""
+    if v < 0 or (v == 0 and u < 0):
+        u, v = -u, -v
+    spectrum = torch.zeros(size, size // 2 + 1, dtype=torch.float64)
+    spectrum[u % size, v] = 1.0
+    basis = torch.fft.irfftn(spectrum, s=(size, size), dim=(-2, -1))
+    return basis / basis.norm()
+
+
+@pytest.mark.parametrize("size, stride", [(32, 1), (224, 9)])
+def test_basis_and_noise_are_the_reference_loops(size, stride):
+    """Every basis image rbvit evaluates equals the reference's (one-hot spectrum through ``irfftn``), and its
+    perturbation is the reference's ``AddFourierNoise``: ``clamp(x + eps * r_c * U, 0, 1)`` with one sign per
+    image and channel, restated here with rbvit's drawn signs."""
+    freqs = half_plane_frequencies(15 if size == 32 else 31, stride)
+    ours = fourier_basis(freqs, (size, size)).double()
+    for (u, v), img in zip(freqs, ours):
+        torch.testing.assert_close(img, _reference_basis(u, v, size), atol=1e-6, rtol=0, msg=f"{(u, v)}")
+    x = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(1))
+    eps = 4.0 if size == 32 else 15.7
+    pick = ours[:: max(1, len(ours) // 4)].float()
+    out = fourier_noise(x, pick, eps=eps, generator=torch.Generator().manual_seed(2)).view(
+        len(pick), *x.shape
+    )
+    unclamped = fourier_noise(x, pick, eps=eps, generator=torch.Generator().manual_seed(2), clamp=False)
+    for k, basis in enumerate(pick):
+        delta = unclamped.view(len(pick), *x.shape)[k] - x
+        signs = torch.sign((delta * basis).sum(dim=(-2, -1)))  # (images, channels): the draws, one each
+        assert set(signs.unique().tolist()) <= {-1.0, 1.0}
+        reference = torch.clamp(x + eps * signs[..., None, None] * basis, min=0.0, max=1.0)
+        torch.testing.assert_close(out[k], reference, atol=1e-6, rtol=0)
+
+
 def test_half_plane_covers_each_mirror_pair_once():
     f = half_plane_frequencies(15)
     assert len(f) == (31 * 31 + 1) // 2 and (0, 0) in f
