@@ -133,3 +133,69 @@ def test_shuffle_rejects_non_dividing_grid_or_crops():
         patch_shuffle(X, grid=3, generator=gen())
     y = patch_shuffle(X, grid=3, crop=True, generator=gen())
     assert torch.equal(y[:, :, 222:, :], X[:, :, 222:, :]) and y.shape == X.shape
+
+
+# IPViT's evaluate.py, restated independently: images as rows of patches ('b c (h p1) (w p2) -> b (h w)
+# (p1 p2 c)'), one draw of patch indices for the whole batch, rows zeroed (PatchDrop) or reordered
+# (shuffle) in [0, 1] pixels before normalisation; the offset variant multiplies by the mask moved 8 px.
+def _to_rows(img: torch.Tensor, grid: int) -> torch.Tensor:
+    b, c, h, w = img.shape
+    p1, p2 = h // grid, w // grid
+    return img.reshape(b, c, grid, p1, grid, p2).permute(0, 2, 4, 3, 5, 1).reshape(b, grid * grid, -1)
+
+
+def _from_rows(rows: torch.Tensor, grid: int, shape: torch.Size) -> torch.Tensor:
+    b, c, h, w = shape
+    p1, p2 = h // grid, w // grid
+    return rows.reshape(b, grid, grid, p1, p2, c).permute(0, 5, 1, 3, 2, 4).reshape(shape)
+
+
+def _batch_order(seed: int, n: int) -> torch.Tensor:
+    """The order rbvit draws one batch's cells in (the same generator and call): the reference's draw."""
+    return torch.rand(1, n, generator=gen(seed)).argsort(dim=1)[0]
+
+
+@pytest.mark.parametrize("step", range(10))
+@pytest.mark.parametrize("offset", [False, True])
+def test_random_drop_is_ipvits_loop(step, offset):
+    drop = step * 196 // 10  # the reference's counts: 0, 19, 39, ..., 176 of 196 patches
+    row = _batch_order(3, 196)[:drop]
+    if offset:
+        mask = _to_rows(torch.ones_like(X), 14)
+        mask[:, row, :] = 0.0
+        mask = _from_rows(mask, 14, X.shape)
+        moved = torch.ones_like(mask)
+        moved[:, :, 8:, 8:] = mask[:, :, :-8, :-8]
+        reference = moved * X
+    else:
+        rows = _to_rows(X.clone(), 14)
+        rows[:, row, :] = 0.0
+        reference = _from_rows(rows, 14, X.shape)
+    ours = random_patch_drop(X, fraction=step / 10, grid=14, offset=offset, generator=gen(3))
+    assert torch.equal(ours, reference)
+
+
+@pytest.mark.parametrize("grid", [2, 4, 8, 14, 16])
+def test_shuffle_is_ipvits_loop(grid):
+    row = _batch_order(5, grid * grid)
+    reference = _from_rows(_to_rows(X, grid)[:, row, :], grid, X.shape)
+    assert torch.equal(patch_shuffle(X, grid=grid, generator=gen(5)), reference)
+
+
+@pytest.mark.parametrize("lam", [0.1, 0.3, 0.5, 0.7, 0.9, 1.0])
+def test_salient_and_background_drop_are_ipvits_dino_loop(lam):
+    """IPViT's ``--dino`` branch restated: the class token's attention to the 196 patches sorted, normalised,
+    the patches whose ascending cumulative mass exceeds ``1 - lambda`` kept, put back in patch order, scaled
+    to pixels by nearest interpolation; foreground drop multiplies by ``1 - mask``, background by ``mask``."""
+    attn = torch.rand(4, 196, generator=gen(7)) ** 3  # peaked, like attention
+    val, idx = torch.sort(attn)
+    val = val / torch.sum(val, dim=1, keepdim=True)
+    th_attn = torch.cumsum(val, dim=1) > (1 - lam)
+    idx2 = torch.argsort(idx)
+    for b in range(th_attn.shape[0]):
+        th_attn[b] = th_attn[b][idx2[b]]
+    th_attn = th_attn.reshape(-1, 14, 14).float()
+    th_attn = torch.nn.functional.interpolate(th_attn.unsqueeze(1), scale_factor=16, mode="nearest")
+    sal = attn.view(4, 14, 14)
+    assert torch.equal(saliency_patch_drop(X, sal, mass=lam, salient=True), X * (1 - th_attn))
+    assert torch.equal(saliency_patch_drop(X, sal, mass=lam, salient=False), X * th_attn)

@@ -137,8 +137,11 @@ def random_patch_drop(
 def mass_mask(saliency: torch.Tensor, mass: float) -> torch.Tensor:
     """Bool mask (same shape) of the smallest set of top cells holding ``mass`` of each map's total.
 
-    ``saliency`` is (B, gh, gw), non-negative. Follows the DINO / IPViT thresholding: sort cells
-    by saliency, normalise, and keep the cells whose ascending cumulative mass exceeds ``1 - mass``.
+    ``saliency`` is (B, gh, gw), non-negative. Follows the DINO / IPViT thresholding in float32: sort cells
+    by saliency, normalise, and keep the cells whose ascending cumulative mass exceeds ``1 - mass``. A
+    cumulative mass within a millionth of that threshold (a float sum landing a few ulps above an exact
+    ``1 - mass``) does not exceed it; the tolerance is relative, so ``mass=1`` keeps every cell with any
+    saliency, as the reference does (an absolute one left out the cells of a peaked map's faintest 1e-7).
     """
     if not 0.0 <= mass <= 1.0:
         raise ConfigError(f"attention mass lambda must be in [0, 1], got {mass}")
@@ -146,7 +149,7 @@ def mass_mask(saliency: torch.Tensor, mass: float) -> torch.Tensor:
     flat = saliency.reshape(b, -1).float()
     val, idx = flat.sort(dim=1)
     val = val / val.sum(dim=1, keepdim=True).clamp_min(1e-12)
-    keep_sorted = val.cumsum(dim=1) > (1.0 - mass + 1e-7)  # strict, as in IPViT; tolerance for float sums
+    keep_sorted = val.cumsum(dim=1) > (1.0 - mass) * (1 + 1e-6)  # strict, as in IPViT
     keep = torch.zeros_like(keep_sorted)
     keep.scatter_(1, idx, keep_sorted)
     return keep.view_as(saliency)

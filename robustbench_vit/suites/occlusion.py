@@ -58,8 +58,10 @@ class Occlusion(Suite):
     """
 
     paper: ClassVar[str] = "Naseer et al. 2021, Intriguing Properties of Vision Transformers"
-    #: 2: default grid ``auto`` (16 px cells at any input size); rows record the grid and cell size
-    version: ClassVar[int] = 2
+    #: 2: default grid ``auto`` (16 px cells at any input size); rows record the grid and cell size. 3: the
+    #: salient/non-salient mask's float tolerance is relative to ``1 - lambda``, so ``lambda=1`` takes every
+    #: cell with any attention, as IPViT does (an absolute 1e-7 left a peaked map's faintest cells out)
+    version: ClassVar[int] = 3
     headline: ClassVar[tuple[tuple[str, str], ...]] = (
         ("summary/random/fraction=0.5", "top1_mean"),
         ("summary/*/auc", "auc"),
