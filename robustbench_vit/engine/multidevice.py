@@ -60,7 +60,17 @@ def evaluate_on_devices(model: Any, suite: Any, opts: Any, *, progress: Any = "a
             "--devices needs a results folder (out=...): the device processes meet in its files"
         )
     devices = parse_devices(opts.devices)
-    refuse_replaced_code("--devices' processes (one fresh process per device)", "evaluate on one device here")
+    workers, instead = "--devices' processes (one fresh process per device)", "evaluate on one device here"
+    refuse_replaced_code(workers, instead)
+    from robustbench_vit.engine.runner import _make_suites, parse_suites
+    from robustbench_vit.models.identity import refuse_registered_elsewhere
+
+    built = [
+        ref
+        for s in _make_suites(parse_suites(suite), opts.suite_params)
+        for ref, _ in s.referenced_models().values()
+    ]
+    refuse_registered_elsewhere([model, *built], workers, instead)
     for d in devices:
         select_device(d)  # an unknown or absent device fails here, before any process starts
     n = len(devices)

@@ -28,6 +28,8 @@ __all__ = [
     "hub_revision",
     "hf_snapshot_dir",
     "architecture_code",
+    "timm_entrypoint_code",
+    "refuse_registered_elsewhere",
     "module_code",
     "model_identity",
 ]
@@ -178,20 +180,78 @@ def architecture_code(spec: ModelSpec) -> dict[str, str]:
     version of timm's ``VisionTransformer`` are another model, so an upgrade recomputes instead of resuming."""
     from importlib import metadata
 
-    source = spec.source
+    source, arch = spec.source, spec.arch
     if source == "card":
         from robustbench_vit.models.cards import read_card_json
 
-        source = str(read_card_json(Path(spec.arch)).get("source", "timm"))
+        raw = read_card_json(Path(spec.arch))
+        source, arch = str(raw.get("source", "timm")), str(raw.get("arch", ""))
     dist = _BUILDERS.get(source)
     if dist is None:
         return {}
     from robustbench_vit.installed_code import installed_version
 
     try:
-        return {dist: installed_version(dist)}
+        code = {dist: installed_version(dist)}
     except metadata.PackageNotFoundError:
         return {dist: "not installed"}
+    if source == "timm" and (registered := timm_entrypoint_code(arch)) is not None:
+        code["entrypoint"] = registered
+    return code
+
+
+def _timm_architecture(arch: str) -> str | None:
+    """The timm architecture ``timm.create_model(arch)`` builds: the name without its pretrained tag, or
+    what a cached ``hf-hub:`` snapshot's ``config.json`` names (None when nothing of it is cached)."""
+    if arch.startswith("hf-hub:"):
+        folder = hf_snapshot_dir(arch[len("hf-hub:") :])
+        try:
+            config = json.loads((folder / "config.json").read_text()) if folder is not None else {}
+        except (OSError, ValueError):
+            return None
+        name = config.get("architecture") if isinstance(config, dict) else None
+        return name if isinstance(name, str) else None
+    from timm.models import split_model_name_tag
+
+    return split_model_name_tag(arch)[0]
+
+
+def timm_entrypoint_code(arch: str) -> str | None:
+    """The code behind ``arch``'s name in timm's model registry when timm did not register it: a notebook's
+    or another package's ``@register_model def vit_small_patch16_224(...)`` overwrites timm's entry (with a
+    warning only), and the name then builds the other network, whose numbers timm's version says nothing
+    of. Its digest as it is in memory (an installed package's by its version); None for timm's own entry."""
+    try:
+        from timm.models import model_entrypoint
+
+        name = _timm_architecture(arch)
+        entry = model_entrypoint(name) if name else None
+    except Exception:  # noqa: BLE001 - an unknown name: building it fails with its own message
+        return None
+    if entry is None or str(getattr(entry, "__module__", "") or "").split(".")[0] == "timm":
+        return None
+    from robustbench_vit.fingerprint import value_digest
+
+    return value_digest(entry)
+
+
+def refuse_registered_elsewhere(refs: list[str], workers: str, instead: str) -> None:
+    """A one-line ``ConfigError`` when a model of ``refs`` names a timm architecture registered outside timm in
+    this process (:func:`timm_entrypoint_code`): ``workers`` (fresh processes) would build timm's own network
+    under that name and store its numbers under this one's key."""
+    from robustbench_vit.errors import ConfigError
+    from robustbench_vit.models.names import resolve_spec
+
+    for ref in dict.fromkeys(refs):
+        try:
+            spec = resolve_spec(ref)
+        except Exception:  # noqa: BLE001 - an unknown reference fails where it is built, with its own message
+            continue
+        if architecture_code(spec).get("entrypoint"):
+            raise ConfigError(
+                f"{workers} would build timm's own {spec.arch!r}, not the model registered under that name in "
+                f"this process; {instead}"
+            )
 
 
 def module_code(net: Any) -> str:

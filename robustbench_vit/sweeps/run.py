@@ -184,6 +184,18 @@ def plan(spec: SweepSpec, out: str | Path, *, mark_current: bool = False) -> lis
     return statuses
 
 
+def _refuse_registered_elsewhere(spec: SweepSpec) -> None:
+    """Ray's workers build timm's own network under a name this process registered another model under."""
+    from robustbench_vit.models.identity import refuse_registered_elsewhere
+    from robustbench_vit.suites import make_suite
+
+    refs = []
+    for c in spec.cells:
+        refs.append(c.model)
+        refs += [ref for ref, _ in make_suite(c.suite, c.options.suite_params).referenced_models().values()]
+    refuse_registered_elsewhere(refs, "Ray's workers", "run the sweep with the local executor")
+
+
 def run_cell(cell: Cell, out: str, progress: Progress | None = None) -> CellStatus:
     """Evaluate one cell (resumable per condition); a failure is returned, never raised."""
     from robustbench_vit.engine.runner import evaluate
@@ -291,6 +303,7 @@ def run_sweep(
         raise ConfigError("--shards splits cells over Ray tasks: use it with --executor ray")
     if executor == "ray":
         refuse_replaced_code("Ray's workers", "run the sweep with the local executor")
+        _refuse_registered_elsewhere(spec)
     out = out or spec.out
     progress = progress or NullProgress()
     planned = plan(spec, out, mark_current=True)
