@@ -25,6 +25,7 @@ __all__ = [
     "changed_kernel_switches",
     "apply_numerics",
     "float32_default",
+    "no_caller_autocast",
 ]
 
 DTYPES = ("fp32", "bf16", "fp16")
@@ -265,3 +266,29 @@ def float32_default() -> Iterator[None]:
         yield
     finally:
         torch.set_default_dtype(saved)
+
+
+#: the device types whose autocast a caller may have entered around a call
+_AUTOCAST_TYPES = ("cpu", "cuda", "mps", "xpu")
+
+
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return bool(torch.is_autocast_enabled(device_type))
+    except (TypeError, RuntimeError):  # torch < 2.4 reads CPU and CUDA apart; other types have no autocast
+        if device_type == "cpu":
+            return bool(torch.is_autocast_cpu_enabled())
+        return bool(torch.is_autocast_enabled()) if device_type == "cuda" else False
+
+
+@contextlib.contextmanager
+def no_caller_autocast() -> Iterator[None]:
+    """Autocast that a caller entered around the call is off inside: under a notebook's ``with
+    torch.autocast("cpu", dtype=torch.bfloat16): rbvit.evaluate(...)``, models, perturbations and attacks
+    computed in bf16 what the rows called ``fp32`` (and keyed as it, so a plain run resumed those numbers).
+    A run computes at the precision its rows name; ``dtype=`` asks for reduced precision."""
+    with contextlib.ExitStack() as stack:
+        for device_type in _AUTOCAST_TYPES:
+            if _autocast_on(device_type):
+                stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
+        yield

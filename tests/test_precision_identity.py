@@ -123,3 +123,22 @@ def test_a_float64_default_dtype_never_reaches_a_number(tmp_path):
         torch.set_default_dtype(torch.float32)
     assert got.value.tolist() == expected.value.tolist()
     assert {p.dtype for p in loaded.net.parameters()} == {torch.float32}
+
+
+@needs_cifar
+def test_a_callers_autocast_never_reaches_a_number(tmp_path):
+    """``with torch.autocast("cpu", dtype=torch.bfloat16): rbvit.evaluate(...)`` in a notebook: the model, the
+    blur's convolution and everything else computed in bf16 under rows saying ``fp32`` and the fp32 run id
+    (nll 7.6e-4 off), so a plain run resumed those numbers. Inside a run the caller's autocast is off; its
+    numbers equal a plain run's, and ``dtype="bf16"`` still asks for reduced precision."""
+    card = str(write_cifar_card(tmp_path / "card"))
+    params = {"corruptions": ["gaussian_blur"], "severities": [3]}
+    kw = dict(data=str(CIFAR10_TEST), limit=20, progress=False, suite_params=params)
+    expected = rbvit.evaluate(card, ["clean", "corruptions"], **kw)
+    reduced = rbvit.evaluate(card, ["clean", "corruptions"], dtype="bf16", **kw)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = rbvit.evaluate(card, ["clean", "corruptions"], **kw)
+        asked = rbvit.evaluate(card, ["clean", "corruptions"], dtype="bf16", **kw)
+        assert torch.is_autocast_enabled("cpu")  # the caller's context is left as it was
+    assert set(got.dtype) == {"fp32"} and got.value.tolist() == expected.value.tolist()
+    assert asked.value.tolist() == reduced.value.tolist() != expected.value.tolist()

@@ -27,7 +27,7 @@ from torch import nn
 from robustbench_vit.data.cache import ImageCache, content_identity, default_cache_dir
 from robustbench_vit.data.registry import MASKED_DATASETS
 from robustbench_vit.data.subset import LIMIT_SEED, read_subset, stratified_limit
-from robustbench_vit.device import float32_default, select_device
+from robustbench_vit.device import float32_default, no_caller_autocast, select_device
 from robustbench_vit.engine.options import DECODE_CHOICES, RunOptions, run_options
 from robustbench_vit.engine.preflight import check_geometry, check_output_width, refuse_writing_into_data
 from robustbench_vit.engine.progress import Progress, make_progress
@@ -145,10 +145,10 @@ def evaluate(
         )
     prog = make_progress(progress)
     try:
-        # a notebook's default dtype or inference mode never reaches a number (attacks need autograd), and
-        # a module handed over comes back as it was
+        # a notebook's default dtype, autocast or inference mode never reaches a number (attacks need
+        # autograd), and a module handed over comes back as it was
         lent = borrowed(model) if isinstance(model, nn.Module) else contextlib.nullcontext()
-        with float32_default(), torch.inference_mode(False), lent:
+        with float32_default(), no_caller_autocast(), torch.inference_mode(False), lent:
             frames = _evaluate_all(model, suites, opts, prog, preprocessing, name)
     finally:
         if progress is None or isinstance(progress, (bool, str)):  # ours to close; a caller's is not
