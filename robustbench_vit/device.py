@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = [
     "numerics_key",
     "changed_attention_kernels",
     "changed_kernel_switches",
+    "numerics_environment",
     "apply_numerics",
     "float32_default",
     "no_caller_autocast",
@@ -207,17 +209,44 @@ def changed_kernel_switches() -> dict[str, bool]:
     return out
 
 
+#: environment variables the math libraries read when they start, which change how float32 is computed, with
+#: the value that changes nothing: oneDNN's default floating-point math mode (``ONEDNN_DEFAULT_FPMATH_MODE=BF16``
+#: computes fp32 convolutions in bf16 on CPUs with AMX or AVX512-BF16; ``DNNL_`` is its former name), NVIDIA's
+#: TF32 override of cuBLAS and cuDNN, and PyTorch's TF32 override of cuBLAS
+_NUMERICS_ENVIRONMENT = {
+    "ONEDNN_DEFAULT_FPMATH_MODE": "STRICT",
+    "DNNL_DEFAULT_FPMATH_MODE": "STRICT",
+    "NVIDIA_TF32_OVERRIDE": None,
+    "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE": "0",
+}
+
+
+def numerics_environment() -> dict[str, str]:
+    """The variables of :data:`_NUMERICS_ENVIRONMENT` set to a value that changes how float32 is computed
+    (``{}`` in a plain environment): ``ONEDNN_DEFAULT_FPMATH_MODE=BF16 rbvit eval ...`` computed the fp32 rows
+    of a plain run with bf16 convolutions, under its run id."""
+    out = {}
+    for name, neutral in _NUMERICS_ENVIRONMENT.items():
+        value = os.environ.get(name, "").strip()
+        if value and value.upper() != (neutral or "").upper():
+            out[name] = value
+    return out
+
+
 def numerics_key() -> dict[str, Any]:
     """:func:`float32_key` plus the attention kernel switches (:func:`changed_attention_kernels`) and the
     half-precision accumulation and convolution library switches (:func:`changed_kernel_switches`) set away
-    from their defaults: the part of a run's key, a sweep cell's and stored adversarials' that names how the
-    same model computes. Empty in a fresh process, so default runs keep their keys."""
+    from their defaults, and the math libraries' environment (:func:`numerics_environment`): the part of a run's
+    key, a sweep cell's and stored adversarials' that names how the same model computes. Empty in a fresh
+    process of a plain environment, so default runs keep their keys."""
     kernels = changed_attention_kernels()
     switches = changed_kernel_switches()
+    env = numerics_environment()
     return {
         **float32_key(),
         **({"attention_kernels": kernels} if kernels else {}),
         **({"kernel_switches": switches} if switches else {}),
+        **({"environment": env} if env else {}),
     }
 
 
@@ -244,6 +273,10 @@ def apply_numerics(numerics: dict[str, Any]) -> None:
         timm_config._EXPORTABLE = bool(kernels["timm_fused_attn"]["exportable"])
     for backend in kernels.get("sdpa_disabled", []):
         getattr(backends.cuda, f"enable_{backend}_sdp")(False)
+    for name, value in numerics.get(
+        "environment", {}
+    ).items():  # read when a library starts: before its first use
+        os.environ.setdefault(name, value)
     switches = numerics.get("kernel_switches", {})
     for path, value in switches.items():
         base = path.removesuffix("_split_k")

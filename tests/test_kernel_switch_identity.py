@@ -1,11 +1,17 @@
-"""How half-precision matmuls accumulate and which library computes convolutions is part of what computed a
-number: cuBLAS's reduced-precision reductions turned off, fp16 accumulation turned on
+"""How half-precision matmuls accumulate, which library computes convolutions and the math libraries'
+environment (oneDNN's bf16 math mode, the TF32 overrides) are part of what computed a number: cuBLAS's reduced-precision reductions turned off, fp16 accumulation turned on
 (``torch.backends.cuda.matmul.allow_fp16_accumulation = True``: a whole fp16 GEMM summed in fp16), cuDNN or
 oneDNN disabled key the run, the sweep cell and the processes a run starts, and the ``dtype`` column names
 them. A fresh process keys nothing, so default runs keep their ids."""
 
 from __future__ import annotations
 
+import io
+import os
+import subprocess
+import sys
+
+import pandas as pd
 import pytest
 import torch
 
@@ -111,3 +117,68 @@ def test_a_sweep_cell_reruns_with_fp16_accumulation_on(tmp_path):
     assert run() == ["done"] and run() == ["skipped"]
     _MATMUL.allow_fp16_accumulation = True
     assert run() == ["done"]
+
+
+def _eval(env: dict[str, str], *args: str) -> pd.DataFrame:
+    """``rbvit eval ... --format json`` in a fresh process with ``env`` added (the math libraries read their
+    environment when they start, so only a fresh process computes under it); its rows with their stored
+    ``dtype``."""
+    command = [sys.executable, "-m", "robustbench_vit.cli.commands", "eval", *args, "--format", "json"]
+    r = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, **env})
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = pd.read_json(io.StringIO(r.stdout), lines=True)
+    stored = rbvit.load_results(args[args.index("--out") + 1])
+    dtype = stored.drop_duplicates("run_id").set_index("run_id").dtype
+    return rows.assign(dtype=rows.run_id.map(dtype))
+
+
+@needs_cifar
+def test_onednns_bf16_math_mode_is_another_run(tmp_path):
+    """``ONEDNN_DEFAULT_FPMATH_MODE=BF16 rbvit eval ...`` (Intel's advice for fast inference on Xeons) computes
+    fp32 convolutions in bf16 on CPUs with AMX or AVX512-BF16, as this run's patch embedding: the rows said
+    ``fp32`` under the plain run's id, and the plain run then resumed those numbers. Now the environment keys
+    the run and labels its dtype; the plain run is computed as a fresh one, and resumed after."""
+    card = str(write_cifar_card(tmp_path / "card"))
+    args = [
+        card,
+        "-s",
+        "clean",
+        "--data",
+        str(CIFAR10_TEST),
+        "--limit",
+        "20",
+        "--cache-dir",
+        str(tmp_path / "c"),
+    ]
+    out = ["--out", str(tmp_path / "out")]
+    bf16 = _eval({"ONEDNN_DEFAULT_FPMATH_MODE": "BF16"}, "-m", *args, *out)
+    assert set(bf16.dtype) == {"fp32 ONEDNN_DEFAULT_FPMATH_MODE=BF16"}
+    plain = _eval({}, "-m", *args, *out)
+    fresh = _eval({}, "-m", *args, "--out", str(tmp_path / "fresh"))
+    assert set(plain.dtype) == {"fp32"} and set(plain.run_id).isdisjoint(bf16.run_id)
+    assert plain.value.tolist() == fresh.value.tolist()
+    strict = _eval({"ONEDNN_DEFAULT_FPMATH_MODE": "strict"}, "-m", *args, *out)  # the default, spelt out
+    assert set(strict.run_id) == set(plain.run_id)
+
+
+def test_ray_workers_start_with_the_drivers_math_environment(monkeypatch):
+    """Ray's workers are started with the driver's math-library environment (a ``runtime_env``), since the
+    libraries read it when they start; a plain environment passes none, so tasks keep their workers."""
+    import types
+
+    from robustbench_vit.sweeps import ray_executor
+
+    seen: list[dict] = []
+    fake = types.SimpleNamespace(
+        is_initialized=lambda: True,
+        remote=lambda **options: seen.append(options) or (lambda fn: types.SimpleNamespace(remote=fn)),
+        wait=lambda pending, num_returns: (pending[:num_returns], pending[num_returns:]),
+        get=lambda refs: refs,
+    )
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    cell = lambda c, out: (c, os.environ.get("NVIDIA_TF32_OVERRIDE"))  # noqa: E731
+    assert ray_executor.run_cells_on_ray(["a"], "out", cell) == [("a", None)]
+    assert "runtime_env" not in seen[-1]
+    monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "0")
+    assert ray_executor.run_cells_on_ray(["a"], "out", cell) == [("a", "0")]
+    assert seen[-1]["runtime_env"] == {"env_vars": {"NVIDIA_TF32_OVERRIDE": "0"}}

@@ -18,6 +18,7 @@ from robustbench_vit.device import (
     changed_float32_precision,
     changed_kernel_switches,
     float32_precision,
+    numerics_environment,
 )
 from robustbench_vit.identity import digest, loaded_model_identity, run_key
 from robustbench_vit.metrics.accumulators import MetricValue
@@ -194,7 +195,7 @@ def computed_dtype(dtype: str) -> str:
     PyTorch's defaults (``fp32 cuda.matmul=tf32``), so a TF32 run is never a seed of a float32 one, and the
     attention kernel switches set away from theirs (``fp32 timm_fused_attn=0``, ``sdpa_off=flash``), and the
     half-precision accumulation and convolution library switches (``fp16 fp16_accumulation=on``,
-    ``mkldnn=off``)."""
+    ``mkldnn=off``) and the math libraries' environment (``fp32 ONEDNN_DEFAULT_FPMATH_MODE=BF16``)."""
     changed = changed_float32_precision()
     kernels = changed_attention_kernels()
     attention = []
@@ -208,7 +209,8 @@ def computed_dtype(dtype: str) -> str:
         f"{path.removeprefix('cuda.matmul.allow_').removesuffix('.enabled')}={'on' if on else 'off'}"
         for path, on in sorted(changed_kernel_switches().items())
     ]
-    return " ".join([dtype, *(f"{k}={v}" for k, v in sorted(changed.items())), *attention, *switches])
+    env = [f"{k}={v}" for k, v in sorted(numerics_environment().items())]
+    return " ".join([dtype, *(f"{k}={v}" for k, v in sorted(changed.items())), *attention, *switches, *env])
 
 
 def accelerator(device: torch.device) -> dict[str, Any] | None:

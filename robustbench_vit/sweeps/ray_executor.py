@@ -49,14 +49,18 @@ def run_cells_on_ray(
     # a Ray worker is a fresh interpreter: it computes with this process's precision and attention switches
     settings = numerics_key()
     cell_fn, shard_fn = _with_numerics(cell_fn, settings), shard_fn and _with_numerics(shard_fn, settings)
+    # the math libraries read their environment when they start: workers started with the driver's
+    options: dict[str, Any] = {"num_gpus": num_gpus, "max_retries": max_retries}
+    if env := settings.get("environment"):
+        options["runtime_env"] = {"env_vars": dict(env)}
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     try:
         if shards > 1 and shard_fn is not None:
-            share = ray.remote(num_gpus=num_gpus, max_retries=max_retries)(shard_fn)
+            share = ray.remote(**options)(shard_fn)
             ray.get([share.remote(c, out, k, shards) for c in cells for k in range(shards)])
-        task = ray.remote(num_gpus=num_gpus, max_retries=max_retries)(cell_fn)
+        task = ray.remote(**options)(cell_fn)
         refs = [task.remote(c, out) for c in cells]
         pending = list(refs)
         while pending:
