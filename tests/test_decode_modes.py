@@ -117,3 +117,32 @@ def test_a_malformed_pixel_limit_is_refused_at_once(monkeypatch, value):
     assert exit_.value.code == 2
     res = CliRunner().invoke(main, ["ls", "suites"])
     assert res.exit_code == 2 and "RBVIT_MAX_IMAGE_PIXELS" in res.output
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "TIFF"])
+def test_a_truncated_file_is_refused_whatever_pils_flag_says(fmt, monkeypatch):
+    """``ImageFile.LOAD_TRUNCATED_IMAGES = True`` (common in training notebooks) made PIL decode a file cut
+    short with gray rows, which was evaluated and cached under the file's digest. Refused either way; the
+    caller's flag is left as it was, also after decodes in several threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import ImageFile
+
+    big = np.asarray(Image.fromarray(RGB).resize((240, 200)))
+    data = encode(Image.fromarray(big), fmt)
+    cut = data[: len(data) * 2 // 3].clone()
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(DataError, match="cut.img"):
+        decode_rgb(cut, "cut.img")
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True
+
+    def one(k: int) -> bool:
+        try:
+            decode_rgb(cut if k % 2 else data, f"{k}.img")
+            return True
+        except DataError:
+            return False
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(one, range(16))) == [k % 2 == 0 for k in range(16)]
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True

@@ -16,11 +16,13 @@ keys every decoded-image cache entry and run id (``tests/test_code_versions.py``
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +123,34 @@ def _to_uint8(img: torch.Tensor) -> torch.Tensor:
     raise DataError(f"unsupported pixel type {img.dtype}")
 
 
+_truncated_lock = threading.Lock()
+_truncated_users = 0
+_callers_setting = False
+
+
+@contextlib.contextmanager
+def pil_refuses_truncated() -> Iterator[None]:
+    """PIL refuses a truncated file inside, whatever the caller set: ``ImageFile.LOAD_TRUNCATED_IMAGES = True``
+    (a line common in training notebooks) made PIL decode a file cut short with its missing rows gray, which
+    was then evaluated, and cached under the file's digest for later runs. The process-wide flag is held off
+    while any decode runs in rbvit's threads, and the caller's value is put back after the last one."""
+    from PIL import ImageFile
+
+    global _truncated_users, _callers_setting
+    with _truncated_lock:
+        if _truncated_users == 0:
+            _callers_setting = ImageFile.LOAD_TRUNCATED_IMAGES
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
+        _truncated_users += 1
+    try:
+        yield
+    finally:
+        with _truncated_lock:
+            _truncated_users -= 1
+            if _truncated_users == 0:
+                ImageFile.LOAD_TRUNCATED_IMAGES = _callers_setting
+
+
 def decode_rgb(data: torch.Tensor, name: str | Path = "<bytes>") -> torch.Tensor:
     """Decode encoded bytes on the CPU to a uint8 (3, H, W) RGB tensor; undecodable bytes raise
     ``DataError`` naming ``name``.
@@ -128,7 +158,8 @@ def decode_rgb(data: torch.Tensor, name: str | Path = "<bytes>") -> torch.Tensor
     Every mode reads as PIL reads it, in 8-bit RGB: bilevel, gray, palette, gray/RGB with alpha (alpha
     dropped), CMYK; 16-bit gray or RGB (PNG, TIFF) by the high byte of each sample, never the low; the
     first frame of an animated GIF/WebP. 32-bit integer and float images have no standard 8-bit scale and
-    are refused; an image over :func:`max_image_pixels` is refused before it is decoded."""
+    are refused; an image over :func:`max_image_pixels` is refused before it is decoded, a truncated one
+    whatever PIL's ``LOAD_TRUNCATED_IMAGES`` says (:func:`pil_refuses_truncated`)."""
     mode, _ = _header(data, name)
     if mode in _UNSCALED_MODES:
         raise DataError(
@@ -145,7 +176,7 @@ def decode_rgb(data: torch.Tensor, name: str | Path = "<bytes>") -> torch.Tensor
     try:  # formats torchvision.io does not decode (tiff, some CMYK/progressive files)
         from PIL import Image
 
-        with Image.open(io.BytesIO(data.numpy().tobytes())) as im:
+        with pil_refuses_truncated(), Image.open(io.BytesIO(data.numpy().tobytes())) as im:
             im.seek(0)
             if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
                 arr16 = np.asarray(im, dtype=np.uint16)
