@@ -59,8 +59,9 @@ def check_output_width(loaded: LoadedModel, data_cfg: Any) -> None:
     if loaded.label_space.name == "none" or not classes:
         return
     size = data_cfg.image_size
-    try:
-        with torch.no_grad():
+    devices = [loaded.device] if loaded.device.type == "cuda" else []
+    try:  # a randomized model draws from the global RNG: the caller's state is put back
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
             width = loaded(torch.zeros((1, 3, *size), device=loaded.device)).shape[-1]
     except (AssertionError, RuntimeError, ValueError) as e:
         if isinstance(e, (torch.OutOfMemoryError, RbvitError)):  # out of memory; a message of our own

@@ -42,7 +42,7 @@ from robustbench_vit.suites.params import (
     Range,
     check_fields,
 )
-from robustbench_vit.suites.seeding import batch_generator, derive_seed, seed_of
+from robustbench_vit.suites.seeding import batch_generator, derive_seed, model_rng, seed_of
 
 __all__ = [
     "Condition",
@@ -130,8 +130,11 @@ class EvalContext:
         )
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Yield ``(x in [0,1] float on device, labels, dataset indices)``, read ahead (see loader)."""
-        return device_batches(self.cache, self.indices, self.labels, self.device, batch_size)
+        """Yield ``(x in [0,1] float on device, labels, dataset indices)``, read ahead (see loader); while a
+        batch is out, the global RNG a model's own noise draws from is seeded for it (:func:`model_rng`)."""
+        for x, y, idx in device_batches(self.cache, self.indices, self.labels, self.device, batch_size):
+            with model_rng(self.seed, int(idx[0]), self.device):
+                yield x, y, idx
 
 
 SUITES: Registry[type[Suite]] = Registry("suite")

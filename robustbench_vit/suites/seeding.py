@@ -3,13 +3,15 @@ never from a global RNG or the clock, so a seed gives the same draws on any devi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-__all__ = ["derive_seed", "batch_generator", "seed_of"]
+__all__ = ["derive_seed", "batch_generator", "seed_of", "model_rng"]
 
 
 def derive_seed(*parts: Any) -> int:
@@ -28,3 +30,15 @@ def seed_of(generator: torch.Generator, bits: int = 31) -> int:
     """The batch's seed as an integer, for libraries that take a seed rather than a generator (numpy in
     the imagecorruptions reference, foolbox's global-RNG random start)."""
     return generator.initial_seed() % (1 << bits)
+
+
+@contextlib.contextmanager
+def model_rng(seed: int, first_index: int, device: torch.device) -> Iterator[None]:
+    """The global RNG, which a model's own noise draws from (a randomized defence's input noise, dropout left
+    on), seeded from (run seed, first index of the batch) for one batch, and the caller's state put back
+    after: the model's draws are the same on every run, resumed or not, whatever the caller drew before."""
+    devices = [device] if device.type in ("cuda", "mps") else []
+    kind = {"device_type": device.type} if devices else {}
+    with torch.random.fork_rng(devices=devices, **kind):
+        torch.manual_seed(derive_seed(seed, "model", first_index))
+        yield
