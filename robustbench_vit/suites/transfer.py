@@ -67,6 +67,7 @@ from robustbench_vit.suites.base import (
     batch_generator,
     register_suite,
 )
+from robustbench_vit.suites.seeding import model_rng
 
 __all__ = ["Transfer"]
 
@@ -325,7 +326,7 @@ class Transfer(Suite):
             build()
             source = crafter["source"]
             _, x, y, resize = source_input(ix)
-            with torch.no_grad():
+            with torch.no_grad(), model_rng(ctx.seed, int(ix[0]), ctx.device):  # a randomized source's draws
                 pred = source(fwd_input(x, source.data_config.image_size) if resize else x).argmax(1)
             return (pred == y).to(torch.uint8).cpu().numpy()[:, None]
 
@@ -339,7 +340,8 @@ class Transfer(Suite):
                 return forward(fwd_input(t, (h, w)) if resize else t)
 
             gen = batch_generator(ctx.seed, "transfer", key, int(ix[0]))
-            adv = crafter["attack"](fwd, x, y, generator=gen, predict=source).x_adv
+            with model_rng(ctx.seed, int(ix[0]), ctx.device):
+                adv = crafter["attack"](fwd, x, y, generator=gen, predict=source).x_adv
             return encode_adversarial(adv)
 
         store.fill(ctx.indices, craft, chunk=ctx.batch_size)
