@@ -19,6 +19,7 @@ from robustbench_vit.identity import derived_key, loaded_model_identity
 from robustbench_vit.models.attention import cls_attention, patch_grid
 from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.storage.store import safe_name
+from robustbench_vit.suites.seeding import model_rng
 
 __all__ = ["SaliencyStore"]
 
@@ -53,7 +54,8 @@ class SaliencyStore:
 
         def compute(ix: np.ndarray) -> np.ndarray:
             x = ctx.cache.batch(ix).to(self.model.device).float().div_(255.0)
-            return cls_attention(self.model, x, head=head).cpu().numpy()
+            with model_rng(ctx.seed, int(ix[0]), self.model.device):  # a randomized model's own draws
+                return cls_attention(self.model, x, head=head).cpu().numpy()
 
         n = self.store.fill(ctx.indices, compute, chunk=ctx.batch_size)
         if n:
