@@ -140,3 +140,18 @@ def instrument(monkeypatch, owner, name: str, wrapper) -> None:  # type: ignore[
     monkeypatch.setattr(keys, "replaced_code", shipped)
     monkeypatch.setattr(scan, "replaced_code", shipped)  # what the decoder's key (running_software) asks
     monkeypatch.setattr(owner, name, wrapper)
+
+
+def assert_ray_sweep_refused(tmp_path: Path, suite: str = "clean") -> None:
+    """A one-cell sweep (``timm:test_vit`` with random weights, ``suite``) with the Ray executor is refused in
+    one line before Ray is imported or any cell planned: its fresh workers would not compute as this process."""
+    from robustbench_vit.errors import ConfigError
+    from robustbench_vit.sweeps.run import load_sweep, run_sweep
+
+    toml = tmp_path / "ray-sweep.toml"
+    toml.write_text(
+        f'[sweep]\ndata = "{tmp_path}"\nmodels = [{{ ref = "timm:test_vit", pretrained = false }}]\n'
+        f'[[suite]]\nname = "{suite}"\n'
+    )
+    with pytest.raises(ConfigError, match="local executor"):
+        run_sweep(load_sweep(toml), str(tmp_path / "out"), executor="ray")

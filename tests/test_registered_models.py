@@ -18,7 +18,7 @@ import robustbench_vit as rbvit
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.models.identity import architecture_code, timm_entrypoint_code
 from robustbench_vit.models.names import resolve_spec
-from tests.helpers import IMAGENET_SAMPLES, needs_imagenet, write_cifar_card
+from tests.helpers import IMAGENET_SAMPLES, assert_ray_sweep_refused, needs_imagenet, write_cifar_card
 
 
 def _shallow_test_vit(pretrained: bool = False, **kwargs):  # type: ignore[no-untyped-def]
@@ -68,7 +68,6 @@ def test_fresh_processes_refuse_a_name_registered_here(tmp_path, monkeypatch):
     registered variant's key: refused in one line, for the evaluated model and for a model a suite builds."""
     from robustbench_vit.engine.multidevice import evaluate_on_devices
     from robustbench_vit.engine.options import RunOptions
-    from robustbench_vit.sweeps.run import load_sweep, run_sweep
 
     _register(monkeypatch)
     opts = RunOptions(out=str(tmp_path / "out"), devices=("cpu", "cpu"))
@@ -79,10 +78,4 @@ def test_fresh_processes_refuse_a_name_registered_here(tmp_path, monkeypatch):
     )
     with pytest.raises(ConfigError, match="timm's own 'test_vit'"):
         evaluate_on_devices("timm:test_resnet", "transfer", source)
-    toml = tmp_path / "s.toml"
-    toml.write_text(
-        f'[sweep]\ndata = "{tmp_path}"\nmodels = [{{ ref = "timm:test_vit", pretrained = false }}]\n'
-        '[[suite]]\nname = "clean"\n'
-    )
-    with pytest.raises(ConfigError, match="local executor"):
-        run_sweep(load_sweep(toml), str(tmp_path / "out"), executor="ray")
+    assert_ray_sweep_refused(tmp_path)

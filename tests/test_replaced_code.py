@@ -19,7 +19,7 @@ import robustbench_vit as rbvit
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.replaced_code import replaced_code
 from robustbench_vit.suites import make_suite
-from tests.helpers import CIFAR10_TEST, needs_cifar
+from tests.helpers import CIFAR10_TEST, assert_ray_sweep_refused, needs_cifar
 
 
 def test_the_shipped_package_replaces_nothing():
@@ -145,17 +145,9 @@ def test_a_ray_sweep_refuses_code_its_workers_would_not_see(tmp_path, monkeypatc
     """Ray's workers import the shipped code: the sweep would report the shipped numbers as the replaced
     code's. Refused before Ray is imported or any cell planned."""
     from robustbench_vit.perturbations import corruptions
-    from robustbench_vit.sweeps.run import load_sweep, run_sweep
 
-    toml = tmp_path / "s.toml"
-    toml.write_text(
-        f'[sweep]\ndata = "{tmp_path}"\nmodels = [{{ ref = "timm:test_vit", pretrained = false }}]\n'
-        '[[suite]]\nname = "corruptions"\n'
-    )
-    spec = load_sweep(toml)
     monkeypatch.setitem(corruptions.OPS, "contrast", lambda x, c, g, t: x)
-    with pytest.raises(ConfigError, match="local executor"):
-        run_sweep(spec, str(tmp_path / "out"), executor="ray")
+    assert_ray_sweep_refused(tmp_path, "corruptions")
 
 
 @needs_cifar

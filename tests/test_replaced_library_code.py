@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import robustbench_vit as rbvit
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.library_patches import replaced_library_code
-from tests.helpers import CIFAR10_TEST, needs_cifar
+from tests.helpers import CIFAR10_TEST, assert_ray_sweep_refused, needs_cifar
 
 
 def _mine(self, x):  # type: ignore[no-untyped-def]
@@ -101,16 +101,9 @@ def test_device_processes_and_ray_workers_refuse_a_patched_library(tmp_path, mon
     from robustbench_vit.engine.multidevice import evaluate_on_devices
     from robustbench_vit.engine.options import RunOptions
     from robustbench_vit.suites import make_suite
-    from robustbench_vit.sweeps.run import load_sweep, run_sweep
 
     monkeypatch.setattr(timm_mlp.Mlp, "forward", _mine)
     opts = RunOptions(out="/nonexistent-never-written", devices="cpu,cpu")
     with pytest.raises(ConfigError, match=r"timm\.layers\.mlp\.Mlp\.forward"):
         evaluate_on_devices("test_vit", make_suite("clean"), opts)
-    toml = tmp_path / "s.toml"
-    toml.write_text(
-        f'[sweep]\ndata = "{tmp_path}"\nmodels = [{{ ref = "timm:test_vit", pretrained = false }}]\n'
-        '[[suite]]\nname = "clean"\n'
-    )
-    with pytest.raises(ConfigError, match="local executor"):
-        run_sweep(load_sweep(toml), str(tmp_path / "out"), executor="ray")
+    assert_ray_sweep_refused(tmp_path)
