@@ -8,16 +8,21 @@ cache too). Computed under the shipped run id, such
 numbers would later be resumed as the shipped code's. :func:`replaced_code` finds every function or class
 defined outside rbvit (neither rbvit's nor an installed package's) that sits where rbvit's computing modules
 look code up (module members, the values of their dicts, lists and tuples, the attributes of their classes),
-any named function or class under a member name not its own (``gaussian_blur = torch.relu``), and every data
+any named function or class under a member name not its own (``gaussian_blur = torch.relu``), every data
 table registered with :func:`ship` (the corruption tables) whose content differs from what
-was shipped (edited in place or rebound). They key the run (:meth:`robustbench_vit.suites.base.Suite.identity`)
+was shipped (edited in place or rebound), and every upper-case constant whose value its module's source
+assigns literally (``RELEASE_JPEG_QUALITY = 85``, ``AUTO_CELL_PX = 16``, ``CIFAR10_CLASSES = (...)``)
+rebound to another value. They key the run (:meth:`robustbench_vit.suites.base.Suite.identity`)
 only when something was replaced, so shipped runs keep their ids. Not found: an installed package's function
 under its own name, or one of rbvit's lambdas moved to another ``OPS`` key.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
+import math
+import operator
 import sys
 import types
 from typing import Any, TypeVar
@@ -31,6 +36,7 @@ __all__ = [
     "running_software",
     "refuse_replaced_code",
     "ship",
+    "NEUTRAL_CONSTANTS",
     "COMPUTING_PACKAGES",
     "DECODING_MODULES",
 ]
@@ -130,6 +136,79 @@ def _scan(
             _scan(f"{where}[{i}]", str(i), item, found, nested=True, packages=packages)
 
 
+_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+           ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow, ast.Mod: operator.mod}  # fmt: skip
+
+
+def _literal(node: ast.expr) -> Any:
+    """The value of a constant expression: literals, tuples and lists of them, and arithmetic on numbers
+    (``256 / 224``, ``2**20``, ``-1``); anything else raises ``ValueError``."""
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        left, right = _literal(node.left), _literal(node.right)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (left, right)):
+            raise ValueError("arithmetic on non-numbers")
+        return _BINARY[type(node.op)](left, right)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return -_literal(node.operand)
+    if isinstance(node, (ast.Tuple, ast.List)):
+        return tuple(_literal(e) for e in node.elts)
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool, type(None))):
+        return node.value
+    raise ValueError("not a constant expression")
+
+
+@functools.cache
+def _shipped_constants(path: str) -> dict[str, Any]:
+    """``NAME -> value`` of the upper-case constants a module's source assigns literally at its top level
+    (read once per file: the source as shipped, or as edited in a checkout, which code_manifest keys)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return {}
+    out = {}
+    for node in tree.body:
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None
+        target = node.target if isinstance(node, ast.AnnAssign) and node.value is not None else target
+        if isinstance(target, ast.Name) and target.id.isupper() and node.value is not None:  # type: ignore[union-attr]
+            try:
+                out[target.id] = _literal(node.value)  # type: ignore[union-attr]
+            except (ValueError, ArithmeticError, RecursionError):
+                continue
+    return out
+
+
+def _same_constant(now: Any, shipped: Any) -> bool:
+    """``now`` is the value the source assigned (lists read as the tuples :func:`_literal` gives; 2 is not
+    2.0, nor True 1)."""
+    if isinstance(now, (list, tuple)) and isinstance(shipped, tuple):
+        return len(now) == len(shipped) and all(_same_constant(a, b) for a, b in zip(now, shipped))
+    if isinstance(now, float) and isinstance(shipped, float) and math.isnan(now) and math.isnan(shipped):
+        return True
+    return type(now) is type(shipped) and now == shipped
+
+
+#: constants that never change a number (how much is read ahead or computed at once, what a message or a
+#: download says): a notebook may tune them without making its runs other runs
+NEUTRAL_CONSTANTS = frozenset(
+    {
+        ("robustbench_vit.attacks.autoattack", "INSTALL"),
+        ("robustbench_vit.models.robustbench_source", "INSTALL"),
+        ("robustbench_vit.data.loader", "READ_AHEAD"),
+        ("robustbench_vit.data.registry", "SAMPLES_URL"),
+        ("robustbench_vit.data.decode", "DEVICE_DECODE_BYTES"),
+        ("robustbench_vit.models.cards", "_NOTES"),
+        ("robustbench_vit.models.hub", "CONNECT_TIMEOUT_S"),
+        ("robustbench_vit.models.hub", "HF_HOST"),
+        ("robustbench_vit.perturbations.corruptions", "CPU_CHUNK"),
+        ("robustbench_vit.suites.memory", "FORWARD_CHUNK"),
+        ("robustbench_vit.suites.describe", "PARAMS_BEGIN"),
+        ("robustbench_vit.suites.describe", "PARAMS_END"),
+        ("robustbench_vit.suites.autoattack", "SQUARE_GAIN_ALERT"),
+    }
+)
+
+
 def replaced_code(packages: tuple[str, ...] = COMPUTING_PACKAGES) -> dict[str, str]:
     """``where -> digest of the code found there`` for every outside function or class in the place of
     rbvit's computing code (imported modules of ``packages``, by default :data:`COMPUTING_PACKAGES`; the
@@ -142,6 +221,12 @@ def replaced_code(packages: tuple[str, ...] = COMPUTING_PACKAGES) -> dict[str, s
         for attr, value in sorted(vars(module).items()):
             if not attr.startswith("__"):
                 _scan(f"{name}.{attr}", attr, value, found, nested=False, packages=packages)
+        path = getattr(module, "__file__", None)
+        for attr, shipped in _shipped_constants(path).items() if path else ():
+            if (name, attr) in NEUTRAL_CONSTANTS or attr not in vars(module):
+                continue
+            if not _same_constant(now := vars(module)[attr], shipped):  # rebound: AUTO_CELL_PX = 8
+                found[f"{name}.{attr}"] = digest(repr(now))
     for (name, attr), text in sorted(_SHIPPED.items()):
         module = sys.modules.get(name)
         if module is not None and canonical_json(now := getattr(module, attr, None)) != text:

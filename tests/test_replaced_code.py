@@ -207,3 +207,49 @@ def test_the_model_wrapper_or_decoder_replaced_in_memory_is_another_run(
     again = rbvit.evaluate(str(cifar_card), "clean", **shared)
     assert again.attrs["conditions_computed"] == 0 and set(again.run_id) == set(shipped.run_id)
     assert again.set_index(key).value.equals(shipped.set_index(key).value)
+
+
+def test_a_rebound_constant_is_found_and_a_neutral_one_is_not(monkeypatch):
+    """Constants rbvit's computing code reads when it runs (the transfer attack's PGD step, the reference
+    preprocessing's mean, the fixed-point precision of a corruption's resize) rebound in a notebook compute
+    other numbers under the shipped version; how much is read ahead or computed at once does not."""
+    import importlib
+
+    from robustbench_vit import replaced_code as scan
+    from robustbench_vit.perturbations.corruptions import _ops
+    from robustbench_vit.suites import memory, reference_preprocessing, transfer
+
+    with monkeypatch.context() as m:
+        m.setattr(transfer, "PGD_STEP", "1/255")
+        m.setattr(reference_preprocessing, "REFERENCE_MEAN", (0.5, 0.5, 0.5))
+        m.setattr(_ops, "PIL_PRECISION_BITS", 16)
+        m.setattr(memory, "FORWARD_CHUNK", 7)  # neutral: chunks of a forward pass
+        assert set(replaced_code()) == {
+            "robustbench_vit.suites.transfer.PGD_STEP",
+            "robustbench_vit.suites.reference_preprocessing.REFERENCE_MEAN",
+            "robustbench_vit.perturbations.corruptions._ops.PIL_PRECISION_BITS",
+        }
+    assert replaced_code() == {}
+    for module, name in scan.NEUTRAL_CONSTANTS:  # the list names constants that exist, as their source says
+        path = importlib.import_module(module).__file__
+        assert name in scan._shipped_constants(path), (module, name)
+
+
+@needs_cifar
+def test_a_run_with_a_rebound_constant_is_another_run(tmp_path, cifar_card, monkeypatch):
+    """The probe: the fixed-point precision of pixelate's Pillow-exact box resize rebound in a notebook
+    (``_ops.PIL_PRECISION_BITS = 10``) computed other pixels under the shipped run id (the constant is read
+    when the corruption runs, and is in no parameter), and the shipped run resumed them."""
+    from robustbench_vit.perturbations.corruptions import _ops
+
+    params = {"corruptions": ["pixelate"], "severities": [5]}
+    kw = dict(
+        data=str(CIFAR10_TEST), limit=20, progress=False, out=str(tmp_path / "out"), suite_params=params
+    )
+    shipped = rbvit.evaluate(str(cifar_card), "corruptions", **kw)
+    with monkeypatch.context() as m:
+        m.setattr(_ops, "PIL_PRECISION_BITS", 10)
+        rebound = rbvit.evaluate(str(cifar_card), "corruptions", **kw)
+    assert rebound.attrs["conditions_computed"] == 1 and set(rebound.run_id).isdisjoint(shipped.run_id)
+    again = rbvit.evaluate(str(cifar_card), "corruptions", **kw)
+    assert again.attrs["conditions_computed"] == 0 and set(again.run_id) == set(shipped.run_id)
