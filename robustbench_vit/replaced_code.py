@@ -159,18 +159,21 @@ def _literal(node: ast.expr) -> Any:
 
 @functools.cache
 def _shipped_constants(path: str) -> dict[str, Any]:
-    """``NAME -> value`` of the upper-case constants a module's source assigns literally at its top level
-    (read once per file: the source as shipped, or as edited in a checkout, which code_manifest keys)."""
+    """``NAME -> value`` of the upper-case constants a module's source assigns literally at its top level and
+    never rebinds (read once per file: the source as shipped, or as edited in a checkout, which code_manifest
+    keys)."""
     try:
         with open(path, encoding="utf-8") as f:
             tree = ast.parse(f.read())
     except (OSError, SyntaxError, ValueError):
         return {}
+    # a name the module's own functions rebind (``global _PERMUTE``: a cache filled on first use) is state
+    state = {name for node in ast.walk(tree) if isinstance(node, ast.Global) for name in node.names}
     out = {}
     for node in tree.body:
         target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None
         target = node.target if isinstance(node, ast.AnnAssign) and node.value is not None else target
-        if isinstance(target, ast.Name) and target.id.isupper() and node.value is not None:  # type: ignore[union-attr]
+        if isinstance(target, ast.Name) and target.id.isupper() and target.id not in state:
             try:
                 out[target.id] = _literal(node.value)  # type: ignore[union-attr]
             except (ValueError, ArithmeticError, RecursionError):

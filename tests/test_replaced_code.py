@@ -216,9 +216,11 @@ def test_a_rebound_constant_is_found_and_a_neutral_one_is_not(monkeypatch):
     import importlib
 
     from robustbench_vit import replaced_code as scan
-    from robustbench_vit.perturbations.corruptions import _ops
+    from robustbench_vit.perturbations.corruptions import _ops, noise_blur
     from robustbench_vit.suites import memory, reference_preprocessing, transfer
 
+    noise_blur._glass_permuter()  # fills its module's cache (``global _PERMUTE``): state, not a constant
+    assert replaced_code() == {}
     with monkeypatch.context() as m:
         m.setattr(transfer, "PGD_STEP", "1/255")
         m.setattr(reference_preprocessing, "REFERENCE_MEAN", (0.5, 0.5, 0.5))
