@@ -273,9 +273,8 @@ def apply_numerics(numerics: dict[str, Any]) -> None:
         timm_config._EXPORTABLE = bool(kernels["timm_fused_attn"]["exportable"])
     for backend in kernels.get("sdpa_disabled", []):
         getattr(backends.cuda, f"enable_{backend}_sdp")(False)
-    for name, value in numerics.get(
-        "environment", {}
-    ).items():  # read when a library starts: before its first use
+    # the math libraries read their environment when they start: set before their first use
+    for name, value in numerics.get("environment", {}).items():
         os.environ.setdefault(name, value)
     switches = numerics.get("kernel_switches", {})
     for path, value in switches.items():

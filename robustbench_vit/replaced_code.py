@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import math
 import operator
 import sys
 import types
@@ -186,8 +185,6 @@ def _same_constant(now: Any, shipped: Any) -> bool:
     2.0, nor True 1)."""
     if isinstance(now, (list, tuple)) and isinstance(shipped, tuple):
         return len(now) == len(shipped) and all(_same_constant(a, b) for a, b in zip(now, shipped))
-    if isinstance(now, float) and isinstance(shipped, float) and math.isnan(now) and math.isnan(shipped):
-        return True
     return type(now) is type(shipped) and now == shipped
 
 

@@ -12,6 +12,7 @@ from robustbench_vit.data.cache import default_cache_dir
 from robustbench_vit.engine.options import RunOptions
 from robustbench_vit.errors import ConfigError, RbvitError
 from robustbench_vit.models.loading import LoadedModel
+from robustbench_vit.suites.seeding import caller_rng_kept
 
 __all__ = ["refuse_writing_into_data", "check_geometry", "check_output_width"]
 
@@ -59,9 +60,8 @@ def check_output_width(loaded: LoadedModel, data_cfg: Any) -> None:
     if loaded.label_space.name == "none" or not classes:
         return
     size = data_cfg.image_size
-    devices = [loaded.device] if loaded.device.type == "cuda" else []
     try:  # a randomized model draws from the global RNG: the caller's state is put back
-        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        with torch.no_grad(), caller_rng_kept(loaded.device):
             width = loaded(torch.zeros((1, 3, *size), device=loaded.device)).shape[-1]
     except (AssertionError, RuntimeError, ValueError) as e:
         if isinstance(e, (torch.OutOfMemoryError, RbvitError)):  # out of memory; a message of our own

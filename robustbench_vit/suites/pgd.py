@@ -24,6 +24,7 @@ from robustbench_vit.suites.base import (
     register_suite,
     seed_of,
 )
+from robustbench_vit.suites.seeding import global_rng
 
 __all__ = ["PGDSuite", "default_epsilons", "adversarial_metrics"]
 
@@ -182,9 +183,8 @@ def _foolbox_pgd(
     )
     best = x.clone()
     done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-    devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):  # foolbox draws its random start from the global RNG
-        torch.manual_seed(derive_seed(seed_of(generator, 62), "foolbox"))
+    # foolbox draws its random start from the global RNG
+    with global_rng(derive_seed(seed_of(generator, 62), "foolbox"), x.device):
         for r in range(max(1, p["restarts"])):
             _, adv, success = attack(fmodel, x, criterion, epsilons=p["eps"])
             keep = success & ~done if r > 0 else torch.ones_like(success)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["derive_seed", "batch_generator", "seed_of", "model_rng"]
+__all__ = ["derive_seed", "batch_generator", "seed_of", "model_rng", "global_rng", "caller_rng_kept"]
 
 
 def derive_seed(*parts: Any) -> int:
@@ -33,12 +33,25 @@ def seed_of(generator: torch.Generator, bits: int = 31) -> int:
 
 
 @contextlib.contextmanager
-def model_rng(seed: int, first_index: int, device: torch.device) -> Iterator[None]:
-    """The global RNG, which a model's own noise draws from (a randomized defence's input noise, dropout left
-    on), seeded from (run seed, first index of the batch) for one batch, and the caller's state put back
-    after: the model's draws are the same on every run, resumed or not, whatever the caller drew before."""
+def caller_rng_kept(device: torch.device) -> Iterator[None]:
+    """torch's global RNG (the CPU's and ``device``'s) put back as the caller had it when the block ends."""
     devices = [device] if device.type in ("cuda", "mps") else []
     kind = {"device_type": device.type} if devices else {}
     with torch.random.fork_rng(devices=devices, **kind):
-        torch.manual_seed(derive_seed(seed, "model", first_index))
         yield
+
+
+@contextlib.contextmanager
+def global_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """torch's global RNG seeded with ``seed`` inside the block (for code that draws from it: a model's own
+    noise, foolbox's random start), and the caller's state put back after."""
+    with caller_rng_kept(device):
+        torch.manual_seed(seed)
+        yield
+
+
+def model_rng(seed: int, first_index: int, device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """The global RNG, which a model's own noise draws from (a randomized defence's input noise, dropout left
+    on), seeded from (run seed, first index of the batch) for one batch, and the caller's state put back
+    after: the model's draws are the same on every run, resumed or not, whatever the caller drew before."""
+    return global_rng(derive_seed(seed, "model", first_index), device)
