@@ -39,10 +39,14 @@ def _has_effnet() -> bool:
 needs_effnet = pytest.mark.skipif(not _has_effnet(), reason="pip install 'robustbench_vit[effnet]'")
 
 
-def rbvit_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """``rbvit ARGS`` in a fresh Python process, as a user runs it (stdout and stderr captured as text)."""
+def rbvit_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``rbvit ARGS`` in a fresh Python process, as a user runs it (stdout and stderr captured as text), with
+    ``env`` added to this process's environment."""
     command = [sys.executable, "-m", "robustbench_vit.cli.commands", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=cwd)
+    full_env = {**os.environ, **env} if env else None
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=cwd, env=full_env)
 
 
 def clean_sweep_statuses(tmp_path: Path) -> Callable[[], list[str]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
 import sys
 
 import pandas as pd
@@ -18,7 +17,7 @@ import torch
 import robustbench_vit as rbvit
 from robustbench_vit.device import _KERNEL_SWITCHES, apply_numerics, changed_kernel_switches, numerics_key
 from robustbench_vit.engine.rows import computed_dtype
-from tests.helpers import CIFAR10_TEST, clean_sweep_statuses, needs_cifar, write_cifar_card
+from tests.helpers import CIFAR10_TEST, clean_sweep_statuses, needs_cifar, rbvit_cli, write_cifar_card
 
 _MATMUL = torch.backends.cuda.matmul
 
@@ -123,8 +122,7 @@ def _eval(env: dict[str, str], *args: str) -> pd.DataFrame:
     """``rbvit eval ... --format json`` in a fresh process with ``env`` added (the math libraries read their
     environment when they start, so only a fresh process computes under it); its rows with their stored
     ``dtype``."""
-    command = [sys.executable, "-m", "robustbench_vit.cli.commands", "eval", *args, "--format", "json"]
-    r = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, **env})
+    r = rbvit_cli("eval", *args, "--format", "json", env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = pd.read_json(io.StringIO(r.stdout), lines=True)
     stored = rbvit.load_results(args[args.index("--out") + 1])
