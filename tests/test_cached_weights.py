@@ -21,7 +21,9 @@ from robustbench_vit.models.cached_weights import (
     verify_hf_snapshot,
     verify_recorded_file,
 )
+from robustbench_vit.models.identity import hub_revision
 from robustbench_vit.models.loading import load_model
+from robustbench_vit.models.names import resolve_spec
 from tests.helpers import IMAGENET_SAMPLES, error_lines, needs_effnet, needs_imagenet
 
 #: timm's pretrained tag of its tiny test ViT, fetched from this Hugging Face repo
@@ -106,15 +108,21 @@ def test_an_edited_config_json_blob_is_refused(hf_cache, tmp_path):
         verify_hf_snapshot(ARCH, REPO, cache_dir=tmp_path / "c")
 
 
-def test_a_snapshot_of_plain_files_has_nothing_to_check(hf_cache, tmp_path):
-    """A cache on a file system without symlinks holds real files in the snapshot: no name to check against."""
+def test_a_snapshot_of_plain_files_is_named_by_their_content(hf_cache, tmp_path):
+    """A cache on a file system without symlinks holds real files in the snapshot: no name to check them
+    against, so their content keys the model instead (a linked snapshot is named by its commit alone)."""
+    spec = resolve_spec(f"timm:{ARCH}")
+    assert hub_revision(spec, cache_dir=tmp_path / "c") == f"hf:{COMMIT}"
     snap = hf_cache["model.safetensors"].parent.parent / "snapshots" / COMMIT
     for link in list(snap.iterdir()):
         blob = link.resolve()
         link.unlink()
         shutil.move(blob, link)
+    plain = hub_revision(spec, cache_dir=tmp_path / "c")
+    assert plain.startswith(f"hf:{COMMIT} files:")
     _flip_bit(snap / "config.json", 2)
     assert verify_hf_snapshot(ARCH, REPO, cache_dir=tmp_path / "c") == 0
+    assert hub_revision(spec, cache_dir=tmp_path / "c") not in (plain, f"hf:{COMMIT}")
 
 
 def test_a_torchvision_file_is_checked_against_the_hash_prefix_in_its_name(tmp_path):

@@ -86,7 +86,7 @@ def test_a_repo_pushed_again_under_its_name_is_recomputed(tmp_path, hub, data):
     assert hub_revision(spec) is None  # nothing cached yet
     hub(1)
     first = _nll(out, cache, data)
-    assert hub_revision(spec) == f"hf:{1:040x}"
+    assert hub_revision(spec).startswith(f"hf:{1:040x} files:")  # real files: their content too
     assert [s.status for s in run_sweep(load_sweep(toml))] == ["done"]
     assert [s.status for s in run_sweep(load_sweep(toml))] == ["skipped"]
 
@@ -113,7 +113,31 @@ def test_loaded_hub_weights_are_identified_by_their_tensors(tmp_path, hub):
         hub(seed)
         loaded = load_model(f"hf-hub:{REPO}", device="cpu", cache_dir=tmp_path / "c")
         tensors = state_digest(loaded.module.net)
-        assert loaded.identity["weights"] == f"timm:hf-hub:{REPO} tensors:{tensors}"
+        # the fixture's snapshot holds real files, which no checked hash names: their content is kept
+        assert loaded.identity["weights"].startswith(f"timm:hf-hub:{REPO} tensors:{tensors} files:")
         assert loaded.weights == f"hf-hub:{REPO} tensors:{tensors[:16]}"  # the rows' weights column
         seen.append(loaded.identity["weights"])
     assert seen[0] != seen[1]
+
+
+def test_an_edited_config_json_in_a_snapshot_of_real_files_is_another_model(tmp_path, hub, data):
+    """A cache on a file system without symlinks holds real files that no blob name vouches for; timm builds
+    ``hf-hub:`` models with its config.json's ``model_args``: the same tensors under ``act_layer = relu``
+    are another network, which must not resume the GELU one's numbers (eval and sweep cell alike)."""
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    toml = tmp_path / "sweep.toml"
+    toml.write_text(
+        f'[sweep]\nout = "{tmp_path / "sweep-out"}"\ndata = "{data}"\nmodels = ["hf-hub:{REPO}"]\n'
+        '[[suite]]\nname = "clean"\n'
+    )
+    hub(1)
+    first = _nll(out, cache, data)
+    assert [s.status for s in run_sweep(load_sweep(toml))] == ["done"]
+    config = next((tmp_path / "hf").rglob("config.json"))
+    edited = json.loads(config.read_text())
+    config.write_text(json.dumps({**edited, "model_args": {"act_layer": "relu"}}))
+
+    expected = _nll(tmp_path / "truth", tmp_path / "truth-cache", data)
+    assert expected != first
+    assert _nll(out, cache, data) == expected
+    assert [s.status for s in run_sweep(load_sweep(toml))] == ["done"]  # not "skipped"

@@ -12,9 +12,10 @@ cache says what its files must hold:
 
 :func:`verify_cached_weights` hashes those files once per stat tuple (the cache's content index, as every
 weights file) and refuses a mismatch in one line naming the file to delete. A snapshot of real files instead
-of links (a cache on a file system without symlinks), timm's URL downloads (no hash convention: timm loads
-them without ``check_hash``) and local checkpoints (their bytes are their identity) have nothing to check
-against.
+of links (a cache on a file system without symlinks) has nothing to check against: its files' content keys
+the model instead (:func:`~robustbench_vit.models.identity.hub_revision`). timm's URL downloads (no hash
+convention: timm loads them without ``check_hash``) and local checkpoints (their bytes are their identity)
+have nothing to check against either.
 """
 
 from __future__ import annotations
@@ -25,13 +26,11 @@ from pathlib import Path
 
 from robustbench_vit.errors import CheckpointError
 from robustbench_vit.installed_code import installed_file_sha256
-from robustbench_vit.models.identity import file_sha256, hf_snapshot_dir
+from robustbench_vit.models.identity import file_sha256, hf_snapshot_dir, hf_snapshot_files
 from robustbench_vit.models.zoo import ModelSpec
 
 __all__ = ["verify_cached_weights", "verify_hf_snapshot", "verify_hash_prefix", "verify_recorded_file"]
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_GIT_SHA1 = re.compile(r"[0-9a-f]{40}")
 #: torch.hub's file-name convention for a hash prefix (``torch.hub.HASH_REGEX``)
 _HASH_PREFIX = re.compile(r"-([a-f0-9]*)\.")
 
@@ -59,24 +58,15 @@ def verify_hf_snapshot(name: str, repo: str, *, cache_dir: str | Path | None = N
     snapshot = hf_snapshot_dir(repo)
     if snapshot is None:
         return 0
-    checked = 0
-    for link in sorted(snapshot.rglob("*")):
-        if not link.is_symlink():
-            continue
-        blob = link.resolve()
-        if blob.parent.name != "blobs" or not blob.is_file():
-            continue
-        if _SHA256.fullmatch(blob.name):
-            actual = file_sha256(blob, cache_dir=cache_dir)
-            what = "SHA-256"
-        elif _GIT_SHA1.fullmatch(blob.name):
+    linked = hf_snapshot_files(snapshot)[0]  # the rest key the model by their content (hub_revision)
+    for _, blob in linked:
+        if len(blob.name) == 64:
+            actual, what = file_sha256(blob, cache_dir=cache_dir), "SHA-256"
+        else:
             actual, what = git_blob_sha1(blob), "git blob SHA-1"
-        else:  # an etag of another form: nothing it promises
-            continue
         if actual != blob.name:
             raise _damaged(name, blob, what, actual, blob.name)
-        checked += 1
-    return checked
+    return len(linked)
 
 
 def verify_hash_prefix(name: str, path: Path, *, cache_dir: str | Path | None = None) -> bool:

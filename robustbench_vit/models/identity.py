@@ -15,6 +15,7 @@ are named by the architecture they are seeded from.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ __all__ = [
     "weights_identity",
     "hub_revision",
     "hf_snapshot_dir",
+    "hf_snapshot_files",
     "architecture_code",
     "timm_entrypoint_code",
     "refuse_registered_elsewhere",
@@ -100,14 +102,47 @@ def hf_snapshot_dir(repo: str) -> Path | None:
     return folder if folder.is_dir() else None
 
 
+#: how a Hugging Face cache names a blob it can be checked against: the SHA-256 of an LFS file, the git blob
+#: SHA-1 of a small one (:func:`robustbench_vit.models.cached_weights.verify_hf_snapshot` checks them)
+HF_BLOB_NAME = re.compile(r"[0-9a-f]{64}|[0-9a-f]{40}")
+
+
+def hf_snapshot_files(folder: Path) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """The files of a Hugging Face snapshot folder: ``(link, blob)`` for each linked to a blob named by a
+    hash that can be checked, and the rest (the real files of a cache on a file system without symlinks,
+    blobs named by another etag), which nothing but their content names."""
+    linked: list[tuple[Path, Path]] = []
+    unnamed: list[Path] = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink():
+            blob = path.resolve()
+            if blob.is_file() and blob.parent.name == "blobs" and HF_BLOB_NAME.fullmatch(blob.name):
+                linked.append((path, blob))
+                continue
+        if path.is_file():
+            unnamed.append(path)
+    return linked, unnamed
+
+
+def _hf_revision(repo: str, cache_dir: str | Path | None) -> str | None:
+    """``hf:<commit>`` of the snapshot the local cache resolves ``repo`` to, with the content of every file
+    of it no checked hash names: an edited ``config.json`` in a snapshot of real files (its
+    ``model_args`` build another network from the same tensors) is another model."""
+    commit = _hf_snapshot(repo)
+    if not commit:
+        return None
+    folder = hf_snapshot_dir(repo)
+    unnamed = hf_snapshot_files(folder)[1] if folder is not None else []
+    return f"hf:{commit} files:{files_identity(unnamed, cache_dir=cache_dir)}" if unnamed else f"hf:{commit}"
+
+
 def hub_revision(spec: ModelSpec, *, cache_dir: str | Path | None = None) -> str | None:
     """What the local hub cache holds for a hub model's pretrained weights (no network): ``hf:<commit>``
-    of the snapshot the repo's ref points at, or the SHA-256 of a downloaded URL file; None when nothing
+    of the snapshot the repo's ref points at (with the content of its files no checked hash names), or the SHA-256 of a downloaded URL file; None when nothing
     is cached yet (the first load downloads it, and identifies the loaded tensors)."""
     url = ""
     if spec.source == "timm" and spec.arch.startswith("hf-hub:"):
-        commit = _hf_snapshot(spec.arch[len("hf-hub:") :])
-        return f"hf:{commit}" if commit else None
+        return _hf_revision(spec.arch[len("hf-hub:") :], cache_dir)
     if spec.source == "timm":
         try:
             import timm
@@ -118,9 +153,9 @@ def hub_revision(spec: ModelSpec, *, cache_dir: str | Path | None = None) -> str
         if cfg is None:
             return None
         if cfg.hf_hub_id:
-            commit = _hf_snapshot(cfg.hf_hub_id)
-            if commit:
-                return f"hf:{commit}"
+            revision = _hf_revision(cfg.hf_hub_id, cache_dir)
+            if revision:
+                return revision
         url = cfg.url or ""
     elif spec.source == "torchvision" and spec.weights:
         import torchvision

@@ -110,9 +110,11 @@ def load_model(
         identity.update(weights=ident, code={"modules": module_code(net)})
     elif pretrained and not checkpoint and spec.source in HUB_SOURCES:
         # hub weights: what was loaded, whatever the hub served under that name (~0.25 s for a ViT-B); the
-        # rows' weights column names it too, so two snapshots under one name are two board entries
+        # rows' weights column names it too, so two snapshots under one name are two board entries; the
+        # content of snapshot files no checked hash names (a config.json's model_args) stays in it
         tensors = state_digest(net)
-        identity["weights"] = f"{ident.split()[0]} tensors:{tensors}"
+        files = [part for part in ident.split()[1:] if part.startswith("files:")]
+        identity["weights"] = " ".join([ident.split()[0], f"tensors:{tensors}", *files])
         weights = f"{weights} tensors:{tensors[:16]}"
     if ident.startswith("sha256:") and ident not in weights:
         weights = f"{weights} {ident[:23]}"
