@@ -15,8 +15,11 @@ Python files, compiled extensions and shared libraries, package data; not its ``
 installed outside site-packages) is the one its install recorded, else the version with a digest of what
 differs: ``1.0.31 edited:<sha256>`` over the files whose content is not the hash pip recorded for them (or
 that are gone). An install that recorded no hashes (a development install; conda and distribution
-packages) is named by all its Python files: ``1.0.32.dev0 files:<sha256>``. An unmodified pip install
-keeps its plain version, so its keys are those it always had.
+packages) is named by all its Python files: ``1.0.32.dev0 files:<sha256>``. An install from a URL, a local
+folder or a wheel file (pip's ``direct_url.json``: ``pip install git+https://github.com/huggingface/timm``
+is ``1.0.32.dev0`` at every commit of main) is named by the hashes its RECORD holds:
+``1.0.32.dev0 record:<sha256>``. An unmodified pip install from an index keeps its plain version, so its
+keys are those it always had.
 
 Cost: a file whose ctime is earlier than its ``RECORD``'s was written by the install that recorded its
 hash (any later write moves the ctime, which no user call can set back), so only the others are hashed,
@@ -94,16 +97,29 @@ def _record_file(files: list[metadata.PackagePath]) -> Path | None:
     return None
 
 
+def _direct_url(dist: metadata.Distribution) -> dict | None:
+    """What pip's ``direct_url.json`` says of where the distribution was installed from (a git URL, a local
+    folder or wheel), or None for an install from an index (or an install that wrote none)."""
+    try:
+        url = json.loads(dist.read_text("direct_url.json") or "null")
+    except ValueError:
+        return {}
+    return url if isinstance(url, dict) or url is None else {}
+
+
 def _unrecorded(dist: metadata.Distribution, files: list[metadata.PackagePath]) -> bool:
     """No RECORD says what its Python files hold: an editable install (a source tree the user keeps
     editing), a legacy ``setup.py develop`` egg-info, a conda or distribution package."""
-    try:
-        url = json.loads(dist.read_text("direct_url.json") or "{}")
-    except ValueError:
-        url = {}
-    if url.get("dir_info", {}).get("editable"):
+    url = _direct_url(dist) or {}
+    if (url.get("dir_info") or {}).get("editable"):
         return True
     return not any(f.hash is not None and str(f).endswith(".py") for f in files)
+
+
+def _recorded_code(files: list[metadata.PackagePath]) -> list[tuple[str, str]]:
+    """``(file, the hash its RECORD holds)`` of every file the library computes with: the content it was
+    installed with (:func:`_edited` says where the files differ from it since)."""
+    return [(str(f), f"{f.hash.mode}={f.hash.value}") for f in files if f.hash is not None and _computes(f)]
 
 
 def _computes(f: metadata.PackagePath) -> bool:
@@ -181,8 +197,10 @@ def _package_files(dist: metadata.Distribution, index: DigestIndex) -> list[tupl
 
 @functools.cache
 def code_changes(dist_name: str) -> str:
-    """``""`` for an install whose Python files are those it recorded; else `` edited:<sha256>`` or
-    `` files:<sha256>`` (see the module docstring). Computed once per process."""
+    """``""`` for an install from an index whose files are those it recorded; else `` files:<sha256>`` (no
+    RECORD of its Python files), `` record:<sha256>`` (installed from a URL or a local folder or wheel: what
+    its RECORD says it was installed with) and `` edited:<sha256>`` (files that differ from their RECORD's
+    hash). See the module docstring. Computed once per process."""
     try:
         dist = metadata.distribution(dist_name)
     except metadata.PackageNotFoundError:
@@ -191,19 +209,24 @@ def code_changes(dist_name: str) -> str:
         return ""
     index = _index()
     listed = list(dist.files or [])
+    keys = []
     try:
         if _unrecorded(dist, listed):
-            kind, files = "files", _package_files(dist, index)
+            keys.append(("files", _package_files(dist, index)))
         else:
-            kind, files = "edited", _edited(dist, listed, index)
+            if _direct_url(dist) is not None:  # a git commit, a local folder or wheel: the version names no code
+                keys.append(("record", _recorded_code(listed)))
+            keys.append(("edited", _edited(dist, listed, index)))
     finally:
         index.save()
-    if not files:
-        return ""
+    return "".join(f" {kind}:{_files_digest(files)}" for kind, files in keys if files)
+
+
+def _files_digest(files: list[tuple[str, str]]) -> str:
     h = hashlib.sha256()
     for name, digest in sorted(files):
         h.update(f"{name}\0{digest}\n".encode())
-    return f" {kind}:{h.hexdigest()[:16]}"
+    return h.hexdigest()[:16]
 
 
 @functools.cache

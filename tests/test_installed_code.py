@@ -155,6 +155,49 @@ def test_a_development_install_is_keyed_by_its_source(tmp_path, monkeypatch):
     _fresh_process()
 
 
+def _reinstall(site: Path, attn: str, direct_url: dict | None) -> None:
+    """What ``pip install`` of another build of the same version leaves: the new files, a RECORD of their
+    hashes written after them, and pip's ``direct_url.json`` when it came from a URL, a folder or a wheel."""
+    pkg, info = site / LIB, site / f"{LIB}-1.0.dist-info"
+    (pkg / "attn.py").write_text(attn)
+    (info / "direct_url.json").unlink(missing_ok=True)
+    if direct_url is not None:
+        (info / "direct_url.json").write_text(json.dumps(direct_url))
+    lines = [_record_line(site, p) for p in (pkg / "__init__.py", pkg / "attn.py", info / "METADATA")]
+    (info / "RECORD").write_text("\n".join([*lines, f"{info.name}/RECORD,,"]) + "\n")
+    _fresh_process()
+
+
+def test_an_install_from_a_git_commit_or_a_folder_is_keyed_by_what_it_installed(site):
+    """``pip install git+https://github.com/huggingface/timm`` is ``1.0.32.dev0`` at every commit of main, and
+    a wheel built from a local checkout carries the version its tree says: installed again from another
+    commit, the same version string computes with other code. pip's ``direct_url.json`` says the install came
+    from no index, and its RECORD's hashes then name the code; an install from an index keeps its version."""
+    keys = []
+    for commit, attn in (("a" * 40, ATTN), ("b" * 40, ATTN.replace("0.5", "0.25"))):
+        url = {"url": "https://github.com/me/fakelib", "vcs_info": {"vcs": "git", "commit_id": commit}}
+        _reinstall(site, attn, url)
+        keys.append(installed_code.installed_version(LIB))
+        assert keys[-1].startswith("1.0 record:") and "edited" not in keys[-1]
+    assert keys[0] != keys[1]
+    _reinstall(
+        site,
+        ATTN,
+        {"url": "https://github.com/me/fakelib", "vcs_info": {"vcs": "git", "commit_id": "c" * 40}},
+    )
+    assert (
+        installed_code.installed_version(LIB) == keys[0]
+    )  # the same files from another commit: the same code
+    _reinstall(site, ATTN.replace("0.5", "0.25"), {"url": "file:///src/fakelib", "dir_info": {}})
+    assert installed_code.installed_version(LIB) == keys[1]  # a local folder's build of that code
+    (site / LIB / "attn.py").write_text(ATTN.replace("0.5", "0.75"))  # then edited in place
+    _fresh_process()
+    edited = installed_code.installed_version(LIB)
+    assert edited.startswith(keys[1] + " edited:")
+    _reinstall(site, ATTN.replace("0.5", "0.25"), None)  # the same code from an index: its version names it
+    assert installed_code.installed_version(LIB) == "1.0"
+
+
 def test_the_libraries_rbvit_computes_with_are_unchanged_installs_here():
     """The keys of an unmodified environment are the plain versions they always were."""
     from importlib import metadata
