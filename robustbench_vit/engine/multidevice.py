@@ -48,8 +48,8 @@ def _worker(model: str, suite: Any, opts: Any, progress: Any, errors: Any, k: in
 def evaluate_on_devices(model: Any, suite: Any, opts: Any, *, progress: Any = "auto") -> pd.DataFrame:
     """Split the conditions of ``evaluate(model, suite, opts)`` over ``opts.devices`` (one process each)."""
     from robustbench_vit.device import numerics_key, select_device
-    from robustbench_vit.engine.runner import evaluate
-    from robustbench_vit.replaced_code import refuse_replaced_code
+    from robustbench_vit.engine.preflight import refuse_fresh_processes
+    from robustbench_vit.engine.runner import _make_suites, evaluate, parse_suites
 
     if not isinstance(model, str):
         raise ConfigError(
@@ -60,17 +60,14 @@ def evaluate_on_devices(model: Any, suite: Any, opts: Any, *, progress: Any = "a
             "--devices needs a results folder (out=...): the device processes meet in its files"
         )
     devices = parse_devices(opts.devices)
-    workers, instead = "--devices' processes (one fresh process per device)", "evaluate on one device here"
-    refuse_replaced_code(workers, instead)
-    from robustbench_vit.engine.runner import _make_suites, parse_suites
-    from robustbench_vit.models.identity import refuse_registered_elsewhere
-
     built = [
         ref
         for s in _make_suites(parse_suites(suite), opts.suite_params)
         for ref, _ in s.referenced_models().values()
     ]
-    refuse_registered_elsewhere([model, *built], workers, instead)
+    refuse_fresh_processes(
+        [model, *built], "--devices' processes (one fresh process per device)", "evaluate on one device here"
+    )
     for d in devices:
         select_device(d)  # an unknown or absent device fails here, before any process starts
     n = len(devices)

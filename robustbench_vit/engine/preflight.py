@@ -14,7 +14,7 @@ from robustbench_vit.errors import ConfigError, RbvitError
 from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.suites.seeding import caller_rng_kept
 
-__all__ = ["refuse_writing_into_data", "check_geometry", "check_output_width"]
+__all__ = ["refuse_writing_into_data", "check_geometry", "check_output_width", "refuse_fresh_processes"]
 
 
 def refuse_writing_into_data(root: Path, opts: RunOptions) -> None:
@@ -77,3 +77,15 @@ def check_output_width(loaded: LoadedModel, data_cfg: Any) -> None:
             f"{loaded.label_space.name!r} has {classes} classes; give the model its label space "
             "(preprocessing={'label_space': ...} or the card's label_space)"
         )
+
+
+def refuse_fresh_processes(refs: list[str], workers: str, instead: str) -> None:
+    """Work handed to fresh processes (``--devices``, Ray) runs the shipped code under the names this process
+    gives it: refused in one line when code was replaced in memory here (rbvit's or a package's) or a model of
+    ``refs`` (the evaluated ones and those their suites build) names a timm architecture registered outside
+    timm in this process, which ``workers`` would build as timm's own."""
+    from robustbench_vit.models.identity import refuse_registered_elsewhere
+    from robustbench_vit.replaced_code import refuse_replaced_code
+
+    refuse_replaced_code(workers, instead)
+    refuse_registered_elsewhere(refs, workers, instead)

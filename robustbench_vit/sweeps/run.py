@@ -37,7 +37,6 @@ from typing import Any, Literal
 
 from robustbench_vit.engine.progress import NullProgress, Progress
 from robustbench_vit.errors import CheckpointError, ConfigError, UnknownNameError
-from robustbench_vit.replaced_code import refuse_replaced_code
 from robustbench_vit.sweeps.file import Cell, SweepSpec, load_sweep, validate_sweep
 from robustbench_vit.sweeps.markers import files_intact, marker_path, read_marker, runs_of, write_marker
 
@@ -184,16 +183,17 @@ def plan(spec: SweepSpec, out: str | Path, *, mark_current: bool = False) -> lis
     return statuses
 
 
-def _refuse_registered_elsewhere(spec: SweepSpec) -> None:
-    """Ray's workers build timm's own network under a name this process registered another model under."""
-    from robustbench_vit.models.identity import refuse_registered_elsewhere
+def _refuse_fresh_processes(spec: SweepSpec) -> None:
+    """Ray's workers run the shipped code, and build timm's own network under a name this process registered
+    another model under: refused before any cell runs (:func:`refuse_fresh_processes`)."""
+    from robustbench_vit.engine.preflight import refuse_fresh_processes
     from robustbench_vit.suites import make_suite
 
     refs = []
     for c in spec.cells:
         refs.append(c.model)
         refs += [ref for ref, _ in make_suite(c.suite, c.options.suite_params).referenced_models().values()]
-    refuse_registered_elsewhere(refs, "Ray's workers", "run the sweep with the local executor")
+    refuse_fresh_processes(refs, "Ray's workers", "run the sweep with the local executor")
 
 
 def run_cell(cell: Cell, out: str, progress: Progress | None = None) -> CellStatus:
@@ -302,8 +302,7 @@ def run_sweep(
     if shards > 1 and executor != "ray":
         raise ConfigError("--shards splits cells over Ray tasks: use it with --executor ray")
     if executor == "ray":
-        refuse_replaced_code("Ray's workers", "run the sweep with the local executor")
-        _refuse_registered_elsewhere(spec)
+        _refuse_fresh_processes(spec)
     out = out or spec.out
     progress = progress or NullProgress()
     planned = plan(spec, out, mark_current=True)
