@@ -153,3 +153,35 @@ def test_a_file_written_in_the_tick_the_marker_recorded_is_read_back(identity_wo
     monkeypatch.setattr(markers, "_content_sha", lambda p: reads.append(p) or real(p))
     assert _statuses(toml) == ["skipped"]
     assert len(reads) == 2
+
+
+def test_inputs_changed_while_a_cell_ran_leave_it_incomplete(identity_world, monkeypatch):
+    """A cell's identity is taken before it runs and its weights are read later: a checkpoint a training job
+    rewrites meanwhile is evaluated as the new weights, so the marker must not vouch for the old ones. Once
+    they are back, the next sweep recomputes them (their rows equal a from-scratch run), instead of skipping
+    the cell and marking the new weights' rows current for the old weights."""
+    from robustbench_vit.engine import runner
+    from robustbench_vit.results.leaderboard import build_leaderboard
+    from tests.identity_world import overwrite_weights, truth
+
+    weights = identity_world["card"].parent / "weights.safetensors"
+    original = weights.read_bytes()
+    expected = truth(identity_world, "old-weights")
+    out = identity_world["root"] / "sweep-out"
+    toml = _sweep(identity_world, out)
+    real = runner.evaluate
+
+    def rewritten_first(*args, **kwargs):  # the job saves its next epoch after the sweep identified the cell
+        overwrite_weights(identity_world)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "evaluate", rewritten_first)
+    assert _statuses(toml) == ["done"]
+    monkeypatch.setattr(runner, "evaluate", real)
+    weights.write_bytes(original)  # the old weights are back
+
+    assert [s.status for s in plan(load_sweep(toml), out)] == ["todo"]
+    assert _statuses(toml) == ["done"]
+    board = build_leaderboard(out).query("metric == 'nll' and condition == 'clean'")
+    assert expected in board.value.tolist()  # the old weights' entry, beside the new weights' own
+    assert board.label.nunique() == len(board) == 2

@@ -202,11 +202,9 @@ def run_cell(cell: Cell, out: str, progress: Progress | None = None) -> CellStat
     from robustbench_vit.results.figures.plots import draw_run_figures
 
     t0 = time.time()
-    try:  # what the cell is computed from, recorded before it runs
-        identity = cell_identity(cell)
-    except Exception as e:  # noqa: BLE001 - unreadable inputs: the run below reports them
-        log.debug("cannot identify %s: %s", cell.label(), e)
-        identity = None
+    identity = _identity_now(
+        cell
+    )  # what the cell is computed from, recorded before it runs (and checked after)
     try:
         df = evaluate(
             cell.model,
@@ -234,10 +232,23 @@ def run_cell(cell: Cell, out: str, progress: Progress | None = None) -> CellStat
             )
         )
         return CellStatus(cell, "config-failed" if kind == "config" else "failed", time.time() - t0, 0, msg)
+    if identity is not None and _identity_now(cell) != identity:
+        # an input changed while the cell ran (a checkpoint a training job rewrote after the cell was
+        # identified): its rows are keyed by what was read, but the marker must vouch for no identity
+        log.warning("%s: its inputs changed while it ran; the next sweep runs it again", cell.label())
+        identity = None
     body = {"cell": _describe(cell), "identity": identity, "rows": len(df), "finished": time.time()}
     write_marker(out, cell.key(), body, runs_of(df))
     _marker(out, cell).with_suffix(".error.json").unlink(missing_ok=True)
     return CellStatus(cell, "done", time.time() - t0, len(df))
+
+
+def _identity_now(cell: Cell) -> str | None:
+    try:
+        return cell_identity(cell)
+    except Exception as e:  # noqa: BLE001 - an input unreadable now: no identity to vouch for
+        log.debug("cannot identify %s: %s", cell.label(), e)
+        return None
 
 
 def run_shard(cell: Cell, out: str, k: int, n: int) -> int:
