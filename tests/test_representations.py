@@ -148,3 +148,33 @@ def test_cka_between_two_cifar_models_and_a_cnn_without_attention(cifar_card, ci
     cross = df[df.condition.str.startswith("cka/vs=")]
     assert len(cross) > 0 and cross.value.between(0, 1 + 1e-9).all()
     assert {"layer_a", "layer_b", "model_b"} <= set(__import__("json").loads(cross.params.iloc[0]))
+
+
+@needs_imagenet
+def test_a_checkpoint_without_a_classifier_is_analysed_and_never_scored(tmp_path, caplog):
+    """timm's DINO and MAE tags have no classifier (``num_classes = 0``: their outputs are features): the
+    label space comes from timm's pretrained config as the preprocessing does, so CKA and attention
+    distance run on them, block accuracy is skipped, and a suite that scores predictions is refused in one
+    line instead of reading 384 features as 1000 logits."""
+    from robustbench_vit.errors import ConfigError
+    from robustbench_vit.models.names import resolve_spec
+
+    assert resolve_spec("timm:vit_small_patch16_224.dino").label_space == "none"
+    assert resolve_spec("vit_base_patch16_224.mae").label_space == "none"
+    assert resolve_spec("timm:vit_small_patch16_224.augreg_in1k").label_space == "imagenet1k"
+    kw = dict(data=str(IMAGENET_SAMPLES), limit=8, batch_size=4, pretrained=False, progress=False)
+    kw.update(cache_dir=str(tmp_path / "cache"), out=str(tmp_path / "out"))
+    with caplog.at_level("INFO", logger="robustbench_vit.suites.representations"):
+        df = rbvit.evaluate("timm:vit_small_patch16_224.dino", "representations", **kw)
+    assert set(df.metric) >= {"cka", "attention_distance"} and set(df.n) == {8}
+    assert not df.condition.str.startswith("block_accuracy").any()
+    assert "block_accuracy skipped" in caplog.text
+    with pytest.raises(ConfigError, match=r"has no classifier .* suite clean scores class predictions"):
+        rbvit.evaluate("timm:vit_small_patch16_224.dino", "clean", **kw)
+    with pytest.raises(ConfigError, match="representations: none of block_accuracy applies"):
+        rbvit.evaluate(
+            "timm:vit_small_patch16_224.dino",
+            "representations",
+            suite_params={"analyses": "block_accuracy"},
+            **kw,
+        )

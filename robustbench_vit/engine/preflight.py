@@ -53,10 +53,17 @@ def check_geometry(data_cfg: Any) -> None:
             )
 
 
-def check_output_width(loaded: LoadedModel, data_cfg: Any) -> None:
+def check_output_width(loaded: LoadedModel, data_cfg: Any, scoring_suite: str | None = None) -> None:
     """One forward of a black image: the model's logits must have one column per class of its label space
-    (1000 logits on CIFAR-10 would score 0 silently; 7 would fail deep inside a metric)."""
+    (1000 logits on CIFAR-10 would score 0 silently; 7 would fail deep inside a metric). A model without a
+    classifier (label space ``none``: DINO, MAE) is refused by ``scoring_suite``, a suite that scores class
+    predictions."""
     classes = loaded.label_space.num_classes
+    if loaded.label_space.name == "none" and scoring_suite:
+        raise ConfigError(
+            f"model {loaded.spec.name} has no classifier (label space 'none'), and suite {scoring_suite} scores "
+            "class predictions; evaluate its features with --suite representations (CKA, attention distance)"
+        )
     if loaded.label_space.name == "none" or not classes:
         return
     size = data_cfg.image_size

@@ -267,7 +267,7 @@ def _evaluate_one(
         )
     loaded = with_preprocessing(loaded, opts.override_preprocessing)
     check_geometry(loaded.data_config)
-    check_output_width(loaded, loaded.data_config)
+    check_output_width(loaded, loaded.data_config, suite_obj.name if suite_obj.needs_labels else None)
     class_map = suite_obj.label_map(ds, loaded)
     labels = class_map[ds.targets]
     indices = select_indices(ds.targets, opts, ds)

@@ -38,11 +38,11 @@ def resolve_spec(ref: str) -> ModelSpec:
     if ":" not in ref and not ref.endswith(".json") and _is_timm_name(ref):
         _check_timm_name(ref)  # the tag, if any
         log.info("%r is not a zoo name: resolved as timm:%s", ref, ref)
-        return ModelSpec(name=ref.replace("/", "_"), source="timm", arch=ref, family=guess_family(ref))
+        return _timm_spec(ref)
     if ref.startswith("timm:"):
         arch = ref[len("timm:") :]
         _check_timm_name(arch)
-        return ModelSpec(name=arch.replace("/", "_"), source="timm", arch=arch, family=guess_family(arch))
+        return _timm_spec(arch)
     if ref.endswith(".json"):
         card = read_card(ref)
         return ModelSpec(
@@ -59,6 +59,24 @@ def resolve_spec(ref: str) -> ModelSpec:
     if hint:  # timm's closest names before the long list of zoo names
         message = message.replace(" Known:", f" {hint} Known:", 1) if " Known:" in message else message + hint
     raise UnknownNameError(message + "; or pass timm:<arch>, a card .json, or module:factory")
+
+
+def _timm_spec(arch: str) -> ModelSpec:
+    """A timm architecture's spec; its label space is timm's pretrained config's: a checkpoint without a
+    classifier (``num_classes = 0``: DINO, MAE) has none, and is evaluated by feature analyses only."""
+    import timm
+
+    try:
+        headless = timm.get_pretrained_cfg(arch).num_classes == 0  # the default tag when untagged
+    except Exception:  # noqa: BLE001 - no pretrained config (test architectures): ImageNet's
+        headless = False
+    return ModelSpec(
+        name=arch.replace("/", "_"),
+        source="timm",
+        arch=arch,
+        family=guess_family(arch),
+        label_space="none" if headless else "imagenet1k",
+    )
 
 
 def _timm_hint(ref: str) -> str:

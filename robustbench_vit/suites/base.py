@@ -158,6 +158,8 @@ class Suite:
     paper: ClassVar[str] = ""
     metrics: ClassVar[tuple[str, ...]] = ("top1",)
     needs_grad: ClassVar[bool] = False
+    #: suites that score class predictions (all but feature analyses) refuse a model without a classifier
+    needs_labels: ClassVar[bool] = True
     #: calibration metrics reported for every condition besides ``metrics`` (suites whose conditions are
     #: not classification under shift, e.g. attacks, override :meth:`condition_metrics` instead)
     calibration: ClassVar[tuple[str, ...]] = CALIBRATION_METRICS
@@ -264,7 +266,10 @@ class Suite:
         return False
 
     def label_map(self, ds: ImageDataset, model: LoadedModel) -> np.ndarray:
-        """Model-space label of every dataset class (default: by wnid or class name)."""
+        """Model-space label of every dataset class (default: by wnid or class name; -1 for a model without a
+        classifier, which only suites that score no prediction evaluate)."""
+        if model.label_space.name == "none":
+            return np.full(len(ds.classes), -1, dtype=np.int64)
         return np.asarray([model.label_space.index_of(c) for c in ds.classes], dtype=np.int64)
 
     def condition_metrics(self, results: list[tuple[Condition, ClassificationAccumulator]]) -> list[Result]:

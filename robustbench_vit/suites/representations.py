@@ -73,6 +73,7 @@ class Representations(Suite):
     )
     metrics: ClassVar[tuple[str, ...]] = ("cka",)
     calibration: ClassVar[tuple[str, ...]] = ()
+    needs_labels: ClassVar[bool] = False  # CKA and attention distance; block_accuracy only with a classifier
     headline: ClassVar[tuple[tuple[str, str], ...]] = (
         ("summary/cka", "cka_adjacent_mean"),
         ("summary/attention_distance/first", "attention_distance_mean"),
@@ -109,7 +110,9 @@ class Representations(Suite):
         for what in ("attention_distance", "block_accuracy"):
             if what not in self.analyses:
                 continue
-            if attention:
+            if what == "block_accuracy" and ctx.model.label_space.name == "none":
+                log.info("block_accuracy skipped: %s has no classifier", ctx.model.spec.name)
+            elif attention:
                 conds.append(Condition(what, None, {}))
             else:
                 log.info(
