@@ -136,3 +136,31 @@ def test_missing_package_is_a_one_line_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "robustbench.model_zoo", None)
     with pytest.raises(ConfigError, match=r"pip install 'robustbench_vit\[robustbench\]'"):
         load_model("robustbench:Linf/Salman2020Do_R50", device="cpu")
+
+
+def test_a_checkpoint_downloaded_again_is_another_model_before_it_is_loaded(tmp_path, monkeypatch):
+    """A sweep identifies a cell before building its model: RobustBench's downloaded checkpoint files (as its
+    loader lays them out: ``<dataset>/<threat>/<id>.pt``, an ensemble's ``<id>.pt_m<i>.pt``) are named by
+    their content, so a corrected release downloaded over the old file is another cell, not a skipped one."""
+    from robustbench_vit.models.identity import weights_identity
+
+    monkeypatch.setenv("RBVIT_ROBUSTBENCH_DIR", str(tmp_path))
+    single = resolve_spec("robustbench:Linf/Salman2020Do_R50")
+    ensemble = resolve_spec("robustbench:cifar10/Linf/Chen2020Adversarial")
+    tag = f"robustbench:{single.arch}"
+    assert weights_identity(single, cache_dir=tmp_path / "c") == tag  # nothing downloaded yet
+    folder = tmp_path / "imagenet" / "Linf"
+    folder.mkdir(parents=True)
+    (folder / "Salman2020Do_R50.pt").write_bytes(b"first release")
+    first = weights_identity(single, cache_dir=tmp_path / "c")
+    assert first.startswith(f"{tag} sha256:")
+    (folder / "Salman2020Do_R50.pt").write_bytes(b"later release")
+    assert weights_identity(single, cache_dir=tmp_path / "c") not in (first, tag)
+
+    members = tmp_path / "cifar10" / "Linf"
+    members.mkdir(parents=True)
+    for i in range(3):
+        (members / f"Chen2020Adversarial.pt_m{i}.pt").write_bytes(f"member {i}".encode())
+    whole = weights_identity(ensemble, cache_dir=tmp_path / "c")
+    (members / "Chen2020Adversarial.pt_m2.pt").write_bytes(b"member 2, retrained")
+    assert weights_identity(ensemble, cache_dir=tmp_path / "c") != whole

@@ -138,7 +138,8 @@ def _hf_revision(repo: str, cache_dir: str | Path | None) -> str | None:
 
 def hub_revision(spec: ModelSpec, *, cache_dir: str | Path | None = None) -> str | None:
     """What the local hub cache holds for a hub model's pretrained weights (no network): ``hf:<commit>``
-    of the snapshot the repo's ref points at (with the content of its files no checked hash names), or the SHA-256 of a downloaded URL file; None when nothing
+    of the snapshot the repo's ref points at (with the content of its files no checked hash names), the
+    content of RobustBench's downloaded checkpoint files, or the SHA-256 of a downloaded URL file; None when nothing
     is cached yet (the first load downloads it, and identifies the loaded tensors)."""
     url = ""
     if spec.source == "timm" and spec.arch.startswith("hf-hub:"):
@@ -161,6 +162,11 @@ def hub_revision(spec: ModelSpec, *, cache_dir: str | Path | None = None) -> str
         import torchvision
 
         url = getattr(torchvision.models.get_weight(spec.weights), "url", "") or ""
+    elif spec.source == "robustbench":
+        from robustbench_vit.models.robustbench_source import cached_files
+
+        files = cached_files(spec)  # a checkpoint downloaded again (a corrected release) is another model
+        return f"sha256:{files_identity(files, cache_dir=cache_dir)}" if files else None
     if url:
         from robustbench_vit.models.hub import torch_cache_dir
 

@@ -11,6 +11,7 @@ read from RobustBench's own eval transform for the model, never retyped.
 from __future__ import annotations
 
 import difflib
+import glob
 import logging
 import os
 from pathlib import Path
@@ -20,7 +21,13 @@ from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.errors import ConfigError, UnknownNameError, WeightsUnavailableError
 from robustbench_vit.models.zoo import ModelSpec
 
-__all__ = ["parse_robustbench_ref", "robustbench_spec", "load_robustbench", "config_from_transforms"]
+__all__ = [
+    "parse_robustbench_ref",
+    "robustbench_spec",
+    "load_robustbench",
+    "config_from_transforms",
+    "cached_files",
+]
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +129,18 @@ def _model_dir() -> Path:
     from robustbench_vit.data.cache import default_cache_dir
 
     return Path(os.environ.get("RBVIT_ROBUSTBENCH_DIR", default_cache_dir() / "robustbench"))
+
+
+def cached_files(spec: ModelSpec) -> list[Path]:
+    """The checkpoint files RobustBench's loader reads for ``spec`` from the model folder, as it lays them out
+    (``<dataset>/<threat>/<model_id>.pt``, an ensemble's members ``<model_id>.pt_m<i>.pt``); empty when
+    nothing is downloaded yet (or RobustBench loads the model through timm's hub)."""
+    dataset, threat, model_id = parse_robustbench_ref(PREFIX + spec.arch)
+    folder = _model_dir() / dataset / threat
+    if not folder.is_dir():
+        return []
+    members = sorted(folder.glob(f"{glob.escape(model_id)}.pt_m*.pt"))
+    return [p for p in [folder / f"{model_id}.pt", *members] if p.is_file()]
 
 
 def load_robustbench(spec: ModelSpec, *, pretrained: bool, checkpoint: str | None) -> tuple:
