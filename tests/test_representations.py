@@ -171,6 +171,15 @@ def test_a_checkpoint_without_a_classifier_is_analysed_and_never_scored(tmp_path
     assert "block_accuracy skipped" in caplog.text
     with pytest.raises(ConfigError, match=r"has no classifier .* suite clean scores class predictions"):
         rbvit.evaluate("timm:vit_small_patch16_224.dino", "clean", **kw)
+    with pytest.raises(
+        ConfigError, match=r"model vit_small_patch16_224.dino.random has no classifier .* suite transfer"
+    ):
+        rbvit.evaluate(  # a suite's own model (the source it crafts on) is refused alike
+            "timm:test_vit",
+            "transfer",
+            suite_params={"source": "timm:vit_small_patch16_224.dino", "source_pretrained": False},
+            **kw,
+        )
     with pytest.raises(ConfigError, match="representations: none of block_accuracy applies"):
         rbvit.evaluate(
             "timm:vit_small_patch16_224.dino",

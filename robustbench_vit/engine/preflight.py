@@ -12,6 +12,7 @@ from robustbench_vit.data.cache import default_cache_dir
 from robustbench_vit.engine.options import RunOptions
 from robustbench_vit.errors import ConfigError, RbvitError
 from robustbench_vit.models.loading import LoadedModel
+from robustbench_vit.suites.base import no_classifier
 from robustbench_vit.suites.seeding import caller_rng_kept
 
 __all__ = ["refuse_writing_into_data", "check_geometry", "check_output_width", "refuse_fresh_processes"]
@@ -60,10 +61,7 @@ def check_output_width(loaded: LoadedModel, data_cfg: Any, scoring_suite: str | 
     predictions."""
     classes = loaded.label_space.num_classes
     if loaded.label_space.name == "none" and scoring_suite:
-        raise ConfigError(
-            f"model {loaded.spec.name} has no classifier (label space 'none'), and suite {scoring_suite} scores "
-            "class predictions; evaluate its features with --suite representations (CKA, attention distance)"
-        )
+        raise no_classifier(loaded.spec.name, scoring_suite)
     if loaded.label_space.name == "none" or not classes:
         return
     size = data_cfg.image_size

@@ -140,6 +140,15 @@ class EvalContext:
 SUITES: Registry[type[Suite]] = Registry("suite")
 
 
+def no_classifier(model: str, suite: str) -> ConfigError:
+    """The one-line refusal of a model without a classifier (label space ``none``) by a suite that scores
+    class predictions."""
+    return ConfigError(
+        f"model {model} has no classifier (label space 'none'), and suite {suite} scores class predictions; "
+        "evaluate its features with --suite representations (CKA, attention distance)"
+    )
+
+
 def register_suite(name: str) -> Callable[[type[Suite]], type[Suite]]:
     def deco(cls: type[Suite]) -> type[Suite]:
         cls.name = name
@@ -269,6 +278,10 @@ class Suite:
         """Model-space label of every dataset class (default: by wnid or class name; -1 for a model without a
         classifier, which only suites that score no prediction evaluate)."""
         if model.label_space.name == "none":
+            if (
+                self.needs_labels
+            ):  # the run's model is refused before (preflight); a model the suite builds here
+                raise no_classifier(model.spec.name, self.name)
             return np.full(len(ds.classes), -1, dtype=np.int64)
         return np.asarray([model.label_space.index_of(c) for c in ds.classes], dtype=np.int64)
 
