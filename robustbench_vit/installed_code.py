@@ -214,9 +214,7 @@ def code_changes(dist_name: str) -> str:
         if _unrecorded(dist, listed):
             keys.append(("files", _package_files(dist, index)))
         else:
-            if (
-                _direct_url(dist) is not None
-            ):  # a git commit, a local folder or wheel: the version names no code
+            if _direct_url(dist) is not None:  # a git commit, a local folder or wheel: no code named
                 keys.append(("record", _recorded_code(listed)))
             keys.append(("edited", _edited(dist, listed, index)))
     finally:

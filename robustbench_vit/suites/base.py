@@ -278,9 +278,8 @@ class Suite:
         """Model-space label of every dataset class (default: by wnid or class name; -1 for a model without a
         classifier, which only suites that score no prediction evaluate)."""
         if model.label_space.name == "none":
-            if (
-                self.needs_labels
-            ):  # the run's model is refused before (preflight); a model the suite builds here
+            # the run's model is refused before this (preflight); a model the suite builds is refused here
+            if self.needs_labels:
                 raise no_classifier(model.spec.name, self.name)
             return np.full(len(ds.classes), -1, dtype=np.int64)
         return np.asarray([model.label_space.index_of(c) for c in ds.classes], dtype=np.int64)

@@ -202,9 +202,7 @@ def run_cell(cell: Cell, out: str, progress: Progress | None = None) -> CellStat
     from robustbench_vit.results.figures.plots import draw_run_figures
 
     t0 = time.time()
-    identity = _identity_now(
-        cell
-    )  # what the cell is computed from, recorded before it runs (and checked after)
+    identity = _identity_now(cell)  # what the cell is computed from, taken before it runs (and after)
     try:
         df = evaluate(
             cell.model,
