@@ -222,6 +222,26 @@ def test_a_loaded_model_runs_at_the_dtype_it_was_loaded_with(tmp_path):
         rbvit.evaluate(model, "clean", dtype="fp32", **kw)
 
 
+def test_a_loaded_model_asked_for_another_device_is_refused(tmp_path, monkeypatch):
+    """A model the caller loaded computes on the device it was loaded on: ``evaluate(model, device="cuda")``
+    of a model loaded on the CPU was silently run on the CPU. The device named is compared with the model's
+    (this machine has no GPU: the device selection is stood in for, the comparison is what is tested)."""
+    import torch
+
+    from robustbench_vit import device as devices
+    from robustbench_vit.errors import ConfigError
+
+    model = rbvit.load_model(str(write_cifar_card(tmp_path / "card")), device="cpu")
+    kw = dict(data=str(CIFAR10_TEST), limit=10, progress=False)
+    assert len(rbvit.evaluate(model, "clean", device="cpu", **kw))  # its own device, named: runs
+    real = devices.select_device
+    monkeypatch.setattr(
+        devices, "select_device", lambda d=None: torch.device(d) if d == "cuda:1" else real(d)
+    )
+    with pytest.raises(ConfigError, match=r"was loaded on cpu, not cuda:1: pass device= to load_model"):
+        rbvit.evaluate(model, "clean", device="cuda:1", **kw)
+
+
 def test_a_deeply_nested_attribute_is_hashed_without_overflowing_the_stack():
     """A linked structure kept on a module (thousands of levels) is walked to a bounded depth."""
 

@@ -15,7 +15,13 @@ from robustbench_vit.models.loading import LoadedModel
 from robustbench_vit.suites.base import no_classifier
 from robustbench_vit.suites.seeding import caller_rng_kept
 
-__all__ = ["refuse_writing_into_data", "check_geometry", "check_output_width", "refuse_fresh_processes"]
+__all__ = [
+    "refuse_writing_into_data",
+    "check_geometry",
+    "check_output_width",
+    "refuse_fresh_processes",
+    "options_for_loaded",
+]
 
 
 def refuse_writing_into_data(root: Path, opts: RunOptions) -> None:
@@ -94,3 +100,28 @@ def refuse_fresh_processes(refs: list[str], workers: str, instead: str) -> None:
 
     refuse_replaced_code(workers, instead)
     refuse_registered_elsewhere(refs, workers, instead)
+
+
+def options_for_loaded(loaded: LoadedModel, opts: RunOptions, *, dtype_asked: bool) -> RunOptions:
+    """The options a model the caller loaded runs under: its own precision and device, which its rows and
+    their key name. Another precision asked for (``dtype_asked``) or another device named is refused in one
+    line, where the loaded model's would silently have been used."""
+    import dataclasses
+
+    from robustbench_vit.device import select_device
+
+    if opts.dtype != loaded.dtype:
+        if dtype_asked:
+            raise ConfigError(
+                f"{loaded.spec.name} was loaded with dtype {loaded.dtype}, not {opts.dtype}: pass dtype= to "
+                "load_model, or leave dtype out"
+            )
+        opts = dataclasses.replace(opts, dtype=loaded.dtype)
+    if opts.device not in (None, "auto"):
+        asked, there = select_device(opts.device), loaded.device
+        if asked.type != there.type or None not in (asked.index, there.index) and asked.index != there.index:
+            raise ConfigError(
+                f"{loaded.spec.name} was loaded on {there}, not {opts.device}: pass device= to load_model, or "
+                "leave device out"
+            )
+    return opts

@@ -29,7 +29,12 @@ from robustbench_vit.data.registry import MASKED_DATASETS
 from robustbench_vit.data.subset import LIMIT_SEED, read_subset, stratified_limit
 from robustbench_vit.device import float32_default, no_caller_autocast, select_device
 from robustbench_vit.engine.options import DECODE_CHOICES, RunOptions, run_options
-from robustbench_vit.engine.preflight import check_geometry, check_output_width, refuse_writing_into_data
+from robustbench_vit.engine.preflight import (
+    check_geometry,
+    check_output_width,
+    options_for_loaded,
+    refuse_writing_into_data,
+)
 from robustbench_vit.engine.progress import Progress, make_progress
 from robustbench_vit.engine.rows import (
     base_row,
@@ -130,14 +135,9 @@ def evaluate(
             f"model must be a name, a card path, a LoadedModel or an nn.Module, got {type(model).__name__}"
         )
     opts = run_options(options, kwargs)
-    if isinstance(model, LoadedModel) and opts.dtype != model.dtype:
-        # a loaded model computes at the precision it was loaded with: the rows and their key say that one
-        if "dtype" in kwargs or (options is not None and options.dtype != RunOptions.dtype):
-            raise ConfigError(
-                f"{model.spec.name} was loaded with dtype {model.dtype}, not {opts.dtype}: pass dtype= to "
-                "load_model, or leave dtype out"
-            )
-        opts = dataclasses.replace(opts, dtype=model.dtype)
+    if isinstance(model, LoadedModel):
+        asked = "dtype" in kwargs or (options is not None and options.dtype != RunOptions.dtype)
+        opts = options_for_loaded(model, opts, dtype_asked=asked)
     suites = _make_suites(parse_suites(suite), opts.suite_params)
     if opts.devices:  # several processes: robustbench_vit.evaluate (api.py) chooses that executor
         raise ConfigError(
