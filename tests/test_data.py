@@ -414,3 +414,25 @@ def test_a_link_to_a_missing_image_is_an_error_not_a_smaller_set(tmp_path):
     (tmp_path / "labels.txt").write_text("c.png cat\n")
     with pytest.raises(DataError, match="link to a missing file"):
         flat_folder(tmp_path / "flat", tmp_path / "labels.txt")
+
+
+def test_names_macos_stored_decomposed_are_the_names_typed(tmp_path):
+    """macOS stores file and folder names decomposed (``e`` + combining acute), a labels file or a card types
+    them composed: the two spellings of ``café`` are one name, for a card's classes and a flat folder's
+    labels, where they were "not in the label space" and "no label for" errors."""
+    import unicodedata
+
+    composed, decomposed = "café", unicodedata.normalize("NFD", "café")
+    assert composed != decomposed
+    space = get_label_space([composed, "thé"])
+    assert space.index_of(decomposed) == 0 and space.index_of("thé") == 1
+
+    root = tmp_path / "flat"
+    root.mkdir()
+    for k, name in enumerate((decomposed, unicodedata.normalize("NFD", "thé"))):
+        Image.fromarray(np.full((8, 8, 3), k * 50, np.uint8)).save(root / f"{name}-{k}.png")
+    labels = tmp_path / "labels.txt"
+    labels.write_text(f"{composed}-0.png {composed}\n{unicodedata.normalize('NFD', 'thé')}-1.png thé\n")
+    ds = flat_folder(root, labels)
+    assert ds.classes == (composed, "thé")  # one spelling of each class, whatever the lines used
+    assert [ds.classes[t] for t in ds.targets] == [composed, "thé"]

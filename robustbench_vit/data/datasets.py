@@ -22,7 +22,7 @@ import torch
 
 from robustbench_vit.data.decode import read_bytes, read_rgb
 from robustbench_vit.data.digests import stat_tuple
-from robustbench_vit.data.labels import CIFAR10_CLASSES
+from robustbench_vit.data.labels import CIFAR10_CLASSES, nfc
 from robustbench_vit.errors import DataError
 
 __all__ = [
@@ -259,7 +259,7 @@ def flat_folder(root: str | Path, labels: str | Path) -> ImageDataset:
         raise DataError(f"label file not found: {labels}")
     by_name: dict[str, str] = {}
     for line in labels.read_text(encoding="utf-8-sig").splitlines():  # a BOM (Windows editors) is not a name
-        parts = line.replace(",", " ").split()
+        parts = nfc(line).replace(",", " ").split()  # names compared composed: macOS stores them decomposed
         if len(parts) < 2 or parts[0].lower() in ("imageid", "file", "filename", "image"):
             continue
         name = Path(parts[0]).name
@@ -273,7 +273,7 @@ def flat_folder(root: str | Path, labels: str | Path) -> ImageDataset:
     _say_left_out(root, hidden, other)
     if not files:
         raise DataError(f"no images in {root}")
-    present = {name for name, _ in files}
+    present = {nfc(name) for name, _ in files}
     by_stem: dict[str, set[str]] = {}  # lines naming no file here: ids without extension, converted files
     for name, label in by_name.items():
         if name not in present:
@@ -281,13 +281,13 @@ def flat_folder(root: str | Path, labels: str | Path) -> ImageDataset:
     found: list[str | None] = []
     for name, _ in files:
         # the file's own name first; else its stem (Kaggle's ids, or files converted to another format)
-        stem_labels = by_stem.get(Path(name).stem, set())
-        if name not in by_name and len(stem_labels) > 1:
+        stem_labels = by_stem.get(Path(nfc(name)).stem, set())
+        if nfc(name) not in by_name and len(stem_labels) > 1:
             raise DataError(
                 f"label file {labels} names {Path(name).stem} with several extensions and labels "
                 f"({', '.join(sorted(stem_labels))}), none of them {name}; name the file as it is"
             )
-        found.append(by_name.get(name) or next(iter(stem_labels), None))
+        found.append(by_name.get(nfc(name)) or next(iter(stem_labels), None))
     missing = [name for (name, _), label in zip(files, found) if label is None]
     if missing:
         raise DataError(f"label file {labels} has no label for {len(missing)} images, e.g. {missing[0]}")

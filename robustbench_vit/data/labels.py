@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from dataclasses import dataclass
 from functools import cache
 
 from robustbench_vit.errors import ConfigError, DataError, UnknownNameError
 
-__all__ = ["LabelSpace", "get_label_space", "CIFAR10_CLASSES", "is_wnid", "normalize_name", "wnid_positions"]
+__all__ = [
+    "LabelSpace",
+    "get_label_space",
+    "CIFAR10_CLASSES",
+    "is_wnid",
+    "normalize_name",
+    "nfc",
+    "wnid_positions",
+]
 
 CIFAR10_CLASSES = (
     "airplane",
@@ -36,8 +45,14 @@ def is_wnid(name: str) -> bool:
     return bool(_WNID.match(name))
 
 
+def nfc(text: str) -> str:
+    """Unicode's composed form: a name macOS stored decomposed (``cafe`` + combining accent) is the name
+    typed with its accented letter."""
+    return unicodedata.normalize("NFC", text)
+
+
 def normalize_name(name: str) -> str:
-    return re.sub(r"[\s_\-]+", " ", name.strip().lower())
+    return re.sub(r"[\s_\-]+", " ", nfc(name).strip().lower())
 
 
 @dataclass(frozen=True)
