@@ -141,3 +141,42 @@ def test_an_edited_config_json_in_a_snapshot_of_real_files_is_another_model(tmp_
     assert expected != first
     assert _nll(out, cache, data) == expected
     assert [s.status for s in run_sweep(load_sweep(toml))] == ["done"]  # not "skipped"
+
+
+def test_a_hub_repo_without_a_classifier_has_no_label_space(tmp_path, monkeypatch, data):
+    """An ``hf-hub:`` repo whose config says ``num_classes: 0`` (a DINO or MAE backbone) is built without a
+    head, as timm's own headless tags: its features are analysed, never scored as logits."""
+    import timm
+    import torch
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    from robustbench_vit.errors import ConfigError
+    from robustbench_vit.models.loading import load_model
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    repo = tmp_path / "hf" / "models--me--backbone"
+    snap = repo / "snapshots" / ("3" * 40)
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("3" * 40)
+    torch.manual_seed(0)
+    net = timm.create_model("test_vit", pretrained=False, num_classes=0)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(snap / "model.safetensors"))
+    cfg = {
+        "input_size": [3, 160, 160],
+        "crop_pct": 0.875,
+        "mean": [0.5] * 3,
+        "std": [0.5] * 3,
+        "num_classes": 0,
+    }
+    (snap / "config.json").write_text(
+        json.dumps({"architecture": "test_vit", "num_classes": 0, "pretrained_cfg": cfg})
+    )
+    assert load_model("hf-hub:me/backbone", device="cpu", cache_dir=tmp_path / "c").label_space.name == "none"
+    kw = dict(data=str(data), out=str(tmp_path / "out"), cache_dir=str(tmp_path / "c"), progress=False)
+    df = evaluate("hf-hub:me/backbone", "representations", batch_size=6, **kw)
+    assert {"cka", "attention_distance"} <= set(df.metric)
+    with pytest.raises(ConfigError, match="has no classifier"):
+        evaluate("hf-hub:me/backbone", "clean", **kw)

@@ -187,3 +187,20 @@ def test_a_checkpoint_without_a_classifier_is_analysed_and_never_scored(tmp_path
             suite_params={"analyses": "block_accuracy"},
             **kw,
         )
+
+
+@needs_imagenet
+def test_attention_distance_on_a_vit_fed_another_size_than_it_was_built_for(tmp_path):
+    """timm's ``dynamic_img_size`` ViTs (test_vit, built for 160 px) embed the grid of the input they are fed:
+    at ``--img-size 224`` the patch grid is 14 x 14, not the 10 x 10 it was built with (the analysis was a
+    "196 patch tokens, expected 100" error), and the distances are those of a 224 px input."""
+    kw = dict(data=str(IMAGENET_SAMPLES), limit=4, batch_size=4, pretrained=False, progress=False)
+    kw.update(cache_dir=str(tmp_path / "cache"), suite_params={"analyses": "attention_distance"})
+    model = load_model("timm:test_vit", device="cpu", pretrained=False)
+    assert probes.patch_grid(model) == (10, 10)
+    wide = rbvit.evaluate("timm:test_vit", "representations", override_preprocessing={"img_size": 224}, **kw)
+    built = rbvit.evaluate("timm:test_vit", "representations", **kw)
+    far = wide.query("metric == 'attention_distance'").value.mean()
+    near = built.query("metric == 'attention_distance'").value.mean()
+    # near-uniform attention of random weights: about the mean patch distance of each grid (scaled with it)
+    assert 0.6 * 224 / 160 < far / near < 1.2 * 224 / 160

@@ -10,17 +10,9 @@ import torch
 
 from robustbench_vit.errors import ConfigError
 from robustbench_vit.models.loading import LoadedModel
-from robustbench_vit.models.probes import attention_from_tokens, resize_to
+from robustbench_vit.models.probes import attention_from_tokens, patch_grid, resize_to
 
 __all__ = ["cls_attention", "patch_grid"]
-
-
-def patch_grid(model: LoadedModel) -> tuple[int, int]:
-    """(rows, cols) of patch tokens for the model's input size."""
-    pe = getattr(model.net, "patch_embed", None)
-    if pe is None or not hasattr(pe, "grid_size"):
-        raise ConfigError(f"{model.spec.name} has no patch embedding; saliency needs a ViT with a CLS token")
-    return tuple(int(v) for v in pe.grid_size)  # type: ignore[return-value]
 
 
 def _check(model: LoadedModel) -> None:

@@ -202,7 +202,9 @@ def _load_hf_hub(spec: ModelSpec, *, pretrained: bool, checkpoint: str | None) -
     if checkpoint:
         load_state_dict_strict(net, read_state_dict(checkpoint), checkpoint)
     data_cfg = DataConfig.from_dict(dict(resolve_model_data_config(net)), source=spec.arch)
-    label_space = get_label_space(spec.label_space)
+    # a repo without a classifier (its config's num_classes 0: DINO, MAE) has no label space, as timm tags
+    headless = getattr(net, "num_classes", None) == 0
+    label_space = LabelSpace("none", ()) if headless else get_label_space(spec.label_space)
     tag = f"checkpoint:{checkpoint}" if checkpoint else (spec.arch if pretrained else "random")
     return net, data_cfg, label_space, tag
 

@@ -23,6 +23,7 @@ __all__ = [
     "layer_outputs",
     "attention_weights",
     "mean_attention_distance",
+    "patch_grid",
     "block_logits",
 ]
 
@@ -209,14 +210,26 @@ def patch_distances(grid: tuple[int, int], patch: tuple[int, int]) -> torch.Tens
     return torch.cdist(pos, pos)
 
 
+def patch_grid(model: LoadedModel) -> tuple[int, int]:
+    """(rows, cols) of patch tokens for the input size the model is fed (its data config): a ViT built with
+    ``dynamic_img_size`` embeds another grid than the one it was built for (``--img-size``, or a hub config
+    without ``fixed_input_size``)."""
+    pe = getattr(model.net, "patch_embed", None)
+    if pe is None or not hasattr(pe, "grid_size"):
+        raise ConfigError(f"{model.spec.name} has no patch embedding; saliency needs a ViT with a CLS token")
+    dynamic = getattr(pe, "dynamic_img_size", False) or getattr(model.net, "dynamic_img_size", False)
+    if dynamic and hasattr(pe, "dynamic_feat_size"):
+        return tuple(int(v) for v in pe.dynamic_feat_size(tuple(model.data_config.image_size)))  # type: ignore[return-value]
+    return tuple(int(v) for v in pe.grid_size)  # type: ignore[return-value]
+
+
 def mean_attention_distance(model: LoadedModel, weights: list[torch.Tensor]) -> torch.Tensor:
     """(blocks, heads) attention distance in input pixels, summed over the batch: for each query patch the
     attention-weighted distance to every key patch (prefix tokens dropped from both sides, weights not
     renormalised, as the Probing-ViTs code does), averaged over query patches. Divide by the image count."""
     net = _transformer(model)
-    pe = net.patch_embed
-    grid = tuple(int(v) for v in pe.grid_size)
-    patch = tuple(int(v) for v in pe.patch_size)
+    grid = patch_grid(model)
+    patch = tuple(int(v) for v in net.patch_embed.patch_size)
     prefix = int(getattr(net, "num_prefix_tokens", 1))
     p = grid[0] * grid[1]
     dist = patch_distances(grid, patch).to(weights[0].device)  # type: ignore[arg-type]
