@@ -166,3 +166,12 @@ def wnid_positions(space: LabelSpace, wnids: list[str] | tuple[str, ...], what: 
             f"classes it scores (e.g. {missing[0]})"
         )
     return [pos[w] for w in wnids]
+
+
+def no_classifier(model: str, suite: str) -> ConfigError:
+    """The one-line refusal of a model without a classifier (label space ``none``) by a suite that scores
+    class predictions."""
+    return ConfigError(
+        f"model {model} has no classifier (label space 'none'), and suite {suite} scores class predictions; "
+        "evaluate its features with --suite representations (CKA, attention distance)"
+    )

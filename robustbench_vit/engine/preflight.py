@@ -9,10 +9,10 @@ from typing import Any
 import torch
 
 from robustbench_vit.data.cache import default_cache_dir
+from robustbench_vit.data.labels import no_classifier
 from robustbench_vit.engine.options import RunOptions
 from robustbench_vit.errors import ConfigError, RbvitError
 from robustbench_vit.models.loading import LoadedModel
-from robustbench_vit.suites.base import no_classifier
 from robustbench_vit.suites.seeding import caller_rng_kept
 
 __all__ = [
@@ -119,7 +119,8 @@ def options_for_loaded(loaded: LoadedModel, opts: RunOptions, *, dtype_asked: bo
         opts = dataclasses.replace(opts, dtype=loaded.dtype)
     if opts.device not in (None, "auto"):
         asked, there = select_device(opts.device), loaded.device
-        if asked.type != there.type or None not in (asked.index, there.index) and asked.index != there.index:
+        other_index = None not in (asked.index, there.index) and asked.index != there.index
+        if asked.type != there.type or other_index:
             raise ConfigError(
                 f"{loaded.spec.name} was loaded on {there}, not {opts.device}: pass device= to load_model, or "
                 "leave device out"

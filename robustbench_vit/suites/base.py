@@ -21,6 +21,7 @@ import torch
 
 from robustbench_vit.data.cache import ImageCache
 from robustbench_vit.data.datasets import ImageDataset
+from robustbench_vit.data.labels import no_classifier
 from robustbench_vit.data.loader import device_batches
 from robustbench_vit.data.preprocessing import DataConfig
 from robustbench_vit.errors import ConfigError
@@ -138,15 +139,6 @@ class EvalContext:
 
 
 SUITES: Registry[type[Suite]] = Registry("suite")
-
-
-def no_classifier(model: str, suite: str) -> ConfigError:
-    """The one-line refusal of a model without a classifier (label space ``none``) by a suite that scores
-    class predictions."""
-    return ConfigError(
-        f"model {model} has no classifier (label space 'none'), and suite {suite} scores class predictions; "
-        "evaluate its features with --suite representations (CKA, attention distance)"
-    )
 
 
 def register_suite(name: str) -> Callable[[type[Suite]], type[Suite]]:
